@@ -1,0 +1,59 @@
+// The tenguard command line: one module per command group, loaded on demand so that
+// `tenguard lab ...` never pays for the data plane and the reverse.
+import { TgError } from '../util/errors.js';
+
+export type CommandRunner = (args: string[]) => Promise<number>;
+
+interface CommandEntry {
+  summary: string;
+  load: () => Promise<{ run: CommandRunner }>;
+}
+
+const COMMANDS: Record<string, CommandEntry> = {
+  lab: {
+    summary: 'build, show, use and remove the network-namespace lab',
+    load: () => import('./lab.js'),
+  },
+  device: {
+    summary: 'run a WireGuard-compatible device on a TUN interface (like wireguard-go)',
+    load: () => import('./device.js'),
+  },
+  bench: {
+    summary: 'measure the data plane (io, tunnel) side by side with references',
+    load: () => import('./bench.js'),
+  },
+  demo: {
+    summary: 'build the lab, run real traffic through it, report, tear down',
+    load: () => import('./demo.js'),
+  },
+};
+
+function usage(): string {
+  const lines = ['usage: tenguard <command> [options]', '', 'commands:'];
+  for (const [name, entry] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(10)} ${entry.summary}`);
+  lines.push('', "Run 'tenguard <command> --help' for a command's options.");
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const entry = COMMANDS[name];
+  if (entry === undefined) {
+    process.stderr.write(`tenguard: unknown command '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  try {
+    const mod = await entry.load();
+    return await mod.run(rest);
+  } catch (err) {
+    if (err instanceof TgError) {
+      process.stderr.write(`tenguard ${name}: ${err.code}: ${err.message}\n`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+}

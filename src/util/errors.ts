@@ -1,0 +1,37 @@
+// One catalogue of errors with stable codes. Every error a user can see comes from here,
+// with a message naming what was wrong and the cause attached.
+
+export const ERROR_CODES = {
+  TG_ERR_USAGE: { exit: 2, http: 400, text: 'bad command-line usage' },
+  TG_ERR_INVALID_ARGUMENT: { exit: 2, http: 400, text: 'invalid argument' },
+  TG_ERR_CONFIG: { exit: 2, http: 400, text: 'invalid configuration' },
+  TG_ERR_NOT_ROOT: { exit: 1, http: 500, text: 'root privileges required' },
+  TG_ERR_LAB_EXISTS: { exit: 1, http: 409, text: 'a lab with this prefix already exists' },
+  TG_ERR_LAB_NOT_FOUND: { exit: 1, http: 404, text: 'no lab with this prefix' },
+  TG_ERR_NOT_FOUND: { exit: 1, http: 404, text: 'not found' },
+  TG_ERR_CONFLICT: { exit: 1, http: 409, text: 'conflict' },
+  TG_ERR_COMMAND_FAILED: { exit: 1, http: 500, text: 'an external command failed' },
+  TG_ERR_NATIVE: { exit: 1, http: 500, text: 'native addon failure' },
+  TG_ERR_UAPI: { exit: 1, http: 400, text: 'invalid userspace API request' },
+  TG_ERR_INTERNAL: { exit: 1, http: 500, text: 'internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class TgError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TgError';
+    this.code = code;
+  }
+
+  get exitCode(): number {
+    return ERROR_CODES[this.code].exit;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+}
