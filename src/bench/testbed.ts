@@ -1,0 +1,238 @@
+// A two-namespace testbed for tunnel measurements and interoperability tests: two
+// namespaces joined by a veth pair (the "wire"), and on each side a WireGuard-protocol
+// device (wireguard-go or tenguard) configured through the standard `wg` tool, exactly as
+// an operator would. Everything carries the caller's prefix and is removed by destroy().
+import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { TgError } from '../util/errors.js';
+import { run, runInOk, runOk } from '../util/exec.js';
+
+export type Implementation = 'wireguard-go' | 'tenguard';
+
+export interface Side {
+  ns: string;
+  veth: string;
+  wireV4: string;
+  wireV6: string;
+  /** The tunnel interface's name (also the UAPI socket name, so unique per testbed). */
+  tun: string;
+  tunV4: string;
+  tunV6: string;
+  privateKey: string;
+  publicKey: string;
+  port: number;
+  proc?: ChildProcess;
+}
+
+export interface Testbed {
+  prefix: string;
+  a: Side;
+  b: Side;
+}
+
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+
+export function keyPair(): { privateKey: string; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const d = privateKey.export({ format: 'jwk' }).d!;
+  const x = publicKey.export({ format: 'jwk' }).x!;
+  return {
+    privateKey: Buffer.from(d, 'base64url').toString('base64'),
+    publicKey: Buffer.from(x, 'base64url').toString('base64'),
+  };
+}
+
+/** Creates the two namespaces and the wire between them. `index` keeps parallel testbeds apart. */
+export async function createTestbed(
+  prefix: string,
+  opts: { mtu?: number; index?: number } = {},
+): Promise<Testbed> {
+  if (!/^tg[a-z0-9]{1,6}$/.test(prefix))
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad testbed prefix '${prefix}'`);
+  const i = opts.index ?? 0;
+  const side = (tag: 'a' | 'b', n: number): Side => ({
+    ns: `${prefix}-${tag}`,
+    veth: `${prefix}${tag}v`,
+    wireV4: `198.18.${200 + i}.${n}`,
+    wireV6: `fd00:198:18:${200 + i}::${n}`,
+    tun: `${prefix}${tag}w`,
+    tunV4: `100.64.${200 + i}.${n}`,
+    tunV6: `fd00:100:64:${200 + i}::${n}`,
+    port: 51820 + n,
+    ...keyPair(),
+  });
+  const tb: Testbed = { prefix, a: side('a', 1), b: side('b', 2) };
+  try {
+    for (const s of [tb.a, tb.b]) {
+      await runOk('ip', ['netns', 'add', s.ns]);
+      await runInOk(s.ns, 'ip', ['link', 'set', 'lo', 'up']);
+    }
+    await runOk('ip', [
+      'link',
+      'add',
+      tb.a.veth,
+      'netns',
+      tb.a.ns,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      tb.b.veth,
+      'netns',
+      tb.b.ns,
+    ]);
+    for (const s of [tb.a, tb.b]) {
+      await runInOk(s.ns, 'ip', ['addr', 'add', `${s.wireV4}/24`, 'dev', s.veth]);
+      await runInOk(s.ns, 'ip', ['-6', 'addr', 'add', `${s.wireV6}/64`, 'dev', s.veth, 'nodad']);
+      await runInOk(s.ns, 'ip', ['link', 'set', s.veth, 'mtu', String(opts.mtu ?? 1500), 'up']);
+    }
+    return tb;
+  } catch (err) {
+    await destroyTestbed(tb);
+    throw err;
+  }
+}
+
+function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number): Promise<void> {
+  const path = `/var/run/wireguard/${name}.sock`;
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (existsSync(path)) return resolve();
+      if (proc.exitCode !== null)
+        return reject(
+          new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} exited with ${proc.exitCode}`),
+        );
+      if (Date.now() > deadline)
+        return reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`));
+      setTimeout(check, 20);
+    };
+    check();
+  });
+}
+
+/** Starts a device (in the foreground, owned by us) in the side's namespace. */
+export async function startDevice(s: Side, impl: Implementation, env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const argv =
+    impl === 'wireguard-go' ? ['wireguard-go', '-f', s.tun] : [process.execPath, BIN, 'device', '-f', s.tun];
+  const proc = spawn('ip', ['netns', 'exec', s.ns, ...argv], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  s.proc = proc;
+  try {
+    await waitForSocket(s.tun, proc, 10_000);
+  } catch (err) {
+    throw new TgError(
+      'TG_ERR_COMMAND_FAILED',
+      `${impl} on ${s.tun}: ${(err as Error).message}; stderr: ${stderr.trim()}`,
+    );
+  }
+}
+
+/** Configures side `s` to talk to `peer` with `wg` and `ip`, as an operator would. */
+export async function configureDevice(
+  s: Side,
+  peer: Side,
+  opts: { mtu: number; v6Outer?: boolean; psk?: string; keepalive?: number },
+): Promise<void> {
+  const endpoint = opts.v6Outer ? `[${peer.wireV6}]:${peer.port}` : `${peer.wireV4}:${peer.port}`;
+  const args = [
+    'set',
+    s.tun,
+    'private-key',
+    '/dev/stdin',
+    'listen-port',
+    String(s.port),
+    'peer',
+    peer.publicKey,
+  ];
+  args.push('allowed-ips', `${peer.tunV4}/32,${peer.tunV6}/128`, 'endpoint', endpoint);
+  if (opts.keepalive !== undefined) args.push('persistent-keepalive', String(opts.keepalive));
+  await wgWithSecret(s.ns, args, s.privateKey);
+  if (opts.psk !== undefined)
+    await wgWithSecret(s.ns, ['set', s.tun, 'peer', peer.publicKey, 'preshared-key', '/dev/stdin'], opts.psk);
+  await runInOk(s.ns, 'ip', ['addr', 'add', `${s.tunV4}/24`, 'dev', s.tun]);
+  await runInOk(s.ns, 'ip', ['-6', 'addr', 'add', `${s.tunV6}/64`, 'dev', s.tun, 'nodad']);
+  await runInOk(s.ns, 'ip', ['link', 'set', s.tun, 'mtu', String(opts.mtu), 'up']);
+}
+
+/**
+ * Runs `wg` with a secret on its standard input, never on a command line or on disk. Node
+ * hands a child a socket as stdin, which wg cannot fopen() as /dev/stdin; `cat` turns it
+ * into a real pipe.
+ */
+export async function wgWithSecret(ns: string, args: string[], secret: string): Promise<void> {
+  await runInOk(ns, 'sh', ['-c', 'cat | exec wg "$@"', 'wg', ...args], { input: `${secret}\n` });
+}
+
+/** Stops a side's device (only the process we started) and waits for it to exit. */
+export async function stopDevice(s: Side): Promise<void> {
+  const p = s.proc;
+  if (!p) return;
+  s.proc = undefined;
+  if (p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(t);
+  }
+  await run('ip', ['netns', 'exec', s.ns, 'ip', 'link', 'del', s.tun]);
+}
+
+export async function destroyTestbed(tb: Testbed): Promise<void> {
+  for (const s of [tb.a, tb.b]) await stopDevice(s).catch(() => undefined);
+  for (const s of [tb.a, tb.b]) {
+    const pids = await run('ip', ['netns', 'pids', s.ns]);
+    for (const pid of pids.stdout.split(/\s+/).filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await run('ip', ['netns', 'del', s.ns]);
+  }
+}
+
+export interface IperfResult {
+  mbps: number;
+  retransmits: number;
+}
+
+/** One bounded iperf3 TCP run from a to b (b's address given), returns receiver-side Mbit/s. */
+export async function iperf(
+  a: Side,
+  b: Side,
+  target: string,
+  seconds: number,
+  extra: string[] = [],
+): Promise<IperfResult> {
+  const server = spawn('ip', ['netns', 'exec', b.ns, 'iperf3', '-s', '-1', '-B', target, '-p', '5201'], {
+    stdio: 'ignore',
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const out = await runInOk(
+      a.ns,
+      'iperf3',
+      ['-c', target, '-p', '5201', '-t', String(seconds), '-J', ...extra],
+      {
+        timeoutMs: (seconds + 20) * 1000,
+      },
+    );
+    const j = JSON.parse(out) as {
+      end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
+    };
+    return { mbps: j.end.sum_received.bits_per_second / 1e6, retransmits: j.end.sum_sent.retransmits ?? 0 };
+  } finally {
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+}
