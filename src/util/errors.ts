@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   TG_ERR_NATIVE: { exit: 1, http: 500, text: 'native addon failure' },
   TG_ERR_UAPI: { exit: 1, http: 400, text: 'invalid userspace API request' },
   TG_ERR_INTERNAL: { exit: 1, http: 500, text: 'internal error' },
+  TG_ERR_INTERRUPTED: { exit: 130, http: 503, text: 'interrupted by a signal' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
