@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "tenguard_native",
+      "sources": [
+        "native/addon.c",
+        "native/aead.c",
+        "native/endpoint.c",
+        "native/io.c",
+        "native/process.c",
+        "native/tun.c",
+        "native/udp.c",
+        "native/util.c"
+      ],
+      "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"],
+      "cflags_c": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
+      "libraries": []
+    }
+  ]
+}

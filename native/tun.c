@@ -1,0 +1,160 @@
+/* TUN device: open by name (TUNSETIFF), batched non-blocking read and write.
+ *
+ * Layer 3 only (IFF_TUN) and without the 4-byte packet-information prefix (IFF_NO_PI),
+ * so every read returns one bare IP packet. Link settings (MTU, address, up) are done
+ * with `ip` by the caller.
+ *
+ * Errors: EAGAIN ends a read batch; EAGAIN/ENOBUFS on write are counted drops; a write
+ * the kernel refuses for that packet alone (EINVAL: not IPv4/IPv6; EMSGSIZE) is a counted
+ * rejection. Anything else means the device is unusable and is thrown with its errno name:
+ *   EBADFD  the interface was deleted (`ip link del`) or the queue was detached
+ *   EIO     write while the interface is administratively down
+ *   EBADF   the handle was closed */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "tg.h"
+
+typedef struct tg_tun {
+  tg_io io; /* first: freed as one block by io.c */
+} tg_tun;
+
+/* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
+static napi_value tun_new(napi_env env, napi_callback_info info) {
+  napi_value argv[3], this_arg;
+  if (!tg_arg_count(env, info, 3, argv, &this_arg)) return NULL;
+  char name[IFNAMSIZ + 1];
+  size_t name_len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len) != napi_ok)
+    return tg_throw_type(env, "name must be a string");
+  if (name_len >= IFNAMSIZ) return tg_throw_range(env, "interface name is longer than %d bytes", IFNAMSIZ - 1);
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len);
+  bool multi_queue, vnet_hdr;
+  if (!tg_arg_bool(env, argv[1], "multiQueue", &multi_queue) || !tg_arg_bool(env, argv[2], "vnetHdr", &vnet_hdr))
+    return NULL;
+
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return tg_throw_errno(env, errno, "open /dev/net/tun");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, name, name_len);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) | (vnet_hdr ? IFF_VNET_HDR : 0);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    return tg_throw_errno(env, err, "ioctl TUNSETIFF");
+  }
+
+  tg_tun *t = calloc(1, sizeof *t);
+  if (t == NULL) {
+    close(fd);
+    return tg_throw_errno(env, ENOMEM, "tun");
+  }
+  t->io.kind = TG_KIND_TUN;
+  t->io.fd = fd;
+  if (!tg_io_attach(env, this_arg, &t->io)) {
+    close(fd);
+    free(t);
+    return NULL;
+  }
+  /* The kernel's name: differs from the request when a pattern like "tg%d" was given. */
+  napi_value actual;
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &actual);
+  napi_property_descriptor name_prop = {"name", NULL, NULL, NULL, NULL, actual, napi_enumerable, NULL};
+  napi_define_properties(env, this_arg, 1, &name_prop);
+  return this_arg;
+}
+
+/* readBatch(slab, slotSize, headroom, max, lengths) -> count.
+ * Packet i lands at slab[i*slotSize + headroom], lengths[i] = its length. Stops at EAGAIN
+ * or max. A fatal error after some packets were read returns those first; the error comes
+ * back on the next call (device errors persist). */
+static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5], this_arg;
+  if (!tg_arg_count(env, info, 5, argv, &this_arg)) return NULL;
+  uint8_t *slab;
+  size_t slab_len, lengths_len;
+  uint32_t slot_size, headroom, max, *lengths;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &slot_size) ||
+      !tg_arg_u32(env, argv[2], "headroom", &headroom) || !tg_arg_u32(env, argv[3], "max", &max) ||
+      !tg_arg_u32array(env, argv[4], "lengths", &lengths, &lengths_len) ||
+      !tg_check_slots(env, slab_len, slot_size, headroom, max, lengths_len))
+    return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "read");
+  if (io == NULL) return NULL;
+
+  const size_t cap = slot_size - headroom;
+  uint32_t n = 0;
+  while (n < max) {
+    ssize_t r = read(io->fd, slab + (size_t)n * slot_size + headroom, cap);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      if (n > 0) break;
+      return tg_throw_errno(env, errno, "read");
+    }
+    /* The kernel returns the packet's full length even when it copied only `cap` bytes. */
+    if ((size_t)r > cap) {
+      tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
+      continue;
+    }
+    lengths[n++] = (uint32_t)r;
+  }
+  return tg_uint(env, n);
+}
+
+/* writeBatch(slab, offsets, lengths, count) -> packets written. */
+static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[4], this_arg;
+  if (!tg_arg_count(env, info, 4, argv, &this_arg)) return NULL;
+  uint8_t *slab;
+  size_t slab_len, offsets_len, lengths_len;
+  uint32_t *offsets, *lengths, count;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) ||
+      !tg_arg_u32array(env, argv[1], "offsets", &offsets, &offsets_len) ||
+      !tg_arg_u32array(env, argv[2], "lengths", &lengths, &lengths_len) ||
+      !tg_arg_u32(env, argv[3], "count", &count) ||
+      !tg_check_extents(env, slab_len, offsets, offsets_len, lengths, lengths_len, count))
+    return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "write");
+  if (io == NULL) return NULL;
+
+  uint32_t written = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    ssize_t r;
+    do r = write(io->fd, slab + offsets[i], lengths[i]);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written++;
+      continue;
+    }
+    int err = errno;
+    if (err == EAGAIN || err == ENOBUFS) {
+      tg_io_count_drop(&io->stats, &io->stats.tx_dropped, err);
+    } else if (err == EINVAL || err == EMSGSIZE) {
+      tg_io_count_drop(&io->stats, &io->stats.tx_rejected, err);
+    } else {
+      return tg_throw_errno(env, err, "write");
+    }
+  }
+  return tg_uint(env, written);
+}
+
+napi_value tg_init_tun(napi_env env, napi_value exports) {
+  napi_property_descriptor props[8];
+  size_t n = 0;
+  for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
+  props[n++] = (napi_property_descriptor){"readBatch", NULL, tun_read_batch, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"writeBatch", NULL, tun_write_batch, NULL, NULL, NULL, napi_default, NULL};
+  napi_value cls;
+  if (napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, tun_new, NULL, n, props, &cls) != napi_ok) return NULL;
+  napi_set_named_property(env, exports, "TunHandle", cls);
+  return exports;
+}

@@ -1,0 +1,315 @@
+/* UDP socket owned by the addon: batched receive (recvmmsg) into slab slots and batched
+ * send (sendmmsg) to per-packet endpoints.
+ *
+ * By default the socket is AF_INET6 with IPV6_V6ONLY=0, so one socket carries both IPv4
+ * (as IPv4-mapped addresses, reported to JS as family 4) and IPv6 outer transport.
+ * Binding a family-4 endpoint makes an AF_INET socket instead (IPv6 destinations are then
+ * counted rejections).
+ *
+ * Errors: EAGAIN ends a receive batch; ICMP-reported errors on receive are counted
+ * (rxErrors) and skipped; on send, EAGAIN drops the rest of the batch and ENOBUFS the
+ * one packet (txDropped); a refusal that concerns one destination (unreachable, EINVAL,
+ * EMSGSIZE, EPERM from a firewall...) drops that packet (txRejected). Anything else
+ * (EBADF, ENOTSOCK, ...) is thrown with its errno name. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tg.h"
+
+typedef struct tg_udp {
+  tg_io io; /* first: freed as one block by io.c */
+  int family;
+  /* Preallocated per socket so that a batch costs no allocation. sockaddr_in6 is large
+   * enough for sockaddr_in as well. */
+  struct mmsghdr msgs[TG_MMSG_CHUNK];
+  struct iovec iov[TG_MMSG_CHUNK];
+  struct sockaddr_in6 names[TG_MMSG_CHUNK];
+} tg_udp;
+
+/* Big socket buffers absorb bursts between event-loop turns. SO_*BUFFORCE (root, or
+ * CAP_NET_ADMIN) may exceed net.core.[rw]mem_max; otherwise the kernel caps the size. */
+static void set_buffer(int fd, int force_opt, int opt, uint32_t size) {
+  if (size == 0) return;
+  int v = size > (uint32_t)INT32_MAX / 2 ? INT32_MAX / 2 : (int)size;
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof v) == 0) return;
+  setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
+}
+
+static bool rx_transient(int err) {
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN ||
+         err == ENETDOWN || err == EPROTO;
+}
+
+static bool tx_rejected(int err) {
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN ||
+         err == ENETDOWN || err == EADDRNOTAVAIL || err == EAFNOSUPPORT || err == EINVAL ||
+         err == EMSGSIZE || err == EPERM || err == EACCES || err == ENOMEM;
+}
+
+static bool check_endpoint(napi_env env, const uint8_t *ep, const char *what, uint32_t index) {
+  if (ep[TG_EP_FAMILY] != 4 && ep[TG_EP_FAMILY] != 6) {
+    tg_throw_type(env, "%s %u has family %u, expected 4 or 6", what, index, ep[TG_EP_FAMILY]);
+    return false;
+  }
+  return true;
+}
+
+/* new UdpHandle(bind: Uint8Array(20) | null, v6Only, rcvBuf, sndBuf) */
+static napi_value udp_new(napi_env env, napi_callback_info info) {
+  napi_value argv[4], this_arg;
+  if (!tg_arg_count(env, info, 4, argv, &this_arg)) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[0], &t);
+  uint8_t *bind_ep = NULL;
+  size_t bind_len = 0;
+  if (t != napi_null && t != napi_undefined) {
+    if (!tg_arg_bytes(env, argv[0], "bind endpoint", &bind_ep, &bind_len)) return NULL;
+    if (bind_len != TG_EP_SIZE) return tg_throw_range(env, "bind endpoint must be %d bytes", TG_EP_SIZE);
+    if (!check_endpoint(env, bind_ep, "bind endpoint", 0)) return NULL;
+  }
+  bool v6_only;
+  uint32_t rcvbuf, sndbuf;
+  if (!tg_arg_bool(env, argv[1], "v6Only", &v6_only) || !tg_arg_u32(env, argv[2], "rcvBuf", &rcvbuf) ||
+      !tg_arg_u32(env, argv[3], "sndBuf", &sndbuf))
+    return NULL;
+
+  /* No bind endpoint means [::]:0. */
+  uint8_t ep[TG_EP_SIZE] = {6};
+  if (bind_ep != NULL) memcpy(ep, bind_ep, TG_EP_SIZE);
+  bool wildcard6 = ep[TG_EP_FAMILY] == 6;
+  for (int i = TG_EP_ADDR; i < TG_EP_SIZE; i++) wildcard6 = wildcard6 && ep[i] == 0;
+
+  int family = ep[TG_EP_FAMILY] == 4 ? AF_INET : AF_INET6;
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0 && errno == EAFNOSUPPORT && wildcard6) {
+    family = AF_INET; /* kernel without IPv6: the wildcard becomes 0.0.0.0 */
+    ep[TG_EP_FAMILY] = 4;
+    fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  }
+  if (fd < 0) return tg_throw_errno(env, errno, "socket");
+  int err = 0;
+  const char *step = NULL;
+  if (family == AF_INET6) {
+    int v = v6_only ? 1 : 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof v) < 0) err = errno, step = "setsockopt IPV6_V6ONLY";
+  }
+  set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
+  set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
+  if (err == 0) {
+    struct sockaddr_in6 sa;
+    unsigned sa_len = tg_ep_to_sockaddr(ep, family, &sa);
+    if (bind(fd, (struct sockaddr *)&sa, sa_len) < 0) err = errno, step = "bind";
+  }
+  if (err != 0) {
+    close(fd);
+    return tg_throw_errno(env, err, step);
+  }
+
+  tg_udp *u = calloc(1, sizeof *u);
+  if (u == NULL) {
+    close(fd);
+    return tg_throw_errno(env, ENOMEM, "udp");
+  }
+  u->io.kind = TG_KIND_UDP;
+  u->io.fd = fd;
+  u->family = family;
+  if (!tg_io_attach(env, this_arg, &u->io)) {
+    close(fd);
+    free(u);
+    return NULL;
+  }
+  napi_value fam;
+  napi_create_uint32(env, family == AF_INET6 ? 6 : 4, &fam);
+  napi_property_descriptor fam_prop = {"family", NULL, NULL, NULL, NULL, fam, napi_enumerable, NULL};
+  napi_define_properties(env, this_arg, 1, &fam_prop);
+  return this_arg;
+}
+
+/* localEndpoint(out: Uint8Array(>= 20)): the bound address and port (port 0 resolved). */
+static napi_value udp_local_endpoint(napi_env env, napi_callback_info info) {
+  napi_value argv[1], this_arg;
+  if (!tg_arg_count(env, info, 1, argv, &this_arg)) return NULL;
+  uint8_t *out;
+  size_t out_len;
+  if (!tg_arg_bytes(env, argv[0], "out", &out, &out_len)) return NULL;
+  if (out_len < TG_EP_SIZE) return tg_throw_range(env, "out must hold %d bytes", TG_EP_SIZE);
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "getsockname");
+  if (io == NULL) return NULL;
+  struct sockaddr_in6 sa;
+  socklen_t len = sizeof sa;
+  if (getsockname(io->fd, (struct sockaddr *)&sa, &len) < 0) return tg_throw_errno(env, errno, "getsockname");
+  tg_ep_from_sockaddr(&sa, out);
+  return tg_undefined(env);
+}
+
+/* bufferSizes(): the kernel's actual SO_RCVBUF/SO_SNDBUF (it reports twice the request). */
+static napi_value udp_buffer_sizes(napi_env env, napi_callback_info info) {
+  napi_value this_arg, o;
+  if (!tg_arg_count(env, info, 0, NULL, &this_arg)) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "getsockopt");
+  if (io == NULL) return NULL;
+  int rcv = 0, snd = 0;
+  socklen_t l = sizeof rcv;
+  getsockopt(io->fd, SOL_SOCKET, SO_RCVBUF, &rcv, &l);
+  l = sizeof snd;
+  getsockopt(io->fd, SOL_SOCKET, SO_SNDBUF, &snd, &l);
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "rcvBuf", tg_uint(env, (uint64_t)rcv));
+  napi_set_named_property(env, o, "sndBuf", tg_uint(env, (uint64_t)snd));
+  return o;
+}
+
+/* recvBatch(slab, slotSize, headroom, max, lengths, endpoints) -> count.
+ * Datagram i lands at slab[i*slotSize + headroom], its length in lengths[i] and its
+ * source in endpoints[i*20 .. i*20+20). Truncated datagrams are dropped and the later
+ * ones moved down, so slots stay dense. */
+static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[6], this_arg;
+  if (!tg_arg_count(env, info, 6, argv, &this_arg)) return NULL;
+  uint8_t *slab, *eps;
+  size_t slab_len, lengths_len, eps_len;
+  uint32_t slot_size, headroom, max, *lengths;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &slot_size) ||
+      !tg_arg_u32(env, argv[2], "headroom", &headroom) || !tg_arg_u32(env, argv[3], "max", &max) ||
+      !tg_arg_u32array(env, argv[4], "lengths", &lengths, &lengths_len) ||
+      !tg_arg_bytes(env, argv[5], "endpoints", &eps, &eps_len) ||
+      !tg_check_slots(env, slab_len, slot_size, headroom, max, lengths_len))
+    return NULL;
+  if ((uint64_t)max * TG_EP_SIZE > eps_len)
+    return tg_throw_range(env, "endpoints must hold max (%u) x %d bytes, has %zu", max, TG_EP_SIZE, eps_len);
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "recvmmsg");
+  if (io == NULL) return NULL;
+  tg_udp *u = (tg_udp *)io;
+
+  const size_t cap = slot_size - headroom;
+  uint32_t n = 0;
+  int transient_budget = 8; /* a pending socket error is consumed by one call; bound the retries anyway */
+  while (n < max) {
+    uint32_t want = max - n < TG_MMSG_CHUNK ? max - n : TG_MMSG_CHUNK;
+    for (uint32_t k = 0; k < want; k++) {
+      u->iov[k].iov_base = slab + (size_t)(n + k) * slot_size + headroom;
+      u->iov[k].iov_len = cap;
+      memset(&u->msgs[k], 0, sizeof u->msgs[k]);
+      u->msgs[k].msg_hdr.msg_name = &u->names[k];
+      u->msgs[k].msg_hdr.msg_namelen = sizeof u->names[k];
+      u->msgs[k].msg_hdr.msg_iov = &u->iov[k];
+      u->msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    int r = recvmmsg(io->fd, u->msgs, want, MSG_DONTWAIT, NULL);
+    if (r < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN) break;
+      if (rx_transient(err) && transient_budget-- > 0) {
+        tg_io_count_drop(&io->stats, &io->stats.rx_errors, err);
+        continue;
+      }
+      if (n > 0) break;
+      return tg_throw_errno(env, err, "recvmmsg");
+    }
+    uint32_t got = n;
+    for (uint32_t k = 0; k < (uint32_t)r; k++) {
+      if (u->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
+        tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
+        continue;
+      }
+      uint32_t len = u->msgs[k].msg_len;
+      if (got != n + k) memmove(slab + (size_t)got * slot_size + headroom, u->iov[k].iov_base, len);
+      lengths[got] = len;
+      tg_ep_from_sockaddr(&u->names[k], eps + (size_t)got * TG_EP_SIZE);
+      got++;
+    }
+    n = got;
+    if ((uint32_t)r < want) break; /* the queue is drained */
+  }
+  return tg_uint(env, n);
+}
+
+/* sendBatch(slab, offsets, lengths, endpoints, count) -> datagrams sent.
+ * Packet i is slab[offsets[i] .. +lengths[i]) sent to endpoints[i*20 .. +20). */
+static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5], this_arg;
+  if (!tg_arg_count(env, info, 5, argv, &this_arg)) return NULL;
+  uint8_t *slab, *eps;
+  size_t slab_len, offsets_len, lengths_len, eps_len;
+  uint32_t *offsets, *lengths, count;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) ||
+      !tg_arg_u32array(env, argv[1], "offsets", &offsets, &offsets_len) ||
+      !tg_arg_u32array(env, argv[2], "lengths", &lengths, &lengths_len) ||
+      !tg_arg_bytes(env, argv[3], "endpoints", &eps, &eps_len) || !tg_arg_u32(env, argv[4], "count", &count) ||
+      !tg_check_extents(env, slab_len, offsets, offsets_len, lengths, lengths_len, count))
+    return NULL;
+  if ((uint64_t)count * TG_EP_SIZE > eps_len)
+    return tg_throw_range(env, "endpoints must hold count (%u) x %d bytes, has %zu", count, TG_EP_SIZE, eps_len);
+  for (uint32_t i = 0; i < count; i++)
+    if (!check_endpoint(env, eps + (size_t)i * TG_EP_SIZE, "endpoint", i)) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "sendmmsg");
+  if (io == NULL) return NULL;
+  tg_udp *u = (tg_udp *)io;
+
+  uint32_t sent = 0, i = 0;
+  while (i < count) {
+    uint32_t m = 0; /* messages built for this chunk */
+    for (; i < count && m < TG_MMSG_CHUNK; i++) {
+      unsigned sa_len = tg_ep_to_sockaddr(eps + (size_t)i * TG_EP_SIZE, u->family, &u->names[m]);
+      if (sa_len == 0) {
+        tg_io_count_drop(&io->stats, &io->stats.tx_rejected, EAFNOSUPPORT);
+        continue;
+      }
+      u->iov[m].iov_base = slab + offsets[i];
+      u->iov[m].iov_len = lengths[i];
+      memset(&u->msgs[m], 0, sizeof u->msgs[m]);
+      u->msgs[m].msg_hdr.msg_name = &u->names[m];
+      u->msgs[m].msg_hdr.msg_namelen = sa_len;
+      u->msgs[m].msg_hdr.msg_iov = &u->iov[m];
+      u->msgs[m].msg_hdr.msg_iovlen = 1;
+      m++;
+    }
+    uint32_t at = 0;
+    while (at < m) {
+      /* sendmmsg stops at the first failing message: it returns the count before it, and
+       * the next call (starting at that message) returns its error. */
+      int r = sendmmsg(io->fd, u->msgs + at, m - at, MSG_DONTWAIT);
+      if (r > 0) {
+        sent += (uint32_t)r;
+        at += (uint32_t)r;
+        continue;
+      }
+      int err = r == 0 ? EAGAIN : errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN) {
+        /* The send buffer is full: every later packet in this call would fail too. */
+        io->stats.tx_dropped += (m - at) + (count - i);
+        io->stats.last_errno = err;
+        return tg_uint(env, sent);
+      }
+      if (err == ENOBUFS) {
+        tg_io_count_drop(&io->stats, &io->stats.tx_dropped, err);
+      } else if (tx_rejected(err)) {
+        tg_io_count_drop(&io->stats, &io->stats.tx_rejected, err);
+      } else {
+        return tg_throw_errno(env, err, "sendmmsg");
+      }
+      at++; /* skip the failed packet */
+    }
+  }
+  return tg_uint(env, sent);
+}
+
+napi_value tg_init_udp(napi_env env, napi_value exports) {
+  napi_property_descriptor props[12];
+  size_t n = 0;
+  for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
+  props[n++] = (napi_property_descriptor){"recvBatch", NULL, udp_recv_batch, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"sendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"localEndpoint", NULL, udp_local_endpoint, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"bufferSizes", NULL, udp_buffer_sizes, NULL, NULL, NULL, napi_default, NULL};
+  napi_value cls;
+  if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, udp_new, NULL, n, props, &cls) != napi_ok) return NULL;
+  napi_set_named_property(env, exports, "UdpHandle", cls);
+  return exports;
+}

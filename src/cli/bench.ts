@@ -1,0 +1,36 @@
+// `tenguard bench <sub>`: one module per benchmark, loaded on demand, each exporting
+// `run(args)` like the top-level commands.
+import type { CommandRunner } from './main.js';
+
+interface BenchEntry {
+  summary: string;
+  load: () => Promise<{ run: CommandRunner }>;
+}
+
+const BENCHES: Record<string, BenchEntry> = {
+  io: {
+    summary: 'native I/O: TUN, UDP and AEAD, one packet per call vs batched',
+    load: () => import('../bench/io.js'),
+  },
+};
+
+function usage(): string {
+  const lines = ['usage: tenguard bench <benchmark> [options]', '', 'benchmarks:'];
+  for (const [name, entry] of Object.entries(BENCHES)) lines.push(`  ${name.padEnd(10)} ${entry.summary}`);
+  lines.push('', "Run 'tenguard bench <benchmark> --help' for its options.");
+  return lines.join('\n');
+}
+
+export async function run(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const entry = Object.hasOwn(BENCHES, name) ? BENCHES[name] : undefined;
+  if (entry === undefined) {
+    process.stderr.write(`tenguard bench: unknown benchmark '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  return (await entry.load()).run(rest);
+}

@@ -1,0 +1,110 @@
+// Loads the native addon (build/Release/tenguard_native.node, built by node-gyp from
+// native/) once, on first use, and describes its raw shape. Resolved from the package
+// root, found by walking up from this file, so the same code works from src/native/ and
+// from dist/src/native/.
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TgError } from '../util/errors.js';
+import type { IoStats, ReadableCallback } from './types.js';
+
+interface RawIo {
+  readonly fd: number;
+  start(onReadable: ReadableCallback): void;
+  stop(): void;
+  close(): void;
+  stats(): IoStats;
+}
+
+export interface RawTun extends RawIo {
+  readonly name: string;
+  readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
+  writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+}
+
+export interface RawUdp extends RawIo {
+  /** 4 for an AF_INET socket, 6 for AF_INET6 (dual-stack unless v6Only). */
+  readonly family: 4 | 6;
+  recvBatch(
+    slab: Buffer,
+    slotSize: number,
+    headroom: number,
+    max: number,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+  ): number;
+  sendBatch(
+    slab: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+    count: number,
+  ): number;
+  localEndpoint(out: Buffer): void;
+  bufferSizes(): { rcvBuf: number; sndBuf: number };
+}
+
+export interface RawAead {
+  sealBatch(
+    buf: Buffer,
+    offsets: Uint32Array,
+    plainLengths: Uint32Array,
+    keys: readonly Buffer[],
+    count: number,
+  ): void;
+  openBatch(
+    buf: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    keys: readonly Buffer[],
+    count: number,
+    ok: Uint8Array,
+  ): void;
+  close(): void;
+}
+
+export interface NativeBinding {
+  TunHandle: new (name: string, multiQueue: boolean, vnetHdr: boolean) => RawTun;
+  UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
+  Aead: new () => RawAead;
+  setDumpable(on: boolean): void;
+  getDumpable(): number;
+  readonly ENDPOINT_SIZE: number;
+  readonly MMSG_CHUNK: number;
+}
+
+const ADDON = join('build', 'Release', 'tenguard_native.node');
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'tenguard')
+      return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new TgError('TG_ERR_NATIVE', 'cannot find the tenguard package root');
+    dir = parent;
+  }
+}
+
+let binding: NativeBinding | undefined;
+
+/** The addon; throws TG_ERR_NATIVE (with the loader's error as cause) when it is not built. */
+export function loadNative(): NativeBinding {
+  if (binding !== undefined) return binding;
+  const root = packageRoot();
+  const path = join(root, ADDON);
+  try {
+    binding = createRequire(join(root, 'package.json'))(path) as NativeBinding;
+  } catch (err) {
+    throw new TgError(
+      'TG_ERR_NATIVE',
+      `cannot load the native addon ${path}; build it with 'npm run install'`,
+      {
+        cause: err,
+      },
+    );
+  }
+  return binding;
+}

@@ -1,0 +1,117 @@
+// The data plane's I/O contracts: a TUN device, a UDP packet socket and the batched
+// WireGuard transport AEAD. Native implementations: tun.ts, udp.ts, aead.ts (over the
+// addon in native/). In-memory fakes with the same behaviour: fake.ts.
+//
+// Slot layout (batched reads): packet i is placed at slab offset i*slotSize + headroom and
+// lengths[i] is its length. The headroom lets the data plane write the 16-byte WireGuard
+// transport header in front of a TUN packet, and the tag after it, without copying.
+//
+// Errors: bad arguments throw TypeError/RangeError (code ERR_INVALID_ARG_TYPE /
+// ERR_OUT_OF_RANGE) before any memory is touched. Per-packet problems are counted drops
+// (stats()), never thrown. A device or socket that has become unusable throws an Error
+// whose `code` is the errno name (Node's system-error shape: code, errno, syscall):
+//   TUN: EBADFD (interface deleted), EIO (write while the interface is down),
+//   EBADF (handle closed). UDP: EBADF (closed) and anything else the kernel reports as fatal.
+
+/**
+ * Readiness callback. `null`: the fd is readable. Level-triggered: while unread packets
+ * remain it is called again on the next event-loop turn, so drain with readBatch/recvBatch
+ * until it returns 0. An Error (code = errno name, e.g. 'EBADFD' after `ip link del`) is
+ * passed once when readiness fails; polling is stopped then.
+ */
+export type ReadableCallback = (err: Error | null) => void;
+
+/** Counted drops since the handle was opened. */
+export interface IoStats {
+  /** Packets longer than a slot's room (slotSize - headroom): dropped. */
+  rxTruncated: number;
+  /** Transient receive errors reported on a socket (ICMP unreachable and the like): skipped. */
+  rxErrors: number;
+  /** EAGAIN/ENOBUFS: no room in a kernel queue; the packet was dropped. */
+  txDropped: number;
+  /** The kernel refused this packet alone (EINVAL, EMSGSIZE, unreachable, firewall): dropped. */
+  txRejected: number;
+  /** errno name behind the most recent counted drop, null if none yet. */
+  lastError: string | null;
+}
+
+/** Readiness and lifetime, shared by TUN devices and packet sockets. */
+export interface PacketIo {
+  /** Calls onReadable as described for ReadableCallback. Calling it again replaces the callback. */
+  start(onReadable: ReadableCallback): void;
+  /** No more callbacks until start() again. Safe on a stopped or closed handle. */
+  stop(): void;
+  /** Stops readiness and releases the fd and watcher. Idempotent; later I/O throws EBADF. */
+  close(): void;
+  stats(): IoStats;
+}
+
+export interface TunDevice extends PacketIo {
+  /** The kernel's name for the interface (resolves patterns like 'tg%d'). */
+  readonly name: string;
+  /**
+   * Reads packets until none are pending or `max` were read; packet i goes to
+   * slab[i*slotSize + headroom ...], its length to lengths[i]. Returns the count (0 when
+   * nothing was pending). Needs max*slotSize <= slab.length, max <= lengths.length.
+   */
+  readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
+  /**
+   * Writes packet i = slab[offsets[i] .. offsets[i]+lengths[i]) for i < count. Returns
+   * how many the kernel took; the others are counted drops (txDropped/txRejected).
+   */
+  writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+}
+
+export interface PacketSocket extends PacketIo {
+  /** The bound endpoint as text ('127.0.0.1:40000', '[::]:51820'); port 0 is resolved. */
+  localEndpoint(): string;
+  readonly localPort: number;
+  /**
+   * Like TunDevice.readBatch, plus the source of datagram i as a 20-byte endpoint at
+   * endpoints[i*20 ...] (see endpoint.ts). Needs endpoints.length >= max*20.
+   */
+  recvBatch(
+    slab: Buffer,
+    slotSize: number,
+    headroom: number,
+    max: number,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+  ): number;
+  /**
+   * Sends datagram i = slab[offsets[i] .. +lengths[i]) to the endpoint at endpoints[i*20 ...].
+   * Returns how many were sent; the others are counted drops.
+   */
+  sendBatch(
+    slab: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+    count: number,
+  ): number;
+}
+
+/** WireGuard transport data AEAD over batches, in place (structurally the same as src/protocol/aead.ts). */
+export interface TransportAead {
+  /** offsets[i] points at a 16-byte WireGuard transport header (type u32 LE=4, receiver u32 LE, counter u64 LE)
+   * already written; plaintext (already padded) follows at offsets[i]+16 for plainLengths[i] bytes. Encrypts
+   * in place with keys[i] (32 bytes) and nonce = 4 zero bytes || counter (8 bytes LE from the header), AAD
+   * empty, and writes the 16-byte tag right after the ciphertext. */
+  sealBatch(
+    buf: Buffer,
+    offsets: Uint32Array,
+    plainLengths: Uint32Array,
+    keys: readonly Buffer[],
+    count: number,
+  ): void;
+  /** lengths[i] = whole message length (16 header + ciphertext + 16 tag). Decrypts in place (plaintext at
+   * offsets[i]+16, length lengths[i]-32), ok[i] = 1 when the tag verified, else 0 (plaintext then undefined). */
+  openBatch(
+    buf: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    keys: readonly Buffer[],
+    count: number,
+    ok: Uint8Array,
+  ): void;
+}
