@@ -4,7 +4,7 @@
 // an operator would. Everything carries the caller's prefix and is removed by destroy().
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { TgError } from '../util/errors.js';
 import { run, runInOk, runOk } from '../util/exec.js';
@@ -30,6 +30,8 @@ export interface Testbed {
   prefix: string;
   a: Side;
   b: Side;
+  /** Further namespaces made with addNamespace(); destroyTestbed() removes them too. */
+  extraNamespaces: string[];
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
@@ -63,10 +65,12 @@ export async function createTestbed(
     port: 51820 + n,
     ...keyPair(),
   });
-  const tb: Testbed = { prefix, a: side('a', 1), b: side('b', 2) };
+  const tb: Testbed = { prefix, a: side('a', 1), b: side('b', 2), extraNamespaces: [] };
+  const created: string[] = [];
   try {
     for (const s of [tb.a, tb.b]) {
       await runOk('ip', ['netns', 'add', s.ns]);
+      created.push(s.ns);
       await runInOk(s.ns, 'ip', ['link', 'set', 'lo', 'up']);
     }
     await runOk('ip', [
@@ -90,24 +94,46 @@ export async function createTestbed(
     }
     return tb;
   } catch (err) {
-    await destroyTestbed(tb);
+    // Only what this call made: a namespace that already existed belongs to someone else.
+    for (const ns of created) await run('ip', ['netns', 'del', ns]);
     throw err;
   }
 }
 
+/** Where a device named `name` serves the UAPI (wireguard-go and tenguard alike). */
+export function uapiSocketPath(name: string): string {
+  return `/var/run/wireguard/${name}.sock`;
+}
+
+/**
+ * The command line that runs a device for interface `tun`; `foreground: false` leaves out
+ * -f, so the device detaches into the background as `wireguard-go <ifname>` does.
+ */
+export function deviceArgv(impl: Implementation, tun: string, foreground = true): string[] {
+  const f = foreground ? ['-f'] : [];
+  return impl === 'wireguard-go' ? ['wireguard-go', ...f, tun] : [process.execPath, BIN, 'device', ...f, tun];
+}
+
+/** Creates namespace `<prefix>-<tag>` (loopback up), removed with the testbed. */
+export async function addNamespace(tb: Testbed, tag: string): Promise<string> {
+  const ns = `${tb.prefix}-${tag}`;
+  await runOk('ip', ['netns', 'add', ns]);
+  tb.extraNamespaces.push(ns);
+  await runInOk(ns, 'ip', ['link', 'set', 'lo', 'up']);
+  return ns;
+}
+
 function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number): Promise<void> {
-  const path = `/var/run/wireguard/${name}.sock`;
+  const path = uapiSocketPath(name);
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const check = (): void => {
-      if (existsSync(path)) return resolve();
-      if (proc.exitCode !== null)
-        return reject(
-          new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} exited with ${proc.exitCode}`),
-        );
-      if (Date.now() > deadline)
-        return reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`));
-      setTimeout(check, 20);
+      if (existsSync(path)) resolve();
+      else if (proc.exitCode !== null)
+        reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} exited with ${proc.exitCode}`));
+      else if (Date.now() > deadline)
+        reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`));
+      else setTimeout(check, 20);
     };
     check();
   });
@@ -115,9 +141,7 @@ function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number): Pro
 
 /** Starts a device (in the foreground, owned by us) in the side's namespace. */
 export async function startDevice(s: Side, impl: Implementation, env: NodeJS.ProcessEnv = {}): Promise<void> {
-  const argv =
-    impl === 'wireguard-go' ? ['wireguard-go', '-f', s.tun] : [process.execPath, BIN, 'device', '-f', s.tun];
-  const proc = spawn('ip', ['netns', 'exec', s.ns, ...argv], {
+  const proc = spawn('ip', ['netns', 'exec', s.ns, ...deviceArgv(impl, s.tun)], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -136,13 +160,27 @@ export async function startDevice(s: Side, impl: Implementation, env: NodeJS.Pro
   }
 }
 
+export interface DeviceOptions {
+  mtu: number;
+  /** Outer transport over IPv6: the peer's endpoint is its wire IPv6 address. */
+  v6Outer?: boolean;
+  psk?: string;
+  keepalive?: number;
+  /**
+   * Whether the peer's endpoint is configured (default true). Without it the device can only
+   * answer: it learns the peer's endpoint from the first authenticated packet.
+   */
+  endpoint?: boolean;
+}
+
 /** Configures side `s` to talk to `peer` with `wg` and `ip`, as an operator would. */
-export async function configureDevice(
-  s: Side,
-  peer: Side,
-  opts: { mtu: number; v6Outer?: boolean; psk?: string; keepalive?: number },
-): Promise<void> {
-  const endpoint = opts.v6Outer ? `[${peer.wireV6}]:${peer.port}` : `${peer.wireV4}:${peer.port}`;
+export async function configureDevice(s: Side, peer: Side, opts: DeviceOptions): Promise<void> {
+  await configureWg(s, peer, opts);
+  await configureAddresses(s.ns, s, opts.mtu);
+}
+
+/** The `wg` half of configureDevice: key, listen port, the peer (and its PSK). */
+export async function configureWg(s: Side, peer: Side, opts: Omit<DeviceOptions, 'mtu'>): Promise<void> {
   const args = [
     'set',
     s.tun,
@@ -153,14 +191,23 @@ export async function configureDevice(
     'peer',
     peer.publicKey,
   ];
-  args.push('allowed-ips', `${peer.tunV4}/32,${peer.tunV6}/128`, 'endpoint', endpoint);
+  args.push('allowed-ips', `${peer.tunV4}/32,${peer.tunV6}/128`);
+  if (opts.endpoint ?? true)
+    args.push('endpoint', opts.v6Outer ? `[${peer.wireV6}]:${peer.port}` : `${peer.wireV4}:${peer.port}`);
   if (opts.keepalive !== undefined) args.push('persistent-keepalive', String(opts.keepalive));
   await wgWithSecret(s.ns, args, s.privateKey);
   if (opts.psk !== undefined)
     await wgWithSecret(s.ns, ['set', s.tun, 'peer', peer.publicKey, 'preshared-key', '/dev/stdin'], opts.psk);
-  await runInOk(s.ns, 'ip', ['addr', 'add', `${s.tunV4}/24`, 'dev', s.tun]);
-  await runInOk(s.ns, 'ip', ['-6', 'addr', 'add', `${s.tunV6}/64`, 'dev', s.tun, 'nodad']);
-  await runInOk(s.ns, 'ip', ['link', 'set', s.tun, 'mtu', String(opts.mtu), 'up']);
+}
+
+/**
+ * The `ip` half of configureDevice: the side's tunnel addresses, MTU and link up, in `ns`
+ * (the side's own namespace, or another one the interface was moved into).
+ */
+export async function configureAddresses(ns: string, s: Side, mtu: number): Promise<void> {
+  await runInOk(ns, 'ip', ['addr', 'add', `${s.tunV4}/24`, 'dev', s.tun]);
+  await runInOk(ns, 'ip', ['-6', 'addr', 'add', `${s.tunV6}/64`, 'dev', s.tun, 'nodad']);
+  await runInOk(ns, 'ip', ['link', 'set', s.tun, 'mtu', String(mtu), 'up']);
 }
 
 /**
@@ -189,8 +236,8 @@ export async function stopDevice(s: Side): Promise<void> {
 
 export async function destroyTestbed(tb: Testbed): Promise<void> {
   for (const s of [tb.a, tb.b]) await stopDevice(s).catch(() => undefined);
-  for (const s of [tb.a, tb.b]) {
-    const pids = await run('ip', ['netns', 'pids', s.ns]);
+  for (const ns of [tb.a.ns, tb.b.ns, ...tb.extraNamespaces]) {
+    const pids = await run('ip', ['netns', 'pids', ns]);
     for (const pid of pids.stdout.split(/\s+/).filter(Boolean)) {
       try {
         process.kill(Number(pid), 'SIGKILL');
@@ -198,8 +245,10 @@ export async function destroyTestbed(tb: Testbed): Promise<void> {
         // already gone
       }
     }
-    await run('ip', ['netns', 'del', s.ns]);
+    await run('ip', ['netns', 'del', ns]);
   }
+  // A device killed above cannot remove its UAPI socket; the names carry the testbed's prefix.
+  for (const s of [tb.a, tb.b]) rmSync(uapiSocketPath(s.tun), { force: true });
 }
 
 export interface IperfResult {
