@@ -12,6 +12,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'native I/O: TUN, UDP and AEAD, one packet per call vs batched',
     load: () => import('../bench/io.js'),
   },
+  tunnel: {
+    summary: 'iperf3 TCP: plaintext veth, wireguard-go, tenguard, in one run',
+    load: () => import('../bench/tunnel.js'),
+  },
 };
 
 function usage(): string {

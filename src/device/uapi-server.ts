@@ -83,13 +83,20 @@ export interface UapiServerStats {
 }
 
 const NL = 0x0a;
-const MAX_OP_LINE = 16;
+const MAX_OP_LINE = 24;
+/**
+ * tenguard's extension of the protocol: `get=tenguard-stats` answers the backend's counters
+ * (drop reasons and the like) as name=value lines. wg never sends it; a backend without
+ * counters treats it as an unknown operation.
+ */
+export const STATS_OP = 'get=tenguard-stats';
 /** Slack above maxRequestBytes for the read that crosses it (node reads up to 64 KiB). */
 const CHUNK_SLACK = 64 * 1024;
 const CONNECT_PROBE_MS = 1000;
 
 type Framed =
   | { kind: 'get'; consumed: number }
+  | { kind: 'stats'; consumed: number }
   | { kind: 'set'; bodyStart: number; bodyEnd: number; consumed: number }
   | { kind: 'fatal'; op: 'get' | 'set'; errno: number; why: string };
 
@@ -235,7 +242,7 @@ class UapiConnection {
   private busy = false;
   private dead = false;
   // Framing state of the request at the start of buf.
-  private op: 'get' | 'set' | null = null;
+  private op: 'get' | 'set' | 'stats' | null = null;
   private opEnd = 0;
   private scanPos = 0;
   private lineStart = 0;
@@ -322,7 +329,11 @@ class UapiConnection {
       this.busy = true;
       this.socket.pause();
       const done =
-        framed.kind === 'get' ? this.handleGet() : this.handleSet(framed.bodyStart, framed.bodyEnd);
+        framed.kind === 'get'
+          ? this.handleGet()
+          : framed.kind === 'stats'
+            ? this.handleStats()
+            : this.handleSet(framed.bodyStart, framed.bodyEnd);
       done.then(
         (answer) => this.answered(answer, framed.consumed),
         (err) => {
@@ -360,6 +371,20 @@ class UapiConnection {
       } catch (err) {
         return this.refuse('get', errnoOf(err), err instanceof Error ? err.message : String(err));
       }
+    });
+  }
+
+  /** The tenguard extension: counters as name=value lines, then errno=0. */
+  private async handleStats(): Promise<Buffer> {
+    this.srv.stats.gets++;
+    return this.srv.serialize(async () => {
+      const counters = this.srv.backend.counters?.() ?? {};
+      let text = '';
+      for (const [name, value] of Object.entries(counters)) {
+        if (/^[a-zA-Z0-9_.]{1,64}$/.test(name) && Number.isSafeInteger(value) && value >= 0)
+          text += `${name}=${value}\n`;
+      }
+      return Buffer.from(`${text}errno=0\n\n`, 'latin1');
     });
   }
 
@@ -411,16 +436,22 @@ class UapiConnection {
       const opLine = buf.toString('latin1', 0, nl);
       if (opLine === 'get=1') this.op = 'get';
       else if (opLine === 'set=1') this.op = 'set';
+      else if (opLine === STATS_OP && this.srv.backend.counters !== undefined) this.op = 'stats';
       else return { kind: 'fatal', op: 'set', errno: UAPI_ERRNO.EPROTO, why: 'unknown operation' };
       this.opEnd = this.scanPos = this.lineStart = nl + 1;
       this.lines = 0;
     }
-    if (this.op === 'get') {
+    if (this.op === 'get' || this.op === 'stats') {
       if (len <= this.opEnd) return null;
       if (buf[this.opEnd] !== NL) {
-        return { kind: 'fatal', op: 'get', errno: UAPI_ERRNO.EINVAL, why: 'trailing bytes after get=1' };
+        return {
+          kind: 'fatal',
+          op: 'get',
+          errno: UAPI_ERRNO.EINVAL,
+          why: 'trailing bytes after the get line',
+        };
       }
-      return { kind: 'get', consumed: this.opEnd + 1 };
+      return { kind: this.op, consumed: this.opEnd + 1 };
     }
     for (;;) {
       const nl = this.scanPos < len ? buf.subarray(this.scanPos, len).indexOf(NL) : -1;

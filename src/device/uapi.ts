@@ -189,6 +189,8 @@ export interface UapiBackend {
    * The privateKey and presharedKey Buffers are zeroed once apply settles: copy what you keep.
    */
   apply(change: UapiChangeSet): void | Promise<void>;
+  /** Optional: counters for the `get=tenguard-stats` extension (non-negative integers). */
+  counters?(): Record<string, number>;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+// The UAPI backend of a tenguard device: maps `wg`'s view of one interface (a private key,
+// a listen port, peers) onto one identity of the protocol engine. The engine needs a key
+// for an identity, so until `wg` sets one the identity runs on a placeholder key that no
+// one knows, and the driver neither sends nor accepts anything (hasPrivateKey false).
+import { generateKeyPairSync } from 'node:crypto';
+import { decodeEndpoint, encodeEndpoint } from '../native/endpoint.js';
+import type { Engine } from '../protocol/engine.js';
+import {
+  UAPI_ERRNO,
+  type UapiBackend,
+  type UapiChangeSet,
+  type UapiDeviceSnapshot,
+  UapiError,
+} from './uapi.js';
+import { formatIp } from './uapi-addr.js';
+
+export interface DevicePorts {
+  /** Binds the outer UDP socket to `port` (0: any); throws UapiError(EADDRINUSE) when it cannot. */
+  rebind(port: number): void;
+  listenPort(): number;
+  /** Counters of the I/O layer, merged into the stats answer. */
+  ioCounters(): Record<string, number>;
+}
+
+function placeholderKey(): Buffer {
+  const jwk = generateKeyPairSync('x25519').privateKey.export({ format: 'jwk' });
+  return Buffer.from(jwk.d!, 'base64url');
+}
+
+export class EngineUapiBackend implements UapiBackend {
+  readonly identityId: number;
+  hasPrivateKey = false;
+  private fwmark = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly ports: DevicePorts,
+    private readonly now: () => number,
+  ) {
+    const key = placeholderKey();
+    this.identityId = engine.addIdentity(key);
+    key.fill(0);
+  }
+
+  snapshot(): UapiDeviceSnapshot {
+    const engine = this.engine;
+    const peers = engine.listPeers(this.identityId).map((p) => ({
+      publicKey: p.publicKey,
+      presharedKey: engine.presharedKeyOf(p.id),
+      endpoint: p.endpoint === null ? null : decodeEndpoint(p.endpoint),
+      lastHandshake: { sec: p.lastHandshakeTimeSec, nsec: p.lastHandshakeTimeNsec },
+      txBytes: p.txBytes,
+      rxBytes: p.rxBytes,
+      persistentKeepalive: p.persistentKeepalive,
+      allowedIps: p.allowedIps.map(prefixText),
+      protocolVersion: p.protocolVersion,
+    }));
+    return {
+      privateKey: this.hasPrivateKey ? engine.privateKeyOf(this.identityId) : null,
+      listenPort: this.ports.listenPort(),
+      fwmark: this.fwmark,
+      peers,
+    };
+  }
+
+  apply(change: UapiChangeSet): void {
+    const engine = this.engine;
+    const id = this.identityId;
+    const now = this.now();
+    // The only step that can fail for reasons outside the request goes first, so a refused
+    // request changes nothing.
+    if (change.listenPort !== undefined && change.listenPort !== this.ports.listenPort()) {
+      this.ports.rebind(change.listenPort);
+    }
+    if (change.privateKey !== undefined) {
+      if (change.privateKey === null) {
+        const key = placeholderKey();
+        engine.setPrivateKey(id, key);
+        key.fill(0);
+        this.hasPrivateKey = false;
+      } else {
+        try {
+          engine.setPrivateKey(id, change.privateKey);
+        } catch (err) {
+          throw new UapiError(UAPI_ERRNO.EINVAL, (err as Error).message, { cause: err });
+        }
+        this.hasPrivateKey = true;
+      }
+    }
+    if (change.fwmark !== undefined) this.fwmark = change.fwmark;
+    if (change.replacePeers) for (const p of engine.listPeers(id)) engine.removePeer(p.id);
+    const own = engine.identityInfo(id).publicKey;
+    for (const pc of change.peers) {
+      if (own.equals(pc.publicKey)) continue;
+      let peerId = engine.findPeer(id, pc.publicKey);
+      if (pc.remove) {
+        if (peerId !== undefined) engine.removePeer(peerId);
+        continue;
+      }
+      if (peerId === undefined) {
+        if (pc.updateOnly) continue;
+        peerId = engine.addPeer(id, { publicKey: pc.publicKey }, now);
+      }
+      const add = pc.allowedIps
+        .filter((a) => !a.remove)
+        .map((a) => ({ address: a.cidr.address, bits: a.cidr.bits }));
+      const remove = pc.allowedIps
+        .filter((a) => a.remove)
+        .map((a) => ({ address: a.cidr.address, bits: a.cidr.bits }));
+      engine.updatePeer(
+        peerId,
+        {
+          presharedKey: pc.presharedKey,
+          endpoint: pc.endpoint === undefined ? undefined : encodeEndpoint(pc.endpoint.text),
+          persistentKeepalive: pc.persistentKeepalive,
+          replaceAllowedIps: pc.replaceAllowedIps,
+          addAllowedIps: add,
+          removeAllowedIps: remove,
+        },
+        now,
+      );
+    }
+  }
+
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const c = this.engine.counters;
+    for (const [k, v] of Object.entries(c)) if (typeof v === 'number') out[k] = v;
+    for (const [k, v] of Object.entries(c.dropped)) out[`dropped.${k}`] = v;
+    for (const [k, v] of Object.entries(this.ports.ioCounters())) out[k] = v;
+    return out;
+  }
+}
+
+function prefixText(p: { address: Uint8Array; bits: number }): string {
+  return `${formatIp(p.address)}/${p.bits}`;
+}
