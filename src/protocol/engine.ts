@@ -1,0 +1,1268 @@
+// The WireGuard engine: a pure state machine over many local identities and their peers. No I/O
+// and no timers of its own: the driver hands it batches and the time, and sends/writes what it
+// returns. Every call returns views into reusable buffers that stay valid until the next call.
+//
+// Data path (per batch, one AEAD call per batch):
+//   outbound: TUN packets -> route by destination (allowed IPs) -> transport header written in
+//             place in the 16 bytes of headroom, padding, counter -> sealBatch -> datagrams.
+//   inbound:  datagrams -> classify -> transport: receiver index -> keypair -> openBatch ->
+//             replay window, key confirmation, keepalive, inner IP header, source routing check,
+//             roaming, stats -> TUN packets; handshake messages and cookie replies -> handshake
+//             path -> responses / cookie replies / keepalives / staged packets to send.
+//   tick:     the timer wheel -> handshake retries, keepalives, rekeys, key zeroing.
+// Engine-originated datagrams (handshakes, cookie replies, keepalives, staged packets) come back
+// in a `control` batch with a slab of the engine's own.
+//
+// Identity lookup for initiations (DESIGN.md section 3): MAC1 is keyed by the responder's public
+// key, so the targeted identity is the one whose precomputed MAC1 key verifies the message:
+// one keyed BLAKE2s per identity at most, in insertion order, stopping at the first match. Every
+// later message names its session by receiver index (one table for all identities). Responses
+// and cookie replies are resolved by receiver index first and MAC1-checked against that identity
+// only.
+//
+// Departures from wireguard-go, all deliberate:
+// - In an inbound batch, transport messages are processed before handshake messages (arrival
+//   order is kept within each group): data confirming a responder's "next" keypair is not lost
+//   to a retried initiation that arrived in the same batch.
+// - A peer without an endpoint gets no handshake initiation (wireguard-go builds one and fails
+//   to send it); its packets are dropped and counted as noEndpoint.
+// - tx_bytes counts datagrams when the engine hands them to the driver, not after sendmmsg.
+// - Counters are limited to 2^53 - 2^13 - 1 (constants.ts, REJECT_AFTER_MESSAGES).
+
+import { TgError } from '../util/errors.js';
+import { type Logger, logger } from '../util/log.js';
+import type { TransportAead } from './aead.js';
+import { AllowedIps, type IpPrefix, validatePrefix } from './allowedips.js';
+import {
+  ControlOut,
+  type DatagramBatch,
+  DataOut,
+  type OutgoingDatagrams,
+  type PacketBatch,
+  type TunBatch,
+  TunOut,
+} from './batch.js';
+import {
+  KEEPALIVE_TIMEOUT,
+  KEY_SIZE,
+  MAX_CONTENT_SIZE,
+  MAX_MESSAGE_SIZE,
+  MESSAGE_COOKIE_REPLY_SIZE,
+  MESSAGE_COOKIE_REPLY_TYPE,
+  MESSAGE_INITIATION_SIZE,
+  MESSAGE_INITIATION_TYPE,
+  MESSAGE_RESPONSE_SIZE,
+  MESSAGE_RESPONSE_TYPE,
+  MESSAGE_TRANSPORT_HEADER_SIZE,
+  MESSAGE_TRANSPORT_SIZE,
+  MESSAGE_TRANSPORT_TYPE,
+  PADDING_MULTIPLE,
+  PROTOCOL_VERSION,
+  REJECT_AFTER_MESSAGES,
+  REJECT_AFTER_TIME,
+  REKEY_AFTER_MESSAGES_EFFECTIVE,
+  REKEY_AFTER_TIME,
+  REKEY_TIMEOUT,
+} from './constants.js';
+import { EngineCounters } from './counters.js';
+import { clampPrivateKey, constantTimeEqual, keyFingerprint, publicKeyOf } from './crypto.js';
+import {
+  addressKey,
+  checkEndpoint,
+  cookieSource,
+  ENDPOINT_SIZE,
+  endpointEquals,
+  isValidEndpoint,
+} from './endpoint.js';
+import { Identity } from './identity.js';
+import { IndexTable } from './indextable.js';
+import { Keypair } from './keypair.js';
+import {
+  COOKIE_REPLY_OFFSET_RECEIVER,
+  counterHigh,
+  counterLow,
+  HANDSHAKE_OFFSET_SENDER,
+  RESPONSE_OFFSET_RECEIVER,
+  readTransportCounter,
+  TRANSPORT_OFFSET_RECEIVER,
+  writeTransportHeader,
+} from './messages.js';
+import {
+  consumeInitiation,
+  consumeResponse,
+  createInitiation,
+  createResponse,
+  deriveSessionKeys,
+  HANDSHAKE_INITIATION_CREATED,
+} from './noise.js';
+import { Peer } from './peer.js';
+import { RateLimiter } from './ratelimiter.js';
+import {
+  defaultJitter,
+  type PeerTimers,
+  TIMER_GIVE_UP_HANDSHAKE,
+  TIMER_NEW_HANDSHAKE,
+  TIMER_PERSISTENT_KEEPALIVE,
+  TIMER_RETRANSMIT_HANDSHAKE,
+  TIMER_SEND_KEEPALIVE,
+  TIMER_ZERO_KEY_MATERIAL,
+  TimerWheel,
+} from './timers.js';
+import {
+  DEFAULT_MTU,
+  INITIAL_BATCH_CAPACITY,
+  MAX_PEERS_PER_IDENTITY,
+  UNDER_LOAD_AFTER_TIME,
+  UNDER_LOAD_HANDSHAKES_PER_SECOND,
+} from './tuning.js';
+
+export interface EngineOptions {
+  /** Transport AEAD (JsTransportAead or the native batched one). */
+  aead: TransportAead;
+  /** Wall clock in ms since the Unix epoch, for TAI64N timestamps and last_handshake_time. Default Date.now. */
+  wallClock?: () => number;
+  /** Retransmission jitter in ms, uniform in [0, 334). Default Math.random based. */
+  jitter?: () => number;
+  /** Tunnel MTU: transport padding never grows a packet beyond it (wireguard-go). Default 1420. */
+  mtu?: number;
+  log?: Logger;
+}
+
+export interface IdentityOptions {
+  /** See Identity: per-peer routing tables instead of one shared table. Default false. */
+  isolatedPeers?: boolean;
+}
+
+export interface PeerConfig {
+  publicKey: Uint8Array;
+  presharedKey?: Uint8Array | null;
+  /** 20-byte endpoint record (endpoint.ts). */
+  endpoint?: Uint8Array | null;
+  allowedIps?: readonly IpPrefix[];
+  /** Seconds, 0 (off) .. 65535. */
+  persistentKeepalive?: number;
+}
+
+export interface PeerUpdate {
+  /** null removes the preshared key. */
+  presharedKey?: Uint8Array | null;
+  /** null forgets the endpoint. */
+  endpoint?: Uint8Array | null;
+  /** Replace all allowed IPs first (UAPI replace_allowed_ips). */
+  replaceAllowedIps?: boolean;
+  addAllowedIps?: readonly IpPrefix[];
+  removeAllowedIps?: readonly IpPrefix[];
+  persistentKeepalive?: number;
+}
+
+/** What the UAPI's `get` reports for a peer (the preshared key only through presharedKeyOf). */
+export interface PeerInfo {
+  id: number;
+  identityId: number;
+  publicKey: Buffer;
+  hasPresharedKey: boolean;
+  endpoint: Buffer | null;
+  allowedIps: IpPrefix[];
+  persistentKeepalive: number;
+  rxBytes: number;
+  txBytes: number;
+  /** Wall-clock ms of the last handshake, 0 when none. */
+  lastHandshakeWallMs: number;
+  lastHandshakeTimeSec: number;
+  lastHandshakeTimeNsec: number;
+  protocolVersion: number;
+}
+
+export interface SessionInfo {
+  hasPrevious: boolean;
+  hasCurrent: boolean;
+  hasNext: boolean;
+  currentIsInitiator: boolean;
+  /** Engine clock (ms) when the current keypair was derived, NaN when none. */
+  currentCreated: number;
+  currentSendCounter: number;
+}
+
+export interface IdentityInfo {
+  id: number;
+  publicKey: Buffer;
+  isolatedPeers: boolean;
+  peerCount: number;
+}
+
+export interface OutboundResult {
+  /** Transport messages in the caller's slab, to send (sendmmsg) to the given endpoints. */
+  data: OutgoingDatagrams;
+  /** Engine-originated datagrams (handshake initiations, staged packets) in the engine's slab. */
+  control: OutgoingDatagrams;
+}
+
+export interface InboundResult {
+  /** Decrypted IP packets in the caller's slab, to write to the TUN. */
+  tun: TunBatch;
+  /** Engine-originated datagrams (responses, cookie replies, keepalives, staged packets). */
+  control: OutgoingDatagrams;
+}
+
+const EMPTY = Buffer.alloc(0);
+const IPV4_HEADER_SIZE = 20;
+const IPV6_HEADER_SIZE = 40;
+
+/** Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU. */
+export function paddingSize(packetSize: number, mtu: number): number {
+  let lastUnit = packetSize;
+  if (mtu === 0) return ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
+  if (lastUnit > mtu) lastUnit %= mtu;
+  let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
+  if (padded > mtu) padded = mtu;
+  return padded - lastUnit;
+}
+
+export class Engine {
+  readonly counters = new EngineCounters();
+  private readonly aead: TransportAead;
+  private readonly wallClock: () => number;
+  private readonly jitter: () => number;
+  private readonly mtu: number;
+  private readonly log: Logger;
+
+  private readonly identities = new Map<number, Identity>();
+  /** Identities in insertion order, for the MAC1 scan. */
+  private identityList: Identity[] = [];
+  private readonly peers = new Map<number, Peer>();
+  private readonly index = new IndexTable<Peer>();
+  private readonly wheel = new TimerWheel<PeerTimers<Peer>>();
+  private readonly rateLimiter = new RateLimiter();
+  private nextIdentityId = 1;
+  private nextPeerId = 1;
+
+  private underLoadUntil = Number.NEGATIVE_INFINITY;
+  private handshakeWindowStart = Number.NEGATIVE_INFINITY;
+  private handshakeWindowCount = 0;
+
+  // Reusable per-call state.
+  private readonly dataOut = new DataOut();
+  private readonly tunOut = new TunOut();
+  private readonly control = new ControlOut();
+  private epoch = 0;
+  private touched: Peer[] = [];
+  private touchedCount = 0;
+  private dueTimers: PeerTimers<Peer>[] = [];
+  private openCount = 0;
+  private openOffsets = new Uint32Array(INITIAL_BATCH_CAPACITY);
+  private openLengths = new Uint32Array(INITIAL_BATCH_CAPACITY);
+  private openOk = new Uint8Array(INITIAL_BATCH_CAPACITY);
+  private openSource = new Uint32Array(INITIAL_BATCH_CAPACITY);
+  private openCounters = new Float64Array(INITIAL_BATCH_CAPACITY);
+  private openKeys: Buffer[] = [];
+  private openKeypairs: (Keypair<Peer> | null)[] = [];
+  private handshakeItems = new Uint32Array(INITIAL_BATCH_CAPACITY);
+  private readonly dropKeypair = (keypair: Keypair<Peer>): void => {
+    this.index.delete(keypair.localIndex);
+    keypair.wipe();
+  };
+
+  constructor(options: EngineOptions) {
+    this.aead = options.aead;
+    this.wallClock = options.wallClock ?? Date.now;
+    this.jitter = options.jitter ?? defaultJitter;
+    this.mtu = options.mtu ?? DEFAULT_MTU;
+    this.log = options.log ?? logger('protocol');
+    if (!Number.isInteger(this.mtu) || this.mtu < 0 || this.mtu > MAX_CONTENT_SIZE) {
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', `mtu must be 0..${MAX_CONTENT_SIZE}`);
+    }
+  }
+
+  // ====================================================================================
+  // Control plane
+  // ====================================================================================
+
+  /** Adds a local identity from its 32-byte private key; returns its id. */
+  addIdentity(privateKey: Uint8Array, options: IdentityOptions = {}): number {
+    checkKey(privateKey, 'private key');
+    const identity = new Identity(this.nextIdentityId++, privateKey, options.isolatedPeers ?? false);
+    for (const other of this.identityList) {
+      if (other.publicKey.equals(identity.publicKey)) {
+        identity.wipe();
+        throw new TgError('TG_ERR_CONFLICT', 'an identity with this key already exists');
+      }
+    }
+    this.identities.set(identity.id, identity);
+    this.identityList.push(identity);
+    this.log.debug({ identity: identity.id, key: keyFingerprint(identity.publicKey) }, 'identity added');
+    return identity.id;
+  }
+
+  /** Removes an identity with all its peers, wiping their keys. */
+  removeIdentity(identityId: number): void {
+    const identity = this.identityOrThrow(identityId);
+    for (const peer of [...identity.peers.values()]) this.removePeer(peer.id);
+    identity.wipe();
+    this.identities.delete(identityId);
+    this.identityList = this.identityList.filter((i) => i !== identity);
+  }
+
+  /**
+   * Changes an identity's key pair (UAPI private_key): peers with the new public key are
+   * removed, every peer's static-static DH is recomputed and current sessions are expired, as
+   * wireguard-go's SetPrivateKey does.
+   */
+  setPrivateKey(identityId: number, privateKey: Uint8Array): void {
+    checkKey(privateKey, 'private key');
+    const identity = this.identityOrThrow(identityId);
+    const clamped = clampPrivateKey(Buffer.from(privateKey));
+    const same = constantTimeEqual(clamped, identity.privateKeyRaw);
+    const publicKey = same ? identity.publicKey : publicKeyOf(clamped);
+    clamped.fill(0);
+    if (same) return;
+    if (this.identityList.some((other) => other !== identity && other.publicKey.equals(publicKey))) {
+      throw new TgError('TG_ERR_CONFLICT', 'an identity with this key already exists');
+    }
+    identity.setPrivateKey(privateKey);
+    const self = identity.peers.get(identity.publicKey.toString('hex'));
+    if (self !== undefined) this.removePeer(self.id);
+    for (const peer of identity.peers.values()) {
+      peer.recomputeStaticStatic();
+      this.expireCurrentKeypairs(peer);
+    }
+  }
+
+  identityInfo(identityId: number): IdentityInfo {
+    const identity = this.identityOrThrow(identityId);
+    return {
+      id: identity.id,
+      publicKey: Buffer.from(identity.publicKey),
+      isolatedPeers: identity.isolatedPeers,
+      peerCount: identity.peers.size,
+    };
+  }
+
+  listIdentities(): IdentityInfo[] {
+    return this.identityList.map((i) => this.identityInfo(i.id));
+  }
+
+  /** A copy of the identity's private key (for the UAPI's private_key); the caller wipes it. */
+  privateKeyOf(identityId: number): Buffer {
+    return Buffer.from(this.identityOrThrow(identityId).privateKeyRaw);
+  }
+
+  /** Adds a peer to an identity; returns its id (unique across the engine). */
+  addPeer(identityId: number, config: PeerConfig, now = 0): number {
+    const identity = this.identityOrThrow(identityId);
+    checkKey(config.publicKey, 'public key');
+    const hexKey = Buffer.from(config.publicKey).toString('hex');
+    if (identity.peers.has(hexKey))
+      throw new TgError('TG_ERR_CONFLICT', 'this identity already has a peer with that key');
+    if (identity.publicKey.equals(Buffer.from(config.publicKey))) {
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', "a peer cannot have its identity's own public key");
+    }
+    if (identity.peers.size >= MAX_PEERS_PER_IDENTITY) {
+      throw new TgError('TG_ERR_CONFLICT', `an identity has at most ${MAX_PEERS_PER_IDENTITY} peers`);
+    }
+    validatePeerFields(config);
+    const peer = new Peer(
+      this.nextPeerId++,
+      identity,
+      config.publicKey,
+      this.wheel,
+      this.jitter,
+      this.dropKeypair,
+      identity.isolatedPeers ? new AllowedIps<Peer>() : null,
+    );
+    identity.peers.set(hexKey, peer);
+    this.peers.set(peer.id, peer);
+    this.updatePeer(
+      peer.id,
+      {
+        presharedKey: config.presharedKey ?? null,
+        endpoint: config.endpoint ?? null,
+        addAllowedIps: config.allowedIps ?? [],
+        persistentKeepalive: config.persistentKeepalive ?? 0,
+      },
+      now,
+    );
+    this.log.debug(
+      { identity: identityId, peer: peer.id, key: keyFingerprint(peer.remoteStatic) },
+      'peer added',
+    );
+    return peer.id;
+  }
+
+  /**
+   * Updates a peer. Turning a persistent keepalive on makes a keepalive due at once (sent on the
+   * next tick), as wireguard-go's UAPI does.
+   */
+  updatePeer(peerId: number, update: PeerUpdate, now = 0): void {
+    const peer = this.peerOrThrow(peerId);
+    validatePeerFields(update);
+    if (update.presharedKey !== undefined) peer.setPresharedKey(update.presharedKey);
+    if (update.endpoint !== undefined) {
+      if (update.endpoint === null) peer.hasEndpoint = false;
+      else {
+        peer.endpoint.set(update.endpoint);
+        peer.hasEndpoint = true;
+      }
+    }
+    const table = peer.ownAllowedIps ?? peer.identity.allowedIps;
+    if (update.replaceAllowedIps) table.removeByPeer(peer);
+    for (const prefix of update.removeAllowedIps ?? []) table.remove(prefix, peer);
+    for (const prefix of update.addAllowedIps ?? []) table.insert(prefix, peer);
+    if (update.persistentKeepalive !== undefined) {
+      const was = peer.persistentKeepalive;
+      peer.persistentKeepalive = update.persistentKeepalive;
+      if (was === 0 && update.persistentKeepalive > 0) peer.timers.persistentKeepaliveAt(now);
+    }
+  }
+
+  /** Removes a peer, wiping its keypairs, handshake and preshared key, and dropping staged packets. */
+  removePeer(peerId: number): void {
+    const peer = this.peerOrThrow(peerId);
+    this.zeroAndFlushAll(peer);
+    peer.timers.stopAll();
+    (peer.ownAllowedIps ?? peer.identity.allowedIps).removeByPeer(peer);
+    peer.identity.peers.delete(peer.remoteStatic.toString('hex'));
+    this.peers.delete(peerId);
+    peer.wipe();
+    peer.removed = true;
+  }
+
+  /** The id of an identity's peer with this public key, or undefined. */
+  findPeer(identityId: number, publicKey: Uint8Array): number | undefined {
+    return this.identityOrThrow(identityId).peers.get(Buffer.from(publicKey).toString('hex'))?.id;
+  }
+
+  peerInfo(peerId: number): PeerInfo {
+    const peer = this.peerOrThrow(peerId);
+    const wall = peer.lastHandshakeWallMs;
+    return {
+      id: peer.id,
+      identityId: peer.identity.id,
+      publicKey: Buffer.from(peer.remoteStatic),
+      hasPresharedKey: peer.hasPresharedKey(),
+      endpoint: peer.hasEndpoint ? Buffer.from(peer.endpoint) : null,
+      allowedIps: (peer.ownAllowedIps ?? peer.identity.allowedIps).entriesForPeer(peer),
+      persistentKeepalive: peer.persistentKeepalive,
+      rxBytes: peer.rxBytes,
+      txBytes: peer.txBytes,
+      lastHandshakeWallMs: wall,
+      lastHandshakeTimeSec: Math.floor(wall / 1000),
+      lastHandshakeTimeNsec: (wall % 1000) * 1_000_000,
+      protocolVersion: PROTOCOL_VERSION,
+    };
+  }
+
+  listPeers(identityId: number): PeerInfo[] {
+    return [...this.identityOrThrow(identityId).peers.values()].map((p) => this.peerInfo(p.id));
+  }
+
+  /** Which keypair slots of a peer are filled (for stats and tests; keys are never exposed). */
+  sessionInfo(peerId: number): SessionInfo {
+    const { previous, current, next } = this.peerOrThrow(peerId).keypairs;
+    return {
+      hasPrevious: previous !== null,
+      hasCurrent: current !== null,
+      hasNext: next !== null,
+      currentIsInitiator: current?.isInitiator ?? false,
+      currentCreated: current?.created ?? Number.NaN,
+      currentSendCounter: current?.sendCounter ?? 0,
+    };
+  }
+
+  /** A copy of the peer's preshared key, or null when none (for the UAPI's get); the caller wipes it. */
+  presharedKeyOf(peerId: number): Buffer | null {
+    const peer = this.peerOrThrow(peerId);
+    return peer.hasPresharedKey() ? Buffer.from(peer.presharedKey) : null;
+  }
+
+  /**
+   * The driver's load signal (e.g. its handshake queue is long): while under load, and for
+   * UNDER_LOAD_AFTER_TIME after, handshake messages need a valid MAC2 (else they get a cookie
+   * reply) and are rate-limited per source address. The engine also considers itself under
+   * load when it sees more than UNDER_LOAD_HANDSHAKES_PER_SECOND handshake messages per second.
+   */
+  setUnderLoad(underLoad: boolean, now: number): void {
+    this.underLoadUntil = underLoad ? now + UNDER_LOAD_AFTER_TIME : Number.NEGATIVE_INFINITY;
+  }
+
+  isUnderLoad(now: number): boolean {
+    return this.underLoadUntil > now;
+  }
+
+  /** Peers known to the engine (for tests and stats). */
+  get peerCount(): number {
+    return this.peers.size;
+  }
+
+  /** Receiver indices in use (handshakes in progress plus live keypairs). */
+  get indexCount(): number {
+    return this.index.size;
+  }
+
+  // ====================================================================================
+  // Data path: outbound
+  // ====================================================================================
+
+  /**
+   * Encrypts a batch of IP packets read from the TUN of one identity. Packet i is at
+   * batch.buf[offsets[i], offsets[i] + lengths[i]) with 16 bytes of headroom in front (the
+   * transport header is written there) and room behind for up to 15 bytes of padding and the
+   * 16-byte tag. Packets are routed by destination through the identity's allowed IPs.
+   */
+  outbound(identityId: number, batch: PacketBatch, now: number): OutboundResult {
+    this.beginCall();
+    try {
+      const count = this.clampCount(batch, false);
+      this.dataOut.reset(batch.buf, count);
+      const identity = this.identities.get(identityId);
+      if (identity === undefined) this.counters.dropped.noRoute += count;
+      else this.outboundRouted(identity, batch, count, now);
+      this.finishOutbound(now);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return { data: this.dataOut, control: this.control };
+  }
+
+  /**
+   * Like outbound(), but the caller names the peer of every packet (peerIds[i]); no routing
+   * lookup is made. For identities with isolated peers, where routing is the caller's policy.
+   */
+  outboundToPeers(batch: PacketBatch, peerIds: Uint32Array, now: number): OutboundResult {
+    this.beginCall();
+    try {
+      const clamped = this.clampCount(batch, false);
+      const count = Math.min(clamped, peerIds.length);
+      this.counters.dropped.malformed += clamped - count;
+      this.dataOut.reset(batch.buf, count);
+      const { buf, offsets, lengths } = batch;
+      for (let i = 0; i < count; i++) {
+        const off = offsets[i];
+        const len = lengths[i];
+        if (!this.outboundBoundsOk(buf, off, len)) continue;
+        const peer = this.peers.get(peerIds[i]);
+        if (peer === undefined) {
+          this.counters.dropped.noRoute++;
+          continue;
+        }
+        this.sendData(peer, buf, off, len, now);
+      }
+      this.finishOutbound(now);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return { data: this.dataOut, control: this.control };
+  }
+
+  private outboundRouted(identity: Identity, batch: PacketBatch, count: number, now: number): void {
+    const { buf, offsets, lengths } = batch;
+    const table = identity.allowedIps;
+    const dropped = this.counters.dropped;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      if (!this.outboundBoundsOk(buf, off, len)) continue;
+      const version = buf[off] >> 4;
+      let peer: Peer | null;
+      if (version === 4 && len >= IPV4_HEADER_SIZE) peer = table.lookup4(buf.readUInt32BE(off + 16));
+      else if (version === 6 && len >= IPV6_HEADER_SIZE) peer = table.lookup6At(buf, off + 24);
+      else {
+        dropped.malformed++;
+        continue;
+      }
+      if (peer === null) {
+        dropped.noRoute++;
+        continue;
+      }
+      this.sendData(peer, buf, off, len, now);
+    }
+  }
+
+  private outboundBoundsOk(buf: Buffer, off: number, len: number): boolean {
+    if (len < 1 || off < MESSAGE_TRANSPORT_HEADER_SIZE || off + len > buf.length) {
+      this.counters.dropped.malformed++;
+      return false;
+    }
+    if (len > MAX_CONTENT_SIZE) {
+      this.counters.dropped.oversized++;
+      return false;
+    }
+    return true;
+  }
+
+  /** One packet for peer: into the encryption batch when a session exists, else staged. */
+  private sendData(peer: Peer, buf: Buffer, off: number, len: number, now: number): void {
+    const kp = peer.keypairs.current;
+    if (!peer.hasEndpoint) {
+      this.counters.dropped.noEndpoint++;
+      return;
+    }
+    if (kp === null || !kp.canSend(now)) {
+      if (!peer.stage(Buffer.from(buf.subarray(off, off + len)))) this.counters.dropped.stagedOverflow++;
+      this.sendHandshakeInitiation(peer, false, now);
+      return;
+    }
+    if (peer.staged.length > 0) this.sendStaged(peer, now);
+    const padded = len + paddingSize(len, this.mtu);
+    const end = off + padded;
+    if (end + MESSAGE_TRANSPORT_SIZE - MESSAGE_TRANSPORT_HEADER_SIZE > buf.length) {
+      this.counters.dropped.noRoom++;
+      return;
+    }
+    for (let j = off + len; j < end; j++) buf[j] = 0;
+    const counter = kp.sendCounter++;
+    const header = off - MESSAGE_TRANSPORT_HEADER_SIZE;
+    writeTransportHeader(buf, header, kp.remoteIndex, counterLow(counter), counterHigh(counter));
+    const out = this.dataOut;
+    const n = out.count++;
+    out.offsets[n] = header;
+    out.lengths[n] = padded + MESSAGE_TRANSPORT_SIZE;
+    out.plainLengths[n] = padded;
+    out.keys[n] = kp.sendKey;
+    out.endpoints.set(peer.endpoint, n * ENDPOINT_SIZE);
+    out.identityIds[n] = peer.identity.id;
+    peer.txBytes += padded + MESSAGE_TRANSPORT_SIZE;
+    this.counters.txPackets++;
+    this.touch(peer);
+    peer.batchDataSent = true;
+  }
+
+  private finishOutbound(now: number): void {
+    this.dataOut.seal(this.aead);
+    for (let i = 0; i < this.touchedCount; i++) {
+      const peer = this.touched[i];
+      this.afterSent(peer, peer.batchDataSent, now);
+    }
+    this.control.finish(this.aead);
+  }
+
+  /** Timer events and key freshness after authenticated packets were sent to peer. */
+  private afterSent(peer: Peer, dataSent: boolean, now: number): void {
+    const t = peer.timers;
+    t.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    t.anyAuthenticatedPacketSent();
+    if (dataSent) t.dataSent(now);
+    this.keepKeyFreshSending(peer, now);
+  }
+
+  private keepKeyFreshSending(peer: Peer, now: number): void {
+    const kp = peer.keypairs.current;
+    if (kp === null) return;
+    if (
+      kp.sendCounter > REKEY_AFTER_MESSAGES_EFFECTIVE ||
+      (kp.isInitiator && now - kp.created > REKEY_AFTER_TIME)
+    ) {
+      this.sendHandshakeInitiation(peer, false, now);
+    }
+  }
+
+  // ====================================================================================
+  // Data path: inbound
+  // ====================================================================================
+
+  /**
+   * Processes a batch of received UDP datagrams (batch.endpoints holds each one's source).
+   * Returns decrypted packets to write to the TUN (in batch.buf) and datagrams to send.
+   */
+  inbound(batch: DatagramBatch, now: number): InboundResult {
+    this.beginCall();
+    try {
+      const count = this.clampCount(batch, true);
+      this.tunOut.reset(batch.buf, count);
+      const handshakes = this.classify(batch, count, now);
+      this.openTransports(batch, now);
+      for (let k = 0; k < handshakes; k++) {
+        const i = this.handshakeItems[k];
+        try {
+          this.handleHandshake(
+            batch.buf,
+            batch.offsets[i],
+            batch.lengths[i],
+            batch.endpoints,
+            i * ENDPOINT_SIZE,
+            now,
+          );
+        } catch (err) {
+          this.counters.dropped.internal++;
+          this.log.debug({ err }, 'handshake message raised');
+        }
+      }
+      this.control.finish(this.aead);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return { tun: this.tunOut, control: this.control };
+  }
+
+  /** Pass 1: sorts datagrams into the transport open batch and the handshake list. */
+  private classify(batch: DatagramBatch, count: number, now: number): number {
+    const { buf, offsets, lengths } = batch;
+    const dropped = this.counters.dropped;
+    this.ensureOpenCapacity(count);
+    let opens = 0;
+    let handshakes = 0;
+    let lastReceiver = -1;
+    let lastKeypair: Keypair<Peer> | undefined;
+    for (let i = 0; i < count; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      if (off + len > buf.length || len < MESSAGE_TRANSPORT_SIZE) {
+        dropped.malformed++;
+        continue;
+      }
+      if (len > MAX_MESSAGE_SIZE) {
+        dropped.oversized++;
+        continue;
+      }
+      const type = buf.readUInt32LE(off);
+      if (type === MESSAGE_TRANSPORT_TYPE) {
+        // Consecutive messages mostly share a receiver index: remember the last lookup.
+        const receiver = buf.readUInt32LE(off + TRANSPORT_OFFSET_RECEIVER);
+        let kp: Keypair<Peer> | undefined = lastKeypair;
+        if (receiver !== lastReceiver || kp === undefined || kp.dropped) {
+          kp = this.index.keypairs.get(receiver);
+          lastReceiver = receiver;
+          lastKeypair = kp;
+        }
+        if (kp === undefined) {
+          dropped.unknownIndex++;
+          continue;
+        }
+        if (!kp.canReceive(now)) {
+          dropped.expiredKeypair++;
+          continue;
+        }
+        const counter = readTransportCounter(buf, off);
+        if (counter >= REJECT_AFTER_MESSAGES) {
+          dropped.counterLimit++;
+          continue;
+        }
+        this.openOffsets[opens] = off;
+        this.openLengths[opens] = len;
+        this.openKeys[opens] = kp.receiveKey;
+        this.openKeypairs[opens] = kp;
+        this.openCounters[opens] = counter;
+        this.openSource[opens] = i;
+        opens++;
+      } else if (
+        (type === MESSAGE_INITIATION_TYPE && len === MESSAGE_INITIATION_SIZE) ||
+        (type === MESSAGE_RESPONSE_TYPE && len === MESSAGE_RESPONSE_SIZE) ||
+        (type === MESSAGE_COOKIE_REPLY_TYPE && len === MESSAGE_COOKIE_REPLY_SIZE)
+      ) {
+        this.handshakeItems[handshakes++] = i;
+      } else if (type >= MESSAGE_INITIATION_TYPE && type <= MESSAGE_COOKIE_REPLY_TYPE) {
+        dropped.malformed++;
+      } else {
+        dropped.unknownType++;
+      }
+    }
+    this.openCount = opens;
+    return handshakes;
+  }
+
+  /** Pass 2: one openBatch, then per packet in order: replay, confirmation, inner checks, output. */
+  private openTransports(batch: DatagramBatch, now: number): void {
+    const n = this.openCount;
+    if (n === 0) return;
+    const buf = batch.buf;
+    this.aead.openBatch(buf, this.openOffsets, this.openLengths, this.openKeys, n, this.openOk);
+    const dropped = this.counters.dropped;
+    const tun = this.tunOut;
+    for (let j = 0; j < n; j++) {
+      const kp = this.openKeypairs[j] as Keypair<Peer>;
+      this.openKeys[j] = EMPTY;
+      this.openKeypairs[j] = null;
+      if (this.openOk[j] !== 1) {
+        dropped.badAuth++;
+        continue;
+      }
+      if (!kp.replay.validateCounter(this.openCounters[j], REJECT_AFTER_MESSAGES)) {
+        dropped.replay++;
+        continue;
+      }
+      const peer = kp.peer;
+      this.touch(peer);
+      peer.batchLastSource = this.openSource[j];
+      if (peer.keypairs.receivedWith(kp)) {
+        peer.timers.handshakeComplete();
+        peer.lastHandshakeWallMs = this.wallClock();
+        peer.batchConfirmed = true;
+        this.counters.handshakesCompleted++;
+      }
+      const len = this.openLengths[j];
+      peer.rxBytes += len;
+      const p = this.openOffsets[j] + MESSAGE_TRANSPORT_HEADER_SIZE;
+      const plen = len - MESSAGE_TRANSPORT_SIZE;
+      if (plen === 0) {
+        this.counters.keepalivesReceived++;
+        continue;
+      }
+      peer.batchDataReceived = true;
+      const version = buf[p] >> 4;
+      let size: number;
+      let source: Peer | null;
+      const table = peer.ownAllowedIps ?? peer.identity.allowedIps;
+      if (version === 4) {
+        if (plen < IPV4_HEADER_SIZE) {
+          dropped.malformedInner++;
+          continue;
+        }
+        size = buf.readUInt16BE(p + 2);
+        const headerSize = (buf[p] & 0x0f) * 4;
+        if (size > plen || headerSize < IPV4_HEADER_SIZE || headerSize > size) {
+          dropped.malformedInner++;
+          continue;
+        }
+        source = table.lookup4(buf.readUInt32BE(p + 12));
+      } else if (version === 6) {
+        if (plen < IPV6_HEADER_SIZE) {
+          dropped.malformedInner++;
+          continue;
+        }
+        size = IPV6_HEADER_SIZE + buf.readUInt16BE(p + 4);
+        if (size > plen) {
+          dropped.malformedInner++;
+          continue;
+        }
+        source = table.lookup6At(buf, p + 8);
+      } else {
+        dropped.malformedInner++;
+        continue;
+      }
+      if (source !== peer) {
+        dropped.badInnerSource++;
+        continue;
+      }
+      const k = tun.count++;
+      tun.offsets[k] = p;
+      tun.lengths[k] = size;
+      tun.peerIds[k] = peer.id;
+      this.counters.rxPackets++;
+    }
+    for (let i = 0; i < this.touchedCount; i++) {
+      const peer = this.touched[i];
+      if (peer.batchLastSource >= 0)
+        this.setEndpointFromPacket(peer, batch.endpoints, peer.batchLastSource * ENDPOINT_SIZE);
+      this.keepKeyFreshReceiving(peer, now);
+      const t = peer.timers;
+      t.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+      t.anyAuthenticatedPacketReceived();
+      if (peer.batchDataReceived) t.dataReceived(now);
+      if (peer.batchConfirmed) this.sendStaged(peer, now);
+    }
+  }
+
+  private keepKeyFreshReceiving(peer: Peer, now: number): void {
+    if (peer.timers.sentLastMinuteHandshake) return;
+    const kp = peer.keypairs.current;
+    if (kp?.isInitiator && now - kp.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT) {
+      peer.timers.sentLastMinuteHandshake = true;
+      this.sendHandshakeInitiation(peer, false, now);
+    }
+  }
+
+  private setEndpointFromPacket(peer: Peer, endpoints: Buffer, off: number): void {
+    if (!isValidEndpoint(endpoints, off)) return;
+    if (peer.hasEndpoint && endpointEquals(peer.endpoint, 0, endpoints, off)) return;
+    if (peer.hasEndpoint) this.counters.roamed++;
+    endpoints.copy(peer.endpoint, 0, off, off + ENDPOINT_SIZE);
+    peer.hasEndpoint = true;
+  }
+
+  // ====================================================================================
+  // Handshake path
+  // ====================================================================================
+
+  /** One handshake message or cookie reply (sizes already checked by classify). */
+  private handleHandshake(
+    buf: Buffer,
+    off: number,
+    len: number,
+    endpoints: Buffer,
+    epOff: number,
+    now: number,
+  ): void {
+    const type = buf.readUInt32LE(off);
+    if (type === MESSAGE_COOKIE_REPLY_TYPE) {
+      this.handleCookieReply(buf, off, now);
+      return;
+    }
+    this.noteHandshakeLoad(now);
+    if (!isValidEndpoint(endpoints, epOff)) this.counters.dropped.malformed++;
+    else if (type === MESSAGE_INITIATION_TYPE) this.handleInitiation(buf, off, len, endpoints, epOff, now);
+    else this.handleResponse(buf, off, len, endpoints, epOff, now);
+  }
+
+  private handleCookieReply(buf: Buffer, off: number, now: number): void {
+    const peer = this.index.peerOf(buf.readUInt32LE(off + COOKIE_REPLY_OFFSET_RECEIVER));
+    if (peer === undefined) this.counters.dropped.unknownIndex++;
+    else if (peer.cookieGenerator.consumeReply(buf, off, now)) this.counters.cookieRepliesConsumed++;
+    else this.counters.dropped.badCookieReply++;
+  }
+
+  // -> e, es, s, ss (noise.ts), answered with <- e, ee, se, psk
+  private handleInitiation(
+    buf: Buffer,
+    off: number,
+    len: number,
+    endpoints: Buffer,
+    epOff: number,
+    now: number,
+  ): void {
+    const dropped = this.counters.dropped;
+    const identity = this.identityForMac1(buf, off, len);
+    if (identity === null) {
+      dropped.badMac1++;
+      return;
+    }
+    if (!this.admitUnderLoad(identity, buf, off, len, endpoints, epOff, now)) return;
+    const result = consumeInitiation(identity, buf, off, (pk) => identity.peers.get(pk.toString('hex')), now);
+    if (!result.ok) {
+      if (result.reason === 'unknownPeer') dropped.unknownPeer++;
+      else if (result.reason === 'replay') dropped.handshakeReplay++;
+      else if (result.reason === 'flood') dropped.handshakeFlood++;
+      else dropped.badHandshake++;
+      this.log.debug({ identity: identity.id, reason: result.reason }, 'initiation refused');
+      return;
+    }
+    const peer = result.peer;
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketReceived();
+    this.setEndpointFromPacket(peer, endpoints, epOff);
+    peer.rxBytes += len;
+    this.sendHandshakeResponse(peer, now);
+  }
+
+  // <- e, ee, se, psk (noise.ts): the initiator's session begins; staged packets or a keepalive follow.
+  private handleResponse(
+    buf: Buffer,
+    off: number,
+    len: number,
+    endpoints: Buffer,
+    epOff: number,
+    now: number,
+  ): void {
+    const dropped = this.counters.dropped;
+    const peer = this.index.handshakes.get(buf.readUInt32LE(off + RESPONSE_OFFSET_RECEIVER));
+    if (peer === undefined) {
+      dropped.unknownIndex++;
+      return;
+    }
+    const identity = peer.identity;
+    if (!identity.cookieChecker.checkMac1(buf, off, len)) {
+      dropped.badMac1++;
+      return;
+    }
+    if (!this.admitUnderLoad(identity, buf, off, len, endpoints, epOff, now)) return;
+    if (peer.handshake.state !== HANDSHAKE_INITIATION_CREATED) {
+      dropped.handshakeState++;
+      return;
+    }
+    if (!consumeResponse(identity, peer, buf, off)) {
+      dropped.badHandshake++;
+      return;
+    }
+    this.setEndpointFromPacket(peer, endpoints, epOff);
+    peer.rxBytes += len;
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketReceived();
+    if (!this.beginSymmetricSession(peer, now)) return;
+    peer.timers.sessionDerived(now);
+    peer.timers.handshakeComplete();
+    peer.lastHandshakeWallMs = this.wallClock();
+    this.counters.handshakesCompleted++;
+    this.sendKeepalive(peer, now);
+  }
+
+  /** The identity whose MAC1 key verifies the message: one keyed BLAKE2s per identity at most. */
+  private identityForMac1(buf: Buffer, off: number, len: number): Identity | null {
+    const list = this.identityList;
+    for (let i = 0; i < list.length; i++) if (list[i].cookieChecker.checkMac1(buf, off, len)) return list[i];
+    return null;
+  }
+
+  private noteHandshakeLoad(now: number): void {
+    if (now - this.handshakeWindowStart >= 1000) {
+      this.handshakeWindowStart = now;
+      this.handshakeWindowCount = 0;
+    }
+    if (++this.handshakeWindowCount > UNDER_LOAD_HANDSHAKES_PER_SECOND)
+      this.underLoadUntil = now + UNDER_LOAD_AFTER_TIME;
+  }
+
+  /** Under load: without a valid MAC2 answer with a cookie reply; then rate-limit per address. */
+  private admitUnderLoad(
+    identity: Identity,
+    buf: Buffer,
+    off: number,
+    len: number,
+    endpoints: Buffer,
+    epOff: number,
+    now: number,
+  ): boolean {
+    if (!this.isUnderLoad(now)) return true;
+    const source = cookieSource(endpoints, epOff);
+    if (!identity.cookieChecker.checkMac2(buf, off, len, source, now)) {
+      const endpoint = endpoints.subarray(epOff, epOff + ENDPOINT_SIZE);
+      const replyOff = this.control.reserve(MESSAGE_COOKIE_REPLY_SIZE, endpoint, identity.id);
+      // The reply goes to the message's sender index.
+      const sender = buf.readUInt32LE(off + HANDSHAKE_OFFSET_SENDER);
+      identity.cookieChecker.createReply(buf, off, len, sender, source, now, this.control.buf, replyOff);
+      this.counters.cookieRepliesSent++;
+      this.counters.dropped.cookieRequired++;
+      return false;
+    }
+    if (!this.rateLimiter.allow(addressKey(endpoints, epOff), now)) {
+      this.counters.dropped.rateLimited++;
+      return false;
+    }
+    return true;
+  }
+
+  /** wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT. */
+  private sendHandshakeInitiation(peer: Peer, isRetry: boolean, now: number): void {
+    if (!isRetry) peer.timers.handshakeAttempts = 0;
+    const hs = peer.handshake;
+    if (now - hs.lastSentHandshake < REKEY_TIMEOUT || !peer.hasEndpoint || peer.removed) return;
+    hs.lastSentHandshake = now;
+    this.index.delete(hs.localIndex);
+    const senderIndex = this.index.newIndexForHandshake(peer);
+    const off = this.control.reserve(MESSAGE_INITIATION_SIZE, peer.endpoint, peer.identity.id);
+    if (!createInitiation(peer.identity, peer, senderIndex, this.wallClock(), this.control.buf, off)) {
+      this.control.unreserve();
+      this.index.delete(senderIndex);
+      this.log.debug({ peer: peer.id }, 'cannot create initiation: invalid peer public key');
+      return;
+    }
+    peer.cookieGenerator.addMacs(this.control.buf, off, MESSAGE_INITIATION_SIZE, now);
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketSent();
+    peer.txBytes += MESSAGE_INITIATION_SIZE;
+    this.counters.handshakeInitiationsSent++;
+    peer.timers.handshakeInitiated(now);
+  }
+
+  private sendHandshakeResponse(peer: Peer, now: number): void {
+    const hs = peer.handshake;
+    hs.lastSentHandshake = now;
+    this.index.delete(hs.localIndex);
+    const senderIndex = this.index.newIndexForHandshake(peer);
+    const off = this.control.reserve(MESSAGE_RESPONSE_SIZE, peer.endpoint, peer.identity.id);
+    if (!createResponse(peer, senderIndex, this.control.buf, off)) {
+      this.control.unreserve();
+      this.index.delete(senderIndex);
+      this.counters.dropped.badHandshake++;
+      return;
+    }
+    peer.cookieGenerator.addMacs(this.control.buf, off, MESSAGE_RESPONSE_SIZE, now);
+    this.beginSymmetricSession(peer, now);
+    peer.timers.sessionDerived(now);
+    peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
+    peer.timers.anyAuthenticatedPacketSent();
+    peer.txBytes += MESSAGE_RESPONSE_SIZE;
+    this.counters.handshakeResponsesSent++;
+  }
+
+  /** Derives the keypair from the finished handshake and installs it (keypair.ts rules). */
+  private beginSymmetricSession(peer: Peer, now: number): boolean {
+    const keys = deriveSessionKeys(peer.handshake);
+    if (keys === null) return false;
+    const kp = new Keypair<Peer>(
+      peer,
+      keys.sendKey,
+      keys.receiveKey,
+      keys.isInitiator,
+      now,
+      keys.localIndex,
+      keys.remoteIndex,
+    );
+    this.index.swapForKeypair(keys.localIndex, kp);
+    peer.keypairs.install(kp);
+    return true;
+  }
+
+  /** Stages a keepalive unless packets are already staged, then sends what is staged. */
+  private sendKeepalive(peer: Peer, now: number): void {
+    if (peer.staged.length === 0) peer.stage(EMPTY);
+    this.sendStaged(peer, now);
+  }
+
+  /** Sends staged packets under the current keypair, or asks for a handshake when there is none. */
+  private sendStaged(peer: Peer, now: number): void {
+    if (peer.staged.length === 0 || peer.removed) return;
+    const kp = peer.keypairs.current;
+    if (kp === null || !kp.canSend(now)) {
+      this.sendHandshakeInitiation(peer, false, now);
+      return;
+    }
+    if (!peer.hasEndpoint) return;
+    let dataSent = false;
+    let sent = 0;
+    for (const packet of peer.staged) {
+      if (!kp.canSend(now)) break; // exhausted: the rest waits for the next session
+      sent++;
+      const padded = packet.length + paddingSize(packet.length, this.mtu);
+      const counter = kp.sendCounter++;
+      peer.txBytes += this.control.addTransport(
+        peer.identity.id,
+        peer.endpoint,
+        packet,
+        padded,
+        kp.remoteIndex,
+        counter,
+        kp.sendKey,
+      );
+      if (packet.length > 0) {
+        dataSent = true;
+        this.counters.txPackets++;
+      } else {
+        this.counters.keepalivesSent++;
+      }
+    }
+    peer.staged.splice(0, sent);
+    this.afterSent(peer, dataSent, now);
+  }
+
+  // ====================================================================================
+  // Timers
+  // ====================================================================================
+
+  /**
+   * Runs the timers due at `now` (the driver calls this every 100-250 ms) and returns the
+   * datagrams they produced: handshake initiations and retries, keepalives.
+   */
+  tick(now: number): OutgoingDatagrams {
+    this.beginCall();
+    try {
+      const n = this.wheel.due(now, this.dueTimers);
+      for (let i = 0; i < n; i++) {
+        const t = this.dueTimers[i];
+        const peer = t.owner;
+        if (peer.removed) continue;
+        this.runTimers(peer, t.expire(now), now);
+        t.schedule();
+      }
+      this.rateLimiter.collect(now);
+      this.control.finish(this.aead);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return this.control;
+  }
+
+  private runTimers(peer: Peer, actions: number, now: number): void {
+    if (actions & TIMER_RETRANSMIT_HANDSHAKE) this.sendHandshakeInitiation(peer, true, now);
+    if (actions & TIMER_GIVE_UP_HANDSHAKE) {
+      this.counters.dropped.stagedFlushed += peer.flushStaged();
+      this.log.debug({ peer: peer.id }, 'handshake did not complete, giving up');
+    }
+    if (actions & TIMER_SEND_KEEPALIVE) {
+      this.sendKeepalive(peer, now);
+      peer.timers.afterExpiredKeepalive(now);
+    }
+    if (actions & TIMER_NEW_HANDSHAKE) this.sendHandshakeInitiation(peer, false, now);
+    if (actions & TIMER_ZERO_KEY_MATERIAL) this.zeroAndFlushAll(peer);
+    if (actions & TIMER_PERSISTENT_KEEPALIVE && peer.persistentKeepalive > 0) this.sendKeepalive(peer, now);
+  }
+
+  /** Drops all keypairs and the handshake, and the staged packets (wireguard-go ZeroAndFlushAll). */
+  private zeroAndFlushAll(peer: Peer): void {
+    peer.keypairs.clear();
+    this.index.delete(peer.handshake.localIndex);
+    peer.handshake.clear();
+    this.counters.dropped.stagedFlushed += peer.flushStaged();
+  }
+
+  /** Makes current sessions unusable for sending so the next packet starts a handshake. */
+  private expireCurrentKeypairs(peer: Peer): void {
+    this.index.delete(peer.handshake.localIndex);
+    peer.handshake.clear();
+    peer.handshake.lastSentHandshake = Number.NEGATIVE_INFINITY;
+    if (peer.keypairs.current !== null) peer.keypairs.current.sendCounter = REJECT_AFTER_MESSAGES;
+    if (peer.keypairs.next !== null) peer.keypairs.next.sendCounter = REJECT_AFTER_MESSAGES;
+  }
+
+  // ====================================================================================
+  // Helpers
+  // ====================================================================================
+
+  private beginCall(): void {
+    this.control.reset();
+    this.dataOut.count = 0;
+    this.tunOut.count = 0;
+    this.touchedCount = 0;
+    this.epoch++;
+  }
+
+  private touch(peer: Peer): void {
+    if (peer.batchEpoch === this.epoch) return;
+    peer.batchEpoch = this.epoch;
+    peer.batchDataSent = false;
+    peer.batchDataReceived = false;
+    peer.batchConfirmed = false;
+    peer.batchLastSource = -1;
+    this.touched[this.touchedCount++] = peer;
+  }
+
+  /** Items the batch really has; anything the arrays cannot describe is a counted drop. */
+  private clampCount(batch: PacketBatch | DatagramBatch, withEndpoints: boolean): number {
+    let n = Math.max(0, Math.floor(batch.count) || 0);
+    n = Math.min(n, batch.offsets.length, batch.lengths.length);
+    if (withEndpoints) n = Math.min(n, Math.floor((batch as DatagramBatch).endpoints.length / ENDPOINT_SIZE));
+    if (n < batch.count) this.counters.dropped.malformed += batch.count - n;
+    return n;
+  }
+
+  private ensureOpenCapacity(n: number): void {
+    if (this.openOffsets.length >= n) return;
+    const cap = Math.max(n, this.openOffsets.length * 2);
+    this.openOffsets = new Uint32Array(cap);
+    this.openLengths = new Uint32Array(cap);
+    this.openOk = new Uint8Array(cap);
+    this.openSource = new Uint32Array(cap);
+    this.openCounters = new Float64Array(cap);
+    this.handshakeItems = new Uint32Array(cap);
+  }
+
+  /** An exception escaped a batch: nothing is returned for it, and it is counted. */
+  private failCall(err: unknown): void {
+    this.counters.dropped.internal++;
+    this.dataOut.count = 0;
+    this.tunOut.count = 0;
+    this.control.reset();
+    this.log.error({ err }, 'protocol engine: unexpected exception in a batch');
+  }
+
+  private identityOrThrow(id: number): Identity {
+    const identity = this.identities.get(id);
+    if (identity === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no identity ${id}`);
+    return identity;
+  }
+
+  private peerOrThrow(id: number): Peer {
+    const peer = this.peers.get(id);
+    if (peer === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no peer ${id}`);
+    return peer;
+  }
+}
+
+function checkKey(key: Uint8Array, what: string): void {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_SIZE) {
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `a ${what} is 32 bytes`);
+  }
+}
+
+function validatePeerFields(update: PeerUpdate | PeerConfig): void {
+  if (update.presharedKey !== undefined && update.presharedKey !== null)
+    checkKey(update.presharedKey, 'preshared key');
+  if (update.endpoint !== undefined && update.endpoint !== null) checkEndpoint(update.endpoint);
+  const ka = update.persistentKeepalive;
+  if (ka !== undefined && (!Number.isInteger(ka) || ka < 0 || ka > 65535)) {
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', 'persistent keepalive is 0..65535 seconds');
+  }
+  const lists = [
+    (update as PeerConfig).allowedIps,
+    (update as PeerUpdate).addAllowedIps,
+    (update as PeerUpdate).removeAllowedIps,
+  ];
+  for (const list of lists) for (const prefix of list ?? []) validatePrefix(prefix);
+}

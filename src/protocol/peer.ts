@@ -1,0 +1,110 @@
+// A peer of one local identity: its static key and preshared key, handshake state, keypairs,
+// cookie state, timers, endpoint, staged packets and stats.
+
+import type { AllowedIps } from './allowedips.js';
+import { KEY_SIZE } from './constants.js';
+import { CookieGenerator } from './cookie.js';
+import { dh } from './crypto.js';
+import { ENDPOINT_SIZE } from './endpoint.js';
+import type { Identity } from './identity.js';
+import { type Keypair, Keypairs } from './keypair.js';
+import { Handshake, type NoisePeer } from './noise.js';
+import { PeerTimers, type TimerWheel } from './timers.js';
+import { QUEUE_STAGED_SIZE } from './tuning.js';
+
+export class Peer implements NoisePeer {
+  readonly handshake = new Handshake();
+  readonly keypairs: Keypairs<Peer>;
+  readonly cookieGenerator: CookieGenerator;
+  readonly timers: PeerTimers<Peer>;
+  readonly remoteStatic: Buffer;
+  /** 32 bytes, all zero when none is configured. */
+  readonly presharedKey = Buffer.alloc(KEY_SIZE);
+  precomputedStaticStatic: Buffer | null = null;
+  /** The peer's own prefixes when its identity isolates peers (see Identity.isolatedPeers). */
+  readonly ownAllowedIps: AllowedIps<Peer> | null;
+
+  /** Current endpoint record (valid when hasEndpoint). */
+  readonly endpoint = Buffer.alloc(ENDPOINT_SIZE);
+  hasEndpoint = false;
+  /** Persistent keepalive interval in seconds, 0 = off. */
+  persistentKeepalive = 0;
+
+  /** Packets waiting for a session, oldest first; a zero-length entry is a keepalive. */
+  readonly staged: Buffer[] = [];
+
+  rxBytes = 0;
+  txBytes = 0;
+  /** Wall-clock ms of the last completed handshake, 0 when none. */
+  lastHandshakeWallMs = 0;
+  removed = false;
+
+  // Per-batch bookkeeping of the engine (which batch touched this peer, and how).
+  batchEpoch = 0;
+  batchDataSent = false;
+  batchDataReceived = false;
+  batchConfirmed = false;
+  batchLastSource = -1;
+
+  constructor(
+    readonly id: number,
+    readonly identity: Identity,
+    remoteStatic: Uint8Array,
+    wheel: TimerWheel<PeerTimers<Peer>>,
+    jitter: () => number,
+    dropKeypair: (keypair: Keypair<Peer>) => void,
+    ownAllowedIps: AllowedIps<Peer> | null,
+  ) {
+    this.remoteStatic = Buffer.from(remoteStatic);
+    this.keypairs = new Keypairs<Peer>(dropKeypair);
+    this.cookieGenerator = new CookieGenerator(this.remoteStatic);
+    this.timers = new PeerTimers<Peer>(this, wheel, jitter);
+    this.ownAllowedIps = ownAllowedIps;
+    this.recomputeStaticStatic();
+  }
+
+  /** DH(identity private, peer public); recomputed when the identity's key changes. */
+  recomputeStaticStatic(): void {
+    this.precomputedStaticStatic?.fill(0);
+    this.precomputedStaticStatic = dh(this.identity.privateKey, this.remoteStatic);
+  }
+
+  setPresharedKey(psk: Uint8Array | null): void {
+    if (psk === null) this.presharedKey.fill(0);
+    else this.presharedKey.set(psk);
+  }
+
+  hasPresharedKey(): boolean {
+    for (let i = 0; i < KEY_SIZE; i++) if (this.presharedKey[i] !== 0) return true;
+    return false;
+  }
+
+  /** Queues a copy of a packet (or a keepalive) for when a session exists; false when the oldest was pushed out. */
+  stage(packet: Buffer): boolean {
+    let kept = true;
+    if (this.staged.length >= QUEUE_STAGED_SIZE) {
+      this.staged.shift();
+      kept = false;
+    }
+    this.staged.push(packet);
+    return kept;
+  }
+
+  /** Drops every staged packet; returns how many real (non-keepalive) packets were dropped. */
+  flushStaged(): number {
+    let n = 0;
+    for (const p of this.staged) if (p.length > 0) n++;
+    this.staged.length = 0;
+    return n;
+  }
+
+  /** Wipes what this peer holds of its own (keypairs and handshake are wiped by the engine). */
+  wipe(): void {
+    this.presharedKey.fill(0);
+    this.precomputedStaticStatic?.fill(0);
+    this.precomputedStaticStatic = null;
+    this.cookieGenerator.wipe();
+    this.handshake.clear();
+    this.staged.length = 0;
+  }
+}
