@@ -14,6 +14,8 @@ export class DropCounters {
   badMac1 = 0;
   /** Under load, a handshake message without a valid MAC2: answered with a cookie reply. */
   cookieRequired = 0;
+  /** Under load, handshake messages beyond HANDSHAKE_BUDGET_PER_SECOND: dropped unread. */
+  handshakeBudget = 0;
   /** Under load, more handshake messages from one address than the rate limit allows. */
   rateLimited = 0;
   /** Handshake message that failed to decrypt or carried an invalid public key. */

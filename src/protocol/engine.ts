@@ -110,6 +110,7 @@ import {
 } from './timers.js';
 import {
   DEFAULT_MTU,
+  HANDSHAKE_BUDGET_PER_SECOND,
   INITIAL_BATCH_CAPACITY,
   MAX_PEERS_PER_IDENTITY,
   UNDER_LOAD_AFTER_TIME,
@@ -239,6 +240,8 @@ export class Engine {
   private underLoadUntil = Number.NEGATIVE_INFINITY;
   private handshakeWindowStart = Number.NEGATIVE_INFINITY;
   private handshakeWindowCount = 0;
+  private budgetWindowStart = Number.NEGATIVE_INFINITY;
+  private budgetUsed = 0;
 
   // Reusable per-call state.
   private readonly dataOut = new DataOut();
@@ -887,7 +890,8 @@ export class Engine {
       return;
     }
     this.noteHandshakeLoad(now);
-    if (!isValidEndpoint(endpoints, epOff)) this.counters.dropped.malformed++;
+    if (!this.withinHandshakeBudget(now)) this.counters.dropped.handshakeBudget++;
+    else if (!isValidEndpoint(endpoints, epOff)) this.counters.dropped.malformed++;
     else if (type === MESSAGE_INITIATION_TYPE) this.handleInitiation(buf, off, len, endpoints, epOff, now);
     else this.handleResponse(buf, off, len, endpoints, epOff, now);
   }
@@ -987,6 +991,21 @@ export class Engine {
     }
     if (++this.handshakeWindowCount > UNDER_LOAD_HANDSHAKES_PER_SECOND)
       this.underLoadUntil = now + UNDER_LOAD_AFTER_TIME;
+  }
+
+  /**
+   * Under load, at most HANDSHAKE_BUDGET_PER_SECOND handshake messages a second get any work
+   * (MAC checks, cookie replies, DH); the rest are dropped unread. Handshakes share the one
+   * thread with the data path, so a flood must not be able to delay transport packets;
+   * a legitimate initiator retries after REKEY_TIMEOUT.
+   */
+  private withinHandshakeBudget(now: number): boolean {
+    if (!this.isUnderLoad(now)) return true;
+    if (now - this.budgetWindowStart >= 1000) {
+      this.budgetWindowStart = now;
+      this.budgetUsed = 0;
+    }
+    return ++this.budgetUsed <= HANDSHAKE_BUDGET_PER_SECOND;
   }
 
   /** Under load: without a valid MAC2 answer with a cookie reply; then rate-limit per address. */

@@ -10,6 +10,11 @@ export const UNDER_LOAD_AFTER_TIME = 1_000;
  * itself under load on its own, in addition to what the driver reports.
  */
 export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 256;
+/**
+ * Handshake messages a second that get any work while under load; the rest are dropped
+ * (counted as handshakeBudget) so that a flood cannot starve the data path sharing the thread.
+ */
+export const HANDSHAKE_BUDGET_PER_SECOND = 2_048;
 /** Handshake rate limit per source address while under load (wireguard-go ratelimiter). */
 export const RATELIMIT_PACKETS_PER_SECOND = 20;
 export const RATELIMIT_BURST = 5;
