@@ -16,6 +16,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'iperf3 TCP: plaintext veth, wireguard-go, tenguard, in one run',
     load: () => import('../bench/tunnel.js'),
   },
+  path: {
+    summary: 'iperf3 TCP workload to workload (same host, cross host) vs one wireguard-go hop',
+    load: () => import('../bench/path.js'),
+  },
 };
 
 function usage(): string {

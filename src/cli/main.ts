@@ -22,9 +22,21 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'measure the data plane (io, tunnel) side by side with references',
     load: () => import('./bench.js'),
   },
+  nic: {
+    summary: 'run the NIC agent: key authority and both encrypted legs (in a NIC namespace)',
+    load: () => import('./nic.js'),
+  },
+  vswitchd: {
+    summary: 'run the vSwitch daemon: one tunnel device per workload (in a host namespace)',
+    load: () => import('./vswitchd.js'),
+  },
   demo: {
     summary: 'build the lab, run real traffic through it, report, tear down',
     load: () => import('./demo.js'),
+  },
+  ca: {
+    summary: 'certificate authority with its signing key in a PKCS#11 token (SPIFFE X.509-SVIDs)',
+    load: () => import('./ca.js'),
   },
 };
 

@@ -5,6 +5,7 @@ export const ERROR_CODES = {
   TG_ERR_USAGE: { exit: 2, http: 400, text: 'bad command-line usage' },
   TG_ERR_INVALID_ARGUMENT: { exit: 2, http: 400, text: 'invalid argument' },
   TG_ERR_CONFIG: { exit: 2, http: 400, text: 'invalid configuration' },
+  TG_ERR_POLICY_REJECTED: { exit: 1, http: 422, text: 'policy document refused' },
   TG_ERR_NOT_ROOT: { exit: 1, http: 500, text: 'root privileges required' },
   TG_ERR_LAB_EXISTS: { exit: 1, http: 409, text: 'a lab with this prefix already exists' },
   TG_ERR_LAB_NOT_FOUND: { exit: 1, http: 404, text: 'no lab with this prefix' },
@@ -13,8 +14,14 @@ export const ERROR_CODES = {
   TG_ERR_COMMAND_FAILED: { exit: 1, http: 500, text: 'an external command failed' },
   TG_ERR_NATIVE: { exit: 1, http: 500, text: 'native addon failure' },
   TG_ERR_UAPI: { exit: 1, http: 400, text: 'invalid userspace API request' },
+  TG_ERR_PAYLOAD_TOO_LARGE: { exit: 1, http: 413, text: 'request body too large' },
+  TG_ERR_METHOD_NOT_ALLOWED: { exit: 1, http: 405, text: 'method not allowed on this resource' },
+  TG_ERR_BAD_SIGNATURE: { exit: 1, http: 400, text: 'a signature did not verify' },
   TG_ERR_INTERNAL: { exit: 1, http: 500, text: 'internal error' },
   TG_ERR_INTERRUPTED: { exit: 130, http: 503, text: 'interrupted by a signal' },
+  TG_ERR_UNAUTHENTICATED: { exit: 1, http: 401, text: 'no acceptable client identity' },
+  TG_ERR_FORBIDDEN: { exit: 1, http: 403, text: 'not authorised' },
+  TG_ERR_TOKEN: { exit: 1, http: 503, text: 'PKCS#11 token failure' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

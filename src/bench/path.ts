@@ -1,0 +1,130 @@
+// `tenguard bench path`: iperf3 TCP from workload to workload through the whole tenguard path,
+// in one run on one machine, next to a single wireguard-go hop as the reference:
+//   same-host:    workload -> vSwitch -> NIC -> vSwitch -> workload (two on-host legs)
+//   cross-host:   workload -> vSwitch -> NIC -> fabric -> NIC -> vSwitch -> workload
+//                 (on-host, off-host and on-host legs: four encryptions, four decryptions)
+//   wireguard-go: two namespaces, one wireguard-go tunnel between them (one encryption hop)
+// The ratio cross-host / wireguard-go is the figure of merit; all three share the machine's
+// two cores with everything on the path, so only ratios within one run mean anything.
+import { parseArgs } from 'node:util';
+import { buildLab, destroyLab, iperfTcp } from '../lab/index.js';
+import { LabAgents, plannedWorkloads } from '../nic/lab-harness.js';
+import { TgError } from '../util/errors.js';
+import { requireRoot, runIn } from '../util/exec.js';
+import { configureDevice, createTestbed, destroyTestbed, iperf, startDevice } from './testbed.js';
+
+const LAB_PREFIX = 'tgpath';
+const TESTBED_PREFIX = 'tgpwg';
+const TUNNEL_MTU = 1420;
+
+export interface PathBenchResult {
+  mbps: { 'same-host': number; 'cross-host': number; 'wireguard-go': number };
+  ratio: number;
+}
+
+async function waitForPath(ns: string, target: string): Promise<void> {
+  const end = Date.now() + 15_000;
+  while (Date.now() < end) {
+    const r = await runIn(ns, 'ping', ['-n', '-c', '1', '-W', '1', target], { timeoutMs: 5000 });
+    if (r.code === 0) return;
+  }
+  throw new TgError('TG_ERR_COMMAND_FAILED', `no path to ${target} from ${ns}`);
+}
+
+export async function benchPath(opts: {
+  seconds: number;
+  log?: (s: string) => void;
+}): Promise<PathBenchResult> {
+  requireRoot('bench path');
+  const log = opts.log ?? (() => undefined);
+  const round = (x: number): number => Math.round(x * 10) / 10;
+
+  await destroyLab(LAB_PREFIX);
+  log('building the lab (2 hosts, 1 tenant, 2 workloads per host) ...');
+  const lab = await buildLab({ prefix: LAB_PREFIX, hosts: 2, tenants: 1, workloads: 2 });
+  let sameHost: number;
+  let crossHost: number;
+  let agents: LabAgents | undefined;
+  try {
+    agents = await LabAgents.start(lab, { logLevel: 'warn' });
+    const specs = plannedWorkloads(lab);
+    await agents.spinUp(specs);
+    const w = (name: string) => specs.find((s) => s.name === name)!;
+    const a = w('h1-t1-w1');
+    const same = w('h1-t1-w2');
+    const cross = w('h2-t1-w1');
+    await waitForPath(a.ns, same.address);
+    await waitForPath(a.ns, cross.address);
+    log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
+    sameHost = (await iperfTcp(lab, a.name, same.name, same.address, opts.seconds)).mbps;
+    log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
+    crossHost = (await iperfTcp(lab, a.name, cross.name, cross.address, opts.seconds)).mbps;
+  } finally {
+    await agents?.stop();
+    await destroyLab(LAB_PREFIX);
+  }
+
+  log(`wireguard-go single hop, ${opts.seconds} s ...`);
+  const tb = await createTestbed(TESTBED_PREFIX, { mtu: 1500 });
+  let wg: number;
+  try {
+    await startDevice(tb.a, 'wireguard-go');
+    await startDevice(tb.b, 'wireguard-go');
+    await configureDevice(tb.a, tb.b, { mtu: TUNNEL_MTU });
+    await configureDevice(tb.b, tb.a, { mtu: TUNNEL_MTU });
+    await waitForPath(tb.a.ns, tb.b.tunV4);
+    wg = (await iperf(tb.a, tb.b, tb.b.tunV4, opts.seconds)).mbps;
+  } finally {
+    await destroyTestbed(tb);
+  }
+  return {
+    mbps: { 'same-host': round(sameHost), 'cross-host': round(crossHost), 'wireguard-go': round(wg) },
+    ratio: Math.round((crossHost / wg) * 1000) / 1000,
+  };
+}
+
+export async function run(args: string[]): Promise<number> {
+  let values: { json?: boolean; seconds?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        json: { type: 'boolean' },
+        seconds: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new TgError('TG_ERR_USAGE', (err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(
+      'usage: tenguard bench path [--json] [--seconds S (default 10)]\n\n' +
+        'iperf3 TCP workload to workload through tenguard (same host, cross host) and over one\n' +
+        `wireguard-go hop, in one run (lab '${LAB_PREFIX}', testbed '${TESTBED_PREFIX}').\n`,
+    );
+    return 0;
+  }
+  const seconds = Number(values.seconds ?? 10);
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 30)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', '--seconds must be an integer from 1 to 30');
+  const result = await benchPath({
+    seconds,
+    log: values.json ? undefined : (s) => process.stderr.write(`${s}\n`),
+  });
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } else {
+    const m = result.mbps;
+    process.stdout.write(
+      `workload-to-workload throughput, iperf3 TCP, tunnel MTU ${TUNNEL_MTU}, ${seconds} s each, one run:\n` +
+        `  tenguard same host    ${m['same-host'].toFixed(1).padStart(9)} Mbit/s\n` +
+        `  tenguard cross host   ${m['cross-host'].toFixed(1).padStart(9)} Mbit/s\n` +
+        `  wireguard-go one hop  ${m['wireguard-go'].toFixed(1).padStart(9)} Mbit/s\n` +
+        `  ratio cross host / wireguard-go: ${result.ratio}\n`,
+    );
+  }
+  return 0;
+}

@@ -1,0 +1,85 @@
+// `tenguard nic`: the NIC agent. In the lab it runs inside a NIC namespace; on a DPU, on the
+// DPU's own cores. It creates every key it uses in memory, marks itself non-dumpable, and
+// wipes its keys when it stops: a restarted agent starts with no keys.
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import { setDumpable } from '../native/dumpable.js';
+import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
+import { TgError } from '../util/errors.js';
+import { requireRoot } from '../util/exec.js';
+
+const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
+                    [--host-port N] [--fabric-port N]
+
+Runs the NIC agent: the on-host leg on ADDR of the host link (--host-address), the off-host
+leg on ADDR of the fabric (--fabric-address), both UDP port ${DEFAULT_NIC_PORT} unless given, and
+the management API (HTTP+JSON) on the Unix socket PATH. Stops on SIGTERM/SIGINT.
+`;
+
+function port(text: string | undefined, what: string): number {
+  if (text === undefined) return DEFAULT_NIC_PORT;
+  const n = Number(text);
+  if (!/^[0-9]{1,5}$/.test(text) || n < 1 || n > 65535)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} must be a port number from 1 to 65535`);
+  return n;
+}
+
+function address(text: string | undefined, what: string): string {
+  if (text === undefined) throw new TgError('TG_ERR_USAGE', `${what} is required\n${USAGE}`);
+  if (isIP(text) === 0)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} '${text}' is not an IP address`);
+  if (text === '0.0.0.0' || text === '::')
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} must be a concrete address, not a wildcard`);
+  return text;
+}
+
+export async function run(args: string[]): Promise<number> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        'api-socket': { type: 'string' },
+        'host-address': { type: 'string' },
+        'host-port': { type: 'string' },
+        'fabric-address': { type: 'string' },
+        'fabric-port': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new TgError('TG_ERR_USAGE', `${(err as Error).message}\n${USAGE}`);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const apiSocket = values['api-socket'] as string | undefined;
+  if (apiSocket === undefined) throw new TgError('TG_ERR_USAGE', `--api-socket is required\n${USAGE}`);
+  if (!apiSocket.startsWith('/'))
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--api-socket must be an absolute path, not '${apiSocket}'`);
+  const hostAddress = address(values['host-address'] as string | undefined, '--host-address');
+  const fabricAddress = address(values['fabric-address'] as string | undefined, '--fabric-address');
+  const hostPort = port(values['host-port'] as string | undefined, '--host-port');
+  const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
+  requireRoot('tenguard nic');
+  // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
+  setDumpable(false);
+  const service = await NicService.start({
+    apiSocket,
+    hostAddress,
+    hostPort,
+    fabricAddress,
+    fabricPort,
+    processMetrics: true,
+  });
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  const why = await stopped;
+  await service.close(why);
+  return 0;
+}

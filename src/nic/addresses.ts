@@ -1,0 +1,56 @@
+// Workload addresses as the NIC accepts them: one unicast host address (IPv4 or IPv6) per
+// workload. Its prefix (/32 or /128) is the workload's only allowed IP on its on-host session,
+// which is what makes a forged source address a cryptokey-routing drop.
+import { formatIp, parseIPv4, parseIPv6 } from '../device/uapi-addr.js';
+import type { IpPrefix } from '../protocol/allowedips.js';
+import { TgError } from '../util/errors.js';
+
+export interface HostAddress {
+  family: 4 | 6;
+  bytes: Uint8Array;
+  /** Canonical text. */
+  text: string;
+}
+
+function inV4(b: Uint8Array, net: number, bits: number): boolean {
+  const a = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  return (a & mask) >>> 0 === (net & mask) >>> 0;
+}
+
+/** Why a parsed address cannot be a workload's, or null when it can. */
+function unusable(bytes: Uint8Array): string | null {
+  if (bytes.length === 4) {
+    if (inV4(bytes, 0x00000000, 8)) return 'in 0.0.0.0/8';
+    if (inV4(bytes, 0x7f000000, 8)) return 'a loopback address';
+    if (inV4(bytes, 0xa9fe0000, 16)) return 'a link-local address';
+    if (inV4(bytes, 0xe0000000, 4)) return 'a multicast address';
+    if (inV4(bytes, 0xf0000000, 4)) return 'a reserved or broadcast address';
+    return null;
+  }
+  if (bytes.every((x) => x === 0)) return 'the unspecified address';
+  if (bytes.slice(0, 15).every((x) => x === 0) && bytes[15] === 1) return 'the loopback address';
+  if (bytes[0] === 0xff) return 'a multicast address';
+  if (bytes[0] === 0xfe && (bytes[1] & 0xc0) === 0x80) return 'a link-local address';
+  if (bytes.slice(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff)
+    return 'an IPv4-mapped address';
+  return null;
+}
+
+/** Parses a workload address; TG_ERR_INVALID_ARGUMENT naming the problem otherwise. */
+export function parseHostAddress(text: string, what = 'address'): HostAddress {
+  const bytes = text.includes(':') ? parseIPv6(text) : parseIPv4(text);
+  if (bytes === null)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `${what} '${text.slice(0, 64)}' is not an IPv4 or IPv6 address`,
+    );
+  const why = unusable(bytes);
+  if (why !== null) throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} ${formatIp(bytes)} is ${why}`);
+  return { family: bytes.length === 4 ? 4 : 6, bytes, text: formatIp(bytes) };
+}
+
+/** The host prefix of an address (/32 or /128). */
+export function hostPrefix(a: HostAddress): IpPrefix {
+  return { address: a.bytes, bits: a.bytes.length * 8 };
+}

@@ -1,0 +1,540 @@
+// The NIC agent's domain logic (DESIGN.md sections 2 to 5): it owns the key store, the
+// protocol engine's identities and peers, and the forwarder's tables, and keeps the three in
+// step. The HTTP API (api.ts) is a thin layer over these methods; the data plane
+// (dataplane.ts) moves packets through the same engine and forwarder.
+//
+// Engine layout:
+//   on-host identity (isolatedPeers): one peer per local workload = its vSwitch, allowed IPs =
+//     the workload's address only, so a forged source address is dropped by cryptokey routing,
+//     and tenants may use the same addresses (each peer's prefixes are its own);
+//   one off-host identity per tenant present here: one peer per remote NIC holding the tenant,
+//     allowed IPs = the tenant's workload addresses on that NIC.
+//
+// Every method validates everything before it changes anything: a refused request (TgError)
+// leaves keys, engine and tables as they were.
+
+import { parseEndpoint } from '../device/uapi-addr.js';
+import { encodeEndpoint } from '../native/endpoint.js';
+import type { TransportAead } from '../protocol/aead.js';
+import { dh, generatePrivateKey, isZero, keyFingerprint } from '../protocol/crypto.js';
+import { Engine } from '../protocol/engine.js';
+import { TgError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { type HostAddress, hostPrefix, parseHostAddress } from './addresses.js';
+import { Forwarder, type PolicyHook } from './forwarding.js';
+import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
+import { type KeyMetadata, KeyStore } from './keystore.js';
+
+export interface NicAgentOptions {
+  /** The on-host endpoint vSwitches reach the NIC at ('198.19.1.2:51820'). */
+  hostEndpoint: string;
+  /** The fabric endpoint other NICs reach this one at; part of every signed tenant key. */
+  fabricEndpoint: string;
+  aead: TransportAead;
+  log: Logger;
+  /** Engine clock (ms, monotonic). */
+  now: () => number;
+  /** Wall clock for key metadata. */
+  clock?: () => number;
+  policy?: PolicyHook;
+}
+
+export interface RegisterWorkloadRequest {
+  tenant: string;
+  workload: string;
+  address: string;
+  /** base64 */
+  vswitchPublicKey: string;
+}
+
+export interface WorkloadCrypto {
+  tenant: string;
+  workload: string;
+  address: string;
+  /** The NIC's on-host public key, base64. */
+  nicPublicKey: string;
+  /** The workload's PSK, base64: handed once, to that workload's vSwitch only. */
+  psk: string;
+  nicEndpoint: string;
+}
+
+export interface SignedTenantKey {
+  tenant: string;
+  /** The tenant's off-host public key on this NIC, base64. */
+  publicKey: string;
+  /** This NIC's fabric endpoint. */
+  endpoint: string;
+  /** This NIC's identity key (Ed25519), base64. */
+  nicIdentityKey: string;
+  /** Ed25519 over tenantKeyStatement(tenant, publicKey, endpoint), base64. */
+  signature: string;
+}
+
+export interface TenantPeer extends SignedTenantKey {
+  workloads: { workload: string; address: string }[];
+}
+
+export interface RemoteWorkloadInput {
+  workload: string;
+  address: string;
+}
+
+export interface TenantPeerInput {
+  nicIdentityKey: string;
+  endpoint: string;
+  publicKey: string;
+  signature: string;
+  workloads: RemoteWorkloadInput[];
+}
+
+interface LocalWorkload {
+  tenant: string;
+  workload: string;
+  address: HostAddress;
+  vswitchPublicKey: Buffer;
+  peerId: number;
+  pskId: string;
+  created: string;
+}
+
+interface RemoteNic {
+  nicIdentityKey: Buffer;
+  publicKey: Buffer;
+  endpoint: string;
+  peerId: number;
+  workloads: { workload: string; address: HostAddress }[];
+}
+
+interface Tenant {
+  name: string;
+  identityId: number;
+  keyId: string;
+  publicKey: Buffer;
+  workloads: Set<string>;
+  /** Remote NICs by the hex of their tenant public key. */
+  remotes: Map<string, RemoteNic>;
+}
+
+function decodeKey(text: string, what: string): Buffer {
+  const b = Buffer.from(text, 'base64');
+  if (b.length !== 32 || b.toString('base64') !== text)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} must be 32 bytes in base64`);
+  if (isZero(b)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} must not be all zero`);
+  return b;
+}
+
+function decodeSignature(text: string): Buffer {
+  const b = Buffer.from(text, 'base64');
+  if (b.length !== 64 || b.toString('base64') !== text)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', 'a signature must be 64 bytes in base64');
+  return b;
+}
+
+export class NicAgent {
+  readonly engine: Engine;
+  readonly forwarder = new Forwarder();
+  readonly keys: KeyStore;
+  readonly identity: NicIdentity;
+  readonly onHostIdentityId: number;
+  readonly startedAt = Date.now();
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly hostEndpoint: string;
+  private readonly fabricEndpoint: string;
+  private readonly onHostPublicKey: Buffer;
+  private readonly sealKey: Buffer;
+  private readonly sealKeySignature: Buffer;
+  private readonly workloads = new Map<string, LocalWorkload>();
+  private readonly tenants = new Map<string, Tenant>();
+  private closed = false;
+
+  constructor(opts: NicAgentOptions) {
+    if (parseEndpoint(opts.hostEndpoint) === null || parseEndpoint(opts.fabricEndpoint) === null)
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the NIC endpoints must be numeric address:port');
+    this.log = opts.log;
+    this.now = opts.now;
+    this.hostEndpoint = parseEndpoint(opts.hostEndpoint)!.text;
+    this.fabricEndpoint = parseEndpoint(opts.fabricEndpoint)!.text;
+    this.keys = new KeyStore({ clock: opts.clock });
+    this.engine = new Engine({ aead: opts.aead, log: opts.log.child({ component: 'nic-engine' }) });
+    if (opts.policy) this.forwarder.policy = opts.policy;
+    const id = this.keys.createIdentityKey();
+    this.identity = new NicIdentity(id.secret, id.publicKey as Buffer);
+    const seal = this.keys.createSealKey();
+    this.sealKey = seal.publicKey as Buffer;
+    this.sealKeySignature = this.identity.sign(sealKeyStatement(this.sealKey));
+    const onHost = this.keys.createOnHostKey();
+    this.onHostPublicKey = onHost.publicKey as Buffer;
+    this.onHostIdentityId = this.engine.addIdentity(onHost.secret, { isolatedPeers: true });
+    this.log.info(
+      {
+        identity: keyFingerprint(this.identity.publicKey),
+        onHost: keyFingerprint(this.onHostPublicKey),
+        hostEndpoint: this.hostEndpoint,
+        fabricEndpoint: this.fabricEndpoint,
+      },
+      'NIC agent keys created',
+    );
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Workloads (on-host leg)
+
+  registerWorkload(req: RegisterWorkloadRequest): WorkloadCrypto {
+    this.checkOpen();
+    const vsKey = decodeKey(req.vswitchPublicKey, 'vswitchPublicKey');
+    const address = parseHostAddress(req.address);
+    if (this.workloads.has(req.workload))
+      throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' is already registered`);
+    if (vsKey.equals(this.onHostPublicKey))
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', "vswitchPublicKey is the NIC's own key");
+    if (this.engine.findPeer(this.onHostIdentityId, vsKey) !== undefined)
+      throw new TgError('TG_ERR_CONFLICT', 'vswitchPublicKey belongs to another workload');
+    // A low-order point gives an all-zero DH with any (clamped) private key: probe with a
+    // throwaway one rather than make another copy of the on-host key.
+    const probe = generatePrivateKey();
+    const shared = dh(probe, vsKey);
+    probe.fill(0);
+    if (shared === null)
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', 'vswitchPublicKey is not a usable X25519 key');
+    shared.fill(0);
+    const existing = this.tenants.get(req.tenant);
+    if (existing !== undefined) {
+      const remote = this.forwarder.workloadOf(req.tenant, req.workload);
+      if (remote !== undefined)
+        throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' already exists behind another NIC`);
+      const owner = this.forwarder.addressOwner(req.tenant, address);
+      if (owner !== undefined)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `address ${address.text} is taken by workload '${owner.workload}' in tenant '${req.tenant}'`,
+        );
+    }
+
+    const tenant = existing ?? this.createTenant(req.tenant);
+    const psk = this.keys.createWorkloadPsk(req.tenant, req.workload);
+    let peerId: number;
+    try {
+      peerId = this.engine.addPeer(
+        this.onHostIdentityId,
+        { publicKey: vsKey, presharedKey: psk.secret, allowedIps: [hostPrefix(address)] },
+        this.now(),
+      );
+      this.forwarder.addLocalWorkload(req.tenant, req.workload, peerId, address);
+    } catch (err) {
+      this.keys.remove(psk.id);
+      if (existing === undefined) this.destroyTenant(tenant);
+      throw err;
+    }
+    const w: LocalWorkload = {
+      tenant: req.tenant,
+      workload: req.workload,
+      address,
+      vswitchPublicKey: vsKey,
+      peerId,
+      pskId: psk.id,
+      created: new Date().toISOString(),
+    };
+    this.workloads.set(req.workload, w);
+    tenant.workloads.add(req.workload);
+    this.log.info(
+      { tenant: req.tenant, workload: req.workload, address: address.text, vswitch: keyFingerprint(vsKey) },
+      'workload registered',
+    );
+    return {
+      tenant: req.tenant,
+      workload: req.workload,
+      address: address.text,
+      nicPublicKey: this.onHostPublicKey.toString('base64'),
+      psk: psk.secret.toString('base64'),
+      nicEndpoint: this.hostEndpoint,
+    };
+  }
+
+  /** Removes a workload: its session and PSK are wiped at once; a tenant's last one takes the tenant along. */
+  removeWorkload(workload: string): { workload: string; tenantRemoved: boolean } {
+    this.checkOpen();
+    const w = this.workloadOrThrow(workload);
+    const tenant = this.tenants.get(w.tenant)!;
+    this.forwarder.removeLocalWorkload(w.tenant, w.workload);
+    this.engine.removePeer(w.peerId);
+    this.keys.remove(w.pskId);
+    this.workloads.delete(workload);
+    tenant.workloads.delete(workload);
+    const tenantRemoved = tenant.workloads.size === 0;
+    if (tenantRemoved) this.destroyTenant(tenant);
+    this.log.info({ tenant: w.tenant, workload, tenantRemoved }, 'workload removed');
+    return { workload, tenantRemoved };
+  }
+
+  /**
+   * A new PSK for a workload. The current session keeps working (a PSK only enters the next
+   * handshake); the next handshake needs the new PSK on the vSwitch too.
+   */
+  rotatePsk(workload: string): { workload: string; psk: string } {
+    this.checkOpen();
+    const w = this.workloadOrThrow(workload);
+    const psk = this.keys.rotateWorkloadPsk(workload);
+    this.engine.updatePeer(w.peerId, { presharedKey: psk.secret }, this.now());
+    this.log.info({ tenant: w.tenant, workload }, 'workload PSK rotated');
+    return { workload, psk: psk.secret.toString('base64') };
+  }
+
+  listWorkloads(): unknown[] {
+    return [...this.workloads.values()].map((w) => {
+      const info = this.engine.peerInfo(w.peerId);
+      const session = this.engine.sessionInfo(w.peerId);
+      return {
+        tenant: w.tenant,
+        workload: w.workload,
+        address: w.address.text,
+        vswitchPublicKey: w.vswitchPublicKey.toString('base64'),
+        created: w.created,
+        session: session.hasCurrent,
+        lastHandshake: info.lastHandshakeWallMs > 0 ? new Date(info.lastHandshakeWallMs).toISOString() : null,
+        rxBytes: info.rxBytes,
+        txBytes: info.txBytes,
+      };
+    });
+  }
+
+  inventory(): KeyMetadata[] {
+    return this.keys.inventory();
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Tenants (off-host leg)
+
+  tenantKey(tenant: string): SignedTenantKey {
+    const t = this.tenantOrThrow(tenant);
+    const signature = this.identity.sign(tenantKeyStatement(tenant, t.publicKey, this.fabricEndpoint));
+    return {
+      tenant,
+      publicKey: t.publicKey.toString('base64'),
+      endpoint: this.fabricEndpoint,
+      nicIdentityKey: this.identity.publicKey.toString('base64'),
+      signature: signature.toString('base64'),
+    };
+  }
+
+  /**
+   * Replaces the remote NICs of a tenant. Every peer's signature is verified and every address
+   * checked before anything changes.
+   */
+  setTenantPeers(tenant: string, peers: readonly TenantPeerInput[]): { tenant: string; peers: number } {
+    this.checkOpen();
+    const t = this.tenantOrThrow(tenant);
+    const next: RemoteNic[] = [];
+    const keys = new Set<string>();
+    const names = new Set<string>();
+    const addrs = new Set<string>();
+    for (const [i, p] of peers.entries()) {
+      const nicIdentityKey = decodeKey(p.nicIdentityKey, `peers.${i}.nicIdentityKey`);
+      const publicKey = decodeKey(p.publicKey, `peers.${i}.publicKey`);
+      const signature = decodeSignature(p.signature);
+      const ep = parseEndpoint(p.endpoint);
+      if (ep === null || ep.host.includes('%'))
+        throw new TgError(
+          'TG_ERR_INVALID_ARGUMENT',
+          `peers.${i}.endpoint '${p.endpoint.slice(0, 64)}' is not address:port`,
+        );
+      if (!verifySignature(nicIdentityKey, tenantKeyStatement(tenant, publicKey, ep.text), signature))
+        throw new TgError(
+          'TG_ERR_BAD_SIGNATURE',
+          `peers.${i}: the tenant key is not signed by that NIC identity for tenant '${tenant}' at ${ep.text}`,
+        );
+      if (nicIdentityKey.equals(this.identity.publicKey))
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', `peers.${i} is this NIC itself`);
+      if (publicKey.equals(t.publicKey))
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', `peers.${i}.publicKey is this NIC's own tenant key`);
+      const hex = publicKey.toString('hex');
+      if (keys.has(hex)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `peers.${i}.publicKey appears twice`);
+      keys.add(hex);
+      const workloads: { workload: string; address: HostAddress }[] = [];
+      for (const [j, w] of p.workloads.entries()) {
+        const address = parseHostAddress(w.address, `peers.${i}.workloads.${j}.address`);
+        if (names.has(w.workload) || addrs.has(address.text))
+          throw new TgError(
+            'TG_ERR_INVALID_ARGUMENT',
+            `peers.${i}.workloads.${j} repeats a workload or address`,
+          );
+        const local = this.workloads.get(w.workload);
+        if (local !== undefined)
+          throw new TgError('TG_ERR_CONFLICT', `remote workload '${w.workload}' is registered on this NIC`);
+        const owner = this.forwarder.addressOwner(tenant, address);
+        if (owner?.local)
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `remote address ${address.text} is taken by local workload '${owner.workload}'`,
+          );
+        names.add(w.workload);
+        addrs.add(address.text);
+        workloads.push({ workload: w.workload, address });
+      }
+      next.push({ nicIdentityKey, publicKey, endpoint: ep.text, peerId: 0, workloads });
+    }
+
+    // Apply: drop NICs no longer listed, clear the prefixes of those kept, then (re)install.
+    const now = this.now();
+    const keep = new Map<string, RemoteNic>();
+    for (const [hex, r] of t.remotes) {
+      this.forwarder.removeRemoteNic(tenant, r.peerId);
+      if (keys.has(hex)) {
+        this.engine.updatePeer(r.peerId, { replaceAllowedIps: true }, now);
+        keep.set(hex, r);
+      } else {
+        this.engine.removePeer(r.peerId);
+      }
+    }
+    t.remotes.clear();
+    for (const r of next) {
+      const hex = r.publicKey.toString('hex');
+      const old = keep.get(hex);
+      const endpoint = encodeEndpoint(r.endpoint);
+      const allowedIps = r.workloads.map((w) => hostPrefix(w.address));
+      if (old !== undefined) {
+        r.peerId = old.peerId;
+        this.engine.updatePeer(r.peerId, { endpoint, addAllowedIps: allowedIps }, now);
+      } else {
+        r.peerId = this.engine.addPeer(t.identityId, { publicKey: r.publicKey, endpoint, allowedIps }, now);
+      }
+      this.forwarder.setRemoteNic(tenant, r.peerId, r.workloads);
+      t.remotes.set(hex, r);
+    }
+    this.log.info({ tenant, peers: next.length }, 'tenant peers set');
+    return { tenant, peers: next.length };
+  }
+
+  listTenants(): unknown[] {
+    return [...this.tenants.values()].map((t) => ({
+      tenant: t.name,
+      publicKey: t.publicKey.toString('base64'),
+      workloads: [...t.workloads],
+      peers: [...t.remotes.values()].map((r) => {
+        const info = this.engine.peerInfo(r.peerId);
+        return {
+          nicIdentityKey: r.nicIdentityKey.toString('base64'),
+          publicKey: r.publicKey.toString('base64'),
+          endpoint: r.endpoint,
+          workloads: r.workloads.map((w) => ({ workload: w.workload, address: w.address.text })),
+          session: this.engine.sessionInfo(r.peerId).hasCurrent,
+          lastHandshake:
+            info.lastHandshakeWallMs > 0 ? new Date(info.lastHandshakeWallMs).toISOString() : null,
+        };
+      }),
+    }));
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Identity and health
+
+  /** This NIC's public identity: identity key, seal key (signed), on-host key, endpoints. */
+  publicIdentity(): {
+    identityKey: string;
+    sealKey: string;
+    sealKeySignature: string;
+    onHostPublicKey: string;
+    hostEndpoint: string;
+    fabricEndpoint: string;
+  } {
+    return {
+      identityKey: this.identity.publicKey.toString('base64'),
+      sealKey: this.sealKey.toString('base64'),
+      sealKeySignature: this.sealKeySignature.toString('base64'),
+      onHostPublicKey: this.onHostPublicKey.toString('base64'),
+      hostEndpoint: this.hostEndpoint,
+      fabricEndpoint: this.fabricEndpoint,
+    };
+  }
+
+  /** The seal private key, borrowed (for opening sealed transfers). */
+  sealPrivateKey(): Buffer {
+    return this.keys.get('nic-seal')!.secret;
+  }
+
+  counts(): { tenants: number; workloads: number; remotePeers: number } {
+    let remotePeers = 0;
+    for (const t of this.tenants.values()) remotePeers += t.remotes.size;
+    return { tenants: this.tenants.size, workloads: this.workloads.size, remotePeers };
+  }
+
+  /** Wipes every key (engine identities and the key store). The agent is unusable afterwards. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of [...this.tenants.values()]) this.destroyTenant(t);
+    try {
+      this.engine.removeIdentity(this.onHostIdentityId);
+    } catch {
+      // already gone
+    }
+    this.workloads.clear();
+    this.keys.wipeAll();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  // ------------------------------------------------------------------------------------
+
+  private createTenant(name: string): Tenant {
+    const key = this.keys.createTenantKey(name);
+    let identityId: number;
+    try {
+      identityId = this.engine.addIdentity(key.secret);
+      this.forwarder.addTenant(name);
+    } catch (err) {
+      this.keys.remove(key.id);
+      throw err;
+    }
+    const t: Tenant = {
+      name,
+      identityId,
+      keyId: key.id,
+      publicKey: Buffer.from(key.publicKey as Buffer),
+      workloads: new Set(),
+      remotes: new Map(),
+    };
+    this.tenants.set(name, t);
+    this.log.info({ tenant: name, offHost: keyFingerprint(t.publicKey) }, 'tenant off-host key created');
+    return t;
+  }
+
+  /** Wipes a tenant's off-host identity, its remote sessions and its local workloads. */
+  private destroyTenant(t: Tenant): void {
+    for (const name of t.workloads) {
+      const w = this.workloads.get(name);
+      if (w === undefined) continue;
+      this.engine.removePeer(w.peerId);
+      this.keys.remove(w.pskId);
+      this.workloads.delete(name);
+    }
+    this.forwarder.removeTenant(t.name);
+    try {
+      this.engine.removeIdentity(t.identityId);
+    } catch {
+      // already gone
+    }
+    this.keys.remove(t.keyId);
+    this.tenants.delete(t.name);
+    this.log.info({ tenant: t.name }, 'tenant off-host key wiped');
+  }
+
+  private workloadOrThrow(workload: string): LocalWorkload {
+    const w = this.workloads.get(workload);
+    if (w === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no workload '${workload}' on this NIC`);
+    return w;
+  }
+
+  private tenantOrThrow(tenant: string): Tenant {
+    const t = this.tenants.get(tenant);
+    if (t === undefined)
+      throw new TgError('TG_ERR_NOT_FOUND', `no tenant '${tenant}' on this NIC (unknown tenant)`);
+    return t;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new TgError('TG_ERR_CONFLICT', 'the NIC agent is shutting down');
+  }
+}

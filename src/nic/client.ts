@@ -1,0 +1,95 @@
+// A typed client of the NIC agent's API (for the lab harness, tests and the orchestrator).
+// Errors come back as TgError with the agent's code and message.
+import { type ApiResult, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
+import type { SignedTenantKey, TenantPeerInput, WorkloadCrypto } from './agent.js';
+import type { NicHealth } from './health.js';
+import type { KeyMetadata } from './keystore.js';
+
+export interface NicPublicIdentity {
+  identityKey: string;
+  sealKey: string;
+  sealKeySignature: string;
+  onHostPublicKey: string;
+  hostEndpoint: string;
+  fabricEndpoint: string;
+}
+
+/** Sees every answer a client receives (tests record them). */
+export type ResponseRecorder = (method: string, path: string, r: ApiResult) => void;
+
+const seg = (s: string): string => encodeURIComponent(s);
+
+export class NicClient {
+  constructor(
+    readonly socketPath: string,
+    private readonly recorder?: ResponseRecorder,
+  ) {}
+
+  private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
+    return apiCall(this.socketPath, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+  }
+
+  health(): Promise<NicHealth> {
+    return this.call('GET', '/v1/health');
+  }
+
+  identity(): Promise<NicPublicIdentity> {
+    return this.call('GET', '/v1/identity');
+  }
+
+  async keys(): Promise<KeyMetadata[]> {
+    return (await this.call<{ keys: KeyMetadata[] }>('GET', '/v1/keys')).keys;
+  }
+
+  registerWorkload(req: {
+    tenant: string;
+    workload: string;
+    address: string;
+    vswitchPublicKey: string;
+  }): Promise<WorkloadCrypto> {
+    return this.call('POST', '/v1/workloads', req);
+  }
+
+  removeWorkload(workload: string): Promise<{ workload: string; tenantRemoved: boolean }> {
+    return this.call('DELETE', `/v1/workloads/${seg(workload)}`);
+  }
+
+  rotatePsk(workload: string): Promise<{ workload: string; psk: string }> {
+    return this.call('POST', `/v1/workloads/${seg(workload)}/psk`);
+  }
+
+  async workloads(): Promise<Record<string, unknown>[]> {
+    return (await this.call<{ workloads: Record<string, unknown>[] }>('GET', '/v1/workloads')).workloads;
+  }
+
+  async tenants(): Promise<Record<string, unknown>[]> {
+    return (await this.call<{ tenants: Record<string, unknown>[] }>('GET', '/v1/tenants')).tenants;
+  }
+
+  tenantKey(tenant: string): Promise<SignedTenantKey> {
+    return this.call('GET', `/v1/tenants/${seg(tenant)}/key`);
+  }
+
+  setTenantPeers(tenant: string, peers: TenantPeerInput[]): Promise<{ tenant: string; peers: number }> {
+    return this.call('PUT', `/v1/tenants/${seg(tenant)}/peers`, { peers });
+  }
+
+  async metrics(): Promise<string> {
+    const r = await apiRequest(this.socketPath, 'GET', '/metrics');
+    this.recorder?.('GET', '/metrics', r);
+    return r.raw;
+  }
+}
+
+/** The value of one sample of a Prometheus text exposition, 0 when absent. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const have = (m[2] ?? '').split(',').filter(Boolean);
+    if (want.every((w) => have.includes(w))) return Number(m[3]);
+  }
+  return 0;
+}

@@ -1,0 +1,223 @@
+// The NIC's I/O driver (the model is device/device.ts): two UDP sockets feed one protocol
+// engine in batches; what the engine decrypts goes through the forwarder and straight back
+// into the engine for re-encryption. There is no TUN device: no packet ever leaves the NIC
+// unencrypted.
+//
+//   host socket   (host link, on-host leg)   --+                         +--> host socket
+//                                              +-> engine.inbound -> forwarder -> engine.outboundToPeers
+//   fabric socket (fabric, off-host leg)     --+                         +--> fabric socket
+//
+// Every datagram the engine hands back is tagged with the identity it belongs to: the on-host
+// identity's leave on the host socket, every tenant identity's on the fabric socket.
+// Per readiness event: up to DRAIN_ROUNDS batches of up to BATCH datagrams, each one
+// recvmmsg, one inbound call (one AEAD open call), one forward pass, one outboundToPeers call
+// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS.
+import { performance } from 'node:perf_hooks';
+import { PacketBatch } from '../native/batch.js';
+import type { PacketSocket } from '../native/types.js';
+import type { DatagramBatch, OutgoingDatagrams } from '../protocol/batch.js';
+import { ENDPOINT_SIZE } from '../protocol/endpoint.js';
+import type { Engine } from '../protocol/engine.js';
+import type { Logger } from '../util/log.js';
+import type { Forwarder } from './forwarding.js';
+
+export const NIC_BATCH = 128;
+const SLOT = 2048;
+const DRAIN_ROUNDS = 8;
+const TICK_MS = 100;
+
+export interface DataPlaneOptions {
+  engine: Engine;
+  forwarder: Forwarder;
+  /** Host-link socket (on-host leg) and fabric socket (off-host leg). */
+  hostSocket: PacketSocket;
+  fabricSocket: PacketSocket;
+  /** The engine identity of the on-host leg; all others are tenant off-host identities. */
+  onHostIdentity: number;
+  log: Logger;
+  /** Engine clock in ms (default performance.now). */
+  now?: () => number;
+}
+
+export interface IoCounters {
+  hostRxTruncated: number;
+  hostRxErrors: number;
+  hostTxDropped: number;
+  hostTxRejected: number;
+  fabricRxTruncated: number;
+  fabricRxErrors: number;
+  fabricTxDropped: number;
+  fabricTxRejected: number;
+}
+
+/** Datagrams picked out of an OutgoingDatagrams for one socket. */
+class SendList {
+  offsets = new Uint32Array(NIC_BATCH);
+  lengths = new Uint32Array(NIC_BATCH);
+  endpoints = Buffer.alloc(NIC_BATCH * ENDPOINT_SIZE);
+  count = 0;
+
+  add(out: OutgoingDatagrams, i: number): void {
+    const n = this.count;
+    if (n === this.offsets.length) {
+      const cap = n * 2;
+      const o = new Uint32Array(cap);
+      o.set(this.offsets);
+      this.offsets = o;
+      const l = new Uint32Array(cap);
+      l.set(this.lengths);
+      this.lengths = l;
+      const e = Buffer.alloc(cap * ENDPOINT_SIZE);
+      this.endpoints.copy(e);
+      this.endpoints = e;
+    }
+    this.offsets[n] = out.offsets[i];
+    this.lengths[n] = out.lengths[i];
+    out.endpoints.copy(this.endpoints, n * ENDPOINT_SIZE, i * ENDPOINT_SIZE, (i + 1) * ENDPOINT_SIZE);
+    this.count = n + 1;
+  }
+}
+
+export class NicDataPlane {
+  private readonly engine: Engine;
+  private readonly forwarder: Forwarder;
+  private readonly host: PacketSocket;
+  private readonly fabric: PacketSocket;
+  private readonly onHost: number;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly rx = new PacketBatch(NIC_BATCH, SLOT, 0);
+  private readonly rview: DatagramBatch;
+  private readonly hostList = new SendList();
+  private readonly fabricList = new SendList();
+  private ticker: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Exceptions caught at the loop boundary (should stay 0). */
+  loopErrors = 0;
+
+  constructor(opts: DataPlaneOptions) {
+    this.engine = opts.engine;
+    this.forwarder = opts.forwarder;
+    this.host = opts.hostSocket;
+    this.fabric = opts.fabricSocket;
+    this.onHost = opts.onHostIdentity;
+    this.log = opts.log;
+    this.now = opts.now ?? (() => performance.now());
+    this.rview = {
+      buf: this.rx.slab,
+      offsets: this.rx.offsets,
+      lengths: this.rx.lengths,
+      endpoints: this.rx.endpoints,
+      count: 0,
+    };
+  }
+
+  start(): void {
+    this.host.start((err) => this.onReadable(this.host, 'host', err));
+    this.fabric.start((err) => this.onReadable(this.fabric, 'fabric', err));
+    this.ticker = setInterval(() => this.onTick(), TICK_MS);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ticker) clearInterval(this.ticker);
+    this.host.close();
+    this.fabric.close();
+  }
+
+  ioCounters(): IoCounters {
+    const h = this.host.stats();
+    const f = this.fabric.stats();
+    return {
+      hostRxTruncated: h.rxTruncated,
+      hostRxErrors: h.rxErrors,
+      hostTxDropped: h.txDropped,
+      hostTxRejected: h.txRejected,
+      fabricRxTruncated: f.rxTruncated,
+      fabricRxErrors: f.rxErrors,
+      fabricTxDropped: f.txDropped,
+      fabricTxRejected: f.txRejected,
+    };
+  }
+
+  private onReadable(sock: PacketSocket, which: string, err: Error | null): void {
+    if (err) {
+      this.log.error({ socket: which, err: err.message }, 'UDP socket failed');
+      return;
+    }
+    if (this.closed) return;
+    const b = this.rx;
+    for (let round = 0; round < DRAIN_ROUNDS; round++) {
+      let n: number;
+      try {
+        n = sock.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints);
+      } catch (e) {
+        this.log.error({ socket: which, err: (e as Error).message }, 'UDP receive failed');
+        return;
+      }
+      if (n === 0) return;
+      try {
+        this.process(n);
+      } catch (e) {
+        this.loopErrors++;
+        this.log.error({ err: e }, 'NIC data plane: unexpected exception in a batch');
+      }
+      if (n < b.capacity) return;
+    }
+  }
+
+  /** One received batch: decrypt, forward, re-encrypt, send. */
+  private process(n: number): void {
+    const b = this.rx;
+    const v = this.rview;
+    // The engine decrypts in place and reports offsets of its own: restore ours each time.
+    for (let i = 0; i < n; i++) b.offsets[i] = i * b.slotSize;
+    v.count = n;
+    const now = this.now();
+    const res = this.engine.inbound(v, now);
+    // The control batch is only valid until the next engine call: send it first.
+    this.send(res.control);
+    if (res.tun.count === 0) return;
+    const fwd = this.forwarder.forward(res.tun);
+    if (fwd.batch.count === 0) return;
+    const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
+    this.send(out.data);
+    this.send(out.control);
+  }
+
+  private onTick(): void {
+    if (this.closed) return;
+    try {
+      this.send(this.engine.tick(this.now()));
+    } catch (e) {
+      this.loopErrors++;
+      this.log.error({ err: e }, 'NIC data plane: unexpected exception in a tick');
+    }
+  }
+
+  /** Sends each datagram on its identity's socket: on-host on the host link, the rest on the fabric. */
+  private send(out: OutgoingDatagrams): void {
+    const n = out.count;
+    if (n === 0) return;
+    const ids = out.identityIds;
+    const onHost = this.onHost;
+    let hostCount = 0;
+    for (let i = 0; i < n; i++) if (ids[i] === onHost) hostCount++;
+    if (hostCount === n) {
+      this.host.sendBatch(out.buf, out.offsets, out.lengths, out.endpoints, n);
+      return;
+    }
+    if (hostCount === 0) {
+      this.fabric.sendBatch(out.buf, out.offsets, out.lengths, out.endpoints, n);
+      return;
+    }
+    const h = this.hostList;
+    const f = this.fabricList;
+    h.count = 0;
+    f.count = 0;
+    for (let i = 0; i < n; i++) (ids[i] === onHost ? h : f).add(out, i);
+    this.host.sendBatch(out.buf, h.offsets, h.lengths, h.endpoints, h.count);
+    this.fabric.sendBatch(out.buf, f.offsets, f.lengths, f.endpoints, f.count);
+  }
+}

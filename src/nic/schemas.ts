@@ -1,0 +1,48 @@
+// Request bodies of the NIC agent's API. Unknown keys are rejected (strict objects); sizes
+// are bounded. Keys are checked here for form (base64 of 32 bytes) and by the agent for use.
+import { z } from 'zod';
+
+/** Tenant and workload names: lower-case DNS-label-like, 1..63 characters. */
+export const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
+const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+const SIGNATURE_RE = /^[A-Za-z0-9+/]{85}[AQgw]==$/;
+
+export const nameSchema = z
+  .string()
+  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
+export const keySchema = z.string().regex(KEY_RE, 'must be a 32-byte key in base64 (44 characters)');
+export const signatureSchema = z
+  .string()
+  .regex(SIGNATURE_RE, 'must be a 64-byte signature in base64 (88 characters)');
+export const addressSchema = z.string().min(2).max(64);
+export const endpointSchema = z.string().min(9).max(64);
+
+export const registerWorkloadSchema = z.strictObject({
+  tenant: nameSchema,
+  workload: nameSchema,
+  address: addressSchema,
+  vswitchPublicKey: keySchema,
+});
+
+/** Remote NICs holding workloads per tenant: bounded well above any lab or rack. */
+export const MAX_TENANT_PEERS = 1024;
+export const MAX_REMOTE_WORKLOADS = 4096;
+
+export const tenantPeersSchema = z.strictObject({
+  peers: z
+    .array(
+      z.strictObject({
+        nicIdentityKey: keySchema,
+        endpoint: endpointSchema,
+        publicKey: keySchema,
+        signature: signatureSchema,
+        workloads: z
+          .array(z.strictObject({ workload: nameSchema, address: addressSchema }))
+          .max(MAX_REMOTE_WORKLOADS),
+      }),
+    )
+    .max(MAX_TENANT_PEERS),
+});
+
+/** Bodies of requests that take none: absent or {}. */
+export const emptySchema = z.strictObject({}).optional();

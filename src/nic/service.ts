@@ -1,0 +1,120 @@
+// The NIC agent as a running service: the agent (keys, engine, tables), its data plane on two
+// UDP sockets, metrics, and the management API on a Unix socket. `tenguard nic` is this plus
+// argument parsing and signals; unit tests run it on fake sockets.
+import { performance } from 'node:perf_hooks';
+import { NativeAead } from '../native/aead.js';
+import type { PacketSocket } from '../native/types.js';
+import { NativeUdpSocket } from '../native/udp.js';
+import type { TransportAead } from '../protocol/aead.js';
+import { JsonApiServer } from '../util/http-json.js';
+import { type Logger, logger } from '../util/log.js';
+import { NicAgent } from './agent.js';
+import { NIC_MAX_BODY_BYTES, nicRoutes } from './api.js';
+import { NicDataPlane } from './dataplane.js';
+import type { PolicyHook } from './forwarding.js';
+import { NicMetrics } from './metrics.js';
+
+export const DEFAULT_NIC_PORT = 51820;
+
+export interface NicServiceOptions {
+  apiSocket: string;
+  /** Address (and port) of the host-link socket: the on-host leg. */
+  hostAddress: string;
+  hostPort?: number;
+  /** Address (and port) of the fabric socket: the off-host leg. */
+  fabricAddress: string;
+  fabricPort?: number;
+  /** Tests: fake sockets and AEAD. */
+  openSocket?: (address: string, port: number) => PacketSocket;
+  aead?: TransportAead;
+  log?: Logger;
+  policy?: PolicyHook;
+  processMetrics?: boolean;
+}
+
+function endpointText(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+export class NicService {
+  private closed = false;
+
+  private constructor(
+    readonly agent: NicAgent,
+    readonly dataPlane: NicDataPlane,
+    readonly metrics: NicMetrics,
+    readonly api: JsonApiServer,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(opts: NicServiceOptions): Promise<NicService> {
+    const log = opts.log ?? logger('nic');
+    const open = opts.openSocket ?? ((address, port) => NativeUdpSocket.open({ address, port }));
+    const hostPort = opts.hostPort ?? DEFAULT_NIC_PORT;
+    const fabricPort = opts.fabricPort ?? DEFAULT_NIC_PORT;
+    const now = (): number => performance.now();
+    const agent = new NicAgent({
+      hostEndpoint: endpointText(opts.hostAddress, hostPort),
+      fabricEndpoint: endpointText(opts.fabricAddress, fabricPort),
+      aead: opts.aead ?? new NativeAead(),
+      log,
+      now,
+      policy: opts.policy,
+    });
+    let host: PacketSocket | null = null;
+    let fabric: PacketSocket | null = null;
+    try {
+      host = open(opts.hostAddress, hostPort);
+      fabric = open(opts.fabricAddress, fabricPort);
+      const dataPlane = new NicDataPlane({
+        engine: agent.engine,
+        forwarder: agent.forwarder,
+        hostSocket: host,
+        fabricSocket: fabric,
+        onHostIdentity: agent.onHostIdentityId,
+        log,
+        now,
+      });
+      const metrics = new NicMetrics({
+        agent,
+        io: () => dataPlane.ioCounters(),
+        loopErrors: () => dataPlane.loopErrors,
+        processMetrics: opts.processMetrics,
+      });
+      let running = false;
+      const api = await JsonApiServer.listen({
+        socketPath: opts.apiSocket,
+        routes: nicRoutes(agent, metrics, () => running),
+        log,
+        maxBodyBytes: NIC_MAX_BODY_BYTES,
+        onAnswer: (route, method, status) => metrics.countRequest(route, method, status),
+      });
+      dataPlane.start();
+      running = true;
+      log.info(
+        {
+          api: opts.apiSocket,
+          host: endpointText(opts.hostAddress, hostPort),
+          fabric: endpointText(opts.fabricAddress, fabricPort),
+        },
+        'NIC agent serving',
+      );
+      return new NicService(agent, dataPlane, metrics, api, log);
+    } catch (err) {
+      host?.close();
+      fabric?.close();
+      agent.close();
+      throw err;
+    }
+  }
+
+  /** Stops the data plane and the API and wipes every key. */
+  async close(why = 'stop'): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.log.info({ why }, 'NIC agent shutting down');
+    this.dataPlane.close();
+    this.agent.close();
+    await this.api.close();
+  }
+}

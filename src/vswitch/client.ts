@@ -1,0 +1,56 @@
+// A typed client of the vSwitch daemon's API.
+import type { ResponseRecorder } from '../nic/client.js';
+import { apiCall, type HttpMethod } from '../util/http-json.js';
+import type { ConfigureRequest, CreateInstanceRequest } from './daemon.js';
+import type { InstanceInfo } from './instance.js';
+
+export interface CreatedInstance {
+  workload: string;
+  publicKey: string;
+  ifname: string;
+}
+
+const seg = (s: string): string => encodeURIComponent(s);
+
+export class VSwitchClient {
+  constructor(
+    readonly socketPath: string,
+    private readonly recorder?: ResponseRecorder,
+  ) {}
+
+  private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
+    return apiCall(this.socketPath, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+  }
+
+  health(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/v1/health');
+  }
+
+  async list(): Promise<InstanceInfo[]> {
+    return (await this.call<{ instances: InstanceInfo[] }>('GET', '/v1/instances')).instances;
+  }
+
+  get(workload: string): Promise<InstanceInfo> {
+    return this.call('GET', `/v1/instances/${seg(workload)}`);
+  }
+
+  create(req: CreateInstanceRequest): Promise<CreatedInstance> {
+    return this.call('POST', '/v1/instances', req);
+  }
+
+  configure(workload: string, req: ConfigureRequest): Promise<InstanceInfo> {
+    return this.call('PUT', `/v1/instances/${seg(workload)}/nic`, req);
+  }
+
+  rotatePsk(workload: string, psk: string): Promise<InstanceInfo> {
+    return this.call('POST', `/v1/instances/${seg(workload)}/psk`, { psk });
+  }
+
+  restart(workload: string): Promise<CreatedInstance> {
+    return this.call('POST', `/v1/instances/${seg(workload)}/restart`);
+  }
+
+  delete(workload: string): Promise<{ workload: string }> {
+    return this.call('DELETE', `/v1/instances/${seg(workload)}`);
+  }
+}

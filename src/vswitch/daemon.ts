@@ -1,0 +1,198 @@
+// The vSwitch daemon's domain logic: one instance per workload on this host, created,
+// configured with the NIC's crypto, rotated, restarted after a crash, and deleted. Instances
+// share nothing: each is its own device process, so one crashing leaves the others running.
+import { parseCidr } from '../device/uapi-addr.js';
+import { type HostAddress, parseHostAddress } from '../nic/addresses.js';
+import { keyFromBase64 } from '../protocol/crypto.js';
+import { TgError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { type InstanceInfo, VSwitchInstance } from './instance.js';
+import { type VSwitchPlatform, WORKLOAD_IFNAME } from './platform.js';
+
+export const DEFAULT_TUNNEL_MTU = 1420;
+/** Interface names are prefix + a base-36 counter, at most 15 characters. */
+export const IFNAME_PREFIX_RE = /^tg[a-z0-9-]{0,9}$/;
+const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const MAX_ROUTES = 64;
+
+export interface CreateInstanceRequest {
+  workload: string;
+  netns: string;
+  address: string;
+  /** Prefixes routed via tg0; default: the default route of the address's family. */
+  routes?: string[];
+}
+
+export interface ConfigureRequest {
+  nicPublicKey: string;
+  psk: string;
+  nicEndpoint: string;
+}
+
+export interface VSwitchDaemonOptions {
+  platform: VSwitchPlatform;
+  log: Logger;
+  /** Prefix of the devices' interface names (unique per daemon on a machine). */
+  ifnamePrefix: string;
+  mtu?: number;
+}
+
+export class VSwitchDaemon {
+  private readonly instances = new Map<string, VSwitchInstance>();
+  private readonly platform: VSwitchPlatform;
+  private readonly log: Logger;
+  private readonly ifnamePrefix: string;
+  private readonly mtu: number;
+  private nextIndex = 0;
+  /** Instances that ended without being asked to, since start. */
+  crashes = 0;
+
+  constructor(opts: VSwitchDaemonOptions) {
+    if (!IFNAME_PREFIX_RE.test(opts.ifnamePrefix))
+      throw new TgError(
+        'TG_ERR_INVALID_ARGUMENT',
+        `interface prefix '${opts.ifnamePrefix}' must match ${IFNAME_PREFIX_RE}`,
+      );
+    this.platform = opts.platform;
+    this.log = opts.log;
+    this.ifnamePrefix = opts.ifnamePrefix;
+    this.mtu = opts.mtu ?? DEFAULT_TUNNEL_MTU;
+  }
+
+  async create(req: CreateInstanceRequest): Promise<{ workload: string; publicKey: string; ifname: string }> {
+    if (this.instances.has(req.workload))
+      throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' already has a vSwitch instance`);
+    if (!NETNS_RE.test(req.netns))
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad namespace name '${req.netns.slice(0, 64)}'`);
+    const address = parseHostAddress(req.address);
+    const routes = this.routes(req.routes, address);
+    if (!this.platform.netnsExists(req.netns))
+      throw new TgError('TG_ERR_NOT_FOUND', `no namespace '${req.netns}'`);
+    for (const other of this.instances.values())
+      if (other.spec.netns === req.netns)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `namespace '${req.netns}' already has the instance of '${other.spec.workload}'`,
+        );
+    if (await this.platform.linkExists(req.netns, WORKLOAD_IFNAME))
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `namespace '${req.netns}' already has an interface ${WORKLOAD_IFNAME}`,
+      );
+    const inst = await this.startInstance(req.workload, req.netns, address, routes, this.newIfname());
+    return { workload: req.workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
+  }
+
+  async configure(workload: string, req: ConfigureRequest): Promise<InstanceInfo> {
+    const inst = this.instanceOrThrow(workload);
+    const nicPublicKey = keyFromBase64(req.nicPublicKey);
+    const psk = keyFromBase64(req.psk);
+    await inst.configure({ nicPublicKey, psk, nicEndpoint: req.nicEndpoint });
+    return inst.info();
+  }
+
+  async rotatePsk(workload: string, pskText: string): Promise<InstanceInfo> {
+    const inst = this.instanceOrThrow(workload);
+    await inst.rotatePsk(keyFromBase64(pskText));
+    return inst.info();
+  }
+
+  /**
+   * Starts a crashed or stopped instance again, in the same namespace with the same address,
+   * under a fresh key pair (the old private key died with its process): the NIC must be told
+   * the new public key, then configure() gives the instance its crypto again.
+   */
+  async restart(workload: string): Promise<{ workload: string; publicKey: string; ifname: string }> {
+    const old = this.instanceOrThrow(workload);
+    if (old.running)
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `instance '${workload}' is running; delete it or wait for it to end`,
+      );
+    await old.stop(this.platform);
+    this.instances.delete(workload);
+    const s = old.spec;
+    const inst = await this.startInstance(workload, s.netns, s.address, s.routes, s.ifname);
+    return { workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
+  }
+
+  async delete(workload: string): Promise<{ workload: string }> {
+    const inst = this.instanceOrThrow(workload);
+    await inst.stop(this.platform);
+    this.instances.delete(workload);
+    this.log.info({ workload }, 'vSwitch instance deleted');
+    return { workload };
+  }
+
+  list(): InstanceInfo[] {
+    return [...this.instances.values()].map((i) => i.info());
+  }
+
+  get(workload: string): InstanceInfo {
+    return this.instanceOrThrow(workload).info();
+  }
+
+  counts(): { instances: number; running: number; crashed: number } {
+    let running = 0;
+    let crashed = 0;
+    for (const i of this.instances.values()) {
+      if (i.running) running++;
+      if (i.state === 'crashed') crashed++;
+    }
+    return { instances: this.instances.size, running, crashed };
+  }
+
+  /** Stops every instance. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.instances.values()].map((i) => i.stop(this.platform)));
+    this.instances.clear();
+  }
+
+  private async startInstance(
+    workload: string,
+    netns: string,
+    address: HostAddress,
+    routes: string[],
+    ifname: string,
+  ): Promise<VSwitchInstance> {
+    const inst = await VSwitchInstance.start(
+      this.platform,
+      { workload, netns, address, routes, ifname, mtu: this.mtu },
+      this.log,
+      () => {
+        this.crashes++;
+      },
+    );
+    this.instances.set(workload, inst);
+    return inst;
+  }
+
+  private routes(given: string[] | undefined, address: HostAddress): string[] {
+    const list = given ?? [address.family === 4 ? '0.0.0.0/0' : '::/0'];
+    if (list.length > MAX_ROUTES)
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', `at most ${MAX_ROUTES} routes`);
+    return list.map((r) => {
+      const c = parseCidr(r);
+      if (c === null)
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', `route '${r.slice(0, 64)}' is not a prefix`);
+      return c.text;
+    });
+  }
+
+  private newIfname(): string {
+    for (;;) {
+      const name = `${this.ifnamePrefix}${(this.nextIndex++).toString(36)}`;
+      if (name.length > 15) throw new TgError('TG_ERR_CONFLICT', 'out of interface names');
+      let used = false;
+      for (const i of this.instances.values()) if (i.spec.ifname === name) used = true;
+      if (!used) return name;
+    }
+  }
+
+  private instanceOrThrow(workload: string): VSwitchInstance {
+    const i = this.instances.get(workload);
+    if (i === undefined)
+      throw new TgError('TG_ERR_NOT_FOUND', `no vSwitch instance for workload '${workload}'`);
+    return i;
+  }
+}

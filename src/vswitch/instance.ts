@@ -1,0 +1,231 @@
+// One vSwitch instance: the tunnel device of one workload. It owns a device process (its own
+// key pair, its own TUN as tg0 in the workload's namespace, its own session with the NIC) and
+// nothing of any other instance. States:
+//
+//   created     device up and plumbed, key set, no NIC peer yet
+//   configured  the NIC is its only peer (allowed IPs 0.0.0.0/0 and ::/0): traffic flows
+//   crashed     the device process ended without being asked to (reported; restartable)
+//   stopped     ended on request
+//
+// The private key is made here, sent over the UAPI socket and wiped; the instance keeps only
+// the public key. The PSK passes through on its way to the device and is wiped likewise.
+
+import type { UapiAllowedIpChange } from '../device/uapi.js';
+import { parseCidr, parseEndpoint } from '../device/uapi-addr.js';
+import type { HostAddress } from '../nic/addresses.js';
+import { generatePrivateKey, isZero, keyFingerprint, publicKeyOf } from '../protocol/crypto.js';
+import { TgError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { DeviceExit, DeviceHandle, VSwitchPlatform } from './platform.js';
+
+/** Keeps the NIC's view of the vSwitch's endpoint fresh and opens the session at configure time. */
+export const VSWITCH_KEEPALIVE_S = 25;
+
+export type InstanceState = 'created' | 'configured' | 'crashed' | 'stopped';
+
+export interface InstanceSpec {
+  workload: string;
+  netns: string;
+  address: HostAddress;
+  routes: string[];
+  ifname: string;
+  mtu: number;
+}
+
+export interface NicCrypto {
+  nicPublicKey: Buffer;
+  /** Wiped by configure(). */
+  psk: Buffer;
+  nicEndpoint: string;
+}
+
+export interface InstanceInfo {
+  workload: string;
+  netns: string;
+  address: string;
+  ifname: string;
+  publicKey: string;
+  state: InstanceState;
+  pid: number | null;
+  nicPublicKey: string | null;
+  nicEndpoint: string | null;
+  startedAt: string;
+  exit: DeviceExit | null;
+}
+
+function allowAll(): UapiAllowedIpChange[] {
+  return ['0.0.0.0/0', '::/0'].map((t) => ({ cidr: parseCidr(t)!, remove: false }));
+}
+
+export class VSwitchInstance {
+  state: InstanceState = 'created';
+  exit: DeviceExit | null = null;
+  private nicPublicKey: Buffer | null = null;
+  private nicEndpoint: string | null = null;
+  private stopping = false;
+
+  private constructor(
+    readonly spec: InstanceSpec,
+    private readonly device: DeviceHandle,
+    readonly publicKey: Buffer,
+    readonly startedAt: string,
+    private readonly log: Logger,
+    onCrash: (i: VSwitchInstance) => void,
+  ) {
+    void device.exited.then((exit) => {
+      this.exit = exit;
+      if (this.stopping) {
+        this.state = 'stopped';
+        return;
+      }
+      this.state = 'crashed';
+      this.log.warn({ workload: spec.workload, ifname: spec.ifname, ...exit }, 'vSwitch instance crashed');
+      onCrash(this);
+    });
+  }
+
+  /** Starts the device, gives it a fresh key pair, and plumbs its TUN into the workload's namespace. */
+  static async start(
+    platform: VSwitchPlatform,
+    spec: InstanceSpec,
+    log: Logger,
+    onCrash: (i: VSwitchInstance) => void,
+  ): Promise<VSwitchInstance> {
+    const device = await platform.launch(spec.ifname, spec.mtu);
+    try {
+      const privateKey = generatePrivateKey();
+      const publicKey = publicKeyOf(privateKey);
+      try {
+        await device.uapiSet({ privateKey, replacePeers: true, peers: [] });
+      } finally {
+        privateKey.fill(0);
+      }
+      await platform.plumb({
+        ifname: spec.ifname,
+        netns: spec.netns,
+        addressCidr: `${spec.address.text}/${spec.address.family === 4 ? 32 : 128}`,
+        family: spec.address.family,
+        routes: spec.routes,
+        mtu: spec.mtu,
+      });
+      const inst = new VSwitchInstance(spec, device, publicKey, new Date().toISOString(), log, onCrash);
+      log.info(
+        {
+          workload: spec.workload,
+          netns: spec.netns,
+          ifname: spec.ifname,
+          pid: device.pid,
+          key: keyFingerprint(publicKey),
+        },
+        'vSwitch instance created',
+      );
+      return inst;
+    } catch (err) {
+      await device.stop();
+      await platform.unplumb(spec.netns).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Makes the NIC the device's only peer. Wipes crypto.psk. */
+  async configure(crypto: NicCrypto): Promise<void> {
+    try {
+      this.requireRunning();
+      const endpoint = parseEndpoint(crypto.nicEndpoint);
+      if (endpoint === null)
+        throw new TgError(
+          'TG_ERR_INVALID_ARGUMENT',
+          `nicEndpoint '${crypto.nicEndpoint.slice(0, 64)}' is not address:port`,
+        );
+      if (crypto.nicPublicKey.length !== 32 || isZero(crypto.nicPublicKey))
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', 'nicPublicKey must be a non-zero 32-byte key');
+      if (crypto.psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      await this.device.uapiSet({
+        replacePeers: true,
+        peers: [
+          {
+            publicKey: Buffer.from(crypto.nicPublicKey),
+            remove: false,
+            updateOnly: false,
+            presharedKey: crypto.psk,
+            endpoint,
+            persistentKeepalive: VSWITCH_KEEPALIVE_S,
+            replaceAllowedIps: true,
+            allowedIps: allowAll(),
+          },
+        ],
+      });
+      this.nicPublicKey = Buffer.from(crypto.nicPublicKey);
+      this.nicEndpoint = endpoint.text;
+      this.state = 'configured';
+      this.log.info(
+        { workload: this.spec.workload, nic: keyFingerprint(crypto.nicPublicKey), endpoint: endpoint.text },
+        'vSwitch instance configured',
+      );
+    } finally {
+      crypto.psk.fill(0);
+    }
+  }
+
+  /** Sets a new PSK on the NIC peer (the current session carries on). Wipes psk. */
+  async rotatePsk(psk: Buffer): Promise<void> {
+    try {
+      this.requireRunning();
+      if (this.state !== 'configured' || this.nicPublicKey === null)
+        throw new TgError('TG_ERR_CONFLICT', `instance '${this.spec.workload}' has no NIC peer yet`);
+      if (psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      await this.device.uapiSet({
+        replacePeers: false,
+        peers: [
+          {
+            publicKey: Buffer.from(this.nicPublicKey),
+            remove: false,
+            updateOnly: true,
+            presharedKey: psk,
+            replaceAllowedIps: false,
+            allowedIps: [],
+          },
+        ],
+      });
+      this.log.info({ workload: this.spec.workload }, 'vSwitch instance PSK rotated');
+    } finally {
+      psk.fill(0);
+    }
+  }
+
+  /** Ends the device process (its keys die with it) and removes tg0 from the namespace. */
+  async stop(platform: VSwitchPlatform): Promise<void> {
+    this.stopping = true;
+    await this.device.stop();
+    if (this.state !== 'crashed') this.state = 'stopped';
+    await platform.unplumb(this.spec.netns);
+  }
+
+  get running(): boolean {
+    return this.state === 'created' || this.state === 'configured';
+  }
+
+  info(): InstanceInfo {
+    return {
+      workload: this.spec.workload,
+      netns: this.spec.netns,
+      address: this.spec.address.text,
+      ifname: this.spec.ifname,
+      publicKey: this.publicKey.toString('base64'),
+      state: this.state,
+      pid: this.running ? (this.device.pid ?? null) : null,
+      nicPublicKey: this.nicPublicKey?.toString('base64') ?? null,
+      nicEndpoint: this.nicEndpoint,
+      startedAt: this.startedAt,
+      exit: this.exit,
+    };
+  }
+
+  private requireRunning(): void {
+    if (!this.running)
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `instance '${this.spec.workload}' is ${this.state}; restart it first`,
+      );
+  }
+}

@@ -1,0 +1,174 @@
+// What a vSwitch instance needs from the machine, behind one interface so the daemon's logic
+// can be tested without root: starting a tunnel device process and talking to its UAPI, and
+// plumbing its TUN into a workload's namespace.
+//
+// The real platform runs each instance as its own `tenguard device -f <ifname>` child process
+// (a crash of one cannot touch another's memory or sockets), in the vSwitch daemon's own
+// network namespace (the host's), so its UDP socket stays on the host side of the host link
+// while its TUN is moved into the workload's namespace and renamed tg0. Secrets reach the
+// child only through its UAPI socket: never on its command line, in its environment or on disk.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { UapiChangeSet } from '../device/uapi.js';
+import { uapiGet, uapiSet } from '../device/uapi-client.js';
+import { uapiSocketPath } from '../device/uapi-server.js';
+import { namespaceExists } from '../lab/netns.js';
+import { TgError } from '../util/errors.js';
+import { run, runOk } from '../util/exec.js';
+import type { Logger } from '../util/log.js';
+
+/** The interface name a workload sees. */
+export const WORKLOAD_IFNAME = 'tg0';
+
+export interface DeviceExit {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface DeviceHandle {
+  readonly ifname: string;
+  readonly pid: number | undefined;
+  /** Settles once, when the device process has ended. */
+  readonly exited: Promise<DeviceExit>;
+  uapiSet(change: UapiChangeSet): Promise<void>;
+  /** Ends the process (SIGTERM, SIGKILL after a grace period) and waits for it. */
+  stop(): Promise<void>;
+}
+
+export interface Plumbing {
+  /** The name of the TUN in the daemon's namespace. */
+  ifname: string;
+  netns: string;
+  /** 'a.b.c.d/32' or 'x::y/128'. */
+  addressCidr: string;
+  family: 4 | 6;
+  routes: string[];
+  mtu: number;
+}
+
+export interface VSwitchPlatform {
+  /** Starts a device for `ifname` and resolves once its UAPI answers. */
+  launch(ifname: string, mtu: number): Promise<DeviceHandle>;
+  netnsExists(netns: string): boolean;
+  /** Whether the namespace already has an interface called `name`. */
+  linkExists(netns: string, name: string): Promise<boolean>;
+  /** Moves the TUN into the namespace as tg0, with its address, MTU, up, and routes via tg0. */
+  plumb(p: Plumbing): Promise<void>;
+  /** Deletes tg0 in the namespace if it is there (which also ends its device). */
+  unplumb(netns: string): Promise<void>;
+}
+
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+const LAUNCH_TIMEOUT_MS = 15_000;
+const STOP_GRACE_MS = 3000;
+
+/** Whether a device answers a UAPI get on `sock` (its answer holds no key yet; it is wiped anyway). */
+async function answers(sock: string): Promise<boolean> {
+  try {
+    const snap = await uapiGet(sock, 1000);
+    if (snap.privateKey)
+      Buffer.from(snap.privateKey.buffer, snap.privateKey.byteOffset, snap.privateKey.length).fill(0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+class ChildDevice implements DeviceHandle {
+  readonly exited: Promise<DeviceExit>;
+
+  constructor(
+    readonly ifname: string,
+    private readonly child: ChildProcess,
+  ) {
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  uapiSet(change: UapiChangeSet): Promise<void> {
+    return uapiSet(uapiSocketPath(this.ifname), change);
+  }
+
+  async stop(): Promise<void> {
+    if (this.running) {
+      this.child.kill('SIGTERM');
+      const t = setTimeout(() => {
+        if (this.running) this.child.kill('SIGKILL');
+      }, STOP_GRACE_MS);
+      await this.exited;
+      clearTimeout(t);
+    }
+    rmSync(uapiSocketPath(this.ifname), { force: true });
+  }
+}
+
+export class ProcessPlatform implements VSwitchPlatform {
+  constructor(private readonly log: Logger) {}
+
+  async launch(ifname: string, mtu: number): Promise<DeviceHandle> {
+    const sock = uapiSocketPath(ifname);
+    // A socket left by a device that was killed: ours by name, nobody serves it.
+    rmSync(sock, { force: true });
+    const child = spawn(process.execPath, [BIN, 'device', '-f', '--mtu', String(mtu), ifname], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const dev = new ChildDevice(ifname, child);
+    let tail = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      process.stderr.write(d);
+      tail = (tail + d.toString()).slice(-2000);
+    });
+    const deadline = Date.now() + LAUNCH_TIMEOUT_MS;
+    // The socket file appears at bind(), a moment before listen(): ready means it answers.
+    while (!(existsSync(sock) && (await answers(sock)))) {
+      if (!dev.running) {
+        throw new TgError(
+          'TG_ERR_COMMAND_FAILED',
+          `tunnel device ${ifname} exited before serving its UAPI: ${tail.trim().split('\n').slice(-1)[0] ?? ''}`,
+        );
+      }
+      if (Date.now() > deadline) {
+        await dev.stop();
+        throw new TgError(
+          'TG_ERR_COMMAND_FAILED',
+          `tunnel device ${ifname} did not come up in ${LAUNCH_TIMEOUT_MS} ms`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    this.log.debug({ ifname, pid: child.pid }, 'tunnel device started');
+    return dev;
+  }
+
+  netnsExists(netns: string): boolean {
+    return namespaceExists(netns);
+  }
+
+  async linkExists(netns: string, name: string): Promise<boolean> {
+    return (await run('ip', ['-n', netns, 'link', 'show', 'dev', name])).code === 0;
+  }
+
+  async plumb(p: Plumbing): Promise<void> {
+    await runOk('ip', ['link', 'set', 'dev', p.ifname, 'netns', p.netns]);
+    const inNs = (args: string[]): Promise<string> => runOk('ip', ['-n', p.netns, ...args]);
+    await inNs(['link', 'set', 'dev', p.ifname, 'name', WORKLOAD_IFNAME]);
+    await inNs(['addr', 'add', p.addressCidr, 'dev', WORKLOAD_IFNAME, ...(p.family === 6 ? ['nodad'] : [])]);
+    await inNs(['link', 'set', 'dev', WORKLOAD_IFNAME, 'mtu', String(p.mtu), 'up']);
+    for (const r of p.routes) await inNs(['route', 'replace', r, 'dev', WORKLOAD_IFNAME]);
+  }
+
+  async unplumb(netns: string): Promise<void> {
+    if (!namespaceExists(netns)) return;
+    await run('ip', ['-n', netns, 'link', 'del', 'dev', WORKLOAD_IFNAME]);
+  }
+}

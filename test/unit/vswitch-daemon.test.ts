@@ -1,0 +1,363 @@
+// The vSwitch daemon on a fake platform (no root, no processes): instance lifecycle, the NIC as
+// the only peer, secrets passed only through the UAPI and wiped, a crash isolated and reported,
+// and API validation.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import type { UapiChangeSet } from '../../src/device/uapi.js';
+import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
+import { apiRequest, JsonApiServer } from '../../src/util/http-json.js';
+import { logger } from '../../src/util/log.js';
+import { vswitchRoutes } from '../../src/vswitch/api.js';
+import { VSwitchDaemon } from '../../src/vswitch/daemon.js';
+import type { DeviceExit, DeviceHandle, Plumbing, VSwitchPlatform } from '../../src/vswitch/platform.js';
+
+interface Seen {
+  privateKey?: string;
+  peers: {
+    publicKey: string;
+    psk: string | null;
+    endpoint?: string;
+    keepalive?: number;
+    allowed: string[];
+  }[];
+  replacePeers: boolean;
+}
+
+class FakeDevice implements DeviceHandle {
+  readonly exited: Promise<DeviceExit>;
+  readonly changes: Seen[] = [];
+  /** The key buffers handed to uapiSet, kept to check they were wiped afterwards. */
+  readonly handed: Buffer[] = [];
+  private end!: (e: DeviceExit) => void;
+  alive = true;
+
+  constructor(
+    readonly ifname: string,
+    readonly pid: number,
+  ) {
+    this.exited = new Promise((r) => {
+      this.end = r;
+    });
+  }
+
+  async uapiSet(change: UapiChangeSet): Promise<void> {
+    if (!this.alive) throw new Error('ECONNREFUSED');
+    if (change.privateKey) this.handed.push(change.privateKey);
+    for (const p of change.peers) if (p.presharedKey) this.handed.push(p.presharedKey);
+    this.changes.push({
+      privateKey: change.privateKey?.toString('base64'),
+      replacePeers: change.replacePeers,
+      peers: change.peers.map((p) => ({
+        publicKey: p.publicKey.toString('base64'),
+        psk: p.presharedKey ? p.presharedKey.toString('base64') : null,
+        endpoint: p.endpoint?.text,
+        keepalive: p.persistentKeepalive,
+        allowed: p.allowedIps.map((a) => a.cidr.text),
+      })),
+    });
+  }
+
+  crash(): void {
+    this.alive = false;
+    this.end({ code: null, signal: 'SIGKILL' });
+  }
+
+  async stop(): Promise<void> {
+    if (this.alive) {
+      this.alive = false;
+      this.end({ code: 0, signal: null });
+    }
+  }
+}
+
+class FakePlatform implements VSwitchPlatform {
+  readonly devices = new Map<string, FakeDevice>();
+  readonly plumbed = new Map<string, Plumbing>();
+  readonly namespaces = new Set(['tgx-w1', 'tgx-w2', 'tgx-w3']);
+  private pid = 1000;
+
+  async launch(ifname: string): Promise<DeviceHandle> {
+    const d = new FakeDevice(ifname, this.pid++);
+    this.devices.set(ifname, d);
+    return d;
+  }
+
+  netnsExists(netns: string): boolean {
+    return this.namespaces.has(netns);
+  }
+
+  async linkExists(netns: string, name: string): Promise<boolean> {
+    return name === 'tg0' && this.plumbed.has(netns);
+  }
+
+  async plumb(p: Plumbing): Promise<void> {
+    this.plumbed.set(p.netns, p);
+  }
+
+  async unplumb(netns: string): Promise<void> {
+    this.plumbed.delete(netns);
+  }
+}
+
+const nicKey = publicKeyOf(generatePrivateKey()).toString('base64');
+const psk = (): string => generatePrivateKey().toString('base64');
+const log = logger('test-vswitch');
+
+function daemon(platform = new FakePlatform()) {
+  return { platform, d: new VSwitchDaemon({ platform, log, ifnamePrefix: 'tgx-1v' }) };
+}
+
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('create: a device with its own key pair, plumbed into the namespace as tg0', async () => {
+  const { platform, d } = daemon();
+  const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
+  const b = await d.create({
+    workload: 'w2',
+    netns: 'tgx-w2',
+    address: 'fd00:100:64:1::1:2',
+    routes: ['fd00:100:64:1::/64'],
+  });
+  assert.equal(a.ifname, 'tgx-1v0');
+  assert.equal(b.ifname, 'tgx-1v1');
+  assert.notEqual(a.publicKey, b.publicKey);
+  const dev = platform.devices.get(a.ifname)!;
+  const first = dev.changes[0];
+  assert.ok(first.privateKey);
+  assert.equal(publicKeyOf(Buffer.from(first.privateKey, 'base64')).toString('base64'), a.publicKey);
+  assert.ok(
+    dev.handed[0].every((x) => x === 0),
+    'the private key was not wiped after the UAPI call',
+  );
+  assert.deepEqual(platform.plumbed.get('tgx-w1'), {
+    ifname: 'tgx-1v0',
+    netns: 'tgx-w1',
+    addressCidr: '100.64.1.11/32',
+    family: 4,
+    routes: ['0.0.0.0/0'],
+    mtu: 1420,
+  });
+  assert.equal(platform.plumbed.get('tgx-w2')?.addressCidr, 'fd00:100:64:1::1:2/128');
+  assert.deepEqual(platform.plumbed.get('tgx-w2')?.routes, ['fd00:100:64:1::/64']);
+  assert.deepEqual(
+    d.list().map((i) => [i.workload, i.state, i.publicKey]),
+    [
+      ['w1', 'created', a.publicKey],
+      ['w2', 'created', b.publicKey],
+    ],
+  );
+});
+
+test('configure: the NIC is the only peer, all traffic goes to it, the PSK is wiped after', async () => {
+  const { platform, d } = daemon();
+  const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
+  const p1 = psk();
+  const info = await d.configure('w1', { nicPublicKey: nicKey, psk: p1, nicEndpoint: '198.19.1.2:51820' });
+  assert.equal(info.state, 'configured');
+  const dev = platform.devices.get(a.ifname)!;
+  const c = dev.changes[1];
+  assert.equal(c.replacePeers, true);
+  assert.deepEqual(c.peers, [
+    {
+      publicKey: nicKey,
+      psk: p1,
+      endpoint: '198.19.1.2:51820',
+      keepalive: 25,
+      allowed: ['0.0.0.0/0', '::/0'],
+    },
+  ]);
+  const p2 = psk();
+  await d.rotatePsk('w1', p2);
+  const r = dev.changes[2];
+  assert.equal(r.replacePeers, false);
+  assert.deepEqual(
+    r.peers.map((p) => [p.publicKey, p.psk]),
+    [[nicKey, p2]],
+  );
+  assert.ok(
+    dev.handed.every((k) => k.every((x) => x === 0)),
+    'a key handed to the device was not wiped',
+  );
+  assert.equal(JSON.stringify(d.list()).includes(p1), false, 'the PSK is listed');
+  assert.equal(JSON.stringify(d.list()).includes(p2), false, 'the PSK is listed');
+});
+
+test('a crashed instance is reported, the others keep running, and it restarts with a new key', async () => {
+  const { platform, d } = daemon();
+  const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
+  const b = await d.create({ workload: 'w2', netns: 'tgx-w2', address: '100.64.1.12' });
+  await d.configure('w1', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' });
+  await d.configure('w2', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' });
+  platform.devices.get(a.ifname)!.crash();
+  await settle();
+  const byName = Object.fromEntries(d.list().map((i) => [i.workload, i]));
+  assert.equal(byName.w1.state, 'crashed');
+  assert.deepEqual(byName.w1.exit, { code: null, signal: 'SIGKILL' });
+  assert.equal(byName.w1.pid, null);
+  assert.equal(byName.w2.state, 'configured');
+  assert.equal(d.crashes, 1);
+  assert.deepEqual(d.counts(), { instances: 2, running: 1, crashed: 1 });
+  await assert.rejects(d.rotatePsk('w1', psk()), { code: 'TG_ERR_CONFLICT' });
+  await d.rotatePsk('w2', psk());
+  await assert.rejects(d.restart('w2'), { code: 'TG_ERR_CONFLICT' });
+  const again = await d.restart('w1');
+  assert.notEqual(again.publicKey, a.publicKey);
+  assert.equal(d.get('w1').state, 'created');
+  assert.equal(d.get('w2').publicKey, b.publicKey);
+  await d.delete('w1');
+  assert.equal(platform.plumbed.has('tgx-w1'), false);
+  assert.equal(platform.devices.get(again.ifname)?.alive, false);
+  assert.deepEqual(
+    d.list().map((i) => i.workload),
+    ['w2'],
+  );
+});
+
+test('refused requests change nothing', async () => {
+  const { platform, d } = daemon();
+  await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
+  const before = JSON.stringify(d.list());
+  const devices = platform.devices.size;
+  const bad: [string, Promise<unknown>, string][] = [
+    [
+      'duplicate workload',
+      d.create({ workload: 'w1', netns: 'tgx-w2', address: '100.64.1.12' }),
+      'TG_ERR_CONFLICT',
+    ],
+    [
+      'namespace taken',
+      d.create({ workload: 'w9', netns: 'tgx-w1', address: '100.64.1.12' }),
+      'TG_ERR_CONFLICT',
+    ],
+    [
+      'unknown namespace',
+      d.create({ workload: 'w9', netns: 'tgx-none', address: '100.64.1.12' }),
+      'TG_ERR_NOT_FOUND',
+    ],
+    [
+      'bad namespace name',
+      d.create({ workload: 'w9', netns: '../etc', address: '100.64.1.12' }),
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'bad address',
+      d.create({ workload: 'w9', netns: 'tgx-w2', address: '100.64.1.300' }),
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'bad route',
+      d.create({ workload: 'w9', netns: 'tgx-w2', address: '100.64.1.12', routes: ['x/8'] }),
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'unknown instance',
+      d.configure('w9', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' }),
+      'TG_ERR_NOT_FOUND',
+    ],
+    [
+      'bad endpoint',
+      d.configure('w1', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: 'nic:51820' }),
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'bad key',
+      d.configure('w1', { nicPublicKey: 'AAAA', psk: psk(), nicEndpoint: '198.19.1.2:51820' }),
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    ['rotate before configure', d.rotatePsk('w1', psk()), 'TG_ERR_CONFLICT'],
+    ['delete unknown', d.delete('w9'), 'TG_ERR_NOT_FOUND'],
+  ];
+  for (const [what, p, code] of bad) await assert.rejects(p, { code }, what);
+  assert.equal(JSON.stringify(d.list()), before);
+  assert.equal(platform.devices.size, devices, 'a refused request started a device');
+});
+
+const dir = mkdtempSync(join(tmpdir(), 'tg-vswitch-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('API: validated bodies, 4xx with a code for bad input', async () => {
+  const { d } = daemon();
+  const sock = join(dir, 'vs.sock');
+  const server = await JsonApiServer.listen({
+    socketPath: sock,
+    routes: vswitchRoutes(d, Date.now()),
+    log,
+    maxBodyBytes: 16 * 1024,
+  });
+  try {
+    const ok = await apiRequest(sock, 'POST', '/v1/instances', {
+      workload: 'w1',
+      netns: 'tgx-w1',
+      address: '100.64.1.11',
+    });
+    assert.equal(ok.status, 201);
+    const cases: [string, 'GET' | 'POST' | 'PUT' | 'DELETE', string, unknown, number, string][] = [
+      [
+        'unknown field',
+        'POST',
+        '/v1/instances',
+        { workload: 'w2', netns: 'tgx-w2', address: '100.64.1.12', key: 'x' },
+        400,
+        'TG_ERR_INVALID_ARGUMENT',
+      ],
+      [
+        'bad workload name',
+        'POST',
+        '/v1/instances',
+        { workload: 'W 2', netns: 'tgx-w2', address: '100.64.1.12' },
+        400,
+        'TG_ERR_INVALID_ARGUMENT',
+      ],
+      [
+        'bad psk',
+        'PUT',
+        '/v1/instances/w1/nic',
+        { nicPublicKey: nicKey, psk: 'short', nicEndpoint: '198.19.1.2:51820' },
+        400,
+        'TG_ERR_INVALID_ARGUMENT',
+      ],
+      [
+        'missing endpoint',
+        'PUT',
+        '/v1/instances/w1/nic',
+        { nicPublicKey: nicKey, psk: psk() },
+        400,
+        'TG_ERR_INVALID_ARGUMENT',
+      ],
+      ['unknown instance', 'GET', '/v1/instances/w9', undefined, 404, 'TG_ERR_NOT_FOUND'],
+      [
+        'duplicate',
+        'POST',
+        '/v1/instances',
+        { workload: 'w1', netns: 'tgx-w2', address: '100.64.1.12' },
+        409,
+        'TG_ERR_CONFLICT',
+      ],
+      [
+        'oversized',
+        'POST',
+        '/v1/instances',
+        { workload: 'w3', netns: 'x'.repeat(20_000), address: '100.64.1.13' },
+        413,
+        'TG_ERR_PAYLOAD_TOO_LARGE',
+      ],
+    ];
+    for (const [what, method, path, body, status, code] of cases) {
+      const r = await apiRequest(sock, method, path, body);
+      assert.equal(r.status, status, `${what}: ${r.raw}`);
+      assert.equal((r.body as { code: string }).code, code, what);
+    }
+    assert.deepEqual(
+      d.list().map((i) => i.workload),
+      ['w1'],
+    );
+    const list = await apiRequest(sock, 'GET', '/v1/instances');
+    assert.equal((list.body as { instances: unknown[] }).instances.length, 1);
+  } finally {
+    await server.close();
+    await d.close();
+  }
+});
