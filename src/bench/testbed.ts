@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { uapiGet } from '../device/uapi-client.js';
 import { TgError } from '../util/errors.js';
 import { run, runInOk, runOk } from '../util/exec.js';
 
@@ -123,20 +124,29 @@ export async function addNamespace(tb: Testbed, tag: string): Promise<string> {
   return ns;
 }
 
-function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number): Promise<void> {
+/**
+ * Waits until the device answers a UAPI get on its socket. The file alone is not enough: a
+ * stale socket of an earlier device may still be there, or the file may appear a moment
+ * before the device serves it.
+ */
+async function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number): Promise<void> {
   const path = uapiSocketPath(name);
   const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (existsSync(path)) resolve();
-      else if (proc.exitCode !== null)
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} exited with ${proc.exitCode}`));
-      else if (Date.now() > deadline)
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`));
-      else setTimeout(check, 20);
-    };
-    check();
-  });
+  for (;;) {
+    if (proc.exitCode !== null)
+      throw new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} exited with ${proc.exitCode}`);
+    if (existsSync(path)) {
+      try {
+        await uapiGet(path, 500);
+        return;
+      } catch {
+        // not serving yet
+      }
+    }
+    if (Date.now() > deadline)
+      throw new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** Starts a device (in the foreground, owned by us) in the side's namespace. */
