@@ -4,13 +4,16 @@
 //   NIC <host>                      spiffe://<td>/nic/<host> (its own) and
 //                                   spiffe://<td>/tenant/<t>/workload/<w> for workloads the
 //                                   orchestrator placed on <host> (asked through isPlacedOn)
+//   self <id>                       exactly <id>: a holder of a one-time join token bound to
+//                                   <id> enrolling, or a service renewing its own identity
 //   anyone else                     nothing
 // Reasons are stable CamelCase words, as Kubernetes condition reasons are.
 import type { SpiffeId } from './spiffe.js';
 
 export type Requester =
   | { readonly kind: 'admin' }
-  | { readonly kind: 'nic'; readonly host: string; readonly uri: string };
+  | { readonly kind: 'nic'; readonly host: string; readonly uri: string }
+  | { readonly kind: 'self'; readonly uri: string };
 
 export interface PlacementQuery {
   readonly host: string;
@@ -44,6 +47,15 @@ export async function decide(
   }
   if (requester.kind === 'admin')
     return { approved: true, reason: 'AdminRequest', message: `issued to the operator for ${id.uri}` };
+  if (requester.kind === 'self') {
+    if (id.uri === requester.uri)
+      return { approved: true, reason: 'OwnIdentity', message: `${id.uri} enrols or renews itself` };
+    return {
+      approved: false,
+      reason: 'NotOwnIdentity',
+      message: `${requester.uri} may obtain only its own identity, not ${id.uri}`,
+    };
+  }
   switch (id.kind) {
     case 'nic':
       if (id.host === requester.host)

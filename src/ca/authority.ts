@@ -347,6 +347,12 @@ export class CertificateAuthority {
     return this.revocations.isRevoked(serial);
   }
 
+  /** Revocations of certificates not yet expired, re-read from the store. */
+  revoked(): RevocationRecord[] {
+    this.revocations.refresh();
+    return this.revocations.list();
+  }
+
   /** Rotation step 1: a new key and CA certificate, trusted but not yet signing. */
   async rotatePrepare(opts: { intermediate?: boolean } = {}): Promise<InitResult> {
     const meta = this.metadata();

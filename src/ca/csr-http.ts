@@ -7,6 +7,7 @@
 // Every request is authenticated first (a Unix socket's peer is the local operator; over
 // mTLS the client certificate names a NIC). Errors are Kubernetes Status objects with the
 // HTTP status and the TG_ERR code as reason; a failed request changes nothing.
+import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ERROR_CODES, TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
@@ -48,6 +49,67 @@ export function mtlsAuthenticator(opts: MtlsAuthenticatorOptions): Authenticator
     const id = parseSpiffeId(a.id.uri);
     if (id.kind !== 'nic') throw new TgError('TG_ERR_UNAUTHENTICATED', `${id.uri} is not a NIC`);
     return { kind: 'nic', host: id.host, uri: id.uri };
+  };
+}
+
+/**
+ * One-time join tokens, each bound to exactly one SPIFFE ID: how a NIC or a service obtains its
+ * first certificate before it has any (as SPIRE's join-token attestation). A token is consumed
+ * by the first request that presents it, whatever that request's outcome, and lapses after its
+ * lifetime. Only SHA-256 digests are kept, so a lookup reveals nothing through timing.
+ */
+export class JoinTokens {
+  private readonly tokens = new Map<string, { uri: string; expires: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** A fresh token for `spiffeId`, valid for `ttlMs`. Hand it over out of band, never on disk. */
+  issue(spiffeId: string, ttlMs = 10 * 60_000): string {
+    parseSpiffeId(spiffeId);
+    const token = randomBytes(24).toString('base64url');
+    this.tokens.set(digest(token), { uri: spiffeId, expires: this.now() + ttlMs });
+    return token;
+  }
+
+  /** The SPIFFE ID a token is bound to, consuming it; undefined for unknown or lapsed tokens. */
+  take(token: string): string | undefined {
+    const key = digest(token);
+    const t = this.tokens.get(key);
+    this.tokens.delete(key);
+    if (t === undefined || t.expires < this.now()) return undefined;
+    return t.uri;
+  }
+}
+
+function digest(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+export interface EnrolmentAuthenticatorOptions extends MtlsAuthenticatorOptions {
+  readonly joinTokens: JoinTokens;
+}
+
+/**
+ * For a CSR API reached over TLS by clients that may not hold a certificate yet:
+ *   Authorization: Bearer <join token>   the token's SPIFFE ID, once ('self': only that ID);
+ *   a NIC certificate                    'nic <host>' (its own ID and its placed workloads);
+ *   a service certificate                'self' (renews exactly its own ID);
+ *   anything else                        TG_ERR_UNAUTHENTICATED.
+ */
+export function enrolmentAuthenticator(opts: EnrolmentAuthenticatorOptions): Authenticator {
+  const nic = mtlsAuthenticator(opts);
+  const services = [`spiffe://${opts.trustDomain}/service/*`];
+  return (req) => {
+    const auth = req.headers.authorization;
+    if (auth !== undefined) {
+      const m = /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(auth);
+      const uri = m === null ? undefined : opts.joinTokens.take(m[1]);
+      if (uri === undefined) throw new TgError('TG_ERR_UNAUTHENTICATED', 'unknown or used join token');
+      return { kind: 'self', uri };
+    }
+    const svc = authorizeRequest(req, services, opts);
+    if (svc.allowed) return { kind: 'self', uri: svc.id.uri };
+    return nic(req);
   };
 }
 

@@ -146,9 +146,34 @@ export function clientTlsOptions(
   };
 }
 
+/**
+ * A denial says whether the peer failed to prove an acceptable identity at all (401: no,
+ * unverifiable, expired, revoked or malformed certificate) or proved one that may not do
+ * this (403: another trust domain, or an ID outside the allow-list).
+ */
+/**
+ * Options for a client that has no certificate yet (enrolment): the server is still verified
+ * against the bundle and authorised by SPIFFE ID.
+ */
+export function serverOnlyTlsOptions(
+  bundle: TrustBundle,
+  allowedServerIds: readonly (string | SpiffeIdPattern)[],
+): ConnectionOptions {
+  const patterns = compilePatterns(allowedServerIds);
+  return {
+    ca: bundle.pems(),
+    minVersion: MTLS_MIN_VERSION,
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
+      const r = authorize(cert, patterns, { trustDomain: bundle.trustDomain });
+      return r.allowed ? undefined : new TgError('TG_ERR_FORBIDDEN', `server refused: ${r.reason}`);
+    },
+  };
+}
+
 export type Authorization =
   | { readonly allowed: true; readonly id: SpiffeId; readonly serial: string; readonly notAfter: Date }
-  | { readonly allowed: false; readonly reason: string };
+  | { readonly allowed: false; readonly reason: string; readonly status: 401 | 403 };
 
 export type PeerCertificateInput = X509Certificate | PeerCertificate | Uint8Array | string | undefined | null;
 
@@ -161,7 +186,7 @@ function toX509(peer: PeerCertificateInput): X509Certificate | undefined {
   return new X509Certificate(peer.raw);
 }
 
-const deny = (reason: string): Authorization => ({ allowed: false, reason });
+const deny = (reason: string, status: 401 | 403 = 401): Authorization => ({ allowed: false, reason, status });
 
 /**
  * Decides whether a peer certificate (already chain-verified by TLS) may act as one of the
@@ -187,7 +212,7 @@ export function authorize(
     return deny((err as Error).message);
   }
   if (id.trustDomain !== opts.trustDomain)
-    return deny(`${id.uri} belongs to trust domain '${id.trustDomain}', not '${opts.trustDomain}'`);
+    return deny(`${id.uri} belongs to trust domain '${id.trustDomain}', not '${opts.trustDomain}'`, 403);
   const now = (opts.now ?? Date.now)();
   const notBefore = certDate(cert.validFrom);
   const notAfter = certDate(cert.validTo);
@@ -199,9 +224,9 @@ export function authorize(
   try {
     patterns = compilePatterns(allowed);
   } catch {
-    return deny('invalid allow-list');
+    return deny('invalid allow-list', 403);
   }
-  if (!patterns.some((p) => p.matches(id.uri))) return deny(`${id.uri} is not allowed here`);
+  if (!patterns.some((p) => p.matches(id.uri))) return deny(`${id.uri} is not allowed here`, 403);
   return { allowed: true, id, serial, notAfter };
 }
 

@@ -2,7 +2,7 @@
 //  - the X.509-SVID leaf (SPIFFE X509-SVID.md §4, §5): exactly one URI SAN, the SPIFFE ID;
 //    basicConstraints CA:false; keyUsage digitalSignature (plus keyEncipherment for RSA
 //    keys, which TLS may use for key transport; never for EC keys); extKeyUsage serverAuth
-//    and/or clientAuth; SKI and AKI; a random 128-bit serial; notBefore backdated for
+//    and/or clientAuth; SKI and AKI; a random 16-octet serial; notBefore backdated for
 //    clock skew;
 //  - the CA certificate: a self-signed root, or a request (PKCS#10) for an intermediate
 //    signed by an external root; CA:true with pathLen 0 (it signs leaves only),
@@ -135,10 +135,14 @@ function subjectPublicKeyBits(key: KeyObject): Buffer {
   ]);
 }
 
-/** A random positive 128-bit serial (RFC 5280 §4.1.2.2 allows up to 20 octets), hex. */
+/**
+ * A random positive 16-octet serial (RFC 5280 §4.1.2.2 allows up to 20 octets), hex, with 126
+ * random bits. The first octet is 0x40-0x7f: positive without a DER sign octet, and its high
+ * nibble is never zero, so the canonical text is always 32 hex digits.
+ */
 export function randomSerial(): string {
   const b = randomBytes(16);
-  if (b[0] === 0) b[0] = 1; // keep all 128 bits significant: no leading zero octet to strip
+  b[0] = 0x40 | (b[0] & 0x3f);
   return b.toString('hex');
 }
 

@@ -16,6 +16,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'iperf3 TCP: plaintext veth, wireguard-go, tenguard, in one run',
     load: () => import('../bench/tunnel.js'),
   },
+  conntrack: {
+    summary: 'policy + conntrack per packet and new flows/s at 10, 10k, 100k flows, vs nftables',
+    load: () => import('../bench/conntrack.js'),
+  },
   path: {
     summary: 'iperf3 TCP workload to workload (same host, cross host) vs one wireguard-go hop',
     load: () => import('../bench/path.js'),

@@ -13,6 +13,7 @@
 // Every method validates everything before it changes anything: a refused request (TgError)
 // leaves keys, engine and tables as they were.
 
+import type { Identity } from '../ca/identity.js';
 import { parseEndpoint } from '../device/uapi-addr.js';
 import { encodeEndpoint } from '../native/endpoint.js';
 import type { TransportAead } from '../protocol/aead.js';
@@ -21,6 +22,7 @@ import { Engine } from '../protocol/engine.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type HostAddress, hostPrefix, parseHostAddress } from './addresses.js';
+import { bindIdentityKey, type CertificateBinding, type PeerTrust, verifyBinding } from './cert-binding.js';
 import { Forwarder, type PolicyHook } from './forwarding.js';
 import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
 import { type KeyMetadata, KeyStore } from './keystore.js';
@@ -68,6 +70,9 @@ export interface SignedTenantKey {
   nicIdentityKey: string;
   /** Ed25519 over tenantKeyStatement(tenant, publicKey, endpoint), base64. */
   signature: string;
+  /** Under mTLS: the NIC's certificate chain and its binding of nicIdentityKey (cert-binding.ts). */
+  nicCertificate?: string;
+  identityBinding?: string;
 }
 
 export interface TenantPeer extends SignedTenantKey {
@@ -84,6 +89,8 @@ export interface TenantPeerInput {
   endpoint: string;
   publicKey: string;
   signature: string;
+  nicCertificate?: string;
+  identityBinding?: string;
   workloads: RemoteWorkloadInput[];
 }
 
@@ -147,6 +154,8 @@ export class NicAgent {
   private readonly workloads = new Map<string, LocalWorkload>();
   private readonly tenants = new Map<string, Tenant>();
   private closed = false;
+  private binding: CertificateBinding | undefined;
+  private peerTrust: PeerTrust | undefined;
 
   constructor(opts: NicAgentOptions) {
     if (parseEndpoint(opts.hostEndpoint) === null || parseEndpoint(opts.fabricEndpoint) === null)
@@ -314,7 +323,27 @@ export class NicAgent {
       endpoint: this.fabricEndpoint,
       nicIdentityKey: this.identity.publicKey.toString('base64'),
       signature: signature.toString('base64'),
+      ...this.binding,
     };
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Certificate identity (mTLS)
+
+  /**
+   * Takes up this NIC's X.509-SVID (at start and at every renewal): its identity key is bound
+   * to the certificate and the binding published with every tenant key from now on.
+   */
+  setCertificate(identity: Identity): void {
+    this.binding = bindIdentityKey(identity, this.identity.publicKey);
+  }
+
+  /**
+   * From now on a tenant peer is accepted only with a certificate chaining to `trust.bundle`,
+   * naming a NIC, not revoked, that binds the peer's identity key.
+   */
+  setPeerTrust(trust: PeerTrust): void {
+    this.peerTrust = trust;
   }
 
   /**
@@ -338,6 +367,7 @@ export class NicAgent {
           'TG_ERR_INVALID_ARGUMENT',
           `peers.${i}.endpoint '${p.endpoint.slice(0, 64)}' is not address:port`,
         );
+      if (this.peerTrust !== undefined) verifyBinding(p, nicIdentityKey, this.peerTrust, `peers.${i}`);
       if (!verifySignature(nicIdentityKey, tenantKeyStatement(tenant, publicKey, ep.text), signature))
         throw new TgError(
           'TG_ERR_BAD_SIGNATURE',
@@ -436,6 +466,8 @@ export class NicAgent {
     onHostPublicKey: string;
     hostEndpoint: string;
     fabricEndpoint: string;
+    nicCertificate?: string;
+    identityBinding?: string;
   } {
     return {
       identityKey: this.identity.publicKey.toString('base64'),
@@ -444,6 +476,7 @@ export class NicAgent {
       onHostPublicKey: this.onHostPublicKey.toString('base64'),
       hostEndpoint: this.hostEndpoint,
       fabricEndpoint: this.fabricEndpoint,
+      ...this.binding,
     };
   }
 

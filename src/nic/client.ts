@@ -1,6 +1,6 @@
 // A typed client of the NIC agent's API (for the lab harness, tests and the orchestrator).
 // Errors come back as TgError with the agent's code and message.
-import { type ApiResult, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
+import { type ApiEndpoint, type ApiResult, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
 import type { SignedTenantKey, TenantPeerInput, WorkloadCrypto } from './agent.js';
 import type { NicHealth } from './health.js';
 import type { KeyMetadata } from './keystore.js';
@@ -12,6 +12,9 @@ export interface NicPublicIdentity {
   onHostPublicKey: string;
   hostEndpoint: string;
   fabricEndpoint: string;
+  /** Under mTLS: the NIC's certificate chain and the binding of identityKey to it. */
+  nicCertificate?: string;
+  identityBinding?: string;
 }
 
 /** Sees every answer a client receives (tests record them). */
@@ -20,13 +23,14 @@ export type ResponseRecorder = (method: string, path: string, r: ApiResult) => v
 const seg = (s: string): string => encodeURIComponent(s);
 
 export class NicClient {
+  /** @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options. */
   constructor(
-    readonly socketPath: string,
+    readonly endpoint: ApiEndpoint,
     private readonly recorder?: ResponseRecorder,
   ) {}
 
   private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
-    return apiCall(this.socketPath, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+    return apiCall(this.endpoint, method, path, body, { onResponse: this.recorder }) as Promise<T>;
   }
 
   health(): Promise<NicHealth> {
@@ -75,7 +79,7 @@ export class NicClient {
   }
 
   async metrics(): Promise<string> {
-    const r = await apiRequest(this.socketPath, 'GET', '/metrics');
+    const r = await apiRequest(this.endpoint, 'GET', '/metrics');
     this.recorder?.('GET', '/metrics', r);
     return r.raw;
   }

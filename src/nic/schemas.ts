@@ -1,6 +1,7 @@
 // Request bodies of the NIC agent's API. Unknown keys are rejected (strict objects); sizes
 // are bounded. Keys are checked here for form (base64 of 32 bytes) and by the agent for use.
 import { z } from 'zod';
+import { MAX_CHAIN_PEM_CHARS } from './cert-binding.js';
 
 /** Tenant and workload names: lower-case DNS-label-like, 1..63 characters. */
 export const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
@@ -36,6 +37,11 @@ export const tenantPeersSchema = z.strictObject({
         endpoint: endpointSchema,
         publicKey: keySchema,
         signature: signatureSchema,
+        nicCertificate: z.string().min(1).max(MAX_CHAIN_PEM_CHARS).optional(),
+        identityBinding: z
+          .string()
+          .regex(/^[A-Za-z0-9+/]{8,200}={0,2}$/, 'must be a DER signature in base64')
+          .optional(),
         workloads: z
           .array(z.strictObject({ workload: nameSchema, address: addressSchema }))
           .max(MAX_REMOTE_WORKLOADS),

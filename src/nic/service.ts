@@ -1,7 +1,15 @@
 // The NIC agent as a running service: the agent (keys, engine, tables), its data plane on two
 // UDP sockets, metrics, and the management API on a Unix socket. `tenguard nic` is this plus
 // argument parsing and signals; unit tests run it on fake sockets.
+//
+// With `mtls` the NIC enrols with the CA at start (spiffe://<td>/nic/<host>), serves its API
+// over mTLS with that certificate (renewed at half life without interrupting the API), admits
+// only the allowed client SPIFFE IDs, binds its Ed25519 identity key to the certificate, and
+// accepts tenant peers only with a verified binding (cert-binding.ts).
 import { performance } from 'node:perf_hooks';
+import type { Identity } from '../ca/identity.js';
+import { wipeTlsKey } from '../ca/mtls.js';
+import { ServiceMtls, type ServiceMtlsConfig } from '../ca/service-mtls.js';
 import { NativeAead } from '../native/aead.js';
 import type { PacketSocket } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
@@ -30,6 +38,8 @@ export interface NicServiceOptions {
   log?: Logger;
   policy?: PolicyHook;
   processMetrics?: boolean;
+  /** mTLS on the API and certificate-bound tenant keys; plain HTTP on the socket without. */
+  mtls?: ServiceMtlsConfig;
 }
 
 function endpointText(address: string, port: number): string {
@@ -45,6 +55,7 @@ export class NicService {
     readonly metrics: NicMetrics,
     readonly api: JsonApiServer,
     private readonly log: Logger,
+    readonly mtls: ServiceMtls | undefined,
   ) {}
 
   static async start(opts: NicServiceOptions): Promise<NicService> {
@@ -63,7 +74,15 @@ export class NicService {
     });
     let host: PacketSocket | null = null;
     let fabric: PacketSocket | null = null;
+    let mtls: ServiceMtls | undefined;
     try {
+      if (opts.mtls !== undefined) {
+        mtls = await ServiceMtls.start(opts.mtls, log.child({ component: 'nic-mtls' }));
+        const m = mtls;
+        agent.setCertificate(m.identity);
+        agent.setPeerTrust({ bundle: m.bundle, isRevoked: m.revocations.isRevoked });
+        m.onRenewed((id: Identity) => agent.setCertificate(id));
+      }
       host = open(opts.hostAddress, hostPort);
       fabric = open(opts.fabricAddress, fabricPort);
       const dataPlane = new NicDataPlane({
@@ -82,13 +101,21 @@ export class NicService {
         processMetrics: opts.processMetrics,
       });
       let running = false;
-      const api = await JsonApiServer.listen({
-        socketPath: opts.apiSocket,
-        routes: nicRoutes(agent, metrics, () => running),
-        log,
-        maxBodyBytes: NIC_MAX_BODY_BYTES,
-        onAnswer: (route, method, status) => metrics.countRequest(route, method, status),
-      });
+      const tls = mtls?.serverTls();
+      let api: JsonApiServer;
+      try {
+        api = await JsonApiServer.listen({
+          socketPath: opts.apiSocket,
+          tls,
+          routes: nicRoutes(agent, metrics, () => running),
+          log,
+          maxBodyBytes: NIC_MAX_BODY_BYTES,
+          onAnswer: (route, method, status) => metrics.countRequest(route, method, status),
+        });
+      } finally {
+        if (tls !== undefined) wipeTlsKey(tls.options);
+      }
+      mtls?.attach(api);
       dataPlane.start();
       running = true;
       log.info(
@@ -96,11 +123,13 @@ export class NicService {
           api: opts.apiSocket,
           host: endpointText(opts.hostAddress, hostPort),
           fabric: endpointText(opts.fabricAddress, fabricPort),
+          mtls: mtls?.identity.spiffeId.uri ?? false,
         },
         'NIC agent serving',
       );
-      return new NicService(agent, dataPlane, metrics, api, log);
+      return new NicService(agent, dataPlane, metrics, api, log, mtls);
     } catch (err) {
+      mtls?.stop();
       host?.close();
       fabric?.close();
       agent.close();
@@ -113,6 +142,7 @@ export class NicService {
     if (this.closed) return;
     this.closed = true;
     this.log.info({ why }, 'NIC agent shutting down');
+    this.mtls?.stop();
     this.dataPlane.close();
     this.agent.close();
     await this.api.close();

@@ -9,10 +9,23 @@
 // - requests that change state (any method but GET) run one at a time, in arrival order, so a
 //   handler that awaits never interleaves with another change;
 // - the socket file is created mode 0600; a stale one is replaced, a live one is a conflict.
+// With `tls` the same routes run over TLS (on the Unix socket or a TCP port): every client is
+// asked for a certificate and every request, before routing, is put to `tls.authorize`, so a
+// certificate revoked or expired while a connection is open is refused on its next request
+// (401 TG_ERR_UNAUTHENTICATED or 403 TG_ERR_FORBIDDEN, the body never read).
 import { existsSync, rmSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestOptions,
+  request,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
+import type { ConnectionOptions, TlsOptions } from 'node:tls';
 import { z } from 'zod';
 import { ERROR_CODES, type ErrorCode, TgError } from './errors.js';
 import type { Logger } from './log.js';
@@ -44,8 +57,27 @@ export interface Route {
   handler: (req: ApiRequest) => unknown | ApiAnswer | Promise<unknown | ApiAnswer>;
 }
 
+/** The verdict on one request's client: who it is, or why it is refused. */
+export type RequestAuthorization =
+  | { readonly allowed: true; readonly id: string }
+  | { readonly allowed: false; readonly status: 401 | 403; readonly reason: string };
+
+export interface JsonServerTls {
+  /**
+   * node:tls server options (key, certificate chain, trust anchors). requestCert is forced on
+   * and rejectUnauthorized off: a client without an acceptable certificate completes the
+   * handshake and is answered 401 with a reason by `authorize`, instead of a bare reset.
+   */
+  options: TlsOptions;
+  /** Decides every request before it is routed. */
+  authorize: (req: IncomingMessage) => RequestAuthorization | Promise<RequestAuthorization>;
+}
+
 export interface JsonServerOptions {
-  socketPath: string;
+  /** Where to listen: a Unix socket path, or `tcp` instead. */
+  socketPath?: string;
+  tcp?: { host: string; port: number };
+  tls?: JsonServerTls;
   routes: readonly Route[];
   log: Logger;
   /** Default 64 KiB. */
@@ -129,27 +161,54 @@ export class JsonApiServer {
 
   private constructor(
     private readonly server: Server,
+    /** The Unix socket path; '' when listening on TCP. */
     readonly socketPath: string,
+    private readonly tls: boolean,
   ) {}
 
   static async listen(opts: JsonServerOptions): Promise<JsonApiServer> {
+    if ((opts.socketPath === undefined) === (opts.tcp === undefined))
+      throw new TgError(
+        'TG_ERR_INVALID_ARGUMENT',
+        'an API listens on a Unix socket or a TCP port, exactly one',
+      );
     const compiled = opts.routes.map((route) => ({ route, segments: splitPath(route.path) }));
     const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-    await removeStaleSocket(opts.socketPath);
-    const server = createServer();
-    const self = new JsonApiServer(server, opts.socketPath);
+    if (opts.socketPath !== undefined) await removeStaleSocket(opts.socketPath);
+    const server: Server =
+      opts.tls === undefined
+        ? createServer()
+        : createHttpsServer({ ...opts.tls.options, requestCert: true, rejectUnauthorized: false });
+    const self = new JsonApiServer(server, opts.socketPath ?? '', opts.tls !== undefined);
     server.on('request', (req, res) => {
       void self.handle(req, res, compiled, maxBody, opts);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(opts.socketPath, () => {
+      const done = (): void => {
         server.off('error', reject);
         resolve();
-      });
+      };
+      if (opts.socketPath !== undefined) server.listen(opts.socketPath, done);
+      else server.listen(opts.tcp!.port, opts.tcp!.host, done);
     });
-    await chmod(opts.socketPath, 0o600);
+    if (opts.socketPath !== undefined) await chmod(opts.socketPath, 0o600);
     return self;
+  }
+
+  /** The TCP port listened on (0 for a Unix socket). */
+  get port(): number {
+    const a = this.server.address();
+    return typeof a === 'object' && a !== null ? a.port : 0;
+  }
+
+  /**
+   * Replaces the TLS key, certificate and trust anchors of a TLS server: new connections use
+   * them, open ones go on. The caller wipes the key buffer it passed.
+   */
+  updateTls(options: TlsOptions): void {
+    if (!this.tls) throw new TgError('TG_ERR_CONFLICT', 'this API does not run over TLS');
+    (this.server as unknown as { setSecureContext(o: TlsOptions): void }).setSecureContext(options);
   }
 
   private async handle(
@@ -176,6 +235,17 @@ export class JsonApiServer {
       send(500, JSON.stringify({ code: 'TG_ERR_INTERNAL', message: 'internal error' }), 'application/json');
     };
     try {
+      if (opts.tls !== undefined) {
+        const a = await opts.tls.authorize(req);
+        if (!a.allowed) {
+          req.resume();
+          opts.log.info({ method, path, status: a.status, reason: a.reason }, 'API request refused');
+          throw new TgError(
+            a.status === 401 ? 'TG_ERR_UNAUTHENTICATED' : 'TG_ERR_FORBIDDEN',
+            `client refused: ${a.reason}`,
+          );
+        }
+      }
       const m = matchRoute(compiled, method, splitPath(path));
       if (m === null) {
         req.resume();
@@ -214,7 +284,7 @@ export class JsonApiServer {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
-    rmSync(this.socketPath, { force: true });
+    if (this.socketPath !== '') rmSync(this.socketPath, { force: true });
   }
 }
 
@@ -314,14 +384,36 @@ export interface ApiResult {
   raw: string;
 }
 
-/** One request to a JSON API on a Unix socket. Never throws for an HTTP error status. */
+/**
+ * Where a JSON API is: a Unix socket path (plain HTTP), or an endpoint object naming a Unix
+ * socket or a TCP address and, for HTTPS, the TLS options (a function when they change, as a
+ * renewed client identity does; it is called once per request).
+ */
+export type ApiEndpoint =
+  | string
+  | {
+      readonly socketPath?: string;
+      readonly host?: string;
+      readonly port?: number;
+      readonly tls?: ConnectionOptions | (() => ConnectionOptions);
+    };
+
+export function endpointName(e: ApiEndpoint): string {
+  if (typeof e === 'string') return e;
+  const where = e.socketPath ?? `${e.host ?? 'localhost'}:${e.port ?? 0}`;
+  return e.tls === undefined ? where : `https+${where}`;
+}
+
+/** One request to a JSON API. Never throws for an HTTP error status. */
 export function apiRequest(
-  socketPath: string,
+  endpoint: ApiEndpoint,
   method: HttpMethod,
   path: string,
   body?: unknown,
-  opts: { timeoutMs?: number; rawBody?: string | Buffer } = {},
+  opts: { timeoutMs?: number; rawBody?: string | Buffer; headers?: Record<string, string> } = {},
 ): Promise<ApiResult> {
+  const e = typeof endpoint === 'string' ? { socketPath: endpoint } : endpoint;
+  const name = endpointName(endpoint);
   const payload =
     opts.rawBody !== undefined
       ? Buffer.from(opts.rawBody)
@@ -329,18 +421,27 @@ export function apiRequest(
         ? null
         : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        socketPath,
-        method,
-        path,
-        headers: {
-          ...(payload === null
-            ? {}
-            : { 'content-type': 'application/json', 'content-length': payload.length }),
-        },
-        timeout: opts.timeoutMs ?? 30_000,
+    let tls: ConnectionOptions | undefined;
+    try {
+      tls = typeof e.tls === 'function' ? e.tls() : e.tls;
+    } catch (err) {
+      reject(new TgError('TG_ERR_COMMAND_FAILED', `API ${name}: no client identity`, { cause: err }));
+      return;
+    }
+    const where = e.socketPath !== undefined ? { socketPath: e.socketPath } : { host: e.host, port: e.port };
+    const reqOpts: RequestOptions = {
+      ...where,
+      method,
+      path,
+      headers: {
+        ...opts.headers,
+        ...(payload === null ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
       },
+      timeout: opts.timeoutMs ?? 30_000,
+    };
+    // A fresh connection per request: a TLS session is bound to the identities it was made with.
+    const req = (tls === undefined ? request : httpsRequest)(
+      tls === undefined ? reqOpts : { ...reqOpts, ...tls, agent: false },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -359,9 +460,9 @@ export function apiRequest(
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${socketPath} within the timeout`)));
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${name} within the timeout`)));
     req.on('error', (err) =>
-      reject(new TgError('TG_ERR_COMMAND_FAILED', `API ${socketPath}: ${err.message}`, { cause: err })),
+      reject(new TgError('TG_ERR_COMMAND_FAILED', `API ${name}: ${err.message}`, { cause: err })),
     );
     if (payload !== null) req.end(payload);
     else req.end();
@@ -372,13 +473,13 @@ const errorBody = z.object({ code: z.string(), message: z.string() });
 
 /** Like apiRequest, but a status >= 300 throws a TgError with the server's code and message. */
 export async function apiCall(
-  socketPath: string,
+  endpoint: ApiEndpoint,
   method: HttpMethod,
   path: string,
   body?: unknown,
   opts: { timeoutMs?: number; onResponse?: (method: string, path: string, r: ApiResult) => void } = {},
 ): Promise<unknown> {
-  const r = await apiRequest(socketPath, method, path, body, opts);
+  const r = await apiRequest(endpoint, method, path, body, opts);
   opts.onResponse?.(method, path, r);
   if (r.status >= 200 && r.status < 300) return r.body;
   const e = errorBody.safeParse(r.body);

@@ -1,6 +1,6 @@
 // A typed client of the vSwitch daemon's API.
 import type { ResponseRecorder } from '../nic/client.js';
-import { apiCall, type HttpMethod } from '../util/http-json.js';
+import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
 import type { ConfigureRequest, CreateInstanceRequest } from './daemon.js';
 import type { InstanceInfo } from './instance.js';
 
@@ -13,13 +13,14 @@ export interface CreatedInstance {
 const seg = (s: string): string => encodeURIComponent(s);
 
 export class VSwitchClient {
+  /** @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options. */
   constructor(
-    readonly socketPath: string,
+    readonly endpoint: ApiEndpoint,
     private readonly recorder?: ResponseRecorder,
   ) {}
 
   private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
-    return apiCall(this.socketPath, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+    return apiCall(this.endpoint, method, path, body, { onResponse: this.recorder }) as Promise<T>;
   }
 
   health(): Promise<Record<string, unknown>> {

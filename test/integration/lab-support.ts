@@ -60,13 +60,18 @@ export async function rootLinksStartingWith(start: string): Promise<string[]> {
 }
 
 /** Pids of processes whose command line contains `marker` (an argument only our tests use). */
+/**
+ * Processes running `sleep <marker>`. Launchers whose arguments also carry the marker
+ * (`ip netns exec … sleep <marker>`, `tenguard lab exec … -- sleep <marker>`) are not counted,
+ * so the count is stable once the sleeps themselves run.
+ */
 export function pidsWithMarker(marker: string): number[] {
   const out: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (cmdline.includes(marker)) out.push(Number(entry));
+      if (cmdline[0]?.split('/').pop() === 'sleep' && cmdline[1] === marker) out.push(Number(entry));
     } catch {
       // the process ended while we looked
     }

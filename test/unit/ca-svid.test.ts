@@ -115,7 +115,12 @@ test('X.509-SVID profile: one URI SAN, leaf, usages, key ids, serial, backdated'
   const root = new x509.X509Certificate(ca.trustBundle().pems()[0]);
   assert.equal(aki.keyId, root.getExtension(x509.SubjectKeyIdentifierExtension)!.keyId);
   assert.ok(cert.getExtension(x509.SubjectKeyIdentifierExtension));
-  assert.equal(svid.serial.length, 32, '128-bit serial, no leading zero octet');
+  assert.equal(svid.serial.length, 32, '16-octet serial, no leading zero octet');
+  for (let i = 0; i < 2000; i++) {
+    const s = randomSerial();
+    assert.equal(normalizeSerial(s), s, 'serial text is canonical');
+    assert.match(s, /^[4-7][0-9a-f]{31}$/, 'positive, no DER sign octet, 32 hex digits');
+  }
   assert.equal(cert.notBefore.getTime(), Math.floor(clock.now / 1000) * 1000 - 60_000);
   assert.equal(cert.notAfter.getTime(), clock.now + 3600_000);
   assert.ok(await cert.verify({ publicKey: root.publicKey, signatureOnly: true }, webcrypto));

@@ -1,0 +1,105 @@
+// The CSR API served over TLS on a Unix socket (or a TCP port) by a CA in this process, for
+// NICs and services that enrol with a join token and renew with their certificate
+// (enrolmentAuthenticator). The server's own identity, spiffe://<td>/service/ca, is issued
+// in-process and renewed at half life without interrupting the API.
+import { rmSync } from 'node:fs';
+import { chmod } from 'node:fs/promises';
+import { createServer, type Server } from 'node:https';
+import type { Logger } from '../util/log.js';
+import type { PlacementLookup } from './approval.js';
+import type { CertificateAuthority } from './authority.js';
+import { CsrService } from './csr-api.js';
+import { csrRequestHandler, enrolmentAuthenticator, JoinTokens } from './csr-http.js';
+import { CA_SERVICE_NAME } from './enrolment.js';
+import type { Identity } from './identity.js';
+import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from './mtls.js';
+import { IdentityRenewer } from './renewal.js';
+import { serviceId } from './spiffe.js';
+import { verifyCsr } from './svid.js';
+
+export interface CsrServerOptions {
+  readonly ca: CertificateAuthority;
+  readonly socketPath: string;
+  readonly log: Logger;
+  /** Which workloads are placed on which NIC; default: none. */
+  readonly isPlacedOn?: PlacementLookup;
+  /** Lifetime of the server's own certificate; default the CA's default. */
+  readonly ttlSeconds?: number;
+}
+
+export class CsrServer {
+  private constructor(
+    private readonly server: Server,
+    private readonly renewer: IdentityRenewer,
+    readonly socketPath: string,
+    /** Hand one to each NIC or service to enrol (out of band, never on disk). */
+    readonly joinTokens: JoinTokens,
+  ) {}
+
+  static async start(opts: CsrServerOptions): Promise<CsrServer> {
+    const { ca } = opts;
+    const td = ca.trustDomain;
+    const id = serviceId(td, CA_SERVICE_NAME).uri;
+    const renewer = new IdentityRenewer({
+      spiffeId: id,
+      sign: async (csrPem) => {
+        const s = await ca.issue({
+          csr: await verifyCsr(csrPem),
+          spiffeId: id,
+          ttlSeconds: opts.ttlSeconds,
+          requester: 'admin',
+        });
+        return [s.certificatePem, ...s.chainPem];
+      },
+    });
+    const first = await renewer.start();
+    const isRevoked = (serial: string): boolean => ca.isRevoked(serial);
+    const service = new CsrService({ ca, isPlacedOn: opts.isPlacedOn ?? (() => false) });
+    const tokens = new JoinTokens();
+    const handler = csrRequestHandler({
+      service,
+      authenticate: enrolmentAuthenticator({ trustDomain: td, isRevoked, joinTokens: tokens }),
+      trustBundle: () => ca.trustBundle(),
+      revocations: () => ca.revoked(),
+    });
+    const tls = serverTlsOptions(first, ca.trustBundle());
+    // Token holders have no certificate yet: the handshake admits them, the authenticator decides.
+    const server = createServer({ ...tls, rejectUnauthorized: false }, handler);
+    wipeTlsKey(tls);
+    rmSync(opts.socketPath, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(opts.socketPath, 0o600);
+    const self = new CsrServer(server, renewer, opts.socketPath, tokens);
+    renewer.on('renewed', (next: Identity) => {
+      updateServerIdentity(server, next, ca.trustBundle());
+      opts.log.info(
+        { serial: next.serial, notAfter: next.notAfter.toISOString() },
+        'CSR server identity renewed',
+      );
+    });
+    renewer.on('renewal-failed', (err: unknown) =>
+      opts.log.warn({ err: (err as Error).message }, 'CSR server identity renewal failed'),
+    );
+    opts.log.info({ socket: opts.socketPath, id }, 'CSR API serving over TLS');
+    return self;
+  }
+
+  get identity(): Identity {
+    return this.renewer.current;
+  }
+
+  async close(): Promise<void> {
+    this.renewer.stop();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    rmSync(this.socketPath, { force: true });
+  }
+}

@@ -1,0 +1,281 @@
+// A tenant's rules compiled into the structure new connections are decided with, without
+// scanning the rule list per packet:
+//
+//   workload -> class      Every distinct selector of the policy gets an index; a workload's
+//                          class is the set of selectors it matches (interned), computed once
+//                          per workload and policy (workloads with the same labels share one).
+//   outside peer -> class  The set of the policy's CIDRs that contain the address (a short
+//                          scan of the CIDR list, not of the rules), interned the same way.
+//   (side, class of the selected workload, class of the peer) -> pair table, built on first
+//                          use from the rules that can match that pair, then cached.
+//   pair table             per protocol bucket (tcp, udp, icmp, other) the winning rule of
+//                          every destination port interval, first match in document order
+//                          already resolved; a lookup is a binary search over a few intervals.
+//
+// Rule handles (RuleNames) are small integers standing for "tenant/rule-id", stable across
+// policy versions, so conntrack entries and flow records carry a number, not a string.
+import { type Cidr, cidrContains, type Family } from './address.js';
+import type { WorkloadInfo } from './directory.js';
+import {
+  type NormalRule,
+  type NormalSelector,
+  PROTO_ICMP,
+  PROTO_OTHER,
+  PROTO_TCP,
+  PROTO_UDP,
+} from './normalize.js';
+
+export const SIDE_EGRESS = 0;
+export const SIDE_INGRESS = 1;
+export type Side = typeof SIDE_EGRESS | typeof SIDE_INGRESS;
+
+export const BUCKET_TCP = 0;
+export const BUCKET_UDP = 1;
+export const BUCKET_ICMP = 2;
+export const BUCKET_OTHER = 3;
+
+const BUCKET_MASKS = [PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_OTHER];
+/** Outside classes are numbered apart from workload classes. */
+const OUTSIDE = 1 << 21;
+/** Bound on cached pair tables per policy: beyond it the cache starts over. */
+const MAX_PAIRS = 1 << 18;
+
+export function bucketOf(ipProto: number): number {
+  return ipProto === 6
+    ? BUCKET_TCP
+    : ipProto === 17
+      ? BUCKET_UDP
+      : ipProto === 1 || ipProto === 58
+        ? BUCKET_ICMP
+        : BUCKET_OTHER;
+}
+
+/** Interned names of rules as `tenant/rule-id`; handle 0 is "no rule". */
+export class RuleNames {
+  private readonly names: string[] = [''];
+  private readonly handles = new Map<string, number>();
+
+  intern(tenant: string, id: string): number {
+    const name = `${tenant}/${id}`;
+    let h = this.handles.get(name);
+    if (h === undefined) {
+      h = this.names.length;
+      this.names.push(name);
+      this.handles.set(name, h);
+    }
+    return h;
+  }
+
+  name(handle: number): string {
+    return this.names[handle] ?? '';
+  }
+}
+
+/** Winning rule index per destination-port interval for one protocol bucket. */
+class PortMap {
+  constructor(
+    readonly starts: Int32Array,
+    readonly winners: Int32Array,
+  ) {}
+
+  lookup(port: number): number {
+    const s = this.starts;
+    let lo = 0;
+    let hi = s.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (s[mid] <= port) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.winners[lo];
+  }
+}
+
+const NO_MATCH = new PortMap(Int32Array.of(0), Int32Array.of(-1));
+
+class PairTable {
+  constructor(readonly buckets: readonly PortMap[]) {}
+}
+
+const EMPTY_PAIR = new PairTable([NO_MATCH, NO_MATCH, NO_MATCH, NO_MATCH]);
+
+function buildPortMap(candidates: readonly NormalRule[], bucket: number): PortMap {
+  const mask = BUCKET_MASKS[bucket];
+  const rules = candidates.filter((r) => (r.protoMask & mask) !== 0);
+  if (rules.length === 0) return NO_MATCH;
+  if (bucket === BUCKET_ICMP || bucket === BUCKET_OTHER)
+    return new PortMap(Int32Array.of(0), Int32Array.of(rules[0].index));
+  const bounds = new Set<number>([0]);
+  for (const r of rules) {
+    if (r.ports === null) continue;
+    for (const [lo, hi] of r.ports) {
+      bounds.add(lo);
+      if (hi < 65535) bounds.add(hi + 1);
+    }
+  }
+  const starts = [...bounds].sort((a, b) => a - b);
+  const outStarts: number[] = [];
+  const outWinners: number[] = [];
+  for (const s of starts) {
+    let w = -1;
+    for (const r of rules) {
+      if (r.ports === null || r.ports.some(([lo, hi]) => s >= lo && s <= hi)) {
+        w = r.index;
+        break;
+      }
+    }
+    if (outWinners.length > 0 && outWinners[outWinners.length - 1] === w) continue;
+    outStarts.push(s);
+    outWinners.push(w);
+  }
+  return new PortMap(Int32Array.from(outStarts), Int32Array.from(outWinners));
+}
+
+export function selectorMatches(
+  s: NormalSelector,
+  w: { tenant: string; name: string; labels: Readonly<Record<string, string>> },
+): boolean {
+  if (s.tenant !== w.tenant) return false;
+  if (s.workload !== null) return s.workload === w.name;
+  for (const [k, v] of s.labels) if (w.labels[k] !== v) return false;
+  return true;
+}
+
+export class CompiledPolicy {
+  readonly tenant: string;
+  readonly rules: readonly NormalRule[];
+  /** Handle of each rule, by rule index. */
+  readonly handles: Int32Array;
+  /** Handle of this tenant's default deny. */
+  readonly defaultDeny: number;
+  readonly actions: Uint8Array;
+  private readonly selectors: NormalSelector[] = [];
+  private readonly cidrs: Cidr[] = [];
+  /** Per rule: index of its selected selector, of its peer selectors and CIDRs. */
+  private readonly ruleSel: Int32Array;
+  private readonly rulePeers: Int32Array[];
+  private readonly ruleCidrs: Int32Array[];
+  private readonly classIds = new Map<string, number>();
+  private readonly classSets: Uint8Array[] = [];
+  private readonly outsideIds = new Map<string, number>();
+  private readonly outsideSets: Uint8Array[] = [];
+  private readonly workloadClass = new Map<number, { info: WorkloadInfo; cls: number }>();
+  private readonly pairs = new Map<number, PairTable>();
+
+  constructor(tenant: string, rules: readonly NormalRule[], names: RuleNames) {
+    this.tenant = tenant;
+    this.rules = rules;
+    this.handles = Int32Array.from(rules.map((r) => names.intern(tenant, r.id)));
+    this.actions = Uint8Array.from(rules.map((r) => (r.action === 'allow' ? 1 : 0)));
+    this.defaultDeny = names.intern(tenant, 'default-deny');
+    const selIndex = new Map<string, number>();
+    const sel = (s: NormalSelector): number => {
+      let i = selIndex.get(s.key);
+      if (i === undefined) {
+        i = this.selectors.length;
+        this.selectors.push(s);
+        selIndex.set(s.key, i);
+      }
+      return i;
+    };
+    const cidrIndex = new Map<string, number>();
+    const cidr = (c: Cidr): number => {
+      let i = cidrIndex.get(c.text);
+      if (i === undefined) {
+        i = this.cidrs.length;
+        this.cidrs.push(c);
+        cidrIndex.set(c.text, i);
+      }
+      return i;
+    };
+    this.ruleSel = Int32Array.from(rules.map((r) => sel(r.selected)));
+    this.rulePeers = rules.map((r) => Int32Array.from(r.peers.map(sel)));
+    this.ruleCidrs = rules.map((r) => Int32Array.from(r.cidrs.map(cidr)));
+    // Class 0 is "matches no selector": every lookup with it is a default deny.
+    this.intern(this.classIds, this.classSets, new Uint8Array(this.selectors.length));
+    this.intern(this.outsideIds, this.outsideSets, new Uint8Array(this.cidrs.length));
+  }
+
+  private intern(ids: Map<string, number>, sets: Uint8Array[], set: Uint8Array): number {
+    const key = set.join('');
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = sets.length;
+      sets.push(set);
+      ids.set(key, id);
+    }
+    return id;
+  }
+
+  /** Class of a workload (of any tenant) in this policy. */
+  classOf(w: WorkloadInfo): number {
+    const c = this.workloadClass.get(w.id);
+    if (c !== undefined && c.info === w) return c.cls;
+    const cls = this.classOfLabels(w);
+    if (this.workloadClass.size >= MAX_PAIRS) this.workloadClass.clear();
+    this.workloadClass.set(w.id, { info: w, cls });
+    return cls;
+  }
+
+  /** Class of a workload given by tenant, name and labels (also hypothetical ones, for policy tests). */
+  classOfLabels(w: { tenant: string; name: string; labels: Readonly<Record<string, string>> }): number {
+    const set = new Uint8Array(this.selectors.length);
+    let any = false;
+    for (let i = 0; i < this.selectors.length; i++)
+      if (selectorMatches(this.selectors[i], w)) {
+        set[i] = 1;
+        any = true;
+      }
+    return any ? this.intern(this.classIds, this.classSets, set) : 0;
+  }
+
+  /** Class of an outside peer's address. */
+  outsideClass(family: Family, a0: number, a1: number, a2: number, a3: number): number {
+    const n = this.cidrs.length;
+    if (n === 0) return OUTSIDE;
+    let set: Uint8Array | null = null;
+    for (let i = 0; i < n; i++) {
+      if (!cidrContains(this.cidrs[i], family, a0, a1, a2, a3)) continue;
+      if (set === null) set = new Uint8Array(n);
+      set[i] = 1;
+    }
+    return set === null ? OUTSIDE : OUTSIDE | this.intern(this.outsideIds, this.outsideSets, set);
+  }
+
+  /**
+   * The index of the rule that decides `side` of the connection for the selected workload's
+   * class and the peer's class, protocol bucket and destination port; -1 when no rule
+   * matches (default deny).
+   */
+  lookup(side: Side, selCls: number, peerCls: number, bucket: number, port: number): number {
+    if (selCls === 0) return -1;
+    const key = (side * 2 ** 22 + selCls) * 2 ** 22 + peerCls;
+    let t = this.pairs.get(key);
+    if (t === undefined) {
+      t = this.buildPair(side, selCls, peerCls);
+      if (this.pairs.size >= MAX_PAIRS) this.pairs.clear();
+      this.pairs.set(key, t);
+    }
+    return t.buckets[bucket].lookup(port);
+  }
+
+  private buildPair(side: Side, selCls: number, peerCls: number): PairTable {
+    const selSet = this.classSets[selCls];
+    const outside = (peerCls & OUTSIDE) !== 0;
+    const peerSet = outside ? this.outsideSets[peerCls & (OUTSIDE - 1)] : this.classSets[peerCls];
+    const dir = side === SIDE_EGRESS ? 'egress' : 'ingress';
+    const candidates = this.rules.filter((r) => {
+      if (r.direction !== dir || selSet[this.ruleSel[r.index]] !== 1) return false;
+      const list = outside ? this.ruleCidrs[r.index] : this.rulePeers[r.index];
+      for (const i of list) if (peerSet[i] === 1) return true;
+      return false;
+    });
+    if (candidates.length === 0) return EMPTY_PAIR;
+    return new PairTable([0, 1, 2, 3].map((b) => buildPortMap(candidates, b)));
+  }
+
+  /** Number of cached pair tables (for tests and metrics). */
+  get pairCount(): number {
+    return this.pairs.size;
+  }
+}

@@ -1,0 +1,317 @@
+// The connection table of one tenant zone: a bounded open-addressing hash table over entries
+// kept in typed arrays (no object, no string per connection). What a connection means
+// (states, verdicts, records) is the engine's business; this file only stores, finds and
+// frees entries and picks the one to evict.
+//
+// Key: (IP protocol, family, source workload id, destination workload id, source address,
+// destination address, source port, destination port) of the connection's first packet. The
+// hash is symmetric in the two ends, so a reply (ends swapped) hashes to the same slot chain
+// and one entry serves both directions; find() reports which direction matched.
+//
+// Layout: entry i occupies words [i*STRIDE, (i+1)*STRIDE) of one ArrayBuffer, seen as u32
+// and f64: 32 words, 128 bytes, two cache lines that the CPU's adjacent-line prefetcher
+// fetches together. Everything a packet of an existing connection reads or writes (key,
+// state, generation, rule, last-seen, counters) is there; what only creation and records
+// need (start time, last report, the two sides' rules) is in a second, cold array. Slots are
+// one u32 each: entry + 1 in the low 20 bits (0: empty), 12 bits of the hash above as a tag,
+// so a probe rarely touches an entry that does not match. The slot array is kept at most 80%
+// full (see SLOTS_PER_ENTRY); removal shifts later slots back (no tombstones).
+//
+// Eviction, when the table is full: the entry that would expire first (last-seen plus its
+// state's timeout) among EVICT_SAMPLE entries taken in turn by a clock hand (all of them in a
+// table that small). That prefers expired, then unanswered and closing connections over
+// established ones (as Linux's early drop does) and costs nothing per packet: there is no
+// recency list to maintain. In a large table it is approximate (the first to expire of a
+// sample, not of the whole table).
+
+export const STRIDE = 32;
+export const COLD_STRIDE = 8;
+
+// u32 word offsets within an entry.
+export const W_HASH = 0;
+export const W_META = 1; // proto | family << 8
+export const W_SWL = 2;
+export const W_DWL = 3;
+export const W_S0 = 4; // .. W_S0 + 3
+export const W_D0 = 8; // .. W_D0 + 3
+export const W_SPORT = 12;
+export const W_DPORT = 13;
+export const W_STATE = 14; // state | closerReply << 8
+export const W_GEN = 15;
+export const W_RULE = 16;
+export const W_FLAGS = 17; // check scope (1 egress, 2 ingress, 3 both)
+// f64 indices within an entry (entry f64 base = i * STRIDE / 2).
+export const F_LAST = 10;
+export const F_PKTS_O = 12;
+export const F_BYTES_O = 13;
+export const F_PKTS_R = 14;
+export const F_BYTES_R = 15;
+// Cold words (u32 index i * COLD_STRIDE + C_*) and f64 (i * COLD_STRIDE / 2 + CF_*).
+export const C_RULE_E = 0;
+export const C_RULE_I = 1;
+export const CF_START = 2;
+export const CF_REPORTED = 3;
+
+/** Words of a lookup key, at the same offsets as in an entry (W_META .. W_DPORT). */
+export const KEY_WORDS = 14;
+
+export const STATE_MASK = 0xff;
+export const CLOSER_REPLY = 0x100;
+
+/**
+ * Slots per entry of capacity: the slot array is at most 80% full. Dense on purpose: at 4
+ * bytes a slot it stays in the CPU's L2 cache and TLB even for 100,000 connections, while a
+ * sparser one would not; the longer probe sequences stay within a cache line or two, and the
+ * hash tags keep them from touching entries.
+ */
+const SLOTS_PER_ENTRY = 2;
+/** Entries looked at for a victim. */
+export const EVICT_SAMPLE = 32;
+/** Entries are numbered in the low bits of a slot. */
+const INDEX_BITS = 20;
+const INDEX_MASK = (1 << INDEX_BITS) - 1;
+export const MAX_TABLE_ENTRIES = INDEX_MASK - 1;
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+export interface ConntrackTableOptions {
+  /** Hard bound on entries (at most MAX_TABLE_ENTRIES). */
+  maxEntries: number;
+  /** Entries allocated at first; the table doubles up to maxEntries as it fills. */
+  initialEntries?: number;
+  /** Idle timeout in ms per state (for eviction); index = state code. */
+  timeouts: Float64Array;
+}
+
+export class ConntrackTable {
+  readonly maxEntries: number;
+  /** Allocated entries. */
+  capacity = 0;
+  size = 0;
+  u32: Uint32Array = new Uint32Array(0);
+  f64: Float64Array = new Float64Array(0);
+  cold32: Uint32Array = new Uint32Array(0);
+  cold64: Float64Array = new Float64Array(0);
+  /** Next entry the engine's sweep looks at. */
+  hand = 0;
+  private readonly timeouts: Float64Array;
+  private slots: Uint32Array = new Uint32Array(0);
+  private slotMask = 0;
+  private free: Int32Array = new Int32Array(0);
+  private freeTop = 0;
+  private evictHand = 0;
+
+  constructor(opts: ConntrackTableOptions) {
+    if (!Number.isInteger(opts.maxEntries) || opts.maxEntries < 1 || opts.maxEntries > MAX_TABLE_ENTRIES)
+      throw new RangeError(`maxEntries must be an integer in 1..${MAX_TABLE_ENTRIES}`);
+    this.maxEntries = opts.maxEntries;
+    this.timeouts = opts.timeouts;
+    this.resize(Math.min(opts.maxEntries, Math.max(1, opts.initialEntries ?? 1024)));
+  }
+
+  get full(): boolean {
+    return this.size >= this.maxEntries;
+  }
+
+  /**
+   * Finds the entry whose key equals `key` (original direction) or its mirror (reply
+   * direction, unless `origOnly`). Returns entry * 2 + (1 for reply), or -1.
+   */
+  find(hash: number, key: Uint32Array, origOnly: boolean): number {
+    const slots = this.slots;
+    const mask = this.slotMask;
+    const u = this.u32;
+    const tag = hash >>> INDEX_BITS;
+    const h32 = hash >>> 0;
+    let i = hash & mask;
+    for (;;) {
+      const v = slots[i];
+      if (v === 0) return -1;
+      if (v >>> INDEX_BITS === tag) {
+        const e = (v & INDEX_MASK) - 1;
+        const b = e * STRIDE;
+        if (u[b + W_HASH] === h32 && u[b + W_META] === key[W_META]) {
+          if (
+            u[b + W_SWL] === key[W_SWL] &&
+            u[b + W_DWL] === key[W_DWL] &&
+            u[b + W_SPORT] === key[W_SPORT] &&
+            u[b + W_DPORT] === key[W_DPORT] &&
+            u[b + W_S0] === key[W_S0] &&
+            u[b + W_D0] === key[W_D0] &&
+            u[b + W_S0 + 1] === key[W_S0 + 1] &&
+            u[b + W_S0 + 2] === key[W_S0 + 2] &&
+            u[b + W_S0 + 3] === key[W_S0 + 3] &&
+            u[b + W_D0 + 1] === key[W_D0 + 1] &&
+            u[b + W_D0 + 2] === key[W_D0 + 2] &&
+            u[b + W_D0 + 3] === key[W_D0 + 3]
+          )
+            return e * 2;
+          if (
+            !origOnly &&
+            u[b + W_SWL] === key[W_DWL] &&
+            u[b + W_DWL] === key[W_SWL] &&
+            u[b + W_SPORT] === key[W_DPORT] &&
+            u[b + W_DPORT] === key[W_SPORT] &&
+            u[b + W_S0] === key[W_D0] &&
+            u[b + W_D0] === key[W_S0] &&
+            u[b + W_S0 + 1] === key[W_D0 + 1] &&
+            u[b + W_S0 + 2] === key[W_D0 + 2] &&
+            u[b + W_S0 + 3] === key[W_D0 + 3] &&
+            u[b + W_D0 + 1] === key[W_S0 + 1] &&
+            u[b + W_D0 + 2] === key[W_S0 + 2] &&
+            u[b + W_D0 + 3] === key[W_S0 + 3]
+          )
+            return e * 2 + 1;
+        }
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  /**
+   * Stores a new entry for `key` (which must not be present) with its other words zeroed
+   * and last-seen = start = now. The caller sets a non-zero state at once. Returns the
+   * entry, or -1 when the table is full (evict first).
+   */
+  insert(hash: number, key: Uint32Array, now: number): number {
+    if (this.size >= this.capacity) {
+      if (this.capacity >= this.maxEntries) return -1;
+      this.resize(Math.min(this.maxEntries, this.capacity * 2));
+    }
+    const e = this.free[--this.freeTop];
+    const b = e * STRIDE;
+    const u = this.u32;
+    u.fill(0, b, b + STRIDE);
+    u[b + W_HASH] = hash;
+    for (let k = W_META; k < KEY_WORDS; k++) u[b + k] = key[k];
+    this.f64[(b >> 1) + F_LAST] = now;
+    const c = e * COLD_STRIDE;
+    this.cold32.fill(0, c, c + COLD_STRIDE);
+    this.cold64[(c >> 1) + CF_START] = now;
+    this.cold64[(c >> 1) + CF_REPORTED] = now;
+    this.place(e, u[b + W_HASH]);
+    this.size++;
+    return e;
+  }
+
+  /** Frees an entry. */
+  remove(e: number): void {
+    const b = e * STRIDE;
+    const slots = this.slots;
+    const mask = this.slotMask;
+    const u = this.u32;
+    let i = u[b + W_HASH] & mask;
+    while ((slots[i] & INDEX_MASK) !== e + 1) i = (i + 1) & mask;
+    // Backward-shift deletion: pull later members of the probe chain into the hole.
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const v = slots[j];
+      if (v === 0) break;
+      const home = u[((v & INDEX_MASK) - 1) * STRIDE + W_HASH] & mask;
+      const between = i <= j ? i < home && home <= j : i < home || home <= j;
+      if (between) continue;
+      slots[i] = v;
+      i = j;
+    }
+    slots[i] = 0;
+    u.fill(0, b, b + STRIDE);
+    this.free[this.freeTop++] = e;
+    this.size--;
+  }
+
+  /**
+   * The entry to evict for a newcomer: the first to expire (last-seen + timeout of its
+   * state) among the next EVICT_SAMPLE entries of the eviction hand. -1 when empty.
+   */
+  victim(): number {
+    if (this.size === 0) return -1;
+    const u = this.u32;
+    const d = this.f64;
+    let best = -1;
+    let bestAt = Number.POSITIVE_INFINITY;
+    let seen = 0;
+    for (let n = 0; n < this.capacity && seen < EVICT_SAMPLE; n++) {
+      const e = this.evictHand;
+      this.evictHand = e + 1 >= this.capacity ? 0 : e + 1;
+      const b = e * STRIDE;
+      const st = u[b + W_STATE] & STATE_MASK;
+      if (st === 0) continue;
+      seen++;
+      const at = d[(b >> 1) + F_LAST] + this.timeouts[st];
+      if (at < bestAt) {
+        bestAt = at;
+        best = e;
+      }
+    }
+    return best;
+  }
+
+  /** True when entry `e` holds a connection. */
+  live(e: number): boolean {
+    return (this.u32[e * STRIDE + W_STATE] & STATE_MASK) !== 0;
+  }
+
+  private place(e: number, hash: number): void {
+    const slots = this.slots;
+    const mask = this.slotMask;
+    let i = hash & mask;
+    while (slots[i] !== 0) i = (i + 1) & mask;
+    slots[i] = (((hash >>> INDEX_BITS) << INDEX_BITS) | (e + 1)) >>> 0;
+  }
+
+  private resize(capacity: number): void {
+    const buf = new ArrayBuffer(capacity * STRIDE * 4);
+    const u32 = new Uint32Array(buf);
+    u32.set(this.u32);
+    const old = this.capacity;
+    this.u32 = u32;
+    this.f64 = new Float64Array(buf);
+    const cold = new ArrayBuffer(capacity * COLD_STRIDE * 4);
+    const cold32 = new Uint32Array(cold);
+    cold32.set(this.cold32);
+    this.cold32 = cold32;
+    this.cold64 = new Float64Array(cold);
+    const slotCount = nextPow2(Math.ceil(capacity * SLOTS_PER_ENTRY));
+    this.slots = new Uint32Array(slotCount);
+    this.slotMask = slotCount - 1;
+    const free = new Int32Array(capacity);
+    free.set(this.free.subarray(0, this.freeTop));
+    let top = this.freeTop;
+    // New entries go on the stack in reverse so they are handed out lowest first.
+    for (let e = capacity - 1; e >= old; e--) free[top++] = e;
+    this.free = free;
+    this.freeTop = top;
+    this.capacity = capacity;
+    for (let e = 0; e < old; e++) if (this.live(e)) this.place(e, u32[e * STRIDE + W_HASH]);
+  }
+}
+
+/** Symmetric hash of a key: the same for a key and its mirror. `seed` varies per engine. */
+export function hashKey(key: Uint32Array, seed: number): number {
+  let a = Math.imul(key[W_SWL] ^ seed, 0x9e3779b1);
+  a = Math.imul(a ^ key[W_S0], 0x85ebca6b);
+  a = Math.imul(a ^ key[W_S0 + 1], 0xc2b2ae35);
+  a = Math.imul(a ^ key[W_S0 + 2], 0x85ebca6b);
+  a = Math.imul(a ^ key[W_S0 + 3], 0xc2b2ae35);
+  a = Math.imul(a ^ key[W_SPORT], 0x27d4eb2f);
+  a ^= a >>> 15;
+  let b = Math.imul(key[W_DWL] ^ seed, 0x9e3779b1);
+  b = Math.imul(b ^ key[W_D0], 0x85ebca6b);
+  b = Math.imul(b ^ key[W_D0 + 1], 0xc2b2ae35);
+  b = Math.imul(b ^ key[W_D0 + 2], 0x85ebca6b);
+  b = Math.imul(b ^ key[W_D0 + 3], 0xc2b2ae35);
+  b = Math.imul(b ^ key[W_DPORT], 0x27d4eb2f);
+  b ^= b >>> 15;
+  let h = (a + b) ^ Math.imul(key[W_META], 0x165667b1);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h | 0;
+}

@@ -1,0 +1,188 @@
+// The policy document: one per tenant, JSON, checked by this schema (unknown keys rejected)
+// before any semantic check (validate.ts) or compilation (compile.ts).
+//
+// {
+//   "version": 1,
+//   "tenant": "acme",
+//   "rules": [
+//     { "id": "web-egress-db", "action": "allow", "direction": "egress",
+//       "workloads": { "labels": { "app": "web" } },          the selected workloads (this tenant)
+//       "peers": [ { "labels": { "app": "db" } },              this tenant's workloads
+//                  { "workload": "db-legacy" },
+//                  { "tenant": "blue", "labels": { "app": "api" } },  another tenant's: a grant
+//                  { "cidr": "203.0.113.0/24" } ],          outside peers, by address
+//       "protocol": "tcp", "ports": [5432, "6000-6010"] }
+//   ],
+//   "tests": [
+//     { "src": { "workload": "web-1" }, "dst": { "labels": { "app": "db" } },
+//       "protocol": "tcp", "port": 5432, "expect": "allow" }
+//   ]
+// }
+//
+// Semantics (the engine's contract, see compile.ts):
+// - Every workload has an egress side (what it may open) and an ingress side (what may open
+//   connections to it); both are default deny. A connection from S to D is allowed when S's
+//   egress side allows it (S a workload) and D's ingress side allows it (D a workload). An
+//   outside peer (matched by CIDR) has no side of its own.
+// - On each side the rules of the workload's tenant with that direction are tried in document
+//   order; the first one whose `workloads` selects the workload and whose `peers` match the
+//   other end, protocol and destination port decides (allow or deny). None: default deny.
+// - A rule peer naming another tenant is an explicit cross-tenant grant, one way: it lets
+//   this tenant's side accept (ingress) or open (egress) that connection; the other tenant's
+//   policy decides its own side. Replies of an allowed connection pass through conntrack.
+// - CIDR peers match only outside peers (ends that are no workload). Workloads are matched by
+//   identity (tenant, name, labels), never by address, so policy follows a migrating workload.
+// - `ports` are destination ports of the connection (the initiator's destination) and are
+//   only allowed with protocol tcp or udp; absent means every port. `icmp` covers ICMP and
+//   ICMPv6; `any` every IP protocol.
+import { z } from 'zod';
+
+/** Tenant and workload names, as the NIC and vSwitch accept them. */
+export const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
+/** Rule and test ids. */
+export const RULE_ID_RE = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$/;
+/** Label keys (Kubernetes-like, optional DNS prefix) and values. */
+const LABEL_KEY_RE =
+  /^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
+
+export const MAX_RULES = 4096;
+export const MAX_PEERS = 256;
+export const MAX_PORT_SPECS = 64;
+export const MAX_TESTS = 1024;
+export const MAX_LABELS = 32;
+
+export const nameSchema = z
+  .string()
+  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
+
+export const labelsSchema = z
+  .record(
+    z.string().regex(LABEL_KEY_RE, 'must be a label key ([prefix/]name of letters, digits, ".", "_", "-")'),
+    z.string().regex(LABEL_VALUE_RE, 'must be a label value (up to 63 letters, digits, ".", "_", "-")'),
+  )
+  .refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`);
+
+/** Workloads of the policy's own tenant: by name, or by labels (all must match; {} selects all). */
+export const selectorSchema = z
+  .strictObject({
+    workload: nameSchema.optional(),
+    labels: labelsSchema.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if ((s.workload === undefined) === (s.labels === undefined))
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of "workload" or "labels"' });
+  });
+
+export const peerSchema = z
+  .strictObject({
+    tenant: nameSchema.optional(),
+    workload: nameSchema.optional(),
+    labels: labelsSchema.optional(),
+    cidr: z.string().max(64).optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.cidr !== undefined) {
+      if (p.tenant !== undefined || p.workload !== undefined || p.labels !== undefined)
+        ctx.addIssue({ code: 'custom', message: 'a "cidr" peer takes no "tenant", "workload" or "labels"' });
+      return;
+    }
+    if ((p.workload === undefined) === (p.labels === undefined))
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of "workload", "labels" or "cidr"' });
+  });
+
+/** A destination port (1..65535) or an inclusive range "lo-hi". Range checks in validate.ts. */
+export const portSpecSchema = z.union([z.number().int(), z.string().max(16)]);
+
+export const PROTOCOLS = ['tcp', 'udp', 'icmp', 'any'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+export const ruleSchema = z.strictObject({
+  id: z.string().regex(RULE_ID_RE, 'must be 1..64 of letters, digits, ".", "_", "-"'),
+  description: z.string().max(1024).optional(),
+  action: z.enum(['allow', 'deny']).default('allow'),
+  direction: z.enum(['ingress', 'egress']),
+  workloads: selectorSchema,
+  peers: z.array(peerSchema).min(1).max(MAX_PEERS),
+  protocol: z.enum(PROTOCOLS).default('any'),
+  ports: z.array(portSpecSchema).min(1).max(MAX_PORT_SPECS).optional(),
+});
+
+/** One end of a test case: a workload (by name or by hypothetical labels) or an outside address. */
+export const testEndpointSchema = z
+  .strictObject({
+    tenant: nameSchema.optional(),
+    workload: nameSchema.optional(),
+    labels: labelsSchema.optional(),
+    address: z.string().max(64).optional(),
+  })
+  .superRefine((e, ctx) => {
+    if (e.address !== undefined) {
+      if (e.tenant !== undefined || e.workload !== undefined || e.labels !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          message: 'an "address" end takes no "tenant", "workload" or "labels"',
+        });
+      return;
+    }
+    if ((e.workload === undefined) === (e.labels === undefined))
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of "workload", "labels" or "address"' });
+  });
+
+export const testCaseSchema = z.strictObject({
+  id: z.string().regex(RULE_ID_RE, 'must be 1..64 of letters, digits, ".", "_", "-"').optional(),
+  src: testEndpointSchema,
+  dst: testEndpointSchema,
+  protocol: z.enum(['tcp', 'udp', 'icmp']),
+  port: z.number().int().optional(),
+  expect: z.enum(['allow', 'deny']),
+});
+
+export const policyDocumentSchema = z.strictObject({
+  version: z.literal(1),
+  tenant: nameSchema,
+  description: z.string().max(4096).optional(),
+  rules: z.array(ruleSchema).max(MAX_RULES).default([]),
+  tests: z.array(testCaseSchema).max(MAX_TESTS).default([]),
+});
+
+export type Selector = z.infer<typeof selectorSchema>;
+export type Peer = z.infer<typeof peerSchema>;
+export type PortSpec = z.infer<typeof portSpecSchema>;
+export type Rule = z.infer<typeof ruleSchema>;
+export type TestEndpoint = z.infer<typeof testEndpointSchema>;
+export type TestCase = z.infer<typeof testCaseSchema>;
+export type PolicyDocument = z.infer<typeof policyDocumentSchema>;
+
+/** A problem found in a policy document; `path` names the spot, e.g. "rules[2].peers[0].cidr". */
+export interface PolicyIssue {
+  code: PolicyIssueCode;
+  path: string;
+  message: string;
+}
+
+export type PolicyIssueCode =
+  | 'json'
+  | 'schema'
+  | 'duplicate-id'
+  | 'bad-cidr'
+  | 'port-range'
+  | 'ports-need-protocol'
+  | 'own-tenant'
+  | 'unknown-tenant'
+  | 'unknown-workload'
+  | 'unmatched-selector'
+  | 'shadowed'
+  | 'conflict'
+  | 'test-failed'
+  | 'test-invalid';
+
+/** Formats a zod path as "rules[2].peers[0].cidr". */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out === '' ? '(document)' : out;
+}
