@@ -6,6 +6,8 @@
  * Binding a family-4 endpoint makes an AF_INET socket instead (IPv6 destinations are then
  * counted rejections).
  *
+ * Sends use UDP generic segmentation offload where a run of packets allows (see below).
+ *
  * Errors: EAGAIN ends a receive batch; ICMP-reported errors on receive are counted
  * (rxErrors) and skipped; on send, EAGAIN drops the rest of the batch and ENOBUFS the
  * one packet (txDropped); a refusal that concerns one destination (unreachable, EINVAL,
@@ -13,6 +15,7 @@
  * (EBADF, ENOTSOCK, ...) is thrown with its errno name. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,9 +23,25 @@
 
 #include "tg.h"
 
+/* UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18): a run of packets to one
+ * endpoint, all of one size except a shorter last one, leaves as one sendmsg with a
+ * segment-size control message; the kernel (or the device) cuts it into datagrams. The
+ * receiver sees ordinary datagrams. Runs stay under the kernel's limits (64 segments,
+ * 64 KiB in all). */
+#define TG_GSO_MAX_SEGMENTS 64
+#define TG_GSO_MAX_BYTES 65000
+
 typedef struct tg_udp {
   tg_io io; /* first: freed as one block by io.c */
   int family;
+  /* Send runs with UDP_SEGMENT; cleared for good when the kernel refuses one. */
+  bool gso;
+  /* Packets per message of the chunk being sent. */
+  uint16_t segs[TG_MMSG_CHUNK];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctrl[TG_MMSG_CHUNK];
   /* Preallocated per socket so that a batch costs no allocation. sockaddr_in6 is large
    * enough for sockaddr_in as well. */
   struct mmsghdr msgs[TG_MMSG_CHUNK];
@@ -117,6 +136,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->io.kind = TG_KIND_UDP;
   u->io.fd = fd;
   u->family = family;
+  u->gso = true;
   if (!tg_io_attach(env, this_arg, &u->io)) {
     close(fd);
     free(u);
@@ -254,20 +274,55 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   uint32_t sent = 0, i = 0;
   while (i < count) {
     uint32_t m = 0; /* messages built for this chunk */
-    for (; i < count && m < TG_MMSG_CHUNK; i++) {
-      unsigned sa_len = tg_ep_to_sockaddr(eps + (size_t)i * TG_EP_SIZE, u->family, &u->names[m]);
-      if (sa_len == 0) {
-        tg_io_count_drop(&io->stats, &io->stats.tx_rejected, EAFNOSUPPORT);
+    uint32_t k = 0; /* iovecs used: one per packet */
+    uint32_t seg_size = 0, run_bytes = 0;
+    bool run_open = false; /* the last message may take more segments */
+    const uint8_t *run_ep = NULL;
+    for (; i < count && k < TG_MMSG_CHUNK; i++) {
+      const uint8_t *ep = eps + (size_t)i * TG_EP_SIZE;
+      uint32_t len = lengths[i];
+      u->iov[k].iov_base = slab + offsets[i];
+      u->iov[k].iov_len = len;
+      if (u->gso && run_open && len > 0 && len <= seg_size && u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
+          run_bytes + len <= TG_GSO_MAX_BYTES && memcmp(ep, run_ep, TG_EP_SIZE) == 0) {
+        u->msgs[m - 1].msg_hdr.msg_iovlen++;
+        u->segs[m - 1]++;
+        run_bytes += len;
+        run_open = len == seg_size; /* a shorter segment ends the run */
+        k++;
         continue;
       }
-      u->iov[m].iov_base = slab + offsets[i];
-      u->iov[m].iov_len = lengths[i];
+      unsigned sa_len = tg_ep_to_sockaddr(ep, u->family, &u->names[m]);
+      if (sa_len == 0) {
+        tg_io_count_drop(&io->stats, &io->stats.tx_rejected, EAFNOSUPPORT);
+        run_open = false;
+        continue;
+      }
       memset(&u->msgs[m], 0, sizeof u->msgs[m]);
       u->msgs[m].msg_hdr.msg_name = &u->names[m];
       u->msgs[m].msg_hdr.msg_namelen = sa_len;
-      u->msgs[m].msg_hdr.msg_iov = &u->iov[m];
+      u->msgs[m].msg_hdr.msg_iov = &u->iov[k];
       u->msgs[m].msg_hdr.msg_iovlen = 1;
+      u->segs[m] = 1;
+      seg_size = len;
+      run_bytes = len;
+      run_ep = ep;
+      run_open = len > 0;
       m++;
+      k++;
+    }
+    /* Messages of more than one segment carry the segment size. */
+    for (uint32_t j = 0; j < m; j++) {
+      if (u->segs[j] < 2) continue;
+      struct msghdr *h = &u->msgs[j].msg_hdr;
+      h->msg_control = u->ctrl[j].buf;
+      h->msg_controllen = sizeof u->ctrl[j].buf;
+      struct cmsghdr *c = CMSG_FIRSTHDR(h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso_size = (uint16_t)h->msg_iov[0].iov_len;
+      memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
     }
     uint32_t at = 0;
     while (at < m) {
@@ -275,7 +330,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
        * the next call (starting at that message) returns its error. */
       int r = sendmmsg(io->fd, u->msgs + at, m - at, MSG_DONTWAIT);
       if (r > 0) {
-        sent += (uint32_t)r;
+        for (int j = 0; j < r; j++) sent += u->segs[at + (uint32_t)j];
         at += (uint32_t)r;
         continue;
       }
@@ -283,21 +338,68 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       if (err == EINTR) continue;
       if (err == EAGAIN) {
         /* The send buffer is full: every later packet in this call would fail too. */
-        io->stats.tx_dropped += (m - at) + (count - i);
+        uint32_t left = count - i;
+        for (uint32_t j = at; j < m; j++) left += u->segs[j];
+        io->stats.tx_dropped += left;
         io->stats.last_errno = err;
         return tg_uint(env, sent);
       }
+      if (u->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
+        /* The kernel or the route's device cannot segment: send this run packet by packet
+         * and keep to single datagrams from now on. */
+        u->gso = false;
+        struct msghdr one = u->msgs[at].msg_hdr;
+        one.msg_control = NULL;
+        one.msg_controllen = 0;
+        one.msg_iovlen = 1;
+        for (uint32_t j = 0; j < u->segs[at]; j++) {
+          one.msg_iov = &u->msgs[at].msg_hdr.msg_iov[j];
+          ssize_t w;
+          do w = sendmsg(io->fd, &one, MSG_DONTWAIT);
+          while (w < 0 && errno == EINTR);
+          if (w >= 0) sent++;
+          else tg_io_count_drop(&io->stats, &io->stats.tx_dropped, errno);
+        }
+        at++;
+        continue;
+      }
+      uint32_t lost = u->segs[at];
       if (err == ENOBUFS) {
         tg_io_count_drop(&io->stats, &io->stats.tx_dropped, err);
+        io->stats.tx_dropped += lost - 1;
       } else if (tx_rejected(err)) {
         tg_io_count_drop(&io->stats, &io->stats.tx_rejected, err);
+        io->stats.tx_rejected += lost - 1;
       } else {
         return tg_throw_errno(env, err, "sendmmsg");
       }
-      at++; /* skip the failed packet */
+      at++; /* skip the failed message */
     }
   }
   return tg_uint(env, sent);
+}
+
+/* segmentation(enable?: boolean) -> whether sends use UDP_SEGMENT. With an argument, turns
+ * it on or off first (on is a request: the first refusal by the kernel turns it off). */
+static napi_value udp_segmentation(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], this_arg;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "segmentation");
+  if (io == NULL) return NULL;
+  tg_udp *u = (tg_udp *)io;
+  if (argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, argv[0], &t);
+    if (t != napi_undefined) {
+      bool on;
+      if (!tg_arg_bool(env, argv[0], "enable", &on)) return NULL;
+      u->gso = on;
+    }
+  }
+  napi_value v;
+  napi_get_boolean(env, u->gso, &v);
+  return v;
 }
 
 napi_value tg_init_udp(napi_env env, napi_value exports) {
@@ -308,6 +410,7 @@ napi_value tg_init_udp(napi_env env, napi_value exports) {
   props[n++] = (napi_property_descriptor){"sendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"localEndpoint", NULL, udp_local_endpoint, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"bufferSizes", NULL, udp_buffer_sizes, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"segmentation", NULL, udp_segmentation, NULL, NULL, NULL, napi_default, NULL};
   napi_value cls;
   if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, udp_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "UdpHandle", cls);

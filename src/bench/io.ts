@@ -7,7 +7,8 @@
 //        reads them all back; write and read are timed apart. The write figure includes
 //        the kernel forwarding each packet back into the TUN queue.
 //  udp   Two native sockets on 127.0.0.1: each round sends ROUND datagrams (sendmmsg when
-//        batched), then receives them (recvmmsg when batched); timed apart.
+//        batched), then receives them (recvmmsg when batched); timed apart. A third case
+//        sends the batches with UDP segmentation offload (UDP_SEGMENT runs of one size).
 //  aead  ChaCha20-Poly1305 over WireGuard transport messages of 1420 plaintext bytes:
 //        the native batch (one reused context, in place) against node:crypto with one
 //        createCipheriv/createDecipheriv per packet.
@@ -52,7 +53,14 @@ export interface IoBenchResult {
   batch: number;
   packetSize: number;
   tun: { read: Comparison; write: Comparison; lost: number };
-  udp: { datagramSize: number; send: Comparison; recv: Comparison; lost: number };
+  udp: {
+    datagramSize: number;
+    send: Comparison;
+    recv: Comparison;
+    /** Batched sends with UDP_SEGMENT; speedup against batched sends without. */
+    sendSegmented: { rate: Rate; speedup: number; kernelAccepted: boolean };
+    lost: number;
+  };
   aead: {
     plaintextSize: number;
     seal: { native: Rate; nodeCrypto: Rate; speedup: number; nativeGbps: number };
@@ -183,7 +191,9 @@ async function benchTun(seconds: number, batch: number, size: number, log: (s: s
 function benchUdp(seconds: number, batch: number, size: number, log: (s: string) => void) {
   const datagram = size + WG_OVERHEAD;
   const receiver = NativeUdpSocket.open({ address: '127.0.0.1', rcvBuf: 32 << 20 });
-  const sender = NativeUdpSocket.open({ address: '127.0.0.1', sndBuf: 32 << 20 });
+  const plain = NativeUdpSocket.open({ address: '127.0.0.1', sndBuf: 32 << 20, segmentation: false });
+  const segmenting = NativeUdpSocket.open({ address: '127.0.0.1', sndBuf: 32 << 20, segmentation: true });
+  let sender = plain;
   try {
     const tx = new PacketBatch(batch, SLOT, 0);
     const rx = new PacketBatch(batch, SLOT, 16);
@@ -217,16 +227,27 @@ function benchUdp(seconds: number, batch: number, size: number, log: (s: string)
     const single = measure(1);
     log(`udp: batches of ${batch}, ${seconds} s`);
     const batched = measure(batch);
-    const stats = sender.stats();
-    lost += stats.txDropped + stats.txRejected;
+    log(`udp: batches of ${batch} with segmentation offload, ${seconds} s`);
+    sender = segmenting;
+    const segmented = measure(batch);
+    for (const s of [plain, segmenting]) {
+      const stats = s.stats();
+      lost += stats.txDropped + stats.txRejected;
+    }
     return {
       datagramSize: datagram,
       send: compare(single.send, batched.send),
       recv: compare(single.recv, batched.recv),
+      sendSegmented: {
+        rate: segmented.send,
+        speedup: segmented.send.pps / batched.send.pps,
+        kernelAccepted: segmenting.segmentation,
+      },
       lost,
     };
   } finally {
-    sender.close();
+    plain.close();
+    segmenting.close();
     receiver.close();
   }
 }
@@ -347,6 +368,12 @@ function table(r: IoBenchResult): string {
   pair(`tun write + forward (${r.packetSize} B)`, r.tun.write);
   pair(`udp send (${r.udp.datagramSize} B)`, r.udp.send);
   pair(`udp recv (${r.udp.datagramSize} B)`, r.udp.recv);
+  rows.push([
+    `udp send, segmentation offload`,
+    `(vs batched)`,
+    fmt(r.udp.sendSegmented.rate.pps),
+    `${r.udp.sendSegmented.speedup.toFixed(2)}x`,
+  ]);
   rows.push(['', 'node:crypto per packet', `native batch x${r.batch}`, '']);
   const aead = (name: string, a: IoBenchResult['aead']['seal']) =>
     rows.push([

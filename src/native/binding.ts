@@ -43,6 +43,7 @@ export interface RawUdp extends RawIo {
   ): number;
   localEndpoint(out: Buffer): void;
   bufferSizes(): { rcvBuf: number; sndBuf: number };
+  segmentation(enable?: boolean): boolean;
 }
 
 export interface RawAead {

@@ -21,6 +21,19 @@ export interface UdpOptions {
   /** SO_RCVBUF/SO_SNDBUF in bytes (forced past net.core.*mem_max when root); 0 keeps the default. */
   rcvBuf?: number;
   sndBuf?: number;
+  /**
+   * Send runs of same-size packets to one endpoint as one UDP_SEGMENT (GSO) message; default
+   * true unless the environment has TENGUARD_UDP_GSO=off. Turned off by itself the first time
+   * the kernel refuses a segmented send (the run is then sent packet by packet).
+   */
+  segmentation?: boolean;
+}
+
+/** Set TENGUARD_UDP_GSO=off to send every datagram on its own (for comparisons). */
+export const UDP_GSO_ENV = 'TENGUARD_UDP_GSO';
+
+function segmentationDefault(): boolean {
+  return process.env[UDP_GSO_ENV] !== 'off';
 }
 
 export class NativeUdpSocket implements PacketSocket {
@@ -48,7 +61,13 @@ export class NativeUdpSocket implements PacketSocket {
         cause: err,
       });
     }
+    raw.segmentation(opts.segmentation ?? segmentationDefault());
     return new NativeUdpSocket(raw);
+  }
+
+  /** Whether sends currently use UDP_SEGMENT. */
+  get segmentation(): boolean {
+    return this.raw.segmentation();
   }
 
   /** 4 for an IPv4-only socket, 6 for AF_INET6. */
