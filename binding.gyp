@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.c",
         "native/aead.c",
+        "native/coalesce.c",
         "native/endpoint.c",
         "native/io.c",
         "native/process.c",

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 /* Endpoint wire format shared with src/native/endpoint.ts: [0]=family (4|6), [1]=0,
@@ -35,6 +36,8 @@ typedef struct tg_stats {
   uint64_t tx_dropped;   /* EAGAIN/ENOBUFS: no room in a kernel queue */
   uint64_t tx_rejected;  /* refused for this packet only (EINVAL, EMSGSIZE, unreachable...) */
   int last_errno;        /* errno behind the most recent counted drop, 0 if none */
+  uint64_t tx_merged_packets;  /* TUN: segments written inside a coalesced packet */
+  uint64_t tx_merged_writes;   /* TUN: coalesced packets written */
 } tg_stats;
 
 typedef enum { TG_KIND_TUN = 1, TG_KIND_UDP = 2 } tg_kind;
@@ -52,6 +55,15 @@ typedef struct tg_io {
   napi_async_cleanup_hook_handle cleanup; /* closes the fd and handle if the env ends first */
   tg_stats stats;
 } tg_io;
+
+/* --- coalesce.c: TUN with virtio_net_hdr ------------------------------------------------- */
+
+/* Writes count packets (TCP segments coalesced when `coalesce`); returns how many were
+ * written (refused ones are counted drops). A fatal error sets *fatal to its errno. */
+uint32_t tg_tun_write_vnet(tg_io *io, uint8_t *slab, const uint32_t *offsets, const uint32_t *lengths,
+                           uint32_t count, bool coalesce, int *fatal);
+/* Reads one packet behind its header: length, 0 for a counted drop, -1 with errno. */
+ssize_t tg_tun_read_vnet(tg_io *io, uint8_t *buf, size_t cap);
 
 /* --- util.c: argument checks and errors --------------------------------------------- */
 

@@ -1,7 +1,8 @@
 /* TUN device: open by name (TUNSETIFF), batched non-blocking read and write.
  *
  * Layer 3 only (IFF_TUN) and without the 4-byte packet-information prefix (IFF_NO_PI),
- * so every read returns one bare IP packet. Link settings (MTU, address, up) are done
+ * so every read returns one bare IP packet (with vnetHdr, the virtio_net_hdr is read and
+ * written by coalesce.c and never seen by JS). Link settings (MTU, address, up) are done
  * with `ip` by the caller.
  *
  * Errors: EAGAIN ends a read batch; EAGAIN/ENOBUFS on write are counted drops; a write
@@ -23,6 +24,8 @@
 
 typedef struct tg_tun {
   tg_io io; /* first: freed as one block by io.c */
+  bool vnet;     /* IFF_VNET_HDR: packets carry a virtio_net_hdr (coalesce.c) */
+  bool coalesce; /* with vnet: writes coalesce TCP segments */
 } tg_tun;
 
 /* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
@@ -58,6 +61,8 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   }
   t->io.kind = TG_KIND_TUN;
   t->io.fd = fd;
+  t->vnet = vnet_hdr;
+  t->coalesce = vnet_hdr;
   if (!tg_io_attach(env, this_arg, &t->io)) {
     close(fd);
     free(t);
@@ -91,9 +96,12 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   if (io == NULL) return NULL;
 
   const size_t cap = slot_size - headroom;
+  const bool vnet = ((tg_tun *)io)->vnet;
   uint32_t n = 0;
   while (n < max) {
-    ssize_t r = read(io->fd, slab + (size_t)n * slot_size + headroom, cap);
+    uint8_t *at = slab + (size_t)n * slot_size + headroom;
+    ssize_t r = vnet ? tg_tun_read_vnet(io, at, cap) : read(io->fd, at, cap);
+    if (vnet && r == 0) continue; /* a counted drop */
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
@@ -125,6 +133,13 @@ static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
     return NULL;
   tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "write");
   if (io == NULL) return NULL;
+  tg_tun *t = (tg_tun *)io;
+  if (t->vnet) {
+    int fatal = 0;
+    uint32_t w = tg_tun_write_vnet(io, slab, offsets, lengths, count, t->coalesce, &fatal);
+    if (fatal != 0 && w == 0) return tg_throw_errno(env, fatal, "writev");
+    return tg_uint(env, w);
+  }
 
   uint32_t written = 0;
   for (uint32_t i = 0; i < count; i++) {
@@ -147,12 +162,49 @@ static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
   return tg_uint(env, written);
 }
 
+/* coalescing(enable?: boolean) -> whether writes coalesce TCP segments (IFF_VNET_HDR only). */
+static napi_value tun_coalescing(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], this_arg;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "coalescing");
+  if (io == NULL) return NULL;
+  tg_tun *t = (tg_tun *)io;
+  if (argc >= 1) {
+    napi_valuetype type;
+    napi_typeof(env, argv[0], &type);
+    if (type != napi_undefined) {
+      bool on;
+      if (!tg_arg_bool(env, argv[0], "enable", &on)) return NULL;
+      if (on && !t->vnet) return tg_throw_range(env, "coalescing needs a TUN opened with vnetHdr");
+      t->coalesce = on;
+    }
+  }
+  napi_value v;
+  napi_get_boolean(env, t->coalesce, &v);
+  return v;
+}
+
+/* mergeStats() -> {packets, writes}: segments written inside coalesced packets, and those packets. */
+static napi_value tun_merge_stats(napi_env env, napi_callback_info info) {
+  napi_value this_arg, o;
+  if (!tg_arg_count(env, info, 0, NULL, &this_arg)) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "mergeStats");
+  if (io == NULL) return NULL;
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "packets", tg_uint(env, io->stats.tx_merged_packets));
+  napi_set_named_property(env, o, "writes", tg_uint(env, io->stats.tx_merged_writes));
+  return o;
+}
+
 napi_value tg_init_tun(napi_env env, napi_value exports) {
-  napi_property_descriptor props[8];
+  napi_property_descriptor props[12];
   size_t n = 0;
   for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
   props[n++] = (napi_property_descriptor){"readBatch", NULL, tun_read_batch, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"writeBatch", NULL, tun_write_batch, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"coalescing", NULL, tun_coalescing, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] = (napi_property_descriptor){"mergeStats", NULL, tun_merge_stats, NULL, NULL, NULL, napi_default, NULL};
   napi_value cls;
   if (napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, tun_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "TunHandle", cls);

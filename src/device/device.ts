@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { NativeAead } from '../native/aead.js';
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import { setDumpable } from '../native/dumpable.js';
-import { NativeTunDevice } from '../native/tun.js';
+import { NativeTunDevice, tunCoalescingDefault } from '../native/tun.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
 import type { TransportAead } from '../protocol/aead.js';
@@ -104,7 +104,7 @@ export class Device {
   static async start(opts: DeviceOptions): Promise<Device> {
     // Keys live in this process: keep them out of core dumps and ptrace.
     if (opts.tun === undefined) setDumpable(false);
-    const tun = opts.tun ?? NativeTunDevice.open(opts.ifname);
+    const tun = opts.tun ?? NativeTunDevice.open(opts.ifname, { vnetHdr: tunCoalescingDefault() });
     let dev: Device | undefined;
     try {
       if (opts.tun === undefined)

@@ -21,6 +21,8 @@ export interface RawTun extends RawIo {
   readonly name: string;
   readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
   writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  coalescing(enable?: boolean): boolean;
+  mergeStats(): { packets: number; writes: number };
 }
 
 export interface RawUdp extends RawIo {

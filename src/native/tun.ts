@@ -7,8 +7,20 @@ import type { IoStats, ReadableCallback, TunDevice } from './types.js';
 export interface TunOptions {
   /** IFF_MULTI_QUEUE: open the same name again for more queues (one fd each). */
   multiQueue?: boolean;
-  /** IFF_VNET_HDR: every packet read or written is preceded by a virtio_net_hdr (10 bytes). */
+  /**
+   * IFF_VNET_HDR: the kernel's virtio_net_hdr travels with every packet; the addon reads and
+   * writes it, so callers still see bare IP packets. It lets writeBatch coalesce the TCP
+   * segments of a flow into one large packet per write (see coalescing).
+   */
   vnetHdr?: boolean;
+}
+
+/** Set TENGUARD_TUN_GRO=off to open devices without the header (every packet written alone). */
+export const TUN_GRO_ENV = 'TENGUARD_TUN_GRO';
+
+/** Whether devices open their TUN with vnetHdr and coalesce writes by default. */
+export function tunCoalescingDefault(): boolean {
+  return process.env[TUN_GRO_ENV] !== 'off';
 }
 
 /** Interface names are at most IFNAMSIZ - 1 bytes. */
@@ -44,6 +56,20 @@ export class NativeTunDevice implements TunDevice {
 
   get name(): string {
     return this.raw.name;
+  }
+
+  /** Whether writeBatch coalesces TCP segments (only with vnetHdr). */
+  get coalescing(): boolean {
+    return this.raw.coalescing();
+  }
+
+  set coalescing(on: boolean) {
+    this.raw.coalescing(on);
+  }
+
+  /** Segments written inside coalesced packets, and the number of those packets. */
+  mergeStats(): { packets: number; writes: number } {
+    return this.raw.mergeStats();
   }
 
   /** The device's fd, -1 once closed. */
