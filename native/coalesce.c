@@ -1,5 +1,14 @@
-/* TUN with a virtio_net_hdr in front of every packet (IFF_VNET_HDR): reads that strip it,
- * and writes that coalesce the TCP segments of one flow into one large packet.
+/* TUN with a virtio_net_hdr in front of every packet (IFF_VNET_HDR): reads that take TCP
+ * super-packets (segmentation offload: the kernel's TCP hands over up to 64 KiB at once)
+ * and cut them into segments, and writes that coalesce the TCP segments of one flow into
+ * one large packet.
+ *
+ * Reads: with TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6 set, the kernel skips per-packet work on
+ * the sending side: packets may come with their checksum left to complete (NEEDS_CSUM)
+ * and TCP streams as super-packets with a segment size. Each is read whole into the
+ * device's buffer and cut into MTU-sized segments, each with its own length, sequence
+ * number, IPv4 ID and checksums, exactly what the kernel would have sent one by one. A
+ * super-packet larger than the slots left in a batch continues in the next batch.
  *
  * A batch of decrypted packets usually holds long in-order runs of one TCP stream. Written
  * one by one, each costs a write() and a trip through the kernel's receive path; coalesced,
@@ -289,36 +298,122 @@ uint32_t tg_tun_write_vnet(tg_io *io, uint8_t *slab, const uint32_t *offsets, co
   return written;
 }
 
-/* Reads one packet into buf (cap bytes) behind its virtio_net_hdr. A packet the kernel
- * left for us to checksum (NEEDS_CSUM) gets its checksum here; a GSO packet (the device
- * offers no segmentation offload, so none should come) is dropped as rx_errors. Returns
- * the packet's length, 0 for a dropped packet, or -1 with errno set. */
-ssize_t tg_tun_read_vnet(tg_io *io, uint8_t *buf, size_t cap) {
-  struct virtio_net_hdr vh;
-  struct iovec iov[2] = {{&vh, sizeof vh}, {buf, cap}};
-  ssize_t r = readv(io->fd, iov, 2);
-  if (r < 0) return -1;
-  if ((size_t)r < sizeof vh) {
-    tg_io_count_drop(&io->stats, &io->stats.rx_errors, EPROTO);
-    return 0;
+/* Cuts segment i of the pending TCP super-packet into out: the first segment's headers
+ * with this segment's length, sequence number, IPv4 ID and flags (FIN and PSH only on the
+ * last, CWR only on the first), and full checksums. Returns its length. */
+static uint32_t cut_segment(const tg_vnet *v, uint32_t i, uint8_t *out) {
+  const uint8_t *p = v->buf;
+  uint32_t hdr = v->hdr_len, ip_len = v->ip_len;
+  uint32_t at = hdr + i * v->gso_size;
+  uint32_t plen = v->len - at < v->gso_size ? v->len - at : v->gso_size;
+  bool last = i + 1 == v->count;
+  memcpy(out, p, hdr);
+  memcpy(out + hdr, p + at, plen);
+  uint8_t *th = out + ip_len;
+  uint32_t tcp_len = hdr - ip_len + plen;
+  if (v->v6) {
+    wr16(out + 4, (uint16_t)tcp_len);
+  } else {
+    wr16(out + 2, (uint16_t)(hdr + plen));
+    wr16(out + 4, (uint16_t)(rd16(p + 4) + i));
+    wr16(out + 10, 0);
+    wr16(out + 10, (uint16_t)~csum_fold(csum_add(0, out, ip_len)));
   }
-  size_t len = (size_t)r - sizeof vh;
-  if (len > cap) {
-    tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
-    return 0;
-  }
-  if (vh.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
-    tg_io_count_drop(&io->stats, &io->stats.rx_errors, EPROTO);
-    return 0;
-  }
-  if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-    size_t start = vh.csum_start, at = (size_t)vh.csum_start + vh.csum_offset;
-    if (start >= len || at + 2 > len) {
-      tg_io_count_drop(&io->stats, &io->stats.rx_errors, EPROTO);
-      return 0;
+  uint32_t seq = rd32(p + ip_len + 4) + i * v->gso_size;
+  th[4] = (uint8_t)(seq >> 24);
+  th[5] = (uint8_t)(seq >> 16);
+  th[6] = (uint8_t)(seq >> 8);
+  th[7] = (uint8_t)seq;
+  if (!last) th[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+  if (i > 0) th[13] &= (uint8_t)~0x80; /* CWR */
+  wr16(th + 16, 0);
+  wr16(th + 16, (uint16_t)~csum_fold(csum_add(pseudo_sum(out, v->v6, tcp_len), th, tcp_len)));
+  return hdr + plen;
+}
+
+/* Takes the packet just read into v->buf (len bytes, header vh): a plain packet is completed
+ * (NEEDS_CSUM) and left for copying (count 1, gso_size 0); a TCP super-packet is checked and
+ * left for cutting (count segments). Returns false for a packet to drop (counted). */
+static bool take(tg_io *io, tg_vnet *v, uint32_t len, size_t cap) {
+  const struct virtio_net_hdr *vh = &v->vh;
+  uint8_t *p = v->buf;
+  v->len = len;
+  v->next = 0;
+  uint8_t gso = vh->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  if (gso == VIRTIO_NET_HDR_GSO_NONE) {
+    if (vh->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      size_t start = vh->csum_start, at = (size_t)vh->csum_start + vh->csum_offset;
+      if (start >= len || at + 2 > len) goto bad;
+      /* The field holds the pseudo-header sum: the sum over the rest completes it. */
+      wr16(p + at, (uint16_t)~csum_fold(csum_add(0, p + start, len - start)));
     }
-    /* The field holds the pseudo-header sum: the sum over the rest completes it. */
-    wr16(buf + at, (uint16_t)~csum_fold(csum_add(0, buf + start, len - start)));
+    if (len > cap) {
+      tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
+      return false;
+    }
+    v->gso_size = 0;
+    v->count = 1;
+    return true;
   }
-  return (ssize_t)len;
+  if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6) goto bad;
+  v->v6 = gso == VIRTIO_NET_HDR_GSO_TCPV6;
+  if (v->v6) {
+    if (len < 60 || p[0] >> 4 != 6 || p[6] != 6) goto bad;
+    v->ip_len = 40;
+  } else {
+    if (len < 40 || p[0] >> 4 != 4 || p[9] != 6) goto bad;
+    v->ip_len = (uint16_t)((p[0] & 0x0f) * 4);
+    if (v->ip_len < 20) goto bad;
+  }
+  if (len < (uint32_t)v->ip_len + 20) goto bad;
+  v->hdr_len = (uint16_t)(v->ip_len + (p[v->ip_len + 12] >> 4) * 4);
+  v->gso_size = vh->gso_size;
+  if (v->hdr_len < v->ip_len + 20 || len <= v->hdr_len || v->gso_size == 0) goto bad;
+  if ((size_t)v->hdr_len + v->gso_size > cap) {
+    tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
+    return false;
+  }
+  v->count = (len - v->hdr_len + v->gso_size - 1) / v->gso_size;
+  return true;
+bad:
+  tg_io_count_drop(&io->stats, &io->stats.rx_errors, EPROTO);
+  return false;
+}
+
+int64_t tg_tun_read_vnet_batch(tg_io *io, tg_vnet *v, uint8_t *slab, uint32_t slot_size, uint32_t headroom,
+                               uint32_t max, uint32_t *lengths) {
+  const size_t cap = slot_size - headroom;
+  uint32_t n = 0;
+  while (n < max) {
+    if (v->next < v->count) {
+      uint8_t *out = slab + (size_t)n * slot_size + headroom;
+      if (v->gso_size == 0) {
+        memcpy(out, v->buf, v->len);
+        lengths[n++] = v->len;
+        v->next = v->count;
+      } else {
+        for (; v->next < v->count && n < max; v->next++, n++)
+          lengths[n] = cut_segment(v, v->next, slab + (size_t)n * slot_size + headroom);
+              }
+      continue;
+    }
+    struct iovec iov[2] = {{&v->vh, sizeof v->vh}, {v->buf, TG_VNET_BUF}};
+    ssize_t r = readv(io->fd, iov, 2);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      if (n > 0) break;
+      return -1;
+    }
+    if ((size_t)r < sizeof v->vh) {
+      tg_io_count_drop(&io->stats, &io->stats.rx_errors, EPROTO);
+      continue;
+    }
+    if (!take(io, v, (uint32_t)((size_t)r - sizeof v->vh), cap)) continue;
+    if (v->gso_size != 0) {
+      io->stats.rx_split_packets += v->count;
+      io->stats.rx_split_reads++;
+    }
+  }
+  return n;
 }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <linux/virtio_net.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -38,6 +39,8 @@ typedef struct tg_stats {
   int last_errno;        /* errno behind the most recent counted drop, 0 if none */
   uint64_t tx_merged_packets;  /* TUN: segments written inside a coalesced packet */
   uint64_t tx_merged_writes;   /* TUN: coalesced packets written */
+  uint64_t rx_split_packets;   /* TUN: segments cut from super-packets read */
+  uint64_t rx_split_reads;     /* TUN: super-packets read */
 } tg_stats;
 
 typedef enum { TG_KIND_TUN = 1, TG_KIND_UDP = 2 } tg_kind;
@@ -62,8 +65,24 @@ typedef struct tg_io {
  * written (refused ones are counted drops). A fatal error sets *fatal to its errno. */
 uint32_t tg_tun_write_vnet(tg_io *io, uint8_t *slab, const uint32_t *offsets, const uint32_t *lengths,
                            uint32_t count, bool coalesce, int *fatal);
-/* Reads one packet behind its header: length, 0 for a counted drop, -1 with errno. */
-ssize_t tg_tun_read_vnet(tg_io *io, uint8_t *buf, size_t cap);
+/* A TUN's read state with vnet headers: the packet last read, whole, and how far it has
+ * been handed out (a TCP super-packet is cut into `count` segments). */
+#define TG_VNET_BUF 65536
+typedef struct tg_vnet {
+  struct virtio_net_hdr vh;
+  uint32_t len;      /* bytes in buf */
+  uint32_t count;    /* segments (1 for a plain packet) */
+  uint32_t next;     /* next segment to hand out; count when nothing is pending */
+  uint16_t gso_size; /* 0 for a plain packet */
+  uint16_t ip_len, hdr_len;
+  bool v6;
+  uint8_t buf[TG_VNET_BUF];
+} tg_vnet;
+
+/* Reads up to max packets into slots (cutting super-packets); returns how many, or -1 with
+ * errno when the first read fails. */
+int64_t tg_tun_read_vnet_batch(tg_io *io, tg_vnet *v, uint8_t *slab, uint32_t slot_size, uint32_t headroom,
+                               uint32_t max, uint32_t *lengths);
 
 /* --- util.c: argument checks and errors --------------------------------------------- */
 

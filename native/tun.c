@@ -26,6 +26,7 @@ typedef struct tg_tun {
   tg_io io; /* first: freed as one block by io.c */
   bool vnet;     /* IFF_VNET_HDR: packets carry a virtio_net_hdr (coalesce.c) */
   bool coalesce; /* with vnet: writes coalesce TCP segments */
+  tg_vnet *rx;   /* with vnet: read state, in the same allocation */
 } tg_tun;
 
 /* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
@@ -54,7 +55,13 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     return tg_throw_errno(env, err, "ioctl TUNSETIFF");
   }
 
-  tg_tun *t = calloc(1, sizeof *t);
+  if (vnet_hdr) {
+    /* Segmentation offload towards us: checksums and TCP super-packets (coalesce.c cuts
+     * them). A kernel that refuses keeps sending plain packets, which is fine too. */
+    unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (ioctl(fd, TUNSETOFFLOAD, off) < 0) ioctl(fd, TUNSETOFFLOAD, 0);
+  }
+  tg_tun *t = calloc(1, sizeof *t + (vnet_hdr ? sizeof(tg_vnet) : 0));
   if (t == NULL) {
     close(fd);
     return tg_throw_errno(env, ENOMEM, "tun");
@@ -63,6 +70,7 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   t->io.fd = fd;
   t->vnet = vnet_hdr;
   t->coalesce = vnet_hdr;
+  t->rx = vnet_hdr ? (tg_vnet *)(t + 1) : NULL;
   if (!tg_io_attach(env, this_arg, &t->io)) {
     close(fd);
     free(t);
@@ -95,13 +103,17 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "read");
   if (io == NULL) return NULL;
 
+  tg_tun *t = (tg_tun *)io;
+  if (t->vnet) {
+    int64_t got = tg_tun_read_vnet_batch(io, t->rx, slab, slot_size, headroom, max, lengths);
+    if (got < 0) return tg_throw_errno(env, errno, "read");
+    return tg_uint(env, (uint64_t)got);
+  }
   const size_t cap = slot_size - headroom;
-  const bool vnet = ((tg_tun *)io)->vnet;
   uint32_t n = 0;
   while (n < max) {
     uint8_t *at = slab + (size_t)n * slot_size + headroom;
-    ssize_t r = vnet ? tg_tun_read_vnet(io, at, cap) : read(io->fd, at, cap);
-    if (vnet && r == 0) continue; /* a counted drop */
+    ssize_t r = read(io->fd, at, cap);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
@@ -185,7 +197,8 @@ static napi_value tun_coalescing(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* mergeStats() -> {packets, writes}: segments written inside coalesced packets, and those packets. */
+/* mergeStats() -> {packets, writes, splitPackets, splitReads}: segments written inside
+ * coalesced packets and those packets; segments cut from super-packets read and those reads. */
 static napi_value tun_merge_stats(napi_env env, napi_callback_info info) {
   napi_value this_arg, o;
   if (!tg_arg_count(env, info, 0, NULL, &this_arg)) return NULL;
@@ -194,6 +207,8 @@ static napi_value tun_merge_stats(napi_env env, napi_callback_info info) {
   napi_create_object(env, &o);
   napi_set_named_property(env, o, "packets", tg_uint(env, io->stats.tx_merged_packets));
   napi_set_named_property(env, o, "writes", tg_uint(env, io->stats.tx_merged_writes));
+  napi_set_named_property(env, o, "splitPackets", tg_uint(env, io->stats.rx_split_packets));
+  napi_set_named_property(env, o, "splitReads", tg_uint(env, io->stats.rx_split_reads));
   return o;
 }
 

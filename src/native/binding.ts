@@ -22,7 +22,7 @@ export interface RawTun extends RawIo {
   readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
   writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   coalescing(enable?: boolean): boolean;
-  mergeStats(): { packets: number; writes: number };
+  mergeStats(): { packets: number; writes: number; splitPackets: number; splitReads: number };
 }
 
 export interface RawUdp extends RawIo {

@@ -9,8 +9,10 @@ export interface TunOptions {
   multiQueue?: boolean;
   /**
    * IFF_VNET_HDR: the kernel's virtio_net_hdr travels with every packet; the addon reads and
-   * writes it, so callers still see bare IP packets. It lets writeBatch coalesce the TCP
-   * segments of a flow into one large packet per write (see coalescing).
+   * writes it, so callers still see bare IP packets of at most the MTU. It turns on
+   * segmentation offload towards this process (TCP super-packets are read whole and cut into
+   * segments here) and lets writeBatch coalesce the TCP segments of a flow into one large
+   * packet per write (see coalescing).
    */
   vnetHdr?: boolean;
 }
@@ -67,8 +69,11 @@ export class NativeTunDevice implements TunDevice {
     this.raw.coalescing(on);
   }
 
-  /** Segments written inside coalesced packets, and the number of those packets. */
-  mergeStats(): { packets: number; writes: number } {
+  /**
+   * Segments written inside coalesced packets and the number of those packets; segments cut
+   * from TCP super-packets read and the number of those reads.
+   */
+  mergeStats(): { packets: number; writes: number; splitPackets: number; splitReads: number } {
     return this.raw.mergeStats();
   }
 

@@ -28,6 +28,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 const NS = uniqueName('tggro');
 const SEG = 1000;
+/** This side's TCP port: a new one per test, so no socket left by an earlier test answers. */
+let sport = 40000;
 
 before(() => createNamespace(NS));
 after(() => deleteNamespace(NS));
@@ -68,7 +70,7 @@ function fold(s: number): number {
   return x;
 }
 
-/** A TCP segment from peer:40000 to local:5000 inside an IP packet, checksums right. */
+/** A TCP segment from peer:sport to local:5000 inside an IP packet, checksums right. */
 function segment(
   f: Family,
   seq: number,
@@ -78,7 +80,7 @@ function segment(
 ): Buffer {
   const ipLen = f.v6 ? 40 : 20;
   const tcp = Buffer.alloc(20 + payload.length);
-  tcp.writeUInt16BE(40000, 0);
+  tcp.writeUInt16BE(sport, 0);
   tcp.writeUInt16BE(5000, 2);
   tcp.writeUInt32BE(seq >>> 0, 4);
   tcp.writeUInt32BE(ack >>> 0, 8);
@@ -120,8 +122,8 @@ const FIN = 0x01;
 async function readUntil(
   tun: NativeTunDevice,
   f: Family,
-  match: (flags: number, seq: number) => boolean,
-): Promise<{ seq: number; flags: number }> {
+  match: (flags: number, seq: number, ack: number) => boolean,
+): Promise<{ seq: number; flags: number; ack: number }> {
   const b = new PacketBatch(64, 2048, 0);
   const ipLen = f.v6 ? 40 : 20;
   const deadline = Date.now() + 10_000;
@@ -132,10 +134,11 @@ async function readUntil(
       const proto = f.v6 ? p[6] : p[9];
       if (p[0] >> 4 !== (f.v6 ? 6 : 4) || proto !== 6) continue;
       const tcp = p.subarray(ipLen);
-      if (tcp.readUInt16BE(0) !== 5000) continue;
+      if (tcp.readUInt16BE(0) !== 5000 || tcp.readUInt16BE(2) !== sport) continue;
       const flags = tcp[13];
       const seq = tcp.readUInt32BE(4);
-      if (match(flags, seq)) return { seq, flags };
+      const ack = tcp.readUInt32BE(8);
+      if (match(flags, seq, ack)) return { seq, flags, ack };
     }
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -153,6 +156,7 @@ function writeAll(tun: NativeTunDevice, packets: Buffer[]): number {
 
 for (const f of FAMILIES) {
   test(`IPv${f.v6 ? 6 : 4}: a window of segments written in one coalescing batch arrives intact, and a bad checksum is never delivered`, async () => {
+    sport++;
     const tun = NativeTunDevice.open(`${NS}${f.v6 ? '6' : '4'}`, { vnetHdr: true });
     let server: NodeChild | undefined;
     try {
@@ -194,19 +198,26 @@ for (const f of FAMILIES) {
       let seq = isn + 1;
       assert.equal(writeAll(tun, [segment(f, seq, ack, ACK)]), 1);
 
-      // 1: 120 full segments, a PSH every 40, then a short one: several groups, one batch.
-      const data1 = randomBytes(120 * SEG + 300);
+      // 1: 50 full segments and a short one (within the kernel's first window), a PSH every
+      // 20th: several groups in one batch.
+      const data1 = randomBytes(50 * SEG + 300);
       const batch1: Buffer[] = [];
       for (let off = 0; off < data1.length; off += SEG) {
         const part = data1.subarray(off, Math.min(off + SEG, data1.length));
-        const psh = (off / SEG) % 40 === 39 ? PSH : 0;
+        const psh = (off / SEG) % 20 === 19 ? PSH : 0;
         batch1.push(segment(f, seq + off, ack, ACK | psh, part));
       }
       assert.equal(writeAll(tun, batch1), batch1.length);
       seq += data1.length;
       const merged = tun.mergeStats();
-      // Groups end at each PSH (every 40th segment); the short last one stands alone.
-      assert.deepEqual(merged, { packets: 120, writes: 3 }, 'three packets of 40 segments');
+      // Groups end at each PSH; the short last segment ends the third group.
+      assert.deepEqual(
+        { packets: merged.packets, writes: merged.writes },
+        { packets: 51, writes: 3 },
+        'three packets: 20, 20 and 11 segments',
+      );
+      const end1 = seq >>> 0;
+      await readUntil(tun, f, (fl, _s, a) => (fl & ACK) !== 0 && a === end1);
 
       // 2: 30 segments; the 10th has one payload byte changed after its checksum was made.
       const data2 = randomBytes(30 * SEG);
@@ -233,11 +244,111 @@ for (const f of FAMILIES) {
       const stats = tun.stats();
       assert.equal(stats.txRejected, 0);
       // The bad segment stands alone; the 9 before and the 20 after it are coalesced.
+      const after = tun.mergeStats();
       assert.deepEqual(
-        tun.mergeStats(),
-        { packets: 120 + 29, writes: 5 },
+        { packets: after.packets, writes: after.writes },
+        { packets: 51 + 29, writes: 5 },
         'coalesced around the bad segment',
       );
+    } finally {
+      server?.stop();
+      tun.close();
+    }
+  });
+}
+
+/** Whether the IP header checksum (IPv4) and the TCP checksum of packet p hold. */
+function checksumsHold(p: Buffer, f: Family): boolean {
+  const ipLen = f.v6 ? 40 : 20;
+  if (!f.v6 && fold(sum16(p, 0, 20)) !== 0xffff) return false;
+  const tcpLen = p.length - ipLen;
+  const src = p.subarray(f.v6 ? 8 : 12, f.v6 ? 24 : 16);
+  const dst = p.subarray(f.v6 ? 24 : 16, f.v6 ? 40 : 20);
+  const pseudo = sum16(src) + sum16(dst) + 6 + tcpLen;
+  return fold(sum16(p, ipLen, p.length, pseudo)) === 0xffff;
+}
+
+for (const f of FAMILIES) {
+  test(`IPv${f.v6 ? 6 : 4}: the kernel's TCP super-packets are read as MTU-sized segments with valid checksums`, async () => {
+    sport++;
+    const tun = NativeTunDevice.open(`${NS}r${f.v6 ? '6' : '4'}`, { vnetHdr: true });
+    let server: NodeChild | undefined;
+    const MTU = 1420;
+    try {
+      await runOk('ip', ['link', 'set', 'dev', tun.name, 'netns', NS]);
+      if (f.v6) await runInOk(NS, 'sysctl', ['-qw', `net.ipv6.conf.${tun.name}.disable_ipv6=0`]);
+      await runInOk(NS, 'ip', ['addr', 'add', f.cidr, 'dev', tun.name, ...(f.v6 ? ['nodad'] : [])]);
+      await runInOk(NS, 'ip', ['link', 'set', 'dev', tun.name, 'mtu', String(MTU), 'up']);
+      server = nodeIn(
+        NS,
+        `
+        import net from 'node:net';
+        import { createHash, randomBytes } from 'node:crypto';
+        const data = randomBytes(Number(process.argv[2]));
+        const srv = net.createServer((c) => {
+          c.end(data, () => { process.stdout.write(JSON.stringify({ sha: createHash('sha256').update(data).digest('hex') }) + '\\n'); srv.close(); });
+          c.on('error', () => {});
+        });
+        let tries = 0;
+        srv.on('error', (e) => {
+          if (e.code === 'EADDRNOTAVAIL' && ++tries < 100) setTimeout(() => srv.listen(5000, process.argv[1]), 50);
+          else throw e;
+        });
+        srv.listen(5000, process.argv[1], () => process.stdout.write('ready\\n'));
+        setTimeout(() => process.exit(3), 30000).unref();`,
+        [f.local, String(400_000)],
+      );
+      await withTimeout(server.ready, 10_000, 'the server listens');
+      const isn = 5_000_000;
+      writeAll(tun, [segment(f, isn, 0, SYN)]);
+      const synAck = await readUntil(tun, f, (fl) => (fl & (SYN | ACK)) === (SYN | ACK));
+      let expected = (synAck.seq + 1) >>> 0;
+      const seq = isn + 1;
+      writeAll(tun, [segment(f, seq, expected, ACK)]);
+
+      const ipLen = f.v6 ? 40 : 20;
+      const chunks: Buffer[] = [];
+      let bad = 0;
+      let oversize = 0;
+      let finished = false;
+      const b = new PacketBatch(256, 2048, 0);
+      const deadline = Date.now() + 15_000;
+      while (!finished && Date.now() < deadline) {
+        const n = tun.readBatch(b.slab, b.slotSize, b.headroom, b.capacity, b.lengths);
+        let advanced = false;
+        for (let i = 0; i < n; i++) {
+          const p = Buffer.from(b.slab.subarray(b.offsets[i], b.offsets[i] + b.lengths[i]));
+          if (p[0] >> 4 !== (f.v6 ? 6 : 4) || (f.v6 ? p[6] : p[9]) !== 6) continue;
+          if (p.readUInt16BE(ipLen) !== 5000 || p.readUInt16BE(ipLen + 2) !== sport) continue;
+          if (p.length > MTU) oversize++;
+          if (!checksumsHold(p, f)) {
+            bad++;
+            continue;
+          }
+          const tcp = p.subarray(ipLen);
+          const payload = tcp.subarray((tcp[12] >> 4) * 4);
+          if (tcp.readUInt32BE(4) !== expected) continue; // a retransmission or a gap
+          if (payload.length > 0) chunks.push(Buffer.from(payload));
+          expected = (expected + payload.length) >>> 0;
+          if (tcp[13] & FIN) {
+            expected = (expected + 1) >>> 0;
+            finished = true;
+          }
+          advanced = true;
+        }
+        if (advanced) writeAll(tun, [segment(f, seq, expected, ACK)]);
+        if (n === 0) await new Promise((r) => setTimeout(r, 2));
+      }
+      writeAll(tun, [segment(f, seq, expected, ACK | FIN)]);
+      const result = (await withTimeout(server.result, 15_000, 'the server ends')) as { sha: string };
+      const got = Buffer.concat(chunks);
+      assert.equal(bad, 0, 'every segment read has valid checksums');
+      assert.equal(oversize, 0, 'no segment is larger than the MTU');
+      assert.equal(got.length, 400_000);
+      assert.equal(createHash('sha256').update(got).digest('hex'), result.sha);
+      const m = tun.mergeStats();
+      assert.ok(m.splitReads > 0, 'the kernel handed over super-packets');
+      assert.ok(m.splitPackets > m.splitReads, `${m.splitPackets} segments from ${m.splitReads} reads`);
     } finally {
       server?.stop();
       tun.close();
