@@ -865,6 +865,10 @@ export async function run(args: string[]): Promise<number> {
   const seconds = num(values.seconds, 0.05, 0.01, 10, 'seconds');
   const log = (s: string) => process.stderr.write(`bench conntrack: ${s}\n`);
   const result = await benchConntrack({ rounds, seconds, nftables: !values['no-nftables'], log });
-  process.stdout.write(values.json ? `${JSON.stringify(result)}\n` : `${table(result)}\n`);
+  // --json prints exactly {"flows": ..., "nftables": ...}; the details go to stderr.
+  if (values.json) {
+    log(`details ${JSON.stringify(result.details)}`);
+    process.stdout.write(`${JSON.stringify({ flows: result.flows, nftables: result.nftables })}\n`);
+  } else process.stdout.write(`${table(result)}\n`);
   return 0;
 }

@@ -25,15 +25,23 @@ export interface CsrServerOptions {
   readonly isPlacedOn?: PlacementLookup;
   /** Lifetime of the server's own certificate; default the CA's default. */
   readonly ttlSeconds?: number;
+  /**
+   * How often the CA state is looked at for a rotation step made by another process (a new
+   * root to trust, a new generation signing); default 1000 ms.
+   */
+  readonly watchMs?: number;
 }
 
 export class CsrServer {
+  private watchTimer: NodeJS.Timeout | undefined;
+
   private constructor(
     private readonly server: Server,
     private readonly renewer: IdentityRenewer,
     readonly socketPath: string,
     /** Hand one to each NIC or service to enrol (out of band, never on disk). */
     readonly joinTokens: JoinTokens,
+    readonly trustDomain: string,
   ) {}
 
   static async start(opts: CsrServerOptions): Promise<CsrServer> {
@@ -75,7 +83,7 @@ export class CsrServer {
       });
     });
     await chmod(opts.socketPath, 0o600);
-    const self = new CsrServer(server, renewer, opts.socketPath, tokens);
+    const self = new CsrServer(server, renewer, opts.socketPath, tokens, td);
     renewer.on('renewed', (next: Identity) => {
       updateServerIdentity(server, next, ca.trustBundle());
       opts.log.info(
@@ -86,6 +94,35 @@ export class CsrServer {
     renewer.on('renewal-failed', (err: unknown) =>
       opts.log.warn({ err: (err as Error).message }, 'CSR server identity renewal failed'),
     );
+    // A rotation step, made here or by `tenguard ca rotate` in another process: a changed
+    // bundle becomes the server's trust anchors at once (clients certified by the next
+    // generation are admitted); a new active generation re-issues the server's own identity.
+    let bundlePem = ca.trustBundle().toPem();
+    const activeId = (): number | undefined => ca.generations().find((g) => g.state === 'active')?.id;
+    let signedBy = activeId();
+    self.watchTimer = setInterval(() => {
+      let pem: string;
+      try {
+        pem = ca.trustBundle().toPem();
+      } catch (err) {
+        opts.log.warn({ err: (err as Error).message }, 'CA state unreadable; the trust anchors stay');
+        return;
+      }
+      if (pem !== bundlePem) {
+        bundlePem = pem;
+        updateServerIdentity(server, renewer.current, ca.trustBundle());
+        opts.log.info('CSR server trust anchors updated');
+      }
+      const now = activeId();
+      if (now !== undefined && now !== signedBy) {
+        signedBy = now;
+        renewer.renewNow().catch((err: unknown) => {
+          signedBy = undefined;
+          opts.log.warn({ err: (err as Error).message }, 'CSR server identity not re-issued');
+        });
+      }
+    }, opts.watchMs ?? 1000);
+    self.watchTimer.unref();
     opts.log.info({ socket: opts.socketPath, id }, 'CSR API serving over TLS');
     return self;
   }
@@ -95,6 +132,7 @@ export class CsrServer {
   }
 
   async close(): Promise<void> {
+    if (this.watchTimer !== undefined) clearInterval(this.watchTimer);
     this.renewer.stop();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());

@@ -1,6 +1,7 @@
 // The client side of the CSR API for a NIC or a service: the first certificate through a
-// one-time join token, renewals at half life with the current certificate over mTLS, and the
-// CA's revocation list for servers that check every request.
+// one-time join token, renewals at half life with the current certificate over mTLS, the
+// CA's revocation list for servers that check every request, and the CA's current trust
+// bundle (how a rotation's new root reaches every service before it signs anything).
 import { TgError } from '../util/errors.js';
 import { type ApiEndpoint, type ApiResult, apiRequest } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
@@ -11,7 +12,7 @@ import { clientTlsOptions, serverOnlyTlsOptions } from './mtls.js';
 import { IdentityRenewer } from './renewal.js';
 import { serviceId } from './spiffe.js';
 import { normalizeSerial } from './svid.js';
-import type { TrustBundle } from './trust-bundle.js';
+import { TrustBundle } from './trust-bundle.js';
 
 /** The CSR server's own identity is spiffe://<td>/service/<CA_SERVICE_NAME>. */
 export const CA_SERVICE_NAME = 'ca';
@@ -22,24 +23,30 @@ const TIMEOUT_MS = 10_000;
 export interface CaClientOptions {
   /** The CSR API's Unix socket (TLS). */
   readonly socketPath: string;
-  readonly bundle: TrustBundle;
+  /** The roots the CA server is verified against: read at every request (they change in a rotation). */
+  readonly bundle: TrustBundle | (() => TrustBundle);
 }
 
 export class CaClient {
   private readonly caId: string;
 
   constructor(private readonly opts: CaClientOptions) {
-    this.caId = serviceId(opts.bundle.trustDomain, CA_SERVICE_NAME).uri;
+    this.caId = serviceId(this.bundle().trustDomain, CA_SERVICE_NAME).uri;
+  }
+
+  private bundle(): TrustBundle {
+    const b = this.opts.bundle;
+    return typeof b === 'function' ? b() : b;
   }
 
   private endpoint(identity: Identity | undefined): ApiEndpoint {
-    const { bundle, socketPath } = this.opts;
+    const { socketPath } = this.opts;
     return {
       socketPath,
       tls: () =>
         identity === undefined
-          ? serverOnlyTlsOptions(bundle, [this.caId])
-          : clientTlsOptions(identity, bundle, [this.caId]),
+          ? serverOnlyTlsOptions(this.bundle(), [this.caId])
+          : clientTlsOptions(identity, this.bundle(), [this.caId]),
     };
   }
 
@@ -85,6 +92,19 @@ export class CaClient {
       );
     }
     return chain;
+  }
+
+  /**
+   * The roots the CA asks relying parties to trust now (next, active and previous
+   * generations), fetched over mTLS from a CA server verified against the current bundle.
+   */
+  async trustBundle(identity: Identity): Promise<TrustBundle> {
+    const r = await apiRequest(this.endpoint(identity), 'GET', '/trust-bundle', undefined, {
+      timeoutMs: TIMEOUT_MS,
+    });
+    if (r.status !== 200)
+      throw new TgError('TG_ERR_COMMAND_FAILED', `trust bundle: HTTP ${r.status} ${r.raw.slice(0, 200)}`);
+    return TrustBundle.fromPem(this.bundle().trustDomain, r.raw);
   }
 
   /** Serials the CA has revoked (of certificates not yet expired). */

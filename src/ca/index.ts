@@ -23,6 +23,8 @@ export {
   localAdminAuthenticator,
   mtlsAuthenticator,
 } from './csr-http.js';
+export { CsrServer, type CsrServerOptions } from './csr-server.js';
+export { CA_SERVICE_NAME, CaClient, enrol, RemoteRevocations } from './enrolment.js';
 export { assembleIdentity, createKeyAndCsr, type Identity, svidSpiffeId } from './identity.js';
 export { type CaKeyStore, TokenKeyStore } from './key-store.js';
 export {
@@ -35,8 +37,17 @@ export {
   updateServerIdentity,
   wipeTlsKey,
 } from './mtls.js';
+export { orchestratorPlacement, type WorkloadDirectory } from './placement.js';
 export { IdentityRenewer, type SignCallback } from './renewal.js';
 export { type IsRevoked, RevocationList } from './revocation.js';
+export {
+  JOIN_TOKEN_ENV,
+  MTLS_ARG_OPTIONS,
+  MTLS_USAGE,
+  mtlsConfigFromArgs,
+  ServiceMtls,
+  type ServiceMtlsConfig,
+} from './service-mtls.js';
 export { nicId, parseSpiffeId, type SpiffeId, SpiffeIdPattern, serviceId, workloadId } from './spiffe.js';
 export { type CaStore, FileCaStore, MemoryCaStore } from './store.js';
 export { verifyCsr } from './svid.js';

@@ -237,6 +237,8 @@ export function authorizeSocket(
   opts: AuthorizeOptions,
 ): Authorization {
   if (!socket.authorized) {
+    const peer = socket.getPeerX509Certificate();
+    if (peer === undefined) return deny('no certificate presented');
     const why = socket.authorizationError;
     return deny(`certificate chain not verified${why ? `: ${why}` : ''}`);
   }

@@ -3,16 +3,21 @@
 // to stderr. The token PIN comes from the environment variable or file the configuration
 // names, never from the command line.
 import { chmodSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { parseArgs } from 'node:util';
 import { CertificateAuthority, type InitResult } from '../ca/authority.js';
 import { runCaBench } from '../ca/bench.js';
 import { CONFIG_ENV, loadCaConfig } from '../ca/config.js';
 import { CsrService } from '../ca/csr-api.js';
 import { csrRequestHandler, localAdminAuthenticator } from '../ca/csr-http.js';
+import { CsrServer } from '../ca/csr-server.js';
+import { orchestratorPlacement } from '../ca/placement.js';
 import { parseSpiffeId } from '../ca/spiffe.js';
 import { splitPemCertificates, verifyCsr } from '../ca/svid.js';
-import { TgError } from '../util/errors.js';
+import { OrchestratorClient } from '../orchestrator/client.js';
+import { ERROR_CODES, TgError } from '../util/errors.js';
+import { apiRequest } from '../util/http-json.js';
+import { logger } from '../util/log.js';
 
 const USAGE = `usage: tenguard ca [--config FILE] <command> [options]
 
@@ -33,7 +38,18 @@ commands:
                              CA rotation: the new root is trusted before it signs, the old one
                              until its certificates expire
   prune                      drop records of certificates that expired
-  serve --socket PATH        the CSR API (Kubernetes CSR v1 shape) on a Unix socket, mode 0600
+  serve --socket PATH [--tls-socket PATH [--orchestrator-socket PATH]] [--ttl S]
+                             the CSR API (Kubernetes CSR v1 shape) for the operator on the Unix
+                             socket PATH, mode 0600; with --tls-socket also over TLS for NICs
+                             and services, which enrol with a one-time join token and renew
+                             with their certificate (the server's own identity,
+                             spiffe://TD/service/ca, lives --ttl seconds, renewed at half life);
+                             a NIC obtains a workload's identity only when the orchestrator
+                             (--orchestrator-socket) has placed that workload on it
+  join-token --socket PATH --spiffe-id ID [--ttl S]
+                             ask a serving CA (its operator socket) for a one-time join token
+                             bound to ID, valid S seconds (default 600); printed on stdout, to
+                             be handed to the service in $TENGUARD_JOIN_TOKEN
   bench [--count N] [--seconds S] [--json]
                              signatures and certificates per second through a throwaway
                              embedded SoftHSM2 token
@@ -56,6 +72,8 @@ function parse(args: string[]) {
       reason: { type: 'string' },
       force: { type: 'boolean' },
       socket: { type: 'string' },
+      'tls-socket': { type: 'string' },
+      'orchestrator-socket': { type: 'string' },
       count: { type: 'string' },
       seconds: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -121,6 +139,7 @@ export async function run(args: string[]): Promise<number> {
     return command === undefined && !values.help ? 2 : 0;
   }
   if (command === 'bench') return bench(values);
+  if (command === 'join-token') return joinToken(values);
   const ca = openCa(values);
   try {
     switch (command) {
@@ -233,51 +252,167 @@ export async function run(args: string[]): Promise<number> {
   }
 }
 
-async function serve(ca: CertificateAuthority, values: Values): Promise<number> {
-  const path = values.socket;
-  if (path === undefined) throw new TgError('TG_ERR_USAGE', `serve needs --socket PATH\n${USAGE}`);
+export const JOIN_TOKENS_PATH = '/join-tokens';
+
+function replaceSocket(path: string): void {
   try {
     if (lstatSync(path).isSocket()) unlinkSync(path);
     else throw new TgError('TG_ERR_CONFLICT', `${path} exists and is not a socket`);
   } catch (err) {
     if (err instanceof TgError) throw err;
   }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** POST /join-tokens {spiffeId, ttlSeconds?} on the operator socket: a one-time join token. */
+function joinTokenRoute(
+  tls: CsrServer,
+): (req: IncomingMessage, res: ServerResponse, next: () => void) => void {
+  return (req, res, next) => {
+    if ((req.url ?? '').split('?')[0] !== JOIN_TOKENS_PATH) {
+      next();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= 4096) chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        if (req.method !== 'POST')
+          throw new TgError(
+            'TG_ERR_METHOD_NOT_ALLOWED',
+            `${req.method} is not allowed on ${JOIN_TOKENS_PATH}`,
+          );
+        if (size > 4096) throw new TgError('TG_ERR_PAYLOAD_TOO_LARGE', 'request body larger than 4096 bytes');
+        let body: { spiffeId?: unknown; ttlSeconds?: unknown };
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+        } catch {
+          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'request body is not JSON');
+        }
+        if (typeof body?.spiffeId !== 'string')
+          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'spiffeId (string) is required');
+        const id = parseSpiffeId(body.spiffeId);
+        if (id.trustDomain !== tls.trustDomain)
+          throw new TgError(
+            'TG_ERR_INVALID_ARGUMENT',
+            `${id.uri} is not in trust domain '${tls.trustDomain}'`,
+          );
+        const ttl = body.ttlSeconds ?? 600;
+        if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > 86_400)
+          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'ttlSeconds must be an integer from 1 to 86400');
+        const token = tls.joinTokens.issue(id.uri, ttl * 1000);
+        sendJson(res, 201, {
+          spiffeId: id.uri,
+          token,
+          expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
+        });
+      } catch (err) {
+        const e = err instanceof TgError ? err : new TgError('TG_ERR_INTERNAL', 'internal error');
+        sendJson(res, ERROR_CODES[e.code].http, { code: e.code, message: e.message });
+      }
+    });
+  };
+}
+
+async function serve(ca: CertificateAuthority, values: Values): Promise<number> {
+  const path = values.socket;
+  if (path === undefined) throw new TgError('TG_ERR_USAGE', `serve needs --socket PATH\n${USAGE}`);
+  const tlsPath = values['tls-socket'];
+  if (tlsPath !== undefined && tlsPath === path)
+    throw new TgError('TG_ERR_USAGE', '--socket and --tls-socket must be different paths');
+  const ttl = values.ttl === undefined ? undefined : positiveInt(values.ttl, '--ttl', 0, 90 * 86400);
+  replaceSocket(path);
   ca.trustBundle(); // fail now, not on the first request, if there is no CA yet
   // Over the local socket every requester is the operator; placement is never consulted.
   const service = new CsrService({ ca, isPlacedOn: () => false });
-  const server = createServer(
-    csrRequestHandler({
-      service,
-      authenticate: localAdminAuthenticator,
-      trustBundle: () => ca.trustBundle(),
-      revocations: () => ca.revocations.list(),
-    }),
-  );
+  const csr = csrRequestHandler({
+    service,
+    authenticate: localAdminAuthenticator,
+    trustBundle: () => ca.trustBundle(),
+    revocations: () => ca.revocations.list(),
+  });
+  // Over TLS a NIC obtains workload identities only for placements the orchestrator confirms;
+  // with no orchestrator to ask, none is confirmed.
+  const orch = values['orchestrator-socket'];
+  if (orch !== undefined && tlsPath === undefined)
+    throw new TgError('TG_ERR_USAGE', `--orchestrator-socket goes with --tls-socket\n${USAGE}`);
+  const isPlacedOn =
+    orch === undefined ? () => false : orchestratorPlacement(new OrchestratorClient(orch, 10_000));
+  const tls =
+    tlsPath === undefined
+      ? undefined
+      : await CsrServer.start({
+          ca,
+          socketPath: tlsPath,
+          log: logger('ca.serve'),
+          ttlSeconds: ttl,
+          isPlacedOn,
+        });
+  const tokens = tls === undefined ? undefined : joinTokenRoute(tls);
+  const server = createServer((req, res) => {
+    if (tokens === undefined) csr(req, res);
+    else tokens(req, res, () => csr(req, res));
+  });
   const umask = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, resolve);
     });
+  } catch (err) {
+    await tls?.close();
+    throw err;
   } finally {
     process.umask(umask);
   }
   chmodSync(path, 0o600);
-  process.stderr.write(`tenguard ca: CSR API on ${path}\n`);
+  process.stderr.write(
+    `tenguard ca: CSR API on ${path}${tlsPath === undefined ? '' : `, over TLS on ${tlsPath}`}\n`,
+  );
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
       server.close(() => resolve());
+      server.closeAllConnections();
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
+  await tls?.close();
   try {
     unlinkSync(path);
   } catch {
     // already gone
   }
+  return 0;
+}
+
+async function joinToken(values: Values): Promise<number> {
+  const socket = values.socket;
+  const id = values['spiffe-id'];
+  if (socket === undefined || id === undefined)
+    throw new TgError('TG_ERR_USAGE', `join-token needs --socket PATH and --spiffe-id ID\n${USAGE}`);
+  parseSpiffeId(id);
+  const ttl = positiveInt(values.ttl, '--ttl', 600, 86_400);
+  const r = await apiRequest(socket, 'POST', JOIN_TOKENS_PATH, { spiffeId: id, ttlSeconds: ttl });
+  if (r.status !== 201) {
+    const b = r.body as { code?: string; message?: string };
+    throw new TgError(
+      'TG_ERR_COMMAND_FAILED',
+      `join token refused: HTTP ${r.status} ${b?.message ?? r.raw.slice(0, 200)}`,
+    );
+  }
+  out((r.body as { token: string }).token);
   return 0;
 }
 
@@ -297,7 +432,8 @@ async function bench(values: Values): Promise<number> {
       `${f(r.signaturesPerSecondSync)} signatures/s  C_Sign, synchronous (blocks the event loop)`,
       `${f(r.certificatesPerSecond)} certificates/s build + token signature + record`,
       `${f(r.verifyAndIssuePerSecond)} certificates/s with the request's own signature checked too`,
-      `(${r.counts.signatures} signatures, ${r.counts.certificates} certificates)`,
+      `${f(r.enrolmentsPerSecondOverTls)} enrolments/s through the CSR API over TLS (handshake, join token, chain)`,
+      `(${r.counts.signatures} signatures, ${r.counts.certificates} certificates, ${r.counts.enrolments} enrolments)`,
     ].join('\n'),
   );
   return 0;

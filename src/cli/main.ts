@@ -38,6 +38,34 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'certificate authority with its signing key in a PKCS#11 token (SPIFFE X.509-SVIDs)',
     load: () => import('./ca.js'),
   },
+  orchestrator: {
+    summary: 'run the orchestrator: tenants, hosts, workloads, policy; REST API on a Unix socket',
+    load: () => import('./orchestrator.js'),
+  },
+  tenant: {
+    summary: 'create, list, show and delete tenants (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('tenant', a) })),
+  },
+  host: {
+    summary: 'register, list, show and deregister hosts (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('host', a) })),
+  },
+  workload: {
+    summary: 'create, list, show, delete and migrate workloads (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('workload', a) })),
+  },
+  policy: {
+    summary: "set and show a tenant's policy document (orchestrator client)",
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('policy', a) })),
+  },
+  flows: {
+    summary: 'flow records merged from the NICs (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('flows', a) })),
+  },
+  keys: {
+    summary: "a host NIC's key inventory, metadata only (orchestrator client)",
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('keys', a) })),
+  },
 };
 
 function usage(): string {

@@ -3,6 +3,8 @@
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../ca/service-mtls.js';
+import { nicId } from '../ca/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
@@ -10,11 +12,17 @@ import { requireRoot } from '../util/exec.js';
 
 const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
                     [--host-port N] [--fabric-port N]
+                    [--ca-socket PATH --ca-bundle FILE --trust-domain TD --host-name NAME
+                     [--allow-client ID]... [--cert-ttl S] [--bundle-refresh S]]
 
 Runs the NIC agent: the on-host leg on ADDR of the host link (--host-address), the off-host
 leg on ADDR of the fabric (--fabric-address), both UDP port ${DEFAULT_NIC_PORT} unless given, and
 the management API (HTTP+JSON) on the Unix socket PATH. Stops on SIGTERM/SIGINT.
-`;
+
+With mTLS the agent enrols as spiffe://TD/nic/NAME, serves its API over mTLS to the allowed
+clients only, publishes its tenant keys bound to its certificate, and accepts a tenant peer
+only with a binding to a certificate of the trust domain.
+${MTLS_USAGE}`;
 
 function port(text: string | undefined, what: string): number {
   if (text === undefined) return DEFAULT_NIC_PORT;
@@ -34,7 +42,7 @@ function address(text: string | undefined, what: string): string {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args,
@@ -44,6 +52,7 @@ export async function run(args: string[]): Promise<number> {
         'host-port': { type: 'string' },
         'fabric-address': { type: 'string' },
         'fabric-port': { type: 'string' },
+        ...MTLS_ARG_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -64,6 +73,7 @@ export async function run(args: string[]): Promise<number> {
   const fabricAddress = address(values['fabric-address'] as string | undefined, '--fabric-address');
   const hostPort = port(values['host-port'] as string | undefined, '--host-port');
   const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
+  const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
   requireRoot('tenguard nic');
   // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
   setDumpable(false);
@@ -74,6 +84,7 @@ export async function run(args: string[]): Promise<number> {
     fabricAddress,
     fabricPort,
     processMetrics: true,
+    mtls,
   });
   const stopped = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

@@ -1,6 +1,10 @@
 // `tenguard vswitchd`: the vSwitch daemon of one host. It runs in the host's network namespace
-// and keeps one tunnel device per workload (each its own process), driven through its API.
+// and keeps one tunnel device per workload, driven through its API: each device its own
+// process (--isolation process, the default) or all inside the daemon (--isolation shared).
 import { parseArgs } from 'node:util';
+import { wipeTlsKey } from '../ca/mtls.js';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
+import { serviceId } from '../ca/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
@@ -8,18 +12,35 @@ import { JsonApiServer } from '../util/http-json.js';
 import { logger } from '../util/log.js';
 import { VSWITCH_MAX_BODY_BYTES, vswitchRoutes } from '../vswitch/api.js';
 import { DEFAULT_TUNNEL_MTU, IFNAME_PREFIX_RE, VSwitchDaemon } from '../vswitch/daemon.js';
-import { ProcessPlatform } from '../vswitch/platform.js';
+import { ProcessPlatform, type VSwitchPlatform } from '../vswitch/platform.js';
+import { SharedPlatform } from '../vswitch/shared-platform.js';
+
+const ISOLATIONS = ['process', 'shared'] as const;
+type Isolation = (typeof ISOLATIONS)[number];
+/** Read when --isolation is not given, so a daemon started by a harness can be switched. */
+export const ISOLATION_ENV = 'TENGUARD_VSWITCH_ISOLATION';
 
 const USAGE = `usage: tenguard vswitchd --api-socket PATH --ifname-prefix PREFIX [--mtu M]
+                         [--isolation process|shared]
 
 Runs the vSwitch daemon: one tunnel device per workload, created on request through the API
 (HTTP+JSON on the Unix socket PATH), its TUN moved into the workload's namespace as tg0.
 Device interfaces are named PREFIX<n> before the move (PREFIX matches ${IFNAME_PREFIX_RE}; it
 must be unique on the machine). Stops every instance on SIGTERM/SIGINT.
-`;
+
+--isolation process  each device is its own process (about 50 MB each): one workload's fault
+                     or memory bug cannot reach another's keys. The default.
+--isolation shared   every device runs inside this daemon (well under 1 MB each): for dense
+                     hosts (hundreds to thousands of workloads). A failing device still ends
+                     alone and is reported as crashed; a native fault would end them all.
+Without the option, ${ISOLATION_ENV} (process|shared) is used if set.
+
+With mTLS the daemon enrols as spiffe://TD/service/vswitchd-NAME and serves its API over mTLS
+to the allowed clients only.
+${MTLS_USAGE}`;
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args,
@@ -27,6 +48,8 @@ export async function run(args: string[]): Promise<number> {
         'api-socket': { type: 'string' },
         'ifname-prefix': { type: 'string' },
         mtu: { type: 'string' },
+        isolation: { type: 'string' },
+        ...MTLS_ARG_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -49,24 +72,51 @@ export async function run(args: string[]): Promise<number> {
   const mtu = mtuText === undefined ? DEFAULT_TUNNEL_MTU : Number(mtuText);
   if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 1500)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--mtu must be an integer from 1280 to 1500');
+  const isolation = (values.isolation as string | undefined) ?? process.env[ISOLATION_ENV] ?? 'process';
+  if (!(ISOLATIONS as readonly string[]).includes(isolation))
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `--isolation (or ${ISOLATION_ENV}) must be process or shared, not '${isolation.slice(0, 32)}'`,
+    );
+  const mtlsConfig = mtlsConfigFromArgs(values, (td, host) => serviceId(td, `vswitchd-${host}`).uri);
   requireRoot('tenguard vswitchd');
   // PSKs and fresh private keys pass through this process on their way to the devices.
   setDumpable(false);
 
   const log = logger('vswitchd');
-  const daemon = new VSwitchDaemon({ platform: new ProcessPlatform(log), log, ifnamePrefix: prefix, mtu });
-  const api = await JsonApiServer.listen({
-    socketPath: apiSocket,
-    routes: vswitchRoutes(daemon, Date.now()),
-    log,
-    maxBodyBytes: VSWITCH_MAX_BODY_BYTES,
-  });
-  log.info({ api: apiSocket, prefix }, 'vSwitch daemon serving');
+  const mtls =
+    mtlsConfig === undefined ? undefined : await ServiceMtls.start(mtlsConfig, log.child({ part: 'mtls' }));
+  const platform: VSwitchPlatform =
+    (isolation as Isolation) === 'shared' ? new SharedPlatform({ log }) : new ProcessPlatform(log);
+  const daemon = new VSwitchDaemon({ platform, log, ifnamePrefix: prefix, mtu });
+  const tls = mtls?.serverTls();
+  let api: JsonApiServer;
+  try {
+    api = await JsonApiServer.listen({
+      socketPath: apiSocket,
+      tls,
+      routes: vswitchRoutes(daemon, Date.now()),
+      log,
+      maxBodyBytes: VSWITCH_MAX_BODY_BYTES,
+    });
+  } catch (err) {
+    mtls?.stop();
+    await daemon.close();
+    throw err;
+  } finally {
+    if (tls !== undefined) wipeTlsKey(tls.options);
+  }
+  mtls?.attach(api);
+  log.info(
+    { api: apiSocket, prefix, isolation, mtls: mtls?.identity.spiffeId.uri ?? false },
+    'vSwitch daemon serving',
+  );
   const why = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info({ why }, 'vSwitch daemon stopping');
+  mtls?.stop();
   await api.close();
   await daemon.close();
   return 0;

@@ -10,20 +10,33 @@
 //   one off-host identity per tenant present here: one peer per remote NIC holding the tenant,
 //     allowed IPs = the tenant's workload addresses on that NIC.
 //
+// Firewall (DESIGN.md section 6): one PolicyEngine per NIC (src/policy), one conntrack zone
+// per tenant, default deny for a tenant without a policy document. Its workload directory
+// holds every workload this NIC may see traffic of, with labels: the local ones, the remote
+// ones of each tenant's peers, and the other tenants' workloads imported by grants. It is
+// rebuilt from these after every change (syncDirectory); a change bumps its generation and
+// the engine re-decides an existing connection on its next packet.
+//
 // Every method validates everything before it changes anything: a refused request (TgError)
 // leaves keys, engine and tables as they were.
 
 import type { Identity } from '../ca/identity.js';
 import { parseEndpoint } from '../device/uapi-addr.js';
 import { encodeEndpoint } from '../native/endpoint.js';
+import { WorkloadDirectory } from '../policy/directory.js';
+import { type EngineOptions, PolicyEngine } from '../policy/engine.js';
+import { FlowLog, type FlowLogOptions, type FlowQuery, type FlowRecord } from '../policy/flowlog.js';
+import { labelsSchema, type PolicyDocument } from '../policy/model.js';
+import { type PolicyAccepted, PolicyStore } from '../policy/store.js';
 import type { TransportAead } from '../protocol/aead.js';
+import type { IpPrefix } from '../protocol/allowedips.js';
 import { dh, generatePrivateKey, isZero, keyFingerprint } from '../protocol/crypto.js';
 import { Engine } from '../protocol/engine.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type HostAddress, hostPrefix, parseHostAddress } from './addresses.js';
 import { bindIdentityKey, type CertificateBinding, type PeerTrust, verifyBinding } from './cert-binding.js';
-import { Forwarder, type PolicyHook } from './forwarding.js';
+import { Forwarder, type ImportedWorkload, type PolicyHook } from './forwarding.js';
 import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
 import { type KeyMetadata, KeyStore } from './keystore.js';
 
@@ -38,8 +51,15 @@ export interface NicAgentOptions {
   now: () => number;
   /** Wall clock for key metadata. */
   clock?: () => number;
+  /** Replaces the policy engine by a stateless hook (tests only): no default deny then. */
   policy?: PolicyHook;
+  /** Conntrack bounds and timeouts of the policy engine. */
+  firewall?: EngineOptions;
+  /** Flow log: memory ring always; a JSON-lines file with rotation when `path` is given. */
+  flowLog?: FlowLogOptions;
 }
+
+export type Labels = Record<string, string>;
 
 export interface RegisterWorkloadRequest {
   tenant: string;
@@ -47,6 +67,8 @@ export interface RegisterWorkloadRequest {
   address: string;
   /** base64 */
   vswitchPublicKey: string;
+  /** The workload's labels, which policy rules select on. */
+  labels?: Labels;
 }
 
 export interface WorkloadCrypto {
@@ -76,12 +98,32 @@ export interface SignedTenantKey {
 }
 
 export interface TenantPeer extends SignedTenantKey {
-  workloads: { workload: string; address: string }[];
+  workloads: { workload: string; address: string; labels?: Labels }[];
 }
 
 export interface RemoteWorkloadInput {
   workload: string;
   address: string;
+  labels?: Labels;
+}
+
+/** A workload of another tenant that a tenant's workloads may exchange traffic with (api.ts). */
+export interface GrantWorkloadInput {
+  tenant: string;
+  workload: string;
+  address: string;
+  labels?: Labels;
+  /** Identity key (base64) of the NIC it sits behind; absent or this NIC's own: on this host. */
+  nicIdentityKey?: string;
+}
+
+interface GrantWorkload {
+  tenant: string;
+  workload: string;
+  address: HostAddress;
+  labels: Labels;
+  /** null: on this host. */
+  nic: Buffer | null;
 }
 
 export interface TenantPeerInput {
@@ -102,6 +144,7 @@ interface LocalWorkload {
   peerId: number;
   pskId: string;
   created: string;
+  labels: Labels;
 }
 
 interface RemoteNic {
@@ -109,7 +152,7 @@ interface RemoteNic {
   publicKey: Buffer;
   endpoint: string;
   peerId: number;
-  workloads: { workload: string; address: HostAddress }[];
+  workloads: { workload: string; address: HostAddress; labels: Labels }[];
 }
 
 interface Tenant {
@@ -130,6 +173,17 @@ function decodeKey(text: string, what: string): Buffer {
   return b;
 }
 
+function parseLabels(labels: Labels | undefined, what: string): Labels {
+  if (labels === undefined) return {};
+  const r = labelsSchema.safeParse(labels);
+  if (!r.success)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `${what}: ${r.error.issues.map((i) => `${i.path.join('.') || '(labels)'}: ${i.message}`).join('; ')}`,
+    );
+  return { ...r.data };
+}
+
 function decodeSignature(text: string): Buffer {
   const b = Buffer.from(text, 'base64');
   if (b.length !== 64 || b.toString('base64') !== text)
@@ -144,6 +198,10 @@ export class NicAgent {
   readonly identity: NicIdentity;
   readonly onHostIdentityId: number;
   readonly startedAt = Date.now();
+  readonly directory = new WorkloadDirectory();
+  readonly policies: PolicyStore;
+  readonly flowLog: FlowLog;
+  readonly firewall: PolicyEngine;
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly hostEndpoint: string;
@@ -156,6 +214,12 @@ export class NicAgent {
   private closed = false;
   private binding: CertificateBinding | undefined;
   private peerTrust: PeerTrust | undefined;
+  /** Grant imports per tenant, kept while the tenant comes and goes (public data). */
+  private readonly grants = new Map<string, GrantWorkload[]>();
+  /** Foreign addresses added to off-host peers' allowed IPs for grants, per engine peer. */
+  private grantIps = new Map<number, IpPrefix[]>();
+  /** Directory entries this agent put there, as "tenant/workload". */
+  private directoryKeys = new Set<string>();
 
   constructor(opts: NicAgentOptions) {
     if (parseEndpoint(opts.hostEndpoint) === null || parseEndpoint(opts.fabricEndpoint) === null)
@@ -166,7 +230,16 @@ export class NicAgent {
     this.fabricEndpoint = parseEndpoint(opts.fabricEndpoint)!.text;
     this.keys = new KeyStore({ clock: opts.clock });
     this.engine = new Engine({ aead: opts.aead, log: opts.log.child({ component: 'nic-engine' }) });
+    this.policies = new PolicyStore(this.directory);
+    this.flowLog = new FlowLog(opts.flowLog);
+    this.firewall = new PolicyEngine({
+      directory: this.directory,
+      store: this.policies,
+      flowLog: this.flowLog,
+      options: opts.firewall,
+    });
     if (opts.policy) this.forwarder.policy = opts.policy;
+    else this.forwarder.attachEngine(this.firewall);
     const id = this.keys.createIdentityKey();
     this.identity = new NicIdentity(id.secret, id.publicKey as Buffer);
     const seal = this.keys.createSealKey();
@@ -193,6 +266,7 @@ export class NicAgent {
     this.checkOpen();
     const vsKey = decodeKey(req.vswitchPublicKey, 'vswitchPublicKey');
     const address = parseHostAddress(req.address);
+    const labels = parseLabels(req.labels, 'labels');
     if (this.workloads.has(req.workload))
       throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' is already registered`);
     if (vsKey.equals(this.onHostPublicKey))
@@ -243,9 +317,11 @@ export class NicAgent {
       peerId,
       pskId: psk.id,
       created: new Date().toISOString(),
+      labels,
     };
     this.workloads.set(req.workload, w);
     tenant.workloads.add(req.workload);
+    this.tablesChanged();
     this.log.info(
       { tenant: req.tenant, workload: req.workload, address: address.text, vswitch: keyFingerprint(vsKey) },
       'workload registered',
@@ -272,6 +348,7 @@ export class NicAgent {
     tenant.workloads.delete(workload);
     const tenantRemoved = tenant.workloads.size === 0;
     if (tenantRemoved) this.destroyTenant(tenant);
+    this.tablesChanged();
     this.log.info({ tenant: w.tenant, workload, tenantRemoved }, 'workload removed');
     return { workload, tenantRemoved };
   }
@@ -297,6 +374,7 @@ export class NicAgent {
         tenant: w.tenant,
         workload: w.workload,
         address: w.address.text,
+        labels: w.labels,
         vswitchPublicKey: w.vswitchPublicKey.toString('base64'),
         created: w.created,
         session: session.hasCurrent,
@@ -380,7 +458,7 @@ export class NicAgent {
       const hex = publicKey.toString('hex');
       if (keys.has(hex)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `peers.${i}.publicKey appears twice`);
       keys.add(hex);
-      const workloads: { workload: string; address: HostAddress }[] = [];
+      const workloads: RemoteNic['workloads'] = [];
       for (const [j, w] of p.workloads.entries()) {
         const address = parseHostAddress(w.address, `peers.${i}.workloads.${j}.address`);
         if (names.has(w.workload) || addrs.has(address.text))
@@ -397,9 +475,10 @@ export class NicAgent {
             'TG_ERR_CONFLICT',
             `remote address ${address.text} is taken by local workload '${owner.workload}'`,
           );
+        const labels = parseLabels(w.labels, `peers.${i}.workloads.${j}.labels`);
         names.add(w.workload);
         addrs.add(address.text);
-        workloads.push({ workload: w.workload, address });
+        workloads.push({ workload: w.workload, address, labels });
       }
       next.push({ nicIdentityKey, publicKey, endpoint: ep.text, peerId: 0, workloads });
     }
@@ -431,6 +510,7 @@ export class NicAgent {
       this.forwarder.setRemoteNic(tenant, r.peerId, r.workloads);
       t.remotes.set(hex, r);
     }
+    this.tablesChanged();
     this.log.info({ tenant, peers: next.length }, 'tenant peers set');
     return { tenant, peers: next.length };
   }
@@ -446,13 +526,121 @@ export class NicAgent {
           nicIdentityKey: r.nicIdentityKey.toString('base64'),
           publicKey: r.publicKey.toString('base64'),
           endpoint: r.endpoint,
-          workloads: r.workloads.map((w) => ({ workload: w.workload, address: w.address.text })),
+          workloads: r.workloads.map((w) => ({
+            workload: w.workload,
+            address: w.address.text,
+            labels: w.labels,
+          })),
           session: this.engine.sessionInfo(r.peerId).hasCurrent,
           lastHandshake:
             info.lastHandshakeWallMs > 0 ? new Date(info.lastHandshakeWallMs).toISOString() : null,
         };
       }),
     }));
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Cross-tenant grants (routing; whether a connection may open is the policies' business)
+
+  /**
+   * Replaces the other tenants' workloads that `tenant`'s workloads may exchange traffic with
+   * (see api.ts for the contract). Checked in full before anything changes.
+   */
+  setGrants(
+    tenant: string,
+    workloads: readonly GrantWorkloadInput[],
+  ): { tenant: string; workloads: number; routed: number } {
+    this.checkOpen();
+    const next: GrantWorkload[] = [];
+    const seen = new Set<string>();
+    const addrs = new Set<string>();
+    for (const [i, g] of workloads.entries()) {
+      if (g.tenant === tenant)
+        throw new TgError(
+          'TG_ERR_INVALID_ARGUMENT',
+          `workloads.${i}: '${g.workload}' is of tenant '${tenant}' itself; grants name other tenants' workloads`,
+        );
+      const address = parseHostAddress(g.address, `workloads.${i}.address`);
+      const key = `${g.tenant}/${g.workload}`;
+      if (seen.has(key) || addrs.has(address.text))
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', `workloads.${i} repeats a workload or an address`);
+      const owner = this.forwarder.addressOwner(tenant, address);
+      if (owner !== undefined)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `workloads.${i}: address ${address.text} is workload '${owner.workload}' of tenant '${tenant}' itself`,
+        );
+      let nic: Buffer | null = null;
+      if (g.nicIdentityKey !== undefined) {
+        nic = decodeKey(g.nicIdentityKey, `workloads.${i}.nicIdentityKey`);
+        if (nic.equals(this.identity.publicKey)) nic = null;
+      }
+      seen.add(key);
+      addrs.add(address.text);
+      next.push({
+        tenant: g.tenant,
+        workload: g.workload,
+        address,
+        labels: parseLabels(g.labels, `workloads.${i}.labels`),
+        nic,
+      });
+    }
+    if (next.length === 0) this.grants.delete(tenant);
+    else this.grants.set(tenant, next);
+    this.tablesChanged();
+    const routed = this.tenants.has(tenant) ? this.forwarder.importsOf(tenant).length : 0;
+    this.log.info({ tenant, workloads: next.length, routed }, 'tenant grants set');
+    return { tenant, workloads: next.length, routed };
+  }
+
+  /** The grant imports of a tenant as given, with whether each is routed now. */
+  listGrants(tenant: string): { workloads: (GrantWorkloadInput & { routed: boolean })[] } {
+    const routed = new Set(this.forwarder.importsOf(tenant).map((i) => `${i.tenant}/${i.workload}`));
+    return {
+      workloads: (this.grants.get(tenant) ?? []).map((g) => ({
+        tenant: g.tenant,
+        workload: g.workload,
+        address: g.address.text,
+        labels: g.labels,
+        ...(g.nic === null ? {} : { nicIdentityKey: g.nic.toString('base64') }),
+        routed: routed.has(`${g.tenant}/${g.workload}`),
+      })),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Policy and flows
+
+  /** Validates, compiles and tests a tenant's policy document; replaces the old one only if all holds. */
+  setPolicy(tenant: string, doc: unknown): PolicyAccepted {
+    this.checkOpen();
+    return this.policies.replace(doc, tenant);
+  }
+
+  /** The document in force for a tenant. */
+  getPolicy(tenant: string): PolicyDocument {
+    const d = this.policies.document(tenant);
+    if (d === undefined)
+      throw new TgError('TG_ERR_NOT_FOUND', `no policy for tenant '${tenant}' (default deny)`);
+    return d;
+  }
+
+  /** Drops a tenant's policy: its workloads are default deny again. */
+  removePolicy(tenant: string): { tenant: string; removed: boolean } {
+    this.checkOpen();
+    return { tenant, removed: this.policies.remove(tenant) };
+  }
+
+  /**
+   * Flow records matching `q`, newest first: open connections (kind "active", their decision
+   * so far) and the flow log's records of ended ones and interim ones.
+   */
+  flows(q: FlowQuery = {}): FlowRecord[] {
+    const limit = q.limit ?? 100;
+    const now = Date.now();
+    const all = [...this.firewall.snapshot({ ...q, limit }, now), ...this.flowLog.query({ ...q, limit })];
+    all.sort((a, b) => b.endMs - a.endMs);
+    return all.slice(0, limit);
   }
 
   // ------------------------------------------------------------------------------------
@@ -496,6 +684,7 @@ export class NicAgent {
     if (this.closed) return;
     this.closed = true;
     for (const t of [...this.tenants.values()]) this.destroyTenant(t);
+    this.flowLog.close();
     try {
       this.engine.removeIdentity(this.onHostIdentityId);
     } catch {
@@ -544,6 +733,7 @@ export class NicAgent {
       this.workloads.delete(name);
     }
     this.forwarder.removeTenant(t.name);
+    this.firewall.dropZone(t.name);
     try {
       this.engine.removeIdentity(t.identityId);
     } catch {
@@ -552,6 +742,97 @@ export class NicAgent {
     this.keys.remove(t.keyId);
     this.tenants.delete(t.name);
     this.log.info({ tenant: t.name }, 'tenant off-host key wiped');
+  }
+
+  /** After every change of workloads, peers or grants: grant routes, then the directory. */
+  private tablesChanged(): void {
+    this.refreshGrants();
+    this.syncDirectory();
+  }
+
+  /**
+   * Installs every present tenant's grant imports. A foreign workload on this host is reached
+   * on its vSwitch session; one behind another NIC M on the off-host session of the carrier
+   * tenant: of the two tenants, the first by name that has an off-host session between this
+   * NIC and M (both NICs compute the same one). When the carrier is the importing tenant, the
+   * foreign address is added to that session's allowed IPs (cryptokey routing of replies).
+   */
+  private refreshGrants(): void {
+    const now = this.now();
+    for (const [peerId, prefixes] of this.grantIps) {
+      try {
+        this.engine.updatePeer(peerId, { removeAllowedIps: prefixes }, now);
+      } catch {
+        // the peer is gone, with its allowed IPs
+      }
+    }
+    const ips = new Map<number, IpPrefix[]>();
+    for (const t of this.tenants.values()) {
+      const imports: ImportedWorkload[] = [];
+      for (const g of this.grants.get(t.name) ?? []) {
+        if (this.forwarder.addressOwner(t.name, g.address) !== undefined) continue;
+        if (g.nic === null) {
+          const w = this.workloads.get(g.workload);
+          if (w === undefined || w.tenant !== g.tenant) continue;
+          imports.push({
+            tenant: g.tenant,
+            workload: g.workload,
+            address: w.address,
+            local: true,
+            peerId: w.peerId,
+          });
+          continue;
+        }
+        const carrier = this.carrier(t.name, g.tenant, g.nic);
+        if (carrier === null) continue;
+        imports.push({
+          tenant: g.tenant,
+          workload: g.workload,
+          address: g.address,
+          local: false,
+          peerId: carrier.peerId,
+        });
+        if (carrier.tenant === t.name) {
+          const list = ips.get(carrier.peerId) ?? [];
+          list.push(hostPrefix(g.address));
+          ips.set(carrier.peerId, list);
+        }
+      }
+      this.forwarder.setImports(t.name, imports);
+    }
+    for (const [peerId, prefixes] of ips) this.engine.updatePeer(peerId, { addAllowedIps: prefixes }, now);
+    this.grantIps = ips;
+  }
+
+  private carrier(a: string, b: string, nic: Buffer): { tenant: string; peerId: number } | null {
+    for (const name of [a, b].sort()) {
+      const t = this.tenants.get(name);
+      if (t === undefined) continue;
+      for (const r of t.remotes.values())
+        if (r.nicIdentityKey.equals(nic)) return { tenant: name, peerId: r.peerId };
+    }
+    return null;
+  }
+
+  /** Makes the policy directory hold exactly the workloads this NIC knows, with their labels. */
+  private syncDirectory(): void {
+    const want = new Map<string, { tenant: string; name: string; labels: Labels }>();
+    const put = (tenant: string, name: string, labels: Labels) => {
+      const k = `${tenant}/${name}`;
+      if (!want.has(k)) want.set(k, { tenant, name, labels });
+    };
+    for (const w of this.workloads.values()) put(w.tenant, w.workload, w.labels);
+    for (const t of this.tenants.values())
+      for (const r of t.remotes.values()) for (const w of r.workloads) put(t.name, w.workload, w.labels);
+    for (const [tenant, list] of this.grants)
+      if (this.tenants.has(tenant)) for (const g of list) put(g.tenant, g.workload, g.labels);
+    for (const k of this.directoryKeys)
+      if (!want.has(k)) {
+        const at = k.indexOf('/');
+        this.directory.remove(k.slice(0, at), k.slice(at + 1));
+      }
+    for (const w of want.values()) this.directory.upsert(w.tenant, w.name, w.labels);
+    this.directoryKeys = new Set(want.keys());
   }
 
   private workloadOrThrow(workload: string): LocalWorkload {

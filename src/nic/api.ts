@@ -2,22 +2,80 @@
 // issue). Routes are thin: validate the body by schema, call the agent, answer.
 //
 //   GET    /v1/health                      liveness and counts
-//   GET    /metrics                        Prometheus text
+//   GET    /metrics                        Prometheus text (NIC, firewall, conntrack, flow log)
 //   GET    /v1/identity                    identity key, signed seal key, on-host key, endpoints
 //   GET    /v1/keys                        key inventory (metadata only)
 //   GET    /v1/workloads                   registered workloads (no secrets)
-//   POST   /v1/workloads                   register {tenant, workload, address, vswitchPublicKey}
+//   POST   /v1/workloads                   register {tenant, workload, address, vswitchPublicKey, labels?}
 //                                          -> 201 {nicPublicKey, psk, nicEndpoint, ...}
 //   DELETE /v1/workloads/:workload         remove (keys wiped, session ends at once)
 //   POST   /v1/workloads/:workload/psk     rotate the PSK -> {psk}
 //   GET    /v1/tenants                     tenants, their off-host public keys and peers
 //   GET    /v1/tenants/:tenant/key         the tenant's off-host public key, signed
-//   PUT    /v1/tenants/:tenant/peers       {peers: [...]}: the tenant's remote NICs (signatures verified)
+//   PUT    /v1/tenants/:tenant/peers       {peers: [...]}: the tenant's remote NICs (signatures
+//                                          verified); peers[].workloads[] carry {workload, address, labels?}
+//   PUT    /v1/tenants/:tenant/grants      {workloads: [...]}: other tenants' workloads (below)
+//   GET    /v1/tenants/:tenant/grants      the list in force, each with `routed`
+//   PUT    /v1/policy/:tenant              a policy document (src/policy/model.ts) -> 200
+//                                          {tenant, generation, rules, tests, warnings}, or 422
+//                                          TG_ERR_POLICY_REJECTED with every reason (path: message);
+//                                          the old policy stays in force
+//   GET    /v1/policy/:tenant              the document in force; 404 TG_ERR_NOT_FOUND if none
+//   DELETE /v1/policy/:tenant              back to default deny
+//   GET    /v1/flows?tenant=T&verdict=allow|deny&since=5m&limit=N
+//                                          {flows: FlowRecord[]} newest first (src/policy/flowlog.ts):
+//                                          open connections (kind "active") and ended ones
+//
+// Policy. A tenant without a policy document is default deny: no packet of its workloads
+// passes, not even within the tenant. A document names workloads by tenant, name and labels
+// (the labels given at registration, in peers and in grants), never by address, so it follows
+// a workload to whatever NIC it lands on. A document is refused when it names a workload by
+// name that this NIC does not know in a tenant it knows, so push peers and grants first, then
+// the policy. Connections are tracked per tenant zone; replies pass without reverse rules; a
+// policy change re-decides every open connection on its next packet.
+//
+// Cross-tenant grants. A connection from S (tenant A) to D (tenant B) passes only when A's
+// policy allows it on S's egress side (a rule with a peer {tenant: "B", ...}) and B's policy
+// allows it on D's ingress side (a peer {tenant: "A", ...}); the sending NIC checks the egress
+// side, the receiving NIC the ingress side (both when S and D share a host). It is one way:
+// the reverse direction needs its own pair of rules, replies of the allowed direction pass by
+// conntrack. To route such a packet at all, a NIC must know the other tenant's workload, with
+// its labels, in the importing tenant's table:
+//
+//   PUT /v1/tenants/A/grants {workloads: [{tenant: "B", workload: "d", address: "100.64.2.10",
+//                                          labels: {...}, nicIdentityKey?: "<base64>"}]}
+//
+// lists the workloads of other tenants that A's workloads may exchange packets with (routing
+// only: the policies decide). nicIdentityKey is the identity key (GET /v1/identity) of the NIC
+// the workload sits behind; absent (or this NIC's own) means this host, where it must be
+// registered under its tenant (until then it is listed with routed: false). The controller
+// gives every NIC, for every tenant T present on it, T's list: every workload of every other
+// tenant that T's policy or the other tenant's policy names in a rule peer with the other
+// tenant (or simply all other tenants' workloads: routes grant nothing). Both tenants' lists
+// are needed, the reverse one carries the replies. The list is kept per tenant until replaced
+// (it may be pushed before the tenant's first workload lands) and re-applied whenever
+// workloads or peers change.
+//
+// Across hosts the packet travels on an off-host session between the two NICs of the carrier
+// tenant: of A and B, the first by name that has workloads on both hosts (both NICs compute
+// the same one from their peers). When neither has, there is no session that may carry it and
+// the workload is listed routed: false (a known limit: a grant between tenants that share no
+// host pair is not routed). A granted address must not be one of the importing tenant's own
+// (tenants may overlap addresses; grants need them apart): such a list is refused (409).
+import { parseSince } from '../policy/flowlog.js';
+import { TgError } from '../util/errors.js';
 import { answer, parseBody, type Route, textAnswer } from '../util/http-json.js';
 import type { NicAgent } from './agent.js';
 import { nicHealth } from './health.js';
 import type { NicMetrics } from './metrics.js';
-import { emptySchema, nameSchema, registerWorkloadSchema, tenantPeersSchema } from './schemas.js';
+import {
+  emptySchema,
+  flowQuerySchema,
+  nameSchema,
+  registerWorkloadSchema,
+  tenantGrantsSchema,
+  tenantPeersSchema,
+} from './schemas.js';
 
 /** The largest request body the NIC accepts. */
 export const NIC_MAX_BODY_BYTES = 256 * 1024;
@@ -73,6 +131,58 @@ export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning
       handler: (req) => {
         const tenant = name(req.params.tenant, 'tenant');
         return agent.setTenantPeers(tenant, parseBody(tenantPeersSchema, req.body).peers);
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/tenants/:tenant/grants',
+      handler: (req) => {
+        const tenant = name(req.params.tenant, 'tenant');
+        return agent.setGrants(tenant, parseBody(tenantGrantsSchema, req.body).workloads);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/grants',
+      handler: (req) => agent.listGrants(name(req.params.tenant, 'tenant')),
+    },
+    {
+      method: 'PUT',
+      path: '/v1/policy/:tenant',
+      handler: (req) => {
+        const tenant = name(req.params.tenant, 'tenant');
+        if (req.body === undefined)
+          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'a policy document is required');
+        return agent.setPolicy(tenant, req.body);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/policy/:tenant',
+      handler: (req) => agent.getPolicy(name(req.params.tenant, 'tenant')),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/policy/:tenant',
+      handler: (req) => {
+        parseBody(emptySchema, req.body);
+        return agent.removePolicy(name(req.params.tenant, 'tenant'));
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/flows',
+      handler: (req) => {
+        const q = parseBody(flowQuerySchema, Object.fromEntries(req.query ?? []), 'query');
+        let since: number | undefined;
+        if (q.since !== undefined) {
+          try {
+            since = parseSince(q.since, Date.now());
+          } catch (err) {
+            throw new TgError('TG_ERR_INVALID_ARGUMENT', `since: ${(err as Error).message}`, { cause: err });
+          }
+        }
+        return { flows: agent.flows({ tenant: q.tenant, verdict: q.verdict, since, limit: q.limit }) };
       },
     },
   ];

@@ -1,7 +1,17 @@
 // A typed client of the NIC agent's API (for the lab harness, tests and the orchestrator).
 // Errors come back as TgError with the agent's code and message.
+
+import type { FlowRecord } from '../policy/flowlog.js';
+import type { PolicyDocument } from '../policy/model.js';
+import type { PolicyAccepted } from '../policy/store.js';
 import { type ApiEndpoint, type ApiResult, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
-import type { SignedTenantKey, TenantPeerInput, WorkloadCrypto } from './agent.js';
+import type {
+  GrantWorkloadInput,
+  Labels,
+  SignedTenantKey,
+  TenantPeerInput,
+  WorkloadCrypto,
+} from './agent.js';
 import type { NicHealth } from './health.js';
 import type { KeyMetadata } from './keystore.js';
 
@@ -50,6 +60,7 @@ export class NicClient {
     workload: string;
     address: string;
     vswitchPublicKey: string;
+    labels?: Labels;
   }): Promise<WorkloadCrypto> {
     return this.call('POST', '/v1/workloads', req);
   }
@@ -76,6 +87,46 @@ export class NicClient {
 
   setTenantPeers(tenant: string, peers: TenantPeerInput[]): Promise<{ tenant: string; peers: number }> {
     return this.call('PUT', `/v1/tenants/${seg(tenant)}/peers`, { peers });
+  }
+
+  /** Other tenants' workloads `tenant`'s workloads may exchange traffic with (api.ts). */
+  setGrants(
+    tenant: string,
+    workloads: GrantWorkloadInput[],
+  ): Promise<{ tenant: string; workloads: number; routed: number }> {
+    return this.call('PUT', `/v1/tenants/${seg(tenant)}/grants`, { workloads });
+  }
+
+  async grants(tenant: string): Promise<(GrantWorkloadInput & { routed: boolean })[]> {
+    return (
+      await this.call<{ workloads: (GrantWorkloadInput & { routed: boolean })[] }>(
+        'GET',
+        `/v1/tenants/${seg(tenant)}/grants`,
+      )
+    ).workloads;
+  }
+
+  /** Throws TgError TG_ERR_POLICY_REJECTED (every reason in the message) when refused. */
+  setPolicy(tenant: string, doc: unknown): Promise<PolicyAccepted> {
+    return this.call('PUT', `/v1/policy/${seg(tenant)}`, doc);
+  }
+
+  getPolicy(tenant: string): Promise<PolicyDocument> {
+    return this.call('GET', `/v1/policy/${seg(tenant)}`);
+  }
+
+  removePolicy(tenant: string): Promise<{ tenant: string; removed: boolean }> {
+    return this.call('DELETE', `/v1/policy/${seg(tenant)}`);
+  }
+
+  /** Flow records, newest first; `since` is "5m", "1h", an ISO time or epoch ms. */
+  async flows(
+    q: { tenant?: string; verdict?: 'allow' | 'deny'; since?: string | number; limit?: number } = {},
+  ): Promise<FlowRecord[]> {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) p.set(k, String(v));
+    const qs = p.toString();
+    return (await this.call<{ flows: FlowRecord[] }>('GET', `/v1/flows${qs === '' ? '' : `?${qs}`}`)).flows;
   }
 
   async metrics(): Promise<string> {

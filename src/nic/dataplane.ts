@@ -11,7 +11,9 @@
 // identity's leave on the host socket, every tenant identity's on the fabric socket.
 // Per readiness event: up to DRAIN_ROUNDS batches of up to BATCH datagrams, each one
 // recvmmsg, one inbound call (one AEAD open call), one forward pass, one outboundToPeers call
-// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS.
+// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS, the firewall's
+// housekeeping (connection expiry, flow-log flush) with them. The firewall's clock (wall ms,
+// for flow records) is read once per batch.
 import { performance } from 'node:perf_hooks';
 import { PacketBatch } from '../native/batch.js';
 import type { PacketSocket } from '../native/types.js';
@@ -179,7 +181,7 @@ export class NicDataPlane {
     // The control batch is only valid until the next engine call: send it first.
     this.send(res.control);
     if (res.tun.count === 0) return;
-    const fwd = this.forwarder.forward(res.tun);
+    const fwd = this.forwarder.forward(res.tun, Date.now());
     if (fwd.batch.count === 0) return;
     const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
     this.send(out.data);
@@ -190,6 +192,7 @@ export class NicDataPlane {
     if (this.closed) return;
     try {
       this.send(this.engine.tick(this.now()));
+      this.forwarder.tick(Date.now());
     } catch (e) {
       this.loopErrors++;
       this.log.error({ err: e }, 'NIC data plane: unexpected exception in a tick');

@@ -12,12 +12,19 @@
 //   - a local workload  -> its on-host session (same host, hairpinned through the NIC);
 //   - a remote workload -> the off-host session to the NIC it sits behind (only for packets
 //     from local workloads: a NIC never relays between two remote NICs);
+//   - another tenant's workload imported into this tenant's table by a cross-tenant grant
+//     (setImports; see api.ts for how the NIC learns them) -> its on-host session, or the
+//     off-host session that carries the grant to its NIC;
 //   - anything else (another tenant's address, an unknown one) -> dropped and counted.
-// Every allowed packet then passes the policy hook (issue 7 puts the firewall there). Nothing
+// Every routed packet then passes the firewall: the policy engine (src/policy, stateful,
+// default deny; the NIC agent always attaches one) or, without one, the `policy` hook. Nothing
 // is ever sent in plaintext: the NIC has no TUN device, every output goes through the engine.
 //
 // Hot path: one Map lookup per packet for the source (cached across runs of one session), one
-// trie lookup for the destination, one memcpy into a preallocated slab. No allocation.
+// trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), one
+// memcpy into a preallocated slab. No allocation. The clock is read once per batch (`now`).
+
+import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';
 import type { PacketBatch, TunBatch } from '../protocol/batch.js';
 import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
@@ -45,8 +52,19 @@ export interface PacketView {
  */
 export type PolicyHook = (tenant: string, src: WorkloadRef, dst: WorkloadRef, packet: PacketView) => boolean;
 
-/** Default policy until issue 7: everything within a tenant passes. */
+/** The hook's default, for a forwarder without a policy engine (unit tests): everything routed passes. */
 export const allowWithinTenant: PolicyHook = () => true;
+
+/** A workload of another tenant made reachable from a tenant's workloads by a grant. */
+export interface ImportedWorkload {
+  tenant: string;
+  workload: string;
+  address: HostAddress;
+  /** On this NIC's host (then peerId is its vSwitch session). */
+  local: boolean;
+  /** Engine peer id: the workload's vSwitch, or the off-host session that carries the grant. */
+  peerId: number;
+}
 
 export class ForwardCounters {
   /** Local workload to local workload (hairpin on-host). */
@@ -62,7 +80,7 @@ export class ForwardCounters {
     noRoute: 0,
     /** From a remote NIC to a remote workload: NICs do not relay. */
     transit: 0,
-    /** Denied by the policy hook. */
+    /** Denied by the firewall (policy, conntrack state, malformed for the engine). */
     policy: 0,
     /** Not an IPv4/IPv6 packet of a size the output slab takes. */
     malformed: 0,
@@ -82,6 +100,8 @@ class TenantTable {
   readonly routes = new AllowedIps<Destination>();
   /** Workload name -> destination, for both local and remote workloads. */
   readonly byName = new Map<string, Destination>();
+  /** Other tenants' workloads reachable by grants (not in byName: names are per tenant). */
+  imports: Destination[] = [];
   constructor(readonly name: string) {}
 }
 
@@ -111,6 +131,8 @@ export interface ForwardBatch {
 export class Forwarder {
   readonly counters = new ForwardCounters();
   policy: PolicyHook = allowWithinTenant;
+  /** The stateful firewall; when set it decides every packet and `policy` is not called. */
+  private engine: PolicyEngine | null = null;
   private readonly tenants = new Map<string, TenantTable>();
   private readonly sources = new Map<number, Source>();
   private capacity: number;
@@ -132,6 +154,42 @@ export class Forwarder {
 
   // ------------------------------------------------------------------------------------
   // Tables (control plane)
+
+  /** Puts the policy engine in the path (default deny from then on). */
+  attachEngine(engine: PolicyEngine): void {
+    this.engine = engine;
+  }
+
+  /** Expiry and flow-log housekeeping of the engine; the data plane calls it every ~100 ms. */
+  tick(now: number): void {
+    this.engine?.tick(now);
+  }
+
+  /**
+   * Replaces the grant imports of `tenant`: other tenants' workloads its workloads may reach
+   * (whether a connection is allowed is the firewall's business, both ways).
+   */
+  setImports(tenant: string, imports: readonly ImportedWorkload[]): void {
+    const t = this.tableOrThrow(tenant);
+    for (const d of t.imports) t.routes.removeByPeer(d);
+    t.imports = [];
+    for (const w of imports) {
+      if (w.tenant === tenant) continue;
+      const own = this.tenants.get(w.tenant)?.byName.get(w.workload);
+      const ref: WorkloadRef =
+        own !== undefined && own.ref.local === w.local
+          ? own.ref
+          : Object.freeze({ tenant: w.tenant, workload: w.workload, local: w.local });
+      const d = new Destination(ref, w.peerId, w.address);
+      t.routes.insert(hostPrefix(w.address), d);
+      t.imports.push(d);
+    }
+  }
+
+  /** The grant imports of a tenant (diagnostics). */
+  importsOf(tenant: string): { tenant: string; workload: string; local: boolean; peerId: number }[] {
+    return (this.tenants.get(tenant)?.imports ?? []).map((d) => ({ ...d.ref, peerId: d.peerId }));
+  }
 
   hasTenant(tenant: string): boolean {
     return this.tenants.has(tenant);
@@ -228,8 +286,9 @@ export class Forwarder {
    * bytes of headroom in front of each, room for padding and the tag behind). The result is
    * valid until the next call.
    */
-  forward(tun: TunBatch): ForwardBatch {
+  forward(tun: TunBatch, now: number = Date.now()): ForwardBatch {
     const out = this.out;
+    const engine = this.engine;
     const n = tun.count;
     if (n > this.capacity) this.grow(n);
     const slab = this.slab;
@@ -290,10 +349,24 @@ export class Forwarder {
       view.offset = off;
       view.length = len;
       let allowed: boolean;
-      try {
-        allowed = this.policy(src.tenant.name, from, dst.ref, view);
-      } catch {
-        allowed = false;
+      if (engine !== null) {
+        const to = dst.ref;
+        allowed = engine.check(
+          src.tenant.name,
+          from,
+          to,
+          buf,
+          off,
+          len,
+          now,
+          from.local ? (to.local ? 'both' : 'egress') : 'ingress',
+        ).allowed;
+      } else {
+        try {
+          allowed = this.policy(src.tenant.name, from, dst.ref, view);
+        } catch {
+          allowed = false;
+        }
       }
       if (!allowed) {
         dropped.policy++;

@@ -9,6 +9,13 @@
 //              every NIC holding the tenant learns the others' signed tenant keys and workloads.
 //   spin-down: the vSwitch instance ends, the NIC wipes the workload's keys (and the tenant's
 //              off-host key with its last workload), and the other NICs forget its address.
+//   after either, as api.ts asks: peers, then grants (with option `grants`: every NIC learns,
+//              for each tenant it holds, all other tenants' placed workloads: routes only,
+//              policy decides; tenants must then use distinct addresses), then
+//              each touched tenant's policy to every NIC holding it. A NIC is default deny; the
+//              harness pushes the policy set with setPolicy(), or by default (option
+//              `defaultPolicy`) one that allows everything within the tenant, so labs that
+//              only want traffic get it. Cross-tenant traffic always needs explicit policies.
 //
 // The harness keeps every process's log output in memory for tests (secret scans).
 import type { ChildProcess } from 'node:child_process';
@@ -42,6 +49,7 @@ export interface WorkloadSpec {
   host: string;
   ns: string;
   address: string;
+  labels?: Record<string, string>;
 }
 
 export interface PlacedWorkload extends WorkloadSpec {
@@ -55,6 +63,26 @@ export interface LabAgentsOptions {
   logLevel?: string;
   /** Echo the processes' logs to this process's stderr. */
   echoLogs?: boolean;
+  /**
+   * Policy of a tenant the harness was given none for (setPolicy): 'allow-within-tenant'
+   * (default) or 'none' (the NIC's default deny).
+   */
+  defaultPolicy?: 'allow-within-tenant' | 'none';
+  /** Route between tenants (grants, api.ts); without, another tenant's address has no route. */
+  grants?: boolean;
+}
+
+/** A policy letting every workload of `tenant` reach every other one of it, any protocol. */
+export function allowWithinTenantPolicy(tenant: string): Record<string, unknown> {
+  return {
+    version: 1,
+    tenant,
+    description: 'lab: everything within the tenant',
+    rules: [
+      { id: 'tenant-out', direction: 'egress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+      { id: 'tenant-in', direction: 'ingress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+    ],
+  };
 }
 
 /** The lab's workloads with their planned addresses (IPv4 overlay), optionally overridden. */
@@ -79,6 +107,9 @@ export class LabAgents {
   readonly responses: string[] = [];
   /** Every tenant off-host public key (base64) a NIC published to the harness. */
   readonly offHostKeys = new Set<string>();
+  /** Policies given to setPolicy(), pushed to every NIC that holds the tenant. */
+  private readonly policies = new Map<string, unknown>();
+  private readonly identityKeys = new Map<string, string>();
   private readonly logChunks: string[] = [];
   private logBytes = 0;
   private responseBytes = 0;
@@ -160,6 +191,7 @@ export class LabAgents {
     const n = this.nics.get(host);
     if (n === undefined) return;
     this.nics.delete(host);
+    this.identityKeys.delete(host);
     await endProcess(n, signal);
   }
 
@@ -189,8 +221,66 @@ export class LabAgents {
   async spinUp(specs: readonly WorkloadSpec[]): Promise<PlacedWorkload[]> {
     const out: PlacedWorkload[] = [];
     for (const s of specs) out.push(await this.placeOne(s));
-    for (const tenant of new Set(specs.map((s) => s.tenant))) await this.syncTenant(tenant);
+    const tenants = new Set(specs.map((s) => s.tenant));
+    for (const tenant of tenants) await this.syncTenant(tenant);
+    await this.syncGrants();
+    for (const tenant of tenants) await this.pushPolicy(tenant);
     return out;
+  }
+
+  /**
+   * Sets a tenant's policy document on every NIC holding the tenant now, and on those that
+   * get it later. A NIC refusing it throws (TG_ERR_POLICY_REJECTED); NICs already done keep it.
+   */
+  async setPolicy(tenant: string, doc: unknown): Promise<void> {
+    this.policies.set(tenant, doc);
+    await this.pushPolicy(tenant);
+  }
+
+  /** The hosts whose NIC holds `tenant` now. */
+  hostsOf(tenant: string): string[] {
+    return [...new Set([...this.placed.values()].filter((w) => w.tenant === tenant).map((w) => w.host))];
+  }
+
+  private async pushPolicy(tenant: string): Promise<void> {
+    const doc =
+      this.policies.get(tenant) ??
+      ((this.opts.defaultPolicy ?? 'allow-within-tenant') === 'allow-within-tenant'
+        ? allowWithinTenantPolicy(tenant)
+        : undefined);
+    if (doc === undefined) return;
+    for (const h of this.hostsOf(tenant)) await this.nic(h).setPolicy(tenant, doc);
+  }
+
+  /** Gives every NIC, for each tenant it holds, every other tenant's placed workloads. */
+  async syncGrants(): Promise<void> {
+    if (!this.opts.grants) return;
+    const placed = [...this.placed.values()];
+    for (const h of new Set(placed.map((w) => w.host))) {
+      for (const tenant of new Set(placed.filter((w) => w.host === h).map((w) => w.tenant))) {
+        const workloads = [];
+        for (const w of placed) {
+          if (w.tenant === tenant) continue;
+          workloads.push({
+            tenant: w.tenant,
+            workload: w.name,
+            address: w.address,
+            labels: w.labels ?? {},
+            ...(w.host === h ? {} : { nicIdentityKey: await this.identityKey(w.host) }),
+          });
+        }
+        await this.nic(h).setGrants(tenant, workloads);
+      }
+    }
+  }
+
+  private async identityKey(host: string): Promise<string> {
+    let k = this.identityKeys.get(host);
+    if (k === undefined) {
+      k = (await this.nic(host).identity()).identityKey;
+      this.identityKeys.set(host, k);
+    }
+    return k;
   }
 
   /** Spins a workload down: vSwitch first, then the NIC's keys, then the other NICs' routes. */
@@ -201,6 +291,7 @@ export class LabAgents {
     await this.nic(w.host).removeWorkload(name);
     this.placed.delete(name);
     await this.syncTenant(w.tenant);
+    await this.syncGrants();
   }
 
   /**
@@ -229,7 +320,7 @@ export class LabAgents {
             signature: k.signature,
             workloads: [...this.placed.values()]
               .filter((w) => w.tenant === tenant && w.host === o)
-              .map((w) => ({ workload: w.name, address: w.address })),
+              .map((w) => ({ workload: w.name, address: w.address, labels: w.labels ?? {} })),
           };
         });
       await this.nic(h).setTenantPeers(tenant, peers);
@@ -245,6 +336,7 @@ export class LabAgents {
         workload: s.name,
         address: s.address,
         vswitchPublicKey: created.publicKey,
+        labels: s.labels,
       });
       await vs.configure(s.name, {
         nicPublicKey: crypto.nicPublicKey,

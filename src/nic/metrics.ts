@@ -1,7 +1,11 @@
 // Prometheus metrics of the NIC agent (prom-client, one registry per agent). The data path
 // keeps plain number counters (no per-packet calls into prom-client); collectors copy them
-// into the registry when /metrics is scraped.
+// into the registry when /metrics is scraped. The firewall's metrics (verdicts, drops by
+// reason, conntrack occupancy and evictions, flow log) are src/policy/metrics.ts's, on the
+// same registry.
+
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { registerPolicyMetrics } from '../policy/metrics.js';
 import type { NicAgent } from './agent.js';
 import type { IoCounters } from './dataplane.js';
 
@@ -138,6 +142,7 @@ export class NicMetrics {
         },
       });
     }
+    registerPolicyMetrics(agent.firewall, r);
     this.apiRequests = new Counter({
       name: 'tenguard_nic_api_requests_total',
       help: 'API requests answered, by route, method and status',

@@ -1,6 +1,7 @@
 // Request bodies of the NIC agent's API. Unknown keys are rejected (strict objects); sizes
 // are bounded. Keys are checked here for form (base64 of 32 bytes) and by the agent for use.
 import { z } from 'zod';
+import { labelsSchema } from '../policy/model.js';
 import { MAX_CHAIN_PEM_CHARS } from './cert-binding.js';
 
 /** Tenant and workload names: lower-case DNS-label-like, 1..63 characters. */
@@ -23,6 +24,7 @@ export const registerWorkloadSchema = z.strictObject({
   workload: nameSchema,
   address: addressSchema,
   vswitchPublicKey: keySchema,
+  labels: labelsSchema.optional(),
 });
 
 /** Remote NICs holding workloads per tenant: bounded well above any lab or rack. */
@@ -43,7 +45,9 @@ export const tenantPeersSchema = z.strictObject({
           .regex(/^[A-Za-z0-9+/]{8,200}={0,2}$/, 'must be a DER signature in base64')
           .optional(),
         workloads: z
-          .array(z.strictObject({ workload: nameSchema, address: addressSchema }))
+          .array(
+            z.strictObject({ workload: nameSchema, address: addressSchema, labels: labelsSchema.optional() }),
+          )
           .max(MAX_REMOTE_WORKLOADS),
       }),
     )
@@ -52,3 +56,28 @@ export const tenantPeersSchema = z.strictObject({
 
 /** Bodies of requests that take none: absent or {}. */
 export const emptySchema = z.strictObject({}).optional();
+
+/** Other tenants' workloads a tenant's workloads may exchange traffic with (api.ts). */
+export const MAX_GRANT_WORKLOADS = 16_384;
+
+export const tenantGrantsSchema = z.strictObject({
+  workloads: z
+    .array(
+      z.strictObject({
+        tenant: nameSchema,
+        workload: nameSchema,
+        address: addressSchema,
+        labels: labelsSchema.optional(),
+        nicIdentityKey: keySchema.optional(),
+      }),
+    )
+    .max(MAX_GRANT_WORKLOADS),
+});
+
+/** GET /v1/flows query: tenant, verdict, since (5m, 1h, an ISO time or epoch ms), limit. */
+export const flowQuerySchema = z.strictObject({
+  tenant: nameSchema.optional(),
+  verdict: z.enum(['allow', 'deny']).optional(),
+  since: z.string().min(1).max(40).optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+});

@@ -77,11 +77,12 @@ export class NicService {
     let mtls: ServiceMtls | undefined;
     try {
       if (opts.mtls !== undefined) {
-        mtls = await ServiceMtls.start(opts.mtls, log.child({ component: 'nic-mtls' }));
+        mtls = await ServiceMtls.start(opts.mtls, log.child({ part: 'mtls' }));
         const m = mtls;
         agent.setCertificate(m.identity);
         agent.setPeerTrust({ bundle: m.bundle, isRevoked: m.revocations.isRevoked });
         m.onRenewed((id: Identity) => agent.setCertificate(id));
+        m.onBundle((bundle) => agent.setPeerTrust({ bundle, isRevoked: m.revocations.isRevoked }));
       }
       host = open(opts.hostAddress, hostPort);
       fabric = open(opts.fabricAddress, fabricPort);

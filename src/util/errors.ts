@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   TG_ERR_UNAUTHENTICATED: { exit: 1, http: 401, text: 'no acceptable client identity' },
   TG_ERR_FORBIDDEN: { exit: 1, http: 403, text: 'not authorised' },
   TG_ERR_TOKEN: { exit: 1, http: 503, text: 'PKCS#11 token failure' },
+  TG_ERR_POOL_EXHAUSTED: { exit: 1, http: 409, text: 'address pool exhausted' },
+  TG_ERR_STEP_FAILED: { exit: 1, http: 502, text: 'a lifecycle step failed' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

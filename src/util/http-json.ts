@@ -39,6 +39,8 @@ export interface ApiRequest {
   params: Readonly<Record<string, string>>;
   /** Parsed JSON body; undefined when the request had none. */
   body: unknown;
+  /** The URL's query parameters (`?tenant=acme&limit=10`). */
+  query?: URLSearchParams;
 }
 
 /** What a handler returns: a JSON value (status 200), or a full answer. */
@@ -257,7 +259,13 @@ export class JsonApiServer {
       }
       routeName = m.route.route.path;
       const body = await readJsonBody(req, maxBody);
-      const apiReq: ApiRequest = { method: method as HttpMethod, path, params: m.params, body };
+      const apiReq: ApiRequest = {
+        method: method as HttpMethod,
+        path,
+        params: m.params,
+        body,
+        query: new URLSearchParams((req.url ?? '').split('?')[1] ?? ''),
+      };
       const run = async (): Promise<unknown> => m.route.route.handler(apiReq);
       let result: unknown;
       if (method === 'GET') result = await run();

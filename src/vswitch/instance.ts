@@ -1,13 +1,14 @@
-// One vSwitch instance: the tunnel device of one workload. It owns a device process (its own
-// key pair, its own TUN as tg0 in the workload's namespace, its own session with the NIC) and
-// nothing of any other instance. States:
+// One vSwitch instance: the tunnel device of one workload. It owns a device (a process or an
+// engine inside the daemon; its own key pair, its own TUN as tg0 in the workload's namespace,
+// its own session with the NIC) and nothing of any other instance. States:
 //
 //   created     device up and plumbed, key set, no NIC peer yet
 //   configured  the NIC is its only peer (allowed IPs 0.0.0.0/0 and ::/0): traffic flows
-//   crashed     the device process ended without being asked to (reported; restartable)
+//   crashed     the device ended without being asked to (reported with its exit; restartable)
 //   stopped     ended on request
 //
-// The private key is made here, sent over the UAPI socket and wiped; the instance keeps only
+// The private key is made here, handed to the device (over its UAPI socket, or straight to its
+// engine in shared isolation, which keeps its own copy) and wiped; the instance keeps only
 // the public key. The PSK passes through on its way to the device and is wiped likewise.
 
 import type { UapiAllowedIpChange } from '../device/uapi.js';

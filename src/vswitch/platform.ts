@@ -24,10 +24,13 @@ export const WORKLOAD_IFNAME = 'tg0';
 export interface DeviceExit {
   code: number | null;
   signal: string | null;
+  /** Why a device inside the daemon (shared isolation) ended; absent for a process. */
+  reason?: string;
 }
 
 export interface DeviceHandle {
   readonly ifname: string;
+  /** The device's own process; undefined when it runs inside the daemon (shared isolation). */
   readonly pid: number | undefined;
   /** Settles once, when the device process has ended. */
   readonly exited: Promise<DeviceExit>;
@@ -62,6 +65,8 @@ export interface VSwitchPlatform {
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const LAUNCH_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 3000;
+/** An `ip -batch` line of plain words: names, addresses, prefixes, numbers. */
+const BATCH_LINE = /^[A-Za-z0-9 ./:_-]+$/;
 
 /** Whether a device answers a UAPI get on `sock` (its answer holds no key yet; it is wiped anyway). */
 async function answers(sock: string): Promise<boolean> {
@@ -158,13 +163,22 @@ export class ProcessPlatform implements VSwitchPlatform {
     return (await run('ip', ['-n', netns, 'link', 'show', 'dev', name])).code === 0;
   }
 
+  /**
+   * Two `ip` calls: the move, then one batch inside the namespace. Each `ip` start costs more
+   * the more namespaces the host has, so a host with a thousand workloads feels every call.
+   * Every word of the batch is a validated name, address, prefix or number (no white space).
+   */
   async plumb(p: Plumbing): Promise<void> {
     await runOk('ip', ['link', 'set', 'dev', p.ifname, 'netns', p.netns]);
-    const inNs = (args: string[]): Promise<string> => runOk('ip', ['-n', p.netns, ...args]);
-    await inNs(['link', 'set', 'dev', p.ifname, 'name', WORKLOAD_IFNAME]);
-    await inNs(['addr', 'add', p.addressCidr, 'dev', WORKLOAD_IFNAME, ...(p.family === 6 ? ['nodad'] : [])]);
-    await inNs(['link', 'set', 'dev', WORKLOAD_IFNAME, 'mtu', String(p.mtu), 'up']);
-    for (const r of p.routes) await inNs(['route', 'replace', r, 'dev', WORKLOAD_IFNAME]);
+    const lines = [
+      `link set dev ${p.ifname} name ${WORKLOAD_IFNAME}`,
+      `addr add ${p.addressCidr} dev ${WORKLOAD_IFNAME}${p.family === 6 ? ' nodad' : ''}`,
+      `link set dev ${WORKLOAD_IFNAME} mtu ${p.mtu} up`,
+      ...p.routes.map((r) => `route replace ${r} dev ${WORKLOAD_IFNAME}`),
+    ];
+    for (const l of lines)
+      if (!BATCH_LINE.test(l)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot plumb with '${l}'`);
+    await runOk('ip', ['-n', p.netns, '-batch', '-'], { input: `${lines.join('\n')}\n` });
   }
 
   async unplumb(netns: string): Promise<void> {

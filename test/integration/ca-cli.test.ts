@@ -10,7 +10,10 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SIGNER_NAME } from '../../src/ca/csr-api.js';
 import { CSR_COLLECTION_PATH } from '../../src/ca/csr-http.js';
+import { CaClient } from '../../src/ca/enrolment.js';
+import { TrustBundle } from '../../src/ca/trust-bundle.js';
 import { runOk } from '../../src/util/exec.js';
+import { apiRequest } from '../../src/util/http-json.js';
 import {
   type CaTestEnv,
   type CliResult,
@@ -201,6 +204,72 @@ test('the CSR API on a Unix socket (mode 0600), stopped by SIGTERM', async () =>
   outputs.push({ code: 0, stdout: '', stderr });
 });
 
+test('serve --tls-socket: one-time join tokens from the operator socket, enrolment over TLS', async () => {
+  const admin = join(env.dir, 'ca-admin.sock');
+  const tlsSock = join(env.dir, 'ca-tls.sock');
+  const bin = join(import.meta.dirname, '..', '..', '..', 'bin', 'tenguard.js');
+  const args = [
+    'ca',
+    '--config',
+    config,
+    'serve',
+    '--socket',
+    admin,
+    '--tls-socket',
+    tlsSock,
+    '--ttl',
+    '120',
+  ];
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TENGUARD_LOG_LEVEL: 'debug' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+  try {
+    for (let i = 0; i < 150 && !stderr.includes('over TLS on'); i++) await sleep(100);
+    assert.match(stderr, /over TLS on/);
+    assert.equal(statSync(admin).mode & 0o777, 0o600);
+    assert.equal(statSync(tlsSock).mode & 0o777, 0o600);
+    const foreign = await caCli([
+      'join-token',
+      '--socket',
+      admin,
+      '--spiffe-id',
+      'spiffe://other.test/nic/h1',
+    ]);
+    assert.notEqual(foreign.code, 0);
+    assert.match(foreign.stderr, /not in trust domain/);
+    const id = `spiffe://${TD}/nic/h1`;
+    const t = await caCli(['join-token', '--socket', admin, '--spiffe-id', id, '--ttl', '60']);
+    assert.equal(t.code, 0, t.stderr);
+    const token = t.stdout.trim();
+    assert.match(token, /^[A-Za-z0-9_-]{32}$/);
+    const rootPem = (await ca(['root'])).stdout;
+    const client = new CaClient({ socketPath: tlsSock, bundle: TrustBundle.fromPem(TD, rootPem) });
+    const csr = await opensslCsr(env, 'nic-h1-tls', id);
+    const chain = await client.sign(csr, { joinToken: token }, 300);
+    const leaf = env.file('nic-h1-tls.pem', chain);
+    const rootPath = env.file('root3.pem', rootPem);
+    assert.match(await runOk('openssl', ['verify', '-CAfile', rootPath, leaf]), /: OK/);
+    await assert.rejects(client.sign(csr, { joinToken: token }), /HTTP 401/);
+    // The operator socket takes only POST with a JSON body; the TLS socket speaks only TLS.
+    const get = await apiRequest(admin, 'GET', '/join-tokens');
+    assert.equal(get.status, 405);
+    const bad = await apiRequest(admin, 'POST', '/join-tokens', undefined, { rawBody: '{nope' });
+    assert.equal(bad.status, 400);
+    await assert.rejects(apiRequest(tlsSock, 'GET', '/trust-bundle', undefined, { timeoutMs: 3000 }));
+  } finally {
+    if (child.exitCode === null) child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0);
+  assert.ok(!existsSync(admin) && !existsSync(tlsSock), 'sockets removed on exit');
+  outputs.push({ code: 0, stdout: '', stderr });
+});
+
 test('no private key and no PIN outside the token: state directory and command output', () => {
   const tokenDir = join(env.stateDir, 'softhsm', 'tokens');
   const files = filesUnder(env.stateDir, [tokenDir]);
@@ -232,6 +301,7 @@ test('bench: signatures and certificates per second through a throwaway token', 
     'signaturesPerSecondSync',
     'certificatesPerSecond',
     'verifyAndIssuePerSecond',
+    'enrolmentsPerSecondOverTls',
   ])
     assert.ok(b[k] > 0, k);
 });

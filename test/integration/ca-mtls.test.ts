@@ -366,7 +366,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
     await traffic;
   }
   assert.deepEqual(failures, [], 'no request failed across renewals and rotation');
-  assert.ok(ok > 100, `${ok} requests`);
+  assert.ok(ok > 30, `${ok} requests`);
   assert.ok(seenClientSerials.size >= 4, `server saw ${seenClientSerials.size} client certificates`);
   assert.ok(serverSerials.size >= 4, `client saw ${serverSerials.size} server certificates`);
 });

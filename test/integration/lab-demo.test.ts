@@ -1,63 +1,177 @@
-// The demo end to end: its JSON report, its exit code, and its teardown (also on Ctrl-C).
+// The demo end to end (`tenguard demo --json`): every claim it makes passes, its figures are
+// there and plausible, and afterwards nothing of it is left: no namespace, link, state file,
+// process or socket. Run through the orchestrator (the default) and through the lab harness,
+// after a crashed earlier run, and interrupted with Ctrl-C.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
+import { UAPI_SOCKET_DIR } from '../../src/device/uapi-server.js';
 import { BIN, cleanup, cli, leftovers, testPrefix } from './lab-support.js';
 
 interface Report {
+  control: string;
+  policy: string;
   checks: { name: string; passed: boolean; detail: string }[];
   figures: Record<string, number>;
-  notBuilt: string[];
+  pids: number[];
+  notShown: string[];
 }
 
 const used = new Set<string>();
 after(() => cleanup(used));
 
-test('demo --json: every check passes, figures are reported, the lab is gone afterwards', async (t) => {
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Processes whose command line names one of the prefix's objects (namespaces, sockets, captures). */
+function prefixProcesses(prefix: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (
+        args.some((a) => a.startsWith(`${prefix}-`) || a.includes(`/${prefix}/`) || a.includes(`/${prefix}-`))
+      )
+        out.push(`${entry}: ${args.join(' ').trim()}`);
+    } catch {
+      // ended while we looked
+    }
+  }
+  return out;
+}
+
+/** Everything of the prefix still there: lab objects, processes, sockets. */
+async function everythingLeft(prefix: string, report: Report): Promise<string[]> {
+  const left = await leftovers(prefix);
+  for (const pid of report.pids) if (alive(pid)) left.push(`pid ${pid}`);
+  left.push(...prefixProcesses(prefix).map((p) => `process ${p}`));
+  if (existsSync(`/run/tenguard/lab/${prefix}`)) left.push(`run directory /run/tenguard/lab/${prefix}`);
+  const uapi = existsSync(UAPI_SOCKET_DIR) ? readdirSync(UAPI_SOCKET_DIR) : [];
+  left.push(...uapi.filter((f) => f.startsWith(`${prefix}-`)).map((f) => `socket ${UAPI_SOCKET_DIR}/${f}`));
+  const tmp = readdirSync('/tmp').filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.pcap'));
+  left.push(...tmp.map((f) => `capture /tmp/${f}`));
+  return left;
+}
+
+function names(report: Report, start: string): string[] {
+  return report.checks.map((c) => c.name).filter((n) => n.startsWith(start));
+}
+
+function assertFullRun(report: Report): void {
+  for (const c of report.checks) assert.ok(c.passed, `${c.name}: ${c.detail}`);
+  // One check per claim of the demo.
+  assert.equal(names(report, 'tenant ').length, 2);
+  assert.equal(names(report, 'policy of ').length, 2);
+  assert.equal(
+    report.checks.filter((c) => / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked'))
+      .length,
+    4,
+  );
+  assert.equal(report.checks.filter((c) => c.name.endsWith(' blocked')).length, 3);
+  assert.equal(names(report, 'default deny: ').length, 1);
+  assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
+  assert.equal(names(report, 'control: the marker is visible').length, 1);
+  assert.equal(
+    report.checks.filter((c) => c.name.includes('marker absent, every UDP packet is WireGuard')).length,
+    3,
+  );
+  assert.equal(
+    report.checks.filter((c) => c.name.endsWith('on-host and off-host keys are different keys')).length,
+    2,
+  );
+  assert.equal(names(report, "each tenant's off-host key differs").length, 1);
+  assert.equal(names(report, 'acme-api moved h1 -> h2').length, 1);
+  assert.equal(names(report, 'the ping stream kept going').length, 1);
+  assert.equal(report.checks.filter((c) => c.name.endsWith('reaches acme-api on its new host')).length, 2);
+  assert.equal(names(report, "acme-api's on-host key moved").length, 1);
+  assert.equal(names(report, "blue-db's PSK and blue's off-host key on h2 are wiped").length, 1);
+  assert.equal(names(report, 'teardown leaves nothing behind').length, 1);
+  assert.match(report.policy, /enforced by each NIC/);
+  const f = report.figures;
+  for (const k of [
+    'spinup_ms_median',
+    'first_packet_ms_median',
+    'migration_gap_ms',
+    'migration_lost_packets',
+    'migration_ms',
+    'spindown_ms',
+    'total_ms',
+  ])
+    assert.equal(typeof f[k], 'number', `figure ${k}`);
+  assert.ok(f.spinup_ms_median > 0 && f.spinup_ms_median < 10_000, `spin-up ${f.spinup_ms_median} ms`);
+  assert.ok(f.first_packet_ms_median >= f.spinup_ms_median * 0.5 && f.first_packet_ms_median < 15_000);
+  assert.ok(f.migration_ms > 0 && f.migration_ms < 20_000, `migration ${f.migration_ms} ms`);
+  assert.ok(f.migration_gap_ms >= 0 && f.migration_gap_ms < 10_000, `gap ${f.migration_gap_ms} ms`);
+  assert.ok(f.migration_lost_packets >= 0 && f.migration_lost_packets < 500);
+  assert.ok(f.total_ms < 240_000, `the demo took ${f.total_ms} ms`);
+  assert.ok(report.pids.length >= 4, 'NIC agents and vSwitch daemons are tracked by pid');
+}
+
+test('demo --json through the orchestrator: every check passes, figures are plausible, nothing is left', {
+  timeout: 300_000,
+}, async (t) => {
   const prefix = testPrefix();
   used.add(prefix);
-  const r = await cli(['demo', '--json', '--prefix', prefix, '--iperf-seconds', '1'], { timeoutMs: 120_000 });
+  const r = await cli(['demo', '--json', '--prefix', prefix, '--iperf-seconds', '2'], { timeoutMs: 280_000 });
   const report = JSON.parse(r.stdout) as Report;
-  for (const c of report.checks) assert.ok(c.passed, `${c.name}: ${c.detail}`);
+  assertFullRun(report);
   assert.equal(r.code, 0, r.stderr);
-  const names = report.checks.map((c) => c.name);
-  assert.ok(names.includes('teardown leaves nothing behind'));
-  assert.equal(names.filter((n) => n.startsWith('PCIe link')).length, 4);
-  assert.equal(names.filter((n) => n.startsWith('fabric: NIC')).length, 2);
-  for (const f of ['labUpMs', 'labDownMs', 'pcieRttAvgMs', 'fabricRttAvgMs', 'fabricTcpMbps']) {
-    assert.equal(typeof report.figures[f], 'number', f);
-  }
-  assert.ok(report.figures.fabricTcpMbps > 0);
-  assert.ok(report.notBuilt.length > 0, 'the demo says what is not built yet');
+  assert.match(report.control, /^orchestrator \(tenguard orchestrator, pid \d+/);
+  assert.deepEqual(report.notShown, []);
+  assert.equal(typeof report.figures.mbps_cross_host, 'number');
+  assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
+  assert.match(r.stderr, /\[1\/13\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[13\/13\] teardown/);
   t.diagnostic(`figures: ${JSON.stringify(report.figures)}`);
-  assert.match(r.stderr, /\[1\/5\] building the lab/, 'progress goes to stderr in --json mode');
-  assert.deepEqual(await leftovers(prefix), []);
+  assert.deepEqual(await everythingLeft(prefix, report), []);
 });
 
-test('demo removes leftovers of an earlier crashed run of its prefix first', async () => {
+test('demo --control lab after a crashed earlier run: leftovers removed first, the lab harness says so', {
+  timeout: 300_000,
+}, async () => {
   const prefix = testPrefix();
   used.add(prefix);
   const crash = await cli(
     ['lab', 'up', '--hosts', '1', '--tenants', '1', '--workloads', '1', '--prefix', prefix],
-    {
-      env: { TENGUARD_LAB_CRASH_AFTER: '2' },
-    },
+    { env: { TENGUARD_LAB_CRASH_AFTER: '2' } },
   );
   assert.equal(crash.signal, 'SIGKILL');
-  const r = await cli(['demo', '--json', '--prefix', prefix, '--iperf-seconds', '0'], { timeoutMs: 120_000 });
+  const r = await cli(['demo', '--json', '--prefix', prefix, '--iperf-seconds', '0', '--control', 'lab'], {
+    timeoutMs: 280_000,
+  });
   assert.match(r.stderr, /removing what an earlier run left/);
   const report = JSON.parse(r.stdout) as Report;
-  for (const c of report.checks) assert.ok(c.passed, `${c.name}: ${c.detail}`);
-  assert.equal(r.code, 0);
-  assert.deepEqual(await leftovers(prefix), []);
+  assertFullRun(report);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(report.control, /^lab harness/);
+  assert.ok(
+    report.notShown.some((n) => n.startsWith('the orchestrator')),
+    'it says the orchestrator did not run',
+  );
+  assert.ok(
+    report.notShown.some((n) => n.startsWith('throughput')),
+    'it says the throughput run was skipped',
+  );
+  assert.equal(report.figures.mbps_cross_host, undefined);
+  assert.deepEqual(await everythingLeft(prefix, report), []);
 });
 
-test('Ctrl-C during the demo: it tears the lab down, reports the interruption, exits 130', async () => {
+test('Ctrl-C during the demo: it tears everything down, reports the interruption, exits 130', {
+  timeout: 300_000,
+}, async () => {
   const prefix = testPrefix();
   used.add(prefix);
   const child = spawn(
     process.execPath,
-    [BIN, 'demo', '--json', '--prefix', prefix, '--iperf-seconds', '10'],
+    [BIN, 'demo', '--json', '--prefix', prefix, '--iperf-seconds', '20'],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -70,20 +184,23 @@ test('Ctrl-C during the demo: it tears the lab down, reports the interruption, e
   });
   child.stderr.on('data', (d: Buffer) => {
     stderr += d.toString();
-    // Interrupt during the 10 s iperf3 run.
-    if (!sent && stderr.includes('[4/5]')) {
+    // Interrupt during the 20 s iperf3 run.
+    if (!sent && stderr.includes('throughput: iperf3')) {
       sent = true;
-      setTimeout(() => child.kill('SIGINT'), 500);
+      setTimeout(() => child.kill('SIGINT'), 1000);
     }
   });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 280_000);
   const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  clearTimeout(timer);
   assert.ok(sent, `the demo reached its iperf3 step: ${stderr}`);
   assert.equal(code, 130, stderr);
   const report = JSON.parse(stdout) as Report;
   const ran = report.checks.find((c) => c.name === 'demo ran to the end');
   assert.equal(ran?.passed, false);
   assert.match(ran?.detail ?? '', /interrupted/);
+  assert.equal(names(report, 'acme-api moved').length, 0, 'nothing ran after the interrupt');
   const teardown = report.checks.find((c) => c.name === 'teardown leaves nothing behind');
-  assert.equal(teardown?.passed, true);
-  assert.deepEqual(await leftovers(prefix), []);
+  assert.equal(teardown?.passed, true, teardown?.detail);
+  assert.deepEqual(await everythingLeft(prefix, report), []);
 });

@@ -36,7 +36,14 @@ async function call(method: HttpMethod, path: string, body?: unknown, raw?: stri
 
 /** Everything the agent holds, as the API shows it. */
 async function state(): Promise<string> {
-  return JSON.stringify([await api.keys(), await api.workloads(), await api.tenants()]);
+  const policy = await api.getPolicy('t1').catch((e: Error) => e.message);
+  return JSON.stringify([
+    await api.keys(),
+    await api.workloads(),
+    await api.tenants(),
+    policy,
+    await api.grants('t1'),
+  ]);
 }
 
 before(async () => {
@@ -276,7 +283,7 @@ test('bad input: 4xx with a stable code and message, and nothing changes', async
       409,
       'TG_ERR_CONFLICT',
     ],
-    ['unknown field', 'POST', '/v1/workloads', { ...good, labels: {} }, 400, 'TG_ERR_INVALID_ARGUMENT'],
+    ['unknown field', 'POST', '/v1/workloads', { ...good, colour: 'red' }, 400, 'TG_ERR_INVALID_ARGUMENT'],
     [
       'missing field',
       'POST',
@@ -298,6 +305,51 @@ test('bad input: 4xx with a stable code and message, and nothing changes', async
       { force: true },
       400,
       'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'bad label key',
+      'POST',
+      '/v1/workloads',
+      { ...good, labels: { 'a b': 'x' } },
+      400,
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'bad label value',
+      'POST',
+      '/v1/workloads',
+      { ...good, labels: { app: 'x'.repeat(64) } },
+      400,
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    ['policy: not a document', 'PUT', '/v1/policy/t1', { rules: 5 }, 422, 'TG_ERR_POLICY_REJECTED'],
+    ['policy: no body', 'PUT', '/v1/policy/t1', undefined, 400, 'TG_ERR_INVALID_ARGUMENT'],
+    [
+      'policy: another tenant',
+      'PUT',
+      '/v1/policy/t1',
+      { version: 1, tenant: 't2', rules: [] },
+      422,
+      'TG_ERR_POLICY_REJECTED',
+    ],
+    ['policy: none set', 'GET', '/v1/policy/t1', undefined, 404, 'TG_ERR_NOT_FOUND'],
+    ['flows: bad since', 'GET', '/v1/flows?since=soon', undefined, 400, 'TG_ERR_INVALID_ARGUMENT'],
+    ['flows: unknown filter', 'GET', '/v1/flows?colour=red', undefined, 400, 'TG_ERR_INVALID_ARGUMENT'],
+    [
+      'grants: own tenant',
+      'PUT',
+      '/v1/tenants/t1/grants',
+      { workloads: [{ tenant: 't1', workload: 'w1', address: '100.64.9.1' }] },
+      400,
+      'TG_ERR_INVALID_ARGUMENT',
+    ],
+    [
+      'grants: an own address',
+      'PUT',
+      '/v1/tenants/t1/grants',
+      { workloads: [{ tenant: 't2', workload: 'x1', address: '100.64.1.11' }] },
+      409,
+      'TG_ERR_CONFLICT',
     ],
     ['unknown route', 'GET', '/v1/nothing', undefined, 404, 'TG_ERR_NOT_FOUND'],
     ['wrong method', 'PUT', '/v1/workloads', good, 405, 'TG_ERR_METHOD_NOT_ALLOWED'],

@@ -1,170 +1,18 @@
 // The NIC service on in-memory sockets: two NICs, and vSwitches emulated by protocol engines
 // on the same fake network. Packets go vSwitch -> NIC -> (NIC ->) vSwitch through real
 // WireGuard sessions, tenants are kept apart by session, forged sources are dropped, removal
-// ends a session at once, and nothing a NIC sends carries plaintext.
+// ends a session at once, and nothing a NIC sends carries plaintext. Both tenants run an
+// allow-within-tenant policy (the default is deny: nic-policy.test.ts).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { encodeEndpoint } from '../../src/native/endpoint.js';
-import { FakeNetwork, FakeUdpSocket } from '../../src/native/fake.js';
-import { NicClient } from '../../src/nic/client.js';
-import { NicService } from '../../src/nic/service.js';
-import { JsTransportAead } from '../../src/protocol/aead.js';
-import type { DatagramBatch } from '../../src/protocol/batch.js';
-import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { Engine } from '../../src/protocol/engine.js';
-import { logger } from '../../src/util/log.js';
-import { ipv4Packet, prefix } from './protocol-harness.js';
+import { allowWithinTenant, FakeNicNet, link, settle } from './nic-fakenet.js';
+import { ipv4Packet } from './protocol-harness.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'tg-nic-dp-'));
-const net = new FakeNetwork();
-/** Every datagram a NIC sent, copied. */
-const nicSent: Buffer[] = [];
-
-class TapSocket extends FakeUdpSocket {
-  override sendBatch(
-    slab: Buffer,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    endpoints: Buffer,
-    count: number,
-  ): number {
-    for (let i = 0; i < count; i++)
-      nicSent.push(Buffer.from(slab.subarray(offsets[i], offsets[i] + lengths[i])));
-    return super.sendBatch(slab, offsets, lengths, endpoints, count);
-  }
-}
-
-const services: NicService[] = [];
-after(async () => {
-  for (const s of services) await s.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function nic(name: string, host: string, fabric: string): Promise<{ svc: NicService; api: NicClient }> {
-  const apiSocket = join(dir, `${name}.sock`);
-  const svc = await NicService.start({
-    apiSocket,
-    hostAddress: host,
-    fabricAddress: fabric,
-    openSocket: (address, port) => new TapSocket(net, { address, port }),
-    aead: new JsTransportAead(),
-    log: logger('test-nic').child({ nic: name }),
-  });
-  services.push(svc);
-  return { svc, api: new NicClient(apiSocket) };
-}
-
-/** A workload's vSwitch: an engine with the NIC as its only peer (allowed IPs 0.0.0.0/0). */
-class FakeVSwitch {
-  readonly engine = new Engine({ aead: new JsTransportAead() });
-  readonly privateKey = generatePrivateKey();
-  readonly publicKey = publicKeyOf(this.privateKey);
-  readonly socket: FakeUdpSocket;
-  readonly received: Buffer[] = [];
-  private readonly id: number;
-  private readonly slab = Buffer.alloc(4096);
-  private readonly rx = Buffer.alloc(64 * 2048);
-  private readonly rxLengths = new Uint32Array(64);
-  private readonly rxEndpoints = Buffer.alloc(64 * 20);
-  private readonly rxOffsets = new Uint32Array(64);
-
-  constructor(hostAddress: string) {
-    this.socket = net.createSocket({ address: hostAddress });
-    this.id = this.engine.addIdentity(this.privateKey);
-    this.socket.start(() => this.pump());
-  }
-
-  configure(nicPublicKey: string, psk: string, nicEndpoint: string): void {
-    this.engine.addPeer(this.id, {
-      publicKey: Buffer.from(nicPublicKey, 'base64'),
-      presharedKey: Buffer.from(psk, 'base64'),
-      endpoint: encodeEndpoint(nicEndpoint),
-      allowedIps: [prefix('0.0.0.0/0')],
-      // As the real vSwitch does: opens the session at once, so the NIC learns its endpoint.
-      persistentKeepalive: 25,
-    });
-    const ticker = setInterval(() => this.emit(this.engine.tick(performance.now())), 20);
-    ticker.unref();
-  }
-
-  send(packet: Buffer): void {
-    packet.copy(this.slab, 16);
-    const out = this.engine.outbound(
-      this.id,
-      { buf: this.slab, offsets: Uint32Array.of(16), lengths: Uint32Array.of(packet.length), count: 1 },
-      performance.now(),
-    );
-    this.emit(out.data);
-    this.emit(out.control);
-  }
-
-  private emit(d: DatagramBatch): void {
-    if (d.count > 0) this.socket.sendBatch(d.buf, d.offsets, d.lengths, d.endpoints, d.count);
-  }
-
-  private pump(): void {
-    const n = this.socket.recvBatch(this.rx, 2048, 0, 64, this.rxLengths, this.rxEndpoints);
-    for (let i = 0; i < n; i++) this.rxOffsets[i] = i * 2048;
-    const res = this.engine.inbound(
-      {
-        buf: this.rx,
-        offsets: this.rxOffsets,
-        lengths: this.rxLengths,
-        endpoints: this.rxEndpoints,
-        count: n,
-      },
-      performance.now(),
-    );
-    for (let i = 0; i < res.tun.count; i++)
-      this.received.push(
-        Buffer.from(res.tun.buf.subarray(res.tun.offsets[i], res.tun.offsets[i] + res.tun.lengths[i])),
-      );
-    this.emit(res.control);
-  }
-}
-
-const settle = (ms = 30): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function place(
-  n: { api: NicClient },
-  hostAddress: string,
-  tenant: string,
-  workload: string,
-  address: string,
-): Promise<FakeVSwitch> {
-  const vs = new FakeVSwitch(hostAddress);
-  const c = await n.api.registerWorkload({
-    tenant,
-    workload,
-    address,
-    vswitchPublicKey: vs.publicKey.toString('base64'),
-  });
-  vs.configure(c.nicPublicKey, c.psk, c.nicEndpoint);
-  return vs;
-}
-
-async function link(
-  a: { api: NicClient },
-  b: { api: NicClient },
-  tenant: string,
-  aWl: [string, string][],
-  bWl: [string, string][],
-) {
-  const ka = await a.api.tenantKey(tenant);
-  const kb = await b.api.tenantKey(tenant);
-  const peer = (k: typeof ka, wl: [string, string][]) => ({
-    nicIdentityKey: k.nicIdentityKey,
-    endpoint: k.endpoint,
-    publicKey: k.publicKey,
-    signature: k.signature,
-    workloads: wl.map(([workload, address]) => ({ workload, address })),
-  });
-  await a.api.setTenantPeers(tenant, [peer(kb, bWl)]);
-  await b.api.setTenantPeers(tenant, [peer(ka, aWl)]);
-}
+const fake = new FakeNicNet();
+const nicSent = fake.nicSent;
+after(() => fake.close());
+const nic = (name: string, host: string, fabric: string) => fake.nic(name, host, fabric);
+const place = fake.place.bind(fake);
 
 test('two NICs on a fake network: tenants apart by session, forged sources dropped, removal immediate, no plaintext', async () => {
   const A = await nic('a', '198.19.1.2', '198.18.0.11');
@@ -187,6 +35,7 @@ test('two NICs on a fake network: tenants apart by session, forged sources dropp
     [['r1', '100.64.1.21']],
   );
   await link(A, B, 't2', [['x1', '100.64.1.11']], [['y1', '100.64.1.21']]);
+  for (const n of [A, B]) for (const t of ['t1', 't2']) await n.api.setPolicy(t, allowWithinTenant(t));
 
   const marker = Buffer.from('tenguard-plaintext-marker-0123456789');
   const packet = (src: string, dst: string): Buffer => {

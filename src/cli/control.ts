@@ -1,0 +1,342 @@
+// `tenguard tenant|host|workload|policy|flows|keys`: the orchestrator's command line, a thin
+// client of its API (--api PATH, default $TENGUARD_ORCHESTRATOR or /run/tenguard/orchestrator.sock).
+// Arguments are checked before anything is sent; a bad one exits 2 with TG_ERR_USAGE.
+// --json prints the API's answer as one JSON document.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
+import type { WorkloadRecord } from '../orchestrator/model.js';
+import { TgError } from '../util/errors.js';
+
+export const CONTROL_USAGE = `usage:
+  tenguard tenant create <name> --pool <CIDR in 100.64.0.0/10>
+  tenguard tenant list | show <name> | delete <name>
+  tenguard host register <name> --nic-api <socket> --vswitch-api <socket> --netns-prefix <prefix>
+  tenguard host list | show <name> | deregister <name>
+  tenguard workload create <name> --tenant <t> --host <h> [--label k=v ...]
+  tenguard workload list | show <name> | delete <name>
+  tenguard workload migrate <name> --to <host>
+  tenguard policy set <tenant> [--file F]      (the document from F, or from stdin)
+  tenguard policy show <tenant>
+  tenguard flows [--tenant T] [--since S] [--limit N]
+  tenguard keys <host>
+
+  every command takes --json (print the API's answer) and --api PATH (the orchestrator's socket;
+  default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock)`;
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parse(
+  args: string[],
+  options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>,
+  positionals: number,
+): { values: Values; positionals: string[] } {
+  let parsed: { values: Values; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...options, json: { type: 'boolean' }, api: { type: 'string' }, help: { type: 'boolean' } },
+      strict: true,
+      allowPositionals: true,
+    }) as { values: Values; positionals: string[] };
+  } catch (err) {
+    throw new TgError('TG_ERR_USAGE', `${(err as Error).message}\n${CONTROL_USAGE}`);
+  }
+  if (parsed.positionals.length !== positionals)
+    throw new TgError(
+      'TG_ERR_USAGE',
+      `expected ${positionals} argument(s), got ${parsed.positionals.length}\n${CONTROL_USAGE}`,
+    );
+  return parsed;
+}
+
+function required(v: Values, name: string): string {
+  const x = v[name];
+  if (typeof x !== 'string' || x.length === 0)
+    throw new TgError('TG_ERR_USAGE', `--${name} is required\n${CONTROL_USAGE}`);
+  return x;
+}
+
+function client(v: Values): OrchestratorClient {
+  return new OrchestratorClient(typeof v.api === 'string' ? v.api : defaultOrchestratorSocket());
+}
+
+function out(v: Values, value: unknown, text: () => string): number {
+  process.stdout.write(v.json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
+  return 0;
+}
+
+function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function labelsText(l: Record<string, string>): string {
+  return Object.entries(l)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+}
+
+function workloadText(w: WorkloadRecord): string {
+  const t = Object.entries(w.timings)
+    .map(([k, ms]) => `${k}=${ms}ms`)
+    .join(' ');
+  return [
+    `workload ${w.name}`,
+    `  tenant   ${w.tenant}`,
+    `  host     ${w.host}${w.migratingTo ? ` (migrating to ${w.migratingTo})` : ''}`,
+    `  address  ${w.address}`,
+    `  netns    ${w.netns}`,
+    `  labels   ${labelsText(w.labels) || '-'}`,
+    `  state    ${w.state}`,
+    `  timings  ${t || '-'}`,
+    ...(w.lastError ? [`  error    ${w.lastError}`] : []),
+  ].join('\n');
+}
+
+async function tenant(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'create': {
+      const { values: v, positionals: p } = parse(args, { pool: { type: 'string' } }, 1);
+      const t = await client(v).createTenant({ name: p[0], pool: required(v, 'pool') });
+      return out(v, t, () => `tenant ${t.name} created, pool ${t.pool}`);
+    }
+    case 'list': {
+      const { values: v } = parse(args, {}, 0);
+      const ts = await client(v).listTenants();
+      return out(v, { tenants: ts }, () =>
+        table([['TENANT', 'POOL', 'CREATED'], ...ts.map((t) => [t.name, t.pool, t.createdAt])]),
+      );
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const t = await client(v).showTenant(p[0]);
+      return out(
+        v,
+        t,
+        () =>
+          `tenant ${t.name}\n  pool       ${t.pool}\n  workloads  ${t.workloads}\n  allocated  ${t.allocated}`,
+      );
+    }
+    case 'delete': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const r = await client(v).deleteTenant(p[0]);
+      return out(v, r, () => `tenant ${r.name} deleted`);
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown tenant command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
+async function host(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'register': {
+      const { values: v, positionals: p } = parse(
+        args,
+        {
+          'nic-api': { type: 'string' },
+          'vswitch-api': { type: 'string' },
+          'netns-prefix': { type: 'string' },
+        },
+        1,
+      );
+      const h = await client(v).registerHost({
+        name: p[0],
+        nicApi: required(v, 'nic-api'),
+        vswitchApi: required(v, 'vswitch-api'),
+        netnsPrefix: required(v, 'netns-prefix'),
+      });
+      return out(v, h, () => `host ${h.name} registered`);
+    }
+    case 'list': {
+      const { values: v } = parse(args, {}, 0);
+      const hs = await client(v).listHosts();
+      return out(v, { hosts: hs }, () =>
+        table([
+          ['HOST', 'NIC API', 'VSWITCH API', 'NETNS PREFIX'],
+          ...hs.map((h) => [h.name, h.nicApi, h.vswitchApi, h.netnsPrefix]),
+        ]),
+      );
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const h = await client(v).showHost(p[0]);
+      return out(
+        v,
+        h,
+        () =>
+          `host ${h.name}\n  nic api      ${h.nicApi}\n  vswitch api  ${h.vswitchApi}\n  netns prefix ${h.netnsPrefix}\n  registered   ${h.registeredAt}`,
+      );
+    }
+    case 'deregister': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const r = await client(v).deregisterHost(p[0]);
+      return out(v, r, () => `host ${r.name} deregistered`);
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown host command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
+function parseLabels(list: string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const l of list) {
+    const i = l.indexOf('=');
+    if (i <= 0) throw new TgError('TG_ERR_USAGE', `--label '${l}' is not key=value`);
+    labels[l.slice(0, i)] = l.slice(i + 1);
+  }
+  return labels;
+}
+
+async function workload(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'create': {
+      const { values: v, positionals: p } = parse(
+        args,
+        { tenant: { type: 'string' }, host: { type: 'string' }, label: { type: 'string', multiple: true } },
+        1,
+      );
+      const labels = parseLabels((v.label as string[] | undefined) ?? []);
+      const w = await client(v).createWorkload({
+        name: p[0],
+        tenant: required(v, 'tenant'),
+        host: required(v, 'host'),
+        ...(Object.keys(labels).length > 0 ? { labels } : {}),
+      });
+      return out(v, w, () => workloadText(w));
+    }
+    case 'list': {
+      const { values: v } = parse(args, {}, 0);
+      const ws = await client(v).listWorkloads();
+      return out(v, { workloads: ws }, () =>
+        table([
+          ['WORKLOAD', 'TENANT', 'HOST', 'ADDRESS', 'STATE', 'LABELS'],
+          ...ws.map((w) => [w.name, w.tenant, w.host, w.address, w.state, labelsText(w.labels)]),
+        ]),
+      );
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const w = await client(v).showWorkload(p[0]);
+      return out(v, w, () => workloadText(w));
+    }
+    case 'delete': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const r = await client(v).deleteWorkload(p[0]);
+      return out(v, r, () => `workload ${r.name} deleted (${r.timings.total ?? '?'} ms)`);
+    }
+    case 'migrate': {
+      const { values: v, positionals: p } = parse(args, { to: { type: 'string' } }, 1);
+      const w = await client(v).migrateWorkload(p[0], required(v, 'to'));
+      return out(v, w, () => workloadText(w));
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown workload command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
+async function policy(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'set': {
+      const { values: v, positionals: p } = parse(args, { file: { type: 'string' } }, 1);
+      const file = typeof v.file === 'string' ? v.file : 0;
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new TgError('TG_ERR_USAGE', `cannot read the policy document: ${(err as Error).message}`);
+      }
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch (err) {
+        throw new TgError(
+          'TG_ERR_INVALID_ARGUMENT',
+          `the policy document is not JSON: ${(err as Error).message}`,
+        );
+      }
+      const r = await client(v).setPolicy(p[0], doc);
+      return out(v, r, () => `policy of tenant ${r.tenant} set (pushed to ${r.pushedTo.length} NIC(s))`);
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, {}, 1);
+      const r = await client(v).getPolicy(p[0]);
+      return out(v, r, () => JSON.stringify(r.document, null, 2));
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown policy command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
+async function flows(args: string[]): Promise<number> {
+  const { values: v } = parse(
+    args,
+    { tenant: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
+    0,
+  );
+  const q: { tenant?: string; since?: string; limit?: number } = {};
+  if (typeof v.tenant === 'string') q.tenant = v.tenant;
+  if (typeof v.since === 'string') q.since = v.since;
+  if (typeof v.limit === 'string') {
+    const n = Number(v.limit);
+    if (!Number.isInteger(n) || n < 1)
+      throw new TgError('TG_ERR_USAGE', '--limit must be a positive integer');
+    q.limit = n;
+  }
+  const r = await client(v).flows(q);
+  return out(v, r, () =>
+    [
+      ...r.flows.map((f) => JSON.stringify(f)),
+      ...Object.entries(r.hosts).map(([h, s]) => `# ${h}: ${s}`),
+    ].join('\n'),
+  );
+}
+
+async function keys(args: string[]): Promise<number> {
+  const { values: v, positionals: p } = parse(args, {}, 1);
+  const r = await client(v).keys(p[0]);
+  return out(v, r, () =>
+    table([
+      ['ID', 'KIND', 'FINGERPRINT', 'CREATED'],
+      ...r.keys.map((k) => [
+        String(k.id ?? ''),
+        String(k.kind ?? k.type ?? ''),
+        String(k.fingerprint ?? ''),
+        String(k.created ?? k.createdAt ?? ''),
+      ]),
+    ]),
+  );
+}
+
+/** Runs one command group: `group` is tenant, host, workload, policy, flows or keys. */
+export async function runGroup(group: string, args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${CONTROL_USAGE}\n`);
+    return 0;
+  }
+  const [sub, ...rest] = args;
+  switch (group) {
+    case 'tenant':
+      return tenant(sub, rest);
+    case 'host':
+      return host(sub, rest);
+    case 'workload':
+      return workload(sub, rest);
+    case 'policy':
+      return policy(sub, rest);
+    case 'flows':
+      return flows(args);
+    case 'keys':
+      return keys(args);
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown command '${group}'\n${CONTROL_USAGE}`);
+}
+
+export function run(args: string[]): Promise<number> {
+  const [group, ...rest] = args;
+  return runGroup(group ?? '', rest);
+}

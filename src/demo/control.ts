@@ -1,0 +1,74 @@
+// What the demo asks of a control plane: tenants, workloads (create, delete, migrate),
+// per-tenant policy and each host's key inventory. Two implementations: the orchestrator
+// (orchestrator-control.ts, through its REST API) and the lab harness playing the
+// orchestrator's part (lab-control.ts). The demo's report names the one that ran.
+import type { KeyMetadata } from '../nic/keystore.js';
+import type { PolicyDocument } from '../policy/model.js';
+
+export interface DemoWorkload {
+  name: string;
+  tenant: string;
+  host: string;
+  address: string;
+  /** The workload's network namespace. */
+  netns: string;
+  /** Milliseconds per step of its last spin-up or migration, as the control plane measured them. */
+  timings: Record<string, number>;
+}
+
+export interface DemoControl {
+  /** 'orchestrator' or 'lab-harness'. */
+  readonly kind: 'orchestrator' | 'lab-harness';
+  /** One line saying what drives the NICs and vSwitches (shown in the report). */
+  describe(): string;
+  /** Pids of processes this control plane started (the orchestrator); ended by close(). */
+  pids(): number[];
+  createTenant(name: string, pool: string): Promise<void>;
+  createWorkload(req: {
+    name: string;
+    tenant: string;
+    host: string;
+    labels?: Record<string, string>;
+  }): Promise<DemoWorkload>;
+  deleteWorkload(name: string): Promise<void>;
+  migrate(name: string, toHost: string): Promise<DemoWorkload>;
+  /** The key inventory (metadata only) of a host's NIC. */
+  keys(host: string): Promise<KeyMetadata[]>;
+  /**
+   * Sets a tenant's policy document; false when the NICs have no policy API (then tenants
+   * are kept apart by per-tenant routing alone and nothing is enforced beyond it).
+   */
+  setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean>;
+  /** Flow records merged from the NICs (DESIGN.md section 6); null when the NICs keep none. */
+  flows(): Promise<Record<string, unknown>[] | null>;
+  /** Ends what this control plane started. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The policy the demo gives each tenant: its own workloads may talk to each other, nothing else. */
+export function allowWithinTenant(tenant: string): PolicyDocument {
+  return {
+    version: 1,
+    tenant,
+    description: `${tenant}: every workload may open any connection to every other ${tenant} workload`,
+    rules: [
+      {
+        id: 'within-tenant-egress',
+        action: 'allow',
+        direction: 'egress',
+        workloads: { labels: {} },
+        peers: [{ labels: {} }],
+        protocol: 'any',
+      },
+      {
+        id: 'within-tenant-ingress',
+        action: 'allow',
+        direction: 'ingress',
+        workloads: { labels: {} },
+        peers: [{ labels: {} }],
+        protocol: 'any',
+      },
+    ],
+    tests: [],
+  };
+}

@@ -1,0 +1,235 @@
+// The demo from start to end: build the lab, start a NIC agent and a vSwitch daemon per host,
+// start the control plane (the orchestrator as a child process when it is available, else
+// the lab harness), run the steps, and tear everything down again, also after a failure or
+// an interrupt. Every claim is a check in the report; every long-running process the demo
+// starts is tracked by pid and must be gone at the end.
+import { existsSync, readdirSync } from 'node:fs';
+import { UAPI_SOCKET_DIR } from '../device/uapi-server.js';
+import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '../lab/index.js';
+import { LabAgents } from '../nic/lab-harness.js';
+import { TgError } from '../util/errors.js';
+import type { DemoControl } from './control.js';
+import { LabControl } from './lab-control.js';
+import type { DemoReporter } from './report.js';
+import { DemoSteps } from './steps.js';
+
+export type ControlChoice = 'auto' | 'orchestrator' | 'lab';
+
+export interface DemoOptions {
+  prefix: string;
+  iperfSeconds: number;
+  control: ControlChoice;
+}
+
+/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, then teardown. */
+export const TOTAL_STEPS = 13;
+
+/** Starts the orchestrator-backed control plane; null when this build has no orchestrator. */
+export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl | null>;
+
+export async function runDemo(
+  opts: DemoOptions,
+  report: DemoReporter,
+  signal: AbortSignal,
+  startOrchestrator: OrchestratorStarter,
+): Promise<void> {
+  const { prefix } = opts;
+  await clearLeftovers(prefix, report);
+  let agents: LabAgents | null = null;
+  let control: DemoControl | null = null;
+  let steps: DemoSteps | null = null;
+  const pids: number[] = [];
+  let ours = true;
+  const t0 = performance.now();
+  try {
+    report.step('lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge');
+    const tl = performance.now();
+    // The lab always plans one workload namespace per tenant and host (the smallest size it
+    // builds); the demo's workloads get namespaces of their own from the control plane, so
+    // these two stay idle.
+    const lab = await buildLab({ prefix, hosts: 2, tenants: 1, workloads: 1, signal });
+    report.figure('lab_up_ms', Math.round(performance.now() - tl));
+    report.check(
+      'lab built',
+      true,
+      `prefix ${prefix}; ${lab.hosts.map((h) => `${h.name}: ${h.hostNs} <-> ${h.nicNs}`).join(', ')}; fabric ${lab.fabric.ns}`,
+    );
+
+    report.step('agents: a NIC agent in each NIC namespace, a vSwitch daemon in each host namespace');
+    const ta = performance.now();
+    agents = await LabAgents.start(lab, { logLevel: 'warn', defaultPolicy: 'none' });
+    report.figure('agents_up_ms', Math.round(performance.now() - ta));
+    for (const h of lab.hosts) {
+      const n = agents.nics.get(h.name)!;
+      const v = agents.vswitchds.get(h.name)!;
+      pids.push(n.pid, v.pid);
+      report.check(
+        `${h.name}: NIC agent and vSwitch daemon answer`,
+        true,
+        `nic pid ${n.pid} (${h.nicNs}), vswitchd pid ${v.pid} (${h.hostNs})`,
+      );
+    }
+
+    report.step('control plane');
+    if (opts.control !== 'lab') {
+      try {
+        control = await startOrchestrator(lab, agents);
+      } catch (err) {
+        // With --control auto the rest still runs on the lab harness; the failure stays a failed check.
+        if (opts.control === 'orchestrator' || signal.aborted) throw err;
+        report.check('orchestrator started and hosts registered', false, (err as Error).message);
+        report.notShown(`the orchestrator: it failed to start (${(err as Error).message})`);
+      }
+      if (control === null && opts.control === 'orchestrator')
+        throw new TgError('TG_ERR_NOT_FOUND', 'this build has no orchestrator (--control orchestrator)');
+    }
+    if (control === null) {
+      control = new LabControl(lab, agents);
+      if (opts.control === 'lab') report.notShown('the orchestrator (--control lab)');
+      else if (!report.result.notShown.some((n) => n.startsWith('the orchestrator')))
+        report.notShown('the orchestrator: this build has none');
+      report.say(
+        '      the lab harness creates tenants, workloads and policies through the NIC and vSwitch APIs',
+      );
+    }
+    pids.push(...control.pids());
+    report.result.control = control.describe();
+    report.check('control plane ready', true, control.describe());
+
+    const s = new DemoSteps({ lab, control, report, signal, pids, iperfSeconds: opts.iperfSeconds });
+    steps = s;
+    await s.tenants();
+    await s.startCaptures();
+    await s.createWorkloads();
+    // A step that fails is reported and the next one runs; an interrupt ends the run.
+    const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        if (signal.aborted) throw err;
+        report.check(`${name} step completed`, false, (err as Error).message);
+      }
+    };
+    await phase('same-tenant traffic', () => s.sameTenant());
+    await phase('cross-tenant traffic', () => s.crossTenant());
+    await phase('captures', () => s.analyseCaptures());
+    await phase('key inventory', () => s.keyInventory());
+    await phase('throughput', () => s.throughput());
+    await phase('migration', () => s.migrate());
+    await phase('spin-down', () => s.spinDown());
+  } catch (err) {
+    if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
+      ours = false;
+      throw err;
+    }
+    report.check(
+      'demo ran to the end',
+      false,
+      signal.aborted ? 'interrupted by a signal' : (err as Error).message,
+    );
+  } finally {
+    report.result.pids = [...pids];
+    if (ours) await tearDown(prefix, report, { agents, control, steps, pids });
+    report.figure('total_ms', Math.round(performance.now() - t0));
+  }
+}
+
+async function tearDown(
+  prefix: string,
+  report: DemoReporter,
+  parts: { agents: LabAgents | null; control: DemoControl | null; steps: DemoSteps | null; pids: number[] },
+): Promise<void> {
+  report.step('teardown: control plane, agents, lab', TOTAL_STEPS);
+  const t0 = performance.now();
+  const problems: string[] = [];
+  const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      problems.push(`${what}: ${(err as Error).message}`);
+    }
+  };
+  await attempt('captures', async () => parts.steps?.cleanup());
+  await attempt('control plane', async () => parts.control?.close());
+  await attempt('agents', async () => parts.agents?.stop());
+  let runDir = '';
+  await attempt('lab', async () => {
+    try {
+      runDir = loadLab(prefix).runDir;
+    } catch {
+      runDir = '';
+    }
+    await destroyLab(prefix);
+  });
+  report.figure('teardown_ms', Math.round(performance.now() - t0));
+  const left = await findLabObjects(prefix);
+  const alive = parts.pids.filter(processAlive);
+  const sockets = leftoverSockets(prefix, runDir);
+  const clean =
+    problems.length === 0 &&
+    left.namespaces.length === 0 &&
+    left.links.length === 0 &&
+    !left.stateFile &&
+    alive.length === 0 &&
+    sockets.length === 0;
+  report.check(
+    'teardown leaves nothing behind',
+    clean,
+    clean
+      ? `${parts.pids.length} processes ended, no namespace, link, socket or state file of ${prefix} left`
+      : [
+          ...problems,
+          ...left.namespaces.map((n) => `namespace ${n}`),
+          ...left.links.map((l) => `link ${l}`),
+          ...(left.stateFile ? ['state file'] : []),
+          ...alive.map((p) => `pid ${p} still running`),
+          ...sockets,
+        ].join(', '),
+  );
+}
+
+/** Sockets of the prefix still on disk: the lab's run directory and UAPI sockets of its devices. */
+function leftoverSockets(prefix: string, runDir: string): string[] {
+  const out: string[] = [];
+  if (runDir !== '' && existsSync(runDir)) out.push(`run directory ${runDir}`);
+  let names: string[] = [];
+  try {
+    names = readdirSync(UAPI_SOCKET_DIR);
+  } catch {
+    names = [];
+  }
+  for (const f of names) if (f.startsWith(`${prefix}-`)) out.push(`${UAPI_SOCKET_DIR}/${f}`);
+  return out;
+}
+
+/**
+ * Removes what an earlier run left with this prefix (its process gone). A lab whose builder
+ * still runs is someone else's: TG_ERR_LAB_EXISTS, and nothing is touched.
+ */
+async function clearLeftovers(prefix: string, report: DemoReporter): Promise<void> {
+  const found = await findLabObjects(prefix);
+  if (!found.stateFile && found.namespaces.length === 0 && found.links.length === 0) return;
+  let old: LabState | null = null;
+  try {
+    old = loadLab(prefix);
+  } catch {
+    old = null;
+  }
+  if (old !== null && old.builder.pid !== process.pid && processAlive(old.builder.pid)) {
+    throw new TgError(
+      'TG_ERR_LAB_EXISTS',
+      `lab '${prefix}' belongs to the running process ${old.builder.pid}; choose another --prefix`,
+    );
+  }
+  report.say(`      removing what an earlier run left with prefix ${prefix}`);
+  await destroyLab(prefix);
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

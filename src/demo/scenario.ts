@@ -1,0 +1,58 @@
+// What the demo builds: two hosts, two tenants with their address pools, and three
+// workloads per tenant (two on host h1, one on h2), plus the pairs it sends traffic between
+// and the moves it makes. Names are what the orchestrator sees; namespaces are the control
+// plane's business.
+
+export const HOSTS = ['h1', 'h2'] as const;
+
+export const TENANTS = [
+  { name: 'acme', pool: '100.64.1.0/24' },
+  { name: 'blue', pool: '100.64.2.0/24' },
+] as const;
+
+export interface WorkloadSpec {
+  name: string;
+  tenant: string;
+  host: string;
+  labels: Record<string, string>;
+}
+
+export const WORKLOADS: readonly WorkloadSpec[] = TENANTS.flatMap((t) => [
+  { name: `${t.name}-web`, tenant: t.name, host: 'h1', labels: { app: 'web' } },
+  { name: `${t.name}-api`, tenant: t.name, host: 'h1', labels: { app: 'api' } },
+  { name: `${t.name}-db`, tenant: t.name, host: 'h2', labels: { app: 'db' } },
+]);
+
+/** Same-tenant pairs: [from, to, what]. */
+export const SAME_TENANT: readonly [string, string, string][] = TENANTS.flatMap(
+  (t): [string, string, string][] => [
+    [`${t.name}-web`, `${t.name}-api`, 'same host'],
+    [`${t.name}-web`, `${t.name}-db`, 'cross host'],
+  ],
+);
+
+/** Cross-tenant pairs that must not pass: [from, to, what]. */
+export const CROSS_TENANT: readonly [string, string, string][] = [
+  ['acme-web', 'blue-api', 'same host'],
+  ['acme-web', 'blue-db', 'cross host'],
+  ['blue-db', 'acme-db', 'same host'],
+];
+
+/** A tenant given no policy document: its own workloads cannot reach each other (default deny). */
+export const NO_POLICY = {
+  tenant: 'gray',
+  pool: '100.64.3.0/24',
+  workloads: [
+    { name: 'gray-a', tenant: 'gray', host: 'h1', labels: { app: 'a' } },
+    { name: 'gray-b', tenant: 'gray', host: 'h2', labels: { app: 'b' } },
+  ] as readonly WorkloadSpec[],
+};
+
+/** The live migration: the workload, where it goes, and the peer that streams pings to it. */
+export const MIGRATION = { workload: 'acme-api', to: 'h2', streamFrom: 'acme-web', intervalMs: 20 };
+
+/** The spin-down: the only workload of its tenant on its host, so the tenant's off-host key goes too. */
+export const SPIN_DOWN = { workload: 'blue-db', checkFrom: 'blue-web' };
+
+/** The throughput run: same tenant, cross host. */
+export const THROUGHPUT = { from: 'acme-web', to: 'acme-db' };

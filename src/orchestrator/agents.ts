@@ -1,0 +1,92 @@
+// The orchestrator's reach into a host: the NIC agent's and vSwitch daemon's APIs (through
+// their typed clients) and the workload namespaces it creates itself. It only ever talks to
+// the agents' APIs; it never starts or ends their processes.
+import { readdirSync } from 'node:fs';
+import { NicClient } from '../nic/client.js';
+import { TgError } from '../util/errors.js';
+import { run } from '../util/exec.js';
+import { apiRequest } from '../util/http-json.js';
+import { VSwitchClient } from '../vswitch/client.js';
+import type { HostRecord } from './model.js';
+
+/** Where `ip netns add` puts named namespaces. */
+const NETNS_DIR = '/run/netns';
+const AGENT_TIMEOUT_MS = 10_000;
+
+export interface HostAgents {
+  nic: NicClient;
+  vswitch: VSwitchClient;
+}
+
+export class AgentDirectory {
+  private readonly clients = new Map<string, HostAgents & { key: string }>();
+
+  /** The clients of a host's agents (made once per socket pair). */
+  of(host: HostRecord): HostAgents {
+    const key = `${host.nicApi}\0${host.vswitchApi}`;
+    const c = this.clients.get(host.name);
+    if (c !== undefined && c.key === key) return c;
+    const made = { key, nic: new NicClient(host.nicApi), vswitch: new VSwitchClient(host.vswitchApi) };
+    this.clients.set(host.name, made);
+    return made;
+  }
+
+  forget(host: string): void {
+    this.clients.delete(host);
+  }
+}
+
+/**
+ * Whether a NIC serves the policy API (PUT/GET /v1/policy/:tenant, GET /v1/flows, workload
+ * labels): a GET of a tenant without a policy answers 404 with the agent's own "no policy"
+ * message when it does, and the router's "no resource" when the route does not exist.
+ */
+export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
+  const r = await apiRequest(nic.endpoint, 'GET', '/v1/policy/tg-probe', undefined, {
+    timeoutMs: AGENT_TIMEOUT_MS,
+  });
+  if (r.status === 200) return true;
+  if (r.status === 404) {
+    const msg = (r.body as { message?: unknown } | undefined)?.message;
+    return !(typeof msg === 'string' && msg.startsWith('no resource'));
+  }
+  return r.status !== 405;
+}
+
+// --- Namespaces ---------------------------------------------------------------------------
+
+export function netnsExists(name: string): boolean {
+  return listNetns().includes(name);
+}
+
+export function listNetns(): string[] {
+  try {
+    return readdirSync(NETNS_DIR);
+  } catch {
+    return [];
+  }
+}
+
+/** Creates a named namespace with loopback up. Returns false when it already existed. */
+export async function addNetns(name: string): Promise<boolean> {
+  if (netnsExists(name)) return false;
+  const r = await run('ip', ['netns', 'add', name], { timeoutMs: 15_000 });
+  if (r.code !== 0) {
+    if (r.stderr.includes('File exists')) return false;
+    throw new TgError('TG_ERR_COMMAND_FAILED', `ip netns add ${name}: ${r.stderr.trim()}`);
+  }
+  const up = await run('ip', ['-n', name, 'link', 'set', 'lo', 'up'], { timeoutMs: 15_000 });
+  if (up.code !== 0) {
+    await run('ip', ['netns', 'del', name]);
+    throw new TgError('TG_ERR_COMMAND_FAILED', `ip -n ${name} link set lo up: ${up.stderr.trim()}`);
+  }
+  return true;
+}
+
+/** Removes a named namespace; absent is fine. */
+export async function delNetns(name: string): Promise<void> {
+  if (!netnsExists(name)) return;
+  const r = await run('ip', ['netns', 'del', name], { timeoutMs: 15_000 });
+  if (r.code !== 0 && netnsExists(name))
+    throw new TgError('TG_ERR_COMMAND_FAILED', `ip netns del ${name}: ${r.stderr.trim()}`);
+}

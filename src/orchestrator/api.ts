@@ -1,0 +1,343 @@
+// The orchestrator's REST API (HTTP+JSON on a Unix socket through JsonApiServer). Each route
+// carries its OpenAPI description (summary, request schema, example), and GET /openapi.json
+// is generated from this same list, so the document and the served routes cannot drift.
+//
+//   GET    /v1/health                              liveness, counts, last reconciliation
+//   GET    /openapi.json                           this API's OpenAPI 3.1 document
+//   GET    /v1/tenants                             tenants
+//   POST   /v1/tenants                             {name, pool} -> 201 tenant
+//   GET    /v1/tenants/:tenant                     one tenant, with counts
+//   DELETE /v1/tenants/:tenant                     refused while it has workloads
+//   GET    /v1/tenants/:tenant/policy              the stored policy document
+//   PUT    /v1/tenants/:tenant/policy              a policy document -> pushed to its NICs, stored
+//   GET    /v1/hosts                               hosts
+//   POST   /v1/hosts                               {name, nicApi, vswitchApi, netnsPrefix} -> 201 host
+//   GET    /v1/hosts/:host                         one host
+//   DELETE /v1/hosts/:host                         refused while it has workloads
+//   GET    /v1/hosts/:host/keys                    the host NIC's key inventory (metadata only)
+//   GET    /v1/workloads                           workloads
+//   POST   /v1/workloads                           {tenant, name, host, labels?} -> 201 running workload
+//   GET    /v1/workloads/:workload                 one workload (address, netns, state, timings)
+//   DELETE /v1/workloads/:workload                 spin-down -> {name, timings}
+//   POST   /v1/workloads/:workload/migrate         {to} -> the workload on its new host, with timings
+//   GET    /v1/flows                               flow records merged from the NICs
+//   POST   /v1/flows/query                         {tenant?, since?, limit?} -> the same, filtered
+//   GET    /v1/reconcile                           the last reconciliation pass
+//   POST   /v1/reconcile                           run a pass now -> its report
+import { z } from 'zod';
+import { ERROR_CODES } from '../util/errors.js';
+import { answer, parseBody, type Route } from '../util/http-json.js';
+import {
+  createTenantSchema,
+  createWorkloadSchema,
+  emptyBodySchema,
+  migrateSchema,
+  registerHostSchema,
+} from './model.js';
+import type { Orchestrator } from './orchestrator.js';
+
+export const ORCHESTRATOR_MAX_BODY_BYTES = 256 * 1024;
+export const API_VERSION = '1.0.0';
+
+export const flowQuerySchema = z.strictObject({
+  tenant: z.string().max(63).optional(),
+  since: z.string().max(64).optional(),
+  limit: z.number().int().min(1).max(100_000).optional(),
+});
+
+/** Policy documents are checked by the policy schema in the service; here: a JSON object. */
+const policyBodySchema = z.record(z.string(), z.unknown());
+
+export interface OrchestratorRoute extends Route {
+  operationId: string;
+  summary: string;
+  /** The request body's schema (also what the handler parses with). */
+  body?: z.ZodType;
+  /** An example request body, valid against `body`. */
+  example?: unknown;
+  /** The success status (200 unless named). */
+  status?: number;
+}
+
+const EXAMPLE_POLICY = {
+  version: 1,
+  tenant: 'acme',
+  rules: [
+    { id: 'out', action: 'allow', direction: 'egress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+    { id: 'in', action: 'allow', direction: 'ingress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+  ],
+};
+
+export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
+  const routes: OrchestratorRoute[] = [
+    {
+      method: 'GET',
+      path: '/v1/health',
+      operationId: 'health',
+      summary: 'Liveness, counts and the last reconciliation pass',
+      handler: async () => ({
+        status: 'ok',
+        revision: await o.store.revision(),
+        tenants: (await o.service.listTenants()).length,
+        hosts: (await o.service.listHosts()).length,
+        workloads: (await o.service.listWorkloads()).length,
+        reconcilePasses: o.reconcilePasses,
+        lastReconcile: o.lastReconcile,
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/openapi.json',
+      operationId: 'openapi',
+      summary: 'This API as an OpenAPI 3.1 document',
+      handler: () => openApiDocument(routes),
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants',
+      operationId: 'listTenants',
+      summary: 'List tenants',
+      handler: async () => ({ tenants: await o.service.listTenants() }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/tenants',
+      operationId: 'createTenant',
+      summary: 'Create a tenant with its IPv4 address pool inside 100.64.0.0/10',
+      body: createTenantSchema,
+      example: { name: 'acme', pool: '100.64.1.0/24' },
+      status: 201,
+      handler: async (req) => answer(201, await o.service.createTenant(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant',
+      operationId: 'showTenant',
+      summary: 'One tenant, with its workload and allocation counts',
+      handler: (req) => o.service.getTenant(req.params.tenant),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/tenants/:tenant',
+      operationId: 'deleteTenant',
+      summary: 'Delete a tenant without workloads (its policy goes with it)',
+      body: emptyBodySchema,
+      handler: (req) => {
+        parseBody(emptyBodySchema, req.body);
+        return o.service.deleteTenant(req.params.tenant);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/policy',
+      operationId: 'getPolicy',
+      summary: "The tenant's stored policy document",
+      handler: (req) => o.service.getPolicy(req.params.tenant),
+    },
+    {
+      method: 'PUT',
+      path: '/v1/tenants/:tenant/policy',
+      operationId: 'setPolicy',
+      summary: "Set the tenant's policy document: pushed to every NIC holding the tenant, then stored",
+      body: policyBodySchema,
+      example: EXAMPLE_POLICY,
+      handler: (req) => o.setPolicy(req.params.tenant, parseBody(policyBodySchema, req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/hosts',
+      operationId: 'listHosts',
+      summary: 'List hosts',
+      handler: async () => ({ hosts: await o.service.listHosts() }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/hosts',
+      operationId: 'registerHost',
+      summary: "Register a host: its NIC agent's and vSwitch daemon's API sockets and its namespace prefix",
+      body: registerHostSchema,
+      example: {
+        name: 'h1',
+        nicApi: '/run/tenguard/h1-nic.sock',
+        vswitchApi: '/run/tenguard/h1-vswitchd.sock',
+        netnsPrefix: 'tg-h1-',
+      },
+      status: 201,
+      handler: async (req) => answer(201, await o.registerHost(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/hosts/:host',
+      operationId: 'showHost',
+      summary: 'One host',
+      handler: (req) => o.service.getHost(req.params.host),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/hosts/:host',
+      operationId: 'deregisterHost',
+      summary: 'Deregister a host without workloads',
+      body: emptyBodySchema,
+      handler: (req) => {
+        parseBody(emptyBodySchema, req.body);
+        return o.deregisterHost(req.params.host);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/hosts/:host/keys',
+      operationId: 'hostKeys',
+      summary: "The host NIC's key inventory (metadata only, never key material)",
+      handler: (req) => o.keys(req.params.host),
+    },
+    {
+      method: 'GET',
+      path: '/v1/workloads',
+      operationId: 'listWorkloads',
+      summary: 'List workloads',
+      handler: async () => ({ workloads: await o.service.listWorkloads() }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/workloads',
+      operationId: 'createWorkload',
+      summary: 'Create a workload and spin it up (answers when it is configured)',
+      body: createWorkloadSchema,
+      example: { tenant: 'acme', name: 'web-1', host: 'h1', labels: { app: 'web' } },
+      status: 201,
+      handler: async (req) => answer(201, await o.createWorkload(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/workloads/:workload',
+      operationId: 'showWorkload',
+      summary: 'One workload: address, namespace, state, timings',
+      handler: (req) => o.service.getWorkload(req.params.workload),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/workloads/:workload',
+      operationId: 'deleteWorkload',
+      summary: 'Spin a workload down and delete it (its address is released)',
+      body: emptyBodySchema,
+      handler: (req) => {
+        parseBody(emptyBodySchema, req.body);
+        return o.deleteWorkload(req.params.workload);
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/workloads/:workload/migrate',
+      operationId: 'migrateWorkload',
+      summary: 'Move a running workload to another host (same address, labels and identity)',
+      body: migrateSchema,
+      example: { to: 'h2' },
+      handler: (req) => o.migrateWorkload(req.params.workload, parseBody(migrateSchema, req.body).to),
+    },
+    {
+      method: 'GET',
+      path: '/v1/flows',
+      operationId: 'listFlows',
+      summary: 'Flow records merged from every NIC serving the policy API',
+      handler: () => o.flows({}),
+    },
+    {
+      method: 'POST',
+      path: '/v1/flows/query',
+      operationId: 'queryFlows',
+      summary: 'Flow records of one tenant, since a time, at most `limit`',
+      body: flowQuerySchema,
+      example: { tenant: 'acme', limit: 100 },
+      handler: (req) => o.flows(parseBody(flowQuerySchema, req.body ?? {})),
+    },
+    {
+      method: 'GET',
+      path: '/v1/reconcile',
+      operationId: 'lastReconcile',
+      summary: 'The last reconciliation pass',
+      handler: () => ({ passes: o.reconcilePasses, last: o.lastReconcile }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/reconcile',
+      operationId: 'reconcile',
+      summary: 'Run a reconciliation pass now',
+      body: emptyBodySchema,
+      handler: (req) => {
+        parseBody(emptyBodySchema, req.body);
+        return o.reconcile();
+      },
+    },
+  ];
+  return routes;
+}
+
+function toJsonSchema(schema: z.ZodType): unknown {
+  return z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' });
+}
+
+/** The OpenAPI 3.1 document of a route list. */
+export function openApiDocument(routes: readonly OrchestratorRoute[]): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const params = r.path
+      .split('/')
+      .filter((s) => s.startsWith(':'))
+      .map((s) => s.slice(1));
+    const oaPath = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
+    const op: Record<string, unknown> = {
+      operationId: r.operationId,
+      summary: r.summary,
+      responses: {
+        [String(r.status ?? 200)]: {
+          description: 'success',
+          content: { 'application/json': { schema: { type: 'object' } } },
+        },
+        default: {
+          description: 'an error from the catalogue',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
+      },
+    };
+    if (params.length > 0)
+      op.parameters = params.map((p) => ({
+        name: p,
+        in: 'path',
+        required: true,
+        schema: { type: 'string' },
+      }));
+    if (r.body !== undefined && r.example !== undefined)
+      op.requestBody = {
+        required: true,
+        content: {
+          'application/json': {
+            schema: toJsonSchema(r.body),
+            ...(r.example !== undefined ? { example: r.example } : {}),
+          },
+        },
+      };
+    paths[oaPath] = { ...(paths[oaPath] ?? {}), [r.method.toLowerCase()]: op };
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'tenguard orchestrator',
+      version: API_VERSION,
+      description:
+        'Tenants, hosts, workloads (spin-up, spin-down, migration), policy distribution and reconciliation. HTTP+JSON on a Unix socket.',
+    },
+    paths,
+    components: {
+      schemas: {
+        Error: {
+          type: 'object',
+          required: ['code', 'message'],
+          properties: {
+            code: { type: 'string', enum: Object.keys(ERROR_CODES) },
+            message: { type: 'string' },
+          },
+        },
+      },
+    },
+  };
+}

@@ -1,0 +1,698 @@
+// Spin-up, spin-down and migration of workloads (DESIGN.md section 5), driving the NIC and
+// vSwitch APIs in the order the lab harness established (src/nic/lab-harness.ts):
+//
+//   spin-up:   namespace (ip netns add) -> vSwitch instance (its key pair, tg0 in the namespace,
+//              the address allocated by the store) -> NIC registration (address, labels and the
+//              vSwitch's public key -> the NIC's public key, the PSK, its endpoint) -> vSwitch
+//              configured with that crypto -> tenant peers published to every NIC holding the
+//              tenant -> the tenant's policy on a NIC that newly holds the tenant (after the
+//              peers: a NIC refuses a document naming a workload it does not know).
+//              The vSwitch instance comes before the NIC registration because the NIC binds the
+//              workload to the vSwitch's public key (POST /v1/workloads needs it).
+//   spin-down: vSwitch instance ends -> NIC wipes the workload's keys (and the tenant's off-host
+//              key with its last workload) -> the other NICs forget the address -> namespace gone.
+//   migrate:   destination namespace and instance -> the destination NIC forgets the workload
+//              as a remote one -> destination registration and configuration -> the switch (the
+//              store names the destination; every other NIC now routes to it) -> the source
+//              side spun down -> the source NIC learns the new place.
+//
+// Every step is idempotent (an existing namespace, instance or registration that matches is
+// taken as done). A spin-up or migration that fails part way undoes its steps in reverse and
+// throws TG_ERR_STEP_FAILED naming the step. PSKs pass through this process on their way from
+// the NIC to the vSwitch and are never stored or logged.
+import { performance } from 'node:perf_hooks';
+import type { SignedTenantKey, TenantPeerInput } from '../nic/agent.js';
+import type { NicClient } from '../nic/client.js';
+import { TgError } from '../util/errors.js';
+import { apiCall } from '../util/http-json.js';
+import type { Logger } from '../util/log.js';
+import type { VSwitchClient } from '../vswitch/client.js';
+import { type AgentDirectory, addNetns, delNetns, nicHasPolicyApi } from './agents.js';
+import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
+import type { HostRecord, WorkloadRecord } from './model.js';
+import type { OrchestratorService } from './service.js';
+
+/** What a NIC has registered, as the orchestrator last saw or made it. */
+export interface Registration {
+  tenant: string;
+  address: string;
+  vswitchPublicKey: string;
+}
+
+export interface NicCryptoAnswer {
+  nicPublicKey: string;
+  psk: string;
+  nicEndpoint: string;
+}
+
+export type Timings = Record<string, number>;
+
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+function codeOf(err: unknown): string | undefined {
+  return err instanceof TgError ? err.code : undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export function stepFailed(what: string, step: string, err: unknown): TgError {
+  if (err instanceof TgError && err.code === 'TG_ERR_STEP_FAILED') return err;
+  return new TgError('TG_ERR_STEP_FAILED', `${what} failed at step '${step}': ${messageOf(err)}`, {
+    cause: err,
+  });
+}
+
+/** Per-host knowledge that is only valid for one NIC identity (cleared when it changes). */
+interface NicView {
+  identityKey: string | null;
+  policyApi: boolean | null;
+  /** workload -> registration, as on the NIC. */
+  registrations: Map<string, Registration>;
+  /** tenant -> the NIC's signed off-host key. */
+  tenantKeys: Map<string, SignedTenantKey>;
+  /** tenant -> the JSON of the peers last put. */
+  published: Map<string, string>;
+  /** tenant -> updatedAt of the policy document in force there. */
+  policy: Map<string, string>;
+  /** tenant -> grantsDigest() of the grant list last put. */
+  grants: Map<string, string>;
+}
+
+export class Lifecycle {
+  private readonly views = new Map<string, NicView>();
+
+  constructor(
+    private readonly service: OrchestratorService,
+    private readonly agents: AgentDirectory,
+    private readonly log: Logger,
+  ) {}
+
+  // --- Views of NICs --------------------------------------------------------------------
+
+  view(host: string): NicView {
+    let v = this.views.get(host);
+    if (v === undefined) {
+      v = {
+        identityKey: null,
+        policyApi: null,
+        registrations: new Map(),
+        tenantKeys: new Map(),
+        published: new Map(),
+        policy: new Map(),
+        grants: new Map(),
+      };
+      this.views.set(host, v);
+    }
+    return v;
+  }
+
+  /** Forgets everything about a NIC (it restarted, or its host was deregistered). */
+  resetView(host: string, identityKey: string | null): NicView {
+    this.views.delete(host);
+    const v = this.view(host);
+    v.identityKey = identityKey;
+    return v;
+  }
+
+  holdsTenant(host: string, tenant: string): boolean {
+    for (const r of this.view(host).registrations.values()) if (r.tenant === tenant) return true;
+    return false;
+  }
+
+  async policyApi(host: HostRecord): Promise<boolean> {
+    const v = this.view(host.name);
+    if (v.policyApi === null) v.policyApi = await nicHasPolicyApi(this.agents.of(host).nic);
+    return v.policyApi;
+  }
+
+  // --- Spin-up ----------------------------------------------------------------------------
+
+  /**
+   * Spins a reserved workload up on its host. Returns the steps' timings (ms), with `total`
+   * measured from `t0` (the API call). On failure every done step is undone.
+   */
+  async spinUp(w: WorkloadRecord, host: HostRecord, t0: number): Promise<Timings> {
+    const timings: Timings = {};
+    const undo: { step: string; fn: () => Promise<unknown> }[] = [];
+    let step = 'namespace';
+    try {
+      await this.placeOn(w, host, w.netns, timings, undo, (s) => {
+        step = s;
+      });
+      step = 'peers';
+      await this.timed(timings, step, () => this.publishTenant(w.tenant, { strict: [host.name] }));
+      step = 'grants';
+      await this.timed(timings, step, () => this.publishGrants({ strict: [host.name] }));
+      step = 'policy';
+      await this.timed(timings, step, () => this.ensurePolicy(host, w.tenant, false));
+    } catch (err) {
+      await this.rollback(undo);
+      if (undo.some((u) => u.step === 'nic-register'))
+        await this.publishTenant(w.tenant).catch(() => undefined);
+      throw stepFailed(`spin-up of workload '${w.name}' on host '${host.name}'`, step, err);
+    }
+    timings.total = round(performance.now() - t0);
+    return timings;
+  }
+
+  /**
+   * The host-local part of a spin-up: namespace, instance, registration, configuration,
+   * policy. Pushes an undo action per step done; reports each step as it starts.
+   */
+  private async placeOn(
+    w: WorkloadRecord,
+    host: HostRecord,
+    netns: string,
+    timings: Timings,
+    undo: { step: string; fn: () => Promise<unknown> }[],
+    at: (step: string) => void,
+    beforeRegister?: () => Promise<void>,
+  ): Promise<void> {
+    const { vswitch } = this.agents.of(host);
+    at('namespace');
+    const created = await this.timed(timings, 'namespace', () => addNetns(netns));
+    if (created) undo.push({ step: 'namespace', fn: () => delNetns(netns) });
+    at('vswitch-create');
+    const inst = await this.timed(timings, 'vswitchCreate', () =>
+      this.ensureInstance(vswitch, w.name, netns, w.address),
+    );
+    undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
+    if (beforeRegister !== undefined) {
+      at('peers-prepare');
+      await this.timed(timings, 'peersPrepare', beforeRegister);
+    }
+    at('nic-register');
+    const crypto = await this.timed(timings, 'nicRegister', () => this.register(host, w, inst.publicKey));
+    undo.push({ step: 'nic-register', fn: () => this.unregister(host, w.name) });
+    at('vswitch-configure');
+    await this.timed(timings, 'vswitchConfigure', () => vswitch.configure(w.name, crypto));
+  }
+
+  /** A running instance for the workload in `netns` with `address`; restarts or replaces others. */
+  async ensureInstance(
+    vswitch: VSwitchClient,
+    workload: string,
+    netns: string,
+    address: string,
+  ): Promise<{ publicKey: string; restarted: boolean }> {
+    try {
+      const c = await vswitch.create({ workload, netns, address });
+      return { publicKey: c.publicKey, restarted: true };
+    } catch (err) {
+      if (codeOf(err) !== 'TG_ERR_CONFLICT') throw err;
+      const info = await vswitch.get(workload).catch(() => undefined);
+      if (info === undefined) throw err;
+      if (info.netns === netns && info.address === address) {
+        if (info.state === 'created' || info.state === 'configured')
+          return { publicKey: info.publicKey, restarted: false };
+        const r = await vswitch.restart(workload);
+        return { publicKey: r.publicKey, restarted: true };
+      }
+      await vswitch.delete(workload);
+      const c = await vswitch.create({ workload, netns, address });
+      return { publicKey: c.publicKey, restarted: true };
+    }
+  }
+
+  /**
+   * Registers the workload with its host's NIC and returns the crypto for its vSwitch. A
+   * registration already there with the same key is kept (a fresh PSK is drawn for it); one
+   * with another key is replaced.
+   */
+  async register(host: HostRecord, w: WorkloadRecord, vswitchPublicKey: string): Promise<NicCryptoAnswer> {
+    const { nic } = this.agents.of(host);
+    const v = this.view(host.name);
+    if (!this.holdsTenant(host.name, w.tenant)) {
+      v.tenantKeys.delete(w.tenant);
+      v.published.delete(w.tenant);
+      v.policy.delete(w.tenant);
+    }
+    if (v.identityKey === null) v.identityKey = (await nic.identity()).identityKey;
+    const req: Record<string, unknown> = {
+      tenant: w.tenant,
+      workload: w.name,
+      address: w.address,
+      vswitchPublicKey,
+    };
+    if (Object.keys(w.labels).length > 0 && (await this.policyApi(host))) req.labels = w.labels;
+    const reg = (): Promise<NicCryptoAnswer> =>
+      apiCall(nic.endpoint, 'POST', '/v1/workloads', req) as Promise<NicCryptoAnswer>;
+    let crypto: NicCryptoAnswer;
+    try {
+      crypto = await reg();
+    } catch (err) {
+      if (codeOf(err) !== 'TG_ERR_CONFLICT') throw err;
+      const there = (await nic.workloads()).find((x) => x.workload === w.name);
+      if (there === undefined) throw err;
+      if (
+        there.vswitchPublicKey === vswitchPublicKey &&
+        there.tenant === w.tenant &&
+        there.address === w.address
+      ) {
+        const id = await nic.identity();
+        const { psk } = await nic.rotatePsk(w.name);
+        crypto = { nicPublicKey: id.onHostPublicKey, psk, nicEndpoint: id.hostEndpoint };
+      } else {
+        await this.unregister(host, w.name);
+        crypto = await reg();
+      }
+    }
+    v.registrations.set(w.name, { tenant: w.tenant, address: w.address, vswitchPublicKey });
+    return { nicPublicKey: crypto.nicPublicKey, psk: crypto.psk, nicEndpoint: crypto.nicEndpoint };
+  }
+
+  /** Removes a workload from a NIC (absent is fine); forgets the tenant's key with its last workload. */
+  async unregister(host: HostRecord, workload: string): Promise<void> {
+    const v = this.view(host.name);
+    const had = v.registrations.get(workload);
+    try {
+      const r = await this.agents.of(host).nic.removeWorkload(workload);
+      if (r.tenantRemoved && had !== undefined) this.forgetTenant(host.name, had.tenant);
+    } catch (err) {
+      if (codeOf(err) !== 'TG_ERR_NOT_FOUND') throw err;
+    }
+    v.registrations.delete(workload);
+    if (had !== undefined && !this.holdsTenant(host.name, had.tenant))
+      this.forgetTenant(host.name, had.tenant);
+  }
+
+  private forgetTenant(host: string, tenant: string): void {
+    const v = this.view(host);
+    v.tenantKeys.delete(tenant);
+    v.published.delete(tenant);
+    v.policy.delete(tenant);
+  }
+
+  // --- Spin-down --------------------------------------------------------------------------
+
+  /** Spins a workload down where it is (or on `host` and `netns` given). */
+  async spinDown(
+    w: WorkloadRecord,
+    host: HostRecord,
+    netns = w.netns,
+    timings: Timings = {},
+  ): Promise<Timings> {
+    const { vswitch } = this.agents.of(host);
+    let step = 'vswitch-stop';
+    try {
+      await this.timed(timings, 'vswitchStop', async () => {
+        await vswitch.delete(w.name).catch((err) => {
+          if (codeOf(err) !== 'TG_ERR_NOT_FOUND') throw err;
+        });
+      });
+      step = 'nic-remove';
+      await this.timed(timings, 'nicRemove', () => this.unregister(host, w.name));
+      step = 'peers';
+      await this.timed(timings, 'peersRemove', () => this.publishTenant(w.tenant, { strict: [] }));
+      step = 'grants';
+      await this.timed(timings, 'grantsRemove', () => this.publishGrants({ strict: [] }));
+      step = 'namespace';
+      await this.timed(timings, 'namespaceRemove', () => delNetns(netns));
+    } catch (err) {
+      throw stepFailed(`spin-down of workload '${w.name}' on host '${host.name}'`, step, err);
+    }
+    return timings;
+  }
+
+  // --- Migration --------------------------------------------------------------------------
+
+  /**
+   * Moves a running workload from `from` to `to` (the record is already 'migrating'). Same
+   * address, labels, name and tenant; new namespace, instance and on-host keys. Returns the
+   * phases' timings. Before the switch a failure undoes the destination side and the
+   * workload stays where it was; after it, the source side is left to the reconciler.
+   */
+  async migrate(
+    w: WorkloadRecord,
+    from: HostRecord,
+    to: HostRecord,
+    netns: string,
+    t0: number,
+  ): Promise<{ timings: Timings; record: WorkloadRecord }> {
+    const timings: Timings = {};
+    const undo: { step: string; fn: () => Promise<unknown> }[] = [];
+    let step = 'namespace';
+    const what = `migration of workload '${w.name}' from '${from.name}' to '${to.name}'`;
+    try {
+      await this.placeOn(
+        w,
+        to,
+        netns,
+        timings,
+        undo,
+        (s) => {
+          step = s;
+        },
+        () =>
+          this.publishTenant(w.tenant, { only: [to.name], localAlso: { host: to.name, workload: w.name } }),
+      );
+      step = 'peers-destination';
+      await this.timed(timings, 'peersDestination', () => this.publishTenant(w.tenant, { only: [to.name] }));
+      step = 'grants-destination';
+      await this.timed(timings, 'grantsDestination', () => this.publishGrants({ strict: [to.name] }));
+      step = 'policy';
+      await this.timed(timings, 'policy', () => this.ensurePolicy(to, w.tenant, false));
+    } catch (err) {
+      await this.rollback(undo);
+      await this.publishTenant(w.tenant).catch(() => undefined);
+      throw stepFailed(what, step, err);
+    }
+    const record = await this.service.switchHost(w.name, to);
+    const tSwitch = performance.now();
+    try {
+      step = 'peers-switch';
+      await this.timed(timings, 'peersSwitch', () => this.publishTenant(w.tenant, { strict: [to.name] }));
+      await this.timed(timings, 'grantsSwitch', () => this.publishGrants({ strict: [] }));
+      step = 'source';
+      const down: Timings = {};
+      await this.spinDown(w, from, w.netns, down);
+      for (const [k, ms] of Object.entries(down)) timings[`source${k[0].toUpperCase()}${k.slice(1)}`] = ms;
+    } catch (err) {
+      throw stepFailed(what, step, err);
+    }
+    timings.switchToSourceGone = round(performance.now() - tSwitch);
+    timings.total = round(performance.now() - t0);
+    return { timings, record };
+  }
+
+  // --- Tenant peers -------------------------------------------------------------------------
+
+  /**
+   * Gives every NIC holding `tenant` the signed off-host keys and workloads of the others
+   * (the same exchange as LabAgents.syncTenant), putting only what changed since the last put
+   * unless `force`. A workload registered on two NICs (mid-migration) is local to each of them
+   * and, for everyone else, behind the NIC of the host the store names. `localAlso` treats a
+   * workload as local on a host before it is registered there (so that NIC drops it as a
+   * remote first); `only` limits the puts to some hosts.
+   */
+  async publishTenant(
+    tenant: string,
+    opts: {
+      only?: string[];
+      localAlso?: { host: string; workload: string };
+      force?: boolean;
+      /** host -> peersDigest() of what the NIC reports now: a match is not put again. */
+      actual?: ReadonlyMap<string, string>;
+      /**
+       * Hosts whose failure fails the call (default: all). Another host that does not answer
+       * is left out (logged; the reconciler puts its peers when it answers again).
+       */
+      strict?: readonly string[];
+    } = {},
+  ): Promise<void> {
+    const strict = (h: string): boolean => opts.strict === undefined || opts.strict.includes(h);
+    const hosts = await this.service.listHosts();
+    const records = new Map((await this.service.listWorkloads({ tenant })).map((r) => [r.name, r] as const));
+    const holding = hosts.filter((h) => this.holdsTenant(h.name, tenant));
+    const placements = new Map<string, Set<string>>();
+    for (const h of holding)
+      for (const [name, r] of this.view(h.name).registrations)
+        if (r.tenant === tenant) placements.set(name, (placements.get(name) ?? new Set()).add(h.name));
+    const keys = new Map<string, SignedTenantKey>();
+    const holders: HostRecord[] = [];
+    for (const h of holding) {
+      try {
+        keys.set(h.name, await this.tenantKey(h, tenant));
+        holders.push(h);
+      } catch (err) {
+        if (strict(h.name)) throw err;
+        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'tenant key unavailable; host left out');
+      }
+    }
+    for (const h of holders) {
+      if (opts.only !== undefined && !opts.only.includes(h.name)) continue;
+      let labels: boolean;
+      try {
+        labels = await this.policyApi(h);
+      } catch (err) {
+        if (strict(h.name)) throw err;
+        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'NIC unavailable; peers not put');
+        continue;
+      }
+      const local = (name: string): boolean =>
+        this.view(h.name).registrations.has(name) ||
+        (opts.localAlso?.host === h.name && opts.localAlso.workload === name);
+      const peers: TenantPeerInput[] = holders
+        .filter((o) => o.name !== h.name)
+        .map((o) => {
+          const k = keys.get(o.name)!;
+          const workloads = [...this.view(o.name).registrations]
+            .filter(([name, r]) => {
+              if (r.tenant !== tenant || local(name)) return false;
+              const at = placements.get(name)!;
+              return at.size === 1 || records.get(name)?.host === o.name;
+            })
+            .map(([name, r]) => {
+              const wl = records.get(name)?.labels;
+              return labels && wl !== undefined && Object.keys(wl).length > 0
+                ? { workload: name, address: r.address, labels: wl }
+                : { workload: name, address: r.address };
+            })
+            .sort((a, b) => (a.workload < b.workload ? -1 : 1));
+          return {
+            nicIdentityKey: k.nicIdentityKey,
+            endpoint: k.endpoint,
+            publicKey: k.publicKey,
+            signature: k.signature,
+            ...(k.nicCertificate !== undefined ? { nicCertificate: k.nicCertificate } : {}),
+            ...(k.identityBinding !== undefined ? { identityBinding: k.identityBinding } : {}),
+            workloads,
+          };
+        });
+      const json = JSON.stringify(peers);
+      const v = this.view(h.name);
+      const actual = opts.actual?.get(h.name);
+      if (actual !== undefined) {
+        if (actual === peersDigest(peers)) {
+          v.published.set(tenant, json);
+          continue;
+        }
+      } else if (!opts.force && v.published.get(tenant) === json) continue;
+      try {
+        await this.agents.of(h).nic.setTenantPeers(tenant, peers);
+        v.published.set(tenant, json);
+      } catch (err) {
+        v.published.delete(tenant);
+        if (strict(h.name)) throw err;
+        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'peers not put; the reconciler retries');
+      }
+    }
+  }
+
+  /**
+   * Puts every held tenant's grant list (grants.ts) on every NIC serving the policy API, where
+   * it differs from what was last put (or from `actual`: host -> tenant -> grantsDigest of
+   * what the NIC reports). `override` stands in for a tenant's stored policy document (a
+   * document about to be pushed). Hosts that do not answer are skipped unless strict.
+   */
+  async publishGrants(
+    opts: {
+      override?: { tenant: string; document: unknown };
+      actual?: ReadonlyMap<string, ReadonlyMap<string, string>>;
+      strict?: readonly string[];
+    } = {},
+  ): Promise<void> {
+    const docs = new Map<string, unknown>();
+    for (const t of await this.service.listTenants()) {
+      const p = await this.service.getPolicy(t.name).catch(() => null);
+      if (p !== null) docs.set(t.name, p.document);
+    }
+    if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
+    const links = tenantLinks(docs);
+    const hosts = await this.service.listHosts();
+    const anyPut = hosts.some((h) => this.view(h.name).grants.size > 0);
+    if (links.size === 0 && !anyPut && opts.actual === undefined) return;
+    const records = new Map((await this.service.listWorkloads()).map((r) => [r.name, r] as const));
+    const placed: GrantSource[] = [];
+    const seen = new Set<string>();
+    for (const h of hosts)
+      for (const [name, r] of this.view(h.name).registrations) {
+        const rec = records.get(name);
+        const primary = rec?.host === h.name || rec === undefined;
+        if (seen.has(name) || !primary) continue;
+        seen.add(name);
+        placed.push({
+          tenant: r.tenant,
+          workload: name,
+          address: r.address,
+          labels: rec?.labels ?? {},
+          host: h.name,
+        });
+      }
+    for (const h of hosts) {
+      const v = this.view(h.name);
+      const tenants = new Set<string>([...v.grants.keys()]);
+      for (const r of v.registrations.values()) tenants.add(r.tenant);
+      for (const t of opts.actual?.get(h.name)?.keys() ?? []) tenants.add(t);
+      for (const tenant of tenants) {
+        const list = grantList(tenant, h.name, links, placed, (x) => this.view(x).identityKey);
+        const digest = grantsDigest(list);
+        const actual = opts.actual?.get(h.name)?.get(tenant);
+        if (actual !== undefined ? actual === digest : (v.grants.get(tenant) ?? '') === digest) {
+          if (list.length > 0) v.grants.set(tenant, digest);
+          continue;
+        }
+        try {
+          if (!(await this.policyApi(h))) break;
+          await apiCall(
+            this.agents.of(h).nic.endpoint,
+            'PUT',
+            `/v1/tenants/${encodeURIComponent(tenant)}/grants`,
+            {
+              workloads: list,
+            },
+          );
+          if (list.length > 0) v.grants.set(tenant, digest);
+          else v.grants.delete(tenant);
+        } catch (err) {
+          v.grants.delete(tenant);
+          if (opts.strict === undefined || opts.strict.includes(h.name)) throw err;
+          this.log.warn(
+            { host: h.name, tenant, err: messageOf(err) },
+            'grants not put; the reconciler retries',
+          );
+        }
+      }
+    }
+  }
+
+  /** Reads the grant lists in force where grants matter and puts the ones that differ. */
+  async reconcileGrants(
+    hosts: readonly HostRecord[],
+    heldBy: ReadonlyMap<string, readonly string[]>,
+  ): Promise<void> {
+    const docs = new Map<string, unknown>();
+    for (const t of await this.service.listTenants()) {
+      const p = await this.service.getPolicy(t.name).catch(() => null);
+      if (p !== null) docs.set(t.name, p.document);
+    }
+    const links = tenantLinks(docs);
+    if (links.size === 0 && hosts.every((h) => this.view(h.name).grants.size === 0)) return;
+    const actual = new Map<string, Map<string, string>>();
+    for (const h of hosts) {
+      if (!(await this.policyApi(h).catch(() => false))) continue;
+      const m = new Map<string, string>();
+      const tenants = new Set([...(heldBy.get(h.name) ?? []), ...this.view(h.name).grants.keys()]);
+      for (const t of tenants) {
+        const r = (await apiCall(
+          this.agents.of(h).nic.endpoint,
+          'GET',
+          `/v1/tenants/${encodeURIComponent(t)}/grants`,
+        )) as {
+          workloads: { tenant: string; workload: string; address: string; nicIdentityKey?: string }[];
+        };
+        m.set(t, grantsDigest(r.workloads));
+      }
+      actual.set(h.name, m);
+    }
+    await this.publishGrants({ actual, strict: [] });
+  }
+
+  /** The NIC's signed off-host key of a tenant (cached while the NIC holds the tenant). */
+  async tenantKey(host: HostRecord, tenant: string): Promise<SignedTenantKey> {
+    const v = this.view(host.name);
+    let k = v.tenantKeys.get(tenant);
+    if (k === undefined) {
+      k = await this.agents.of(host).nic.tenantKey(tenant);
+      v.tenantKeys.set(tenant, k);
+    }
+    return k;
+  }
+
+  /** The JSON of the peers last put to a host for a tenant (reconciliation compares with it). */
+  published(host: string, tenant: string): string | undefined {
+    return this.view(host).published.get(tenant);
+  }
+
+  // --- Policy -------------------------------------------------------------------------------
+
+  /**
+   * Makes the tenant's stored policy document the one in force on a NIC that serves the
+   * policy API (nothing to do without a document: the NIC default-denies). With `verify`
+   * the NIC's document is read first and only a different one is replaced.
+   */
+  async ensurePolicy(host: HostRecord, tenant: string, verify: boolean): Promise<void> {
+    if (!(await this.policyApi(host))) return;
+    const doc = await this.service.getPolicy(tenant).catch((err) => {
+      if (codeOf(err) === 'TG_ERR_NOT_FOUND') return null;
+      throw err;
+    });
+    if (doc === null) return;
+    const v = this.view(host.name);
+    if (v.policy.get(tenant) === doc.updatedAt) return;
+    const nic = this.agents.of(host).nic;
+    if (verify) {
+      const there = await apiCall(nic.endpoint, 'GET', `/v1/policy/${encodeURIComponent(tenant)}`).catch(
+        () => null,
+      );
+      if (there !== null && sameJson(there, doc.document)) {
+        v.policy.set(tenant, doc.updatedAt);
+        return;
+      }
+    }
+    await putPolicy(nic, tenant, doc.document);
+    v.policy.set(tenant, doc.updatedAt);
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  private async timed<T>(timings: Timings, name: string, fn: () => Promise<T>): Promise<T> {
+    const t = performance.now();
+    try {
+      return await fn();
+    } finally {
+      timings[name] = round(performance.now() - t);
+    }
+  }
+
+  private async rollback(undo: { step: string; fn: () => Promise<unknown> }[]): Promise<void> {
+    for (const u of [...undo].reverse()) {
+      try {
+        await u.fn();
+      } catch (err) {
+        this.log.warn({ step: u.step, err: messageOf(err) }, 'undoing a step failed; the reconciler retries');
+      }
+    }
+  }
+}
+
+export function putPolicy(nic: NicClient, tenant: string, document: unknown): Promise<unknown> {
+  return apiCall(nic.endpoint, 'PUT', `/v1/policy/${encodeURIComponent(tenant)}`, document);
+}
+
+/** A comparable summary of a tenant's peers: each NIC's off-host key and workloads, sorted. */
+export function peersDigest(
+  peers: readonly {
+    publicKey: string;
+    endpoint: string;
+    workloads: readonly { workload: string; address: string }[];
+  }[],
+): string {
+  return peers
+    .map(
+      (p) =>
+        `${p.publicKey}@${p.endpoint}:${p.workloads
+          .map((w) => `${w.workload}=${w.address}`)
+          .sort()
+          .join(',')}`,
+    )
+    .sort()
+    .join(';');
+}
+
+/** Deep equality of JSON values, object keys in any order. */
+export function sameJson(a: unknown, b: unknown): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object')
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v);
+}

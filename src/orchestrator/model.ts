@@ -1,0 +1,100 @@
+// The orchestrator's records (desired state, public data only) and the schemas of what a
+// client may send. Names follow the NIC and vSwitch: 1..63 of a-z, 0-9, '.', '_', '-'.
+import { z } from 'zod';
+import { NAME_RE } from '../nic/schemas.js';
+import { labelsSchema } from '../policy/model.js';
+
+export const nameSchema = z
+  .string()
+  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
+
+/** Namespace names the vSwitch accepts; a host's prefix leaves room for the workload name. */
+export const NETNS_PREFIX_RE = /^[A-Za-z0-9_.-]{1,40}$/;
+export const NETNS_MAX = 64;
+
+const socketPathSchema = z
+  .string()
+  .min(2)
+  .max(107)
+  .regex(/^\/[^\0]*$/, 'must be an absolute path of a Unix socket');
+
+export const createTenantSchema = z.strictObject({
+  name: nameSchema,
+  pool: z.string().min(1).max(64),
+});
+
+export const registerHostSchema = z.strictObject({
+  name: nameSchema,
+  nicApi: socketPathSchema,
+  vswitchApi: socketPathSchema,
+  netnsPrefix: z.string().regex(NETNS_PREFIX_RE, 'must be 1..40 of A-Z, a-z, 0-9, ".", "_", "-"'),
+});
+
+export const createWorkloadSchema = z.strictObject({
+  tenant: nameSchema,
+  name: nameSchema,
+  host: nameSchema,
+  labels: labelsSchema.optional(),
+});
+
+export const migrateSchema = z.strictObject({ to: nameSchema });
+
+export const emptyBodySchema = z.strictObject({}).optional();
+
+export type CreateTenant = z.infer<typeof createTenantSchema>;
+export type RegisterHost = z.infer<typeof registerHostSchema>;
+export type CreateWorkload = z.infer<typeof createWorkloadSchema>;
+
+export interface TenantRecord {
+  name: string;
+  /** Canonical CIDR inside 100.64.0.0/10. */
+  pool: string;
+  createdAt: string;
+}
+
+export interface HostRecord {
+  name: string;
+  nicApi: string;
+  vswitchApi: string;
+  netnsPrefix: string;
+  registeredAt: string;
+}
+
+/**
+ * creating: being spun up; running: desired on `host`; migrating: moving to `migratingTo`;
+ * deleting: being spun down (the reconciler finishes it if a step failed).
+ */
+export type WorkloadState = 'creating' | 'running' | 'migrating' | 'deleting';
+
+export interface WorkloadRecord {
+  name: string;
+  tenant: string;
+  host: string;
+  address: string;
+  netns: string;
+  labels: Record<string, string>;
+  state: WorkloadState;
+  migratingTo: string | null;
+  createdAt: string;
+  /** Milliseconds per step of the last spin-up or migration, and its total. */
+  timings: Record<string, number>;
+  /** The last lifecycle failure, if the last operation failed part way. */
+  lastError: string | null;
+}
+
+export interface PolicyRecord {
+  tenant: string;
+  document: unknown;
+  updatedAt: string;
+}
+
+export interface AllocationRecord {
+  tenant: string;
+  address: string;
+  workload: string;
+}
+
+/** The namespace of a workload on a host. */
+export function workloadNetns(host: HostRecord, workload: string): string {
+  return `${host.netnsPrefix}${workload}`;
+}

@@ -1,0 +1,286 @@
+// Reconciliation: drives every host's NIC agent and vSwitch daemon to the desired state in
+// the store, from what they report (GET /v1/identity, /v1/workloads, /v1/tenants on the NIC,
+// /v1/instances on the vSwitch), changing only what differs:
+// - a NIC with a new identity key restarted (and lost every key by design): each workload is
+//   registered again with its running vSwitch instance's key and the instance reconfigured
+//   with the new crypto; the tenant's peers are published again everywhere (the restarted
+//   NIC's off-host keys are new);
+// - a crashed or missing vSwitch instance is restarted or recreated (new key pair, so the
+//   NIC registration is replaced), a missing namespace recreated;
+// - registrations, instances and namespaces (with the host's prefix) nobody wants are
+//   removed; workloads left 'deleting' by a failed spin-down are finished;
+// - peers and policy documents are put only where the NIC's differ.
+// A pass on state that is already right makes no change (no traffic disturbance).
+
+import type { NicPublicIdentity } from '../nic/client.js';
+import type { Logger } from '../util/log.js';
+import type { InstanceInfo } from '../vswitch/instance.js';
+import { type AgentDirectory, addNetns, delNetns, listNetns } from './agents.js';
+import { type Lifecycle, peersDigest } from './lifecycle.js';
+import type { HostRecord, WorkloadRecord } from './model.js';
+import type { OrchestratorService } from './service.js';
+
+export interface ReconcileReport {
+  revision: number;
+  ms: number;
+  /** Changes made, as 'host/what/workload' lines. */
+  actions: string[];
+  /** Hosts whose agents did not answer, with the reason. */
+  unreachable: Record<string, string>;
+  errors: string[];
+  /** Hosts whose NIC came back with a new identity in this pass. */
+  nicRestarts: string[];
+}
+
+interface HostActual {
+  host: HostRecord;
+  identity: NicPublicIdentity;
+  tenants: {
+    tenant: string;
+    publicKey: string;
+    peers: { publicKey: string; endpoint: string; workloads: { workload: string; address: string }[] }[];
+  }[];
+}
+
+const msg = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+export class Reconciler {
+  constructor(
+    private readonly service: OrchestratorService,
+    private readonly lifecycle: Lifecycle,
+    private readonly agents: AgentDirectory,
+    private readonly log: Logger,
+  ) {}
+
+  /** One pass over every host. The caller holds the orchestrator's lock. */
+  async pass(): Promise<ReconcileReport> {
+    const t0 = performance.now();
+    const report: ReconcileReport = {
+      revision: await this.service.store.revision(),
+      ms: 0,
+      actions: [],
+      unreachable: {},
+      errors: [],
+      nicRestarts: [],
+    };
+    const hosts = await this.service.listHosts();
+    const workloads = await this.service.listWorkloads();
+    const wantedNetns = new Set(workloads.filter((w) => w.state !== 'deleting').map((w) => w.netns));
+    const actuals: HostActual[] = [];
+    for (const h of hosts) {
+      try {
+        const a = await this.host(h, workloads, wantedNetns, report);
+        actuals.push(a);
+      } catch (err) {
+        report.unreachable[h.name] = msg(err);
+      }
+    }
+    await this.finishDeletes(hosts, workloads, report);
+    await this.peersAndPolicy(actuals, report);
+    report.ms = Math.round(performance.now() - t0);
+    if (report.actions.length > 0 || report.errors.length > 0)
+      this.log.info(
+        { actions: report.actions.length, errors: report.errors, ms: report.ms },
+        'reconciliation made changes',
+      );
+    return report;
+  }
+
+  private async host(
+    h: HostRecord,
+    workloads: WorkloadRecord[],
+    wantedNetns: Set<string>,
+    report: ReconcileReport,
+  ): Promise<HostActual> {
+    const { nic, vswitch } = this.agents.of(h);
+    const identity = await nic.identity();
+    let view = this.lifecycle.view(h.name);
+    if (view.identityKey !== identity.identityKey) {
+      if (view.identityKey !== null) {
+        report.nicRestarts.push(h.name);
+        this.log.warn({ host: h.name }, 'NIC agent has a new identity (restarted): re-provisioning');
+      }
+      view = this.lifecycle.resetView(h.name, identity.identityKey);
+    }
+    const nicWorkloads = await nic.workloads();
+    view.registrations.clear();
+    for (const x of nicWorkloads)
+      view.registrations.set(String(x.workload), {
+        tenant: String(x.tenant),
+        address: String(x.address),
+        vswitchPublicKey: String(x.vswitchPublicKey),
+      });
+    const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
+    const present = new Set(listNetns());
+    const desired = workloads.filter((w) => w.host === h.name && w.state !== 'deleting');
+    const desiredNames = new Set(desired.map((w) => w.name));
+
+    for (const w of desired) {
+      try {
+        const did = await this.ensure(h, w, identity, instances.get(w.name), present);
+        for (const d of did) report.actions.push(`${h.name}/${d}/${w.name}`);
+        if (w.state === 'creating' || w.state === 'migrating')
+          await this.service.markRunning(w.name, w.timings);
+      } catch (err) {
+        report.errors.push(`${h.name}/${w.name}: ${msg(err)}`);
+      }
+    }
+    for (const name of [...view.registrations.keys()]) {
+      if (desiredNames.has(name) || workloads.some((w) => w.name === name && w.state === 'deleting'))
+        continue;
+      try {
+        await this.lifecycle.unregister(h, name);
+        report.actions.push(`${h.name}/nic-remove/${name}`);
+      } catch (err) {
+        report.errors.push(`${h.name}/${name}: ${msg(err)}`);
+      }
+    }
+    for (const inst of instances.values()) {
+      if (desiredNames.has(inst.workload) || !inst.netns.startsWith(h.netnsPrefix)) continue;
+      if (workloads.some((w) => w.name === inst.workload && w.state === 'deleting')) continue;
+      try {
+        await vswitch.delete(inst.workload);
+        report.actions.push(`${h.name}/vswitch-stop/${inst.workload}`);
+      } catch (err) {
+        report.errors.push(`${h.name}/${inst.workload}: ${msg(err)}`);
+      }
+    }
+    for (const ns of present) {
+      if (!ns.startsWith(h.netnsPrefix) || wantedNetns.has(ns)) continue;
+      if (workloads.some((w) => w.state === 'deleting' && w.netns === ns)) continue;
+      try {
+        await delNetns(ns);
+        report.actions.push(`${h.name}/namespace-remove/${ns}`);
+      } catch (err) {
+        report.errors.push(`${h.name}/${ns}: ${msg(err)}`);
+      }
+    }
+    const tenants = (await nic.tenants()) as unknown as HostActual['tenants'];
+    for (const t of tenants) {
+      const k = view.tenantKeys.get(t.tenant);
+      if (k !== undefined && k.publicKey !== t.publicKey) view.tenantKeys.delete(t.tenant);
+    }
+    return { host: h, identity, tenants };
+  }
+
+  /** Brings one workload on its host to running and configured; returns what it did. */
+  private async ensure(
+    h: HostRecord,
+    w: WorkloadRecord,
+    identity: NicPublicIdentity,
+    inst: InstanceInfo | undefined,
+    present: Set<string>,
+  ): Promise<string[]> {
+    const { vswitch, nic } = this.agents.of(h);
+    const did: string[] = [];
+    let instance = inst;
+    if (!present.has(w.netns)) {
+      await addNetns(w.netns);
+      did.push('namespace');
+      if (instance !== undefined) {
+        await vswitch.delete(w.name).catch(() => undefined);
+        instance = undefined;
+      }
+    }
+    let publicKey: string;
+    let configured = false;
+    if (
+      instance === undefined ||
+      instance.netns !== w.netns ||
+      instance.address !== w.address ||
+      (instance.state !== 'created' && instance.state !== 'configured')
+    ) {
+      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address);
+      publicKey = r.publicKey;
+      did.push(instance?.state === 'crashed' ? 'vswitch-restart' : 'vswitch-create');
+    } else {
+      publicKey = instance.publicKey;
+      configured =
+        instance.state === 'configured' &&
+        instance.nicPublicKey === identity.onHostPublicKey &&
+        instance.nicEndpoint === identity.hostEndpoint;
+    }
+    const view = this.lifecycle.view(h.name);
+    const reg = view.registrations.get(w.name);
+    if (
+      reg !== undefined &&
+      (reg.vswitchPublicKey !== publicKey || reg.tenant !== w.tenant || reg.address !== w.address)
+    ) {
+      await this.lifecycle.unregister(h, w.name);
+      did.push('nic-remove');
+    }
+    if (!view.registrations.has(w.name)) {
+      const crypto = await this.lifecycle.register(h, w, publicKey);
+      await vswitch.configure(w.name, crypto);
+      did.push('nic-register', 'vswitch-configure');
+    } else if (!configured) {
+      const { psk } = await nic.rotatePsk(w.name);
+      await vswitch.configure(w.name, {
+        nicPublicKey: identity.onHostPublicKey,
+        psk,
+        nicEndpoint: identity.hostEndpoint,
+      });
+      did.push('vswitch-configure');
+    }
+    return did;
+  }
+
+  private async finishDeletes(hosts: HostRecord[], workloads: WorkloadRecord[], report: ReconcileReport) {
+    for (const w of workloads) {
+      if (w.state !== 'deleting') continue;
+      const h = hosts.find((x) => x.name === w.host);
+      try {
+        if (h !== undefined) await this.lifecycle.spinDown(w, h);
+        await this.service.finishDelete(w.name);
+        report.actions.push(`${w.host}/delete/${w.name}`);
+      } catch (err) {
+        report.errors.push(`${w.host}/${w.name}: ${msg(err)}`);
+      }
+    }
+  }
+
+  private async peersAndPolicy(actuals: HostActual[], report: ReconcileReport): Promise<void> {
+    const tenants = new Set<string>();
+    for (const a of actuals) for (const t of a.tenants) tenants.add(t.tenant);
+    try {
+      await this.lifecycle.reconcileGrants(
+        actuals.map((a) => a.host),
+        new Map(actuals.map((a) => [a.host.name, a.tenants.map((t) => t.tenant)] as const)),
+      );
+    } catch (err) {
+      report.errors.push(`grants: ${msg(err)}`);
+    }
+    for (const tenant of tenants) {
+      const actual = new Map<string, string>();
+      for (const a of actuals) {
+        const t = a.tenants.find((x) => x.tenant === tenant);
+        if (t !== undefined) actual.set(a.host.name, peersDigest(t.peers));
+      }
+      const before = new Map(
+        actuals.map((a) => [a.host.name, this.lifecycle.published(a.host.name, tenant)]),
+      );
+      try {
+        await this.lifecycle.publishTenant(tenant, { actual });
+        for (const a of actuals) {
+          const now = this.lifecycle.published(a.host.name, tenant);
+          if (
+            now !== undefined &&
+            now !== before.get(a.host.name) &&
+            peersDigest(JSON.parse(now)) !== actual.get(a.host.name)
+          )
+            report.actions.push(`${a.host.name}/peers/${tenant}`);
+        }
+      } catch (err) {
+        report.errors.push(`peers/${tenant}: ${msg(err)}`);
+      }
+      for (const a of actuals) {
+        if (!a.tenants.some((x) => x.tenant === tenant)) continue;
+        try {
+          await this.lifecycle.ensurePolicy(a.host, tenant, true);
+        } catch (err) {
+          report.errors.push(`${a.host.name}/policy/${tenant}: ${msg(err)}`);
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,362 @@
+// The orchestrator's domain rules over the store: tenants and their address pools, hosts,
+// workloads (records, addresses, states) and policy documents. No I/O to agents here: the
+// lifecycle drives agents and calls these to record what it did. Every method validates
+// its input first and writes in one transaction, so a refused request changes nothing.
+
+import type { PolicyDocument } from '../policy/model.js';
+import { parseDocument } from '../policy/validate.js';
+import { TgError } from '../util/errors.js';
+import { parseBody } from '../util/http-json.js';
+import {
+  type CreateWorkload,
+  createTenantSchema,
+  createWorkloadSchema,
+  type HostRecord,
+  NETNS_MAX,
+  nameSchema,
+  type PolicyRecord,
+  registerHostSchema,
+  type TenantRecord,
+  type WorkloadRecord,
+  workloadNetns,
+} from './model.js';
+import { lowestFree, overlaps, parseIpv4Cidr, parsePool } from './pool.js';
+import type { Store, StoreTx, StoreView } from './store.js';
+
+function name(value: unknown, what: string): string {
+  return parseBody(nameSchema, value, what);
+}
+
+function tenantOf(v: StoreView, tenant: string): TenantRecord {
+  const t = v.get('tenant', tenant);
+  if (t === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no tenant '${tenant}'`);
+  return t.value;
+}
+
+function hostOf(v: StoreView, host: string): HostRecord {
+  const h = v.get('host', host);
+  if (h === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no host '${host}'`);
+  return h.value;
+}
+
+function workloadOf(v: StoreView, workload: string): { value: WorkloadRecord; modRevision: number } {
+  const w = v.get('workload', workload);
+  if (w === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no workload '${workload}'`);
+  return w;
+}
+
+function checkNetns(netns: string, host: string): void {
+  if (netns.length > NETNS_MAX)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `namespace name '${netns}' on host '${host}' is longer than ${NETNS_MAX} characters`,
+    );
+}
+
+export class OrchestratorService {
+  constructor(
+    readonly store: Store,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  // --- Tenants ---------------------------------------------------------------------------
+
+  async createTenant(input: unknown): Promise<TenantRecord> {
+    const req = parseBody(createTenantSchema, input);
+    const pool = parsePool(req.pool);
+    return this.store.txn((tx) => {
+      if (tx.get('tenant', req.name) !== undefined)
+        throw new TgError('TG_ERR_CONFLICT', `tenant '${req.name}' already exists`);
+      for (const other of tx.list('tenant')) {
+        const o = parseIpv4Cidr(other.value.pool)!;
+        if (overlaps(o, pool))
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `pool ${pool.text} overlaps pool ${o.text} of tenant '${other.value.name}'`,
+          );
+      }
+      const t: TenantRecord = { name: req.name, pool: pool.text, createdAt: this.now().toISOString() };
+      tx.put('tenant', t.name, t, 'absent');
+      return t;
+    });
+  }
+
+  listTenants(): Promise<TenantRecord[]> {
+    return this.store.view((v) => v.list('tenant').map((e) => e.value));
+  }
+
+  async getTenant(tenant: unknown): Promise<TenantRecord & { workloads: number; allocated: number }> {
+    const n = name(tenant, 'tenant');
+    return this.store.view((v) => ({
+      ...tenantOf(v, n),
+      workloads: v.list('workload').filter((w) => w.value.tenant === n).length,
+      allocated: v.list('allocation', `${n}/`).length,
+    }));
+  }
+
+  /** Refused while the tenant has workloads; its policy goes with it. */
+  async deleteTenant(tenant: unknown): Promise<{ name: string }> {
+    const n = name(tenant, 'tenant');
+    return this.store.txn((tx) => {
+      tenantOf(tx, n);
+      const ws = tx.list('workload').filter((w) => w.value.tenant === n);
+      if (ws.length > 0)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `tenant '${n}' still has ${ws.length} workload(s) (${ws
+            .slice(0, 5)
+            .map((w) => w.key)
+            .join(', ')}); delete them first`,
+        );
+      tx.delete('tenant', n);
+      if (tx.get('policy', n) !== undefined) tx.delete('policy', n);
+      return { name: n };
+    });
+  }
+
+  // --- Hosts -----------------------------------------------------------------------------
+
+  async registerHost(input: unknown): Promise<HostRecord> {
+    const req = parseBody(registerHostSchema, input);
+    return this.store.txn((tx) => {
+      if (tx.get('host', req.name) !== undefined)
+        throw new TgError('TG_ERR_CONFLICT', `host '${req.name}' is already registered`);
+      for (const o of tx.list('host')) {
+        if (o.value.nicApi === req.nicApi || o.value.vswitchApi === req.vswitchApi)
+          throw new TgError('TG_ERR_CONFLICT', `host '${o.key}' already uses these agent sockets`);
+        if (o.value.netnsPrefix === req.netnsPrefix)
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `host '${o.key}' already uses netnsPrefix '${req.netnsPrefix}'`,
+          );
+      }
+      const h: HostRecord = { ...req, registeredAt: this.now().toISOString() };
+      tx.put('host', h.name, h, 'absent');
+      return h;
+    });
+  }
+
+  listHosts(): Promise<HostRecord[]> {
+    return this.store.view((v) => v.list('host').map((e) => e.value));
+  }
+
+  async getHost(host: unknown): Promise<HostRecord> {
+    const n = name(host, 'host');
+    return this.store.view((v) => hostOf(v, n));
+  }
+
+  /** Refused while workloads are placed on (or moving to) the host. */
+  async deregisterHost(host: unknown): Promise<{ name: string }> {
+    const n = name(host, 'host');
+    return this.store.txn((tx) => {
+      hostOf(tx, n);
+      const ws = tx.list('workload').filter((w) => w.value.host === n || w.value.migratingTo === n);
+      if (ws.length > 0)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${n}' still has ${ws.length} workload(s) (${ws
+            .slice(0, 5)
+            .map((w) => w.key)
+            .join(', ')}); delete or migrate them first`,
+        );
+      tx.delete('host', n);
+      return { name: n };
+    });
+  }
+
+  // --- Workloads -------------------------------------------------------------------------
+
+  listWorkloads(filter: { tenant?: string; host?: string } = {}): Promise<WorkloadRecord[]> {
+    return this.store.view((v) =>
+      v
+        .list('workload')
+        .map((e) => e.value)
+        .filter(
+          (w) =>
+            (filter.tenant === undefined || w.tenant === filter.tenant) &&
+            (filter.host === undefined || w.host === filter.host || w.migratingTo === filter.host),
+        ),
+    );
+  }
+
+  async getWorkload(workload: unknown): Promise<WorkloadRecord> {
+    const n = name(workload, 'workload');
+    return this.store.view((v) => workloadOf(v, n).value);
+  }
+
+  /**
+   * Validates a new workload, allocates the lowest free address of its tenant's pool and
+   * records it in state 'creating' (one transaction). The caller spins it up, then calls
+   * markRunning, or abandonWorkload to undo this.
+   */
+  async reserveWorkload(input: unknown): Promise<{ workload: WorkloadRecord; host: HostRecord }> {
+    const req: CreateWorkload = parseBody(createWorkloadSchema, input);
+    return this.store.txn((tx) => {
+      const tenant = tenantOf(tx, req.tenant);
+      const host = hostOf(tx, req.host);
+      if (tx.get('workload', req.name) !== undefined)
+        throw new TgError('TG_ERR_CONFLICT', `workload '${req.name}' already exists`);
+      const netns = workloadNetns(host, req.name);
+      checkNetns(netns, host.name);
+      const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
+      const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
+      const w: WorkloadRecord = {
+        name: req.name,
+        tenant: tenant.name,
+        host: host.name,
+        address,
+        netns,
+        labels: req.labels ?? {},
+        state: 'creating',
+        migratingTo: null,
+        createdAt: this.now().toISOString(),
+        timings: {},
+        lastError: null,
+      };
+      tx.put(
+        'allocation',
+        `${tenant.name}/${address}`,
+        { tenant: tenant.name, address, workload: w.name },
+        'absent',
+      );
+      tx.put('workload', w.name, w, 'absent');
+      return { workload: w, host };
+    });
+  }
+
+  /** Records a finished spin-up or migration. */
+  async markRunning(workload: string, timings: Record<string, number>): Promise<WorkloadRecord> {
+    return this.update(workload, (w) => ({
+      ...w,
+      state: 'running',
+      migratingTo: null,
+      timings,
+      lastError: null,
+    }));
+  }
+
+  /** Undoes reserveWorkload: the record and its address go. */
+  async abandonWorkload(workload: string): Promise<void> {
+    await this.store.txn((tx) => this.remove(tx, workload));
+  }
+
+  async beginDelete(workload: unknown): Promise<{ workload: WorkloadRecord; host: HostRecord }> {
+    const n = name(workload, 'workload');
+    return this.store.txn((tx) => {
+      const w = workloadOf(tx, n);
+      if (w.value.state === 'migrating' || w.value.state === 'creating')
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `workload '${n}' is ${w.value.state}; try again when it is done`,
+        );
+      const next: WorkloadRecord = { ...w.value, state: 'deleting' };
+      tx.put('workload', n, next, { modRevision: w.modRevision });
+      return { workload: next, host: hostOf(tx, next.host) };
+    });
+  }
+
+  /** The record and its address go (spin-down done). */
+  async finishDelete(workload: string): Promise<void> {
+    await this.store.txn((tx) => this.remove(tx, workload));
+  }
+
+  async recordError(workload: string, message: string): Promise<void> {
+    await this.update(workload, (w) => ({ ...w, lastError: message })).catch(() => undefined);
+  }
+
+  /** Checks a migration and marks the workload 'migrating' to `to`. */
+  async beginMigrate(
+    workload: unknown,
+    to: unknown,
+  ): Promise<{ workload: WorkloadRecord; from: HostRecord; to: HostRecord; netns: string }> {
+    const n = name(workload, 'workload');
+    const t = name(to, 'to');
+    return this.store.txn((tx) => {
+      const w = workloadOf(tx, n);
+      const dest = hostOf(tx, t);
+      if (w.value.host === t)
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', `workload '${n}' is already on host '${t}'`);
+      if (w.value.state !== 'running')
+        throw new TgError('TG_ERR_CONFLICT', `workload '${n}' is ${w.value.state}, not running`);
+      const netns = workloadNetns(dest, n);
+      checkNetns(netns, dest.name);
+      const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };
+      tx.put('workload', n, next, { modRevision: w.modRevision });
+      return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns };
+    });
+  }
+
+  /** The moment of a migration's switch: the destination becomes the workload's host. */
+  async switchHost(workload: string, to: HostRecord): Promise<WorkloadRecord> {
+    return this.update(workload, (w) => ({ ...w, host: to.name, netns: workloadNetns(to, w.name) }));
+  }
+
+  /** A migration that failed before its switch: the workload stays where it was. */
+  async abortMigrate(workload: string, message: string): Promise<void> {
+    await this.update(workload, (w) => ({ ...w, state: 'running', migratingTo: null, lastError: message }));
+  }
+
+  // --- Policy ----------------------------------------------------------------------------
+
+  /** Stores a tenant's policy document (structure checked here; semantics by the NICs). */
+  async setPolicy(tenant: unknown, document: unknown): Promise<PolicyRecord> {
+    const n = name(tenant, 'tenant');
+    const doc = this.checkPolicy(n, document);
+    return this.store.txn((tx) => {
+      tenantOf(tx, n);
+      const p: PolicyRecord = { tenant: n, document: doc, updatedAt: this.now().toISOString() };
+      tx.put('policy', n, p);
+      return p;
+    });
+  }
+
+  /** The document's structure (schema, tenant name); TG_ERR_POLICY_REJECTED with the reasons. */
+  checkPolicy(tenant: string, document: unknown): PolicyDocument {
+    const n = tenant;
+    const parsed = parseDocument(document);
+    if (parsed.doc === null)
+      throw new TgError(
+        'TG_ERR_POLICY_REJECTED',
+        `policy of tenant '${n}' refused: ${parsed.errors
+          .slice(0, 8)
+          .map((e) => `${e.path}: ${e.message}`)
+          .join('; ')}`,
+      );
+    if (parsed.doc.tenant !== n)
+      throw new TgError(
+        'TG_ERR_POLICY_REJECTED',
+        `policy document names tenant '${parsed.doc.tenant}', not '${n}'`,
+      );
+    return parsed.doc;
+  }
+
+  async getPolicy(tenant: unknown): Promise<PolicyRecord> {
+    const n = name(tenant, 'tenant');
+    return this.store.view((v) => {
+      tenantOf(v, n);
+      const p = v.get('policy', n);
+      if (p === undefined) throw new TgError('TG_ERR_NOT_FOUND', `tenant '${n}' has no policy document`);
+      return p.value;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  private async update(workload: string, fn: (w: WorkloadRecord) => WorkloadRecord): Promise<WorkloadRecord> {
+    return this.store.txn((tx) => {
+      const w = workloadOf(tx, workload);
+      const next = fn(w.value);
+      tx.put('workload', workload, next, { modRevision: w.modRevision });
+      return next;
+    });
+  }
+
+  private remove(tx: StoreTx, workload: string): void {
+    const w = tx.get('workload', workload);
+    if (w === undefined) return;
+    tx.delete('workload', workload);
+    const key = `${w.value.tenant}/${w.value.address}`;
+    const a = tx.get('allocation', key);
+    if (a !== undefined && a.value.workload === workload) tx.delete('allocation', key);
+  }
+}
