@@ -205,14 +205,15 @@ export class PeerTimers<O = unknown> implements WheelEntry {
  * the wheel stay). Entries come up at most one granularity (plus the driver's tick period) late.
  */
 export class TimerWheel<T extends WheelEntry> {
-  private readonly slots: Set<T>[] = [];
+  /** Made on first use: an engine with a few peers touches a few slots (memory per engine). */
+  private readonly slots: (Set<T> | undefined)[];
   private cursor = Number.NaN;
 
   constructor(
     private readonly granularity = TIMER_WHEEL_GRANULARITY,
     private readonly slotCount = TIMER_WHEEL_SLOTS,
   ) {
-    for (let i = 0; i < slotCount; i++) this.slots.push(new Set());
+    this.slots = new Array<Set<T> | undefined>(slotCount).fill(undefined);
   }
 
   schedule(entry: T, at: number): void {
@@ -223,11 +224,16 @@ export class TimerWheel<T extends WheelEntry> {
     const slot = this.slotOf(tick);
     entry.wheelAt = at;
     entry.wheelSlot = slot;
-    this.slots[slot].add(entry);
+    let set = this.slots[slot];
+    if (set === undefined) {
+      set = new Set();
+      this.slots[slot] = set;
+    }
+    set.add(entry);
   }
 
   unschedule(entry: T): void {
-    if (entry.wheelSlot >= 0) this.slots[entry.wheelSlot].delete(entry);
+    if (entry.wheelSlot >= 0) this.slots[entry.wheelSlot]?.delete(entry);
     entry.wheelAt = NOT_PENDING;
     entry.wheelSlot = -1;
   }
@@ -241,7 +247,7 @@ export class TimerWheel<T extends WheelEntry> {
     let n = 0;
     for (let tick = first; tick <= nowTick; tick++) {
       const set = this.slots[this.slotOf(tick)];
-      if (set.size === 0) continue;
+      if (set === undefined || set.size === 0) continue;
       for (const entry of set) {
         if (entry.wheelAt <= now) {
           set.delete(entry);
@@ -264,7 +270,7 @@ export class TimerWheel<T extends WheelEntry> {
   /** Entries currently filed (for tests and stats). */
   get size(): number {
     let n = 0;
-    for (const s of this.slots) n += s.size;
+    for (const s of this.slots) n += s?.size ?? 0;
     return n;
   }
 }

@@ -31,6 +31,6 @@ export const MAX_PEERS_PER_IDENTITY = 1 << 16;
 /** Initial capacity of the engine's reusable batch arrays; they grow when a batch is larger. */
 export const INITIAL_BATCH_CAPACITY = 256;
 /** Initial size of the slab holding engine-originated datagrams; grows on demand. */
-export const INITIAL_CONTROL_SLAB_SIZE = 64 * 1024;
+export const INITIAL_CONTROL_SLAB_SIZE = 4 * 1024;
 /** Default tunnel MTU used to cap transport padding (wireguard-go's calculatePaddingSize). */
 export const DEFAULT_MTU = 1420;
