@@ -28,7 +28,7 @@ export const LAB_USAGE = `usage:
   tenguard lab exec [--prefix P] <node> -- <command> [args...]
   tenguard lab down [--prefix P] [--json]
 
-  H: 1..${LAB_LIMITS.hosts} hosts, T: 1..${LAB_LIMITS.tenants} tenants, W: 1..${LAB_LIMITS.workloads} workloads per tenant per host
+  H: 1..${LAB_LIMITS.hosts} hosts, T: 1..${LAB_LIMITS.tenants} tenants, W: 0..${LAB_LIMITS.workloads} workloads per tenant per host (0: an orchestrator makes them)
      (at most ${LAB_LIMITS.totalWorkloads} workloads in all)
   P: 'tg' then up to 5 of a-z0-9 (default ${DEFAULT_PREFIX}); the lab owns every namespace and link named P or P-*
   <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic) or fabric`;

@@ -145,12 +145,14 @@ export function validatePrefix(prefix: unknown): string {
   return prefix;
 }
 
+/** Workloads may be 0: a lab whose workload namespaces an orchestrator creates itself. */
 function validateCount(what: keyof LabSize, value: unknown): number {
   const max = LAB_LIMITS[what];
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+  const min = what === 'workloads' ? 0 : 1;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',
-      `bad number of ${what} ${JSON.stringify(value)}: it must be an integer from 1 to ${max}`,
+      `bad number of ${what} ${JSON.stringify(value)}: it must be an integer from ${min} to ${max}`,
     );
   }
   return value;

@@ -12,7 +12,7 @@ export const LAB_STATE_VERSION = 1;
 const sizeSchema = z.strictObject({
   hosts: z.number().int().positive(),
   tenants: z.number().int().positive(),
-  workloads: z.number().int().positive(),
+  workloads: z.number().int().nonnegative(),
 });
 
 const hostSchema = z.strictObject({

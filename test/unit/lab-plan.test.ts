@@ -54,8 +54,13 @@ test('size: whole numbers within the limits, total bounded', () => {
     tenants: 2,
     workloads: 8,
   });
+  // No workload namespaces: the orchestrator makes them.
+  const empty = planLab('tglab', validateSize({ hosts: 2, tenants: 1, workloads: 0 }));
+  assert.equal(empty.workloads.length, 0);
+  assert.equal(empty.hosts.length, 2);
   const bad: Record<string, unknown>[] = [
     { hosts: 0, tenants: 1, workloads: 1 },
+    { hosts: 1, tenants: 1, workloads: -1 },
     { hosts: -1, tenants: 1, workloads: 1 },
     { hosts: 1.5, tenants: 1, workloads: 1 },
     { hosts: Number.NaN, tenants: 1, workloads: 1 },
