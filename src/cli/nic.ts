@@ -22,6 +22,7 @@ the management API (HTTP+JSON) on the Unix socket PATH. Stops on SIGTERM/SIGINT.
 With mTLS the agent enrols as spiffe://TD/nic/NAME, serves its API over mTLS to the allowed
 clients only, publishes its tenant keys bound to its certificate, and accepts a tenant peer
 only with a binding to a certificate of the trust domain.
+
 ${MTLS_USAGE}`;
 
 function port(text: string | undefined, what: string): number {

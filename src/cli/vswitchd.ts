@@ -13,6 +13,11 @@ import { logger } from '../util/log.js';
 import { VSWITCH_MAX_BODY_BYTES, vswitchRoutes } from '../vswitch/api.js';
 import { DEFAULT_TUNNEL_MTU, IFNAME_PREFIX_RE, VSwitchDaemon } from '../vswitch/daemon.js';
 import { ProcessPlatform, type VSwitchPlatform } from '../vswitch/platform.js';
+import { WarmPool } from '../vswitch/warm-pool.js';
+
+/** Warm devices kept by a daemon with process isolation. */
+const DEFAULT_WARM = 2;
+
 import { SharedPlatform } from '../vswitch/shared-platform.js';
 
 const ISOLATIONS = ['process', 'shared'] as const;
@@ -21,7 +26,7 @@ type Isolation = (typeof ISOLATIONS)[number];
 export const ISOLATION_ENV = 'TENGUARD_VSWITCH_ISOLATION';
 
 const USAGE = `usage: tenguard vswitchd --api-socket PATH --ifname-prefix PREFIX [--mtu M]
-                         [--isolation process|shared]
+                         [--isolation process|shared] [--warm N]
 
 Runs the vSwitch daemon: one tunnel device per workload, created on request through the API
 (HTTP+JSON on the Unix socket PATH), its TUN moved into the workload's namespace as tg0.
@@ -34,9 +39,13 @@ must be unique on the machine). Stops every instance on SIGTERM/SIGINT.
                      hosts (hundreds to thousands of workloads). A failing device still ends
                      alone and is reported as crashed; a native fault would end them all.
 Without the option, ${ISOLATION_ENV} (process|shared) is used if set.
+--warm N             (process isolation) keep N started, keyless devices ready, named
+                     PREFIX_<n>, so a new instance does not wait for a process to start;
+                     default ${DEFAULT_WARM}, 0 turns it off.
 
 With mTLS the daemon enrols as spiffe://TD/service/vswitchd-NAME and serves its API over mTLS
 to the allowed clients only.
+
 ${MTLS_USAGE}`;
 
 export async function run(args: string[]): Promise<number> {
@@ -49,6 +58,7 @@ export async function run(args: string[]): Promise<number> {
         'ifname-prefix': { type: 'string' },
         mtu: { type: 'string' },
         isolation: { type: 'string' },
+        warm: { type: 'string' },
         ...MTLS_ARG_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
@@ -78,6 +88,10 @@ export async function run(args: string[]): Promise<number> {
       'TG_ERR_INVALID_ARGUMENT',
       `--isolation (or ${ISOLATION_ENV}) must be process or shared, not '${isolation.slice(0, 32)}'`,
     );
+  const warmText = values.warm as string | undefined;
+  const warm = warmText === undefined ? DEFAULT_WARM : Number(warmText);
+  if (!/^[0-9]{1,2}$/.test(warmText ?? '0') || !Number.isInteger(warm) || warm > 64)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', '--warm must be an integer from 0 to 64');
   const mtlsConfig = mtlsConfigFromArgs(values, (td, host) => serviceId(td, `vswitchd-${host}`).uri);
   requireRoot('tenguard vswitchd');
   // PSKs and fresh private keys pass through this process on their way to the devices.
@@ -86,8 +100,15 @@ export async function run(args: string[]): Promise<number> {
   const log = logger('vswitchd');
   const mtls =
     mtlsConfig === undefined ? undefined : await ServiceMtls.start(mtlsConfig, log.child({ part: 'mtls' }));
-  const platform: VSwitchPlatform =
+  let platform: VSwitchPlatform =
     (isolation as Isolation) === 'shared' ? new SharedPlatform({ log }) : new ProcessPlatform(log);
+  if ((isolation as Isolation) === 'process' && warm > 0)
+    platform = new WarmPool(platform, {
+      size: warm,
+      namePrefix: `${prefix}_`,
+      mtu,
+      log: log.child({ part: 'warm' }),
+    });
   const daemon = new VSwitchDaemon({ platform, log, ifnamePrefix: prefix, mtu });
   const tls = mtls?.serverTls();
   let api: JsonApiServer;

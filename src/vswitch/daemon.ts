@@ -153,6 +153,7 @@ export class VSwitchDaemon {
       while (next < all.length) await all[next++].stop(this.platform).catch(() => undefined);
     };
     await Promise.all(Array.from({ length: Math.min(CLOSE_PARALLEL, all.length) }, worker));
+    await this.platform.close?.();
     this.instances.clear();
   }
 

@@ -60,6 +60,8 @@ export interface VSwitchPlatform {
   plumb(p: Plumbing): Promise<void>;
   /** Deletes tg0 in the namespace if it is there (which also ends its device). */
   unplumb(netns: string): Promise<void>;
+  /** Ends what the platform keeps besides the instances (a warm pool). */
+  close?(): Promise<void>;
 }
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));

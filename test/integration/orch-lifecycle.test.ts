@@ -116,6 +116,57 @@ test('cross-tenant traffic is blocked', async () => {
   assert.equal((await ping(W.get('b2')!.netns, W.get('a3')!.address, { count: 3, waitS: 1 })).received, 0);
 });
 
+test('a cross-tenant grant: red may ping blue (same host and cross host), not the reverse; revoked again', async () => {
+  const c = L!.client;
+  const within = (t: string) => ALLOW_WITHIN(t).rules;
+  await c.setPolicy('red', {
+    version: 1,
+    tenant: 'red',
+    rules: [
+      ...within('red'),
+      {
+        id: 'to-blue',
+        direction: 'egress',
+        workloads: { labels: {} },
+        peers: [{ tenant: 'blue', labels: {} }],
+        protocol: 'icmp',
+      },
+    ],
+  });
+  await c.setPolicy('blue', {
+    version: 1,
+    tenant: 'blue',
+    rules: [
+      ...within('blue'),
+      {
+        id: 'from-red',
+        direction: 'ingress',
+        workloads: { labels: {} },
+        peers: [{ tenant: 'red', labels: {} }],
+        protocol: 'icmp',
+      },
+    ],
+  });
+  const a1 = W.get('a1')!;
+  assert.ok(await pingUntilReply(a1.netns, W.get('b1')!.address, 10_000), 'red -> blue same host');
+  assert.ok(await pingUntilReply(a1.netns, W.get('b2')!.address, 10_000), 'red -> blue cross host');
+  assert.equal(
+    (await ping(W.get('b1')!.netns, a1.address, { count: 2, waitS: 1 })).received,
+    0,
+    'blue -> red',
+  );
+  const g = (await L!.agents.nic('h1').tenants()).map((t) => t.tenant);
+  assert.ok(g.includes('red') && g.includes('blue'));
+  await c.setPolicy('red', ALLOW_WITHIN('red'));
+  await c.setPolicy('blue', ALLOW_WITHIN('blue'));
+  assert.equal(
+    (await ping(a1.netns, W.get('b1')!.address, { count: 3, waitS: 1 })).received,
+    0,
+    'grant revoked',
+  );
+  assert.ok(await pingUntilReply(a1.netns, W.get('a3')!.address, 10_000));
+});
+
 test('bad input through the CLI: clear errors, exit codes, state and traffic unchanged', async () => {
   const before = await state();
   const cases: [string[], number, RegExp][] = [
@@ -252,12 +303,14 @@ test('an orchestrator restart disturbs no traffic and changes nothing', async ()
   const stream = pingStream(a1.netns, W.get('a4')!.address, 0.02, 60);
   await new Promise((r) => setTimeout(r, 1000));
   assert.equal(await L!.orch.stop(), 0, 'SIGTERM ends the orchestrator cleanly');
+  const logFrom = L!.orch.logs.length;
   await L!.orch.start();
   const report = await L!.client.reconcile();
   await new Promise((r) => setTimeout(r, 1500));
   const s = await stream.stop();
   figures.orchestratorRestart = { ...s, actions: report.actions };
   assert.deepEqual(report.actions, [], 'a pass after the restart changed something');
+  assert.doesNotMatch(L!.orch.logs.slice(logFrom), /reconciliation made changes/);
   assert.deepEqual(report.errors, []);
   assert.equal(s.lost, 0, JSON.stringify(s));
   assert.equal(await state(), before);
@@ -298,6 +351,30 @@ test('a spin-up failing half way rolls back and names the step; the store is unc
   } finally {
     await L!.agents.startNic('h2');
   }
+  assert.ok(await pingUntilReply(W.get('a1')!.netns, W.get('a4')!.address, 30_000), 'h2 not re-provisioned');
+});
+
+test('a spin-down failing half way leaves the workload deleting; the reconciler finishes it', async () => {
+  const c = L!.client;
+  const d = await c.createWorkload({ tenant: 'red', name: 'd1', host: 'h2' });
+  await L!.agents.stopNic('h2', 'SIGTERM');
+  try {
+    const r = await cli(['workload', 'delete', 'd1']);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /TG_ERR_STEP_FAILED: spin-down of workload 'd1' on host 'h2' failed at step 'nic-remove'/,
+    );
+    const w = await c.showWorkload('d1');
+    assert.equal(w.state, 'deleting');
+  } finally {
+    await L!.agents.startNic('h2');
+  }
+  const end = Date.now() + 20_000;
+  while (Date.now() < end && (await c.listWorkloads()).some((w) => w.name === 'd1'))
+    await new Promise((r) => setTimeout(r, 200));
+  assert.ok(!(await c.listWorkloads()).some((w) => w.name === 'd1'), 'not finished by the reconciler');
+  assert.ok(!(await listNamespaces()).includes(d.netns));
   assert.ok(await pingUntilReply(W.get('a1')!.netns, W.get('a4')!.address, 30_000), 'h2 not re-provisioned');
 });
 

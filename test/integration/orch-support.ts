@@ -136,7 +136,7 @@ export interface OrchLab {
 
 /** Builds the lab, starts agents and the orchestrator, registers every host (h1's NIC behind the proxy). */
 export async function startOrchLab(prefix: string, hosts = 2): Promise<OrchLab> {
-  const lab = await buildLab({ prefix, hosts, tenants: 1, workloads: 1 });
+  const lab = await buildLab({ prefix, hosts, tenants: 1, workloads: 0 });
   const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-data-`));
   let agents: LabAgents | undefined;
   let proxy: RecordingProxy | undefined;
@@ -203,6 +203,10 @@ export function pingStream(ns: string, target: string, intervalS: number, maxSec
     replies(): number[] {
       return [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1]) * 1000);
     },
+    /**
+     * transmitted/received as ping counts them; lost: requests up to the last one answered
+     * that got no reply (a request still in flight when the stream is stopped is not lost).
+     */
     async stop(): Promise<{ transmitted: number; received: number; lost: number; maxGapMs: number }> {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
       const t = setTimeout(() => child.kill('SIGKILL'), 3000);
@@ -214,7 +218,9 @@ export function pingStream(ns: string, target: string, intervalS: number, maxSec
       for (let i = 1; i < ts.length; i++) maxGapMs = Math.max(maxGapMs, ts[i] - ts[i - 1]);
       const transmitted = m ? Number(m[1]) : 0;
       const received = m ? Number(m[2]) : 0;
-      return { transmitted, received, lost: transmitted - received, maxGapMs: Math.round(maxGapMs) };
+      const seqs = new Set([...out.matchAll(/bytes from .*icmp_seq=(\d+)/g)].map((x) => Number(x[1])));
+      const last = Math.max(0, ...seqs);
+      return { transmitted, received, lost: last - seqs.size, maxGapMs: Math.round(maxGapMs) };
     },
   };
 }

@@ -1,7 +1,8 @@
 // Zero-trust policy through the orchestrator (issue 7's "Done when", driven only through the
 // orchestrator's API; the NIC API is read for assertions only): allowed flows pass, denied ones
-// fail, replies work without reverse rules, a migrated workload keeps exactly its policy, and
-// the flow log (merged by the orchestrator) shows each decision with its rule.
+// fail, replies work without reverse rules, a cross-tenant grant works one way only, a
+// migrated workload keeps exactly its policy, and the flow log (merged by the orchestrator)
+// shows each decision with its rule.
 //
 //   tenant acme: web (h1, app=web), other (h1, app=other), db (h2, app=db; migrated to h1)
 //   tenant blue: svc (h2, app=svc)
@@ -49,6 +50,14 @@ const ACME = {
       peers: [{ labels: { app: 'web' } }],
       protocol: 'icmp',
     },
+    {
+      id: 'web-to-blue',
+      direction: 'egress',
+      workloads: { labels: { app: 'web' } },
+      peers: [{ tenant: 'blue', labels: { app: 'svc' } }],
+      protocol: 'tcp',
+      ports: [7100],
+    },
   ],
 };
 
@@ -61,6 +70,14 @@ const BLUE = {
       direction: 'ingress',
       workloads: { labels: {} },
       peers: [{ labels: {} }],
+    },
+    {
+      id: 'svc-from-acme-web',
+      direction: 'ingress',
+      workloads: { labels: { app: 'svc' } },
+      peers: [{ tenant: 'acme', labels: { app: 'web' } }],
+      protocol: 'tcp',
+      ports: [7100],
     },
   ],
 };
@@ -130,9 +147,19 @@ test('through the orchestrator: allowed flows pass with replies, denied ones fai
   for (const h of ['h1', 'h2'])
     assert.deepEqual(await L!.agents.nic(h).getPolicy('acme'), await L!.agents.nic('h1').getPolicy('acme'));
   await checkPolicy('db on h2');
-  // Without grants another tenant's workload has no route, whatever the policies say.
-  assert.equal(await tcp('web', 'svc', 7000, 2000), false, 'acme reached blue');
-  assert.equal(await tcp('svc', 'db', 7000, 2000), false, 'blue reached acme');
+});
+
+test('through the orchestrator: a cross-tenant grant works one way only', { timeout: 120_000 }, async () => {
+  assert.ok(await tcp('web', 'svc', 7100, 5000), 'acme web -> blue svc:7100 (granted both sides) failed');
+  assert.equal(await tcp('svc', 'web', 7100, 2000), false, 'blue svc opened a connection to acme web');
+  assert.equal(await tcp('other', 'svc', 7100, 2000), false, 'acme other (no egress grant) reached blue');
+  assert.equal(await tcp('web', 'svc', 7101, 2000), false, 'a port outside the grant passed');
+  const f = (await L!.client.flows({ tenant: 'blue', limit: 5000 })).flows as unknown as Flow[];
+  const granted = f.find(
+    (r) => r.host === 'h2' && r.srcWorkload === 'web' && r.dstWorkload === 'svc' && r.verdict === 'allow',
+  );
+  assert.ok(granted, 'no record of the granted flow on the receiving NIC');
+  assert.equal(granted.ingressRule, 'blue/svc-from-acme-web');
 });
 
 test('the merged flow log shows each decision with its rule', { timeout: 60_000 }, async () => {
