@@ -85,7 +85,7 @@ function seconds(text: string | undefined, flag: string): number | undefined {
 export function mtlsConfigFromArgs(
   values: Record<string, unknown>,
   idOf: (trustDomain: string, host: string) => string,
-  opts: { hostName?: boolean } = {},
+  opts: { hostName?: boolean; defaultClients?: (trustDomain: string) => string[] } = {},
 ): ServiceMtlsConfig | undefined {
   const needsHost = opts.hostName ?? true;
   const socket = values['ca-socket'] as string | undefined;
@@ -119,10 +119,8 @@ export function mtlsConfigFromArgs(
   } catch (err) {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot read the CA bundle ${bundle}`, { cause: err });
   }
-  const allowed = (values['allow-client'] as string[] | undefined) ?? [
-    `spiffe://${td}/service/orchestrator`,
-    `spiffe://${td}/service/operator`,
-  ];
+  const allowed = (values['allow-client'] as string[] | undefined) ??
+    opts.defaultClients?.(td) ?? [`spiffe://${td}/service/orchestrator`, `spiffe://${td}/service/operator`];
   for (const a of allowed) SpiffeIdPattern.parse(a);
   return {
     caSocket: socket,

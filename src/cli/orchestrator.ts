@@ -3,6 +3,10 @@
 // cleanly on SIGTERM/SIGINT (the agents and workloads keep running: a restarted
 // orchestrator reloads the store and changes nothing that is right).
 import { parseArgs } from 'node:util';
+import { wipeTlsKey } from '../ca/mtls.js';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
+import { nicId, serviceId } from '../ca/spiffe.js';
+import type { AgentEndpointOf } from '../orchestrator/agents.js';
 import { ORCHESTRATOR_MAX_BODY_BYTES, orchestratorRoutes } from '../orchestrator/api.js';
 import { DEFAULT_RECONCILE_INTERVAL_MS, Orchestrator } from '../orchestrator/orchestrator.js';
 import { SqliteStore } from '../orchestrator/sqlite-store.js';
@@ -11,15 +15,21 @@ import { requireRoot } from '../util/exec.js';
 import { JsonApiServer } from '../util/http-json.js';
 import { logger } from '../util/log.js';
 
-const USAGE = `usage: tenguard orchestrator --data-dir DIR --api-socket PATH [--reconcile-ms N]
+const USAGE = `usage: tenguard orchestrator --data-dir DIR --api-socket PATH [--reconcile-ms N] [mTLS options]
 
 Runs the orchestrator: tenants, hosts, workloads and policy in a SQLite store in DIR,
 REST+JSON (OpenAPI at GET /openapi.json) on the Unix socket PATH, reconciliation every N ms
 (default ${DEFAULT_RECONCILE_INTERVAL_MS}; 0: only on POST /v1/reconcile). Stops on SIGTERM/SIGINT.
-`;
+
+With mTLS the orchestrator enrols as spiffe://TD/service/orchestrator, serves its API over
+mTLS to the allowed clients only (default .../service/operator), and calls every NIC agent
+(which must prove spiffe://TD/nic/HOST) and vSwitch daemon (.../service/vswitchd-HOST) over
+mTLS as itself. --host-name does not apply.
+
+${MTLS_USAGE}`;
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args,
@@ -27,6 +37,7 @@ export async function run(args: string[]): Promise<number> {
         'data-dir': { type: 'string' },
         'api-socket': { type: 'string' },
         'reconcile-ms': { type: 'string' },
+        ...MTLS_ARG_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -49,23 +60,45 @@ export async function run(args: string[]): Promise<number> {
   const interval = msText === undefined ? DEFAULT_RECONCILE_INTERVAL_MS : Number(msText);
   if (!Number.isInteger(interval) || interval < 0 || interval > 3_600_000)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--reconcile-ms must be an integer from 0 to 3600000');
+  if (values['host-name'] !== undefined)
+    throw new TgError('TG_ERR_USAGE', `--host-name does not apply to the orchestrator\n${USAGE}`);
+  const mtlsConfig = mtlsConfigFromArgs(values, (td) => serviceId(td, 'orchestrator').uri, {
+    hostName: false,
+    defaultClients: (td) => [serviceId(td, 'operator').uri],
+  });
   requireRoot('tenguard orchestrator');
 
   const log = logger('orchestrator');
+  const mtls =
+    mtlsConfig === undefined ? undefined : await ServiceMtls.start(mtlsConfig, log.child({ part: 'mtls' }));
+  const td = mtlsConfig?.trustDomain;
+  const agentEndpoint: AgentEndpointOf | undefined =
+    mtls === undefined || td === undefined
+      ? undefined
+      : (host, agent, socketPath) =>
+          mtls.clientEndpoint(socketPath, [
+            agent === 'nic' ? nicId(td, host).uri : serviceId(td, `vswitchd-${host}`).uri,
+          ]);
   const store = SqliteStore.open(dataDir);
-  const orch = new Orchestrator(store, log);
+  const orch = new Orchestrator(store, log, { agentEndpoint });
+  const tls = mtls?.serverTls();
   let api: JsonApiServer;
   try {
     api = await JsonApiServer.listen({
       socketPath: socket,
+      tls,
       routes: orchestratorRoutes(orch),
       log,
       maxBodyBytes: ORCHESTRATOR_MAX_BODY_BYTES,
     });
   } catch (err) {
+    mtls?.stop();
     await store.close();
     throw err;
+  } finally {
+    if (tls !== undefined) wipeTlsKey(tls.options);
   }
+  mtls?.attach(api);
   orch.start(interval);
   log.info({ api: socket, dataDir, reconcileMs: interval }, 'orchestrator serving');
   const why = await new Promise<string>((resolve) => {
@@ -75,5 +108,6 @@ export async function run(args: string[]): Promise<number> {
   log.info({ why }, 'orchestrator stopping');
   await api.close();
   await orch.close();
+  mtls?.stop();
   return 0;
 }

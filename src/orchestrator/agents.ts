@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { NicClient } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
-import { apiRequest } from '../util/http-json.js';
+import { type ApiEndpoint, apiRequest } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import type { HostRecord } from './model.js';
 
@@ -18,15 +18,29 @@ export interface HostAgents {
   vswitch: VSwitchClient;
 }
 
+/** How the orchestrator reaches an agent's API socket: plain, or over mTLS as itself. */
+export type AgentEndpointOf = (host: string, agent: 'nic' | 'vswitch', socketPath: string) => ApiEndpoint;
+
 export class AgentDirectory {
   private readonly clients = new Map<string, HostAgents & { key: string }>();
+
+  constructor(private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath) {}
+
+  /** How to reach one agent's socket (also of a host not registered yet). */
+  endpoint(host: string, agent: 'nic' | 'vswitch', socketPath: string): ApiEndpoint {
+    return this.endpointOf(host, agent, socketPath);
+  }
 
   /** The clients of a host's agents (made once per socket pair). */
   of(host: HostRecord): HostAgents {
     const key = `${host.nicApi}\0${host.vswitchApi}`;
     const c = this.clients.get(host.name);
     if (c !== undefined && c.key === key) return c;
-    const made = { key, nic: new NicClient(host.nicApi), vswitch: new VSwitchClient(host.vswitchApi) };
+    const made = {
+      key,
+      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi)),
+      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi)),
+    };
     this.clients.set(host.name, made);
     return made;
   }

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { TgError } from '../util/errors.js';
 import { apiRequest, parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
-import { AgentDirectory } from './agents.js';
+import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
 import {
   type HostRecord,
@@ -41,7 +41,7 @@ export class Orchestrator {
   readonly service: OrchestratorService;
   readonly lifecycle: Lifecycle;
   readonly reconciler: Reconciler;
-  private readonly agents = new AgentDirectory();
+  private readonly agents: AgentDirectory;
   private readonly lock = new Mutex();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -51,7 +51,9 @@ export class Orchestrator {
   constructor(
     readonly store: Store,
     private readonly log: Logger,
+    opts: { agentEndpoint?: AgentEndpointOf } = {},
   ) {
+    this.agents = new AgentDirectory(opts.agentEndpoint);
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
     this.reconciler = new Reconciler(this.service, this.lifecycle, this.agents, log);
@@ -92,11 +94,12 @@ export class Orchestrator {
   /** Registers a host after checking that its NIC agent and vSwitch daemon answer. */
   async registerHost(input: unknown): Promise<HostRecord> {
     const req = parseBody(registerHostSchema, input);
-    for (const [what, socket] of [
-      ['NIC agent', req.nicApi],
-      ['vSwitch daemon', req.vswitchApi],
+    for (const [what, agent, socket] of [
+      ['NIC agent', 'nic', req.nicApi],
+      ['vSwitch daemon', 'vswitch', req.vswitchApi],
     ] as const) {
-      const r = await apiRequest(socket, 'GET', '/v1/health', undefined, { timeoutMs: 5000 }).catch(
+      const endpoint = this.agents.endpoint(req.name, agent, socket);
+      const r = await apiRequest(endpoint, 'GET', '/v1/health', undefined, { timeoutMs: 5000 }).catch(
         (err: Error) => ({ status: 0, raw: err.message }),
       );
       if (r.status !== 200)

@@ -1,0 +1,146 @@
+// The orchestrator under mTLS: it enrols with a one-time join token as
+// spiffe://TD/service/orchestrator, serves its API over mTLS to the operator only (no
+// certificate, another identity, a revoked certificate: refused), and drives NIC agents and
+// vSwitch daemons that themselves run mTLS and accept only the orchestrator, so a tenant's
+// workloads on two hosts are created through it and reach each other.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Identity } from '../../src/ca/identity.js';
+import { serviceId } from '../../src/ca/spiffe.js';
+import { OrchestratorClient } from '../../src/orchestrator/client.js';
+import { TgError } from '../../src/util/errors.js';
+import { apiRequest } from '../../src/util/http-json.js';
+import { TD } from './ca-support.js';
+import {
+  allowWithinTenant,
+  issue,
+  MtlsLab,
+  mtlsEndpoint,
+  ORCHESTRATOR_ID,
+  startWiringCa,
+  type WiringCa,
+  wiringPrefix,
+} from './ca-wiring-support.js';
+import { ping, pingUntilReply } from './nic-support.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+const prefix = wiringPrefix();
+const OPERATOR = serviceId(TD, 'operator').uri;
+let ca: WiringCa;
+let lab: MtlsLab | undefined;
+let orch: ChildProcess | undefined;
+let logs = '';
+const dataDir = mkdtempSync(join(tmpdir(), 'tgorchm-'));
+const socket = join(dataDir, 'orchestrator.sock');
+
+before(async () => {
+  ca = await startWiringCa();
+  lab = await MtlsLab.start(prefix, ca, { hosts: 2, tenants: 1, workloads: 0, certTtlSeconds: 600 });
+  const token = await ca.joinToken(ORCHESTRATOR_ID);
+  orch = spawn(
+    process.execPath,
+    [
+      BIN,
+      'orchestrator',
+      '--data-dir',
+      join(dataDir, 'store'),
+      '--api-socket',
+      socket,
+      '--ca-socket',
+      ca.socket,
+      '--ca-bundle',
+      ca.bundleFile,
+      '--trust-domain',
+      TD,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TENGUARD_JOIN_TOKEN: token } },
+  );
+  orch.stderr?.on('data', (d: Buffer) => {
+    if (logs.length < 4_000_000) logs += d.toString();
+  });
+});
+
+after(async () => {
+  if (orch?.pid !== undefined && orch.exitCode === null && orch.signalCode === null) {
+    const exited = new Promise((r) => orch?.once('exit', r));
+    process.kill(orch.pid, 'SIGTERM');
+    await exited;
+  }
+  await lab?.stop();
+  await ca?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+function client(identity: Identity | null): OrchestratorClient {
+  return new OrchestratorClient(
+    mtlsEndpoint(socket, () => ca.bundle(), identity === null ? null : () => identity, ORCHESTRATOR_ID),
+  );
+}
+
+async function waitServing(c: OrchestratorClient): Promise<void> {
+  const end = Date.now() + 30_000;
+  for (;;) {
+    if (orch?.exitCode !== null) throw new Error(`orchestrator exited: ${logs.slice(-800)}`);
+    try {
+      await c.listTenants();
+      return;
+    } catch (err) {
+      if (Date.now() > end) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+test('the API over mTLS: the operator is served; no certificate, another identity, a revoked certificate are refused', async () => {
+  const operator = await issue(ca.ca, OPERATOR, 600);
+  const op = client(operator);
+  await waitServing(op);
+  assert.deepEqual(await op.listTenants(), []);
+
+  const bare = mtlsEndpoint(socket, () => ca.bundle(), null, ORCHESTRATOR_ID);
+  const none = await apiRequest(bare, 'GET', '/v1/tenants').catch((e: Error) => e);
+  assert.ok(none instanceof Error || none.status === 401, 'no certificate: refused');
+
+  const stranger = await issue(ca.ca, serviceId(TD, 'someone').uri, 600);
+  await assert.rejects(
+    client(stranger).listTenants(),
+    (e: unknown) => e instanceof TgError && /403|FORBIDDEN/.test(`${e.code} ${e.message}`),
+  );
+
+  const doomed = await issue(ca.ca, OPERATOR, 600);
+  assert.deepEqual(await client(doomed).listTenants(), []);
+  ca.ca.revoke(doomed.serial, 'keyCompromise');
+  await assert.rejects(
+    client(doomed).listTenants(),
+    (e: unknown) => e instanceof TgError && /401|UNAUTHENTICATED/.test(`${e.code} ${e.message}`),
+  );
+  assert.deepEqual(await op.listTenants(), [], 'the valid operator is still served');
+});
+
+test('the orchestrator drives mTLS agents as itself: workloads on two hosts reach each other', async () => {
+  assert.ok(lab);
+  const op = client(await issue(ca.ca, OPERATOR, 600));
+  await waitServing(op);
+  for (const h of lab.lab.hosts)
+    await op.registerHost({
+      name: h.name,
+      nicApi: lab.nics.get(h.name)!.socket,
+      vswitchApi: lab.vswitchds.get(h.name)!.socket,
+      netnsPrefix: `${prefix}-${h.name}-`,
+    });
+  await op.createTenant({ name: 'acme', pool: '100.64.40.0/24' });
+  await op.setPolicy('acme', allowWithinTenant('acme'));
+  const a = await op.createWorkload({ tenant: 'acme', name: 'web', host: 'h1' });
+  const b = await op.createWorkload({ tenant: 'acme', name: 'db', host: 'h2' });
+  assert.ok(
+    await pingUntilReply(a.netns, b.address, 15_000),
+    `web -> db over both legs: ${logs.slice(-600)}`,
+  );
+  assert.equal((await ping(b.netns, a.address, { count: 3, waitS: 1 })).received, 3);
+  assert.doesNotMatch(logs, /PRIVATE KEY/);
+});
