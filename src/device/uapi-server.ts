@@ -19,9 +19,9 @@
 // answer (we answer errno=-EPROTO first); it answers a failed get with a negative errno,
 // which wg(8) cannot read (we send it positive, see encodeErrnoAnswer).
 import { type FSWatcher, constants as fsConstants, watch } from 'node:fs';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import {
@@ -101,7 +101,8 @@ type Framed =
   | { kind: 'fatal'; op: 'get' | 'set'; errno: number; why: string };
 
 export class UapiServer {
-  readonly path: string;
+  /** The socket's path; follows the file when it is renamed or re-linked in its directory. */
+  path: string;
   readonly stats: UapiServerStats = { connections: 0, gets: 0, sets: 0, refused: 0 };
   private readonly connections = new Set<UapiConnection>();
   private queue: Promise<unknown> = Promise.resolve();
@@ -210,17 +211,37 @@ export class UapiServer {
     this.connections.add(new UapiConnection(this, socket, idleMs));
   }
 
+  /**
+   * Fires onRemoved when the socket file is gone. A file renamed (or linked under another name
+   * and the old one unlinked) in the same directory is the same socket: the server follows it
+   * (a vSwitch hands a started device out under the name of the interface it renamed).
+   */
   private watchSocket(dir: string, onRemoved: () => void): void {
-    const name = `${this.ifname}.sock`;
+    let name = basename(this.path);
     let fired = false;
+    const moved = async (): Promise<string | null> => {
+      for (const f of await readdir(dir).catch(() => [] as string[])) {
+        if (!f.endsWith('.sock')) continue;
+        const st = await lstat(join(dir, f)).catch(() => null);
+        if (st !== null && st.ino === this.inode && st.isSocket()) return f;
+      }
+      return null;
+    };
     const check = (): void => {
       if (fired || this.closing) return;
-      lstat(this.path).then(
-        (st) => {
-          if (st.ino !== this.inode) fire();
-        },
-        () => fire(),
-      );
+      lstat(this.path)
+        .then(
+          (st) => st.ino === this.inode,
+          () => false,
+        )
+        .then(async (ours) => {
+          if (ours || fired || this.closing) return;
+          const now = await moved();
+          if (now === null) return fire();
+          name = now;
+          this.path = join(dir, now);
+          log.info({ ifname: this.ifname, path: this.path }, 'UAPI socket renamed');
+        });
     };
     const fire = (): void => {
       if (fired || this.closing) return;

@@ -2,21 +2,34 @@
 // workload's instance does not wait for a process to start (about 200 ms of Node start-up
 // on a busy host, most of a spin-up). A warm device holds no key: it has only created its
 // TUN (down, in the daemon's namespace) and serves its UAPI. launch() takes one, renames its
-// TUN to the name the daemon chose, and starts another in the background; the key is set
+// TUN and its UAPI socket to the name the daemon chose, and starts another in the background; the key is set
 // afterwards over UAPI, as for a cold device. When the pool is empty, launch() starts one
 // itself, as without the pool.
+import { renameSync, rmSync } from 'node:fs';
 import type { UapiChangeSet } from '../device/uapi.js';
+import { uapiSet } from '../device/uapi-client.js';
+import { uapiSocketPath } from '../device/uapi-server.js';
 import { TgError } from '../util/errors.js';
 import { runOk } from '../util/exec.js';
 import type { Logger } from '../util/log.js';
 import type { DeviceExit, DeviceHandle, Plumbing, VSwitchPlatform } from './platform.js';
 
-/** Renames a TUN that is down, in the daemon's namespace. */
-export type RenameLink = (from: string, to: string) => Promise<void>;
+/** Renames a started device: its TUN (down, in the daemon's namespace) and its UAPI socket. */
+export type RenameDevice = (from: string, to: string) => Promise<void>;
 
-export const renameLink: RenameLink = async (from, to) => {
+/**
+ * The interface, then the socket file: the device follows its socket to the new name (see
+ * UapiServer), so `wg show <name>` and the vSwitch reach it under the instance's name.
+ */
+export const renameDevice: RenameDevice = async (from, to) => {
   await runOk('ip', ['link', 'set', 'dev', from, 'name', to]);
+  renameSync(uapiSocketPath(from), uapiSocketPath(to));
 };
+
+/** How a handed-out device's UAPI is reached under its new name. */
+export type UapiAt = (ifname: string, device: DeviceHandle) => (change: UapiChangeSet) => Promise<void>;
+
+const uapiAtSocket: UapiAt = (ifname) => (change) => uapiSet(uapiSocketPath(ifname), change);
 
 export interface WarmPoolOptions {
   /** Devices kept ready; 0 turns the pool off. */
@@ -25,15 +38,21 @@ export interface WarmPoolOptions {
   namePrefix: string;
   mtu: number;
   log: Logger;
-  rename?: RenameLink;
+  rename?: RenameDevice;
+  uapiAt?: UapiAt;
 }
 
 /** A warm device handed out under the daemon's name; its UAPI socket keeps the warm name. */
 class RenamedDevice implements DeviceHandle {
+  private readonly uapi: (change: UapiChangeSet) => Promise<void>;
+
   constructor(
     readonly ifname: string,
     private readonly inner: DeviceHandle,
-  ) {}
+    uapiAt: UapiAt,
+  ) {
+    this.uapi = uapiAt(ifname, inner);
+  }
 
   get pid(): number | undefined {
     return this.inner.pid;
@@ -44,11 +63,12 @@ class RenamedDevice implements DeviceHandle {
   }
 
   uapiSet(change: UapiChangeSet): Promise<void> {
-    return this.inner.uapiSet(change);
+    return this.uapi(change);
   }
 
-  stop(): Promise<void> {
-    return this.inner.stop();
+  async stop(): Promise<void> {
+    await this.inner.stop();
+    rmSync(uapiSocketPath(this.ifname), { force: true });
   }
 }
 
@@ -82,9 +102,9 @@ export class WarmPool implements VSwitchPlatform {
       for (let dev = this.ready.shift(); dev !== undefined; dev = this.ready.shift()) {
         this.refill();
         try {
-          await (this.opts.rename ?? renameLink)(dev.ifname, ifname);
+          await (this.opts.rename ?? renameDevice)(dev.ifname, ifname);
           this.hits++;
-          return new RenamedDevice(ifname, dev);
+          return new RenamedDevice(ifname, dev, this.opts.uapiAt ?? uapiAtSocket);
         } catch (err) {
           // Gone meanwhile (its process ended): try the next one.
           this.opts.log.warn({ warm: dev.ifname, err: (err as Error).message }, 'warm device unusable');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { link, lstat, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdtemp, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -320,6 +320,21 @@ test('deleting the socket file is reported through onSocketRemoved', async () =>
   const deadline = Date.now() + 3000;
   while (removed === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.equal(removed, 1);
+});
+
+test('a socket file renamed in its directory is followed, not taken for a removal', async () => {
+  let removed = 0;
+  const srv = await start(new MemoryUapiBackend(), { onSocketRemoved: () => removed++ });
+  const renamed = join(dir, 'tgutrenamed.sock');
+  await rename(srv.path, renamed);
+  const deadline = Date.now() + 3000;
+  while (srv.path !== renamed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(srv.path, renamed);
+  assert.equal(removed, 0);
+  assert.ok(await uapiGet(renamed), 'answers under the new name');
+  await unlink(renamed);
+  while (removed === 0 && Date.now() < deadline + 3000) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(removed, 1, 'removing it under the new name is a removal');
 });
 
 test('close() waits for the change in progress to be applied, then removes the socket', async () => {

@@ -72,6 +72,7 @@ test('launches come from the pool, renamed, and the pool refills', async () => {
     rename: async (from, to) => {
       renames.push([from, to]);
     },
+    uapiAt: (_name, dev) => (c) => dev.uapiSet(c),
   });
   await settle();
   assert.equal(pool.size, 2);
@@ -115,6 +116,7 @@ test('a warm device that cannot be renamed is dropped; the next one or a cold st
     rename: async () => {
       if (fail-- > 0) throw new Error('Cannot find device');
     },
+    uapiAt: (_name, dev) => (c) => dev.uapiSet(c),
   });
   await settle();
   const d = await pool.launch('tgx-1v0', 1420);
@@ -136,6 +138,7 @@ test('through the daemon: keys are set only after a device is taken; close ends 
     mtu: 1420,
     log,
     rename: async () => {},
+    uapiAt: (_name, dev) => (c) => dev.uapiSet(c),
   });
   await settle();
   assert.ok(
