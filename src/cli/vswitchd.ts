@@ -16,7 +16,7 @@ import { ProcessPlatform, type VSwitchPlatform } from '../vswitch/platform.js';
 import { WarmPool } from '../vswitch/warm-pool.js';
 
 /** Warm devices kept by a daemon with process isolation. */
-const DEFAULT_WARM = 2;
+export const DEFAULT_WARM = 2;
 
 import { SharedPlatform } from '../vswitch/shared-platform.js';
 
