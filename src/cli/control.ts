@@ -2,11 +2,17 @@
 // client of its API (--api PATH, default $TENGUARD_ORCHESTRATOR or /run/tenguard/orchestrator.sock).
 // Arguments are checked before anything is sent; a bad one exits 2 with TG_ERR_USAGE.
 // --json prints the API's answer as one JSON document.
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { assembleIdentity, type Identity } from '../ca/identity.js';
+import { clientTlsOptions } from '../ca/mtls.js';
+import { serviceId } from '../ca/spiffe.js';
+import { TrustBundle } from '../ca/trust-bundle.js';
 import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
 import { TgError } from '../util/errors.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 
 export const CONTROL_USAGE = `usage:
   tenguard tenant create <name> --pool <CIDR in 100.64.0.0/10>
@@ -22,7 +28,10 @@ export const CONTROL_USAGE = `usage:
   tenguard keys <host>
 
   every command takes --json (print the API's answer) and --api PATH (the orchestrator's socket;
-  default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock)`;
+  default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock).
+  Against an orchestrator under mTLS: --cert FILE (the operator's X.509-SVID chain, PEM),
+  --key FILE (its private key, PEM) and --ca-bundle FILE (trusted roots); the orchestrator must
+  prove spiffe://TD/service/orchestrator of the certificate's trust domain.`;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -35,7 +44,15 @@ function parse(
   try {
     parsed = parseArgs({
       args,
-      options: { ...options, json: { type: 'boolean' }, api: { type: 'string' }, help: { type: 'boolean' } },
+      options: {
+        ...options,
+        json: { type: 'boolean' },
+        api: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        'ca-bundle': { type: 'string' },
+        help: { type: 'boolean' },
+      },
       strict: true,
       allowPositionals: true,
     }) as { values: Values; positionals: string[] };
@@ -57,8 +74,44 @@ function required(v: Values, name: string): string {
   return x;
 }
 
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot read ${what} ${path}`, { cause: err });
+  }
+}
+
+/** The operator's identity and the trusted roots, from --cert, --key and --ca-bundle. */
+function mtlsEndpoint(v: Values, socketPath: string): ApiEndpoint {
+  const [certFile, keyFile, bundleFile] = [v.cert, v.key, v['ca-bundle']];
+  if (typeof certFile !== 'string' || typeof keyFile !== 'string' || typeof bundleFile !== 'string')
+    throw new TgError('TG_ERR_USAGE', `--cert, --key and --ca-bundle go together\n${CONTROL_USAGE}`);
+  let keyPem: Buffer;
+  try {
+    keyPem = readFileSync(keyFile);
+  } catch (err) {
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot read the key ${keyFile}`, { cause: err });
+  }
+  let identity: Identity;
+  try {
+    identity = assembleIdentity(createPrivateKey(keyPem), readText(certFile, 'the certificate'));
+  } catch (err) {
+    if (err instanceof TgError) throw err;
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${keyFile} is not a private key (PEM)`, { cause: err });
+  } finally {
+    keyPem.fill(0);
+  }
+  const td = identity.spiffeId.trustDomain;
+  const bundle = TrustBundle.fromPem(td, readText(bundleFile, 'the CA bundle'));
+  const server = serviceId(td, 'orchestrator').uri;
+  return { socketPath, tls: () => clientTlsOptions(identity, bundle, [server]) };
+}
+
 function client(v: Values): OrchestratorClient {
-  return new OrchestratorClient(typeof v.api === 'string' ? v.api : defaultOrchestratorSocket());
+  const socket = typeof v.api === 'string' ? v.api : defaultOrchestratorSocket();
+  const tls = v.cert !== undefined || v.key !== undefined || v['ca-bundle'] !== undefined;
+  return new OrchestratorClient(tls ? mtlsEndpoint(v, socket) : socket);
 }
 
 function out(v: Values, value: unknown, text: () => string): number {

@@ -4,8 +4,8 @@
 // vSwitch daemons that themselves run mTLS and accept only the orchestrator, so a tenant's
 // workloads on two hosts are created through it and reach each other.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -143,4 +143,36 @@ test('the orchestrator drives mTLS agents as itself: workloads on two hosts reac
   );
   assert.equal((await ping(b.netns, a.address, { count: 3, waitS: 1 })).received, 3);
   assert.doesNotMatch(logs, /PRIVATE KEY/);
+});
+
+test('the CLI speaks mTLS with the operator certificate; without it the orchestrator refuses', async () => {
+  const operator = await issue(ca.ca, OPERATOR, 600);
+  const certFile = join(dataDir, 'operator.pem');
+  const keyFile = join(dataDir, 'operator.key');
+  writeFileSync(certFile, [operator.certificatePem, ...operator.chainPem].join(''), { mode: 0o600 });
+  writeFileSync(keyFile, operator.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, {
+    mode: 0o600,
+  });
+  const tlsArgs = ['--cert', certFile, '--key', keyFile, '--ca-bundle', ca.bundleFile];
+  const ok = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--json', '--api', socket, ...tlsArgs], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(ok.status, 0, ok.stderr);
+  const { tenants } = JSON.parse(ok.stdout) as { tenants: { name: string }[] };
+  assert.ok(
+    tenants.some((t) => t.name === 'acme'),
+    ok.stdout,
+  );
+  const plain = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.notEqual(plain.status, 0, 'plain HTTP is not served');
+  const half = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket, '--cert', certFile], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(half.status, 2);
+  assert.match(half.stderr, /--cert, --key and --ca-bundle go together/);
 });
