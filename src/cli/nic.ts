@@ -2,13 +2,13 @@
 // DPU's own cores. It creates every key it uses in memory, marks itself non-dumpable, and
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
-import { parseArgs } from 'node:util';
 import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../ca/service-mtls.js';
 import { nicId } from '../ca/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
+import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
                     [--host-port N] [--fabric-port N]
@@ -43,33 +43,20 @@ function address(text: string | undefined, what: string): string {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        'api-socket': { type: 'string' },
-        'host-address': { type: 'string' },
-        'host-port': { type: 'string' },
-        'fabric-address': { type: 'string' },
-        'fabric-port': { type: 'string' },
-        ...MTLS_ARG_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new TgError('TG_ERR_USAGE', `${(err as Error).message}\n${USAGE}`);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const apiSocket = values['api-socket'] as string | undefined;
-  if (apiSocket === undefined) throw new TgError('TG_ERR_USAGE', `--api-socket is required\n${USAGE}`);
-  if (!apiSocket.startsWith('/'))
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--api-socket must be an absolute path, not '${apiSocket}'`);
+  const values = parseDaemonArgs(
+    args,
+    {
+      'api-socket': { type: 'string' },
+      'host-address': { type: 'string' },
+      'host-port': { type: 'string' },
+      'fabric-address': { type: 'string' },
+      'fabric-port': { type: 'string' },
+      ...MTLS_ARG_OPTIONS,
+    },
+    USAGE,
+  );
+  if (values === null) return 0;
+  const apiSocket = apiSocketArg(values, USAGE);
   const hostAddress = address(values['host-address'] as string | undefined, '--host-address');
   const fabricAddress = address(values['fabric-address'] as string | undefined, '--fabric-address');
   const hostPort = port(values['host-port'] as string | undefined, '--host-port');

@@ -2,7 +2,6 @@
 // data directory, REST+JSON on a Unix socket, a reconciliation pass every interval. Ends
 // cleanly on SIGTERM/SIGINT (the agents and workloads keep running: a restarted
 // orchestrator reloads the store and changes nothing that is right).
-import { parseArgs } from 'node:util';
 import { wipeTlsKey } from '../ca/mtls.js';
 import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
 import { nicId, serviceId } from '../ca/spiffe.js';
@@ -14,6 +13,7 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 import { JsonApiServer } from '../util/http-json.js';
 import { logger } from '../util/log.js';
+import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard orchestrator --data-dir DIR --api-socket PATH [--reconcile-ms N] [mTLS options]
 
@@ -29,33 +29,20 @@ mTLS as itself. --host-name does not apply.
 ${MTLS_USAGE}`;
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        'data-dir': { type: 'string' },
-        'api-socket': { type: 'string' },
-        'reconcile-ms': { type: 'string' },
-        ...MTLS_ARG_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new TgError('TG_ERR_USAGE', `${(err as Error).message}\n${USAGE}`);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
+  const values = parseDaemonArgs(
+    args,
+    {
+      'data-dir': { type: 'string' },
+      'api-socket': { type: 'string' },
+      'reconcile-ms': { type: 'string' },
+      ...MTLS_ARG_OPTIONS,
+    },
+    USAGE,
+  );
+  if (values === null) return 0;
   const dataDir = values['data-dir'] as string | undefined;
-  const socket = values['api-socket'] as string | undefined;
-  if (dataDir === undefined || socket === undefined)
-    throw new TgError('TG_ERR_USAGE', `--data-dir and --api-socket are required\n${USAGE}`);
-  if (!socket.startsWith('/'))
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--api-socket must be an absolute path, not '${socket}'`);
+  if (dataDir === undefined) throw new TgError('TG_ERR_USAGE', `--data-dir is required\n${USAGE}`);
+  const socket = apiSocketArg(values, USAGE);
   const msText = values['reconcile-ms'] as string | undefined;
   const interval = msText === undefined ? DEFAULT_RECONCILE_INTERVAL_MS : Number(msText);
   if (!Number.isInteger(interval) || interval < 0 || interval > 3_600_000)

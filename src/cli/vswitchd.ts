@@ -1,7 +1,6 @@
 // `tenguard vswitchd`: the vSwitch daemon of one host. It runs in the host's network namespace
 // and keeps one tunnel device per workload, driven through its API: each device its own
 // process (--isolation process, the default) or all inside the daemon (--isolation shared).
-import { parseArgs } from 'node:util';
 import { wipeTlsKey } from '../ca/mtls.js';
 import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
 import { serviceId } from '../ca/spiffe.js';
@@ -19,6 +18,7 @@ import { WarmPool } from '../vswitch/warm-pool.js';
 export const DEFAULT_WARM = 2;
 
 import { SharedPlatform } from '../vswitch/shared-platform.js';
+import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const ISOLATIONS = ['process', 'shared'] as const;
 type Isolation = (typeof ISOLATIONS)[number];
@@ -49,33 +49,20 @@ to the allowed clients only.
 ${MTLS_USAGE}`;
 
 export async function run(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        'api-socket': { type: 'string' },
-        'ifname-prefix': { type: 'string' },
-        mtu: { type: 'string' },
-        isolation: { type: 'string' },
-        warm: { type: 'string' },
-        ...MTLS_ARG_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new TgError('TG_ERR_USAGE', `${(err as Error).message}\n${USAGE}`);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const apiSocket = values['api-socket'] as string | undefined;
-  if (apiSocket === undefined) throw new TgError('TG_ERR_USAGE', `--api-socket is required\n${USAGE}`);
-  if (!apiSocket.startsWith('/'))
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--api-socket must be an absolute path, not '${apiSocket}'`);
+  const values = parseDaemonArgs(
+    args,
+    {
+      'api-socket': { type: 'string' },
+      'ifname-prefix': { type: 'string' },
+      mtu: { type: 'string' },
+      isolation: { type: 'string' },
+      warm: { type: 'string' },
+      ...MTLS_ARG_OPTIONS,
+    },
+    USAGE,
+  );
+  if (values === null) return 0;
+  const apiSocket = apiSocketArg(values, USAGE);
   const prefix = values['ifname-prefix'] as string | undefined;
   if (prefix === undefined) throw new TgError('TG_ERR_USAGE', `--ifname-prefix is required\n${USAGE}`);
   const mtuText = values.mtu as string | undefined;
