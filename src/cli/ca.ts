@@ -5,8 +5,8 @@
 import { chmodSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { parseArgs } from 'node:util';
+import { runCaBench } from '../bench/ca.js';
 import { CertificateAuthority, type InitResult } from '../ca/authority.js';
-import { runCaBench } from '../ca/bench.js';
 import { CONFIG_ENV, loadCaConfig } from '../ca/config.js';
 import { CsrService } from '../ca/csr-api.js';
 import { csrRequestHandler, localAdminAuthenticator } from '../ca/csr-http.js';

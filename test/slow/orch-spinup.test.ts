@@ -3,8 +3,8 @@
 // half the paths cross the fabric. Prints median, p95 and the step medians.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { benchSpinup } from '../../src/bench/spinup.js';
 import { listNamespaces } from '../../src/lab/index.js';
-import { benchSpinup } from '../../src/orchestrator/bench-spinup.js';
 import { ping } from '../integration/nic-support.js';
 import {
   ALLOW_WITHIN,
