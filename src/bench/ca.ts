@@ -22,10 +22,10 @@ import { join } from 'node:path';
 import { CertificateAuthority } from '../ca/authority.js';
 import { parseCaConfig, SOFTHSM2_MODULE } from '../ca/config.js';
 import { CsrServer } from '../ca/csr-server.js';
-import { CaClient } from '../ca/enrolment.js';
-import { createKeyAndCsr } from '../ca/identity.js';
 import type { TokenKeyStore } from '../ca/key-store.js';
 import { verifyCsr } from '../ca/svid.js';
+import { CaClient } from '../identity/enrolment.js';
+import { createKeyAndCsr } from '../identity/identity.js';
 import { logger } from '../util/log.js';
 
 export interface CaBenchOptions {

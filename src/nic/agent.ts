@@ -20,7 +20,7 @@
 // Every method validates everything before it changes anything: a refused request (TgError)
 // leaves keys, engine and tables as they were.
 
-import type { Identity } from '../ca/identity.js';
+import type { Identity } from '../identity/identity.js';
 import { encodeEndpoint } from '../net/endpoint.js';
 import { parseEndpoint } from '../net/ip.js';
 import { WorkloadDirectory } from '../policy/directory.js';
