@@ -17,7 +17,7 @@ import {
   NATIVE_MODULE_URL,
   nodeIn,
   uniqueName,
-} from './native-netns.js';
+} from '../helpers/native-netns.js';
 
 const NS = uniqueName('tgnat');
 const TUN_ADDR = '100.64.250.1';
