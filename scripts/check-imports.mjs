@@ -4,11 +4,14 @@
 //      import (directly or through other folders) src/A;
 //   2. production code never reaches into the lab, the tools or the tests: src/ outside
 //      TOOL_ROOMS imports neither those rooms nor test/;
-//   3. nothing under src/ imports test/.
+//   3. nothing under src/ imports test/;
+//   4. a room's files are imported from other rooms of src/ only where the room's README.md
+//      names them in its "Public surface:" paragraph (a room without one, or whose paragraph
+//      says "every file", is open). Tests may use any file.
 // Imports are read from the TypeScript sources (static `import`/`export ... from` and
 // dynamic `import('...')` with a literal path), type-only imports included: a type is part of
 // a room's surface as much as a function. Exits 1 with one line per violation.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -45,6 +48,22 @@ function roomOf(rel) {
   return parts[0];
 }
 
+/** Room -> the file names its README declares public, or null when the room is open. */
+function publicSurface(room) {
+  const readme = join(ROOT, 'src', room, 'README.md');
+  if (!existsSync(readme)) return null;
+  const m = /^Public surface:([\s\S]*?)(?:\n\s*\n|Imports:|Imported by:|(?![\s\S]))/m.exec(readFileSync(readme, 'utf8'));
+  if (m === null || /every file/.test(m[1])) return null;
+  return new Set([...m[1].matchAll(/`([\w.-]+\.ts)`/g)].map((x) => x[1]));
+}
+const surfaces = new Map();
+function isPublic(target) {
+  const [, room, ...rest] = target.split('/');
+  if (!surfaces.has(room)) surfaces.set(room, publicSurface(room));
+  const surface = surfaces.get(room);
+  return surface === null || surface.has(rest.join('/'));
+}
+
 const violations = [];
 const edges = new Map(); // room -> Map(room -> first file edge, for the message)
 const usedAllowances = new Set();
@@ -64,6 +83,10 @@ for (const abs of walk(join(ROOT, 'src'))) {
       continue;
     }
     if (to === 'test') violations.push(`${file}: imports the tests (${target})`);
+    else if (target.startsWith('src/') && !isPublic(target))
+      violations.push(
+        `${file}: imports ${target}, which src/${to}/README.md does not list as public (list it there if it is meant to be)`,
+      );
     else if (!TOOL_ROOMS.has(from) && TOOL_ROOMS.has(to))
       violations.push(`${file}: production code imports src/${to}/ (${target})`);
     if (!edges.has(from)) edges.set(from, new Map());
@@ -113,4 +136,6 @@ if (violations.length > 0) {
   process.exit(1);
 }
 const rooms = [...edges.keys()].sort();
-process.stdout.write(`check-imports: ${rooms.length} rooms, no cycle, no reach into the lab or the tests\n`);
+process.stdout.write(
+  `check-imports: ${rooms.length} rooms, no cycle, no reach into the lab or the tests, only public files imported across rooms\n`,
+);
