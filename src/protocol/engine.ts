@@ -523,9 +523,9 @@ export class Engine {
   /**
    * Works on queued handshake messages, at most HANDSHAKE_WORK_PER_CALL units, priority ring
    * first, and returns what that produced (responses, cookie replies, keepalives, staged
-   * packets). inbound() and tick() do the same at their end; the driver calls this once per
-   * event-loop turn while pendingHandshakes is not 0, so a flood is worked off in slices
-   * between the data path's batches.
+   * packets). tick() does the same at its end, inbound() too while not under load; the driver
+   * calls this once per event-loop turn while pendingHandshakes is not 0, so a flood is worked
+   * off in slices between the data path's batches.
    */
   handshakes(now: number): OutgoingDatagrams {
     this.beginCall();
@@ -736,7 +736,9 @@ export class Engine {
           this.log.debug({ err }, 'handshake message raised');
         }
       }
-      this.runHandshakes(now);
+      // Calm: answer at once. Under load: only in the driver's slices (handshakes()), so the
+      // handshake work of an event-loop turn stays one slice however many batches it reads.
+      if (!this.isUnderLoad(now)) this.runHandshakes(now);
       this.control.finish(this.aead);
     } catch (err) {
       this.failCall(err);

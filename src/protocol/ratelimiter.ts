@@ -6,7 +6,12 @@
 // and refuses new addresses while full (a full table means a flood from that many sources:
 // refusing is the conservative answer, and the next collection makes room).
 
-import { RATELIMIT_BURST, RATELIMIT_GC_TIME, RATELIMIT_MAX_ENTRIES, RATELIMIT_PACKETS_PER_SECOND } from './tuning.js';
+import {
+  RATELIMIT_BURST,
+  RATELIMIT_GC_TIME,
+  RATELIMIT_MAX_ENTRIES,
+  RATELIMIT_PACKETS_PER_SECOND,
+} from './tuning.js';
 
 interface Bucket {
   lastTime: number;
@@ -32,7 +37,8 @@ export class RateLimiter {
   constructor(opts: RateLimiterOptions = {}) {
     const perSecond = opts.perSecond ?? RATELIMIT_PACKETS_PER_SECOND;
     const burst = opts.burst ?? RATELIMIT_BURST;
-    if (!(perSecond > 0) || !Number.isInteger(burst) || burst < 1) throw new RangeError('rate limiter: bad rate');
+    if (!(perSecond > 0) || !Number.isInteger(burst) || burst < 1)
+      throw new RangeError('rate limiter: bad rate');
     this.cost = 1000 / perSecond;
     this.maxTokens = this.cost * burst;
     this.maxEntries = opts.maxEntries ?? RATELIMIT_MAX_ENTRIES;
@@ -47,8 +53,11 @@ export class RateLimiter {
       this.table.set(key, { lastTime: now, tokens: this.maxTokens - this.cost });
       return true;
     }
-    entry.tokens = Math.min(this.maxTokens, entry.tokens + Math.max(0, now - entry.lastTime));
-    entry.lastTime = now;
+    // Time only moves forwards here: an earlier `now` grants nothing and moves nothing back.
+    if (now > entry.lastTime) {
+      entry.tokens = Math.min(this.maxTokens, entry.tokens + (now - entry.lastTime));
+      entry.lastTime = now;
+    }
     if (entry.tokens >= this.cost) {
       entry.tokens -= this.cost;
       return true;
