@@ -397,3 +397,34 @@ test('handshake work per call: cost of a DH message against a cookie reply (diag
       `(ratio ${(dh / cookie).toFixed(1)}, HANDSHAKE_DH_COST ${HANDSHAKE_DH_COST}; noisy shared machine)`,
   );
 });
+
+test("a flood at one identity puts the whole engine under load; another identity's new session still starts at once", () => {
+  // The NIC: one engine, an on-host identity (isolated peers) and a tenant identity.
+  const net = new Net();
+  const nicNode = net.node(51820);
+  const vswitch = net.node(51821);
+  const onHostKey = generatePrivateKey();
+  const tenantKey = generatePrivateKey();
+  const vsKey = generatePrivateKey();
+  const onHost = nicNode.engine.addIdentity(onHostKey, { isolatedPeers: true });
+  nicNode.engine.addIdentity(tenantKey);
+  nicNode.engine.addPeer(onHost, { publicKey: publicKeyOf(vsKey), allowedIps: [prefix('10.0.0.1/32')] });
+  const vsId = vswitch.engine.addIdentity(vsKey);
+  vswitch.engine.addPeer(vsId, {
+    publicKey: publicKeyOf(onHostKey),
+    endpoint: nicNode.endpoint,
+    allowedIps: [prefix('10.0.0.2/32')],
+  });
+  const spoofed = makeEndpoint(v4('198.18.0.99'), 51820);
+  net.deliver(
+    nicNode,
+    Array.from({ length: 400 }, () => ({ data: floodInitiation(publicKeyOf(tenantKey)), from: spoofed })),
+  );
+  net.queue.splice(0);
+  assert.ok(nicNode.engine.isUnderLoad(net.clock.now));
+  vswitch.send(vsId, [ipv4Packet('10.0.0.1', '10.0.0.2', 20)]);
+  net.flush();
+  assert.equal(nicNode.received.length, 1);
+  assert.equal(vswitch.engine.counters.cookieRetries, 1);
+  assert.equal(nicNode.engine.counters.handshakeResponsesSent, 1);
+});
