@@ -6,7 +6,7 @@
 // for messages that proved their source address (a valid MAC2, or a response naming one of
 // our pending initiations), served first, and one for the rest.
 
-import { ENDPOINT_SIZE } from './endpoint.js';
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 
 /** The largest handshake message (an initiation, 148 bytes). */
 const SLOT = 148;

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { test } from 'node:test';
+import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
 import {
   MESSAGE_COOKIE_REPLY_TYPE,
   MESSAGE_INITIATION_SIZE,
@@ -12,7 +13,6 @@ import {
 } from '../../src/protocol/constants.js';
 import { cookieKeyFor, mac1KeyFor } from '../../src/protocol/cookie.js';
 import { generatePrivateKey, mac, publicKeyOf, xaeadOpen } from '../../src/protocol/crypto.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../../src/protocol/endpoint.js';
 import { HandshakeRing } from '../../src/protocol/handshakequeue.js';
 import {
   COOKIE_REPLY_OFFSET_COOKIE,
