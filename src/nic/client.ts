@@ -1,4 +1,4 @@
-// A typed client of the NIC agent's API (for the lab harness, tests and the orchestrator).
+// A typed client of the NIC agent's API (for the orchestrator, the lab and tests).
 // Errors come back as TgError with the agent's code and message.
 
 import type { FlowRecord } from '../policy/flowlog.js';

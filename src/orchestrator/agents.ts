@@ -2,7 +2,7 @@
 // their typed clients) and the workload namespaces it creates itself. It only ever talks to
 // the agents' APIs; it never starts or ends their processes.
 import { readdirSync } from 'node:fs';
-import { NicClient } from '../nic/client.js';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { type ApiEndpoint, apiRequest } from '../util/http-json.js';
@@ -24,7 +24,11 @@ export type AgentEndpointOf = (host: string, agent: 'nic' | 'vswitch', socketPat
 export class AgentDirectory {
   private readonly clients = new Map<string, HostAgents & { key: string }>();
 
-  constructor(private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath) {}
+  constructor(
+    private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath,
+    /** Sees every answer of an agent (tests scan them for secrets). */
+    private readonly recorder?: ResponseRecorder,
+  ) {}
 
   /** How to reach one agent's socket (also of a host not registered yet). */
   endpoint(host: string, agent: 'nic' | 'vswitch', socketPath: string): ApiEndpoint {
@@ -38,8 +42,8 @@ export class AgentDirectory {
     if (c !== undefined && c.key === key) return c;
     const made = {
       key,
-      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi)),
-      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi)),
+      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi), this.recorder),
+      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi), this.recorder),
     };
     this.clients.set(host.name, made);
     return made;

@@ -1,5 +1,5 @@
 // Spin-up, spin-down and migration of workloads (DESIGN.md section 5), driving the NIC and
-// vSwitch APIs in the order the lab harness established (src/nic/lab-harness.ts):
+// vSwitch APIs in this order:
 //
 //   spin-up:   namespace (ip netns add) -> vSwitch instance (its key pair, tg0 in the namespace,
 //              the address allocated by the store) -> NIC registration (address, labels and the

@@ -3,6 +3,7 @@
 // migration, policy distribution, a reconciliation pass) runs under one lock, so they never
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
+import type { ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest, parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
@@ -51,9 +52,9 @@ export class Orchestrator {
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf } = {},
+    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder } = {},
   ) {
-    this.agents = new AgentDirectory(opts.agentEndpoint);
+    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder);
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
     this.reconciler = new Reconciler(this.service, this.lifecycle, this.agents, log);
