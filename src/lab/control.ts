@@ -1,5 +1,6 @@
 // The orchestrator for a lab, in this process: an Orchestrator over an in-memory store, the
-// lab's hosts registered with their NIC agent and vSwitch daemon (started by LabAgents),
+// lab's hosts registered with their NIC agent and vSwitch daemon (started by LabAgents or a
+// test's own launcher),
 // namespace prefix `<lab>-<host>-o-` (inside the lab's prefix, so its teardown owns them, and
 // apart from every node namespace of the lab, which the reconciler would otherwise take for
 // unwanted workload namespaces), and each of the lab's tenants created with its planned pool
@@ -12,12 +13,12 @@
 // tenants sharing addresses, which the orchestrator's non-overlapping pools never produce.
 import { performance } from 'node:perf_hooks';
 import type { ResponseRecorder } from '../nic/client.js';
+import type { AgentEndpointOf } from '../orchestrator/agents.js';
 import type { HostRecord, WorkloadRecord } from '../orchestrator/model.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { SqliteStore } from '../orchestrator/sqlite-store.js';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import type { LabAgents } from './agents.js';
 import type { LabState } from './state.js';
 
 export interface WorkloadSpec {
@@ -47,6 +48,14 @@ export interface LabControlOptions {
   defaultPolicy?: 'allow-within-tenant' | 'none';
   /** Sees every answer of the NIC and vSwitch APIs the orchestrator receives. */
   recorder?: ResponseRecorder;
+  /** How the orchestrator reaches an agent's socket (over mTLS, say); default plain HTTP. */
+  agentEndpoint?: AgentEndpointOf;
+}
+
+/** Where a lab's agents listen, per host (LabAgents, or a test's own launcher). */
+export interface AgentSockets {
+  readonly nics: ReadonlyMap<string, { readonly socket: string }>;
+  readonly vswitchds: ReadonlyMap<string, { readonly socket: string }>;
 }
 
 /** A policy letting every workload of `tenant` reach every other one of it, any protocol. */
@@ -80,10 +89,13 @@ export class LabControlPlane {
   /** Starts the orchestrator, registers every host of the lab and creates its tenants. */
   static async start(
     lab: LabState,
-    agents: LabAgents,
+    agents: AgentSockets,
     opts: LabControlOptions = {},
   ): Promise<LabControlPlane> {
-    const o = new Orchestrator(SqliteStore.memory(), logger('lab.control'), { agentRecorder: opts.recorder });
+    const o = new Orchestrator(SqliteStore.memory(), logger('lab.control'), {
+      agentRecorder: opts.recorder,
+      agentEndpoint: opts.agentEndpoint,
+    });
     const c = new LabControlPlane(lab, o);
     try {
       for (const h of lab.hosts) await c.registerHost(h.name, agents);
@@ -100,7 +112,7 @@ export class LabControlPlane {
   }
 
   /** Registers (again) a host with the sockets of its running agents. */
-  async registerHost(host: string, agents: LabAgents): Promise<HostRecord> {
+  async registerHost(host: string, agents: AgentSockets): Promise<HostRecord> {
     const n = agents.nics.get(host);
     const v = agents.vswitchds.get(host);
     if (n === undefined || v === undefined)
