@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { registerWorkloadSchema } from '../nic/schemas.js';
 import { TgError } from '../util/errors.js';
-import { answer, apiRequest, JsonApiServer, parseBody, type Route } from '../util/http-json.js';
+import { answer, apiRequest, bodyRoute, JsonApiServer, type Route } from '../util/http-json.js';
 import { logger } from '../util/log.js';
 
 const HELP = `usage: tenguard bench http [--requests N] [--rounds R] [--json]
@@ -51,12 +51,15 @@ interface Stack {
 
 async function ours(socket: string): Promise<Stack> {
   const routes: Route[] = [
-    { method: 'GET', path: '/v1/health', handler: () => HEALTH },
-    {
+    { method: 'GET', path: '/v1/health', operationId: 'health', summary: 'health', handler: () => HEALTH },
+    bodyRoute({
       method: 'POST',
       path: '/v1/workloads',
-      handler: (req) => answer(201, { workload: parseBody(registerWorkloadSchema, req.body).workload }),
-    },
+      operationId: 'register',
+      summary: 'register',
+      body: registerWorkloadSchema,
+      handler: (_req, body) => answer(201, { workload: body.workload }),
+    }),
   ];
   const s = await JsonApiServer.listen({ socketPath: socket, routes, log: logger('bench.http') });
   return { name: 'tenguard', socket, close: () => s.close() };

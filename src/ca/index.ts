@@ -19,7 +19,8 @@ export {
 export {
   type Authenticator,
   CSR_COLLECTION_PATH,
-  csrRequestHandler,
+  csrAuthorize,
+  csrRoutes,
   localAdminAuthenticator,
   mtlsAuthenticator,
 } from './csr-http.js';

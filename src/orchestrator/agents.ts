@@ -5,13 +5,12 @@ import { readdirSync } from 'node:fs';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
-import { type ApiEndpoint, apiRequest } from '../util/http-json.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import type { HostRecord } from './model.js';
 
 /** Where `ip netns add` puts named namespaces. */
 const NETNS_DIR = '/run/netns';
-const AGENT_TIMEOUT_MS = 10_000;
 
 export interface HostAgents {
   nic: NicClient;
@@ -56,19 +55,11 @@ export class AgentDirectory {
 
 /**
  * Whether a NIC serves the policy API (PUT/GET /v1/policy/:tenant, GET /v1/flows, workload
- * labels): a GET of a tenant without a policy answers 404 with the agent's own "no policy"
- * message when it does, and the router's "no resource" when the route does not exist.
+ * labels): the capabilities its health answer lists (a NIC that lists none has none).
  */
 export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
-  const r = await apiRequest(nic.endpoint, 'GET', '/v1/policy/tg-probe', undefined, {
-    timeoutMs: AGENT_TIMEOUT_MS,
-  });
-  if (r.status === 200) return true;
-  if (r.status === 404) {
-    const msg = (r.body as { message?: unknown } | undefined)?.message;
-    return !(typeof msg === 'string' && msg.startsWith('no resource'));
-  }
-  return r.status !== 405;
+  const h = await nic.health();
+  return Array.isArray(h.capabilities) && h.capabilities.includes('policy');
 }
 
 // --- Namespaces ---------------------------------------------------------------------------

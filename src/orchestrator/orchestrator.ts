@@ -3,10 +3,11 @@
 // migration, policy distribution, a reconciliation pass) runs under one lock, so they never
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
-import type { ResponseRecorder } from '../nic/client.js';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
-import { apiRequest, parseBody } from '../util/http-json.js';
+import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
+import { VSwitchClient } from '../vswitch/client.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
 import {
@@ -100,13 +101,18 @@ export class Orchestrator {
       ['vSwitch daemon', 'vswitch', req.vswitchApi],
     ] as const) {
       const endpoint = this.agents.endpoint(req.name, agent, socket);
-      const r = await apiRequest(endpoint, 'GET', '/v1/health', undefined, { timeoutMs: 5000 }).catch(
-        (err: Error) => ({ status: 0, raw: err.message }),
+      const client =
+        agent === 'nic'
+          ? new NicClient(endpoint, undefined, 5000)
+          : new VSwitchClient(endpoint, undefined, 5000);
+      const problem = await client.health().then(
+        () => null,
+        (err: Error) => err.message,
       );
-      if (r.status !== 200)
+      if (problem !== null)
         throw new TgError(
           'TG_ERR_INVALID_ARGUMENT',
-          `host '${req.name}': the ${what} at ${socket} does not answer (${r.status === 0 ? r.raw : `HTTP ${r.status}`})`,
+          `host '${req.name}': the ${what} at ${socket} does not answer (${problem})`,
         );
     }
     return this.lock.run(async () => {
@@ -224,11 +230,11 @@ export class Orchestrator {
 
   /** Flow records from every NIC serving the policy API, each tagged with its host, oldest first. */
   async flows(q: FlowQuery): Promise<{ flows: Record<string, unknown>[]; hosts: Record<string, string> }> {
-    const params = new URLSearchParams();
-    if (q.tenant !== undefined) params.set('tenant', parseBody(nameSchema, q.tenant, 'tenant'));
-    if (q.since !== undefined) params.set('since', q.since.slice(0, 64));
-    if (q.limit !== undefined) params.set('limit', String(q.limit));
-    const qs = params.toString();
+    const query = {
+      tenant: q.tenant === undefined ? undefined : parseBody(nameSchema, q.tenant, 'tenant'),
+      since: q.since?.slice(0, 64),
+      limit: q.limit,
+    };
     const out: Record<string, unknown>[] = [];
     const hosts: Record<string, string> = {};
     for (const h of await this.service.listHosts()) {
@@ -237,12 +243,7 @@ export class Orchestrator {
           hosts[h.name] = 'no flow API';
           continue;
         }
-        const r = await apiRequest(this.agents.of(h).nic.endpoint, 'GET', `/v1/flows${qs ? `?${qs}` : ''}`);
-        if (r.status !== 200) {
-          hosts[h.name] = `HTTP ${r.status}`;
-          continue;
-        }
-        const flows = (r.body as { flows?: Record<string, unknown>[] }).flows ?? [];
+        const flows = await this.agents.of(h).nic.flows(query);
         for (const f of flows) out.push({ host: h.name, ...f });
         hosts[h.name] = `${flows.length} flows`;
       } catch (err) {

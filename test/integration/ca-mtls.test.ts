@@ -17,7 +17,7 @@ import {
   issuedChain,
   SIGNER_NAME,
 } from '../../src/ca/csr-api.js';
-import { CSR_COLLECTION_PATH, csrRequestHandler, mtlsAuthenticator } from '../../src/ca/csr-http.js';
+import { CSR_COLLECTION_PATH, csrAuthorize, csrRoutes, mtlsAuthenticator } from '../../src/ca/csr-http.js';
 import { assembleIdentity, createKeyAndCsr, type Identity } from '../../src/ca/identity.js';
 import {
   authorizeRequest,
@@ -31,6 +31,8 @@ import { RevocationList } from '../../src/ca/revocation.js';
 import { FileCaStore } from '../../src/ca/store.js';
 import { verifyCsr } from '../../src/ca/svid.js';
 import { TrustBundle } from '../../src/ca/trust-bundle.js';
+import { JsonApiServer } from '../../src/util/http-json.js';
+import { logger } from '../../src/util/log.js';
 import { issueIdentity, softCa } from '../unit/ca-support.js';
 import { type CaTestEnv, caTestEnv, TD } from './ca-support.js';
 
@@ -238,11 +240,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   const revocations = new RevocationList(new FileCaStore(env.stateDir));
   const service = new CsrService({ ca, isPlacedOn });
   const seenClientSerials = new Set<string>();
-  const api = csrRequestHandler({
-    service,
-    authenticate: mtlsAuthenticator({ trustDomain: TD, isRevoked: revocations.isRevoked }),
-    trustBundle: () => bundle,
-  });
+  const authorize = csrAuthorize(mtlsAuthenticator({ trustDomain: TD, isRevoked: revocations.isRevoked }));
 
   // The CSR API server renews its own identity in-process.
   const caSvcId = `spiffe://${TD}/service/ca`;
@@ -260,12 +258,22 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   });
   renewers.push(srvRenewer);
   await srvRenewer.start();
-  const { server, port } = await listen(srvRenewer.current, bundle, (req, res) => {
-    const peer = (req.socket as TLSSocket).getPeerX509Certificate();
-    if (peer) seenClientSerials.add(peer.serialNumber);
-    api(req, res);
+  const first = serverTlsOptions(srvRenewer.current, bundle);
+  const api = await JsonApiServer.listen({
+    tcp: { host: '127.0.0.1', port: 0 },
+    tls: { options: first },
+    authorize: (req) => {
+      const peer = (req.socket as TLSSocket).getPeerX509Certificate();
+      if (peer) seenClientSerials.add(peer.serialNumber);
+      return authorize(req);
+    },
+    routes: csrRoutes({ service, trustBundle: () => bundle }),
+    log: logger('test'),
   });
-  srvRenewer.on('renewed', (id: Identity) => updateServerIdentity(server, id, bundle));
+  wipeTlsKey(first);
+  const port = api.port;
+  const serveAs = (id: Identity): void => updateServerIdentity(api, id, bundle);
+  srvRenewer.on('renewed', (id: Identity) => serveAs(id));
 
   // The NIC bootstraps from an operator-issued identity, then renews through the CSR API.
   const nicId = `spiffe://${TD}/nic/h5`;
@@ -340,7 +348,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
     await ca.rotatePrepare();
     bundle = ca.trustBundle();
     assert.equal(bundle.roots.length, 2);
-    updateServerIdentity(server, srvRenewer.current, bundle);
+    serveAs(srvRenewer.current);
     await sleep(300);
     await ca.rotateActivate();
     renewals = { srv: 0, nic: 0 };
@@ -355,7 +363,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
     ca.rotateRetire({ force: true });
     bundle = ca.trustBundle();
     assert.equal(bundle.roots.length, 1);
-    updateServerIdentity(server, srvRenewer.current, bundle);
+    serveAs(srvRenewer.current);
     await sleep(1000);
     assert.equal(
       (await get(port, clientTlsOptions(fresh, bundle, [caSvcId]), { path: '/trust-bundle' })).status,
@@ -364,6 +372,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   } finally {
     running = false;
     await traffic;
+    await api.close();
   }
   assert.deepEqual(failures, [], 'no request failed across renewals and rotation');
   assert.ok(ok > 30, `${ok} requests`);
