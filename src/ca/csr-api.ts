@@ -29,14 +29,14 @@ export const ALLOWED_USAGES = [
 ] as const;
 export type CsrUsage = (typeof ALLOWED_USAGES)[number];
 
-const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+export const CSR_NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 const CreateSchema = z.strictObject({
   apiVersion: z.literal(API_GROUP_VERSION).optional(),
   kind: z.literal('CertificateSigningRequest').optional(),
   metadata: z
     .strictObject({
-      name: z.string().regex(NAME_RE, 'must be a DNS subdomain name').optional(),
+      name: z.string().regex(CSR_NAME_RE, 'must be a DNS subdomain name').optional(),
       generateName: z
         .string()
         .regex(/^[a-z0-9][-a-z0-9.]{0,40}$/, 'must be a short DNS-name prefix')

@@ -17,7 +17,7 @@ import { TgError } from '../util/errors.js';
 import { type Authorize, answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { Requester } from './approval.js';
-import { API_GROUP_VERSION, type CsrService } from './csr-api.js';
+import { API_GROUP_VERSION, CSR_NAME_RE, type CsrService } from './csr-api.js';
 import { authorizeRequest } from './mtls.js';
 import type { IsRevoked } from './revocation.js';
 import { parseSpiffeId, type SpiffeIdPattern } from './spiffe.js';
@@ -192,7 +192,7 @@ export function csrRoutes(opts: CsrRoutesOptions): Route[] {
       path: `${CSR_COLLECTION_PATH}/:name`,
       operationId: 'getCsr',
       summary: 'One request',
-      params: { name: z.string().min(1).max(253) },
+      params: { name: z.string().regex(CSR_NAME_RE, 'must be a DNS subdomain name') },
       handler: (req) => opts.service.get(req.params.name, requesterOf(req.client)),
     },
     {

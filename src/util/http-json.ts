@@ -535,10 +535,11 @@ export function apiRequest(
       ...where,
       method,
       path,
-      headers: {
-        ...opts.headers,
-        ...(payload === null ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
-      },
+      // The caller's headers may name another content type (a test of the server's 415).
+      headers:
+        payload === null
+          ? { ...opts.headers }
+          : { 'content-type': 'application/json', ...opts.headers, 'content-length': payload.length },
       timeout: opts.timeoutMs ?? 30_000,
     };
     // A fresh connection per request: a TLS session is bound to the identities it was made with.
