@@ -13,20 +13,19 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
+import { CSR_COLLECTION_PATH, JOIN_TOKENS_PATH } from '../identity/csr.js';
+import type { IsRevoked } from '../identity/mtls.js';
+import { authorizeRequest } from '../identity/mtls.js';
+import { parseSpiffeId, type SpiffeIdPattern } from '../identity/spiffe.js';
+import type { TrustBundle } from '../identity/trust-bundle.js';
 import { TgError } from '../util/errors.js';
 import { type Authorize, answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { Requester } from './approval.js';
-import { API_GROUP_VERSION, CSR_NAME_RE, type CsrService } from './csr-api.js';
-import { authorizeRequest } from './mtls.js';
-import type { IsRevoked } from './revocation.js';
-import { parseSpiffeId, type SpiffeIdPattern } from './spiffe.js';
+import { CSR_NAME_RE, type CsrService } from './csr-api.js';
 import type { RevocationRecord } from './store.js';
-import type { TrustBundle } from './trust-bundle.js';
 
-export const CSR_COLLECTION_PATH = `/apis/${API_GROUP_VERSION}/certificatesigningrequests`;
 export const MAX_BODY_BYTES = 64 * 1024;
-export const JOIN_TOKENS_PATH = '/join-tokens';
 export const CSR_API_VERSION = '1.1.0';
 
 export const CSR_API: ApiInfo = {

@@ -2,17 +2,17 @@
 // NICs and services that enrol with a join token and renew with their certificate
 // (enrolmentAuthenticator). The server's own identity, spiffe://<td>/service/ca, is issued
 // in-process and renewed at half life without interrupting the API.
+import { CA_SERVICE_NAME } from '../identity/enrolment.js';
+import type { Identity } from '../identity/identity.js';
+import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from '../identity/mtls.js';
+import { IdentityRenewer } from '../identity/renewal.js';
+import { serviceId } from '../identity/spiffe.js';
 import { JsonApiServer } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import type { PlacementLookup } from './approval.js';
 import type { CertificateAuthority } from './authority.js';
 import { CsrService } from './csr-api.js';
 import { csrAuthorize, csrRoutes, enrolmentAuthenticator, JoinTokens, MAX_BODY_BYTES } from './csr-http.js';
-import { CA_SERVICE_NAME } from './enrolment.js';
-import type { Identity } from './identity.js';
-import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from './mtls.js';
-import { IdentityRenewer } from './renewal.js';
-import { serviceId } from './spiffe.js';
 import { verifyCsr } from './svid.js';
 
 export interface CsrServerOptions {

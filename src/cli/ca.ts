@@ -4,16 +4,17 @@
 // names, never from the command line.
 import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { runCaBench } from '../bench/ca.js';
 import { CertificateAuthority, type InitResult } from '../ca/authority.js';
-import { runCaBench } from '../ca/bench.js';
 import { CONFIG_ENV, loadCaConfig } from '../ca/config.js';
 import { CsrService } from '../ca/csr-api.js';
-import { CsrClient } from '../ca/csr-client.js';
+import { CsrClient } from '../identity/csr-client.js';
 import { csrAuthorize, csrRoutes, localAdminAuthenticator, MAX_BODY_BYTES } from '../ca/csr-http.js';
 import { CsrServer } from '../ca/csr-server.js';
 import { orchestratorPlacement } from '../ca/placement.js';
-import { parseSpiffeId } from '../ca/spiffe.js';
-import { splitPemCertificates, verifyCsr } from '../ca/svid.js';
+import { verifyCsr } from '../ca/svid.js';
+import { splitPemCertificates } from '../identity/certs.js';
+import { parseSpiffeId } from '../identity/spiffe.js';
 import { OrchestratorClient } from '../orchestrator/client.js';
 import { TgError } from '../util/errors.js';
 import { JsonApiServer } from '../util/http-json.js';
@@ -252,7 +253,7 @@ export async function run(args: string[]): Promise<number> {
   }
 }
 
-export { JOIN_TOKENS_PATH } from '../ca/csr-http.js';
+export { JOIN_TOKENS_PATH } from '../identity/csr.js';
 
 function replaceSocket(path: string): void {
   try {

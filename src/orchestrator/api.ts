@@ -25,6 +25,7 @@
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
 import { z } from 'zod';
+import { nameSchema } from '../net/name.js';
 import { answer, bodyRoute, type Route } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import {
@@ -32,7 +33,6 @@ import {
   createWorkloadSchema,
   emptyBodySchema,
   migrateSchema,
-  nameSchema,
   registerHostSchema,
 } from './model.js';
 import type { Orchestrator } from './orchestrator.js';

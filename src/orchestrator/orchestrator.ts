@@ -4,19 +4,14 @@
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
+import { nameSchema } from '../net/name.js';
 import { TgError } from '../util/errors.js';
 import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
-import {
-  type HostRecord,
-  nameSchema,
-  type PolicyRecord,
-  registerHostSchema,
-  type WorkloadRecord,
-} from './model.js';
+import { type HostRecord, type PolicyRecord, registerHostSchema, type WorkloadRecord } from './model.js';
 import { type ReconcileReport, Reconciler } from './reconcile.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';

@@ -29,6 +29,14 @@
 // - tx_bytes counts datagrams when the engine hands them to the driver, not after sendmmsg.
 // - Counters are limited to 2^53 - 2^13 - 1 (constants.ts, REJECT_AFTER_MESSAGES).
 
+import {
+  addressKey,
+  checkEndpoint,
+  cookieSource,
+  ENDPOINT_SIZE,
+  endpointEquals,
+  isValidEndpoint,
+} from '../net/endpoint.js';
 import { TgError } from '../util/errors.js';
 import { type Logger, logger } from '../util/log.js';
 import type { TransportAead } from './aead.js';
@@ -66,14 +74,6 @@ import {
 } from './constants.js';
 import { EngineCounters } from './counters.js';
 import { clampPrivateKey, constantTimeEqual, keyFingerprint, publicKeyOf } from './crypto.js';
-import {
-  addressKey,
-  checkEndpoint,
-  cookieSource,
-  ENDPOINT_SIZE,
-  endpointEquals,
-  isValidEndpoint,
-} from './endpoint.js';
 import { Identity } from './identity.js';
 import { IndexTable } from './indextable.js';
 import { Keypair } from './keypair.js';

@@ -1,13 +1,13 @@
 // The demo end to end (`tenguard demo --json`): every claim it makes passes, its figures are
 // there and plausible, and afterwards nothing of it is left: no namespace, link, state file,
-// process or socket. Run through the orchestrator (the default) and through the lab harness,
-// after a crashed earlier run, and interrupted with Ctrl-C.
+// process or socket. Run through the orchestrator, after a crashed earlier run, and
+// interrupted with Ctrl-C.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { UAPI_SOCKET_DIR } from '../../src/device/uapi-server.js';
-import { BIN, cleanup, cli, leftovers, testPrefix } from './lab-support.js';
+import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
+import { BIN, cleanup, cli, leftovers, testPrefix } from '../helpers/lab.js';
 
 interface Report {
   control: string;

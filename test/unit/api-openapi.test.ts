@@ -33,8 +33,8 @@ import { logger } from '../../src/util/log.js';
 import { OPENAPI_PATH, openApiPath } from '../../src/util/openapi.js';
 import { vswitchRoutes } from '../../src/vswitch/api.js';
 import { VSwitchDaemon } from '../../src/vswitch/daemon.js';
-import { softCa } from './ca-support.js';
-import { FakePlatform } from './vswitch-fakes.js';
+import { softCa } from '../helpers/ca-memory.js';
+import { FakePlatform } from '../helpers/vswitch-fakes.js';
 
 const log = logger('test-openapi');
 const dir = mkdtempSync(join(tmpdir(), 'tg-openapi-'));

@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
+import type { UapiChangeSet } from '../../src/uapi/protocol.js';
 import { apiRequest, JsonApiServer } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
 import { vswitchRoutes } from '../../src/vswitch/api.js';
 import { VSwitchDaemon } from '../../src/vswitch/daemon.js';
-import { FakePlatform } from './vswitch-fakes.js';
+import { FakePlatform } from '../helpers/vswitch-fakes.js';
 
 const nicKey = publicKeyOf(generatePrivateKey()).toString('base64');
 const psk = (): string => generatePrivateKey().toString('base64');
