@@ -9,8 +9,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
+import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';

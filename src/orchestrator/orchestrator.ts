@@ -3,8 +3,8 @@
 // migration, policy distribution, a reconciliation pass) runs under one lock, so they never
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
-import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { nameSchema } from '../net/name.js';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';

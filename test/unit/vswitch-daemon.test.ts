@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import type { UapiChangeSet } from '../../src/uapi/protocol.js';
 import { apiRequest, JsonApiServer } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
 import { vswitchRoutes } from '../../src/vswitch/api.js';
