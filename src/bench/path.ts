@@ -7,10 +7,9 @@
 // The ratio cross-host / wireguard-go is the figure of merit; all three share the machine's
 // two cores with everything on the path, so only ratios within one run mean anything.
 import { parseArgs } from 'node:util';
-import { iperf as iperfNs } from '../demo/traffic.js';
 import { LabAgents } from '../lab/agents.js';
 import { LabControlPlane, plannedWorkloads } from '../lab/control.js';
-import { buildLab, destroyLab } from '../lab/index.js';
+import { buildLab, destroyLab, iperfTcpNs } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot, runIn } from '../util/exec.js';
 import { configureDevice, createTestbed, destroyTestbed, iperf, startDevice } from './testbed.js';
@@ -59,9 +58,9 @@ export async function benchPath(opts: {
     await waitForPath(a.ns, same.address);
     await waitForPath(a.ns, cross.address);
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
-    sameHost = (await iperfNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
+    sameHost = (await iperfTcpNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
-    crossHost = (await iperfNs(a.ns, cross.ns, cross.address, opts.seconds)).mbps;
+    crossHost = (await iperfTcpNs(a.ns, cross.ns, cross.address, opts.seconds)).mbps;
   } finally {
     await control?.close();
     await agents?.stop();
