@@ -12,7 +12,6 @@ import { fileURLToPath } from 'node:url';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
-import { apiRequest } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import { spawnInNode } from './run.js';
 import type { LabState } from './state.js';
@@ -196,8 +195,10 @@ export class LabAgents {
           'TG_ERR_COMMAND_FAILED',
           `the ${kind} of ${host} exited (${proc.exitCode ?? proc.signalCode}): ${this.logs().trim().split('\n').slice(-3).join(' | ')}`,
         );
-      const ok = await apiRequest(socket, 'GET', '/v1/health', undefined, { timeoutMs: 1000 }).then(
-        (r) => r.status === 200,
+      const client =
+        kind === 'nic' ? new NicClient(socket, undefined, 1000) : new VSwitchClient(socket, undefined, 1000);
+      const ok = await client.health().then(
+        () => true,
         () => false,
       );
       if (ok) return p;
