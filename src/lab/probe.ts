@@ -4,9 +4,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { parseCidr, parseIp } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
+import { runOk, spawnIn } from '../util/exec.js';
 import { LAB_RANGES } from './plan.js';
-import { runInNode, spawnInNode } from './run.js';
+import { nodeNs, runInNode, runInNs } from './run.js';
 import type { LabState } from './state.js';
 
 export interface PingResult {
@@ -90,18 +90,29 @@ export async function iperfTcp(
   seconds: number,
   opts: { port?: number; signal?: AbortSignal } = {},
 ): Promise<IperfResult> {
+  const r = await iperfTcpNs(nodeNs(lab, client), nodeNs(lab, server), target, seconds, opts);
+  return { ...r, client, server };
+}
+
+/** iperfTcp between two namespaces named directly (workload namespaces the orchestrator made). */
+export async function iperfTcpNs(
+  client: string,
+  server: string,
+  target: string,
+  seconds: number,
+  opts: { port?: number; signal?: AbortSignal } = {},
+): Promise<IperfResult> {
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 30) {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `iperf3 seconds ${seconds} must be an integer from 1 to 30`);
   }
   const port = String(opts.port ?? 5201);
-  const srv = spawnInNode(lab, server, 'iperf3', ['-s', '-1', '-B', target, '-p', port], { stdio: 'ignore' });
+  const srv = spawnIn(server, 'iperf3', ['-s', '-1', '-B', target, '-p', port], { stdio: 'ignore' });
   try {
     for (let attempt = 0; ; attempt++) {
       if (srv.exitCode !== null) {
         throw new TgError('TG_ERR_COMMAND_FAILED', `iperf3 server on ${server} exited ${srv.exitCode}`);
       }
-      const r = await runInNode(
-        lab,
+      const r = await runInNs(
         client,
         'iperf3',
         ['-c', target, '-p', port, '-t', String(seconds), '-J', '--connect-timeout', '1000'],
