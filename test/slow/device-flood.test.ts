@@ -22,7 +22,13 @@ import {
 } from '../../src/bench/testbed.js';
 import { listNamespaces } from '../../src/lab/index.js';
 import { runIn, runInOk, runOk } from '../../src/util/exec.js';
-import { type FloodResult, flood, TUNNEL_MTU, tenguardStats, udpCounters } from '../integration/helpers/device-harness.js';
+import {
+  type FloodResult,
+  flood,
+  TUNNEL_MTU,
+  tenguardStats,
+  udpCounters,
+} from '../integration/helpers/device-harness.js';
 
 const FLOOD_PPS = 3000;
 const FLOOD_SECONDS = 20;
