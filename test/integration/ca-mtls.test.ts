@@ -32,8 +32,8 @@ import {
 } from '../../src/identity/mtls.js';
 import { IdentityRenewer } from '../../src/identity/renewal.js';
 import { TrustBundle } from '../../src/identity/trust-bundle.js';
-import { issueIdentity, softCa } from '../unit/ca-support.js';
-import { type CaTestEnv, caTestEnv, TD } from './ca-support.js';
+import { issueIdentity, softCa } from '../helpers/ca-memory.js';
+import { type CaTestEnv, caTestEnv, TD } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;

@@ -14,8 +14,9 @@ import { type LabAgents, plannedWorkloads, type WorkloadSpec } from '../../src/n
 import { uapiGet } from '../../src/uapi/client.js';
 import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run } from '../../src/util/exec.js';
-import { findPrivateKeys, nicPrefix, ping, pingUntilReply } from './nic-support.js';
-import { allowTenants, childPids, type Isolation, iperf, rssKb, startAgents } from './vswitch-support.js';
+import { findPrivateKeys, nicPrefix } from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
+import { allowTenants, childPids, type Isolation, iperf, rssKb, startAgents } from '../helpers/vswitch.js';
 
 const figures: Record<string, Record<string, number>> = {};
 

@@ -28,7 +28,7 @@ import {
   TUNNEL_MTU,
   tenguardStats,
   udpCounters,
-} from '../integration/helpers/device-harness.js';
+} from '../helpers/device-harness.js';
 
 const FLOOD_PPS = 3000;
 const FLOOD_SECONDS = 20;

@@ -24,7 +24,7 @@ import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
 import { run, runIn, runInOk, runOk } from '../../src/util/exec.js';
 import { apiRequest } from '../../src/util/http-json.js';
-import { type FloodResult, flood } from '../integration/helpers/device-harness.js';
+import { type FloodResult, flood } from '../helpers/device-harness.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const FLOOD_PPS = 3000;

@@ -19,7 +19,7 @@ import {
 import { createKeyAndCsr, svidSpiffeId, uriSans } from '../../src/identity/identity.js';
 import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 const TD = 'lab.test';
 const h1: Requester = { kind: 'nic', host: 'h1', uri: `spiffe://${TD}/nic/h1` };

@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeEndpoint, makeEndpoint } from '../../src/net/endpoint.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { ipv4Packet, ipv6Packet, Net, type Net as NetT, type Node, prefix, v4 } from './protocol-harness.js';
+import {
+  ipv4Packet,
+  ipv6Packet,
+  Net,
+  type Net as NetT,
+  type Node,
+  prefix,
+  v4,
+} from '../helpers/protocol-harness.js';
 
 interface Pair {
   net: NetT;

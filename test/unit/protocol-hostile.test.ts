@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
 import type { DropCounters } from '../../src/protocol/counters.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { datagramSlab, ipv4Packet, Net, packetSlab, prefix, v4 } from './protocol-harness.js';
+import { datagramSlab, ipv4Packet, Net, packetSlab, prefix, v4 } from '../helpers/protocol-harness.js';
 
 function setup() {
   const net = new Net();

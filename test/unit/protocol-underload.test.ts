@@ -31,7 +31,7 @@ import {
   HANDSHAKE_WORK_PER_CALL,
   RATELIMIT_BURST,
 } from '../../src/protocol/tuning.js';
-import { datagramSlab, ipv4Packet, Net, type Node, prefix, v4 } from './protocol-harness.js';
+import { datagramSlab, ipv4Packet, Net, type Node, prefix, v4 } from '../helpers/protocol-harness.js';
 
 // --- Token buckets ------------------------------------------------------------------------
 

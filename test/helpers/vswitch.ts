@@ -1,5 +1,5 @@
 // Shared pieces of the vSwitch integration tests (test/integration/vswitch-*.test.ts and
-// scale-*.test.ts): choosing the vSwitch daemon's isolation for a LabAgents run, pushing an
+// test/slow/scale-*.test.ts): choosing the vSwitch daemon's isolation for a LabAgents run, pushing an
 // allow-within-tenant policy where the NIC has a policy API, workload namespaces made in bulk,
 // resident memory from /proc, bounded parallel pings, and iperf3 between two workloads.
 
@@ -9,9 +9,9 @@ import { ISOLATION_ENV } from '../../src/cli/vswitchd.js';
 import { mapLimit } from '../../src/lab/parallel.js';
 import type { LabState } from '../../src/lab/state.js';
 import { LabAgents, type LabAgentsOptions } from '../../src/nic/lab-harness.js';
-import { run, runOk } from '../../src/util/exec.js';
+import { endChild, run, runOk } from '../../src/util/exec.js';
 import { apiRequest } from '../../src/util/http-json.js';
-import { ping } from './nic-support.js';
+import { ping } from './ping.js';
 
 export type Isolation = 'process' | 'shared';
 
@@ -151,7 +151,6 @@ export async function iperf(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
-  const closed = new Promise<void>((r) => server.once('close', () => r()));
   try {
     await new Promise((r) => setTimeout(r, 500));
     const args = [
@@ -195,10 +194,7 @@ export async function iperf(
     }
     return { mbitPerSecond: j.end.sum_received!.bits_per_second / 1e6 };
   } finally {
-    if (server.exitCode === null && server.signalCode === null) server.kill('SIGTERM');
-    const t = setTimeout(() => server.kill('SIGKILL'), 3000);
-    await closed;
-    clearTimeout(t);
+    await endChild(server, 'SIGTERM');
   }
 }
 

@@ -25,10 +25,11 @@ import { buildLab, destroyLab, type LabState, spawnInNode } from '../../src/lab/
 import { NicClient } from '../../src/nic/client.js';
 import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
+import { endChild } from '../../src/util/exec.js';
 import { type ApiEndpoint, apiRequest } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
 import { VSwitchClient } from '../../src/vswitch/client.js';
-import { type CaTestEnv, caCli, caTestEnv, TD } from './ca-support.js';
+import { type CaTestEnv, caCli, caTestEnv, TD } from './ca-softhsm.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
@@ -318,7 +319,7 @@ export class MtlsLab {
     const all = [...this.vswitchds.values(), ...this.nics.values()];
     this.vswitchds.clear();
     this.nics.clear();
-    await Promise.all(all.map((p) => endProcess(p)));
+    await Promise.all(all.map((p) => endChild(p.proc, 'SIGTERM', STOP_GRACE_MS)));
     for (const p of all) rmSync(p.socket, { force: true });
     let names: string[] = [];
     try {
@@ -444,34 +445,12 @@ export class MtlsLab {
       );
       if (ok) return a;
       if (Date.now() > deadline) {
-        await endProcess(a);
+        await endChild(a.proc, 'SIGTERM', STOP_GRACE_MS);
         throw new TgError('TG_ERR_COMMAND_FAILED', `the ${kind} of ${host} did not answer over mTLS`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-}
-
-/** Ends one process we started, by its pid: SIGTERM, then SIGKILL after a grace period. */
-async function endProcess(p: MtlsAgent): Promise<void> {
-  const alive = (): boolean => p.proc.exitCode === null && p.proc.signalCode === null;
-  if (!alive()) return;
-  try {
-    process.kill(p.pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const t = setTimeout(() => {
-    if (alive()) {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }, STOP_GRACE_MS);
-  await p.exited;
-  clearTimeout(t);
 }
 
 /** A policy document letting every workload of the tenant reach every other (the NICs are default deny). */
