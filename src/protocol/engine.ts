@@ -325,6 +325,12 @@ export class Engine {
     identity.wipe();
     this.identities.delete(identityId);
     this.identityList = this.identityList.filter((i) => i !== identity);
+    if (this.identityList.length === 0) {
+      // The last one: nothing can answer a handshake now; forget the secret and what waits.
+      this.cookieSecret.wipe();
+      this.priorityQueue.clear();
+      this.handshakeQueue.clear();
+    }
   }
 
   /**
