@@ -1,17 +1,27 @@
-// UDP endpoints in the fixed 20-byte form the native socket reads and writes, so that a
+// UDP endpoints in the fixed 36-byte form the native socket reads and writes, so that a
 // batch carries one endpoint per packet in a single Buffer with no objects per packet:
-//   [0] family (4 or 6)   [1] 0   [2..3] port, big-endian   [4..19] address
-// An IPv4 address occupies bytes 4..7 (the rest is zero). IPv4-mapped IPv6 addresses
-// (::ffff:a.b.c.d) are always stored as family 4, as the socket reports them.
+//   [0] family (4 or 6)   [1] flags   [2..3] port, big-endian   [4..19] remote address
+//   [20..35] local address, same family, when flags has EP_HAS_SOURCE
+// An IPv4 address occupies the first 4 bytes of its field (the rest is zero). IPv4-mapped
+// IPv6 addresses (::ffff:a.b.c.d) are always stored as family 4, as the socket reports them.
+// The local address is the "sticky" source: recvBatch records the address each datagram
+// was sent to, and sendBatch sends from it (see native/udp.c). Text forms, equality for
+// roaming and the UAPI name the remote part only.
 // Text forms: '192.0.2.1:51820' and '[fd00::1]:51820'. IPv6 zone ids ('%eth0') are not
 // representable and are rejected.
 import { isIPv4, isIPv6 } from 'node:net';
 import { TgError } from '../util/errors.js';
 
-export const ENDPOINT_SIZE = 20;
+export const ENDPOINT_SIZE = 36;
 export const EP_FAMILY = 0;
+export const EP_FLAGS = 1;
 export const EP_PORT = 2;
 export const EP_ADDR = 4;
+export const EP_SOURCE = 20;
+/** EP_FLAGS bit: the record carries a local (source) address. */
+export const EP_HAS_SOURCE = 0x01;
+/** Bytes of the remote part (family, flags, port, address). */
+export const EP_REMOTE_SIZE = EP_SOURCE;
 
 function invalid(what: string, why: string): TgError {
   return new TgError('TG_ERR_INVALID_ARGUMENT', `bad endpoint '${what}': ${why}`);
@@ -52,7 +62,8 @@ function isV4Mapped(b: Uint8Array, at: number): boolean {
 }
 
 /**
- * Writes address + port as an endpoint into out[offset .. offset+20) and returns `out`.
+ * Writes address + port as an endpoint (no source) into out[offset .. offset+ENDPOINT_SIZE)
+ * and returns `out`.
  * `address` is an IPv4 or IPv6 literal without brackets.
  */
 export function encodeAddressPort(
@@ -105,7 +116,7 @@ export function splitEndpoint(text: string): { address: string; port: number } {
   return { address, port: Number(portText) };
 }
 
-/** Encodes '1.2.3.4:51820' or '[fd00::1]:51820' into out[offset .. offset+20). */
+/** Encodes '1.2.3.4:51820' or '[fd00::1]:51820' into out[offset .. offset+ENDPOINT_SIZE) (no source). */
 export function encodeEndpoint(text: string, out: Buffer = Buffer.alloc(ENDPOINT_SIZE), offset = 0): Buffer {
   const { address, port } = splitEndpoint(text);
   return encodeAddressPort(address, port, out, offset);
@@ -163,8 +174,16 @@ export function decodeEndpoint(buf: Uint8Array, offset = 0): string {
   return buf[offset + EP_FAMILY] === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-/** True when the endpoints at a[aOffset] and b[bOffset] are byte-for-byte equal. */
+/** True when the endpoints at a[aOffset] and b[bOffset] are byte-for-byte equal (sources included). */
 export function endpointsEqual(a: Uint8Array, aOffset: number, b: Uint8Array, bOffset: number): boolean {
   for (let i = 0; i < ENDPOINT_SIZE; i++) if (a[aOffset + i] !== b[bOffset + i]) return false;
   return true;
+}
+
+/** The local (source) address of the endpoint at `offset` as text, or null when it has none. */
+export function endpointSource(buf: Uint8Array, offset = 0): string | null {
+  if ((buf[offset + EP_FLAGS] & EP_HAS_SOURCE) === 0) return null;
+  const a = offset + EP_SOURCE;
+  if (buf[offset + EP_FAMILY] === 4) return `${buf[a]}.${buf[a + 1]}.${buf[a + 2]}.${buf[a + 3]}`;
+  return formatIPv6(buf, a);
 }

@@ -1,14 +1,28 @@
-// Endpoint records: the 20-byte form in which the driver and the engine exchange UDP addresses
+// Endpoint records: the 36-byte form in which the driver and the engine exchange UDP addresses
 // (per datagram in a batch, per peer in the engine), so no object is made per packet.
 //
-//   [0] family 4 | 6, [1] 0, [2..3] port big-endian, [4..19] address (IPv4 in bytes 4..7, rest 0)
+//   [0] family 4 | 6, [1] flags, [2..3] port big-endian, [4..19] address (IPv4 in bytes 4..7,
+//   rest 0), [20..35] local address of the same family when flags has EP_HAS_SOURCE
+//
+// The local address is the sticky source (src/native/endpoint.ts): the address a peer's
+// datagram was sent to, which the reply is sent from. A peer's record is replaced whole by
+// the source of its latest authenticated datagram, as wireguard-go's SetEndpointFromPacket
+// does; a record set by the UAPI has no source, and the source is forgotten when a handshake
+// is retried (wireguard-go's markEndpointSrcForClearing), so a stale one cannot keep a peer
+// unreachable.
 
 import { TgError } from '../util/errors.js';
 
-export const ENDPOINT_SIZE = 20;
+export const ENDPOINT_SIZE = 36;
 export const ENDPOINT_OFFSET_FAMILY = 0;
+export const ENDPOINT_OFFSET_FLAGS = 1;
 export const ENDPOINT_OFFSET_PORT = 2;
 export const ENDPOINT_OFFSET_ADDRESS = 4;
+export const ENDPOINT_OFFSET_SOURCE = 20;
+/** Flags bit: the record carries a local (source) address. */
+export const ENDPOINT_HAS_SOURCE = 0x01;
+/** The remote part: family, flags, port, address. */
+const ENDPOINT_REMOTE_SIZE = ENDPOINT_OFFSET_SOURCE;
 
 /** A record for a 4- or 16-byte address and a port; throws TG_ERR_INVALID_ARGUMENT otherwise. */
 export function makeEndpoint(address: Uint8Array, port: number): Buffer {
@@ -30,12 +44,12 @@ export function makeEndpoint(address: Uint8Array, port: number): Buffer {
   return ep;
 }
 
-/** The record at buf[off] is well-formed: family 4 or 6, zero byte, non-zero port. */
+/** The record at buf[off] is well-formed: family 4 or 6, known flags only, non-zero port. */
 export function isValidEndpoint(buf: Uint8Array, off: number): boolean {
   const family = buf[off + ENDPOINT_OFFSET_FAMILY];
   return (
     (family === 4 || family === 6) &&
-    buf[off + 1] === 0 &&
+    (buf[off + ENDPOINT_OFFSET_FLAGS] & ~ENDPOINT_HAS_SOURCE) === 0 &&
     (buf[off + ENDPOINT_OFFSET_PORT] | buf[off + ENDPOINT_OFFSET_PORT + 1]) !== 0
   );
 }
@@ -45,7 +59,7 @@ export function checkEndpoint(ep: Uint8Array): void {
   if (ep.length !== ENDPOINT_SIZE || !isValidEndpoint(ep, 0)) {
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',
-      'an endpoint record is 20 bytes: family 4|6, 0, port, address',
+      `an endpoint record is ${ENDPOINT_SIZE} bytes: family 4|6, flags, port, address, source`,
     );
   }
 }
@@ -64,10 +78,24 @@ export function endpointAddress(ep: Uint8Array, off = 0): Uint8Array {
   return Uint8Array.from(ep.subarray(off + ENDPOINT_OFFSET_ADDRESS, off + ENDPOINT_OFFSET_ADDRESS + len));
 }
 
-/** Equality of the records at a[aOff] and b[bOff]. */
+/** Equality of the records at a[aOff] and b[bOff], sources included. */
 export function endpointEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
   for (let i = 0; i < ENDPOINT_SIZE; i++) if (a[aOff + i] !== b[bOff + i]) return false;
   return true;
+}
+
+/** Equality of the remote parts (family, port, address) only: whether a peer has roamed. */
+export function endpointRemoteEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
+  if (a[aOff] !== b[bOff]) return false;
+  for (let i = ENDPOINT_OFFSET_PORT; i < ENDPOINT_REMOTE_SIZE; i++)
+    if (a[aOff + i] !== b[bOff + i]) return false;
+  return true;
+}
+
+/** Forgets the record's source address: the kernel chooses one again. */
+export function clearEndpointSource(ep: Uint8Array, off = 0): void {
+  ep[off + ENDPOINT_OFFSET_FLAGS] &= ~ENDPOINT_HAS_SOURCE;
+  ep.fill(0, off + ENDPOINT_OFFSET_SOURCE, off + ENDPOINT_SIZE);
 }
 
 /** What a cookie is bound to: the source address bytes followed by the source port (big-endian). */
