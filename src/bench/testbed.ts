@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { uapiGet } from '../device/uapi-client.js';
+import { uapiGet } from '../uapi/client.js';
 import { TgError } from '../util/errors.js';
 import { run, runInOk, runOk } from '../util/exec.js';
 

@@ -15,11 +15,11 @@ import { NativeUdpSocket } from '../native/udp.js';
 import type { TransportAead } from '../protocol/aead.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { Engine } from '../protocol/engine.js';
+import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
+import { UapiServer } from '../uapi/server.js';
 import { runOk } from '../util/exec.js';
 import { type Logger, logger } from '../util/log.js';
 import { EngineUapiBackend } from './engine-backend.js';
-import { UAPI_ERRNO, UapiError } from './uapi.js';
-import { UapiServer } from './uapi-server.js';
 
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
 export const DEVICE_BATCH = 128;

@@ -17,8 +17,8 @@
 import { performance } from 'node:perf_hooks';
 import { PacketBatch } from '../native/batch.js';
 import type { PacketSocket } from '../native/types.js';
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { DatagramBatch, OutgoingDatagrams } from '../protocol/batch.js';
-import { ENDPOINT_SIZE } from '../protocol/endpoint.js';
 import type { Engine } from '../protocol/engine.js';
 import type { Logger } from '../util/log.js';
 import type { Forwarder } from './forwarding.js';

@@ -28,12 +28,22 @@
 //   to send it); its packets are dropped and counted as noEndpoint.
 // - tx_bytes counts datagrams when the engine hands them to the driver, not after sendmmsg.
 // - Counters are limited to 2^53 - 2^13 - 1 (constants.ts, REJECT_AFTER_MESSAGES).
-// - Sticky source addresses (endpoint.ts) are forgotten on a handshake retry and replaced by
+// - Sticky source addresses (src/net/endpoint.ts) are forgotten on a handshake retry and replaced by
 //   the next authenticated datagram, and the socket falls back to a kernel-chosen source when
 //   the address is gone; wireguard-go also watches route changes (netlink) and forgets a
 //   source whose route now leaves by another interface. Here that source keeps being used
 //   until the address disappears or a handshake is retried.
 
+import {
+  addressKey,
+  checkEndpoint,
+  clearEndpointSource,
+  cookieSource,
+  ENDPOINT_SIZE,
+  endpointEquals,
+  endpointRemoteEquals,
+  isValidEndpoint,
+} from '../net/endpoint.js';
 import { TgError } from '../util/errors.js';
 import { type Logger, logger } from '../util/log.js';
 import type { TransportAead } from './aead.js';
@@ -71,16 +81,6 @@ import {
 } from './constants.js';
 import { EngineCounters } from './counters.js';
 import { clampPrivateKey, constantTimeEqual, keyFingerprint, publicKeyOf } from './crypto.js';
-import {
-  addressKey,
-  checkEndpoint,
-  clearEndpointSource,
-  cookieSource,
-  ENDPOINT_SIZE,
-  endpointEquals,
-  endpointRemoteEquals,
-  isValidEndpoint,
-} from './endpoint.js';
 import { Identity } from './identity.js';
 import { IndexTable } from './indextable.js';
 import { Keypair } from './keypair.js';

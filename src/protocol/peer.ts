@@ -1,11 +1,11 @@
 // A peer of one local identity: its static key and preshared key, handshake state, keypairs,
 // cookie state, timers, endpoint, staged packets and stats.
 
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { AllowedIps } from './allowedips.js';
 import { KEY_SIZE } from './constants.js';
 import { CookieGenerator } from './cookie.js';
 import { dh } from './crypto.js';
-import { ENDPOINT_SIZE } from './endpoint.js';
 import type { Identity } from './identity.js';
 import { type Keypair, Keypairs } from './keypair.js';
 import { Handshake, type NoisePeer } from './noise.js';

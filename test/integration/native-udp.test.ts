@@ -4,14 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FakeNetwork } from '../../src/native/fake.js';
-import {
-  decodeEndpoint,
-  ENDPOINT_SIZE,
-  encodeEndpoint,
-  NativeUdpSocket,
-  PacketBatch,
-  type PacketSocket,
-} from '../../src/native/index.js';
+import { NativeUdpSocket, PacketBatch, type PacketSocket } from '../../src/native/index.js';
+import { decodeEndpoint, ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 import { countOpenFds } from './native-netns.js';
 
 interface Exchange {

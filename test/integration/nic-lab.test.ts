@@ -7,11 +7,11 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { uapiGet } from '../../src/device/uapi-client.js';
-import { uapiSocketPath } from '../../src/device/uapi-server.js';
 import { metricValue } from '../../src/nic/client.js';
 import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
+import { uapiGet } from '../../src/uapi/client.js';
+import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run, runOk } from '../../src/util/exec.js';
 import {
   type Capture,

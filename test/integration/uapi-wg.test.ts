@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { DEFAULT_UAPI_LIMITS } from '../../src/device/uapi.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
-import { UapiServer, uapiSocketPath } from '../../src/device/uapi-server.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { DEFAULT_UAPI_LIMITS } from '../../src/uapi/protocol.js';
+import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { isRoot, runOk } from '../../src/util/exec.js';
 
 const IFNAME = `tgu${randomBytes(3).toString('hex')}`;

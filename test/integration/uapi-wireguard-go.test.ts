@@ -9,10 +9,10 @@ import { randomBytes } from 'node:crypto';
 import { lstat, unlink } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { parseGetResponse, type UapiDeviceSnapshot } from '../../src/device/uapi.js';
-import { uapiExchange } from '../../src/device/uapi-client.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
-import { UapiServer, uapiSocketPath } from '../../src/device/uapi-server.js';
+import { uapiExchange } from '../../src/uapi/client.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { parseGetResponse, type UapiDeviceSnapshot } from '../../src/uapi/protocol.js';
+import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
 import { isRoot, run, runOk } from '../../src/util/exec.js';
 

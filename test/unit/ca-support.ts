@@ -4,10 +4,10 @@
 import { webcrypto } from 'node:crypto';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { type CaConfig, parseCaConfig } from '../../src/ca/config.js';
-import { assembleIdentity, createKeyAndCsr, type Identity } from '../../src/ca/identity.js';
 import type { CaKey, CaKeyStore } from '../../src/ca/key-store.js';
 import { MemoryCaStore } from '../../src/ca/store.js';
 import { verifyCsr } from '../../src/ca/svid.js';
+import { assembleIdentity, createKeyAndCsr, type Identity } from '../../src/identity/identity.js';
 
 export class SoftwareKeyStore implements CaKeyStore {
   readonly crypto = webcrypto;

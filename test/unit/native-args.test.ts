@@ -4,13 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { FakeNetwork } from '../../src/native/fake.js';
-import {
-  ENDPOINT_SIZE,
-  isDumpable,
-  NativeUdpSocket,
-  type PacketSocket,
-  setDumpable,
-} from '../../src/native/index.js';
+import { isDumpable, NativeUdpSocket, type PacketSocket, setDumpable } from '../../src/native/index.js';
+import { ENDPOINT_SIZE } from '../../src/net/endpoint.js';
 import { TgError } from '../../src/util/errors.js';
 
 const native = NativeUdpSocket.open({ address: '127.0.0.1', port: 0 });

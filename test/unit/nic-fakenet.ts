@@ -4,8 +4,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ENDPOINT_SIZE, encodeEndpoint } from '../../src/native/endpoint.js';
 import { FakeNetwork, FakeUdpSocket } from '../../src/native/fake.js';
+import { ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 import { NicClient } from '../../src/nic/client.js';
 import { NicService } from '../../src/nic/service.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';

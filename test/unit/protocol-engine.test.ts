@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { decodeEndpoint, makeEndpoint } from '../../src/net/endpoint.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { endpointToString, makeEndpoint } from '../../src/protocol/endpoint.js';
 import { ipv4Packet, ipv6Packet, Net, type Net as NetT, type Node, prefix, v4 } from './protocol-harness.js';
 
 interface Pair {
@@ -73,7 +73,7 @@ function handshakeAndData(p: Pair): void {
   assert.deepEqual(b.received[0].packet, first);
   assert.equal(b.received[0].peerId, bPeer);
   // B learned A's endpoint from the initiation.
-  assert.equal(endpointToString(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.1:51820');
+  assert.equal(decodeEndpoint(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.1:51820');
   // Both directions, IPv4 and IPv6, several packets in one batch.
   const fromB = [ipv4Packet('10.0.0.2', '10.0.0.1', 1200, 0x22), ipv6Packet('fd00::2', 'fd00::1', 7, 0x23)];
   b.send(bId, fromB);
@@ -214,17 +214,17 @@ test('roaming: an authenticated packet from a new source moves the endpoint', ()
   a.source = makeEndpoint(v4('127.0.0.5'), 40000);
   a.send(aId, [ipv4Packet('10.0.0.1', '10.0.0.2', 50)]);
   net.flush();
-  assert.equal(endpointToString(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.5:40000');
+  assert.equal(decodeEndpoint(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.5:40000');
   assert.equal(b.engine.counters.roamed, 1);
   // B's next packet goes to the new address.
   const before = net.log.length;
   b.send(bId, [ipv4Packet('10.0.0.2', '10.0.0.1', 50)]);
-  assert.equal(endpointToString(net.log[before].to), '127.0.0.5:40000');
+  assert.equal(decodeEndpoint(net.log[before].to), '127.0.0.5:40000');
   // A forged (unauthenticated) packet from elsewhere does not move it.
   const forged = Buffer.from(net.log[before].data);
   forged[forged.length - 1] ^= 1;
   net.deliver(b, [{ data: forged, from: makeEndpoint(v4('127.0.0.66'), 666) }]);
-  assert.equal(endpointToString(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.5:40000');
+  assert.equal(decodeEndpoint(b.engine.peerInfo(bPeer).endpoint ?? Buffer.alloc(20)), '127.0.0.5:40000');
 });
 
 test('cryptokey routing: inner source outside the peer allowed IPs is dropped and counted', () => {

@@ -1,10 +1,10 @@
 // In-memory network for protocol engine tests: engines exchange datagrams through a queue, with
 // a fake clock, so two (or more) peers talk without root, sockets or TUN devices.
 
+import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import type { IpPrefix } from '../../src/protocol/allowedips.js';
 import type { DatagramBatch } from '../../src/protocol/batch.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../../src/protocol/endpoint.js';
 import { Engine, type EngineOptions } from '../../src/protocol/engine.js';
 
 /** Bytes reserved in front of and behind every packet in a slab. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
 import type { DropCounters } from '../../src/protocol/counters.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../../src/protocol/endpoint.js';
 import { datagramSlab, ipv4Packet, Net, packetSlab, prefix, v4 } from './protocol-harness.js';
 
 function setup() {

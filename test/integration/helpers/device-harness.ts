@@ -22,7 +22,6 @@ import {
   type Testbed,
   uapiSocketPath,
 } from '../../../src/bench/testbed.js';
-import { uapiExchange } from '../../../src/device/uapi-client.js';
 import {
   MESSAGE_COOKIE_REPLY_SIZE,
   MESSAGE_COOKIE_REPLY_TYPE,
@@ -43,6 +42,7 @@ import {
   INITIATION_OFFSET_SENDER,
   TRANSPORT_OFFSET_RECEIVER,
 } from '../../../src/protocol/messages.js';
+import { uapiExchange } from '../../../src/uapi/client.js';
 import { TgError } from '../../../src/util/errors.js';
 import { run, runIn } from '../../../src/util/exec.js';
 
@@ -800,9 +800,10 @@ async function openSender(address: string, port: number): Promise<Sender> {
   const v6 = address.includes(':');
   try {
     const native = await import('../../../src/native/index.js');
+    const { ENDPOINT_SIZE, encodeAddressPort } = await import('../../../src/net/endpoint.js');
     const sock = native.NativeUdpSocket.open({ address: v6 ? '::' : '0.0.0.0' });
-    const eps = Buffer.alloc(BATCH * native.ENDPOINT_SIZE);
-    for (let k = 0; k < BATCH; k++) native.encodeAddressPort(address, port, eps, k * native.ENDPOINT_SIZE);
+    const eps = Buffer.alloc(BATCH * ENDPOINT_SIZE);
+    for (let k = 0; k < BATCH; k++) encodeAddressPort(address, port, eps, k * ENDPOINT_SIZE);
     const rx = new native.PacketBatch(BATCH, 2048, 0);
     let cb: (msg: Buffer) => void = () => undefined;
     sock.start((err) => {

@@ -14,7 +14,7 @@ import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
 import { mapLimit } from '../../src/lab/parallel.js';
 import type { LabAgents, WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { nicPrefix } from './nic-support.js';
+import { nicPrefix } from '../integration/nic-support.js';
 import {
   addNamespaces,
   allowTenants,
@@ -26,7 +26,7 @@ import {
   processName,
   rssKb,
   startAgents,
-} from './vswitch-support.js';
+} from '../integration/vswitch-support.js';
 
 const TOTAL = Number(process.env.TENGUARD_SCALE_WORKLOADS ?? 1000);
 const TENANTS = 10;

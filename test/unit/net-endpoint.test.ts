@@ -1,4 +1,4 @@
-// The endpoint record codec shared with the native socket.
+// The endpoint record codec shared by the native socket, the driver and the engine.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
@@ -6,10 +6,11 @@ import {
   ENDPOINT_SIZE,
   encodeAddressPort,
   encodeEndpoint,
+  endpointAddress,
+  endpointEquals,
   endpointFamily,
   endpointPort,
-  endpointsEqual,
-} from '../../src/native/index.js';
+} from '../../src/net/endpoint.js';
 import { TgError } from '../../src/util/errors.js';
 
 const bytes = (hex: string) => Buffer.from(hex.replace(/\s+/g, ''), 'hex');
@@ -62,8 +63,8 @@ test('encodes in place at an offset and reads fields back', () => {
   assert.equal(decodeEndpoint(buf, ENDPOINT_SIZE), '[fd00::2]:7');
   assert.equal(endpointFamily(buf, 2 * ENDPOINT_SIZE), 4);
   assert.equal(endpointPort(buf, 2 * ENDPOINT_SIZE), 65000);
-  assert.ok(endpointsEqual(buf, ENDPOINT_SIZE, encodeEndpoint('[fd00::2]:7'), 0));
-  assert.ok(!endpointsEqual(buf, ENDPOINT_SIZE, encodeEndpoint('[fd00::2]:8'), 0));
+  assert.ok(endpointEquals(buf, ENDPOINT_SIZE, encodeEndpoint('[fd00::2]:7'), 0));
+  assert.ok(!endpointEquals(buf, ENDPOINT_SIZE, encodeEndpoint('[fd00::2]:8'), 0));
 });
 
 test('rejects malformed text with TG_ERR_INVALID_ARGUMENT', () => {
@@ -95,5 +96,5 @@ test('rejects malformed text with TG_ERR_INVALID_ARGUMENT', () => {
 test('rejects undecodable bytes', () => {
   assert.throws(() => decodeEndpoint(Buffer.alloc(ENDPOINT_SIZE)), TgError, 'family 0');
   assert.throws(() => decodeEndpoint(Buffer.alloc(ENDPOINT_SIZE - 1)), RangeError);
-  assert.throws(() => endpointFamily(Buffer.from([9, ...Buffer.alloc(19)])), TgError);
+  assert.throws(() => endpointAddress(Buffer.from([9, ...Buffer.alloc(19)])), TgError);
 });

@@ -8,7 +8,7 @@ import {
   type UapiChangeSet,
   type UapiDeviceSnapshot,
   UapiError,
-} from './uapi.js';
+} from './protocol.js';
 
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 

@@ -3,8 +3,8 @@
 // workloads through the orchestrator, round-robin over the hosts given, measures each, then
 // deletes them. Bounded: one ping attempt per 20 ms, at most `timeoutMs` per workload.
 import { performance } from 'node:perf_hooks';
+import type { OrchestratorClient } from '../orchestrator/client.js';
 import { run } from '../util/exec.js';
-import type { OrchestratorClient } from './client.js';
 
 export interface SpinupBenchOptions {
   tenant: string;

@@ -14,7 +14,7 @@ import {
   roles,
   selectCombinations,
   startPair,
-} from './helpers/device-harness.js';
+} from '../integration/helpers/device-harness.js';
 
 const { combinations, note } = await selectCombinations();
 

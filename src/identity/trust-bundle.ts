@@ -4,8 +4,8 @@
 // after the last certificate it signed has expired.
 import { X509Certificate } from 'node:crypto';
 import { TgError } from '../util/errors.js';
+import { splitPemCertificates } from './certs.js';
 import { validateTrustDomain } from './spiffe.js';
-import { splitPemCertificates } from './svid.js';
 
 /** Longest chain walked: leaf, up to two intermediates, root. */
 const MAX_CHAIN = 4;

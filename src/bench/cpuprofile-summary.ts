@@ -1,6 +1,6 @@
 // Summarizes a V8 .cpuprofile (node --cpu-prof) as self time per function, top first.
 //
-//   node dist/bench/cpuprofile-summary.js <file.cpuprofile> [top=20]
+//   node dist/src/bench/cpuprofile-summary.js <file.cpuprofile> [top=20]
 
 import { readFileSync } from 'node:fs';
 

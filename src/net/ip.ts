@@ -1,5 +1,6 @@
-// Strict parsing and canonical formatting of the address forms the WireGuard UAPI carries:
-// IP addresses, CIDR prefixes (allowed_ip) and numeric endpoints (endpoint). The accepted
+// The one IP address parser: strict parsing and canonical formatting of IP addresses, CIDR
+// prefixes and numeric endpoints as text (the forms the WireGuard UAPI carries as allowed_ip
+// and endpoint, the APIs as workload addresses and pools). The accepted
 // syntax follows Go's net/netip, which wireguard-go uses: IPv4 is a dotted quad without
 // leading zeros, IPv6 is RFC 4291 text (embedded IPv4 allowed), output is RFC 5952 with
 // IPv4-mapped addresses printed as ::ffff:a.b.c.d. Hostnames are never accepted.
@@ -10,7 +11,7 @@
 
 export type IpFamily = 4 | 6;
 
-export interface UapiCidr {
+export interface IpCidr {
   family: IpFamily;
   /** Network address with the host bits cleared: 4 or 16 bytes. */
   address: Uint8Array;
@@ -20,7 +21,7 @@ export interface UapiCidr {
   text: string;
 }
 
-export interface UapiEndpoint {
+export interface IpEndpoint {
   family: IpFamily;
   /** Canonical address without brackets; an IPv6 zone is kept as "fe80::1%eth0". */
   host: string;
@@ -99,6 +100,22 @@ function parseGroups(text: string): number[] | null {
   return out;
 }
 
+/** Parses an IPv4 or IPv6 address (no zone); null when it is neither. */
+export function parseIp(text: string): Uint8Array | null {
+  return text.includes(':') ? parseIPv6(text) : parseIPv4(text);
+}
+
+/** Parses a dotted-quad IPv4 address as an unsigned 32-bit integer; null when it is not one. */
+export function parseIPv4Number(text: string): number | null {
+  const b = parseIPv4(text);
+  return b === null ? null : ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+}
+
+/** An unsigned 32-bit integer as a dotted quad. */
+export function formatIPv4Number(v: number): string {
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+}
+
 export function formatIPv4(a: Uint8Array): string {
   return `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
 }
@@ -146,7 +163,7 @@ export function formatIp(a: Uint8Array): string {
  * insert the prefix into their allowed-IPs trie ("10.0.0.7/24" becomes "10.0.0.0/24").
  * Null when the text is not a prefix (zones, missing or non-decimal length, length too long).
  */
-export function parseCidr(text: string): UapiCidr | null {
+export function parseCidr(text: string): IpCidr | null {
   const slash = text.indexOf('/');
   if (slash < 0 || slash !== text.lastIndexOf('/')) return null;
   const addrText = text.slice(0, slash);
@@ -172,7 +189,7 @@ function maskInPlace(address: Uint8Array, bits: number): void {
  * Parses a numeric endpoint: "a.b.c.d:port" or "[ipv6]:port" / "[ipv6%zone]:port".
  * Null for hostnames, unbracketed IPv6, port 0 or a port above 65535.
  */
-export function parseEndpoint(text: string): UapiEndpoint | null {
+export function parseEndpoint(text: string): IpEndpoint | null {
   if (text.length > 64) return null;
   let hostText: string;
   let portText: string;

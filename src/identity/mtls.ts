@@ -20,9 +20,11 @@ import {
 import { TgError } from '../util/errors.js';
 import type { Identity } from './identity.js';
 import { svidSpiffeId } from './identity.js';
-import type { IsRevoked } from './revocation.js';
 import { compilePatterns, type SpiffeId, type SpiffeIdPattern } from './spiffe.js';
 import { certDate, type TrustBundle } from './trust-bundle.js';
+
+/** Whether a certificate serial (canonical text, certs.ts) is revoked; checked on every handshake or request. */
+export type IsRevoked = (serial: string) => boolean;
 
 export const MTLS_MIN_VERSION = 'TLSv1.3';
 

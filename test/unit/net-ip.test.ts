@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatIPv6, parseCidr, parseEndpoint, parseIPv4, parseIPv6 } from '../../src/device/uapi-addr.js';
+import { formatIPv6, parseCidr, parseEndpoint, parseIPv4, parseIPv6 } from '../../src/net/ip.js';
 
 test('IPv4: dotted quads only, no leading zeros, octets up to 255', () => {
   assert.deepEqual(parseIPv4('100.64.1.7'), new Uint8Array([100, 64, 1, 7]));

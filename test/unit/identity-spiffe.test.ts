@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { nicId, parseSpiffeId, SpiffeIdPattern, serviceId, workloadId } from '../../src/ca/spiffe.js';
+import { nicId, parseSpiffeId, SpiffeIdPattern, serviceId, workloadId } from '../../src/identity/spiffe.js';
 import { TgError } from '../../src/util/errors.js';
 
 test('parses the three identity shapes', () => {

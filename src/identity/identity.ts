@@ -2,8 +2,8 @@
 // process, and the X.509-SVID (with intermediates) the CA issued for it.
 import { KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import { TgError } from '../util/errors.js';
+import { OID_SAN, splitPemCertificates } from './certs.js';
 import { parseSpiffeId, type SpiffeId } from './spiffe.js';
-import { OID_SAN, splitPemCertificates } from './svid.js';
 import { certDate } from './trust-bundle.js';
 import * as x509 from './x509.js';
 

@@ -9,7 +9,7 @@ import {
   type UapiDeviceSnapshot,
   UapiError,
   type UapiPeerSnapshot,
-} from './uapi.js';
+} from './protocol.js';
 
 interface MemoryPeer {
   publicKey: Buffer;

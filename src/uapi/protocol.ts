@@ -1,7 +1,7 @@
 // The WireGuard cross-platform userspace API (https://www.wireguard.com/xplatform/), the
 // protocol half: a `set=1` request is parsed into a typed, fully validated change set before
 // anything is applied; a device snapshot is serialized into a `get=1` answer; errors map to
-// errno numbers as wireguard-go answers them. No I/O here (see uapi-server.ts).
+// errno numbers as wireguard-go answers them. No I/O here (see server.ts).
 //
 // Secrets: private and preshared keys are decoded straight from the request bytes into
 // Buffers (never into JS strings, which cannot be wiped), and a get answer is encoded into
@@ -10,13 +10,13 @@
 // Departures from wireguard-go, each deliberate: a set request is validated whole before
 // any of it applies (wireguard-go keeps the lines before a bad one); lines within a peer
 // section are folded (see parseSetRequest); request size and line count are bounded
-// (EMSGSIZE); endpoints need a port of 1..65535 (see uapi-addr.ts); a failed get answers a
+// (EMSGSIZE); endpoints need a port of 1..65535 (see src/net/ip.ts); a failed get answers a
 // positive errno (see encodeErrnoAnswer).
 import { constants as osConstants } from 'node:os';
+import { type IpCidr, type IpEndpoint, parseCidr, parseEndpoint } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
-import { parseCidr, parseEndpoint, type UapiCidr, type UapiEndpoint } from './uapi-addr.js';
 
-export type { UapiCidr, UapiEndpoint } from './uapi-addr.js';
+export type { IpCidr, IpEndpoint } from '../net/ip.js';
 
 export const WG_KEY_LEN = 32;
 export const UAPI_PROTOCOL_VERSION = 1;
@@ -90,7 +90,7 @@ export const DEFAULT_UAPI_LIMITS: Readonly<UapiLimits> = Object.freeze({
 
 export interface UapiAllowedIpChange {
   /** Normalised prefix (host bits cleared). */
-  cidr: UapiCidr;
+  cidr: IpCidr;
   /**
    * false: add the prefix to this peer, taking it away from any other peer that has it.
    * true ("allowed_ip=-prefix"): remove the prefix if this peer has it; otherwise nothing.
@@ -106,7 +106,7 @@ export interface UapiPeerChange {
   updateOnly: boolean;
   /** undefined: unchanged; null: no preshared key (all-zero hex); else 32 bytes. */
   presharedKey?: Buffer | null;
-  endpoint?: UapiEndpoint;
+  endpoint?: IpEndpoint;
   /** Seconds, 0..65535; 0 turns persistent keepalive off. */
   persistentKeepalive?: number;
   /** Remove all of this peer's allowed IPs before `allowedIps` is applied. */

@@ -1,16 +1,16 @@
 // Throughput of the protocol engine: N packets through outbound (A) and inbound (B) of two
 // engines after a real handshake, in batches, all in memory (no sockets, no TUN).
 //
-//   node dist/bench/engine.js [--packets 200000] [--size 1400] [--batch 64] [--aead js|null]
+//   node dist/src/bench/engine.js [--packets 200000] [--size 1400] [--batch 64] [--aead js|null]
 //
 // --aead null replaces the AEAD by a no-op (tags always "verify") to show the engine's own
 // per-packet cost apart from encryption. Prints one JSON line.
 
 import { parseArgs } from 'node:util';
-import { JsTransportAead, type TransportAead } from '../src/protocol/aead.js';
-import { generatePrivateKey, publicKeyOf } from '../src/protocol/crypto.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../src/protocol/endpoint.js';
-import { Engine } from '../src/protocol/engine.js';
+import { ENDPOINT_SIZE, makeEndpoint } from '../net/endpoint.js';
+import { JsTransportAead, type TransportAead } from '../protocol/aead.js';
+import { generatePrivateKey, publicKeyOf } from '../protocol/crypto.js';
+import { Engine } from '../protocol/engine.js';
 
 class NullAead implements TransportAead {
   sealBatch(): void {}

@@ -5,13 +5,12 @@
 import { TgError } from '../util/errors.js';
 import { type ApiEndpoint, type ApiResult, apiRequest } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
-import { type CertificateSigningRequest, issuedChain, SIGNER_NAME } from './csr-api.js';
-import { CSR_COLLECTION_PATH } from './csr-http.js';
+import { normalizeSerial } from './certs.js';
+import { type CertificateSigningRequest, CSR_COLLECTION_PATH, issuedChain, SIGNER_NAME } from './csr.js';
 import type { Identity } from './identity.js';
 import { clientTlsOptions, serverOnlyTlsOptions } from './mtls.js';
 import { IdentityRenewer } from './renewal.js';
 import { serviceId } from './spiffe.js';
-import { normalizeSerial } from './svid.js';
 import { TrustBundle } from './trust-bundle.js';
 
 /** The CSR server's own identity is spiffe://<td>/service/<CA_SERVICE_NAME>. */

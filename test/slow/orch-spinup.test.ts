@@ -3,10 +3,16 @@
 // half the paths cross the fabric. Prints median, p95 and the step medians.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { benchSpinup } from '../../src/bench/spinup.js';
 import { listNamespaces } from '../../src/lab/index.js';
-import { benchSpinup } from '../../src/orchestrator/bench-spinup.js';
-import { ping } from './nic-support.js';
-import { ALLOW_WITHIN, type OrchLab, orchPrefix, startOrchLab, stopOrchLab } from './orch-support.js';
+import { ping } from '../integration/nic-support.js';
+import {
+  ALLOW_WITHIN,
+  type OrchLab,
+  orchPrefix,
+  startOrchLab,
+  stopOrchLab,
+} from '../integration/orch-support.js';
 
 const COUNT = Number(process.env.TG_SPINUP_COUNT ?? 100);
 const prefix = orchPrefix();

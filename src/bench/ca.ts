@@ -19,14 +19,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CertificateAuthority } from '../ca/authority.js';
+import { parseCaConfig, SOFTHSM2_MODULE } from '../ca/config.js';
+import { CsrServer } from '../ca/csr-server.js';
+import type { TokenKeyStore } from '../ca/key-store.js';
+import { verifyCsr } from '../ca/svid.js';
+import { CaClient } from '../identity/enrolment.js';
+import { createKeyAndCsr } from '../identity/identity.js';
 import { logger } from '../util/log.js';
-import { CertificateAuthority } from './authority.js';
-import { parseCaConfig, SOFTHSM2_MODULE } from './config.js';
-import { CsrServer } from './csr-server.js';
-import { CaClient } from './enrolment.js';
-import { createKeyAndCsr } from './identity.js';
-import type { TokenKeyStore } from './key-store.js';
-import { verifyCsr } from './svid.js';
 
 export interface CaBenchOptions {
   /** Operations per measurement (upper bound). */

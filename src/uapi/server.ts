@@ -1,6 +1,6 @@
 // The WireGuard UAPI socket, /var/run/wireguard/<ifname>.sock, through which the unmodified
 // wg(8) shows and configures a tenguard device. Transport only: requests are framed, size-
-// bounded and handed to uapi.ts (parse, serialize) and to a UapiBackend (the device).
+// bounded and handed to protocol.ts (parse, serialize) and to a UapiBackend (the device).
 //
 // - The directory is created 0755; the socket is bound under umask 077 and chmod'ed 0600
 //   after listen, so only root (the owner) can connect.
@@ -34,7 +34,7 @@ import {
   type UapiBackend,
   type UapiLimits,
   wipeChangeSet,
-} from './uapi.js';
+} from './protocol.js';
 
 export const UAPI_SOCKET_DIR = '/var/run/wireguard';
 
