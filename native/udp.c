@@ -102,10 +102,10 @@ static void read_source(struct msghdr *h, uint8_t *ep) {
 }
 
 /* Writes message j's control messages: the segment size when it carries more than one
- * segment, the source address when `ep` has one and `with_source`. */
+ * segment, the source address when `ep` (may be NULL) has one and `with_source`. */
 static void build_control(tg_udp *u, uint32_t j, const uint8_t *ep, bool with_source) {
   struct msghdr *h = &u->msgs[j].msg_hdr;
-  bool source = with_source && (ep[TG_EP_FLAGS] & TG_EP_HAS_SOURCE) != 0;
+  bool source = with_source && ep != NULL && (ep[TG_EP_FLAGS] & TG_EP_HAS_SOURCE) != 0;
   if (u->segs[j] < 2 && !source) {
     h->msg_control = NULL;
     h->msg_controllen = 0;
@@ -440,9 +440,12 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
         /* The kernel or the route's device cannot segment: send this run packet by packet
          * and keep to single datagrams from now on. */
         u->gso = false;
+        /* The single datagrams keep the source address (when it was not refused already). */
+        uint16_t segs = u->segs[at];
+        u->segs[at] = 1;
+        build_control(u, at, msg_ep[at], true);
+        u->segs[at] = segs;
         struct msghdr one = u->msgs[at].msg_hdr;
-        one.msg_control = NULL;
-        one.msg_controllen = 0;
         one.msg_iovlen = 1;
         for (uint32_t j = 0; j < u->segs[at]; j++) {
           one.msg_iov = &u->msgs[at].msg_hdr.msg_iov[j];
