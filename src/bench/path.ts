@@ -7,8 +7,9 @@
 // The ratio cross-host / wireguard-go is the figure of merit; all three share the machine's
 // two cores with everything on the path, so only ratios within one run mean anything.
 import { parseArgs } from 'node:util';
-import { buildLab, destroyLab, iperfTcp } from '../lab/index.js';
-import { LabAgents, plannedWorkloads } from '../nic/lab-harness.js';
+import { LabAgents } from '../lab/agents.js';
+import { LabControlPlane, plannedWorkloads } from '../lab/control.js';
+import { buildLab, destroyLab, iperfTcpNs } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot, runIn } from '../util/exec.js';
 import { configureDevice, createTestbed, destroyTestbed, iperf, startDevice } from './testbed.js';
@@ -45,10 +46,11 @@ export async function benchPath(opts: {
   let sameHost: number;
   let crossHost: number;
   let agents: LabAgents | undefined;
+  let control: LabControlPlane | undefined;
   try {
     agents = await LabAgents.start(lab, { logLevel: 'warn' });
-    const specs = plannedWorkloads(lab);
-    await agents.spinUp(specs);
+    control = await LabControlPlane.start(lab, agents);
+    const specs = await control.place(plannedWorkloads(lab));
     const w = (name: string) => specs.find((s) => s.name === name)!;
     const a = w('h1-t1-w1');
     const same = w('h1-t1-w2');
@@ -56,10 +58,11 @@ export async function benchPath(opts: {
     await waitForPath(a.ns, same.address);
     await waitForPath(a.ns, cross.address);
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
-    sameHost = (await iperfTcp(lab, a.name, same.name, same.address, opts.seconds)).mbps;
+    sameHost = (await iperfTcpNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
-    crossHost = (await iperfTcp(lab, a.name, cross.name, cross.address, opts.seconds)).mbps;
+    crossHost = (await iperfTcpNs(a.ns, cross.ns, cross.address, opts.seconds)).mbps;
   } finally {
+    await control?.close();
     await agents?.stop();
     await destroyLab(LAB_PREFIX);
   }

@@ -12,7 +12,7 @@ import {
   encodeEndpoint,
   endpointSource,
 } from '../../src/net/endpoint.js';
-import { countOpenFds } from './native-netns.js';
+import { countOpenFds } from '../helpers/native-netns.js';
 
 interface Exchange {
   sent: number;

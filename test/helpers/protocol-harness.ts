@@ -193,6 +193,9 @@ export class Net {
       });
     }
     this.collect(node, r.control);
+    // What a driver does once per event-loop turn: work off queued handshake messages.
+    for (let turn = 0; turn < 1000 && node.engine.pendingHandshakes > 0; turn++)
+      this.collect(node, node.engine.handshakes(this.clock.now));
   }
 
   /** Ticks every node every `step` ms for `duration` ms, flushing the network after each tick. */
