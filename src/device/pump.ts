@@ -35,7 +35,7 @@
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
-import type { Engine } from '../protocol/engine.js';
+import { type Engine, MAX_PADDED_SIZE } from '../protocol/engine.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { UAPI_ERRNO, UapiError } from './uapi.js';
@@ -43,15 +43,20 @@ import { UAPI_ERRNO, UapiError } from './uapi.js';
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
 export const DEVICE_BATCH = 128;
 /**
- * Bytes per slot: a whole WireGuard message (65,535 bytes) plus the 16-byte headroom, with
- * a stride that is not a multiple of the page size, so that slot starts fall in different
- * cache sets. The slab is virtual memory: only the pages packets touch become resident.
+ * Bytes per slot: a whole WireGuard message (65,535 bytes) plus the 16-byte headroom. The
+ * stride is 64 KiB plus one page, so that slot starts spread over the L2 cache's sets
+ * instead of all landing in one (a 64 KiB stride would), and every packet starts on the
+ * same offset in its page, so a 1,500-byte packet touches one page. The slab is an
+ * anonymous mapping (native/slab.c): only the pages packets touch become resident.
  */
-export const DEVICE_SLOT = 2048;
+export const DEVICE_SLOT = 65_536 + 4096;
 /** The largest UDP payload over IPv4 (65,535 - 20 - 8); IPv6 allows 20 bytes more. */
 export const MAX_UDP_PAYLOAD_V4 = 65_507;
-/** The largest inner packet a device carries (slot, headroom, tag and padding); the TUN MTU must not exceed it. */
-export const MAX_PACKET = DEVICE_SLOT - WG_HEADROOM - 32;
+/**
+ * The largest inner packet a device carries: its padded message (16-byte header, packet,
+ * tag) must fit one IPv4 UDP datagram. 65,475 bytes. The TUN MTU must not exceed it.
+ */
+export const MAX_PACKET = MAX_PADDED_SIZE;
 /** The smallest TUN MTU accepted (IPv4's minimum datagram size). */
 export const MIN_TUN_MTU = 576;
 export const DEFAULT_TUN_MTU = 1420;
@@ -70,14 +75,16 @@ export function checkTunMtu(mtu: number): void {
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',
       `MTU ${mtu} is not supported: a tenguard device carries inner packets of ${MIN_TUN_MTU} to ` +
-        `${MAX_PACKET} bytes`,
+        `${MAX_PACKET} bytes (a ${MAX_PACKET}-byte packet makes a ${MAX_UDP_PAYLOAD_V4}-byte ` +
+        'WireGuard message, the largest IPv4 UDP payload)',
     );
 }
 
 /**
  * The I/O batches of a pump: TUN reads (with headroom for the transport header) and UDP
- * receives. Virtual size 2 x 128 x 65,600 bytes (16.4 MiB); resident: the pages packets
- * have touched, about one page per slot at MTU 1420 (1 MiB in all), three at MTU 9000.
+ * receives. Virtual size 2 x 128 x 69,632 bytes (17 MiB); resident: the pages packets have
+ * touched, one page per slot at MTU 1420 (1 MiB in all, 0.5 MiB with 2 KiB slots before),
+ * three at MTU 9000 (3 MiB), all of it only after 128 maximal packets in one batch.
  * A process-mode device owns one; the vSwitch's shared mode lends one to every instance
  * (each readiness callback runs to completion before another can start).
  */

@@ -35,7 +35,7 @@ export const NIC_BATCH = 128;
  * Receive slots hold any WireGuard message (65,535 bytes), so tenant packets of any MTU pass;
  * the slab is virtual memory, resident only where datagrams landed (see DeviceIo).
  */
-const SLOT = 2048;
+const SLOT = DEVICE_SLOT;
 const DRAIN_ROUNDS = 8;
 const TICK_MS = 100;
 

@@ -206,6 +206,42 @@ test('a TUN MTU the device cannot carry is refused with a clear error', async ()
       uapiSocketDir: dir,
     }),
     (err: Error & { code?: string }) =>
-      err.code === 'TG_ERR_INVALID_ARGUMENT' && /MTU 2001 is not supported.*576 to 2000/.test(err.message),
+      err.code === 'TG_ERR_INVALID_ARGUMENT' && /MTU 65476 is not supported.*576 to 65475/.test(err.message),
   );
+});
+
+/** Sends one packet of `size` bytes (IPv4) from a to b and returns what b's TUN got. */
+async function roundTrip(a: Side, b: Side, size: number): Promise<Buffer | undefined> {
+  const p = ipv4Packet(a.address, b.address, size - 20, size & 0xff);
+  for (let i = 20; i < p.length; i += 997) p[i] = i & 0xff; // not one repeated byte
+  a.tun.inject(p);
+  for (let t = 0; t < 100 && b.tun.written.length === 0; t++) await settle(5);
+  const got = b.tun.takeWritten();
+  assert.ok(got.length <= 1);
+  if (got.length === 1) assert.deepEqual(got[0], p, `the ${size}-byte packet arrived changed`);
+  return got[0];
+}
+
+test('inner packets of any size up to MAX_PACKET cross two devices whole', async () => {
+  const [a, b] = await pair(MAX_PACKET);
+  for (const size of [1420, 1500, 1952, 2048, 8000, 8920, 9000, 16_000, 65_000, MAX_PACKET]) {
+    assert.ok(await roundTrip(a, b, size), `a ${size}-byte packet was lost`);
+    assert.ok(await roundTrip(b, a, size), `a ${size}-byte packet was lost on the way back`);
+  }
+  for (const s of [a, b]) {
+    const c = s.dev.pump.ioCounters();
+    assert.equal(c['dropped.tunOversized'] + c['dropped.udpOversized'] + c['io.udpTxRejected'], 0);
+  }
+});
+
+test("the TUN MTU bounds only what a device reads: a peer's larger packets are delivered", async () => {
+  const [a, b] = await pair(); // both at MTU 1420, as wireguard-go would be
+  assert.ok(await roundTrip(a, b, 9000));
+});
+
+test('a TUN packet longer than MAX_PACKET is dropped, counted and logged, not sent', async () => {
+  const [a, b] = await pair(MAX_PACKET);
+  assert.equal(await roundTrip(a, b, MAX_PACKET + 1), undefined);
+  assert.equal(a.dev.pump.ioCounters()['dropped.tunOversized'], 1);
+  assert.ok(await roundTrip(a, b, MAX_PACKET));
 });
