@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Device } from '../device/device.js';
 import { checkTunMtu } from '../device/pump.js';
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { validateIfname } from '../device/uapi-server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
@@ -44,6 +45,7 @@ export async function run(args: string[]): Promise<number> {
   if (mtu !== undefined) checkTunMtu(mtu);
   requireRoot('tenguard device');
   if (!values.foreground) return detach(args);
+  tuneRuntimeForDataPlane();
 
   const dev = await Device.start({ ifname, mtu });
   const stop = (): void => void dev.close('signal');

@@ -4,6 +4,7 @@
 import { isIP } from 'node:net';
 import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../ca/service-mtls.js';
 import { nicId } from '../ca/spiffe.js';
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { setDumpable } from '../native/dumpable.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
@@ -63,6 +64,7 @@ export async function run(args: string[]): Promise<number> {
   const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
   const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
   requireRoot('tenguard nic');
+  tuneRuntimeForDataPlane();
   // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
   setDumpable(false);
   const service = await NicService.start({

@@ -8,7 +8,9 @@
 // call per batch (routing, headers, replay, cryptokey routing in JS; one native AEAD call),
 // one sendmmsg / TUN write batch. At most DRAIN_ROUNDS batches per event, then it yields to the
 // other direction and the timers (readiness is level-triggered: what is left comes back on
-// the next loop turn).
+// the next loop turn). After writing to the TUN it reads the TUN once in the same turn: the
+// local stack answers synchronously (echo replies, TCP ACKs), and waiting for the next poll
+// would add a loop turn to every round trip.
 //
 // Packet sizes: every slot holds a whole WireGuard message (DEVICE_SLOT > 65,535 bytes), so
 // any inner packet the TUN hands over up to MAX_PACKET and any datagram a peer sends fits,
@@ -196,6 +198,8 @@ export class DevicePump {
   tunOversized = 0;
   /** TUN packets lost because a write batch failed as a whole (EIO: interface down). */
   tunWriteLost = 0;
+  /** Write batches handed to the TUN. */
+  private tunWritten = 0;
   readonly guard: IoGuard;
   private readonly engine: Engine;
   private readonly tun: TunDevice;
@@ -320,8 +324,15 @@ export class DevicePump {
 
   private socketEvent(err: Error | null): void {
     if (this.closed) return;
-    if (err) this.fatal('UDP socket', err);
-    else this.onSocketReadable();
+    if (err) {
+      this.fatal('UDP socket', err);
+      return;
+    }
+    const written = this.tunWritten;
+    this.onSocketReadable();
+    // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
+    // is usually ready to read now: read it in this turn instead of a poll round later.
+    if (this.tunWritten !== written && !this.closed) this.onTunReadable();
   }
 
   private onTunReadable(): void {
@@ -375,6 +386,7 @@ export class DevicePump {
       const res = this.engine.inbound(v, this.now());
       const tun = res.tun;
       if (tun.count > 0) {
+        this.tunWritten++;
         try {
           this.tun.writeBatch(tun.buf, tun.offsets, tun.lengths, tun.count);
           this.guard.ok();
