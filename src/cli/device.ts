@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { Device } from '../device/device.js';
 import { checkTunMtu } from '../device/pump.js';
 import { tuneRuntimeForDataPlane } from '../device/runtime.js';
-import { validateIfname } from '../device/uapi-server.js';
+import { validateIfname } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 

@@ -10,11 +10,11 @@ import type { PacketSocket, TunDevice } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
 import type { TransportAead } from '../protocol/aead.js';
 import { Engine } from '../protocol/engine.js';
+import { UapiServer } from '../uapi/server.js';
 import { runOk } from '../util/exec.js';
 import { type Logger, logger } from '../util/log.js';
 import { EngineUapiBackend } from './engine-backend.js';
 import { checkTunMtu, DEFAULT_TUN_MTU, DeviceIo, DevicePump } from './pump.js';
-import { UapiServer } from './uapi-server.js';
 
 export { DEFAULT_TUN_MTU, DEVICE_BATCH, DEVICE_SLOT, MAX_PACKET } from './pump.js';
 

@@ -38,9 +38,9 @@ import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { type Engine, MAX_PADDED_SIZE } from '../protocol/engine.js';
+import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { UAPI_ERRNO, UapiError } from './uapi.js';
 
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
 export const DEVICE_BATCH = 128;
@@ -200,6 +200,8 @@ export class DevicePump {
   tunWriteLost = 0;
   /** Write batches handed to the TUN. */
   private tunWritten = 0;
+  /** A turn of handshake work is scheduled (setImmediate). */
+  private draining = false;
   readonly guard: IoGuard;
   private readonly engine: Engine;
   private readonly tun: TunDevice;
@@ -253,7 +255,26 @@ export class DevicePump {
     const id = this.identity;
     if (this.closed || id === null || !id.hasPrivateKey) return;
     this.send(this.engine.tick(this.now()));
+    this.scheduleHandshakes();
   }
+
+  /**
+   * Queued handshake messages are worked off one slice per event-loop turn (the engine bounds a
+   * slice), after the I/O callbacks of that turn, so a handshake flood delays handshakes only.
+   */
+  private scheduleHandshakes(): void {
+    if (this.draining || this.closed || this.engine.pendingHandshakes === 0) return;
+    this.draining = true;
+    setImmediate(this.drainHandshakes);
+  }
+
+  private readonly drainHandshakes = (): void => {
+    this.draining = false;
+    const id = this.identity;
+    if (this.closed || id === null || !id.hasPrivateKey) return;
+    this.send(this.engine.handshakes(this.now()));
+    this.scheduleHandshakes();
+  };
 
   /** Moves the socket to `port` (UAPI listen_port); the old one is closed once the new one is bound. */
   rebind(port: number): void {
@@ -397,6 +418,7 @@ export class DevicePump {
         }
       }
       if (!this.send(res.control)) return;
+      this.scheduleHandshakes();
       if (n < b.capacity) return;
     }
   }

@@ -10,14 +10,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it, test } from 'node:test';
 import { createTestbed, destroyTestbed, iperf, type Testbed } from '../../src/bench/testbed.js';
 import { runInOk } from '../../src/util/exec.js';
-import {
-  devicePrefix,
-  ping,
-  roles,
-  selectCombinations,
-  startPair,
-  stopPair,
-} from './helpers/device-harness.js';
+import { devicePrefix, roles, selectCombinations, startPair, stopPair } from '../helpers/device-harness.js';
+import { ping } from '../helpers/ping.js';
 
 const { combinations, note } = await selectCombinations();
 const MIN_MBPS = 10;

@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Device } from '../../src/device/device.js';
 import { FATAL_STREAK, MAX_PACKET } from '../../src/device/pump.js';
-import { parseCidr, parseEndpoint } from '../../src/device/uapi-addr.js';
 import { FakeNetwork, FakeTun, FakeUdpSocket } from '../../src/native/fake.js';
 import { errnoError } from '../../src/native/validate.js';
+import { parseCidr, parseEndpoint } from '../../src/net/ip.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import { logger } from '../../src/util/log.js';
-import { ipv4Packet } from './protocol-harness.js';
+import { ipv4Packet } from '../helpers/protocol-harness.js';
 
 const log = logger('test-device-pump');
 const dir = mkdtempSync(join(tmpdir(), 'tg-pump-'));

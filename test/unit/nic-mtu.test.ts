@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { MAX_PACKET } from '../../src/device/pump.js';
-import { allowWithinTenant, FakeNicNet, link, settle } from './nic-fakenet.js';
-import { ipv4Packet } from './protocol-harness.js';
+import { allowWithinTenant, FakeNicNet, link, settle } from '../helpers/nic-fakenet.js';
+import { ipv4Packet } from '../helpers/protocol-harness.js';
 
 const fake = new FakeNicNet();
 after(() => fake.close());

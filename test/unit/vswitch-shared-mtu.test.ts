@@ -3,13 +3,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DeviceIo, MAX_PACKET } from '../../src/device/pump.js';
-import { parseCidr, parseEndpoint } from '../../src/device/uapi-addr.js';
 import { FakeNetwork, FakeTun, FakeUdpSocket } from '../../src/native/fake.js';
+import { parseCidr, parseEndpoint } from '../../src/net/ip.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import { logger } from '../../src/util/log.js';
 import { SharedDevice } from '../../src/vswitch/shared-device.js';
-import { ipv4Packet } from './protocol-harness.js';
+import { ipv4Packet } from '../helpers/protocol-harness.js';
 
 test('two shared devices on one DeviceIo carry packets from 1,420 to MAX_PACKET bytes whole', async () => {
   const net = new FakeNetwork();
