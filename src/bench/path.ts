@@ -7,8 +7,9 @@
 // The ratio cross-host / wireguard-go is the figure of merit; all three share the machine's
 // two cores with everything on the path, so only ratios within one run mean anything.
 import { parseArgs } from 'node:util';
-import { buildLab, destroyLab, iperfTcp } from '../lab/index.js';
-import { LabAgents, plannedWorkloads } from '../nic/lab-harness.js';
+import { LabAgents } from '../lab/agents.js';
+import { LabControlPlane, plannedWorkloads } from '../lab/control.js';
+import { buildLab, destroyLab, iperfTcpNs } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot, runIn } from '../util/exec.js';
 import { configureDevice, createTestbed, destroyTestbed, iperf, startDevice } from './testbed.js';
@@ -31,39 +32,47 @@ export async function waitForPath(ns: string, target: string): Promise<void> {
   throw new TgError('TG_ERR_COMMAND_FAILED', `no path to ${target} from ${ns}`);
 }
 
+/** A workload of the lab path: its name, namespace and address. */
+export interface PathWorkload {
+  name: string;
+  ns: string;
+  address: string;
+}
+
 /** The lab path of a bench: workload a, a workload on the same host and one on the other host. */
 export interface LabPath {
-  a: { name: string; ns: string; address: string };
-  same: { name: string; ns: string; address: string };
-  cross: { name: string; ns: string; address: string };
-  lab: Awaited<ReturnType<typeof buildLab>>;
+  a: PathWorkload;
+  same: PathWorkload;
+  cross: PathWorkload;
   stop: () => Promise<void>;
 }
 
 /**
- * Builds the lab (2 hosts, 1 tenant, 2 workloads per host), starts its agents and workloads
- * and waits until a reaches both others. stop() tears it all down.
+ * Builds the lab (2 hosts, 1 tenant, 2 workloads per host), starts its agents and control
+ * plane, places the workloads and waits until a reaches both others. stop() tears it all down.
  */
 export async function openLabPath(log: (s: string) => void): Promise<LabPath> {
   await destroyLab(LAB_PREFIX);
   log('building the lab (2 hosts, 1 tenant, 2 workloads per host) ...');
   const lab = await buildLab({ prefix: LAB_PREFIX, hosts: 2, tenants: 1, workloads: 2 });
   let agents: LabAgents | undefined;
+  let control: LabControlPlane | undefined;
   const stop = async (): Promise<void> => {
+    await control?.close();
     await agents?.stop();
     await destroyLab(LAB_PREFIX);
   };
   try {
     agents = await LabAgents.start(lab, { logLevel: 'warn' });
-    const specs = plannedWorkloads(lab);
-    await agents.spinUp(specs);
+    control = await LabControlPlane.start(lab, agents);
+    const specs = await control.place(plannedWorkloads(lab));
     const w = (name: string) => specs.find((s) => s.name === name)!;
     const a = w('h1-t1-w1');
     const same = w('h1-t1-w2');
     const cross = w('h2-t1-w1');
     await waitForPath(a.ns, same.address);
     await waitForPath(a.ns, cross.address);
-    return { a, same, cross, lab, stop };
+    return { a, same, cross, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -82,11 +91,11 @@ export async function benchPath(opts: {
   let crossHost: number;
   const path = await openLabPath(log);
   try {
-    const { a, same, cross, lab } = path;
+    const { a, same, cross } = path;
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
-    sameHost = (await iperfTcp(lab, a.name, same.name, same.address, opts.seconds)).mbps;
+    sameHost = (await iperfTcpNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
-    crossHost = (await iperfTcp(lab, a.name, cross.name, cross.address, opts.seconds)).mbps;
+    crossHost = (await iperfTcpNs(a.ns, cross.ns, cross.address, opts.seconds)).mbps;
   } finally {
     await path.stop();
   }
