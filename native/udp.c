@@ -42,8 +42,12 @@
 typedef struct tg_udp {
   tg_io io; /* first: freed as one block by io.c */
   int family;
-  /* Send runs with UDP_SEGMENT; cleared for good when the kernel refuses one. */
+  /* Send runs with UDP_SEGMENT; cleared for good when the kernel cannot segment at all. */
   bool gso;
+  /* Segments of at least this size are sent unsegmented: the kernel refused (EINVAL) a run
+   * of them, as it does when a segment exceeds the route's MTU (such datagrams leave as IP
+   * fragments, one by one). */
+  uint32_t gso_refused_size;
   /* Packets per message of the chunk being sent. */
   uint16_t segs[TG_MMSG_CHUNK];
   /* Control messages: on send a segment size and a source address, on receive the
@@ -223,6 +227,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->io.fd = fd;
   u->family = family;
   u->gso = true;
+  u->gso_refused_size = UINT32_MAX;
   if (!tg_io_attach(env, this_arg, &u->io)) {
     close(fd);
     free(u);
@@ -375,7 +380,8 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       uint32_t len = lengths[i];
       u->iov[k].iov_base = slab + offsets[i];
       u->iov[k].iov_len = len;
-      if (u->gso && run_open && len > 0 && len <= seg_size && u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
+      if (u->gso && run_open && len > 0 && len <= seg_size && seg_size < u->gso_refused_size &&
+          u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
           run_bytes + len <= TG_GSO_MAX_BYTES && memcmp(ep, run_ep, TG_EP_SIZE) == 0) {
         u->msgs[m - 1].msg_hdr.msg_iovlen++;
         u->segs[m - 1]++;
@@ -438,8 +444,13 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       }
       if (u->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
         /* The kernel or the route's device cannot segment: send this run packet by packet
-         * and keep to single datagrams from now on. */
-        u->gso = false;
+         * and keep to single datagrams from now on. EINVAL is also the answer for segments
+         * larger than the route's MTU: then only runs of this size or larger stay unsegmented. */
+        uint32_t size = (uint32_t)u->msgs[at].msg_hdr.msg_iov[0].iov_len;
+        if (err == EINVAL && size > 1200)
+          u->gso_refused_size = size < u->gso_refused_size ? size : u->gso_refused_size;
+        else
+          u->gso = false;
         /* The single datagrams keep the source address (when it was not refused already). */
         uint16_t segs = u->segs[at];
         u->segs[at] = 1;

@@ -23,7 +23,7 @@ export interface PathBenchResult {
   ratio: number;
 }
 
-async function waitForPath(ns: string, target: string): Promise<void> {
+export async function waitForPath(ns: string, target: string): Promise<void> {
   const end = Date.now() + 15_000;
   while (Date.now() < end) {
     const r = await runIn(ns, 'ping', ['-n', '-c', '1', '-W', '1', target], { timeoutMs: 5000 });
@@ -32,21 +32,36 @@ async function waitForPath(ns: string, target: string): Promise<void> {
   throw new TgError('TG_ERR_COMMAND_FAILED', `no path to ${target} from ${ns}`);
 }
 
-export async function benchPath(opts: {
-  seconds: number;
-  log?: (s: string) => void;
-}): Promise<PathBenchResult> {
-  requireRoot('bench path');
-  const log = opts.log ?? (() => undefined);
-  const round = (x: number): number => Math.round(x * 10) / 10;
+/** A workload of the lab path: its name, namespace and address. */
+export interface PathWorkload {
+  name: string;
+  ns: string;
+  address: string;
+}
 
+/** The lab path of a bench: workload a, a workload on the same host and one on the other host. */
+export interface LabPath {
+  a: PathWorkload;
+  same: PathWorkload;
+  cross: PathWorkload;
+  stop: () => Promise<void>;
+}
+
+/**
+ * Builds the lab (2 hosts, 1 tenant, 2 workloads per host), starts its agents and control
+ * plane, places the workloads and waits until a reaches both others. stop() tears it all down.
+ */
+export async function openLabPath(log: (s: string) => void): Promise<LabPath> {
   await destroyLab(LAB_PREFIX);
   log('building the lab (2 hosts, 1 tenant, 2 workloads per host) ...');
   const lab = await buildLab({ prefix: LAB_PREFIX, hosts: 2, tenants: 1, workloads: 2 });
-  let sameHost: number;
-  let crossHost: number;
   let agents: LabAgents | undefined;
   let control: LabControlPlane | undefined;
+  const stop = async (): Promise<void> => {
+    await control?.close();
+    await agents?.stop();
+    await destroyLab(LAB_PREFIX);
+  };
   try {
     agents = await LabAgents.start(lab, { logLevel: 'warn' });
     control = await LabControlPlane.start(lab, agents);
@@ -57,14 +72,32 @@ export async function benchPath(opts: {
     const cross = w('h2-t1-w1');
     await waitForPath(a.ns, same.address);
     await waitForPath(a.ns, cross.address);
+    return { a, same, cross, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export async function benchPath(opts: {
+  seconds: number;
+  log?: (s: string) => void;
+}): Promise<PathBenchResult> {
+  requireRoot('bench path');
+  const log = opts.log ?? (() => undefined);
+  const round = (x: number): number => Math.round(x * 10) / 10;
+
+  let sameHost: number;
+  let crossHost: number;
+  const path = await openLabPath(log);
+  try {
+    const { a, same, cross } = path;
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
     sameHost = (await iperfTcpNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
     crossHost = (await iperfTcpNs(a.ns, cross.ns, cross.address, opts.seconds)).mbps;
   } finally {
-    await control?.close();
-    await agents?.stop();
-    await destroyLab(LAB_PREFIX);
+    await path.stop();
   }
 
   log(`wireguard-go single hop, ${opts.seconds} s ...`);

@@ -2,6 +2,7 @@
 // DPU's own cores. It creates every key it uses in memory, marks itself non-dumpable, and
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../identity/service-mtls.js';
 import { nicId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
@@ -63,6 +64,7 @@ export async function run(args: string[]): Promise<number> {
   const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
   const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
   requireRoot('tenguard nic');
+  tuneRuntimeForDataPlane();
   // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
   setDumpable(false);
   const service = await NicService.start({

@@ -17,6 +17,7 @@ import { WarmPool } from '../vswitch/warm-pool.js';
 /** Warm devices kept by a daemon with process isolation. */
 export const DEFAULT_WARM = 2;
 
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { SharedPlatform } from '../vswitch/shared-platform.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
@@ -81,6 +82,7 @@ export async function run(args: string[]): Promise<number> {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--warm must be an integer from 0 to 64');
   const mtlsConfig = mtlsConfigFromArgs(values, (td, host) => serviceId(td, `vswitchd-${host}`).uri);
   requireRoot('tenguard vswitchd');
+  tuneRuntimeForDataPlane();
   // PSKs and fresh private keys pass through this process on their way to the devices.
   setDumpable(false);
 

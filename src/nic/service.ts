@@ -108,7 +108,7 @@ export class NicService {
         api = await JsonApiServer.listen({
           socketPath: opts.apiSocket,
           tls,
-          routes: nicRoutes(agent, metrics, () => running),
+          routes: nicRoutes(agent, metrics, () => running && dataPlane.running),
           log,
           maxBodyBytes: NIC_MAX_BODY_BYTES,
           onAnswer: (route, method, status) => metrics.countRequest(route, method, status),

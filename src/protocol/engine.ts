@@ -224,14 +224,29 @@ const EMPTY = Buffer.alloc(0);
 const IPV4_HEADER_SIZE = 20;
 const IPV6_HEADER_SIZE = 40;
 
-/** Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU. */
+/**
+ * The largest padded packet: its transport message (32 bytes more) must still fit the
+ * largest IPv4 UDP payload (65,535 - 20 - 8 = 65,507 bytes).
+ */
+export const MAX_PADDED_SIZE = 65_507 - MESSAGE_TRANSPORT_SIZE;
+
+/**
+ * Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU
+ * (wireguard-go's calculatePaddingSize). Departure: a packet longer than the MTU given (the
+ * link's MTU was raised after the engine was made) is never padded past MAX_PADDED_SIZE, so
+ * that a packet the device can carry is not made one it cannot.
+ */
 export function paddingSize(packetSize: number, mtu: number): number {
   let lastUnit = packetSize;
-  if (mtu === 0) return ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
-  if (lastUnit > mtu) lastUnit %= mtu;
-  let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
-  if (padded > mtu) padded = mtu;
-  return padded - lastUnit;
+  let pad: number;
+  if (mtu === 0) pad = ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
+  else {
+    if (lastUnit > mtu) lastUnit %= mtu;
+    let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
+    if (padded > mtu) padded = mtu;
+    pad = padded - lastUnit;
+  }
+  return packetSize + pad > MAX_PADDED_SIZE ? Math.max(0, MAX_PADDED_SIZE - packetSize) : pad;
 }
 
 export class Engine {

@@ -115,6 +115,8 @@ export function allowWithinTenant(tenant: string): unknown {
   };
 }
 
+const SLOT = 65_536;
+
 export const settle = (ms = 30): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A workload's vSwitch: an engine with the NIC as its only peer (allowed IPs 0.0.0.0/0). */
@@ -125,8 +127,9 @@ export class FakeVSwitch {
   readonly socket: FakeUdpSocket;
   readonly received: Buffer[] = [];
   private readonly id: number;
-  private readonly slab = Buffer.alloc(4096);
-  private readonly rx = Buffer.alloc(64 * 2048);
+  // Room for any WireGuard message: 64 KiB slots (resident only where packets land).
+  private readonly slab = Buffer.alloc(SLOT);
+  private readonly rx = Buffer.alloc(64 * SLOT);
   private readonly rxLengths = new Uint32Array(64);
   private readonly rxEndpoints = Buffer.alloc(64 * ENDPOINT_SIZE);
   private readonly rxOffsets = new Uint32Array(64);
@@ -166,8 +169,8 @@ export class FakeVSwitch {
   }
 
   private pump(): void {
-    const n = this.socket.recvBatch(this.rx, 2048, 0, 64, this.rxLengths, this.rxEndpoints);
-    for (let i = 0; i < n; i++) this.rxOffsets[i] = i * 2048;
+    const n = this.socket.recvBatch(this.rx, SLOT, 0, 64, this.rxLengths, this.rxEndpoints);
+    for (let i = 0; i < n; i++) this.rxOffsets[i] = i * SLOT;
     const res = this.engine.inbound(
       {
         buf: this.rx,
