@@ -59,6 +59,8 @@ export async function benchPath(opts: {
   seconds: number;
   /** The wireguard-go binary (default: the one on PATH). */
   wireguardGo?: string;
+  /** Write a V8 CPU profile of each NIC agent into this directory (node --cpu-prof). */
+  profileNicDir?: string;
   log?: (s: string) => void;
 }): Promise<PathBenchResult> {
   requireRoot('bench path');
@@ -75,7 +77,11 @@ export async function benchPath(opts: {
   let tgCpuPerGb: number;
   let agents: LabAgents | undefined;
   try {
-    agents = await LabAgents.start(lab, { logLevel: 'warn' });
+    agents = await LabAgents.start(lab, {
+      logLevel: 'warn',
+      nicNodeArgs:
+        opts.profileNicDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.profileNicDir}`],
+    });
     const specs = plannedWorkloads(lab);
     await agents.spinUp(specs);
     const w = (name: string) => specs.find((s) => s.name === name)!;
@@ -125,7 +131,13 @@ export async function benchPath(opts: {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let values: { json?: boolean; seconds?: string; 'wireguard-go'?: string; help?: boolean };
+  let values: {
+    json?: boolean;
+    seconds?: string;
+    'wireguard-go'?: string;
+    'profile-nic'?: string;
+    help?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args,
@@ -133,6 +145,7 @@ export async function run(args: string[]): Promise<number> {
         json: { type: 'boolean' },
         seconds: { type: 'string' },
         'wireguard-go': { type: 'string' },
+        'profile-nic': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -144,7 +157,8 @@ export async function run(args: string[]): Promise<number> {
   if (values.help) {
     process.stdout.write(
       'usage: tenguard bench path [--json] [--seconds S (default 10)]\n' +
-        '                           [--wireguard-go BIN (default: wireguard-go on PATH)]\n\n' +
+        '                           [--wireguard-go BIN (default: wireguard-go on PATH)]\n' +
+        '                           [--profile-nic DIR (a V8 CPU profile of each NIC agent)]\n\n' +
         'iperf3 TCP workload to workload through tenguard (same host, cross host) and over one\n' +
         `wireguard-go hop, in one run (lab '${LAB_PREFIX}', testbed '${TESTBED_PREFIX}'); also the\n` +
         'CPU seconds per GB moved of the processes on each path (cpu_s_per_gb).\n',
@@ -157,6 +171,7 @@ export async function run(args: string[]): Promise<number> {
   const result = await benchPath({
     seconds,
     wireguardGo: values['wireguard-go'],
+    profileNicDir: values['profile-nic'],
     log: values.json ? undefined : (s) => process.stderr.write(`${s}\n`),
   });
   if (values.json) {

@@ -169,7 +169,11 @@ export class NicDataPlane {
     }
   }
 
-  /** One received batch: decrypt, forward, re-encrypt, send. */
+  /**
+   * One received batch: decrypt, forward, re-encrypt, send. Packets are re-encrypted where they
+   * were decrypted (in their receive slot, over their old header and tag), so a forwarded
+   * packet is never copied; the forwarder's own ICMP answers go in a second engine call.
+   */
   private process(n: number): void {
     const b = this.rx;
     const v = this.rview;
@@ -181,11 +185,17 @@ export class NicDataPlane {
     // The control batch is only valid until the next engine call: send it first.
     this.send(res.control);
     if (res.tun.count === 0) return;
-    const fwd = this.forwarder.forward(res.tun, Date.now());
-    if (fwd.batch.count === 0) return;
-    const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
-    this.send(out.data);
-    this.send(out.control);
+    const fwd = this.forwarder.forward(res.tun, Date.now(), b.slotSize);
+    if (fwd.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
+    if (fwd.extra.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.extra.batch, fwd.extra.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
   }
 
   private onTick(): void {

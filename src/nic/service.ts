@@ -21,6 +21,7 @@ import { NIC_MAX_BODY_BYTES, nicRoutes } from './api.js';
 import { NicDataPlane } from './dataplane.js';
 import type { PolicyHook } from './forwarding.js';
 import { NicMetrics } from './metrics.js';
+import { legCarry, validateLinkMtu } from './mtu.js';
 
 export const DEFAULT_NIC_PORT = 51820;
 
@@ -40,6 +41,16 @@ export interface NicServiceOptions {
   processMetrics?: boolean;
   /** mTLS on the API and certificate-bound tenant keys; plain HTTP on the socket without. */
   mtls?: ServiceMtlsConfig;
+  /**
+   * MTUs of the host link and the fabric (mtu.ts): with both, TCP SYNs get their MSS clamped
+   * to what the legs carry and larger packets that must not be fragmented an ICMP answer.
+   */
+  linkMtus?: { hostLink: number; fabric: number };
+}
+
+/** Address family of a textual IP address. */
+function familyOf(address: string): 4 | 6 {
+  return address.includes(':') ? 6 : 4;
 }
 
 function endpointText(address: string, port: number): string {
@@ -72,6 +83,16 @@ export class NicService {
       now,
       policy: opts.policy,
     });
+    if (opts.linkMtus !== undefined) {
+      const hostLink = validateLinkMtu(opts.linkMtus.hostLink, 'host link MTU');
+      const fabric = validateLinkMtu(opts.linkMtus.fabric, 'fabric MTU');
+      const tenantMtu = Math.min(
+        legCarry(hostLink, familyOf(opts.hostAddress)),
+        legCarry(fabric, familyOf(opts.fabricAddress)),
+      );
+      agent.forwarder.setLegLimits({ tenantMtu });
+      log.info({ hostLinkMtu: hostLink, fabricMtu: fabric, tenantMtu }, 'NIC leg MTUs');
+    }
     let host: PacketSocket | null = null;
     let fabric: PacketSocket | null = null;
     let mtls: ServiceMtls | undefined;
