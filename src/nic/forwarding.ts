@@ -93,6 +93,8 @@ export class ForwardCounters {
     policy: 0,
     /** Not an IPv4/IPv6 packet. */
     malformed: 0,
+    /** A non-first fragment of a packet whose first fragment did not pass (or not yet). */
+    fragment: 0,
     /**
      * From a local workload, larger than the legs carry and not to be fragmented (IPv4 with DF,
      * IPv6 above 1,280 bytes): answered with ICMP (counters.icmpTooBig) unless rate-limited.
@@ -107,6 +109,8 @@ export class ForwardCounters {
   mssClamped = 0;
   /** Packets forwarded larger than the legs carry in one datagram (the outer is fragmented). */
   fragmented = 0;
+  /** Non-first fragments let through after their first fragment passed the firewall. */
+  fragmentsFollowed = 0;
 }
 
 class Destination {
@@ -227,6 +231,68 @@ class InPlaceList implements PacketBatch {
   }
 }
 
+/** How long the non-first fragments of a packet whose first fragment passed may follow it. */
+export const FRAGMENT_FOLLOW_MS = 2000;
+/** Fragmented packets followed at once; beyond, new ones are not followed (counted). */
+export const MAX_FOLLOWED_FRAGMENTS = 4096;
+const IPPROTO_FRAGMENT = 44;
+const IPV4_MF = 0x2000;
+const IPV4_OFFSET_MASK = 0x1fff;
+
+/**
+ * The firewall decides on the first fragment of a packet (the only one with the L4 header); the
+ * others are let through when the first one was, for FRAGMENT_FOLLOW_MS, keyed by tenant,
+ * addresses, protocol and IP identification (IPv6: a fragment header right after the IPv6
+ * header only). Fragments that arrive before their first are dropped (no reassembly here).
+ */
+class FragmentFollower {
+  private readonly expiry = new Map<string, number>();
+  /** New fragmented packets not followed because the table was full. */
+  overflow = 0;
+
+  allow(key: string, now: number): void {
+    if (this.expiry.size >= MAX_FOLLOWED_FRAGMENTS && !this.expiry.has(key)) {
+      for (const [k, t] of this.expiry) if (t <= now) this.expiry.delete(k);
+      if (this.expiry.size >= MAX_FOLLOWED_FRAGMENTS) {
+        this.overflow++;
+        return;
+      }
+    }
+    this.expiry.set(key, now + FRAGMENT_FOLLOW_MS);
+  }
+
+  allowed(key: string, now: number): boolean {
+    const t = this.expiry.get(key);
+    if (t === undefined) return false;
+    if (t > now) return true;
+    this.expiry.delete(key);
+    return false;
+  }
+
+  /** Drops what has expired (housekeeping, from tick()). */
+  expire(now: number): void {
+    for (const [k, t] of this.expiry) if (t <= now) this.expiry.delete(k);
+  }
+}
+
+/**
+ * The fragment key of an IPv4 or IPv6 packet, and whether it is a first fragment (returned key
+ * prefixed '1') or a later one ('0'); null when the packet is not a fragment. Fragments are
+ * rare, so the string built here costs nothing on the common path.
+ */
+function fragmentKey(tenant: string, buf: Buffer, off: number, len: number, version: number): string | null {
+  if (version === 4) {
+    const fo = buf.readUInt16BE(off + 6);
+    if ((fo & (IPV4_MF | IPV4_OFFSET_MASK)) === 0) return null;
+    const first = (fo & IPV4_OFFSET_MASK) === 0 ? '1' : '0';
+    return `${first}${tenant}|4|${buf.readUInt32BE(off + 12)}|${buf.readUInt32BE(off + 16)}|${buf[off + 9]}|${buf.readUInt16BE(off + 4)}`;
+  }
+  if (buf[off + 6] !== IPPROTO_FRAGMENT || len < IPV6_HEADER + 8) return null;
+  const offM = buf.readUInt16BE(off + 42);
+  const first = offM >> 3 === 0 ? '1' : '0';
+  return `${first}${tenant}|6|${buf.toString('hex', off + 8, off + 40)}|${buf.readUInt32BE(off + 44)}`;
+}
+
 /** Leg limits of this NIC (mtu.ts): what the forwarder checks sizes and clamps the MSS against. */
 export interface LegLimits {
   /** The largest tenant packet both legs carry in one outer datagram (legCarry of each, the smaller). */
@@ -240,6 +306,7 @@ export class Forwarder {
   private engine: PolicyEngine | null = null;
   private readonly tenants = new Map<string, TenantTable>();
   private readonly sources = new Map<number, Source>();
+  private readonly fragments = new FragmentFollower();
   private readonly copies = new CopySlab();
   private readonly extras = new CopySlab();
   private inPlace: InPlaceList;
@@ -291,6 +358,7 @@ export class Forwarder {
   /** Expiry and flow-log housekeeping of the engine; the data plane calls it every ~100 ms. */
   tick(now: number): void {
     this.engine?.tick(now);
+    this.fragments.expire(now);
   }
 
   /**
@@ -491,7 +559,23 @@ export class Forwarder {
       view.offset = off;
       view.length = len;
       let allowed: boolean;
-      if (engine !== null) {
+      // Fragments: IPv4 MF or offset set, IPv6 a fragment header (both rare).
+      const frag = (
+        version === 4
+          ? (buf.readUInt16BE(off + 6) & (IPV4_MF | IPV4_OFFSET_MASK)) !== 0
+          : buf[off + 6] === IPPROTO_FRAGMENT
+      )
+        ? fragmentKey(src.tenant.name, buf, off, len, version)
+        : null;
+      if (frag !== null && frag.charCodeAt(0) === 0x30) {
+        // A later fragment: no L4 header to decide on; it follows its first fragment.
+        if (!this.fragments.allowed(frag.slice(1), now)) {
+          dropped.fragment++;
+          continue;
+        }
+        this.counters.fragmentsFollowed++;
+        allowed = true;
+      } else if (engine !== null) {
         const to = dst.ref;
         allowed = engine.check(
           src.tenant.name,
@@ -514,6 +598,7 @@ export class Forwarder {
         dropped.policy++;
         continue;
       }
+      if (frag !== null && frag.charCodeAt(0) === 0x31) this.fragments.allow(frag.slice(1), now);
       if (tenantMtu > 0) {
         if (len > tenantMtu) {
           // Too big for one outer datagram: answered from here when it must not be fragmented

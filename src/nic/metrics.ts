@@ -88,7 +88,8 @@ export class NicMetrics {
       name: 'tenguard_nic_pmtu_events_total',
       help:
         'Path MTU work on tenant packets: ICMP too-big answers sent or suppressed (rate, ICMP errors), ' +
-        'TCP SYNs with their MSS clamped, packets forwarded in fragmented outer datagrams',
+        'TCP SYNs with their MSS clamped, packets forwarded in fragmented outer datagrams, ' +
+        'non-first tenant fragments let through after their first',
       labelNames: ['event'],
       registers: [r],
       collect() {
@@ -98,6 +99,7 @@ export class NicMetrics {
         setCounter(this, { event: 'icmp_too_big_suppressed' }, c.icmpTooBigSuppressed);
         setCounter(this, { event: 'mss_clamped' }, c.mssClamped);
         setCounter(this, { event: 'fragmented' }, c.fragmented);
+        setCounter(this, { event: 'fragments_followed' }, c.fragmentsFollowed);
       },
     });
     new Counter({

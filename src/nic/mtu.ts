@@ -9,10 +9,12 @@
 //
 // tg0's MTU (what the vSwitch gives a workload) is derived from the smaller of the host link and
 // fabric MTUs minus the worst-case leg overhead (IPv6 outer, 80 bytes, as wg-quick does), and
-// never below 1,280 (the IPv6 minimum; below it the kernel takes IPv6 off tg0). Between 1,280 and
-// 1,360 link MTU a full-size tenant packet does not fit one outer datagram: the NIC clamps TCP's
-// MSS to what fits and answers larger packets with ICMP (pmtu.ts); what still has to pass
-// (IPv4 without DF, IPv6 up to 1,280 bytes) leaves in outer datagrams the kernel fragments.
+// never below 1,280 (the IPv6 minimum; below it the kernel takes IPv6 off tg0). The NIC knows
+// what its legs carry (nicTenantMtu): it clamps TCP's MSS to fit and answers larger packets
+// that must not be fragmented with ICMP (pmtu.ts), so a tg0 larger than the legs (links under
+// 1,360 bytes, a mistaken MTU, hosts with different links) costs no black hole; what still has
+// to pass (IPv4 without DF, IPv6 up to 1,280 bytes) leaves in outer datagrams the kernel
+// fragments.
 import { TgError } from '../util/errors.js';
 
 /** The WireGuard transport header (type, receiver, counter) and the Poly1305 tag. */
@@ -36,6 +38,26 @@ export function legOverhead(outerFamily: 4 | 6): number {
 /** The largest tenant packet one leg carries in a single outer datagram over a link of `linkMtu`. */
 export function legCarry(linkMtu: number, outerFamily: 4 | 6): number {
   return linkMtu - legOverhead(outerFamily);
+}
+
+/** WireGuard pads a packet to a multiple of this (up to the sender's MTU). */
+export const PADDING_MULTIPLE = 16;
+
+/**
+ * The largest tenant packet a NIC passes without fragmenting an outer datagram: what the smaller
+ * of its two legs carries, rounded down to a multiple of 16 so that the padding either end adds
+ * never pushes a packet that fits past its link. The NIC clamps TCP's MSS to it and answers
+ * larger packets that must not be fragmented with ICMP telling it.
+ */
+export function nicTenantMtu(
+  hostLink: { mtu: number; outerFamily: 4 | 6 },
+  fabric: { mtu: number; outerFamily: 4 | 6 },
+): number {
+  const carry = Math.min(
+    legCarry(validateLinkMtu(hostLink.mtu, 'host link MTU'), hostLink.outerFamily),
+    legCarry(validateLinkMtu(fabric.mtu, 'fabric MTU'), fabric.outerFamily),
+  );
+  return Math.min(MAX_TUNNEL_MTU, carry - (carry % PADDING_MULTIPLE));
 }
 
 export function validateLinkMtu(mtu: number, what: string): number {

@@ -21,7 +21,7 @@ import { NIC_MAX_BODY_BYTES, nicRoutes } from './api.js';
 import { NicDataPlane } from './dataplane.js';
 import type { PolicyHook } from './forwarding.js';
 import { NicMetrics } from './metrics.js';
-import { legCarry, validateLinkMtu } from './mtu.js';
+import { nicTenantMtu } from './mtu.js';
 
 export const DEFAULT_NIC_PORT = 51820;
 
@@ -75,6 +75,12 @@ export class NicService {
     const hostPort = opts.hostPort ?? DEFAULT_NIC_PORT;
     const fabricPort = opts.fabricPort ?? DEFAULT_NIC_PORT;
     const now = (): number => performance.now();
+    let tenantMtu: number | undefined;
+    if (opts.linkMtus !== undefined)
+      tenantMtu = nicTenantMtu(
+        { mtu: opts.linkMtus.hostLink, outerFamily: familyOf(opts.hostAddress) },
+        { mtu: opts.linkMtus.fabric, outerFamily: familyOf(opts.fabricAddress) },
+      );
     const agent = new NicAgent({
       hostEndpoint: endpointText(opts.hostAddress, hostPort),
       fabricEndpoint: endpointText(opts.fabricAddress, fabricPort),
@@ -82,16 +88,14 @@ export class NicService {
       log,
       now,
       policy: opts.policy,
+      mtu: tenantMtu,
     });
-    if (opts.linkMtus !== undefined) {
-      const hostLink = validateLinkMtu(opts.linkMtus.hostLink, 'host link MTU');
-      const fabric = validateLinkMtu(opts.linkMtus.fabric, 'fabric MTU');
-      const tenantMtu = Math.min(
-        legCarry(hostLink, familyOf(opts.hostAddress)),
-        legCarry(fabric, familyOf(opts.fabricAddress)),
-      );
+    if (opts.linkMtus !== undefined && tenantMtu !== undefined) {
       agent.forwarder.setLegLimits({ tenantMtu });
-      log.info({ hostLinkMtu: hostLink, fabricMtu: fabric, tenantMtu }, 'NIC leg MTUs');
+      log.info(
+        { hostLinkMtu: opts.linkMtus.hostLink, fabricMtu: opts.linkMtus.fabric, tenantMtu },
+        'NIC leg MTUs',
+      );
     }
     let host: PacketSocket | null = null;
     let fabric: PacketSocket | null = null;

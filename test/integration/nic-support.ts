@@ -38,7 +38,7 @@ export interface NicLab {
 /** Builds a lab and starts its agents; on failure removes what it made. */
 export async function startNicLab(
   prefix: string,
-  size: { hosts: number; tenants: number; workloads: number },
+  size: { hosts: number; tenants: number; workloads: number; mtu?: number },
   opts: LabAgentsOptions = {},
 ): Promise<NicLab> {
   const lab = await buildLab({ prefix, ...size });

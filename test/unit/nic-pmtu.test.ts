@@ -314,3 +314,50 @@ test('forwarder: clamps the MSS of SYNs both ways; a packet without room behind 
     tight.buf.subarray(tight.offsets[0], tight.offsets[0] + 1020),
   );
 });
+
+test('forwarder: later fragments follow a first fragment the firewall passed, and only those', () => {
+  const f = forwarder();
+  const seen: number[] = [];
+  f.policy = (_t, _s, _d, packet) => {
+    seen.push(packet.length);
+    return true;
+  };
+  const fragment = (id: number, offset8: number, more: boolean, size: number): Buffer => {
+    const p = v4('100.64.1.11', '100.64.1.21', 17, Buffer.alloc(size), false);
+    p.writeUInt16BE(id, 4);
+    p.writeUInt16BE((more ? 0x2000 : 0) | offset8, 6);
+    return p;
+  };
+  const r = f.forward(
+    slots([
+      [1, fragment(7, 0, true, 1200)],
+      [1, fragment(7, 150, false, 300)],
+      [1, fragment(8, 150, false, 300)],
+    ]),
+    1000,
+    2048,
+  );
+  assert.equal(r.batch.count, 2);
+  assert.deepEqual(seen, [1220], 'the firewall decides on the first fragment only');
+  assert.equal(f.counters.fragmentsFollowed, 1);
+  assert.equal(f.counters.dropped.fragment, 1);
+  // After FRAGMENT_FOLLOW_MS the packet is forgotten.
+  assert.equal(f.forward(slots([[1, fragment(7, 150, false, 300)]]), 4000, 2048).batch.count, 0);
+  const six = (offM: number): Buffer => {
+    const fh = Buffer.alloc(8 + 600);
+    fh[0] = 17;
+    fh.writeUInt16BE(offM, 2);
+    fh.writeUInt32BE(0xabcdef, 4);
+    return v6('fd00:100:64:1::1:1', 'fd00:100:64:1::2:1', 44, fh);
+  };
+  const r6 = f.forward(
+    slots([
+      [2, six(1)],
+      [2, six((100 << 3) | 0)],
+    ]),
+    5000,
+    2048,
+  );
+  assert.equal(r6.batch.count, 2);
+  assert.equal(f.counters.fragmentsFollowed, 2);
+});
