@@ -36,14 +36,17 @@ export interface PathBenchResult {
   ratio: number;
   /** tenguard: cross host, all its processes; wireguard_go: the single hop, both devices. */
   cpu_s_per_gb: { tenguard: number; wireguard_go: number };
+  /** tenguard's figure split: both NIC agents, and the vSwitch daemons with their devices. */
+  cpu_s_per_gb_tenguard: { nic: number; vswitch: number };
 }
 
-/** Every process of the lab's tenguard data path: NIC agents, vSwitch daemons, device processes. */
-async function tenguardPids(agents: LabAgents): Promise<number[]> {
-  const pids = [...agents.nics.values(), ...agents.vswitchds.values()].map((p) => p.pid);
+/** The processes of the lab's tenguard data path: NIC agents; vSwitch daemons and their devices. */
+async function tenguardPids(agents: LabAgents): Promise<{ nic: number[]; vswitch: number[] }> {
+  const nic = [...agents.nics.values()].map((p) => p.pid);
+  const vswitch = [...agents.vswitchds.values()].map((p) => p.pid);
   for (const v of agents.vswitchds.values())
-    for (const i of await v.client.list()) if (i.pid !== null) pids.push(i.pid);
-  return pids;
+    for (const i of await v.client.list()) if (i.pid !== null) vswitch.push(i.pid);
+  return { nic, vswitch };
 }
 
 async function waitForPath(ns: string, target: string): Promise<void> {
@@ -75,6 +78,7 @@ export async function benchPath(opts: {
   let sameHost: number;
   let crossHost: number;
   let tgCpuPerGb: number;
+  let parts: { nic: number; vswitch: number };
   let agents: LabAgents | undefined;
   try {
     agents = await LabAgents.start(lab, {
@@ -93,10 +97,16 @@ export async function benchPath(opts: {
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
     sameHost = (await iperfTcp(lab, a.name, same.name, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
-    const cpu = new CpuMeter(await tenguardPids(agents));
-    cpu.start();
+    const pids = await tenguardPids(agents);
+    const nicCpu = new CpuMeter(pids.nic);
+    const vswitchCpu = new CpuMeter(pids.vswitch);
+    nicCpu.start();
+    vswitchCpu.start();
     const r = await iperfTcp(lab, a.name, cross.name, cross.address, opts.seconds);
-    tgCpuPerGb = cpuSecondsPerGb(cpu.stop(), r.bytes);
+    const nicS = nicCpu.stop();
+    const vswitchS = vswitchCpu.stop();
+    tgCpuPerGb = cpuSecondsPerGb(nicS + vswitchS, r.bytes);
+    parts = { nic: cpuSecondsPerGb(nicS, r.bytes), vswitch: cpuSecondsPerGb(vswitchS, r.bytes) };
     crossHost = r.mbps;
   } finally {
     await agents?.stop();
@@ -127,6 +137,7 @@ export async function benchPath(opts: {
     mbps: { 'same-host': round(sameHost), 'cross-host': round(crossHost), 'wireguard-go': round(wg) },
     ratio: Math.round((crossHost / wg) * 1000) / 1000,
     cpu_s_per_gb: { tenguard: tgCpuPerGb, wireguard_go: wgCpuPerGb },
+    cpu_s_per_gb_tenguard: parts,
   };
 }
 
