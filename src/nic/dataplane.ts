@@ -11,7 +11,9 @@
 // identity's leave on the host socket, every tenant identity's on the fabric socket.
 // Per readiness event: up to DRAIN_ROUNDS batches of up to BATCH datagrams, each one
 // recvmmsg, one inbound call (one AEAD open call), one forward pass, one outboundToPeers call
-// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS, the firewall's
+// (one AEAD seal call, in place: each packet is re-encrypted in the receive slot it was
+// decrypted in), and a sendmmsg per socket; a second outboundToPeers call only when the
+// forwarder answered packets with ICMP or had to copy one. Timers tick every TICK_MS, the firewall's
 // housekeeping (connection expiry, flow-log flush) with them. The firewall's clock (wall ms,
 // for flow records) is read once per batch.
 import { performance } from 'node:perf_hooks';

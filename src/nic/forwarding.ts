@@ -20,9 +20,16 @@
 // default deny; the NIC agent always attaches one) or, without one, the `policy` hook. Nothing
 // is ever sent in plaintext: the NIC has no TUN device, every output goes through the engine.
 //
+// Path MTU (mtu.ts, pmtu.ts; README "MTUs of the legs"): with leg limits set, TCP SYNs get
+// their MSS clamped to the tenant MTU, and a packet from a local workload larger than it that
+// must not be fragmented is dropped and answered with ICMP on the workload's own session
+// (rate-limited per session). Later IPv4/IPv6 fragments follow a first fragment the firewall
+// passed (the firewall sees only first fragments' L4 headers).
+//
 // Hot path: one Map lookup per packet for the source (cached across runs of one session), one
-// trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), one
-// memcpy into a preallocated slab. No allocation. The clock is read once per batch (`now`).
+// trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), and
+// no copy: in place (the NIC data plane) the packet stays in its receive slot for the engine to
+// re-encrypt. No allocation except for fragments (rare). The clock is read once per batch.
 
 import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';
