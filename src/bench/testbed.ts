@@ -6,9 +6,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { uapiGet } from '../device/uapi-client.js';
+import { uapiGet } from '../uapi/client.js';
 import { TgError } from '../util/errors.js';
-import { run, runInOk, runOk } from '../util/exec.js';
+import { endChild, run, runInOk, runOk } from '../util/exec.js';
 
 export type Implementation = 'wireguard-go' | 'tenguard';
 
@@ -251,13 +251,7 @@ export async function stopDevice(s: Side): Promise<void> {
   const p = s.proc;
   if (!p) return;
   s.proc = undefined;
-  if (p.exitCode === null && p.signalCode === null) {
-    const exited = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(t);
-  }
+  await endChild(p, 'SIGTERM');
   await run('ip', ['netns', 'exec', s.ns, 'ip', 'link', 'del', s.tun]);
 }
 

@@ -8,7 +8,7 @@
 //                                   <id> enrolling, or a service renewing its own identity
 //   anyone else                     nothing
 // Reasons are stable CamelCase words, as Kubernetes condition reasons are.
-import type { SpiffeId } from './spiffe.js';
+import type { SpiffeId } from '../identity/spiffe.js';
 
 export type Requester =
   | { readonly kind: 'admin' }

@@ -11,12 +11,15 @@
 // `rotate prepare` makes a next generation, `rotate activate` makes it active (the old one
 // becomes previous), `rotate retire` drops the previous one once its certificates expired.
 import { X509Certificate as NodeX509 } from 'node:crypto';
+import { normalizeSerial } from '../identity/certs.js';
+import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.js';
+import { TrustBundle } from '../identity/trust-bundle.js';
+import * as x509 from '../identity/x509.js';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import type { CaConfig } from './config.js';
 import { type CaKey, type CaKeyStore, TokenKeyStore, type TokenOpenOptions } from './key-store.js';
 import { RevocationList } from './revocation.js';
-import { parseSpiffeId, type SpiffeId } from './spiffe.js';
 import {
   type CaMetadata,
   type CaStore,
@@ -30,15 +33,12 @@ import {
   createIntermediateRequest,
   createRootCertificate,
   issueSvid,
-  normalizeSerial,
   SVID_USAGES,
   type SvidUsage,
   subjectKeyId,
   toPem,
   type VerifiedCsr,
 } from './svid.js';
-import { TrustBundle } from './trust-bundle.js';
-import * as x509 from './x509.js';
 
 const log = logger('ca');
 

@@ -19,8 +19,8 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
+import { validateTrustDomain } from '../identity/spiffe.js';
 import { TgError } from '../util/errors.js';
-import { validateTrustDomain } from './spiffe.js';
 
 export const SOFTHSM2_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 export const CONFIG_ENV = 'TENGUARD_CA_CONFIG';

@@ -11,23 +11,21 @@
 // maxObjects or after retainSeconds, as the Kubernetes CSR cleaner drops them after an hour.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import {
+  ALLOWED_USAGES,
+  API_GROUP_VERSION,
+  type CertificateSigningRequest,
+  type CertificateSigningRequestList,
+  type ConditionType,
+  type CsrCondition,
+  type CsrUsage,
+  SIGNER_NAME,
+} from '../identity/csr.js';
+import { parseSpiffeId, type SpiffeId } from '../identity/spiffe.js';
 import { TgError } from '../util/errors.js';
 import { decide, type PlacementLookup, type Requester, requesterName } from './approval.js';
 import type { IssuedSvid, IssueRequest } from './authority.js';
-import { parseSpiffeId, type SpiffeId } from './spiffe.js';
 import { CSR_MAX_PEM_CHARS, type SvidUsage, verifyCsr } from './svid.js';
-
-export const API_GROUP_VERSION = 'certificates.k8s.io/v1';
-export const SIGNER_NAME = 'tenguard.io/x509-svid';
-
-/** Kubernetes KeyUsage strings this signer honours. */
-export const ALLOWED_USAGES = [
-  'digital signature',
-  'key encipherment',
-  'server auth',
-  'client auth',
-] as const;
-export type CsrUsage = (typeof ALLOWED_USAGES)[number];
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
@@ -59,37 +57,6 @@ const CreateSchema = z.strictObject({
       .optional(),
   }),
 });
-
-export type ConditionType = 'Approved' | 'Denied' | 'Failed';
-
-export interface CsrCondition {
-  readonly type: ConditionType;
-  readonly status: 'True';
-  readonly reason: string;
-  readonly message: string;
-  readonly lastUpdateTime: string;
-  readonly lastTransitionTime: string;
-}
-
-export interface CertificateSigningRequest {
-  readonly apiVersion: typeof API_GROUP_VERSION;
-  readonly kind: 'CertificateSigningRequest';
-  readonly metadata: { readonly name: string; readonly uid: string; readonly creationTimestamp: string };
-  readonly spec: {
-    readonly request: string;
-    readonly signerName: string;
-    readonly usages: readonly CsrUsage[];
-    readonly expirationSeconds?: number;
-    readonly username: string;
-  };
-  readonly status: { readonly conditions: readonly CsrCondition[]; readonly certificate?: string };
-}
-
-export interface CertificateSigningRequestList {
-  readonly apiVersion: typeof API_GROUP_VERSION;
-  readonly kind: 'CertificateSigningRequestList';
-  readonly items: readonly CertificateSigningRequest[];
-}
 
 /** What the CSR API needs from the CA. */
 export interface SvidIssuer {
@@ -300,11 +267,4 @@ function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
-}
-
-/** Decodes status.certificate into PEM certificates (leaf first). */
-export function issuedChain(obj: CertificateSigningRequest): string | undefined {
-  return obj.status.certificate === undefined
-    ? undefined
-    : Buffer.from(obj.status.certificate, 'base64').toString('utf8');
 }

@@ -9,17 +9,17 @@
 // HTTP status and the TG_ERR code as reason; a failed request changes nothing.
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { CSR_COLLECTION_PATH } from '../identity/csr.js';
+import type { IsRevoked } from '../identity/mtls.js';
+import { authorizeRequest } from '../identity/mtls.js';
+import { parseSpiffeId, type SpiffeIdPattern } from '../identity/spiffe.js';
+import type { TrustBundle } from '../identity/trust-bundle.js';
 import { ERROR_CODES, TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
 import type { Requester } from './approval.js';
-import { API_GROUP_VERSION, type CsrService } from './csr-api.js';
-import { authorizeRequest } from './mtls.js';
-import type { IsRevoked } from './revocation.js';
-import { parseSpiffeId, type SpiffeIdPattern } from './spiffe.js';
+import type { CsrService } from './csr-api.js';
 import type { RevocationRecord } from './store.js';
-import type { TrustBundle } from './trust-bundle.js';
 
-export const CSR_COLLECTION_PATH = `/apis/${API_GROUP_VERSION}/certificatesigningrequests`;
 export const MAX_BODY_BYTES = 64 * 1024;
 
 const log = logger('ca.http');

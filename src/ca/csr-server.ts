@@ -5,16 +5,16 @@
 import { rmSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
+import { CA_SERVICE_NAME } from '../identity/enrolment.js';
+import type { Identity } from '../identity/identity.js';
+import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from '../identity/mtls.js';
+import { IdentityRenewer } from '../identity/renewal.js';
+import { serviceId } from '../identity/spiffe.js';
 import type { Logger } from '../util/log.js';
 import type { PlacementLookup } from './approval.js';
 import type { CertificateAuthority } from './authority.js';
 import { CsrService } from './csr-api.js';
 import { csrRequestHandler, enrolmentAuthenticator, JoinTokens } from './csr-http.js';
-import { CA_SERVICE_NAME } from './enrolment.js';
-import type { Identity } from './identity.js';
-import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from './mtls.js';
-import { IdentityRenewer } from './renewal.js';
-import { serviceId } from './spiffe.js';
 import { verifyCsr } from './svid.js';
 
 export interface CsrServerOptions {

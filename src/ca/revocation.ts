@@ -3,10 +3,10 @@
 // revocation written by any process on this host (tenguard ca revoke, the CSR server) is
 // effective from the next check. A CA in this process also adds its own revocations
 // directly.
-import type { CaStore, RevocationCursor, RevocationRecord } from './store.js';
-import { normalizeSerial } from './svid.js';
 
-export type IsRevoked = (serial: string) => boolean;
+import { normalizeSerial } from '../identity/certs.js';
+import type { IsRevoked } from '../identity/mtls.js';
+import type { CaStore, RevocationCursor, RevocationRecord } from './store.js';
 
 export interface RevocationListOptions {
   /** Re-read the store at most this often; 0 (the default) reads on every check. */

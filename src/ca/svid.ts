@@ -9,17 +9,17 @@
 //    keyUsage keyCertSign and cRLSign.
 // And the checks on an incoming PKCS#10 request.
 import { createHash, createPublicKey, type KeyObject, randomBytes, type webcrypto } from 'node:crypto';
+import { OID_SAN } from '../identity/certs.js';
+import type { SpiffeId } from '../identity/spiffe.js';
+import * as x509 from '../identity/x509.js';
 import { TgError } from '../util/errors.js';
-import type { SpiffeId } from './spiffe.js';
 import { TOKEN_SIGNING_ALGORITHM } from './token-crypto.js';
-import * as x509 from './x509.js';
 
 export type SvidUsage = 'server auth' | 'client auth';
 export const SVID_USAGES: readonly SvidUsage[] = ['server auth', 'client auth'];
 
 /** Largest PKCS#10 request accepted, in PEM characters. */
 export const CSR_MAX_PEM_CHARS = 16 * 1024;
-export const OID_SAN = '2.5.29.17';
 const EKU_OID: Record<SvidUsage, string> = {
   'server auth': x509.ExtendedKeyUsage.serverAuth,
   'client auth': x509.ExtendedKeyUsage.clientAuth,
@@ -146,19 +146,6 @@ export function randomSerial(): string {
   return b.toString('hex');
 }
 
-/** Canonical serial text: lowercase hex, no separators, no leading zeros. */
-export function normalizeSerial(serial: string): string {
-  const s = serial
-    .trim()
-    .replace(/^0x/i, '')
-    .replace(/:/g, '')
-    .toLowerCase()
-    .replace(/^0+(?=.)/, '');
-  if (!/^[0-9a-f]{1,40}$/.test(s))
-    throw bad(`'${serial.slice(0, 60)}' is not a certificate serial number (hex)`);
-  return s;
-}
-
 export interface CaSigner {
   /** The CA certificate whose key signs; its subject becomes the issuer. */
   readonly certificate: x509.X509Certificate;
@@ -281,17 +268,4 @@ export async function createIntermediateRequest(
 export function toPem(item: { toString(format: 'pem'): string }): string {
   const pem = item.toString('pem').replace(/\r\n/g, '\n');
   return pem.endsWith('\n') ? pem : `${pem}\n`;
-}
-
-/** Splits concatenated PEM certificates; anything else in the text is an error. */
-export function splitPemCertificates(text: string): string[] {
-  const re = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----\r?\n?/g;
-  const out: string[] = [];
-  let rest = text;
-  for (const m of text.matchAll(re)) {
-    out.push(m[0].replace(/\r\n/g, '\n').replace(/\n?$/, '\n'));
-    rest = rest.replace(m[0], '');
-  }
-  if (rest.trim().length > 0) throw bad('unexpected text around the PEM certificates');
-  return out;
 }

@@ -5,10 +5,10 @@
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { assembleIdentity, type Identity } from '../ca/identity.js';
-import { clientTlsOptions } from '../ca/mtls.js';
-import { serviceId } from '../ca/spiffe.js';
-import { TrustBundle } from '../ca/trust-bundle.js';
+import { assembleIdentity, type Identity } from '../identity/identity.js';
+import { clientTlsOptions } from '../identity/mtls.js';
+import { serviceId } from '../identity/spiffe.js';
+import { TrustBundle } from '../identity/trust-bundle.js';
 import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
 import { TgError } from '../util/errors.js';

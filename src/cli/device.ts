@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Device } from '../device/device.js';
-import { validateIfname } from '../device/uapi-server.js';
+import { validateIfname } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 

@@ -2,8 +2,8 @@
 // DPU's own cores. It creates every key it uses in memory, marks itself non-dumpable, and
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../ca/service-mtls.js';
-import { nicId } from '../ca/spiffe.js';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../identity/service-mtls.js';
+import { nicId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { validateLinkMtu } from '../nic/mtu.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';

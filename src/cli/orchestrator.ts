@@ -2,9 +2,9 @@
 // data directory, REST+JSON on a Unix socket, a reconciliation pass every interval. Ends
 // cleanly on SIGTERM/SIGINT (the agents and workloads keep running: a restarted
 // orchestrator reloads the store and changes nothing that is right).
-import { wipeTlsKey } from '../ca/mtls.js';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
-import { nicId, serviceId } from '../ca/spiffe.js';
+import { wipeTlsKey } from '../identity/mtls.js';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../identity/service-mtls.js';
+import { nicId, serviceId } from '../identity/spiffe.js';
 import type { AgentEndpointOf } from '../orchestrator/agents.js';
 import { ORCHESTRATOR_MAX_BODY_BYTES, orchestratorRoutes } from '../orchestrator/api.js';
 import { DEFAULT_RECONCILE_INTERVAL_MS, Orchestrator } from '../orchestrator/orchestrator.js';

@@ -1,9 +1,9 @@
 // `tenguard vswitchd`: the vSwitch daemon of one host. It runs in the host's network namespace
 // and keeps one tunnel device per workload, driven through its API: each device its own
 // process (--isolation process, the default) or all inside the daemon (--isolation shared).
-import { wipeTlsKey } from '../ca/mtls.js';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../ca/service-mtls.js';
-import { serviceId } from '../ca/spiffe.js';
+import { wipeTlsKey } from '../identity/mtls.js';
+import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../identity/service-mtls.js';
+import { serviceId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { MAX_TUNNEL_MTU, MIN_LINK_MTU, tunnelMtu } from '../nic/mtu.js';
 import { TgError } from '../util/errors.js';

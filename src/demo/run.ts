@@ -4,9 +4,9 @@
 // an interrupt. Every claim is a check in the report; every long-running process the demo
 // starts is tracked by pid and must be gone at the end.
 import { existsSync, readdirSync } from 'node:fs';
-import { UAPI_SOCKET_DIR } from '../device/uapi-server.js';
 import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '../lab/index.js';
 import { LabAgents } from '../nic/lab-harness.js';
+import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import type { DemoControl } from './control.js';
 import { LabControl } from './lab-control.js';

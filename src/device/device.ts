@@ -15,11 +15,11 @@ import { NativeUdpSocket } from '../native/udp.js';
 import type { TransportAead } from '../protocol/aead.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { Engine } from '../protocol/engine.js';
+import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
+import { UapiServer } from '../uapi/server.js';
 import { runOk } from '../util/exec.js';
 import { type Logger, logger } from '../util/log.js';
 import { EngineUapiBackend } from './engine-backend.js';
-import { UAPI_ERRNO, UapiError } from './uapi.js';
-import { UapiServer } from './uapi-server.js';
 
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
 export const DEVICE_BATCH = 128;
@@ -67,6 +67,8 @@ export class Device {
     count: 0,
   };
   private ticker: NodeJS.Timeout | null = null;
+  /** A turn of handshake work is scheduled (setImmediate). */
+  private draining = false;
   private uapi: UapiServer | null = null;
   private closed = false;
   private closedSockets = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0 };
@@ -193,13 +195,32 @@ export class Device {
         }
       }
       this.send(res.control);
+      this.scheduleHandshakes();
       if (n < b.capacity) return;
     }
   }
 
+  /**
+   * Queued handshake messages are worked off one slice per event-loop turn (the engine bounds a
+   * slice), after the I/O callbacks of that turn, so a handshake flood delays handshakes only.
+   */
+  private scheduleHandshakes(): void {
+    if (this.draining || this.closed || this.engine.pendingHandshakes === 0) return;
+    this.draining = true;
+    setImmediate(this.drainHandshakes);
+  }
+
+  private readonly drainHandshakes = (): void => {
+    this.draining = false;
+    if (this.closed || !this.backend.hasPrivateKey) return;
+    this.send(this.engine.handshakes(now()));
+    this.scheduleHandshakes();
+  };
+
   private onTick(): void {
     if (!this.backend.hasPrivateKey) return;
     this.send(this.engine.tick(now()));
+    this.scheduleHandshakes();
   }
 
   private send(out: OutgoingDatagrams): void {

@@ -3,7 +3,8 @@
 // for an identity, so until `wg` sets one the identity runs on a placeholder key that no
 // one knows, and the driver neither sends nor accepts anything (hasPrivateKey false).
 import { generateKeyPairSync } from 'node:crypto';
-import { decodeEndpoint, encodeEndpoint } from '../native/endpoint.js';
+import { decodeEndpoint, encodeEndpoint } from '../net/endpoint.js';
+import { formatIp } from '../net/ip.js';
 import type { Engine } from '../protocol/engine.js';
 import {
   UAPI_ERRNO,
@@ -11,8 +12,7 @@ import {
   type UapiChangeSet,
   type UapiDeviceSnapshot,
   UapiError,
-} from './uapi.js';
-import { formatIp } from './uapi-addr.js';
+} from '../uapi/protocol.js';
 
 export interface DevicePorts {
   /** Binds the outer UDP socket to `port` (0: any); throws UapiError(EADDRINUSE) when it cannot. */
@@ -127,6 +127,9 @@ export class EngineUapiBackend implements UapiBackend {
     const c = this.engine.counters;
     for (const [k, v] of Object.entries(c)) if (typeof v === 'number') out[k] = v;
     for (const [k, v] of Object.entries(c.dropped)) out[`dropped.${k}`] = v;
+    // Gauges: handshake messages waiting for work, and whether the engine is under load now.
+    out['handshake.queued'] = this.engine.pendingHandshakes;
+    out['handshake.underLoad'] = this.engine.isUnderLoad(this.now()) ? 1 : 0;
     for (const [k, v] of Object.entries(this.ports.ioCounters())) out[k] = v;
     return out;
   }

@@ -6,12 +6,12 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
+import { listNamespaces } from '../util/netns.js';
 import {
   deleteNamespaces,
   deleteRootLinks,
   ipBatch,
   killNamespaceProcesses,
-  listNamespaces,
   listRootLinks,
   namespaceLinkReadiness,
 } from './netns.js';

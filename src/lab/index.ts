@@ -1,5 +1,7 @@
 // The lab's API for the rest of tenguard (NIC agent, vSwitch, orchestrator, tests):
 // build, load, inspect and remove labs, and run commands on their nodes.
+
+export { listNamespaces, namespaceExists } from '../util/netns.js';
 export {
   type BuildOptions,
   type BuildProgress,
@@ -10,7 +12,6 @@ export {
   type LabObjects,
   loadLab,
 } from './build.js';
-export { listNamespaces, namespaceExists } from './netns.js';
 export {
   belongsToLab,
   DEFAULT_PREFIX,

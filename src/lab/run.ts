@@ -3,7 +3,7 @@
 import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { TgError } from '../util/errors.js';
 import type { RunResult } from '../util/exec.js';
-import { namespaceExists } from './netns.js';
+import { namespaceExists } from '../util/netns.js';
 import { planNodes } from './plan.js';
 import { type LabState, planOf } from './state.js';
 

@@ -1,7 +1,7 @@
 // Batched WireGuard transport AEAD (ChaCha20-Poly1305) in the addon, using the OpenSSL
 // built into node: one reused cipher context, in-place, no allocation per packet.
+import type { TransportAead } from '../protocol/aead.js';
 import { loadNative, type RawAead } from './binding.js';
-import type { TransportAead } from './types.js';
 
 export class NativeAead implements TransportAead {
   private readonly raw: RawAead;

@@ -1,6 +1,6 @@
 // Preallocated buffers for the batched I/O calls: one slab of fixed-size slots plus the
 // lengths, offsets and endpoints arrays, allocated once and reused for every batch.
-import { ENDPOINT_SIZE } from './endpoint.js';
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 
 /** Room for the 16-byte WireGuard transport header in front of a packet read from TUN. */
 export const WG_HEADROOM = 16;

@@ -7,15 +7,16 @@
 // FakeNetwork delivers synchronously into the destination's queue when sendBatch runs (as
 // loopback does), and can drop, duplicate and reorder datagrams with a seeded generator so
 // that a failing test replays exactly.
-import { TgError } from '../util/errors.js';
+
 import {
   decodeEndpoint,
+  ENDPOINT_OFFSET_FAMILY,
   ENDPOINT_SIZE,
-  EP_FAMILY,
   encodeAddressPort,
   endpointAddress,
   endpointPort,
-} from './endpoint.js';
+} from '../net/endpoint.js';
+import { TgError } from '../util/errors.js';
 import type { IoStats, PacketSocket, ReadableCallback, TunDevice } from './types.js';
 import { checkEndpointFamilies, checkEndpoints, checkExtents, checkSlots, errnoError } from './validate.js';
 
@@ -341,7 +342,7 @@ export class FakeNetwork {
       this.counters.dropped++;
       return;
     }
-    const family = dest[destOffset + EP_FAMILY];
+    const family = dest[destOffset + ENDPOINT_OFFSET_FAMILY];
     const port = endpointPort(dest, destOffset);
     const exact = `${endpointAddress(dest, destOffset)}|${port}`;
     const target = this.sockets.get(exact) ?? this.sockets.get(`*${family}|${port}`);
@@ -392,7 +393,7 @@ export class FakeUdpSocket implements PacketSocket {
     this.network = network;
     const address = opts.address ?? '::';
     const requested = encodeAddressPort(address, opts.port ?? 0);
-    this.family = requested[EP_FAMILY] === 4 ? 4 : 6;
+    this.family = requested[ENDPOINT_OFFSET_FAMILY] === 4 ? 4 : 6;
     this.v6Only = opts.v6Only ?? false;
     this.queueLimit = opts.queueLimit ?? 4096;
     const text = endpointAddress(requested);
@@ -469,7 +470,7 @@ export class FakeUdpSocket implements PacketSocket {
     let sent = 0;
     for (let i = 0; i < count; i++) {
       const at = i * ENDPOINT_SIZE;
-      const family = endpoints[at + EP_FAMILY];
+      const family = endpoints[at + ENDPOINT_OFFSET_FAMILY];
       if (family === 6 ? this.family === 4 : !this.sendsV4) {
         countDrop(this.counters, 'txRejected', family === 6 ? 'EAFNOSUPPORT' : 'ENETUNREACH');
         continue;

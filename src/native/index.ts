@@ -1,21 +1,11 @@
 // The native I/O layer: what Node has no API for (TUN devices, batched UDP, fd readiness
 // on the event loop, batched AEAD with node's OpenSSL, prctl), behind the interfaces in
-// types.ts, plus in-memory fakes for tests (fake.ts, imported separately).
+// types.ts, plus in-memory fakes for tests (fake.ts, imported separately). The 20-byte
+// endpoint the sockets read and write is src/net/endpoint.ts.
 export { NativeAead } from './aead.js';
 export { DEFAULT_BATCH, DEFAULT_SLOT_SIZE, PacketBatch, WG_HEADROOM } from './batch.js';
 export { loadNative } from './binding.js';
 export { isDumpable, setDumpable } from './dumpable.js';
-export {
-  decodeEndpoint,
-  ENDPOINT_SIZE,
-  encodeAddressPort,
-  encodeEndpoint,
-  endpointAddress,
-  endpointFamily,
-  endpointPort,
-  endpointsEqual,
-  splitEndpoint,
-} from './endpoint.js';
 export { MAX_IFNAME_LEN, NativeTunDevice, type TunOptions } from './tun.js';
-export type { IoStats, PacketIo, PacketSocket, ReadableCallback, TransportAead, TunDevice } from './types.js';
+export type { IoStats, PacketIo, PacketSocket, ReadableCallback, TunDevice } from './types.js';
 export { DEFAULT_SOCKET_BUFFER, NativeUdpSocket, type UdpOptions } from './udp.js';

@@ -1,6 +1,7 @@
-// The data plane's I/O contracts: a TUN device, a UDP packet socket and the batched
-// WireGuard transport AEAD. Native implementations: tun.ts, udp.ts, aead.ts (over the
-// addon in native/). In-memory fakes with the same behaviour: fake.ts.
+// The data plane's I/O contracts: a TUN device and a UDP packet socket. Native
+// implementations: tun.ts, udp.ts (over the addon in native/); aead.ts implements the
+// batched transport AEAD whose contract is src/protocol/aead.ts. In-memory fakes with the
+// same behaviour: fake.ts.
 //
 // Slot layout (batched reads): packet i is placed at slab offset i*slotSize + headroom and
 // lengths[i] is its length. The headroom lets the data plane write the 16-byte WireGuard
@@ -68,7 +69,7 @@ export interface PacketSocket extends PacketIo {
   readonly localPort: number;
   /**
    * Like TunDevice.readBatch, plus the source of datagram i as a 20-byte endpoint at
-   * endpoints[i*20 ...] (see endpoint.ts). Needs endpoints.length >= max*20.
+   * endpoints[i*20 ...] (see src/net/endpoint.ts). Needs endpoints.length >= max*20.
    */
   recvBatch(
     slab: Buffer,
@@ -89,29 +90,4 @@ export interface PacketSocket extends PacketIo {
     endpoints: Buffer,
     count: number,
   ): number;
-}
-
-/** WireGuard transport data AEAD over batches, in place (structurally the same as src/protocol/aead.ts). */
-export interface TransportAead {
-  /** offsets[i] points at a 16-byte WireGuard transport header (type u32 LE=4, receiver u32 LE, counter u64 LE)
-   * already written; plaintext (already padded) follows at offsets[i]+16 for plainLengths[i] bytes. Encrypts
-   * in place with keys[i] (32 bytes) and nonce = 4 zero bytes || counter (8 bytes LE from the header), AAD
-   * empty, and writes the 16-byte tag right after the ciphertext. */
-  sealBatch(
-    buf: Buffer,
-    offsets: Uint32Array,
-    plainLengths: Uint32Array,
-    keys: readonly Buffer[],
-    count: number,
-  ): void;
-  /** lengths[i] = whole message length (16 header + ciphertext + 16 tag). Decrypts in place (plaintext at
-   * offsets[i]+16, length lengths[i]-32), ok[i] = 1 when the tag verified, else 0 (plaintext then undefined). */
-  openBatch(
-    buf: Buffer,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    keys: readonly Buffer[],
-    count: number,
-    ok: Uint8Array,
-  ): void;
 }

@@ -1,8 +1,9 @@
 // UDP socket over the addon, for the encrypted (outer) transport: batched recvmmsg into
 // slab slots and sendmmsg to per-packet endpoints, with large kernel buffers.
+
+import { decodeEndpoint, ENDPOINT_SIZE, encodeAddressPort, endpointPort } from '../net/endpoint.js';
 import { TgError } from '../util/errors.js';
 import { loadNative, type RawUdp } from './binding.js';
-import { decodeEndpoint, ENDPOINT_SIZE, encodeAddressPort, endpointPort } from './endpoint.js';
 import type { IoStats, PacketSocket, ReadableCallback } from './types.js';
 
 /** wireguard-go's socket buffer size: enough for bursts between event-loop turns. */

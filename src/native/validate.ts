@@ -1,7 +1,7 @@
 // The native batch calls' argument checks, in TypeScript, so that the fakes reject exactly
 // what the addon rejects (same error class and code), and Node-style errno errors for
 // the fakes' simulated failures.
-import { ENDPOINT_SIZE, EP_FAMILY } from './endpoint.js';
+import { ENDPOINT_OFFSET_FAMILY, ENDPOINT_SIZE } from '../net/endpoint.js';
 
 export function argTypeError(message: string): TypeError {
   return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_TYPE' });
@@ -101,7 +101,7 @@ export function checkEndpoints(endpoints: unknown, count: number, what: string):
 
 export function checkEndpointFamilies(endpoints: Uint8Array, count: number): void {
   for (let i = 0; i < count; i++) {
-    const family = endpoints[i * ENDPOINT_SIZE + EP_FAMILY];
+    const family = endpoints[i * ENDPOINT_SIZE + ENDPOINT_OFFSET_FAMILY];
     if (family !== 4 && family !== 6)
       throw argTypeError(`endpoint ${i} has family ${family}, expected 4 or 6`);
   }

@@ -1,7 +1,7 @@
 // Workload addresses as the NIC accepts them: one unicast host address (IPv4 or IPv6) per
 // workload. Its prefix (/32 or /128) is the workload's only allowed IP on its on-host session,
 // which is what makes a forged source address a cryptokey-routing drop.
-import { formatIp, parseIPv4, parseIPv6 } from '../device/uapi-addr.js';
+import { formatIp, parseIp } from '../net/ip.js';
 import type { IpPrefix } from '../protocol/allowedips.js';
 import { TgError } from '../util/errors.js';
 
@@ -39,7 +39,7 @@ function unusable(bytes: Uint8Array): string | null {
 
 /** Parses a workload address; TG_ERR_INVALID_ARGUMENT naming the problem otherwise. */
 export function parseHostAddress(text: string, what = 'address'): HostAddress {
-  const bytes = text.includes(':') ? parseIPv6(text) : parseIPv4(text);
+  const bytes = parseIp(text);
   if (bytes === null)
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',

@@ -20,9 +20,9 @@
 // Every method validates everything before it changes anything: a refused request (TgError)
 // leaves keys, engine and tables as they were.
 
-import type { Identity } from '../ca/identity.js';
-import { parseEndpoint } from '../device/uapi-addr.js';
-import { encodeEndpoint } from '../native/endpoint.js';
+import type { Identity } from '../identity/identity.js';
+import { encodeEndpoint } from '../net/endpoint.js';
+import { parseEndpoint } from '../net/ip.js';
 import { WorkloadDirectory } from '../policy/directory.js';
 import { type EngineOptions, PolicyEngine } from '../policy/engine.js';
 import { FlowLog, type FlowLogOptions, type FlowQuery, type FlowRecord } from '../policy/flowlog.js';

@@ -62,6 +62,8 @@
 // the workload is listed routed: false (a known limit: a grant between tenants that share no
 // host pair is not routed). A granted address must not be one of the importing tenant's own
 // (tenants may overlap addresses; grants need them apart): such a list is refused (409).
+
+import { nameSchema } from '../net/name.js';
 import { parseSince } from '../policy/flowlog.js';
 import { TgError } from '../util/errors.js';
 import { answer, parseBody, type Route, textAnswer } from '../util/http-json.js';
@@ -71,7 +73,6 @@ import type { NicMetrics } from './metrics.js';
 import {
   emptySchema,
   flowQuerySchema,
-  nameSchema,
   registerWorkloadSchema,
   tenantGrantsSchema,
   tenantPeersSchema,

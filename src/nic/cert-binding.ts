@@ -9,11 +9,11 @@
 // The binding is re-made at every renewal (the certificate key changes with it); a binding
 // whose certificate has expired is refused, so a relayed key is as fresh as the certificate.
 import { sign, verify, X509Certificate } from 'node:crypto';
-import type { Identity } from '../ca/identity.js';
-import { svidSpiffeId } from '../ca/identity.js';
-import type { IsRevoked } from '../ca/revocation.js';
-import { normalizeSerial, splitPemCertificates } from '../ca/svid.js';
-import type { TrustBundle } from '../ca/trust-bundle.js';
+import { normalizeSerial, splitPemCertificates } from '../identity/certs.js';
+import type { Identity } from '../identity/identity.js';
+import { svidSpiffeId } from '../identity/identity.js';
+import type { IsRevoked } from '../identity/mtls.js';
+import type { TrustBundle } from '../identity/trust-bundle.js';
 import { TgError } from '../util/errors.js';
 import { lengthPrefixed } from './identity.js';
 

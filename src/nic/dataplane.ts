@@ -19,8 +19,8 @@
 import { performance } from 'node:perf_hooks';
 import { PacketBatch } from '../native/batch.js';
 import type { PacketSocket } from '../native/types.js';
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { DatagramBatch, OutgoingDatagrams } from '../protocol/batch.js';
-import { ENDPOINT_SIZE } from '../protocol/endpoint.js';
 import type { Engine } from '../protocol/engine.js';
 import type { Logger } from '../util/log.js';
 import type { Forwarder } from './forwarding.js';
@@ -96,6 +96,8 @@ export class NicDataPlane {
   private readonly fabricList = new SendList();
   private ticker: NodeJS.Timeout | null = null;
   private closed = false;
+  /** A turn of handshake work is scheduled (setImmediate). */
+  private draining = false;
   /** Exceptions caught at the loop boundary (should stay 0). */
   loopErrors = 0;
 
@@ -167,9 +169,32 @@ export class NicDataPlane {
         this.loopErrors++;
         this.log.error({ err: e }, 'NIC data plane: unexpected exception in a batch');
       }
+      this.scheduleHandshakes();
       if (n < b.capacity) return;
     }
   }
+
+  /**
+   * Queued handshake messages are worked off one slice per event-loop turn (the engine bounds a
+   * slice), after the I/O callbacks of that turn, so a handshake flood delays handshakes only.
+   */
+  private scheduleHandshakes(): void {
+    if (this.draining || this.closed || this.engine.pendingHandshakes === 0) return;
+    this.draining = true;
+    setImmediate(this.drainHandshakes);
+  }
+
+  private readonly drainHandshakes = (): void => {
+    this.draining = false;
+    if (this.closed) return;
+    try {
+      this.send(this.engine.handshakes(this.now()));
+    } catch (e) {
+      this.loopErrors++;
+      this.log.error({ err: e }, 'NIC data plane: unexpected exception in handshake work');
+    }
+    this.scheduleHandshakes();
+  };
 
   /**
    * One received batch: decrypt, forward, re-encrypt, send. Packets are re-encrypted where they
@@ -205,6 +230,7 @@ export class NicDataPlane {
     try {
       this.send(this.engine.tick(this.now()));
       this.forwarder.tick(Date.now());
+      this.scheduleHandshakes();
     } catch (e) {
       this.loopErrors++;
       this.log.error({ err: e }, 'NIC data plane: unexpected exception in a tick');

@@ -21,9 +21,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { UAPI_SOCKET_DIR } from '../device/uapi-server.js';
 import { spawnInNode } from '../lab/run.js';
 import type { LabState } from '../lab/state.js';
+import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';

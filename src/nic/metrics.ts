@@ -44,6 +44,14 @@ export class NicMetrics {
       },
     });
     new Gauge({
+      name: 'tenguard_nic_handshake_queue',
+      help: 'Handshake messages waiting for work (both legs; drops and cookie replies are engine events and drops)',
+      registers: [r],
+      collect() {
+        this.set(agent.engine.pendingHandshakes);
+      },
+    });
+    new Gauge({
       name: 'tenguard_nic_tenants',
       help: 'Tenants with an off-host identity on this NIC',
       registers: [r],

@@ -1,17 +1,13 @@
 // Request bodies of the NIC agent's API. Unknown keys are rejected (strict objects); sizes
 // are bounded. Keys are checked here for form (base64 of 32 bytes) and by the agent for use.
 import { z } from 'zod';
+import { nameSchema } from '../net/name.js';
 import { labelsSchema } from '../policy/model.js';
 import { MAX_CHAIN_PEM_CHARS } from './cert-binding.js';
 
-/** Tenant and workload names: lower-case DNS-label-like, 1..63 characters. */
-export const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
 const KEY_RE = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 const SIGNATURE_RE = /^[A-Za-z0-9+/]{85}[AQgw]==$/;
 
-export const nameSchema = z
-  .string()
-  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
 export const keySchema = z.string().regex(KEY_RE, 'must be a 32-byte key in base64 (44 characters)');
 export const signatureSchema = z
   .string()

@@ -7,9 +7,9 @@
 // only the allowed client SPIFFE IDs, binds its Ed25519 identity key to the certificate, and
 // accepts tenant peers only with a verified binding (cert-binding.ts).
 import { performance } from 'node:perf_hooks';
-import type { Identity } from '../ca/identity.js';
-import { wipeTlsKey } from '../ca/mtls.js';
-import { ServiceMtls, type ServiceMtlsConfig } from '../ca/service-mtls.js';
+import type { Identity } from '../identity/identity.js';
+import { wipeTlsKey } from '../identity/mtls.js';
+import { ServiceMtls, type ServiceMtlsConfig } from '../identity/service-mtls.js';
 import { NativeAead } from '../native/aead.js';
 import type { PacketSocket } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';

@@ -1,12 +1,8 @@
 // The orchestrator's records (desired state, public data only) and the schemas of what a
-// client may send. Names follow the NIC and vSwitch: 1..63 of a-z, 0-9, '.', '_', '-'.
+// client may send. Names are src/net/name.ts's, as on the NIC and vSwitch.
 import { z } from 'zod';
-import { NAME_RE } from '../nic/schemas.js';
+import { nameSchema } from '../net/name.js';
 import { labelsSchema } from '../policy/model.js';
-
-export const nameSchema = z
-  .string()
-  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
 
 /** Namespace names the vSwitch accepts; a host's prefix leaves room for the workload name. */
 export const NETNS_PREFIX_RE = /^[A-Za-z0-9_.-]{1,40}$/;

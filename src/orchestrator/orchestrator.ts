@@ -3,18 +3,13 @@
 // migration, policy distribution, a reconciliation pass) runs under one lock, so they never
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
+import { nameSchema } from '../net/name.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest, parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
-import {
-  type HostRecord,
-  nameSchema,
-  type PolicyRecord,
-  registerHostSchema,
-  type WorkloadRecord,
-} from './model.js';
+import { type HostRecord, type PolicyRecord, registerHostSchema, type WorkloadRecord } from './model.js';
 import { type ReconcileReport, Reconciler } from './reconcile.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';

@@ -1,5 +1,6 @@
 // Per-tenant IPv4 address pools inside the shared overlay range 100.64.0.0/10: parsing,
 // overlap, and lowest-free allocation. Pure functions, no store.
+import { formatIPv4Number, parseIPv4Number } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
 
 /** Every tenant pool lies inside this range (RFC 6598 shared address space). */
@@ -15,25 +16,6 @@ export interface Ipv4Cidr {
   text: string;
 }
 
-const OCTET_RE = /^(0|[1-9][0-9]{0,2})$/;
-
-export function parseIpv4(text: string): number | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  let v = 0;
-  for (const p of parts) {
-    if (!OCTET_RE.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    v = v * 256 + n;
-  }
-  return v;
-}
-
-export function formatIpv4(v: number): string {
-  return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
-}
-
 function mask(prefix: number): number {
   return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
@@ -42,11 +24,11 @@ function mask(prefix: number): number {
 export function parseIpv4Cidr(text: string): Ipv4Cidr | null {
   const m = /^([0-9.]{7,15})\/([0-9]{1,2})$/.exec(text);
   if (m === null) return null;
-  const addr = parseIpv4(m[1]);
+  const addr = parseIPv4Number(m[1]);
   const prefix = Number(m[2]);
   if (addr === null || prefix > 32) return null;
   if ((addr & ~mask(prefix)) >>> 0 !== 0) return null;
-  return { network: addr, prefix, text: `${formatIpv4(addr)}/${prefix}` };
+  return { network: addr, prefix, text: `${formatIPv4Number(addr)}/${prefix}` };
 }
 
 const OVERLAY = parseIpv4Cidr(OVERLAY_RANGE)!;
@@ -88,7 +70,7 @@ export function lowestFree(pool: Ipv4Cidr, taken: ReadonlySet<string>, tenant: s
   const first = pool.network + 1;
   const last = pool.network + 2 ** (32 - pool.prefix) - 2;
   for (let a = first; a <= last; a++) {
-    const text = formatIpv4(a);
+    const text = formatIPv4Number(a);
     if (!taken.has(text)) return text;
   }
   throw new TgError(

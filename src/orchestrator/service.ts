@@ -3,6 +3,7 @@
 // lifecycle drives agents and calls these to record what it did. Every method validates
 // its input first and writes in one transaction, so a refused request changes nothing.
 
+import { nameSchema } from '../net/name.js';
 import type { PolicyDocument } from '../policy/model.js';
 import { parseDocument } from '../policy/validate.js';
 import { TgError } from '../util/errors.js';
@@ -13,7 +14,6 @@ import {
   createWorkloadSchema,
   type HostRecord,
   NETNS_MAX,
-  nameSchema,
   type PolicyRecord,
   registerHostSchema,
   type TenantRecord,

@@ -1,6 +1,6 @@
 // Addresses as the policy engine holds them: four 32-bit words, big-endian order, an IPv4
 // address in word 0 with words 1..3 zero and family 4. CIDR prefixes for outside peers.
-import { formatIp, parseIPv4, parseIPv6 } from '../device/uapi-addr.js';
+import { formatIp, parseIp } from '../net/ip.js';
 
 export type Family = 4 | 6;
 
@@ -16,7 +16,7 @@ export interface Cidr {
 
 /** Parses an address into words; null when it is no IPv4 or IPv6 address. */
 export function parseAddressWords(text: string): { family: Family; words: Uint32Array } | null {
-  const bytes = text.includes(':') ? parseIPv6(text) : parseIPv4(text);
+  const bytes = parseIp(text);
   if (bytes === null) return null;
   return { family: bytes.length === 4 ? 4 : 6, words: bytesToWords(bytes) };
 }

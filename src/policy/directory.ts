@@ -6,8 +6,10 @@
 // Every change that can alter a decision (labels, a workload added or removed) bumps
 // `generation`; the engine re-evaluates existing connections on their next packet when the
 // sum of this and the policy store's generation has moved.
+
+import { NAME_RE } from '../net/name.js';
 import { TgError } from '../util/errors.js';
-import { labelsSchema, NAME_RE } from './model.js';
+import { labelsSchema } from './model.js';
 
 const MAX_RETIRED = 65536;
 

@@ -36,9 +36,8 @@
 //   only allowed with protocol tcp or udp; absent means every port. `icmp` covers ICMP and
 //   ICMPv6; `any` every IP protocol.
 import { z } from 'zod';
+import { nameSchema } from '../net/name.js';
 
-/** Tenant and workload names, as the NIC and vSwitch accept them. */
-export const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
 /** Rule and test ids. */
 export const RULE_ID_RE = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$/;
 /** Label keys (Kubernetes-like, optional DNS prefix) and values. */
@@ -51,10 +50,6 @@ export const MAX_PEERS = 256;
 export const MAX_PORT_SPECS = 64;
 export const MAX_TESTS = 1024;
 export const MAX_LABELS = 32;
-
-export const nameSchema = z
-  .string()
-  .regex(NAME_RE, 'must be 1..63 of a-z, 0-9, ".", "_", "-", starting and ending alphanumeric');
 
 export const labelsSchema = z
   .record(

@@ -1,5 +1,5 @@
 // The transport AEAD, abstracted so the driver can choose between this pure-JS version and a
-// native batched one (same shape, in C over Node's OpenSSL). The engine makes exactly one
+// native batched one (src/native/aead.ts, in C over Node's OpenSSL, implementing this contract). The engine makes exactly one
 // sealBatch or openBatch call per batch of transport messages.
 
 import { createCipheriv, createDecipheriv } from 'node:crypto';
@@ -19,7 +19,7 @@ export interface TransportAead {
     count: number,
   ): void;
   /** lengths[i] = whole message length (16 header + ciphertext + 16 tag). Decrypts in place (plaintext at
-   * offsets[i]+16, length lengths[i]-32), ok[i] = 1 when the tag verified, else 0. */
+   * offsets[i]+16, length lengths[i]-32), ok[i] = 1 when the tag verified, else 0 (plaintext then undefined). */
   openBatch(
     buf: Buffer,
     offsets: Uint32Array,

@@ -2,9 +2,9 @@
 // batches. A batch is a slab plus per-item offsets and lengths (and 20-byte endpoint records for
 // datagrams), so the driver can hand it to recvmmsg/sendmmsg and TUN reads/writes unchanged.
 
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { TransportAead } from './aead.js';
 import { AEAD_TAG_SIZE, MESSAGE_TRANSPORT_HEADER_SIZE } from './constants.js';
-import { ENDPOINT_SIZE } from './endpoint.js';
 import { counterHigh, counterLow, writeTransportHeader } from './messages.js';
 import { INITIAL_BATCH_CAPACITY, INITIAL_CONTROL_SLAB_SIZE } from './tuning.js';
 

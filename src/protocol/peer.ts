@@ -1,11 +1,11 @@
 // A peer of one local identity: its static key and preshared key, handshake state, keypairs,
 // cookie state, timers, endpoint, staged packets and stats.
 
+import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { AllowedIps } from './allowedips.js';
 import { KEY_SIZE } from './constants.js';
 import { CookieGenerator } from './cookie.js';
 import { dh } from './crypto.js';
-import { ENDPOINT_SIZE } from './endpoint.js';
 import type { Identity } from './identity.js';
 import { type Keypair, Keypairs } from './keypair.js';
 import { Handshake, type NoisePeer } from './noise.js';
@@ -38,6 +38,8 @@ export class Peer implements NoisePeer {
   /** Wall-clock ms of the last completed handshake, 0 when none. */
   lastHandshakeWallMs = 0;
   removed = false;
+  /** The initiation in flight was already resent once at once after a cookie reply. */
+  cookieRetried = false;
 
   // Per-batch bookkeeping of the engine (which batch touched this peer, and how).
   batchEpoch = 0;

@@ -9,11 +9,10 @@
 //   POST   /v1/instances/:workload/restart        a crashed instance again, new key pair -> {publicKey}
 //   DELETE /v1/instances/:workload                device ends, keys gone, tg0 removed
 import { z } from 'zod';
-import { keySchema, NAME_RE } from '../nic/schemas.js';
+import { nameSchema } from '../net/name.js';
+import { keySchema } from '../nic/schemas.js';
 import { answer, parseBody, type Route } from '../util/http-json.js';
 import type { VSwitchDaemon } from './daemon.js';
-
-const nameSchema = z.string().regex(NAME_RE, 'must be a workload name (1..63 of a-z, 0-9, ".", "_", "-")');
 
 export const createInstanceSchema = z.strictObject({
   workload: nameSchema,

@@ -3,7 +3,7 @@
 // share no keys and no sessions; each device is its own process (ProcessPlatform) or its own
 // engine, TUN and socket inside this daemon (SharedPlatform): either way one crashing leaves
 // the others running.
-import { parseCidr } from '../device/uapi-addr.js';
+import { parseCidr } from '../net/ip.js';
 import { type HostAddress, parseHostAddress } from '../nic/addresses.js';
 import { keyFromBase64 } from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';

@@ -11,10 +11,10 @@
 // engine in shared isolation, which keeps its own copy) and wiped; the instance keeps only
 // the public key. The PSK passes through on its way to the device and is wiped likewise.
 
-import type { UapiAllowedIpChange } from '../device/uapi.js';
-import { parseCidr, parseEndpoint } from '../device/uapi-addr.js';
+import { parseCidr, parseEndpoint } from '../net/ip.js';
 import type { HostAddress } from '../nic/addresses.js';
 import { generatePrivateKey, isZero, keyFingerprint, publicKeyOf } from '../protocol/crypto.js';
+import type { UapiAllowedIpChange } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { DeviceExit, DeviceHandle, VSwitchPlatform } from './platform.js';

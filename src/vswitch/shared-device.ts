@@ -17,12 +17,12 @@
 
 import { DEVICE_BATCH, DEVICE_SLOT, MAX_PACKET } from '../device/device.js';
 import { EngineUapiBackend } from '../device/engine-backend.js';
-import { UAPI_ERRNO, UapiError } from '../device/uapi.js';
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import type { TransportAead } from '../protocol/aead.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { Engine } from '../protocol/engine.js';
+import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
 import type { Logger } from '../util/log.js';
 import type { DeviceExit } from './platform.js';
 

@@ -20,13 +20,13 @@
 
 import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { type UapiChangeSet, UapiError } from '../device/uapi.js';
-import { UapiServer, uapiSocketPath } from '../device/uapi-server.js';
 import { NativeAead } from '../native/aead.js';
 import { NativeTunDevice } from '../native/tun.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
 import type { TransportAead } from '../protocol/aead.js';
+import { type UapiChangeSet, UapiError } from '../uapi/protocol.js';
+import { UapiServer, uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import {

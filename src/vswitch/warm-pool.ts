@@ -6,9 +6,9 @@
 // afterwards over UAPI, as for a cold device. When the pool is empty, launch() starts one
 // itself, as without the pool.
 import { renameSync, rmSync } from 'node:fs';
-import type { UapiChangeSet } from '../device/uapi.js';
-import { uapiSet } from '../device/uapi-client.js';
-import { uapiSocketPath } from '../device/uapi-server.js';
+import { uapiSet } from '../uapi/client.js';
+import type { UapiChangeSet } from '../uapi/protocol.js';
+import { uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { runOk } from '../util/exec.js';
 import type { Logger } from '../util/log.js';

@@ -8,10 +8,9 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SIGNER_NAME } from '../../src/ca/csr-api.js';
-import { CSR_COLLECTION_PATH } from '../../src/ca/csr-http.js';
-import { CaClient } from '../../src/ca/enrolment.js';
-import { TrustBundle } from '../../src/ca/trust-bundle.js';
+import { CSR_COLLECTION_PATH, SIGNER_NAME } from '../../src/identity/csr.js';
+import { CaClient } from '../../src/identity/enrolment.js';
+import { TrustBundle } from '../../src/identity/trust-bundle.js';
 import { runOk } from '../../src/util/exec.js';
 import { apiRequest } from '../../src/util/http-json.js';
 import {
@@ -22,7 +21,7 @@ import {
   filesUnder,
   opensslCsr,
   TD,
-} from './ca-support.js';
+} from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let config = '';

@@ -11,28 +11,29 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { PlacementQuery } from '../../src/ca/approval.js';
 import { CertificateAuthority } from '../../src/ca/authority.js';
+import { CsrService } from '../../src/ca/csr-api.js';
+import { csrRequestHandler, mtlsAuthenticator } from '../../src/ca/csr-http.js';
+import { RevocationList } from '../../src/ca/revocation.js';
+import { FileCaStore } from '../../src/ca/store.js';
+import { verifyCsr } from '../../src/ca/svid.js';
 import {
   type CertificateSigningRequest,
-  CsrService,
+  CSR_COLLECTION_PATH,
   issuedChain,
   SIGNER_NAME,
-} from '../../src/ca/csr-api.js';
-import { CSR_COLLECTION_PATH, csrRequestHandler, mtlsAuthenticator } from '../../src/ca/csr-http.js';
-import { assembleIdentity, createKeyAndCsr, type Identity } from '../../src/ca/identity.js';
+} from '../../src/identity/csr.js';
+import { assembleIdentity, createKeyAndCsr, type Identity } from '../../src/identity/identity.js';
 import {
   authorizeRequest,
   clientTlsOptions,
   serverTlsOptions,
   updateServerIdentity,
   wipeTlsKey,
-} from '../../src/ca/mtls.js';
-import { IdentityRenewer } from '../../src/ca/renewal.js';
-import { RevocationList } from '../../src/ca/revocation.js';
-import { FileCaStore } from '../../src/ca/store.js';
-import { verifyCsr } from '../../src/ca/svid.js';
-import { TrustBundle } from '../../src/ca/trust-bundle.js';
-import { issueIdentity, softCa } from '../unit/ca-support.js';
-import { type CaTestEnv, caTestEnv, TD } from './ca-support.js';
+} from '../../src/identity/mtls.js';
+import { IdentityRenewer } from '../../src/identity/renewal.js';
+import { TrustBundle } from '../../src/identity/trust-bundle.js';
+import { issueIdentity, softCa } from '../helpers/ca-memory.js';
+import { type CaTestEnv, caTestEnv, TD } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;

@@ -10,10 +10,10 @@ import { CertificateAuthority } from '../../src/ca/authority.js';
 import type { TokenKeyStore } from '../../src/ca/key-store.js';
 import { P } from '../../src/ca/pkcs11-module.js';
 import { TokenSigningKey } from '../../src/ca/token-key.js';
-import * as x509 from '../../src/ca/x509.js';
+import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runOk } from '../../src/util/exec.js';
-import { type CaTestEnv, caTestEnv, filesUnder } from './ca-support.js';
+import { type CaTestEnv, caTestEnv, filesUnder } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;

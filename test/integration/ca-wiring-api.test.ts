@@ -11,19 +11,23 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type CertificateSigningRequest, issuedChain, SIGNER_NAME } from '../../src/ca/csr-api.js';
-import { CSR_COLLECTION_PATH } from '../../src/ca/csr-http.js';
-import { CA_SERVICE_NAME, CaClient } from '../../src/ca/enrolment.js';
-import { createKeyAndCsr, type Identity } from '../../src/ca/identity.js';
-import { ServiceMtls } from '../../src/ca/service-mtls.js';
-import { serviceId } from '../../src/ca/spiffe.js';
+import {
+  type CertificateSigningRequest,
+  CSR_COLLECTION_PATH,
+  issuedChain,
+  SIGNER_NAME,
+} from '../../src/identity/csr.js';
+import { CA_SERVICE_NAME, CaClient } from '../../src/identity/enrolment.js';
+import { createKeyAndCsr, type Identity } from '../../src/identity/identity.js';
+import { ServiceMtls } from '../../src/identity/service-mtls.js';
+import { serviceId } from '../../src/identity/spiffe.js';
 import type { TenantPeerInput } from '../../src/nic/agent.js';
 import { NicClient } from '../../src/nic/client.js';
 import { tenantKeyStatement } from '../../src/nic/identity.js';
 import { runOk } from '../../src/util/exec.js';
 import { type ApiEndpoint, apiRequest } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
-import { filesUnder, TD } from './ca-support.js';
+import { filesUnder, TD } from '../helpers/ca-softhsm.js';
 import {
   issue,
   MtlsLab,
@@ -33,8 +37,8 @@ import {
   startWiringCa,
   type WiringCa,
   wiringPrefix,
-} from './ca-wiring-support.js';
-import { ping, pingUntilReply } from './nic-support.js';
+} from '../helpers/ca-wiring.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = wiringPrefix();
 let ca: WiringCa;

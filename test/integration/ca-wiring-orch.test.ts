@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { Identity } from '../../src/ca/identity.js';
-import { serviceId } from '../../src/ca/spiffe.js';
+import type { Identity } from '../../src/identity/identity.js';
+import { serviceId } from '../../src/identity/spiffe.js';
 import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import { TgError } from '../../src/util/errors.js';
 import { apiRequest } from '../../src/util/http-json.js';
-import { TD } from './ca-support.js';
+import { TD } from '../helpers/ca-softhsm.js';
 import {
   allowWithinTenant,
   issue,
@@ -25,8 +25,8 @@ import {
   startWiringCa,
   type WiringCa,
   wiringPrefix,
-} from './ca-wiring-support.js';
-import { ping, pingUntilReply } from './nic-support.js';
+} from '../helpers/ca-wiring.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const prefix = wiringPrefix();

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
-import { UAPI_SOCKET_DIR } from '../../src/device/uapi-server.js';
-import { BIN, cleanup, cli, leftovers, testPrefix } from './lab-support.js';
+import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
+import { BIN, cleanup, cli, leftovers, testPrefix } from '../helpers/lab.js';
 
 interface Report {
   control: string;

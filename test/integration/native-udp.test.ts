@@ -4,15 +4,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FakeNetwork } from '../../src/native/fake.js';
-import {
-  decodeEndpoint,
-  ENDPOINT_SIZE,
-  encodeEndpoint,
-  NativeUdpSocket,
-  PacketBatch,
-  type PacketSocket,
-} from '../../src/native/index.js';
-import { countOpenFds } from './native-netns.js';
+import { NativeUdpSocket, PacketBatch, type PacketSocket } from '../../src/native/index.js';
+import { decodeEndpoint, ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
+import { countOpenFds } from '../helpers/native-netns.js';
 
 interface Exchange {
   sent: number;

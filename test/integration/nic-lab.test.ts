@@ -7,11 +7,11 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { uapiGet } from '../../src/device/uapi-client.js';
-import { uapiSocketPath } from '../../src/device/uapi-server.js';
 import { metricValue } from '../../src/nic/client.js';
 import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
+import { uapiGet } from '../../src/uapi/client.js';
+import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run, runOk } from '../../src/util/exec.js';
 import {
   type Capture,
@@ -21,15 +21,13 @@ import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingInBackground,
-  pingUntilReply,
   startCapture,
   startNicLab,
   stopNicLab,
   tcpProbe,
   udpProbe,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingStream, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;
@@ -335,7 +333,7 @@ test('PSK rotation keeps traffic flowing, and the NIC then requires the new PSK'
   const vs = L.agents.vswitch('h1');
   const before = (await nic.keys()).find((k) => k.workload === a.name);
   assert.ok(before);
-  const bg = pingInBackground(a.ns, b.address, 0.1, 30);
+  const bg = pingStream(a.ns, b.address, 0.1, 30);
   await new Promise((r) => setTimeout(r, 1000));
   const r1 = await nic.rotatePsk(a.name);
   await vs.rotatePsk(a.name, r1.psk);

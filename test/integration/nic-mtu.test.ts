@@ -10,7 +10,8 @@ import { iperfTcp, type LabState } from '../../src/lab/index.js';
 import { plannedWorkloads } from '../../src/nic/lab-harness.js';
 import { legCarry, nicTenantMtu, tunnelMtu } from '../../src/nic/mtu.js';
 import { run, runOk } from '../../src/util/exec.js';
-import { type NicLab, ping, startNicLab, stopNicLab } from './nic-support.js';
+import { type NicLab, startNicLab, stopNicLab } from '../helpers/nic.js';
+import { pingUntilReply } from '../helpers/ping.js';
 
 function prefix(): string {
   const chars = 'abcdefghijklmnopqrstuvwxyz0123456789';
@@ -29,14 +30,12 @@ async function linkMtu(netns: string, dev: string): Promise<number> {
 /** One counter of the NIC's Prometheus text (0 when absent). */
 async function metric(l: NicLab, host: string, name: string, labels: string): Promise<number> {
   const text = await l.agents.nic(host).metrics();
-  const line = text.split('\n').find((x) => x.startsWith(`${name}{${labels}}`));
+  const line = text.split('\n').find((x: string) => x.startsWith(`${name}{${labels}}`));
   return line === undefined ? 0 : Number(line.split(' ').pop());
 }
 
 async function waitForPath(netns: string, target: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  while (Date.now() < end) if ((await ping(netns, target, { count: 1, waitS: 1 })).received === 1) return;
-  assert.fail(`no path from ${netns} to ${target}`);
+  if (!(await pingUntilReply(netns, target, 15_000))) assert.fail(`no path from ${netns} to ${target}`);
 }
 
 /** A lab of two hosts with one workload each, every link at `mtu`, workloads placed. */

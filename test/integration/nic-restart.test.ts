@@ -13,13 +13,12 @@ import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingUntilReply,
   startCapture,
   startNicLab,
   stopNicLab,
   udpProbe,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;

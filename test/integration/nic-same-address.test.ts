@@ -10,13 +10,12 @@ import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingUntilReply,
   startNicLab,
   stopNicLab,
   tcpProbe,
   udpProbeMany,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;

@@ -13,15 +13,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import type { FlowRecord } from '../../src/policy/flowlog.js';
-import {
-  type NicLab,
-  nicPrefix,
-  ping,
-  pingUntilReply,
-  startNicLab,
-  stopNicLab,
-  tcpProbe,
-} from './nic-support.js';
+import { type NicLab, nicPrefix, startNicLab, stopNicLab, tcpProbe } from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;

@@ -12,11 +12,11 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
+import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import type { DatagramBatch } from '../../src/protocol/batch.js';
 import { CookieGenerator } from '../../src/protocol/cookie.js';
 import { keyFromBase64 } from '../../src/protocol/crypto.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../../src/protocol/endpoint.js';
 import { Engine } from '../../src/protocol/engine.js';
 
 interface Config {

@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
-import { UapiServer, uapiSocketPath } from '../../src/device/uapi-server.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { isRoot, runOk } from '../../src/util/exec.js';
 
 const IFNAME = `tgu${randomBytes(3).toString('hex')}`;

@@ -9,12 +9,12 @@ import { randomBytes } from 'node:crypto';
 import { lstat, unlink } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { parseGetResponse, type UapiDeviceSnapshot } from '../../src/device/uapi.js';
-import { uapiExchange } from '../../src/device/uapi-client.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
-import { UapiServer, uapiSocketPath } from '../../src/device/uapi-server.js';
+import { uapiExchange } from '../../src/uapi/client.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { parseGetResponse, type UapiDeviceSnapshot } from '../../src/uapi/protocol.js';
+import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
-import { isRoot, run, runOk } from '../../src/util/exec.js';
+import { endChild, isRoot, run, runOk } from '../../src/util/exec.js';
 
 const TAG = randomBytes(3).toString('hex');
 const NETNS = `tgn${TAG}`;
@@ -68,13 +68,7 @@ before(async () => {
 after(async () => {
   await server?.close();
   const child = wggo;
-  if (child?.pid !== undefined && child.exitCode === null) {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
-  }
+  if (child) await endChild(child, 'SIGTERM');
   await unlink(wggoSock).catch(() => undefined);
   await run('ip', ['netns', 'del', NETNS]);
   backend.wipe();

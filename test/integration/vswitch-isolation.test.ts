@@ -9,13 +9,14 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { DEFAULT_WARM as WARM_DEFAULT } from '../../src/cli/vswitchd.js';
-import { uapiGet } from '../../src/device/uapi-client.js';
-import { uapiSocketPath } from '../../src/device/uapi-server.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
 import { type LabAgents, plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
+import { uapiGet } from '../../src/uapi/client.js';
+import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run } from '../../src/util/exec.js';
-import { findPrivateKeys, nicPrefix, ping, pingUntilReply } from './nic-support.js';
-import { allowTenants, childPids, type Isolation, iperf, rssKb, startAgents } from './vswitch-support.js';
+import { findPrivateKeys, nicPrefix } from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
+import { allowTenants, childPids, type Isolation, iperf, rssKb, startAgents } from '../helpers/vswitch.js';
 
 const figures: Record<string, Record<string, number>> = {};
 

@@ -7,18 +7,19 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { PlacementQuery, Requester } from '../../src/ca/approval.js';
 import type { CertificateAuthority } from '../../src/ca/authority.js';
+import { CsrService } from '../../src/ca/csr-api.js';
+import { type Authenticator, csrRequestHandler } from '../../src/ca/csr-http.js';
+import { splitPemCertificates } from '../../src/identity/certs.js';
 import {
   type CertificateSigningRequest,
-  CsrService,
+  CSR_COLLECTION_PATH,
   issuedChain,
   SIGNER_NAME,
-} from '../../src/ca/csr-api.js';
-import { type Authenticator, CSR_COLLECTION_PATH, csrRequestHandler } from '../../src/ca/csr-http.js';
-import { createKeyAndCsr, svidSpiffeId, uriSans } from '../../src/ca/identity.js';
-import { splitPemCertificates } from '../../src/ca/svid.js';
-import * as x509 from '../../src/ca/x509.js';
+} from '../../src/identity/csr.js';
+import { createKeyAndCsr, svidSpiffeId, uriSans } from '../../src/identity/identity.js';
+import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 const TD = 'lab.test';
 const h1: Requester = { kind: 'nic', host: 'h1', uri: `spiffe://${TD}/nic/h1` };

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { webcrypto, X509Certificate } from 'node:crypto';
 import { test } from 'node:test';
-import { authorize, privateKeyPem } from '../../src/ca/mtls.js';
 import { RevocationList } from '../../src/ca/revocation.js';
 import { randomSerial } from '../../src/ca/svid.js';
-import * as x509 from '../../src/ca/x509.js';
-import { issueIdentity, softCa } from './ca-support.js';
+import { authorize, privateKeyPem } from '../../src/identity/mtls.js';
+import * as x509 from '../../src/identity/x509.js';
+import { issueIdentity, softCa } from '../helpers/ca-memory.js';
 
 const TD = 'lab.test';
 const NICS = [`spiffe://${TD}/nic/*`];

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decide } from '../../src/ca/approval.js';
 import { orchestratorPlacement, type WorkloadDirectory } from '../../src/ca/placement.js';
-import { workloadId } from '../../src/ca/spiffe.js';
+import { workloadId } from '../../src/identity/spiffe.js';
 import { TgError } from '../../src/util/errors.js';
 
 type Rec = Awaited<ReturnType<WorkloadDirectory['showWorkload']>>;

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Clock } from '../../src/ca/clock.js';
-import { createKeyAndCsr, type Identity } from '../../src/ca/identity.js';
-import { IdentityRenewer } from '../../src/ca/renewal.js';
 import { verifyCsr } from '../../src/ca/svid.js';
+import type { Clock } from '../../src/identity/clock.js';
+import { createKeyAndCsr, type Identity } from '../../src/identity/identity.js';
+import { IdentityRenewer } from '../../src/identity/renewal.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 /** A clock whose timers run only when the test advances time. */
 class FakeClock implements Clock {

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { parseArgs } from 'node:util';
-import { JOIN_TOKEN_ENV, MTLS_ARG_OPTIONS, mtlsConfigFromArgs } from '../../src/ca/service-mtls.js';
-import { nicId, serviceId } from '../../src/ca/spiffe.js';
 import { run as nicRun } from '../../src/cli/nic.js';
 import { run as vswitchdRun } from '../../src/cli/vswitchd.js';
+import { JOIN_TOKEN_ENV, MTLS_ARG_OPTIONS, mtlsConfigFromArgs } from '../../src/identity/service-mtls.js';
+import { nicId, serviceId } from '../../src/identity/spiffe.js';
 import { TgError } from '../../src/util/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tg-ca-args-'));

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { X509Certificate as NodeX509, webcrypto } from 'node:crypto';
 import { test } from 'node:test';
-import { createKeyAndCsr } from '../../src/ca/identity.js';
-import { normalizeSerial, randomSerial, verifyCsr } from '../../src/ca/svid.js';
-import * as x509 from '../../src/ca/x509.js';
+import { randomSerial, verifyCsr } from '../../src/ca/svid.js';
+import { normalizeSerial } from '../../src/identity/certs.js';
+import { createKeyAndCsr } from '../../src/identity/identity.js';
+import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 const invalidArg = (re: RegExp) => (err: unknown) =>
   err instanceof TgError && err.code === 'TG_ERR_INVALID_ARGUMENT' && re.test(err.message);

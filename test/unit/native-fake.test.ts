@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setImmediate as turn } from 'node:timers/promises';
 import { FakeNetwork, FakeTun, type FakeUdpSocket } from '../../src/native/fake.js';
-import { decodeEndpoint, ENDPOINT_SIZE, encodeEndpoint, PacketBatch } from '../../src/native/index.js';
+import { PacketBatch } from '../../src/native/index.js';
+import { decodeEndpoint, ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 
 /** A minimal IPv4 packet of `len` bytes whose payload starts with `marker`. */
 function ipv4(len: number, marker: number): Buffer {

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
-import { parseSetRequest, UAPI_ERRNO, type UapiDeviceSnapshot, UapiError } from '../../src/device/uapi.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { parseSetRequest, UAPI_ERRNO, type UapiDeviceSnapshot, UapiError } from '../../src/uapi/protocol.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const key = (): Buffer => randomBytes(32);

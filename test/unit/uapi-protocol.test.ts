@@ -14,7 +14,7 @@ import {
   type UapiDeviceSnapshot,
   UapiError,
   wipeChangeSet,
-} from '../../src/device/uapi.js';
+} from '../../src/uapi/protocol.js';
 import { TgError } from '../../src/util/errors.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');

@@ -5,6 +5,8 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { uapiGet, uapiSet } from '../../src/uapi/client.js';
+import { MemoryUapiBackend } from '../../src/uapi/memory.js';
 import {
   parseGetResponse,
   parseSetRequest,
@@ -13,10 +15,8 @@ import {
   type UapiChangeSet,
   type UapiDeviceSnapshot,
   UapiError,
-} from '../../src/device/uapi.js';
-import { uapiGet, uapiSet } from '../../src/device/uapi-client.js';
-import { MemoryUapiBackend } from '../../src/device/uapi-memory.js';
-import { UapiServer, uapiSocketPath } from '../../src/device/uapi-server.js';
+} from '../../src/uapi/protocol.js';
+import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');

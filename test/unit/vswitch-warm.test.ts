@@ -4,7 +4,7 @@
 // the idle ones. Also through the daemon: its instances get keys only after they are taken.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { UapiChangeSet } from '../../src/device/uapi.js';
+import type { UapiChangeSet } from '../../src/uapi/protocol.js';
 import { logger } from '../../src/util/log.js';
 import { VSwitchDaemon } from '../../src/vswitch/daemon.js';
 import type { DeviceExit, DeviceHandle, Plumbing, VSwitchPlatform } from '../../src/vswitch/platform.js';
