@@ -22,13 +22,7 @@ const TOOL_ROOMS = new Set(['lab', 'demo', 'bench', 'cli']);
  * Import edges (file -> room) exempt from the rules, each with its reason. Keep this empty:
  * an entry is a known debt, to be removed with the code that causes it.
  */
-const ALLOWED = new Map([
-  // The lab harness plays the orchestrator's part for the lab and the demo (a second control
-  // plane); it imports the lab and the vSwitch client, making nic <-> vswitch a cycle. It goes
-  // when the demo and the tests drive the orchestrator only; then remove these two entries.
-  ['src/nic/lab-harness.ts -> lab', 'second control plane, to be removed'],
-  ['src/nic/lab-harness.ts -> vswitch', 'second control plane, to be removed'],
-]);
+const ALLOWED = new Map([]);
 
 function walk(dir, out = []) {
   for (const name of readdirSync(dir)) {

@@ -10,8 +10,9 @@
 // tenguard's processes (both NIC agents, both vSwitch daemons and their device processes),
 // and over the single hop summed over both wireguard-go processes.
 import { parseArgs } from 'node:util';
-import { buildLab, destroyLab, iperfTcp } from '../lab/index.js';
-import { LabAgents, plannedWorkloads } from '../nic/lab-harness.js';
+import { LabAgents } from '../lab/agents.js';
+import { LabControlPlane, plannedWorkloads } from '../lab/control.js';
+import { buildLab, destroyLab, iperfTcpNs } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot, runIn } from '../util/exec.js';
 import { CpuMeter, cpuSecondsPerGb, wireguardGoVersion } from './cpu.js';
@@ -80,14 +81,15 @@ export async function benchPath(opts: {
   let tgCpuPerGb: number;
   let parts: { nic: number; vswitch: number };
   let agents: LabAgents | undefined;
+  let control: LabControlPlane | undefined;
   try {
     agents = await LabAgents.start(lab, {
       logLevel: 'warn',
       nicNodeArgs:
         opts.profileNicDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.profileNicDir}`],
     });
-    const specs = plannedWorkloads(lab);
-    await agents.spinUp(specs);
+    control = await LabControlPlane.start(lab, agents);
+    const specs = await control.place(plannedWorkloads(lab));
     const w = (name: string) => specs.find((s) => s.name === name)!;
     const a = w('h1-t1-w1');
     const same = w('h1-t1-w2');
@@ -95,20 +97,21 @@ export async function benchPath(opts: {
     await waitForPath(a.ns, same.address);
     await waitForPath(a.ns, cross.address);
     log(`same host (${a.name} -> ${same.name}), ${opts.seconds} s ...`);
-    sameHost = (await iperfTcp(lab, a.name, same.name, same.address, opts.seconds)).mbps;
+    sameHost = (await iperfTcpNs(a.ns, same.ns, same.address, opts.seconds)).mbps;
     log(`cross host (${a.name} -> ${cross.name}), ${opts.seconds} s ...`);
     const pids = await tenguardPids(agents);
     const nicCpu = new CpuMeter(pids.nic);
     const vswitchCpu = new CpuMeter(pids.vswitch);
     nicCpu.start();
     vswitchCpu.start();
-    const r = await iperfTcp(lab, a.name, cross.name, cross.address, opts.seconds);
+    const r = await iperfTcpNs(a.ns, cross.ns, cross.address, opts.seconds);
     const nicS = nicCpu.stop();
     const vswitchS = vswitchCpu.stop();
     tgCpuPerGb = cpuSecondsPerGb(nicS + vswitchS, r.bytes);
     parts = { nic: cpuSecondsPerGb(nicS, r.bytes), vswitch: cpuSecondsPerGb(vswitchS, r.bytes) };
     crossHost = r.mbps;
   } finally {
+    await control?.close();
     await agents?.stop();
     await destroyLab(LAB_PREFIX);
   }

@@ -20,6 +20,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'policy + conntrack per packet and new flows/s at 10, 10k, 100k flows, vs nftables',
     load: () => import('../bench/conntrack.js'),
   },
+  http: {
+    summary: 'management API request latency over a Unix socket: own HTTP stack vs fastify',
+    load: () => import('../bench/http.js'),
+  },
   path: {
     summary: 'iperf3 TCP workload to workload (same host, cross host) vs one wireguard-go hop',
     load: () => import('../bench/path.js'),

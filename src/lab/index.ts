@@ -36,7 +36,15 @@ export {
   validateSize,
   type WorkloadPlan,
 } from './plan.js';
-export { type IperfResult, inRange, iperfTcp, type PingResult, ping, rootFootprint } from './probe.js';
+export {
+  type IperfResult,
+  inRange,
+  iperfTcp,
+  iperfTcpNs,
+  type PingResult,
+  ping,
+  rootFootprint,
+} from './probe.js';
 export { labNodes, liveNodeNs, nodeNs, runInNode, runInNodeOk, spawnInNode } from './run.js';
 export { type LabState, planOf } from './state.js';
 export { type LabCondition, type LabStatus, labStatus } from './status.js';

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { iperfTcp, type LabState } from '../../src/lab/index.js';
-import { plannedWorkloads } from '../../src/nic/lab-harness.js';
+import { plannedWorkloads } from '../../src/lab/control.js';
+import { iperfTcpNs } from '../../src/lab/index.js';
 import { legCarry, nicTenantMtu, tunnelMtu } from '../../src/nic/mtu.js';
 import { run, runOk } from '../../src/util/exec.js';
 import { type NicLab, startNicLab, stopNicLab } from '../helpers/nic.js';
@@ -16,10 +16,6 @@ import { pingUntilReply } from '../helpers/ping.js';
 function prefix(): string {
   const chars = 'abcdefghijklmnopqrstuvwxyz0123456789';
   return `tgle${[...randomBytes(3)].map((b) => chars[b % chars.length]).join('')}`;
-}
-
-function ns(lab: LabState, workload: string): string {
-  return lab.workloads.find((w) => w.name === workload)!.ns;
 }
 
 async function linkMtu(netns: string, dev: string): Promise<number> {
@@ -44,12 +40,11 @@ async function crossHostLab(
   mtu: number,
 ): Promise<{ l: NicLab; src: string; dst: string; to: string }> {
   const l = await startNicLab(p, { hosts: 2, tenants: 1, workloads: 1, mtu });
-  const specs = plannedWorkloads(l.lab);
-  await l.agents.spinUp(specs);
-  const to = specs.find((s) => s.name === 'h2-t1-w1')!.address;
-  const src = ns(l.lab, 'h1-t1-w1');
-  await waitForPath(src, to);
-  return { l, src, dst: ns(l.lab, 'h2-t1-w1'), to };
+  const placed = await l.control.place(plannedWorkloads(l.lab));
+  const a = placed.find((w) => w.host === 'h1')!;
+  const b = placed.find((w) => w.host === 'h2')!;
+  await waitForPath(a.ns, b.address);
+  return { l, src: a.ns, dst: b.ns, to: b.address };
 }
 
 for (const mtu of [1280, 1500, 9000]) {
@@ -62,7 +57,7 @@ for (const mtu of [1280, 1500, 9000]) {
       const tg0 = tunnelMtu({ hostLink: mtu, fabric: mtu });
       assert.equal(await linkMtu(lab.src, 'tg0'), tg0, "tg0 has the MTU derived from the links'");
       assert.equal(await linkMtu(lab.dst, 'tg0'), tg0);
-      const r = await iperfTcp(l.lab, 'h1-t1-w1', 'h2-t1-w1', lab.to, 3);
+      const r = await iperfTcpNs(lab.src, lab.dst, lab.to, 3);
       assert.ok(r.mbps > 20, `iperf3 moved only ${r.mbps} Mbit/s`);
       if (tg0 > legCarry(mtu, 4)) {
         // tg0 is larger than one datagram carries over these links: the NICs clamped the MSS.
@@ -178,7 +173,7 @@ test('a DF packet larger than the legs carry gets "fragmentation needed" from th
     assert.match(fits.stdout, / 2 received/, fits.stdout);
     // TCP from a workload whose tg0 is too large does not black-hole: the MSS is clamped.
     await run('ip', ['-n', lab.src, 'route', 'flush', 'cache']);
-    const r = await iperfTcp(l.lab, 'h1-t1-w1', 'h2-t1-w1', lab.to, 2);
+    const r = await iperfTcpNs(lab.src, lab.dst, lab.to, 2);
     assert.ok(r.mbps > 20, `iperf3 moved only ${r.mbps} Mbit/s`);
     assert.ok((await metric(l, 'h1', 'tenguard_nic_pmtu_events_total', 'event="mss_clamped"')) > 0);
   } finally {
