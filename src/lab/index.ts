@@ -18,6 +18,8 @@ export {
   type FabricPlan,
   type HostPlan,
   LAB_LIMITS,
+  LAB_MTU,
+  LAB_MTU_RANGE,
   LAB_RANGES,
   type LabPlan,
   type LabSize,
@@ -29,11 +31,20 @@ export {
   planNodes,
   stateFilePath,
   type TenantPlan,
+  validateLabMtu,
   validatePrefix,
   validateSize,
   type WorkloadPlan,
 } from './plan.js';
-export { type IperfResult, inRange, iperfTcp, type PingResult, ping, rootFootprint } from './probe.js';
+export {
+  type IperfResult,
+  inRange,
+  iperfTcp,
+  iperfTcpNs,
+  type PingResult,
+  ping,
+  rootFootprint,
+} from './probe.js';
 export { labNodes, liveNodeNs, nodeNs, runInNode, runInNodeOk, spawnInNode } from './run.js';
 export { type LabState, planOf } from './state.js';
 export { type LabCondition, type LabStatus, labStatus } from './status.js';

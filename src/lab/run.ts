@@ -49,7 +49,16 @@ export function runInNode(
   args: readonly string[],
   opts: NodeRunOptions = {},
 ): Promise<RunResult> {
-  const ns = nodeNs(lab, node);
+  return runInNs(nodeNs(lab, node), cmd, args, opts);
+}
+
+/** runInNode by namespace name (a workload namespace the orchestrator made, say). */
+export function runInNs(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  opts: NodeRunOptions = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = execFile(
       'ip',

@@ -1,6 +1,7 @@
 // Shared pieces of the NIC integration tests (test/integration/nic-*.test.ts): a lab with NIC
-// agents and vSwitch daemons, traffic probes run inside workload namespaces (UDP and TCP with
-// a payload; ping is ping.ts), packet captures with tcpdump searched for plaintext
+// agents and vSwitch daemons driven by the orchestrator (src/lab/control.ts), traffic probes
+// run inside workload namespaces (UDP and TCP with a payload; ping is ping.ts), packet
+// captures with tcpdump searched for plaintext
 // and decoded by tshark, and a scan for leaked private keys. Run as a program inside a
 // namespace, this file is the probe:
 //
@@ -16,8 +17,9 @@ import { createSocket } from 'node:dgram';
 import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { LabAgents, type LabAgentsOptions } from '../../src/lab/agents.js';
+import { type LabControlOptions, LabControlPlane } from '../../src/lab/control.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
-import { LabAgents, type LabAgentsOptions } from '../../src/nic/lab-harness.js';
 import { publicKeyOf } from '../../src/protocol/crypto.js';
 import { TgError } from '../../src/util/errors.js';
 import { childJsonResult, childReady, endChild, runOk } from '../../src/util/exec.js';
@@ -33,26 +35,34 @@ export function nicPrefix(): string {
 export interface NicLab {
   lab: LabState;
   agents: LabAgents;
+  control: LabControlPlane;
 }
 
-/** Builds a lab and starts its agents; on failure removes what it made. */
+/**
+ * Builds a lab, starts its agents and the orchestrator over them (every answer of the
+ * agents' APIs recorded in agents.responses); on failure removes what it made.
+ */
 export async function startNicLab(
   prefix: string,
-  size: { hosts: number; tenants: number; workloads: number },
-  opts: LabAgentsOptions = {},
+  size: { hosts: number; tenants: number; workloads: number; mtu?: number },
+  opts: LabAgentsOptions & LabControlOptions = {},
 ): Promise<NicLab> {
   const lab = await buildLab({ prefix, ...size });
+  let agents: LabAgents | undefined;
   try {
     // TG_NIC_ECHO=1 shows the agents' logs on stderr (debugging a failing test).
-    const agents = await LabAgents.start(lab, { echoLogs: process.env.TG_NIC_ECHO === '1', ...opts });
-    return { lab, agents };
+    agents = await LabAgents.start(lab, { echoLogs: process.env.TG_NIC_ECHO === '1', ...opts });
+    const control = await LabControlPlane.start(lab, agents, { recorder: agents.record, ...opts });
+    return { lab, agents, control };
   } catch (err) {
+    await agents?.stop().catch(() => undefined);
     await destroyLab(prefix);
     throw err;
   }
 }
 
 export async function stopNicLab(l: NicLab | undefined, prefix: string): Promise<void> {
+  await l?.control.close().catch(() => undefined);
   await l?.agents.stop().catch(() => undefined);
   await destroyLab(prefix);
 }

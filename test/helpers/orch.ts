@@ -1,5 +1,5 @@
 // Shared pieces of the orchestrator integration tests: a lab with NIC agents and vSwitch
-// daemons (LabAgents), the orchestrator as its own process (bin/tenguard.js orchestrator),
+// daemons (LabAgents, src/lab/agents.ts), the orchestrator as its own process (bin/tenguard.js orchestrator),
 // hosts registered through its API, a recording proxy in front of a NIC API (to learn which
 // PSKs flowed through the orchestrator), and a timestamped ping stream.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -9,8 +9,8 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LabAgents } from '../../src/lab/agents.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
-import { LabAgents } from '../../src/nic/lab-harness.js';
 import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import { apiRequest, type HttpMethod } from '../../src/util/http-json.js';
 

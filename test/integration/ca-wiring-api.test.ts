@@ -61,11 +61,11 @@ const W1 = 'h1-t1-w1';
 const W2 = 'h2-t1-w1';
 
 function addressOf(name: string): string {
-  return m.lab.workloads.find((w) => w.name === name)!.overlayV4;
+  return m.placed.get(name)!.address;
 }
 
 function nsOf(name: string): string {
-  return m.lab.workloads.find((w) => w.name === name)!.ns;
+  return m.placed.get(name)!.ns;
 }
 
 async function held(id: string, ttl?: number): Promise<Identity> {

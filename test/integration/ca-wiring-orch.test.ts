@@ -131,7 +131,7 @@ test('the orchestrator drives mTLS agents as itself: workloads on two hosts reac
       name: h.name,
       nicApi: lab.nics.get(h.name)!.socket,
       vswitchApi: lab.vswitchds.get(h.name)!.socket,
-      netnsPrefix: `${prefix}-${h.name}-`,
+      netnsPrefix: `${prefix}-${h.name}-o-`,
     });
   await op.createTenant({ name: 'acme', pool: '100.64.40.0/24' });
   await op.setPolicy('acme', allowWithinTenant('acme'));

@@ -44,7 +44,7 @@ after(async () => {
   await ca?.close();
 });
 
-const wl = (name: string) => m.lab.workloads.find((w) => w.name === name)!;
+const wl = (name: string) => m.placed.get(name)!;
 
 /** Calls every API of the lab in a loop until stopped; counts requests and failures. */
 function apiLoop() {
@@ -99,8 +99,8 @@ async function issuerOfNic(host: string): Promise<string> {
 }
 
 test('renewals and a CA rotation during traffic: no API error, no traffic loss', async (t) => {
-  assert.ok(await pingUntilReply(wl(W1).ns, wl(W2).overlayV4, 20_000), 'no traffic before the test');
-  const pinger = pingStream(wl(W1).ns, wl(W2).overlayV4, 0.1, 240);
+  assert.ok(await pingUntilReply(wl(W1).ns, wl(W2).address, 20_000), 'no traffic before the test');
+  const pinger = pingStream(wl(W1).ns, wl(W2).address, 0.1, 240);
   const loop = apiLoop();
   let stats: { requests: number; errors: string[] } | undefined;
   let pings: { transmitted: number; received: number } | undefined;
