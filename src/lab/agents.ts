@@ -12,7 +12,6 @@ import { fileURLToPath } from 'node:url';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
-import { apiRequest } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import { spawnInNode } from './run.js';
 import type { LabState } from './state.js';
@@ -36,6 +35,8 @@ export interface LabAgentsOptions {
   logLevel?: string;
   /** Echo the processes' logs to this process's stderr. */
   echoLogs?: boolean;
+  /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
+  nicNodeArgs?: string[];
 }
 
 export class LabAgents {
@@ -95,6 +96,7 @@ export class LabAgents {
   async startNic(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const args = [
+      ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
       '--api-socket',
@@ -103,6 +105,7 @@ export class LabAgents {
       h.pcie.nicV4,
       '--fabric-address',
       h.fabric.nicV4,
+      ...this.linkMtuArgs(),
     ];
     const p = await this.spawnAgent(host, 'nic', h.nicNode, h.nicApiSocket, args);
     const entry = { ...p, client: new NicClient(h.nicApiSocket, this.record) };
@@ -113,7 +116,15 @@ export class LabAgents {
   async startVswitchd(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const socket = this.vswitchSocket(host);
-    const args = [BIN, 'vswitchd', '--api-socket', socket, '--ifname-prefix', this.ifnamePrefix(h.index)];
+    const args = [
+      BIN,
+      'vswitchd',
+      '--api-socket',
+      socket,
+      '--ifname-prefix',
+      this.ifnamePrefix(h.index),
+      ...this.linkMtuArgs(),
+    ];
     const p = await this.spawnAgent(host, 'vswitchd', h.name, socket, args);
     const entry = { ...p, client: new VSwitchClient(socket, this.record) };
     this.vswitchds.set(host, entry);
@@ -160,6 +171,11 @@ export class LabAgents {
     return h;
   }
 
+  /** Every link of the lab has the lab's MTU: NICs and vSwitches derive what they need from it. */
+  private linkMtuArgs(): string[] {
+    return ['--host-mtu', String(this.lab.mtu), '--fabric-mtu', String(this.lab.mtu)];
+  }
+
   /** `<prefix>-<host index>v`: the 'v' keeps host 1's tenth device apart from host 10's first. */
   private ifnamePrefix(hostIndex: number): string {
     return `${this.lab.prefix}-${hostIndex}v`;
@@ -196,8 +212,10 @@ export class LabAgents {
           'TG_ERR_COMMAND_FAILED',
           `the ${kind} of ${host} exited (${proc.exitCode ?? proc.signalCode}): ${this.logs().trim().split('\n').slice(-3).join(' | ')}`,
         );
-      const ok = await apiRequest(socket, 'GET', '/v1/health', undefined, { timeoutMs: 1000 }).then(
-        (r) => r.status === 200,
+      const client =
+        kind === 'nic' ? new NicClient(socket, undefined, 1000) : new VSwitchClient(socket, undefined, 1000);
+      const ok = await client.health().then(
+        () => true,
         () => false,
       );
       if (ok) return p;

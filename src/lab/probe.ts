@@ -67,6 +67,8 @@ export interface IperfResult {
   /** Receiver-side throughput in Mbit/s. */
   mbps: number;
   retransmits: number;
+  /** Bytes the receiver got. */
+  bytes: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -120,7 +122,10 @@ export async function iperfTcpNs(
       );
       let j: {
         error?: string;
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } };
+        end?: {
+          sum_received?: { bits_per_second: number; bytes: number };
+          sum_sent?: { retransmits?: number };
+        };
       };
       try {
         j = JSON.parse(r.stdout);
@@ -135,6 +140,7 @@ export async function iperfTcpNs(
           seconds,
           mbps: j.end.sum_received.bits_per_second / 1e6,
           retransmits: j.end.sum_sent?.retransmits ?? 0,
+          bytes: j.end.sum_received.bytes,
         };
       }
       if (opts.signal?.aborted) throw new TgError('TG_ERR_INTERRUPTED', 'iperf3 run interrupted');

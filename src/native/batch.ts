@@ -24,7 +24,7 @@ export class PacketBatch {
   readonly lengths: Uint32Array;
   /** offsets[i] = i*slotSize + headroom, where a batched read puts packet i; writable. */
   readonly offsets: Uint32Array;
-  /** One 20-byte endpoint per slot (sources after recvBatch, destinations for sendBatch). */
+  /** One endpoint record per slot (sources after recvBatch, destinations for sendBatch). */
   readonly endpoints: Buffer;
 
   constructor(capacity = DEFAULT_BATCH, slotSize = DEFAULT_SLOT_SIZE, headroom = WG_HEADROOM) {

@@ -11,7 +11,9 @@
 // identity's leave on the host socket, every tenant identity's on the fabric socket.
 // Per readiness event: up to DRAIN_ROUNDS batches of up to BATCH datagrams, each one
 // recvmmsg, one inbound call (one AEAD open call), one forward pass, one outboundToPeers call
-// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS, the firewall's
+// (one AEAD seal call, in place: each packet is re-encrypted in the receive slot it was
+// decrypted in), and a sendmmsg per socket; a second outboundToPeers call only when the
+// forwarder answered packets with ICMP or had to copy one. Timers tick every TICK_MS, the firewall's
 // housekeeping (connection expiry, flow-log flush) with them. The firewall's clock (wall ms,
 // for flow records) is read once per batch.
 //
@@ -237,7 +239,11 @@ export class NicDataPlane {
     this.scheduleHandshakes();
   };
 
-  /** One received batch: decrypt, forward, re-encrypt, send. */
+  /**
+   * One received batch: decrypt, forward, re-encrypt, send. Packets are re-encrypted where they
+   * were decrypted (in their receive slot, over their old header and tag), so a forwarded
+   * packet is never copied; the forwarder's own ICMP answers go in a second engine call.
+   */
   private process(n: number): void {
     const b = this.rx;
     const v = this.rview;
@@ -249,11 +255,17 @@ export class NicDataPlane {
     // The control batch is only valid until the next engine call: send it first.
     this.send(res.control);
     if (res.tun.count === 0) return;
-    const fwd = this.forwarder.forward(res.tun, Date.now());
-    if (fwd.batch.count === 0) return;
-    const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
-    this.send(out.data);
-    this.send(out.control);
+    const fwd = this.forwarder.forward(res.tun, Date.now(), b.slotSize);
+    if (fwd.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
+    if (fwd.extra.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.extra.batch, fwd.extra.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
   }
 
   private onTick(): void {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeNetwork, FakeUdpSocket } from '../../src/native/fake.js';
-import { encodeEndpoint } from '../../src/net/endpoint.js';
+import { ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 import { NicClient } from '../../src/nic/client.js';
 import { NicService } from '../../src/nic/service.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
@@ -131,7 +131,7 @@ export class FakeVSwitch {
   private readonly slab = Buffer.alloc(SLOT);
   private readonly rx = Buffer.alloc(64 * SLOT);
   private readonly rxLengths = new Uint32Array(64);
-  private readonly rxEndpoints = Buffer.alloc(64 * 20);
+  private readonly rxEndpoints = Buffer.alloc(64 * ENDPOINT_SIZE);
   private readonly rxOffsets = new Uint32Array(64);
 
   constructor(net: FakeNetwork, hostAddress: string) {
