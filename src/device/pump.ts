@@ -14,7 +14,10 @@
 //
 // Packet sizes: every slot holds a whole WireGuard message (DEVICE_SLOT > 65,535 bytes), so
 // any inner packet the TUN hands over up to MAX_PACKET and any datagram a peer sends fits,
-// whatever the MTU on either side (see deviceBuffers() for what that costs in memory).
+// whatever the MTU on either side (see DeviceIo for what that costs in memory).
+//
+// Handshake messages the engine queued under load are worked off one slice per event-loop
+// turn (setImmediate), after the turn's I/O callbacks.
 //
 // Policy on errors (the same for the NIC data plane, nic/dataplane.ts, through IoGuard):
 //   - Per-packet problems never throw: the native layer and the engine count them
