@@ -35,6 +35,8 @@ export interface LabAgentsOptions {
   logLevel?: string;
   /** Echo the processes' logs to this process's stderr. */
   echoLogs?: boolean;
+  /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
+  nicNodeArgs?: string[];
 }
 
 export class LabAgents {
@@ -94,6 +96,7 @@ export class LabAgents {
   async startNic(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const args = [
+      ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
       '--api-socket',
@@ -102,6 +105,7 @@ export class LabAgents {
       h.pcie.nicV4,
       '--fabric-address',
       h.fabric.nicV4,
+      ...this.linkMtuArgs(),
     ];
     const p = await this.spawnAgent(host, 'nic', h.nicNode, h.nicApiSocket, args);
     const entry = { ...p, client: new NicClient(h.nicApiSocket, this.record) };
@@ -112,7 +116,15 @@ export class LabAgents {
   async startVswitchd(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const socket = this.vswitchSocket(host);
-    const args = [BIN, 'vswitchd', '--api-socket', socket, '--ifname-prefix', this.ifnamePrefix(h.index)];
+    const args = [
+      BIN,
+      'vswitchd',
+      '--api-socket',
+      socket,
+      '--ifname-prefix',
+      this.ifnamePrefix(h.index),
+      ...this.linkMtuArgs(),
+    ];
     const p = await this.spawnAgent(host, 'vswitchd', h.name, socket, args);
     const entry = { ...p, client: new VSwitchClient(socket, this.record) };
     this.vswitchds.set(host, entry);
@@ -157,6 +169,11 @@ export class LabAgents {
     if (h === undefined)
       throw new TgError('TG_ERR_NOT_FOUND', `lab '${this.lab.prefix}' has no host '${host}'`);
     return h;
+  }
+
+  /** Every link of the lab has the lab's MTU: NICs and vSwitches derive what they need from it. */
+  private linkMtuArgs(): string[] {
+    return ['--host-mtu', String(this.lab.mtu), '--fabric-mtu', String(this.lab.mtu)];
   }
 
   /** `<prefix>-<host index>v`: the 'v' keeps host 1's tenth device apart from host 10's first. */

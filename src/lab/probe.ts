@@ -2,7 +2,7 @@
 // run; targets are lab addresses inside lab namespaces only), and a check that the root
 // namespace holds nothing in the lab's address ranges.
 import type { ChildProcess } from 'node:child_process';
-import { isIPv4, isIPv6 } from 'node:net';
+import { parseCidr, parseIp } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
 import { runOk, spawnIn } from '../util/exec.js';
 import { LAB_RANGES } from './plan.js';
@@ -67,6 +67,8 @@ export interface IperfResult {
   /** Receiver-side throughput in Mbit/s. */
   mbps: number;
   retransmits: number;
+  /** Bytes the receiver got. */
+  bytes: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -120,7 +122,10 @@ export async function iperfTcpNs(
       );
       let j: {
         error?: string;
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } };
+        end?: {
+          sum_received?: { bits_per_second: number; bytes: number };
+          sum_sent?: { retransmits?: number };
+        };
       };
       try {
         j = JSON.parse(r.stdout);
@@ -135,6 +140,7 @@ export async function iperfTcpNs(
           seconds,
           mbps: j.end.sum_received.bits_per_second / 1e6,
           retransmits: j.end.sum_sent?.retransmits ?? 0,
+          bytes: j.end.sum_received.bytes,
         };
       }
       if (opts.signal?.aborted) throw new TgError('TG_ERR_INTERRUPTED', 'iperf3 run interrupted');
@@ -149,30 +155,16 @@ export async function iperfTcpNs(
   }
 }
 
-function ipv4Bits(a: string): bigint | null {
-  if (!isIPv4(a)) return null;
-  return a.split('.').reduce((n, o) => (n << 8n) | BigInt(o), 0n);
-}
-
-function ipv6Bits(a: string): bigint | null {
-  if (!isIPv6(a) || a.includes('.')) return null;
-  const [head, tail = ''] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = a.includes('::') && tail ? tail.split(':') : [];
-  const groups = a.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
-  return groups.reduce((n, g) => (n << 16n) | BigInt(`0x${g}`), 0n);
-}
-
-/** True when address `addr` lies in `cidr` (IPv4 or IPv6). */
+/** True when address `addr` lies in `cidr` (IPv4 or IPv6; a family mismatch is false). */
 export function inRange(addr: string, cidr: string): boolean {
-  const [net, lenText] = cidr.split('/');
-  const v6 = net.includes(':');
-  const bits = v6 ? 128 : 32;
-  const a = v6 ? ipv6Bits(addr) : ipv4Bits(addr);
-  const n = v6 ? ipv6Bits(net) : ipv4Bits(net);
-  if (a === null || n === null) return false;
-  const shift = BigInt(bits - Number(lenText));
-  return a >> shift === n >> shift;
+  const a = parseIp(addr);
+  const c = parseCidr(cidr);
+  if (a === null || c === null || a.length !== c.address.length) return false;
+  for (let bit = 0; bit < c.bits; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if ((a[bit >> 3] & mask) !== (c.address[bit >> 3] & mask)) return false;
+  }
+  return true;
 }
 
 /**

@@ -534,6 +534,10 @@ export interface FloodSpec {
   maxMs?: number;
   /** Keep receiving answers this long after the last send (default 300 ms). */
   lingerMs?: number;
+  /** Source address to send from (default: any); the namespace must own it. */
+  source?: string;
+  /** Source port (default: any). */
+  sourcePort?: number;
 }
 
 export interface FloodResult {
@@ -706,12 +710,20 @@ interface Sender {
   readonly kind: 'native' | 'dgram';
 }
 
-async function openSender(address: string, port: number): Promise<Sender> {
+async function openSender(
+  address: string,
+  port: number,
+  source?: string,
+  sourcePort?: number,
+): Promise<Sender> {
   const v6 = address.includes(':');
   try {
     const native = await import('../../src/native/index.js');
     const { ENDPOINT_SIZE, encodeAddressPort } = await import('../../src/net/endpoint.js');
-    const sock = native.NativeUdpSocket.open({ address: v6 ? '::' : '0.0.0.0' });
+    const sock = native.NativeUdpSocket.open({
+      address: source ?? (v6 ? '::' : '0.0.0.0'),
+      port: sourcePort,
+    });
     const eps = Buffer.alloc(BATCH * ENDPOINT_SIZE);
     for (let k = 0; k < BATCH; k++) encodeAddressPort(address, port, eps, k * ENDPOINT_SIZE);
     const rx = new native.PacketBatch(BATCH, 2048, 0);
@@ -735,7 +747,7 @@ async function openSender(address: string, port: number): Promise<Sender> {
   } catch {
     const dgram = await import('node:dgram');
     const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', sendBufferSize: 4 << 20 });
-    await new Promise<void>((r) => sock.bind(0, r));
+    await new Promise<void>((r) => sock.bind({ port: sourcePort ?? 0, address: source }, r));
     return {
       kind: 'dgram',
       send: async (slab, offsets, lengths, n) => {
@@ -756,7 +768,7 @@ async function openSender(address: string, port: number): Promise<Sender> {
 
 async function floodMain(spec: FloodSpec): Promise<FloodResult> {
   const { make, mac1s } = makerFor(spec);
-  const sender = await openSender(spec.address, spec.port);
+  const sender = await openSender(spec.address, spec.port, spec.source, spec.sourcePort);
   const cookieKey =
     spec.responderPublicKey === undefined ? null : cookieKeyFor(keyFromBase64(spec.responderPublicKey));
   const result: FloodResult = {
