@@ -195,6 +195,14 @@ export class LabAgents {
     await endProcess(n, signal);
   }
 
+  /** Ends a host's vSwitch daemon by pid (SIGKILL: a crash; its devices die with it in shared mode). */
+  async stopVswitchd(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const v = this.vswitchds.get(host);
+    if (v === undefined) return;
+    this.vswitchds.delete(host);
+    await endProcess(v, signal);
+  }
+
   /** Ends every process this harness started and removes the sockets they leave behind. */
   async stop(): Promise<void> {
     const all = [...this.vswitchds.values(), ...this.nics.values()];

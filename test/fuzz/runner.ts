@@ -57,10 +57,19 @@ export function loadSeeds(dir: string): Buffer[] {
 
 let processError: unknown = null;
 let listening = false;
+/** What the runner is awaiting, for the report when the event loop drains under it. */
+let phase = 'idle';
 
 function listenForProcessErrors(): void {
   if (listening) return;
   listening = true;
+  // A promise of the code under test that never settles, with nothing left to wake it, ends
+  // the process quietly: say so and fail.
+  process.on('beforeExit', () => {
+    if (phase === 'idle') return;
+    console.error(`fuzz: the event loop drained while awaiting ${phase}: a promise that never settles`);
+    process.exit(1);
+  });
   process.on('uncaughtException', (err) => {
     processError = err;
   });
@@ -77,6 +86,7 @@ function describe(err: unknown): string {
 export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<RunResult> {
   listenForProcessErrors();
   const rng = new Rng(opts.seed);
+  phase = `${target.name}: setup`;
   await target.setup();
   const seeds = [
     ...loadSeeds(join(opts.corpusDir, target.corpusName ?? target.name)),
@@ -112,6 +122,7 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
     const t0 = performance.now();
     let sig: string;
     try {
+      phase = `${target.name}: run`;
       const r = target.run(input);
       sig = typeof r === 'string' ? r : await r;
     } catch (err) {
@@ -138,7 +149,10 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
         writeFileSync(join(opts.corpusOut, target.name, name), input);
       }
     }
-    if (target.resetEvery !== undefined && executions % target.resetEvery === 0) await target.reset?.();
+    if (target.resetEvery !== undefined && executions % target.resetEvery === 0) {
+      phase = `${target.name}: reset`;
+      await target.reset?.();
+    }
     return true;
   };
 
@@ -173,7 +187,9 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
       }
     }
   } finally {
+    phase = `${target.name}: teardown`;
     await target.teardown();
+    phase = 'idle';
   }
   const seconds = (performance.now() - started) / 1000;
   return {
