@@ -13,9 +13,18 @@
 // - after teardown no namespace, link, socket file, state directory or process of the lab.
 //
 //   node dist/test/soak/main.js [--minutes N (20)] [--prefix P (tgsoak)] [--warmup-minutes N]
-//                               [--sample-seconds N (15)] [--names N (3)] [--migrate-every N (3)] [--json]
+//                               [--sample-seconds N (15)] [--names N (3)] [--migrate-every N (3)]
+//                               [--heap-snapshots DIR] [--json]
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +47,7 @@ const { values } = parseArgs({
     'sample-seconds': { type: 'string', default: '15' },
     names: { type: 'string', default: '3' },
     'migrate-every': { type: 'string', default: '3' },
+    'heap-snapshots': { type: 'string' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
@@ -46,7 +56,7 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(
     'usage: npm run soak -- [--minutes N (20)] [--prefix P (tgsoak)] [--warmup-minutes N] [--sample-seconds N (15)]\n' +
-      '                       [--names N (3)] [--migrate-every N (3, 0: never)] [--json]',
+      '                       [--names N (3)] [--migrate-every N (3, 0: never)] [--heap-snapshots DIR] [--json]',
   );
   process.exit(0);
 }
@@ -54,7 +64,10 @@ const minutes = Number(values.minutes);
 const sampleS = Number(values['sample-seconds']);
 const nameCount = Number(values.names);
 const migrateEvery = Number(values['migrate-every']);
-if (!(Number.isInteger(nameCount) && nameCount >= 1 && nameCount <= 20) || !(Number.isInteger(migrateEvery) && migrateEvery >= 0)) {
+if (
+  !(Number.isInteger(nameCount) && nameCount >= 1 && nameCount <= 20) ||
+  !(Number.isInteger(migrateEvery) && migrateEvery >= 0)
+) {
   console.error('soak: --names takes 1..20, --migrate-every N >= 0 (0: never)');
   process.exit(2);
 }
@@ -91,6 +104,9 @@ interface Sample {
   handles: number;
   timers: number;
   resources: Record<string, number>;
+  /** Only in samples taken with a forced collection (end of warm-up, end of run). */
+  heapAfterGc?: number;
+  rssAfterGc?: number;
 }
 
 interface Watched {
@@ -105,15 +121,16 @@ function check(name: string, ok: boolean, detail: string): void {
   say(`${ok ? 'PASS' : 'FAIL'}  ${name}: ${detail}`);
 }
 
-async function probe(pid: number): Promise<Sample | null> {
+async function probe(pid: number, request?: { gc: boolean; snapshot?: string }): Promise<Sample | null> {
   const file = join(probeDir, `${pid}.json`);
   rmSync(file, { force: true });
+  if (request !== undefined) writeFileSync(join(probeDir, `${pid}.request`), JSON.stringify(request));
   try {
     process.kill(pid, 'SIGUSR2');
   } catch {
     return null;
   }
-  const end = Date.now() + 10_000;
+  const end = Date.now() + (request?.snapshot === undefined ? 10_000 : 120_000);
   while (Date.now() < end) {
     if (existsSync(file)) {
       const j = JSON.parse(readFileSync(file, 'utf8')) as {
@@ -121,6 +138,8 @@ async function probe(pid: number): Promise<Sample | null> {
         heapUsed: number;
         fds: number;
         resources: Record<string, number>;
+        heapAfterGc?: number;
+        rssAfterGc?: number;
       };
       const all = Object.values(j.resources).reduce((a, b) => a + b, 0);
       return {
@@ -131,6 +150,8 @@ async function probe(pid: number): Promise<Sample | null> {
         handles: all,
         timers: j.resources.Timeout ?? 0,
         resources: j.resources,
+        heapAfterGc: j.heapAfterGc,
+        rssAfterGc: j.rssAfterGc,
       };
     }
     await sleep(50);
@@ -233,7 +254,16 @@ function leftovers(pids: number[]): string[] {
   return out;
 }
 
-function growth(w: Watched, warmupEnd: number, key: keyof Omit<Sample, 'resources' | 'at'>) {
+/** The heap after a forced collection, at the end of the warm-up and at the end. */
+function gcGrowth(w: Watched) {
+  const gcd = w.samples.filter((s) => s.heapAfterGc !== undefined);
+  if (gcd.length < 2) return null;
+  const start = gcd[0].heapAfterGc!;
+  const end = gcd[gcd.length - 1].heapAfterGc!;
+  return { start, end, ratio: end / start };
+}
+
+function growth(w: Watched, warmupEnd: number, key: 'rss' | 'heapUsed' | 'fds' | 'handles' | 'timers') {
   const after = w.samples.filter((s) => s.at >= warmupEnd);
   if (after.length < 2) return null;
   // Start: the first sample after warm-up; end: the median of the last three (one GC'd sample
@@ -307,10 +337,28 @@ async function main(): Promise<number> {
         if (inventoryFailures <= 5) say(`inventory mismatch ${when}: ${m}`);
       }
     };
-    const sample = async (): Promise<void> => {
+    const snapDir = values['heap-snapshots'];
+    if (snapDir !== undefined) mkdirSync(snapDir, { recursive: true });
+    let warmCollected = false;
+    const sample = async (final = false): Promise<void> => {
+      // A forced collection (and with --heap-snapshots a snapshot) at the end of the warm-up
+      // and at the end: the heap after it is what a leak shows in; the other samples leave
+      // the processes alone.
+      const collect = final || (!warmCollected && Date.now() >= warmupEnd);
+      const tag = final ? 'end' : 'warm';
+      if (collect && !final) warmCollected = true;
       for (const w of watched) {
         const pid = w.pid();
-        const s = pid === undefined ? null : await probe(pid);
+        const request = collect
+          ? {
+              gc: true,
+              snapshot:
+                snapDir === undefined
+                  ? undefined
+                  : join(snapDir, `${w.name.replace(/ /g, '-')}-${tag}.heapsnapshot`),
+            }
+          : undefined;
+        const s = pid === undefined ? null : await probe(pid, request);
         if (s !== null) w.samples.push(s);
       }
       samplesTaken++;
@@ -318,7 +366,7 @@ async function main(): Promise<number> {
         .map((w) => {
           const s = w.samples.at(-1);
           return s
-            ? `${w.name} ${(s.rss / 1e6).toFixed(1)}MB/${(s.heapUsed / 1e6).toFixed(1)}MB fd${s.fds} h${s.handles} t${s.timers}`
+            ? `${w.name} ${(s.rss / 1e6).toFixed(1)}MB/${(s.heapUsed / 1e6).toFixed(1)}MB${s.heapAfterGc === undefined ? '' : ` (gc ${(s.heapAfterGc / 1e6).toFixed(1)}MB)`} fd${s.fds} h${s.handles} t${s.timers}`
             : `${w.name} -`;
         })
         .join('; ');
@@ -353,7 +401,7 @@ async function main(): Promise<number> {
       await inventory(`after deleting ${name}`);
       cycles++;
     }
-    await sample();
+    await sample(true);
     const anchorStream = await stream.stop();
     stream = undefined;
 
@@ -377,8 +425,8 @@ async function main(): Promise<number> {
     for (const w of watched) {
       const rows: Record<string, unknown> = { process: w.name, samples: w.samples.length };
       const bad: string[] = [];
-      for (const key of ['rss', 'heapUsed', 'fds', 'handles', 'timers'] as const) {
-        const g = growth(w, warmupEnd, key);
+      for (const key of ['rss', 'heapAfterGc', 'fds', 'handles', 'timers'] as const) {
+        const g = key === 'heapAfterGc' ? gcGrowth(w) : growth(w, warmupEnd, key);
         if (g === null) {
           bad.push(`${key}: too few samples after warm-up`);
           continue;
@@ -398,9 +446,13 @@ async function main(): Promise<number> {
       check(
         `${w.name} stays flat after warm-up (growth < 10%)`,
         bad.length === 0,
-        [fmt('rss', 1e6, ' MB'), fmt('heapUsed', 1e6, ' MB'), fmt('fds'), fmt('handles'), fmt('timers')].join(
-          ', ',
-        ) + (bad.length > 0 ? `; grew: ${bad.join(', ')}` : ''),
+        [
+          fmt('rss', 1e6, ' MB'),
+          fmt('heapAfterGc', 1e6, ' MB'),
+          fmt('fds'),
+          fmt('handles'),
+          fmt('timers'),
+        ].join(', ') + (bad.length > 0 ? `; grew: ${bad.join(', ')}` : ''),
       );
     }
 
