@@ -31,22 +31,26 @@
 #define TG_GSO_MAX_SEGMENTS 64
 #define TG_GSO_MAX_BYTES 65000
 
-typedef struct tg_udp {
-  tg_io io; /* first: freed as one block by io.c */
-  int family;
-  /* Send runs with UDP_SEGMENT; cleared for good when the kernel refuses one. */
-  bool gso;
+/* Preallocated per socket so that a batch costs no allocation; freed at close (io.c).
+ * sockaddr_in6 is large enough for sockaddr_in as well. */
+typedef struct tg_udp_bufs {
   /* Packets per message of the chunk being sent. */
   uint16_t segs[TG_MMSG_CHUNK];
   union {
     char buf[CMSG_SPACE(sizeof(uint16_t))];
     struct cmsghdr align;
   } ctrl[TG_MMSG_CHUNK];
-  /* Preallocated per socket so that a batch costs no allocation. sockaddr_in6 is large
-   * enough for sockaddr_in as well. */
   struct mmsghdr msgs[TG_MMSG_CHUNK];
   struct iovec iov[TG_MMSG_CHUNK];
   struct sockaddr_in6 names[TG_MMSG_CHUNK];
+} tg_udp_bufs;
+
+typedef struct tg_udp {
+  tg_io io; /* first: freed as one block by io.c */
+  int family;
+  /* Send runs with UDP_SEGMENT; cleared for good when the kernel refuses one. */
+  bool gso;
+  tg_udp_bufs *b; /* == io.bufs; NULL once closed */
 } tg_udp;
 
 /* Big socket buffers absorb bursts between event-loop turns. SO_*BUFFORCE (root, or
@@ -129,16 +133,22 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   }
 
   tg_udp *u = calloc(1, sizeof *u);
-  if (u == NULL) {
+  tg_udp_bufs *b = calloc(1, sizeof *b);
+  if (u == NULL || b == NULL) {
     close(fd);
+    free(u);
+    free(b);
     return tg_throw_errno(env, ENOMEM, "udp");
   }
+  u->b = b;
+  u->io.bufs = b;
   u->io.kind = TG_KIND_UDP;
   u->io.fd = fd;
   u->family = family;
   u->gso = true;
   if (!tg_io_attach(env, this_arg, &u->io)) {
     close(fd);
+    free(b);
     free(u);
     return NULL;
   }
@@ -211,15 +221,15 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   while (n < max) {
     uint32_t want = max - n < TG_MMSG_CHUNK ? max - n : TG_MMSG_CHUNK;
     for (uint32_t k = 0; k < want; k++) {
-      u->iov[k].iov_base = slab + (size_t)(n + k) * slot_size + headroom;
-      u->iov[k].iov_len = cap;
-      memset(&u->msgs[k], 0, sizeof u->msgs[k]);
-      u->msgs[k].msg_hdr.msg_name = &u->names[k];
-      u->msgs[k].msg_hdr.msg_namelen = sizeof u->names[k];
-      u->msgs[k].msg_hdr.msg_iov = &u->iov[k];
-      u->msgs[k].msg_hdr.msg_iovlen = 1;
+      u->b->iov[k].iov_base = slab + (size_t)(n + k) * slot_size + headroom;
+      u->b->iov[k].iov_len = cap;
+      memset(&u->b->msgs[k], 0, sizeof u->b->msgs[k]);
+      u->b->msgs[k].msg_hdr.msg_name = &u->b->names[k];
+      u->b->msgs[k].msg_hdr.msg_namelen = sizeof u->b->names[k];
+      u->b->msgs[k].msg_hdr.msg_iov = &u->b->iov[k];
+      u->b->msgs[k].msg_hdr.msg_iovlen = 1;
     }
-    int r = recvmmsg(io->fd, u->msgs, want, MSG_DONTWAIT, NULL);
+    int r = recvmmsg(io->fd, u->b->msgs, want, MSG_DONTWAIT, NULL);
     if (r < 0) {
       int err = errno;
       if (err == EINTR) continue;
@@ -233,14 +243,14 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
     }
     uint32_t got = n;
     for (uint32_t k = 0; k < (uint32_t)r; k++) {
-      if (u->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
+      if (u->b->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
         tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
         continue;
       }
-      uint32_t len = u->msgs[k].msg_len;
-      if (got != n + k) memmove(slab + (size_t)got * slot_size + headroom, u->iov[k].iov_base, len);
+      uint32_t len = u->b->msgs[k].msg_len;
+      if (got != n + k) memmove(slab + (size_t)got * slot_size + headroom, u->b->iov[k].iov_base, len);
       lengths[got] = len;
-      tg_ep_from_sockaddr(&u->names[k], eps + (size_t)got * TG_EP_SIZE);
+      tg_ep_from_sockaddr(&u->b->names[k], eps + (size_t)got * TG_EP_SIZE);
       got++;
     }
     n = got;
@@ -281,29 +291,29 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     for (; i < count && k < TG_MMSG_CHUNK; i++) {
       const uint8_t *ep = eps + (size_t)i * TG_EP_SIZE;
       uint32_t len = lengths[i];
-      u->iov[k].iov_base = slab + offsets[i];
-      u->iov[k].iov_len = len;
-      if (u->gso && run_open && len > 0 && len <= seg_size && u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
+      u->b->iov[k].iov_base = slab + offsets[i];
+      u->b->iov[k].iov_len = len;
+      if (u->gso && run_open && len > 0 && len <= seg_size && u->b->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
           run_bytes + len <= TG_GSO_MAX_BYTES && memcmp(ep, run_ep, TG_EP_SIZE) == 0) {
-        u->msgs[m - 1].msg_hdr.msg_iovlen++;
-        u->segs[m - 1]++;
+        u->b->msgs[m - 1].msg_hdr.msg_iovlen++;
+        u->b->segs[m - 1]++;
         run_bytes += len;
         run_open = len == seg_size; /* a shorter segment ends the run */
         k++;
         continue;
       }
-      unsigned sa_len = tg_ep_to_sockaddr(ep, u->family, &u->names[m]);
+      unsigned sa_len = tg_ep_to_sockaddr(ep, u->family, &u->b->names[m]);
       if (sa_len == 0) {
         tg_io_count_drop(&io->stats, &io->stats.tx_rejected, EAFNOSUPPORT);
         run_open = false;
         continue;
       }
-      memset(&u->msgs[m], 0, sizeof u->msgs[m]);
-      u->msgs[m].msg_hdr.msg_name = &u->names[m];
-      u->msgs[m].msg_hdr.msg_namelen = sa_len;
-      u->msgs[m].msg_hdr.msg_iov = &u->iov[k];
-      u->msgs[m].msg_hdr.msg_iovlen = 1;
-      u->segs[m] = 1;
+      memset(&u->b->msgs[m], 0, sizeof u->b->msgs[m]);
+      u->b->msgs[m].msg_hdr.msg_name = &u->b->names[m];
+      u->b->msgs[m].msg_hdr.msg_namelen = sa_len;
+      u->b->msgs[m].msg_hdr.msg_iov = &u->b->iov[k];
+      u->b->msgs[m].msg_hdr.msg_iovlen = 1;
+      u->b->segs[m] = 1;
       seg_size = len;
       run_bytes = len;
       run_ep = ep;
@@ -313,10 +323,10 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     }
     /* Messages of more than one segment carry the segment size. */
     for (uint32_t j = 0; j < m; j++) {
-      if (u->segs[j] < 2) continue;
-      struct msghdr *h = &u->msgs[j].msg_hdr;
-      h->msg_control = u->ctrl[j].buf;
-      h->msg_controllen = sizeof u->ctrl[j].buf;
+      if (u->b->segs[j] < 2) continue;
+      struct msghdr *h = &u->b->msgs[j].msg_hdr;
+      h->msg_control = u->b->ctrl[j].buf;
+      h->msg_controllen = sizeof u->b->ctrl[j].buf;
       struct cmsghdr *c = CMSG_FIRSTHDR(h);
       c->cmsg_level = SOL_UDP;
       c->cmsg_type = UDP_SEGMENT;
@@ -328,9 +338,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     while (at < m) {
       /* sendmmsg stops at the first failing message: it returns the count before it, and
        * the next call (starting at that message) returns its error. */
-      int r = sendmmsg(io->fd, u->msgs + at, m - at, MSG_DONTWAIT);
+      int r = sendmmsg(io->fd, u->b->msgs + at, m - at, MSG_DONTWAIT);
       if (r > 0) {
-        for (int j = 0; j < r; j++) sent += u->segs[at + (uint32_t)j];
+        for (int j = 0; j < r; j++) sent += u->b->segs[at + (uint32_t)j];
         at += (uint32_t)r;
         continue;
       }
@@ -339,21 +349,21 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       if (err == EAGAIN) {
         /* The send buffer is full: every later packet in this call would fail too. */
         uint32_t left = count - i;
-        for (uint32_t j = at; j < m; j++) left += u->segs[j];
+        for (uint32_t j = at; j < m; j++) left += u->b->segs[j];
         io->stats.tx_dropped += left;
         io->stats.last_errno = err;
         return tg_uint(env, sent);
       }
-      if (u->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
+      if (u->b->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
         /* The kernel or the route's device cannot segment: send this run packet by packet
          * and keep to single datagrams from now on. */
         u->gso = false;
-        struct msghdr one = u->msgs[at].msg_hdr;
+        struct msghdr one = u->b->msgs[at].msg_hdr;
         one.msg_control = NULL;
         one.msg_controllen = 0;
         one.msg_iovlen = 1;
-        for (uint32_t j = 0; j < u->segs[at]; j++) {
-          one.msg_iov = &u->msgs[at].msg_hdr.msg_iov[j];
+        for (uint32_t j = 0; j < u->b->segs[at]; j++) {
+          one.msg_iov = &u->b->msgs[at].msg_hdr.msg_iov[j];
           ssize_t w;
           do w = sendmsg(io->fd, &one, MSG_DONTWAIT);
           while (w < 0 && errno == EINTR);
@@ -363,7 +373,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
         at++;
         continue;
       }
-      uint32_t lost = u->segs[at];
+      uint32_t lost = u->b->segs[at];
       if (err == ENOBUFS) {
         tg_io_count_drop(&io->stats, &io->stats.tx_dropped, err);
         io->stats.tx_dropped += lost - 1;
