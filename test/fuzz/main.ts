@@ -2,7 +2,8 @@
 // executions, rate, corpus and findings per target; exit status 1 when a target found something.
 //
 //   node dist/test/fuzz/main.js [--seconds N] [--runs N] [--target a,b] [--seed N]
-//                               [--slow-ms N] [--corpus-out DIR] [--findings DIR] [--json] [--list]
+//                               [--slow-ms N] [--corpus-out DIR] [--trace-input FILE] [--findings DIR]
+//                               [--json] [--list]
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -34,8 +35,9 @@ const { values } = parseArgs({
     runs: { type: 'string' },
     target: { type: 'string' },
     seed: { type: 'string', default: '1' },
-    'slow-ms': { type: 'string', default: '2000' },
+    'slow-ms': { type: 'string', default: '10000' },
     'corpus-out': { type: 'string' },
+    'trace-input': { type: 'string' },
     findings: { type: 'string', default: 'fuzz-findings' },
     json: { type: 'boolean', default: false },
     list: { type: 'boolean', default: false },
@@ -46,8 +48,8 @@ const { values } = parseArgs({
 
 if (values.help) {
   console.log(
-    'usage: npm run fuzz -- [--seconds N (60)] [--runs N] [--target a,b] [--seed N (1)] [--slow-ms N (2000)]\n' +
-      '                       [--corpus-out DIR] [--findings DIR (fuzz-findings)] [--json] [--list]',
+    'usage: npm run fuzz -- [--seconds N (60)] [--runs N] [--target a,b] [--seed N (1)] [--slow-ms N (10000)]\n' +
+      '                       [--corpus-out DIR] [--trace-input FILE] [--findings DIR (fuzz-findings)] [--json] [--list]',
   );
   process.exit(0);
 }
@@ -85,6 +87,7 @@ for (const target of chosen) {
     corpusDir,
     findingsDir: values.findings!,
     corpusOut: values['corpus-out'],
+    traceInput: values['trace-input'],
     progress: (line) => console.error(`fuzz: ${line}`),
   });
   results.push(r);

@@ -21,6 +21,8 @@ export interface RunOptions {
   corpusOut?: string;
   /** An execution slower than this is a finding. */
   slowMs: number;
+  /** Each input is written here before it runs (forensics when the process dies hard). */
+  traceInput?: string;
   progress: (line: string) => void;
 }
 
@@ -59,12 +61,27 @@ let processError: unknown = null;
 let listening = false;
 /** What the runner is awaiting, for the report when the event loop drains under it. */
 let phase = 'idle';
+/** The input being run, for the report when the process ends under it. */
+let current: { target: string; findingsDir: string; input: Buffer } | null = null;
 
 function listenForProcessErrors(): void {
   if (listening) return;
   listening = true;
   // A promise of the code under test that never settles, with nothing left to wake it, ends
   // the process quietly: say so and fail.
+  // Something in the code under test ending the process (process.exit, a handler that
+  // exits): keep the input and say from where.
+  process.on('exit', (code) => {
+    if (phase === 'idle' || current === null) return;
+    const dir = join(current.findingsDir, current.target);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `exit-${createHash('sha1').update(current.input).digest('hex').slice(0, 16)}`);
+    writeFileSync(file, current.input);
+    console.error(
+      `fuzz: the process is exiting (code ${code}) during ${phase}; input saved as ${file}\n${new Error('exit').stack}`,
+    );
+    process.exitCode = 1;
+  });
   process.on('beforeExit', () => {
     if (phase === 'idle') return;
     console.error(`fuzz: the event loop drained while awaiting ${phase}: a promise that never settles`);
@@ -121,6 +138,8 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
     processError = null;
     const t0 = performance.now();
     let sig: string;
+    current = { target: target.name, findingsDir: opts.findingsDir, input };
+    if (opts.traceInput !== undefined) writeFileSync(opts.traceInput, input);
     try {
       phase = `${target.name}: run`;
       const r = target.run(input);

@@ -266,14 +266,14 @@ function gcGrowth(w: Watched) {
 function growth(w: Watched, warmupEnd: number, key: 'rss' | 'heapUsed' | 'fds' | 'handles' | 'timers') {
   const after = w.samples.filter((s) => s.at >= warmupEnd);
   if (after.length < 2) return null;
-  // Start: the first sample after warm-up; end: the median of the last three (one GC'd sample
-  // can catch a request in flight).
-  const start = after[0][key];
-  const tail = after
-    .slice(-3)
-    .map((s) => s[key])
-    .sort((a, b) => a - b);
-  const end = tail[Math.floor(tail.length / 2)];
+  // The median of the first three samples after the warm-up against that of the last three:
+  // one sample can catch a collection just done or a request in flight.
+  const median = (xs: Sample[]): number => {
+    const v = xs.map((s) => s[key]).sort((a, b) => a - b);
+    return v[Math.floor(v.length / 2)];
+  };
+  const start = median(after.slice(0, 3));
+  const end = median(after.slice(-3));
   return { start, end, ratio: start === 0 ? (end === 0 ? 1 : Number.POSITIVE_INFINITY) : end / start };
 }
 
@@ -293,6 +293,8 @@ async function main(): Promise<number> {
   const watched: Watched[] = [];
   try {
     say(`lab ${prefix}: 2 hosts, shared vSwitch daemons, ${minutes} min (warm-up ${warmupMin} min)`);
+    // A lab of this prefix left by an interrupted soak goes first (the prefix is the soak's).
+    await destroyLab(prefix).catch(() => undefined);
     lab = await buildLab({ prefix, hosts: 2, tenants: 1, workloads: 0 });
     agents = await LabAgents.start(lab, { logLevel: process.env.TENGUARD_LOG_LEVEL });
     await orch.start();

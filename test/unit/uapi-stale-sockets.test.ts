@@ -18,7 +18,10 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 async function deadSocket(path: string): Promise<void> {
   const child = spawn(
     process.execPath,
-    ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`],
+    [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ],
     { stdio: 'ignore' },
   );
   await new Promise((r) => child.once('exit', r));
