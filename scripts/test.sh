@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the tests with node's own test runner, in one of two tiers:
-#   main (`npm test`): lint, unit tests and (as root) integration tests, test/unit and
-#     test/integration;
+#   main (`npm test`): lint (biome, scripts/check-imports.mjs), unit tests and (as root)
+#     integration tests, test/unit and test/integration;
 #   slow (`npm run test:slow`): test/slow, the tests that take minutes by design (1,000-workload
 #     scale, rekeying after REKEY_AFTER_TIME under traffic, performance ratios, spin-up of 100
-#     workloads). They need root.
+#     workloads, 20 s handshake floods at a device and a NIC). They need root.
 # CI (.ci/run) runs the main tier, then the slow one.
 # Integration tests build real namespaces, TUN devices and peers; they need root.
 # The JSON log lines of the code under test go to a file, not the terminal (see
@@ -17,6 +17,7 @@ reporter=(--test-reporter=./dist/test/helpers/quiet-reporter.js)
 case "$tier" in
   main)
     npx biome check .
+    node scripts/check-imports.mjs
     files=(dist/test/unit/*.test.js)
     if [ "$(id -u)" -eq 0 ]; then
       files+=(dist/test/integration/*.test.js)

@@ -1,7 +1,7 @@
 // Hand-built IPv4/UDP packets, for writing straight into a TUN device (benchmarks and
 // tests) and for recognising the ones read from it. IPv4 only; the UDP checksum is left
 // 0 ("none"), which IPv4 allows.
-import { isIPv4 } from 'node:net';
+import { parseIPv4 } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
 
 export const IPV4_HEADER_LEN = 20;
@@ -9,8 +9,9 @@ export const UDP_HEADER_LEN = 8;
 const PROTO_UDP = 17;
 
 function addr(text: string): number[] {
-  if (!isIPv4(text)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `'${text}' is not an IPv4 address`);
-  return text.split('.').map(Number);
+  const bytes = parseIPv4(text);
+  if (bytes === null) throw new TgError('TG_ERR_INVALID_ARGUMENT', `'${text}' is not an IPv4 address`);
+  return [...bytes];
 }
 
 function headerChecksum(p: Uint8Array, at: number): number {

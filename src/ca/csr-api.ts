@@ -27,14 +27,14 @@ import { decide, type PlacementLookup, type Requester, requesterName } from './a
 import type { IssuedSvid, IssueRequest } from './authority.js';
 import { CSR_MAX_PEM_CHARS, type SvidUsage, verifyCsr } from './svid.js';
 
-const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+export const CSR_NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 const CreateSchema = z.strictObject({
   apiVersion: z.literal(API_GROUP_VERSION).optional(),
   kind: z.literal('CertificateSigningRequest').optional(),
   metadata: z
     .strictObject({
-      name: z.string().regex(NAME_RE, 'must be a DNS subdomain name').optional(),
+      name: z.string().regex(CSR_NAME_RE, 'must be a DNS subdomain name').optional(),
       generateName: z
         .string()
         .regex(/^[a-z0-9][-a-z0-9.]{0,40}$/, 'must be a short DNS-name prefix')

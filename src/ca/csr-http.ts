@@ -1,28 +1,39 @@
-// Thin HTTP routes over CsrService (node:http or node:https handler):
+// Thin HTTP routes over CsrService, served by the one HTTP stack (src/util/http-json.ts):
 //   POST /apis/certificates.k8s.io/v1/certificatesigningrequests         create (201)
 //   GET  /apis/certificates.k8s.io/v1/certificatesigningrequests         list (own, or all for admin)
-//   GET  /apis/certificates.k8s.io/v1/certificatesigningrequests/<name>  one
+//   GET  /apis/certificates.k8s.io/v1/certificatesigningrequests/:name   one
 //   GET  /trust-bundle                                                   roots to trust (PEM)
 //   GET  /revocations                                                    revoked serials (JSON)
-// Every request is authenticated first (a Unix socket's peer is the local operator; over
-// mTLS the client certificate names a NIC). Errors are Kubernetes Status objects with the
-// HTTP status and the TG_ERR code as reason; a failed request changes nothing.
+//   GET  /openapi.json                                                   this API's OpenAPI document
+//   POST /join-tokens   {spiffeId, ttlSeconds?} -> 201 a one-time join token (operator socket only)
+// Every request is authenticated first by the server's authorize hook (csrAuthorize: a Unix
+// socket's peer is the local operator; over mTLS the client certificate names a NIC or a
+// service; a join token names the identity it was issued for). Errors are the stack's
+// {code, message} with the catalogue's status; a failed request changes nothing.
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CSR_COLLECTION_PATH } from '../identity/csr.js';
+import type { IncomingMessage } from 'node:http';
+import { z } from 'zod';
+import { CSR_COLLECTION_PATH, JOIN_TOKENS_PATH } from '../identity/csr.js';
 import type { IsRevoked } from '../identity/mtls.js';
 import { authorizeRequest } from '../identity/mtls.js';
 import { parseSpiffeId, type SpiffeIdPattern } from '../identity/spiffe.js';
 import type { TrustBundle } from '../identity/trust-bundle.js';
-import { ERROR_CODES, TgError } from '../util/errors.js';
-import { logger } from '../util/log.js';
+import { TgError } from '../util/errors.js';
+import { type Authorize, answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
+import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { Requester } from './approval.js';
-import type { CsrService } from './csr-api.js';
+import { CSR_NAME_RE, type CsrService } from './csr-api.js';
 import type { RevocationRecord } from './store.js';
 
 export const MAX_BODY_BYTES = 64 * 1024;
+export const CSR_API_VERSION = '1.1.0';
 
-const log = logger('ca.http');
+export const CSR_API: ApiInfo = {
+  title: 'tenguard CA: CSR API',
+  version: CSR_API_VERSION,
+  description:
+    'Certificate signing requests shaped as Kubernetes certificates.k8s.io/v1, the trust bundle and the revocation list. HTTP+JSON on a Unix socket (the operator) or over TLS (NICs and services).',
+};
 
 /** Names the requester of an HTTP request or throws TG_ERR_UNAUTHENTICATED. */
 export type Authenticator = (req: IncomingMessage) => Requester;
@@ -115,103 +126,123 @@ export function enrolmentAuthenticator(opts: EnrolmentAuthenticatorOptions): Aut
 
 export interface CsrRoutesOptions {
   readonly service: CsrService;
-  readonly authenticate: Authenticator;
   readonly trustBundle: () => TrustBundle;
   readonly revocations?: () => readonly RevocationRecord[];
+  /** Serve POST /join-tokens with these (the operator's socket, beside a TLS CSR server). */
+  readonly joinTokens?: { readonly tokens: JoinTokens; readonly trustDomain: string };
 }
 
-function send(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
-  const text = type === 'application/json' ? `${JSON.stringify(body)}\n` : String(body);
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-function sendError(res: ServerResponse, err: unknown): void {
-  const e =
-    err instanceof TgError ? err : new TgError('TG_ERR_INTERNAL', 'internal error', { cause: err as Error });
-  if (e.code === 'TG_ERR_INTERNAL') log.error({ err }, 'CSR API internal error');
-  const status = ERROR_CODES[e.code].http;
-  send(res, status, {
-    kind: 'Status',
-    apiVersion: 'v1',
-    status: 'Failure',
-    code: status,
-    reason: e.code,
-    message: e.message,
-  });
-}
-
-function readJson(req: IncomingMessage): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on('data', (c: Buffer) => {
-      if (done) return;
-      size += c.length;
-      if (size > MAX_BODY_BYTES) {
-        done = true;
-        reject(new TgError('TG_ERR_INVALID_ARGUMENT', `request body larger than ${MAX_BODY_BYTES} bytes`));
-        req.resume();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => {
-      if (done) return;
-      done = true;
-      try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      } catch {
-        reject(new TgError('TG_ERR_INVALID_ARGUMENT', 'request body is not JSON'));
-      }
-    });
-    req.on('error', (err) => {
-      if (!done) reject(new TgError('TG_ERR_INVALID_ARGUMENT', 'request body not received', { cause: err }));
-      done = true;
-    });
-  });
-}
-
-export function csrRequestHandler(
-  opts: CsrRoutesOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const requester = opts.authenticate(req);
-    const path = (req.url ?? '/').split('?')[0];
-    const method = req.method ?? 'GET';
-    if (path === CSR_COLLECTION_PATH) {
-      if (method === 'POST') return send(res, 201, await opts.service.create(await readJson(req), requester));
-      if (method === 'GET') return send(res, 200, opts.service.list(requester));
-      throw new TgError('TG_ERR_INVALID_ARGUMENT', `${method} is not allowed on ${path}`);
+/** The authorize hook of a CSR API: the authenticator's requester is the handler's client. */
+export function csrAuthorize(authenticate: Authenticator): Authorize {
+  return (req) => {
+    try {
+      const requester = authenticate(req);
+      return {
+        allowed: true,
+        id: requester.kind === 'nic' ? requester.uri : requester.kind === 'self' ? requester.uri : 'admin',
+        principal: requester,
+      };
+    } catch (err) {
+      if (err instanceof TgError && err.code === 'TG_ERR_UNAUTHENTICATED')
+        return { allowed: false, status: 401, reason: err.message };
+      throw err;
     }
-    if (path.startsWith(`${CSR_COLLECTION_PATH}/`)) {
-      if (method !== 'GET')
-        throw new TgError('TG_ERR_INVALID_ARGUMENT', `${method} is not allowed on ${path}`);
-      let name: string;
-      try {
-        name = decodeURIComponent(path.slice(CSR_COLLECTION_PATH.length + 1));
-      } catch {
-        throw new TgError('TG_ERR_INVALID_ARGUMENT', 'badly encoded name in the path');
-      }
-      return send(res, 200, opts.service.get(name, requester));
-    }
-    if (path === '/trust-bundle' && method === 'GET')
-      return send(res, 200, opts.trustBundle().toPem(), 'application/x-pem-file');
-    if (path === '/revocations' && method === 'GET') {
-      const items = (opts.revocations?.() ?? []).map((r) => ({
-        serial: r.serial,
-        revokedAt: r.revokedAt,
-        notAfter: r.notAfter,
-      }));
-      return send(res, 200, { items });
-    }
-    throw new TgError('TG_ERR_NOT_FOUND', `no route ${method} ${path.slice(0, 200)}`);
   };
-  return (req, res) => {
-    route(req, res).catch((err: unknown) => {
-      if (!res.headersSent) sendError(res, err);
-      else res.destroy();
-    });
-  };
+}
+
+const requesterOf = (client: unknown): Requester => {
+  if (client === undefined) throw new TgError('TG_ERR_UNAUTHENTICATED', 'no requester');
+  return client as Requester;
+};
+
+export const joinTokenRequestSchema = z.strictObject({
+  spiffeId: z.string().min(1).max(2048),
+  ttlSeconds: z.number().int().min(1).max(86_400).optional(),
+});
+
+export function csrRoutes(opts: CsrRoutesOptions): Route[] {
+  const routes: Route[] = [
+    {
+      method: 'POST',
+      path: CSR_COLLECTION_PATH,
+      operationId: 'createCsr',
+      summary:
+        'Submit a certificate signing request: approved and issued, or denied with a reason (201 either way)',
+      body: z.record(z.string(), z.unknown(), 'a CertificateSigningRequest (a JSON object) is required'),
+      example: {
+        spec: {
+          request: '<base64 of a PEM PKCS#10 request>',
+          signerName: 'tenguard.io/spiffe',
+          usages: ['digital signature', 'client auth'],
+        },
+      },
+      status: 201,
+      handler: async (req) => answer(201, await opts.service.create(req.body, requesterOf(req.client))),
+    },
+    {
+      method: 'GET',
+      path: CSR_COLLECTION_PATH,
+      operationId: 'listCsrs',
+      summary: "The requester's own requests (all of them for the operator)",
+      handler: (req) => opts.service.list(requesterOf(req.client)),
+    },
+    {
+      method: 'GET',
+      path: `${CSR_COLLECTION_PATH}/:name`,
+      operationId: 'getCsr',
+      summary: 'One request',
+      params: { name: z.string().regex(CSR_NAME_RE, 'must be a DNS subdomain name') },
+      handler: (req) => opts.service.get(req.params.name, requesterOf(req.client)),
+    },
+    {
+      method: 'GET',
+      path: '/trust-bundle',
+      operationId: 'trustBundle',
+      summary: 'The roots to trust now (PEM): next, active and previous generations',
+      produces: 'application/x-pem-file',
+      handler: () => textAnswer(opts.trustBundle().toPem(), 'application/x-pem-file'),
+    },
+    {
+      method: 'GET',
+      path: '/revocations',
+      operationId: 'revocations',
+      summary: 'Serials of revoked certificates not yet expired',
+      handler: () => ({
+        items: (opts.revocations?.() ?? []).map((r) => ({
+          serial: r.serial,
+          revokedAt: r.revokedAt,
+          notAfter: r.notAfter,
+        })),
+      }),
+    },
+  ];
+  const jt = opts.joinTokens;
+  if (jt !== undefined)
+    routes.push(
+      bodyRoute({
+        method: 'POST',
+        path: JOIN_TOKENS_PATH,
+        operationId: 'createJoinToken',
+        summary: 'A one-time join token for one SPIFFE ID of this trust domain (hand it over out of band)',
+        body: joinTokenRequestSchema,
+        example: { spiffeId: 'spiffe://example.org/nic/h1', ttlSeconds: 600 },
+        status: 201,
+        handler: (_req, body) => {
+          const id = parseSpiffeId(body.spiffeId);
+          if (id.trustDomain !== jt.trustDomain)
+            throw new TgError(
+              'TG_ERR_INVALID_ARGUMENT',
+              `${id.uri} is not in trust domain '${jt.trustDomain}'`,
+            );
+          const ttl = body.ttlSeconds ?? 600;
+          const token = jt.tokens.issue(id.uri, ttl * 1000);
+          return answer(201, {
+            spiffeId: id.uri,
+            token,
+            expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
+          });
+        },
+      }),
+    );
+  return withOpenApi(CSR_API, routes);
 }

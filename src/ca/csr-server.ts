@@ -2,19 +2,17 @@
 // NICs and services that enrol with a join token and renew with their certificate
 // (enrolmentAuthenticator). The server's own identity, spiffe://<td>/service/ca, is issued
 // in-process and renewed at half life without interrupting the API.
-import { rmSync } from 'node:fs';
-import { chmod } from 'node:fs/promises';
-import { createServer, type Server } from 'node:https';
 import { CA_SERVICE_NAME } from '../identity/enrolment.js';
 import type { Identity } from '../identity/identity.js';
 import { serverTlsOptions, updateServerIdentity, wipeTlsKey } from '../identity/mtls.js';
 import { IdentityRenewer } from '../identity/renewal.js';
 import { serviceId } from '../identity/spiffe.js';
+import { JsonApiServer } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import type { PlacementLookup } from './approval.js';
 import type { CertificateAuthority } from './authority.js';
 import { CsrService } from './csr-api.js';
-import { csrRequestHandler, enrolmentAuthenticator, JoinTokens } from './csr-http.js';
+import { csrAuthorize, csrRoutes, enrolmentAuthenticator, JoinTokens, MAX_BODY_BYTES } from './csr-http.js';
 import { verifyCsr } from './svid.js';
 
 export interface CsrServerOptions {
@@ -36,7 +34,7 @@ export class CsrServer {
   private watchTimer: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly server: Server,
+    private readonly api: JsonApiServer,
     private readonly renewer: IdentityRenewer,
     readonly socketPath: string,
     /** Hand one to each NIC or service to enrol (out of band, never on disk). */
@@ -64,28 +62,25 @@ export class CsrServer {
     const isRevoked = (serial: string): boolean => ca.isRevoked(serial);
     const service = new CsrService({ ca, isPlacedOn: opts.isPlacedOn ?? (() => false) });
     const tokens = new JoinTokens();
-    const handler = csrRequestHandler({
-      service,
-      authenticate: enrolmentAuthenticator({ trustDomain: td, isRevoked, joinTokens: tokens }),
-      trustBundle: () => ca.trustBundle(),
-      revocations: () => ca.revoked(),
-    });
     const tls = serverTlsOptions(first, ca.trustBundle());
     // Token holders have no certificate yet: the handshake admits them, the authenticator decides.
-    const server = createServer({ ...tls, rejectUnauthorized: false }, handler);
-    wipeTlsKey(tls);
-    rmSync(opts.socketPath, { force: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.socketPath, () => {
-        server.off('error', reject);
-        resolve();
+    let api: JsonApiServer;
+    try {
+      api = await JsonApiServer.listen({
+        socketPath: opts.socketPath,
+        tls: { options: tls },
+        authorize: csrAuthorize(enrolmentAuthenticator({ trustDomain: td, isRevoked, joinTokens: tokens })),
+        routes: csrRoutes({ service, trustBundle: () => ca.trustBundle(), revocations: () => ca.revoked() }),
+        log: opts.log,
+        maxBodyBytes: MAX_BODY_BYTES,
       });
-    });
-    await chmod(opts.socketPath, 0o600);
-    const self = new CsrServer(server, renewer, opts.socketPath, tokens, td);
+    } finally {
+      wipeTlsKey(tls);
+    }
+    const self = new CsrServer(api, renewer, opts.socketPath, tokens, td);
+    const updateIdentity = (id: Identity): void => updateServerIdentity(api, id, ca.trustBundle());
     renewer.on('renewed', (next: Identity) => {
-      updateServerIdentity(server, next, ca.trustBundle());
+      updateIdentity(next);
       opts.log.info(
         { serial: next.serial, notAfter: next.notAfter.toISOString() },
         'CSR server identity renewed',
@@ -110,7 +105,7 @@ export class CsrServer {
       }
       if (pem !== bundlePem) {
         bundlePem = pem;
-        updateServerIdentity(server, renewer.current, ca.trustBundle());
+        updateIdentity(renewer.current);
         opts.log.info('CSR server trust anchors updated');
       }
       const now = activeId();
@@ -134,10 +129,6 @@ export class CsrServer {
   async close(): Promise<void> {
     if (this.watchTimer !== undefined) clearInterval(this.watchTimer);
     this.renewer.stop();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
-    rmSync(this.socketPath, { force: true });
+    await this.api.close();
   }
 }

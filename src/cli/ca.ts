@@ -2,22 +2,22 @@
 // key lives in a PKCS#11 token. Output (certificates, tables, JSON) goes to stdout; logs go
 // to stderr. The token PIN comes from the environment variable or file the configuration
 // names, never from the command line.
-import { chmodSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runCaBench } from '../bench/ca.js';
 import { CertificateAuthority, type InitResult } from '../ca/authority.js';
 import { CONFIG_ENV, loadCaConfig } from '../ca/config.js';
 import { CsrService } from '../ca/csr-api.js';
-import { csrRequestHandler, localAdminAuthenticator } from '../ca/csr-http.js';
+import { csrAuthorize, csrRoutes, localAdminAuthenticator, MAX_BODY_BYTES } from '../ca/csr-http.js';
 import { CsrServer } from '../ca/csr-server.js';
 import { orchestratorPlacement } from '../ca/placement.js';
 import { verifyCsr } from '../ca/svid.js';
 import { splitPemCertificates } from '../identity/certs.js';
+import { CsrClient } from '../identity/csr-client.js';
 import { parseSpiffeId } from '../identity/spiffe.js';
 import { OrchestratorClient } from '../orchestrator/client.js';
-import { ERROR_CODES, TgError } from '../util/errors.js';
-import { apiRequest } from '../util/http-json.js';
+import { TgError } from '../util/errors.js';
+import { JsonApiServer } from '../util/http-json.js';
 import { logger } from '../util/log.js';
 
 const USAGE = `usage: tenguard ca [--config FILE] <command> [options]
@@ -253,7 +253,7 @@ export async function run(args: string[]): Promise<number> {
   }
 }
 
-export const JOIN_TOKENS_PATH = '/join-tokens';
+export { JOIN_TOKENS_PATH } from '../identity/csr.js';
 
 function replaceSocket(path: string): void {
   try {
@@ -262,66 +262,6 @@ function replaceSocket(path: string): void {
   } catch (err) {
     if (err instanceof TgError) throw err;
   }
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-/** POST /join-tokens {spiffeId, ttlSeconds?} on the operator socket: a one-time join token. */
-function joinTokenRoute(
-  tls: CsrServer,
-): (req: IncomingMessage, res: ServerResponse, next: () => void) => void {
-  return (req, res, next) => {
-    if ((req.url ?? '').split('?')[0] !== JOIN_TOKENS_PATH) {
-      next();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= 4096) chunks.push(c);
-    });
-    req.on('end', () => {
-      try {
-        if (req.method !== 'POST')
-          throw new TgError(
-            'TG_ERR_METHOD_NOT_ALLOWED',
-            `${req.method} is not allowed on ${JOIN_TOKENS_PATH}`,
-          );
-        if (size > 4096) throw new TgError('TG_ERR_PAYLOAD_TOO_LARGE', 'request body larger than 4096 bytes');
-        let body: { spiffeId?: unknown; ttlSeconds?: unknown };
-        try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
-        } catch {
-          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'request body is not JSON');
-        }
-        if (typeof body?.spiffeId !== 'string')
-          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'spiffeId (string) is required');
-        const id = parseSpiffeId(body.spiffeId);
-        if (id.trustDomain !== tls.trustDomain)
-          throw new TgError(
-            'TG_ERR_INVALID_ARGUMENT',
-            `${id.uri} is not in trust domain '${tls.trustDomain}'`,
-          );
-        const ttl = body.ttlSeconds ?? 600;
-        if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > 86_400)
-          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'ttlSeconds must be an integer from 1 to 86400');
-        const token = tls.joinTokens.issue(id.uri, ttl * 1000);
-        sendJson(res, 201, {
-          spiffeId: id.uri,
-          token,
-          expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
-        });
-      } catch (err) {
-        const e = err instanceof TgError ? err : new TgError('TG_ERR_INTERNAL', 'internal error');
-        sendJson(res, ERROR_CODES[e.code].http, { code: e.code, message: e.message });
-      }
-    });
-  };
 }
 
 async function serve(ca: CertificateAuthority, values: Values): Promise<number> {
@@ -335,12 +275,6 @@ async function serve(ca: CertificateAuthority, values: Values): Promise<number> 
   ca.trustBundle(); // fail now, not on the first request, if there is no CA yet
   // Over the local socket every requester is the operator; placement is never consulted.
   const service = new CsrService({ ca, isPlacedOn: () => false });
-  const csr = csrRequestHandler({
-    service,
-    authenticate: localAdminAuthenticator,
-    trustBundle: () => ca.trustBundle(),
-    revocations: () => ca.revocations.list(),
-  });
   // Over TLS a NIC obtains workload identities only for placements the orchestrator confirms;
   // with no orchestrator to ask, none is confirmed.
   const orch = values['orchestrator-socket'];
@@ -358,16 +292,22 @@ async function serve(ca: CertificateAuthority, values: Values): Promise<number> 
           ttlSeconds: ttl,
           isPlacedOn,
         });
-  const tokens = tls === undefined ? undefined : joinTokenRoute(tls);
-  const server = createServer((req, res) => {
-    if (tokens === undefined) csr(req, res);
-    else tokens(req, res, () => csr(req, res));
+  const routes = csrRoutes({
+    service,
+    trustBundle: () => ca.trustBundle(),
+    revocations: () => ca.revocations.list(),
+    ...(tls === undefined ? {} : { joinTokens: { tokens: tls.joinTokens, trustDomain: tls.trustDomain } }),
   });
+  let api: JsonApiServer;
+  // The socket is created 0600 (umask), not made so after a window.
   const umask = process.umask(0o177);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, resolve);
+    api = await JsonApiServer.listen({
+      socketPath: path,
+      authorize: csrAuthorize(localAdminAuthenticator),
+      routes,
+      log: logger('ca.serve'),
+      maxBodyBytes: MAX_BODY_BYTES,
     });
   } catch (err) {
     await tls?.close();
@@ -375,7 +315,6 @@ async function serve(ca: CertificateAuthority, values: Values): Promise<number> 
   } finally {
     process.umask(umask);
   }
-  chmodSync(path, 0o600);
   process.stderr.write(
     `tenguard ca: CSR API on ${path}${tlsPath === undefined ? '' : `, over TLS on ${tlsPath}`}\n`,
   );
@@ -383,18 +322,12 @@ async function serve(ca: CertificateAuthority, values: Values): Promise<number> 
     const stop = (): void => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
-      server.close(() => resolve());
-      server.closeAllConnections();
+      api.close().then(resolve, resolve);
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
   await tls?.close();
-  try {
-    unlinkSync(path);
-  } catch {
-    // already gone
-  }
   return 0;
 }
 
@@ -405,15 +338,12 @@ async function joinToken(values: Values): Promise<number> {
     throw new TgError('TG_ERR_USAGE', `join-token needs --socket PATH and --spiffe-id ID\n${USAGE}`);
   parseSpiffeId(id);
   const ttl = positiveInt(values.ttl, '--ttl', 600, 86_400);
-  const r = await apiRequest(socket, 'POST', JOIN_TOKENS_PATH, { spiffeId: id, ttlSeconds: ttl });
-  if (r.status !== 201) {
-    const b = r.body as { code?: string; message?: string };
-    throw new TgError(
-      'TG_ERR_COMMAND_FAILED',
-      `join token refused: HTTP ${r.status} ${b?.message ?? r.raw.slice(0, 200)}`,
-    );
-  }
-  out((r.body as { token: string }).token);
+  const r = await new CsrClient(socket).joinToken(id, ttl).catch((err: unknown) => {
+    throw new TgError('TG_ERR_COMMAND_FAILED', `join token refused: ${(err as Error).message}`, {
+      cause: err,
+    });
+  });
+  out(r.token);
   return 0;
 }
 

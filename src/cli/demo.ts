@@ -5,12 +5,12 @@
 import { parseArgs } from 'node:util';
 import { startOrchestratorControl } from '../demo/orchestrator-control.js';
 import { DemoReporter } from '../demo/report.js';
-import { type ControlChoice, runDemo, TOTAL_STEPS } from '../demo/run.js';
+import { runDemo, TOTAL_STEPS } from '../demo/run.js';
 import { validatePrefix } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
-const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--control auto|orchestrator|lab]
+const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
@@ -19,7 +19,6 @@ const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [-
   spin-down wiping keys, and a throughput figure. Then it removes everything.
   --prefix P          lab prefix (default tgdemo); an earlier run's leftovers are removed first
   --iperf-seconds S   length of the throughput run, 0..30 (default 3; 0 skips it)
-  --control C         auto (default: the orchestrator when this build has one), orchestrator, lab
   --json              print one JSON object {control, policy, checks, figures, pids, notShown};
                       progress goes to stderr`;
 
@@ -27,7 +26,6 @@ interface Options {
   json: boolean;
   prefix: string;
   iperfSeconds: number;
-  control: ControlChoice;
   help: boolean;
 }
 
@@ -40,7 +38,6 @@ function parse(args: string[]): Options {
         json: { type: 'boolean' },
         prefix: { type: 'string' },
         'iperf-seconds': { type: 'string' },
-        control: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -55,17 +52,10 @@ function parse(args: string[]): Options {
       'TG_ERR_INVALID_ARGUMENT',
       `--iperf-seconds ${JSON.stringify(secondsText)} must be 0..30`,
     );
-  const control = (values.control as string | undefined) ?? 'auto';
-  if (control !== 'auto' && control !== 'orchestrator' && control !== 'lab')
-    throw new TgError(
-      'TG_ERR_INVALID_ARGUMENT',
-      `--control ${JSON.stringify(control)} must be auto, orchestrator or lab`,
-    );
   return {
     json: values.json === true,
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
-    control,
     help: values.help === true,
   };
 }

@@ -1,7 +1,6 @@
 // What the demo asks of a control plane: tenants, workloads (create, delete, migrate),
-// per-tenant policy and each host's key inventory. Two implementations: the orchestrator
-// (orchestrator-control.ts, through its REST API) and the lab harness playing the
-// orchestrator's part (lab-control.ts). The demo's report names the one that ran.
+// per-tenant policy and each host's key inventory, implemented by the orchestrator
+// (orchestrator-control.ts, through its REST API). The demo's report describes it.
 import type { KeyMetadata } from '../nic/keystore.js';
 import type { PolicyDocument } from '../policy/model.js';
 
@@ -17,8 +16,6 @@ export interface DemoWorkload {
 }
 
 export interface DemoControl {
-  /** 'orchestrator' or 'lab-harness'. */
-  readonly kind: 'orchestrator' | 'lab-harness';
   /** One line saying what drives the NICs and vSwitches (shown in the report). */
   describe(): string;
   /** Pids of processes this control plane started (the orchestrator); ended by close(). */

@@ -1,15 +1,16 @@
 // The demo's control plane through the orchestrator: `tenguard orchestrator` runs as a child
 // process of the demo (root namespace, REST API on a Unix socket and its SQLite store in the
 // lab's run directory, ended by pid), the lab's hosts are registered with it (NIC and vSwitch
-// API sockets, namespace prefix `<lab>-<host>-` so the lab's teardown owns every namespace it
-// creates), and from then on tenants, workloads, migrations, policies and key inventories go
+// API sockets, namespace prefix `<lab>-<host>-o-` so the lab's teardown owns every namespace
+// it creates and its reconciler never takes a node namespace such as `<lab>-<host>-nic` for
+// an unwanted workload namespace), and from then on tenants, workloads, migrations, policies and key inventories go
 // through OrchestratorClient only. The orchestrator drives the NICs and vSwitches itself.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { LabAgents } from '../lab/agents.js';
 import type { LabState } from '../lab/state.js';
 import type { KeyMetadata } from '../nic/keystore.js';
-import type { LabAgents } from '../nic/lab-harness.js';
 import { OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
 import type { PolicyDocument } from '../policy/model.js';
@@ -17,8 +18,6 @@ import { TgError } from '../util/errors.js';
 import type { DemoControl, DemoWorkload } from './control.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
-/** The orchestrator command's module: present only in builds that have one. */
-const ORCHESTRATOR_CLI = fileURLToPath(new URL('../cli/orchestrator.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 5000;
 const MAX_LOG_CHARS = 1024 * 1024;
@@ -35,7 +34,6 @@ function toDemo(w: WorkloadRecord): DemoWorkload {
 }
 
 export class OrchestratorControl implements DemoControl {
-  readonly kind = 'orchestrator' as const;
   readonly client: OrchestratorClient;
   private log = '';
   private readonly exited: Promise<void>;
@@ -58,11 +56,10 @@ export class OrchestratorControl implements DemoControl {
   }
 
   /**
-   * Starts the orchestrator for a lab and registers the lab's hosts with it. Null when this
-   * build has no orchestrator command; on any later failure it ends what it started.
+   * Starts the orchestrator for a lab and registers the lab's hosts with it; on any failure
+   * it ends what it started.
    */
-  static async start(lab: LabState, agents: LabAgents): Promise<OrchestratorControl | null> {
-    if (!existsSync(ORCHESTRATOR_CLI)) return null;
+  static async start(lab: LabState, agents: LabAgents): Promise<OrchestratorControl> {
     const dataDir = `${lab.runDir}/orchestrator`;
     const socket = `${lab.runDir}/orchestrator.sock`;
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -92,7 +89,7 @@ export class OrchestratorControl implements DemoControl {
           name: h.name,
           nicApi: h.nicApiSocket,
           vswitchApi: vs.socket,
-          netnsPrefix: `${lab.prefix}-${h.name}-`,
+          netnsPrefix: `${lab.prefix}-${h.name}-o-`,
         });
       }
       return c;
@@ -195,9 +192,6 @@ export class OrchestratorControl implements DemoControl {
   }
 }
 
-export async function startOrchestratorControl(
-  lab: LabState,
-  agents: LabAgents,
-): Promise<DemoControl | null> {
+export async function startOrchestratorControl(lab: LabState, agents: LabAgents): Promise<DemoControl> {
   return OrchestratorControl.start(lab, agents);
 }

@@ -9,7 +9,7 @@ export interface DemoCheck {
 }
 
 export interface DemoResult {
-  /** What drove the NICs and vSwitches: 'orchestrator' or 'lab-harness'. */
+  /** What drove the NICs and vSwitches (the orchestrator, described). */
   control: string;
   /** Whether per-tenant policies were enforced by the NICs' policy API. */
   policy: string;

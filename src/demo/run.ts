@@ -1,31 +1,26 @@
 // The demo from start to end: build the lab, start a NIC agent and a vSwitch daemon per host,
-// start the control plane (the orchestrator as a child process when it is available, else
-// the lab harness), run the steps, and tear everything down again, also after a failure or
+// start the control plane (the orchestrator as a child process), run the steps, and tear everything down again, also after a failure or
 // an interrupt. Every claim is a check in the report; every long-running process the demo
 // starts is tracked by pid and must be gone at the end.
 import { existsSync, readdirSync } from 'node:fs';
+import { LabAgents } from '../lab/agents.js';
 import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '../lab/index.js';
-import { LabAgents } from '../nic/lab-harness.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import type { DemoControl } from './control.js';
-import { LabControl } from './lab-control.js';
 import type { DemoReporter } from './report.js';
 import { DemoSteps } from './steps.js';
-
-export type ControlChoice = 'auto' | 'orchestrator' | 'lab';
 
 export interface DemoOptions {
   prefix: string;
   iperfSeconds: number;
-  control: ControlChoice;
 }
 
 /** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, then teardown. */
 export const TOTAL_STEPS = 13;
 
-/** Starts the orchestrator-backed control plane; null when this build has no orchestrator. */
-export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl | null>;
+/** Starts the control plane (the orchestrator) for the lab and its running agents. */
+export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
 
 export async function runDemo(
   opts: DemoOptions,
@@ -55,7 +50,7 @@ export async function runDemo(
 
     report.step('agents: a NIC agent in each NIC namespace, a vSwitch daemon in each host namespace');
     const ta = performance.now();
-    agents = await LabAgents.start(lab, { logLevel: 'warn', defaultPolicy: 'none' });
+    agents = await LabAgents.start(lab, { logLevel: 'warn' });
     report.figure('agents_up_ms', Math.round(performance.now() - ta));
     for (const h of lab.hosts) {
       const n = agents.nics.get(h.name)!;
@@ -69,27 +64,7 @@ export async function runDemo(
     }
 
     report.step('control plane');
-    if (opts.control !== 'lab') {
-      try {
-        control = await startOrchestrator(lab, agents);
-      } catch (err) {
-        // With --control auto the rest still runs on the lab harness; the failure stays a failed check.
-        if (opts.control === 'orchestrator' || signal.aborted) throw err;
-        report.check('orchestrator started and hosts registered', false, (err as Error).message);
-        report.notShown(`the orchestrator: it failed to start (${(err as Error).message})`);
-      }
-      if (control === null && opts.control === 'orchestrator')
-        throw new TgError('TG_ERR_NOT_FOUND', 'this build has no orchestrator (--control orchestrator)');
-    }
-    if (control === null) {
-      control = new LabControl(lab, agents);
-      if (opts.control === 'lab') report.notShown('the orchestrator (--control lab)');
-      else if (!report.result.notShown.some((n) => n.startsWith('the orchestrator')))
-        report.notShown('the orchestrator: this build has none');
-      report.say(
-        '      the lab harness creates tenants, workloads and policies through the NIC and vSwitch APIs',
-      );
-    }
+    control = await startOrchestrator(lab, agents);
     pids.push(...control.pids());
     report.result.control = control.describe();
     report.check('control plane ready', true, control.describe());

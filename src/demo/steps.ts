@@ -52,7 +52,7 @@ export class DemoSteps {
 
   /** What the requests go through, for progress lines. */
   private get via(): string {
-    return this.c.control.kind === 'orchestrator' ? "the orchestrator's API" : 'the lab harness';
+    return "the orchestrator's API";
   }
 
   private w(name: string): DemoWorkload {
@@ -162,9 +162,7 @@ export class DemoSteps {
       for (const [k, v] of Object.entries(w.timings)) steps.set(k, [...(steps.get(k) ?? []), v]);
     if (steps.size > 0)
       this.r.say(
-        `      spin-up steps as ${this.c.control.kind === 'orchestrator' ? 'the orchestrator' : 'the lab harness'} timed them (median ms): ${[
-          ...steps,
-        ]
+        `      spin-up steps as the orchestrator timed them (median ms): ${[...steps]
           .map(([k, v]) => `${k} ${Math.round(median(v))}`)
           .join(', ')}`,
       );

@@ -127,6 +127,9 @@ export class EngineUapiBackend implements UapiBackend {
     const c = this.engine.counters;
     for (const [k, v] of Object.entries(c)) if (typeof v === 'number') out[k] = v;
     for (const [k, v] of Object.entries(c.dropped)) out[`dropped.${k}`] = v;
+    // Gauges: handshake messages waiting for work, and whether the engine is under load now.
+    out['handshake.queued'] = this.engine.pendingHandshakes;
+    out['handshake.underLoad'] = this.engine.isUnderLoad(this.now()) ? 1 : 0;
     for (const [k, v] of Object.entries(this.ports.ioCounters())) out[k] = v;
     return out;
   }

@@ -17,6 +17,9 @@ export type CsrUsage = (typeof ALLOWED_USAGES)[number];
 
 export const CSR_COLLECTION_PATH = `/apis/${API_GROUP_VERSION}/certificatesigningrequests`;
 
+/** POST {spiffeId, ttlSeconds?} -> a one-time join token (the CA operator's socket only). */
+export const JOIN_TOKENS_PATH = '/join-tokens';
+
 export type ConditionType = 'Approved' | 'Denied' | 'Failed';
 
 export interface CsrCondition {

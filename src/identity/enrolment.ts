@@ -3,10 +3,11 @@
 // CA's revocation list for servers that check every request, and the CA's current trust
 // bundle (how a rotation's new root reaches every service before it signs anything).
 import { TgError } from '../util/errors.js';
-import { type ApiEndpoint, type ApiResult, apiRequest } from '../util/http-json.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import { normalizeSerial } from './certs.js';
-import { type CertificateSigningRequest, CSR_COLLECTION_PATH, issuedChain, SIGNER_NAME } from './csr.js';
+import { issuedChain, SIGNER_NAME } from './csr.js';
+import { CsrClient } from './csr-client.js';
 import type { Identity } from './identity.js';
 import { clientTlsOptions, serverOnlyTlsOptions } from './mtls.js';
 import { IdentityRenewer } from './renewal.js';
@@ -67,21 +68,20 @@ export class CaClient {
       },
     };
     const byToken = 'joinToken' in auth;
-    const r: ApiResult = await apiRequest(
+    const client = new CsrClient(
       this.endpoint(byToken ? undefined : auth.identity),
-      'POST',
-      CSR_COLLECTION_PATH,
-      body,
-      { timeoutMs: TIMEOUT_MS, headers: byToken ? { authorization: `Bearer ${auth.joinToken}` } : {} },
+      TIMEOUT_MS,
+      byToken ? { authorization: `Bearer ${auth.joinToken}` } : {},
     );
-    if (r.status !== 201) {
-      const s = r.body as { reason?: string; message?: string };
+    const obj = await client.create(body).catch((err: unknown) => {
+      // TG_ERR_COMMAND_FAILED: no answer, or not one of the catalogue's; as it is.
+      if (!(err instanceof TgError) || err.code === 'TG_ERR_COMMAND_FAILED') throw err;
       throw new TgError(
-        r.status === 401 ? 'TG_ERR_UNAUTHENTICATED' : 'TG_ERR_COMMAND_FAILED',
-        `the CA refused the request: HTTP ${r.status} ${s?.reason ?? ''}: ${s?.message ?? r.raw.slice(0, 200)}`,
+        err.code === 'TG_ERR_UNAUTHENTICATED' ? 'TG_ERR_UNAUTHENTICATED' : 'TG_ERR_COMMAND_FAILED',
+        `the CA refused the request: HTTP ${err.httpStatus} ${err.code}: ${err.message}`,
+        { cause: err },
       );
-    }
-    const obj = r.body as CertificateSigningRequest;
+    });
     const chain = issuedChain(obj);
     if (chain === undefined) {
       const c = obj.status?.conditions?.[0];
@@ -98,22 +98,23 @@ export class CaClient {
    * generations), fetched over mTLS from a CA server verified against the current bundle.
    */
   async trustBundle(identity: Identity): Promise<TrustBundle> {
-    const r = await apiRequest(this.endpoint(identity), 'GET', '/trust-bundle', undefined, {
-      timeoutMs: TIMEOUT_MS,
-    });
-    if (r.status !== 200)
-      throw new TgError('TG_ERR_COMMAND_FAILED', `trust bundle: HTTP ${r.status} ${r.raw.slice(0, 200)}`);
-    return TrustBundle.fromPem(this.bundle().trustDomain, r.raw);
+    const pem = await new CsrClient(this.endpoint(identity), TIMEOUT_MS)
+      .trustBundlePem()
+      .catch((err: unknown) => {
+        throw new TgError('TG_ERR_COMMAND_FAILED', `trust bundle: ${(err as Error).message}`, { cause: err });
+      });
+    return TrustBundle.fromPem(this.bundle().trustDomain, pem);
   }
 
   /** Serials the CA has revoked (of certificates not yet expired). */
   async revokedSerials(identity: Identity): Promise<Set<string>> {
-    const r = await apiRequest(this.endpoint(identity), 'GET', '/revocations', undefined, {
-      timeoutMs: TIMEOUT_MS,
-    });
-    if (r.status !== 200)
-      throw new TgError('TG_ERR_COMMAND_FAILED', `revocation list: HTTP ${r.status} ${r.raw.slice(0, 200)}`);
-    const items = (r.body as { items?: { serial?: unknown }[] }).items ?? [];
+    const items: { serial?: unknown }[] = await new CsrClient(this.endpoint(identity), TIMEOUT_MS)
+      .revocations()
+      .catch((err: unknown) => {
+        throw new TgError('TG_ERR_COMMAND_FAILED', `revocation list: ${(err as Error).message}`, {
+          cause: err,
+        });
+      });
     const out = new Set<string>();
     for (const i of items) {
       if (typeof i.serial !== 'string') continue;

@@ -8,14 +8,12 @@
 // an expiry takes effect on the next request even on a long-lived connection.
 import { constants, type KeyObject, X509Certificate } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { Server as HttpsServer } from 'node:https';
 import {
   type ConnectionOptions,
   createSecureContext,
   type PeerCertificate,
   type TLSSocket,
   type TlsOptions,
-  type Server as TlsServer,
 } from 'node:tls';
 import { TgError } from '../util/errors.js';
 import type { Identity } from './identity.js';
@@ -91,15 +89,18 @@ export function wipeTlsKey(options: { key?: unknown }): void {
   if (Buffer.isBuffer(options.key)) options.key.fill(0);
 }
 
-/** Swaps a running server's identity and bundle: new connections use them, open ones go on. */
+/**
+ * Swaps a running API server's identity and bundle (JsonApiServer.updateTls): new connections
+ * use them, open ones go on. The key buffer is wiped after.
+ */
 export function updateServerIdentity(
-  server: TlsServer | HttpsServer,
+  server: { updateTls(options: MtlsServerOptions): void },
   identity: Identity,
   bundle: TrustBundle,
 ): void {
   const opts = serverTlsOptions(identity, bundle);
   try {
-    server.setSecureContext(opts);
+    server.updateTls(opts);
   } finally {
     wipeTlsKey(opts);
   }

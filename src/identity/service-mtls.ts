@@ -18,7 +18,7 @@ import type { ApiEndpoint, JsonApiServer, JsonServerTls, RequestAuthorization } 
 import type { Logger } from '../util/log.js';
 import { CaClient, enrol, RemoteRevocations } from './enrolment.js';
 import type { Identity } from './identity.js';
-import { authorizeRequest, clientTlsOptions, serverTlsOptions, wipeTlsKey } from './mtls.js';
+import { authorizeRequest, clientTlsOptions, serverTlsOptions, updateServerIdentity } from './mtls.js';
 import type { IdentityRenewer } from './renewal.js';
 import { SpiffeIdPattern } from './spiffe.js';
 import { TrustBundle } from './trust-bundle.js';
@@ -285,12 +285,7 @@ export class ServiceMtls {
 
   private takeUp(id: Identity): void {
     if (this.api === undefined) return;
-    const opts = serverTlsOptions(id, this.trust);
-    try {
-      this.api.updateTls(opts);
-      this.log.info({ serial: id.serial, notAfter: id.notAfter.toISOString() }, 'API TLS context updated');
-    } finally {
-      wipeTlsKey(opts);
-    }
+    updateServerIdentity(this.api, id, this.trust);
+    this.log.info({ serial: id.serial, notAfter: id.notAfter.toISOString() }, 'API TLS context updated');
   }
 }

@@ -6,12 +6,12 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
+import { listNamespaces } from '../util/netns.js';
 import {
   deleteNamespaces,
   deleteRootLinks,
   ipBatch,
   killNamespaceProcesses,
-  listNamespaces,
   listRootLinks,
   namespaceLinkReadiness,
 } from './netns.js';
@@ -53,6 +53,8 @@ export interface BuildOptions {
   tenants: number;
   /** Workloads per tenant per host. */
   workloads: number;
+  /** MTU of every link: fabric and host links (default LAB_MTU, 1,500; 1,280 to 9,000). */
+  mtu?: number;
   /** Aborting stops the build after the running step and removes what was built. */
   signal?: AbortSignal;
   onProgress?: (p: BuildProgress) => void;
@@ -246,7 +248,7 @@ function existsError(prefix: string, found: LabObjects): TgError {
  */
 export async function buildLab(opts: BuildOptions): Promise<LabState> {
   const prefix = validatePrefix(opts.prefix);
-  const plan = planLab(prefix, validateSize(opts));
+  const plan = planLab(prefix, validateSize(opts), opts.mtu);
   if (opts.signal?.aborted)
     throw new TgError('TG_ERR_INTERRUPTED', `building lab '${prefix}' was interrupted`);
   const found = await findLabObjects(prefix);

@@ -1,24 +1,8 @@
 // Network-namespace and link primitives over iproute2. Many operations go through one
 // `ip -batch -` call, so that building or removing a lab costs a handful of processes.
-import { readdirSync } from 'node:fs';
 import { TgError } from '../util/errors.js';
 import { run, runOk } from '../util/exec.js';
-
-const NETNS_DIR = '/run/netns';
-
-/** Names of all named network namespaces (the files `ip netns add` creates). */
-export function listNamespaces(): string[] {
-  try {
-    return readdirSync(NETNS_DIR).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new TgError('TG_ERR_INTERNAL', `cannot list ${NETNS_DIR}`, { cause: err });
-  }
-}
-
-export function namespaceExists(ns: string): boolean {
-  return listNamespaces().includes(ns);
-}
+import { namespaceExists } from '../util/netns.js';
 
 /**
  * Runs iproute2 commands (one per line, without the leading `ip`) in one process, in

@@ -2,11 +2,11 @@
 // run; targets are lab addresses inside lab namespaces only), and a check that the root
 // namespace holds nothing in the lab's address ranges.
 import type { ChildProcess } from 'node:child_process';
-import { isIPv4, isIPv6 } from 'node:net';
+import { parseCidr, parseIp } from '../net/ip.js';
 import { TgError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
+import { runOk, spawnIn } from '../util/exec.js';
 import { LAB_RANGES } from './plan.js';
-import { runInNode, spawnInNode } from './run.js';
+import { nodeNs, runInNode, runInNs } from './run.js';
 import type { LabState } from './state.js';
 
 export interface PingResult {
@@ -67,6 +67,8 @@ export interface IperfResult {
   /** Receiver-side throughput in Mbit/s. */
   mbps: number;
   retransmits: number;
+  /** Bytes the receiver got. */
+  bytes: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -90,18 +92,29 @@ export async function iperfTcp(
   seconds: number,
   opts: { port?: number; signal?: AbortSignal } = {},
 ): Promise<IperfResult> {
+  const r = await iperfTcpNs(nodeNs(lab, client), nodeNs(lab, server), target, seconds, opts);
+  return { ...r, client, server };
+}
+
+/** iperfTcp between two namespaces named directly (workload namespaces the orchestrator made). */
+export async function iperfTcpNs(
+  client: string,
+  server: string,
+  target: string,
+  seconds: number,
+  opts: { port?: number; signal?: AbortSignal } = {},
+): Promise<IperfResult> {
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 30) {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `iperf3 seconds ${seconds} must be an integer from 1 to 30`);
   }
   const port = String(opts.port ?? 5201);
-  const srv = spawnInNode(lab, server, 'iperf3', ['-s', '-1', '-B', target, '-p', port], { stdio: 'ignore' });
+  const srv = spawnIn(server, 'iperf3', ['-s', '-1', '-B', target, '-p', port], { stdio: 'ignore' });
   try {
     for (let attempt = 0; ; attempt++) {
       if (srv.exitCode !== null) {
         throw new TgError('TG_ERR_COMMAND_FAILED', `iperf3 server on ${server} exited ${srv.exitCode}`);
       }
-      const r = await runInNode(
-        lab,
+      const r = await runInNs(
         client,
         'iperf3',
         ['-c', target, '-p', port, '-t', String(seconds), '-J', '--connect-timeout', '1000'],
@@ -109,7 +122,10 @@ export async function iperfTcp(
       );
       let j: {
         error?: string;
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } };
+        end?: {
+          sum_received?: { bits_per_second: number; bytes: number };
+          sum_sent?: { retransmits?: number };
+        };
       };
       try {
         j = JSON.parse(r.stdout);
@@ -124,6 +140,7 @@ export async function iperfTcp(
           seconds,
           mbps: j.end.sum_received.bits_per_second / 1e6,
           retransmits: j.end.sum_sent?.retransmits ?? 0,
+          bytes: j.end.sum_received.bytes,
         };
       }
       if (opts.signal?.aborted) throw new TgError('TG_ERR_INTERRUPTED', 'iperf3 run interrupted');
@@ -138,30 +155,16 @@ export async function iperfTcp(
   }
 }
 
-function ipv4Bits(a: string): bigint | null {
-  if (!isIPv4(a)) return null;
-  return a.split('.').reduce((n, o) => (n << 8n) | BigInt(o), 0n);
-}
-
-function ipv6Bits(a: string): bigint | null {
-  if (!isIPv6(a) || a.includes('.')) return null;
-  const [head, tail = ''] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = a.includes('::') && tail ? tail.split(':') : [];
-  const groups = a.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
-  return groups.reduce((n, g) => (n << 16n) | BigInt(`0x${g}`), 0n);
-}
-
-/** True when address `addr` lies in `cidr` (IPv4 or IPv6). */
+/** True when address `addr` lies in `cidr` (IPv4 or IPv6; a family mismatch is false). */
 export function inRange(addr: string, cidr: string): boolean {
-  const [net, lenText] = cidr.split('/');
-  const v6 = net.includes(':');
-  const bits = v6 ? 128 : 32;
-  const a = v6 ? ipv6Bits(addr) : ipv4Bits(addr);
-  const n = v6 ? ipv6Bits(net) : ipv4Bits(net);
-  if (a === null || n === null) return false;
-  const shift = BigInt(bits - Number(lenText));
-  return a >> shift === n >> shift;
+  const a = parseIp(addr);
+  const c = parseCidr(cidr);
+  if (a === null || c === null || a.length !== c.address.length) return false;
+  for (let bit = 0; bit < c.bits; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if ((a[bit >> 3] & mask) !== (c.address[bit >> 3] & mask)) return false;
+  }
+  return true;
 }
 
 /**

@@ -3,7 +3,7 @@
 import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { TgError } from '../util/errors.js';
 import type { RunResult } from '../util/exec.js';
-import { namespaceExists } from './netns.js';
+import { namespaceExists } from '../util/netns.js';
 import { planNodes } from './plan.js';
 import { type LabState, planOf } from './state.js';
 
@@ -49,7 +49,16 @@ export function runInNode(
   args: readonly string[],
   opts: NodeRunOptions = {},
 ): Promise<RunResult> {
-  const ns = nodeNs(lab, node);
+  return runInNs(nodeNs(lab, node), cmd, args, opts);
+}
+
+/** runInNode by namespace name (a workload namespace the orchestrator made, say). */
+export function runInNs(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  opts: NodeRunOptions = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = execFile(
       'ip',

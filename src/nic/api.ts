@@ -1,7 +1,9 @@
 // The NIC agent's management API (HTTP+JSON; a Unix socket in the lab, mTLS with the CA
-// issue). Routes are thin: validate the body by schema, call the agent, answer.
+// issue). Routes are thin: the server validates by the route's schemas, the handler calls the
+// agent and answers; GET /openapi.json is generated from this list (src/util/openapi.ts).
 //
-//   GET    /v1/health                      liveness and counts
+//   GET    /v1/health                      liveness, counts, API version and capabilities
+//   GET    /openapi.json                   this API's OpenAPI 3.1 document
 //   GET    /metrics                        Prometheus text (NIC, firewall, conntrack, flow log)
 //   GET    /v1/identity                    identity key, signed seal key, on-host key, endpoints
 //   GET    /v1/keys                        key inventory (metadata only)
@@ -66,13 +68,15 @@
 import { nameSchema } from '../net/name.js';
 import { parseSince } from '../policy/flowlog.js';
 import { TgError } from '../util/errors.js';
-import { answer, parseBody, type Route, textAnswer } from '../util/http-json.js';
+import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
+import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { NicAgent } from './agent.js';
-import { nicHealth } from './health.js';
+import { NIC_API_VERSION, nicHealth } from './health.js';
 import type { NicMetrics } from './metrics.js';
 import {
   emptySchema,
   flowQuerySchema,
+  policyBodySchema,
   registerWorkloadSchema,
   tenantGrantsSchema,
   tenantPeersSchema,
@@ -81,100 +85,170 @@ import {
 /** The largest request body the NIC accepts. */
 export const NIC_MAX_BODY_BYTES = 256 * 1024;
 
-function name(value: string | undefined, what: string): string {
-  return parseBody(nameSchema, value, what);
-}
+export const NIC_API: ApiInfo = {
+  title: 'tenguard NIC agent',
+  version: NIC_API_VERSION,
+  description:
+    'Workload registration, tenant peers and grants, policy and flow records of one smart NIC. HTTP+JSON on a Unix socket, mTLS with the CA.',
+};
+
+const workload = { workload: nameSchema };
+const tenant = { tenant: nameSchema };
+
+const EXAMPLE_KEY = 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=';
 
 export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning: () => boolean): Route[] {
-  return [
-    { method: 'GET', path: '/v1/health', handler: () => nicHealth(agent, dataPlaneRunning()) },
+  return withOpenApi(NIC_API, [
+    {
+      method: 'GET',
+      path: '/v1/health',
+      operationId: 'health',
+      summary: 'Liveness, counts, API version and capabilities',
+      handler: () => nicHealth(agent, dataPlaneRunning()),
+    },
     {
       method: 'GET',
       path: '/metrics',
+      operationId: 'metrics',
+      summary: 'Prometheus text: NIC, firewall, conntrack and flow log counters',
+      produces: 'text/plain',
       handler: async () => {
         const m = await metrics.text();
         return textAnswer(m.text, m.contentType);
       },
     },
-    { method: 'GET', path: '/v1/identity', handler: () => agent.publicIdentity() },
-    { method: 'GET', path: '/v1/keys', handler: () => ({ keys: agent.inventory() }) },
-    { method: 'GET', path: '/v1/workloads', handler: () => ({ workloads: agent.listWorkloads() }) },
     {
+      method: 'GET',
+      path: '/v1/identity',
+      operationId: 'identity',
+      summary: 'Identity key, signed seal key, on-host key and endpoints',
+      handler: () => agent.publicIdentity(),
+    },
+    {
+      method: 'GET',
+      path: '/v1/keys',
+      operationId: 'keys',
+      summary: 'Key inventory (metadata only, never key material)',
+      handler: () => ({ keys: agent.inventory() }),
+    },
+    {
+      method: 'GET',
+      path: '/v1/workloads',
+      operationId: 'listWorkloads',
+      summary: 'Registered workloads (no secrets)',
+      handler: () => ({ workloads: agent.listWorkloads() }),
+    },
+    bodyRoute({
       method: 'POST',
       path: '/v1/workloads',
-      handler: (req) => answer(201, agent.registerWorkload(parseBody(registerWorkloadSchema, req.body))),
-    },
+      operationId: 'registerWorkload',
+      summary:
+        "Register a workload with its vSwitch's public key: the NIC's public key, a PSK and its endpoint",
+      body: registerWorkloadSchema,
+      example: { tenant: 'acme', workload: 'web-1', address: '100.64.1.10', vswitchPublicKey: EXAMPLE_KEY },
+      status: 201,
+      handler: (_req, body) => answer(201, agent.registerWorkload(body)),
+    }),
     {
       method: 'DELETE',
       path: '/v1/workloads/:workload',
-      handler: (req) => {
-        parseBody(emptySchema, req.body);
-        return agent.removeWorkload(name(req.params.workload, 'workload'));
-      },
+      operationId: 'removeWorkload',
+      summary: 'Remove a workload: its keys wiped, its session ends at once',
+      params: workload,
+      body: emptySchema,
+      handler: (req) => agent.removeWorkload(req.params.workload),
     },
     {
       method: 'POST',
       path: '/v1/workloads/:workload/psk',
-      handler: (req) => {
-        parseBody(emptySchema, req.body);
-        return agent.rotatePsk(name(req.params.workload, 'workload'));
-      },
+      operationId: 'rotatePsk',
+      summary: "Rotate a workload's PSK",
+      params: workload,
+      body: emptySchema,
+      handler: (req) => agent.rotatePsk(req.params.workload),
     },
-    { method: 'GET', path: '/v1/tenants', handler: () => ({ tenants: agent.listTenants() }) },
+    {
+      method: 'GET',
+      path: '/v1/tenants',
+      operationId: 'listTenants',
+      summary: 'Tenants, their off-host public keys and peers',
+      handler: () => ({ tenants: agent.listTenants() }),
+    },
     {
       method: 'GET',
       path: '/v1/tenants/:tenant/key',
-      handler: (req) => agent.tenantKey(name(req.params.tenant, 'tenant')),
+      operationId: 'tenantKey',
+      summary: "The tenant's off-host public key, signed",
+      params: tenant,
+      handler: (req) => agent.tenantKey(req.params.tenant),
     },
-    {
+    bodyRoute({
       method: 'PUT',
       path: '/v1/tenants/:tenant/peers',
-      handler: (req) => {
-        const tenant = name(req.params.tenant, 'tenant');
-        return agent.setTenantPeers(tenant, parseBody(tenantPeersSchema, req.body).peers);
-      },
-    },
-    {
+      operationId: 'setTenantPeers',
+      summary: "The tenant's remote NICs with their workloads (signatures verified)",
+      params: tenant,
+      body: tenantPeersSchema,
+      example: { peers: [] },
+      handler: (req, body) => agent.setTenantPeers(req.params.tenant, body.peers),
+    }),
+    bodyRoute({
       method: 'PUT',
       path: '/v1/tenants/:tenant/grants',
-      handler: (req) => {
-        const tenant = name(req.params.tenant, 'tenant');
-        return agent.setGrants(tenant, parseBody(tenantGrantsSchema, req.body).workloads);
-      },
-    },
+      operationId: 'setGrants',
+      summary: "Other tenants' workloads the tenant's workloads may exchange packets with (routes only)",
+      params: tenant,
+      body: tenantGrantsSchema,
+      example: { workloads: [] },
+      handler: (req, body) => agent.setGrants(req.params.tenant, body.workloads),
+    }),
     {
       method: 'GET',
       path: '/v1/tenants/:tenant/grants',
-      handler: (req) => agent.listGrants(name(req.params.tenant, 'tenant')),
+      operationId: 'listGrants',
+      summary: 'The grant list in force, each with `routed`',
+      params: tenant,
+      handler: (req) => agent.listGrants(req.params.tenant),
     },
     {
       method: 'PUT',
       path: '/v1/policy/:tenant',
-      handler: (req) => {
-        const tenant = name(req.params.tenant, 'tenant');
-        if (req.body === undefined)
-          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'a policy document is required');
-        return agent.setPolicy(tenant, req.body);
+      operationId: 'setPolicy',
+      summary: "Set the tenant's policy document (422 with every reason when refused; the old one stays)",
+      params: tenant,
+      body: policyBodySchema,
+      example: {
+        version: 1,
+        tenant: 'acme',
+        rules: [{ id: 'in', direction: 'ingress', workloads: { labels: {} }, peers: [{ labels: {} }] }],
       },
+      handler: (req) => agent.setPolicy(req.params.tenant, req.body),
     },
     {
       method: 'GET',
       path: '/v1/policy/:tenant',
-      handler: (req) => agent.getPolicy(name(req.params.tenant, 'tenant')),
+      operationId: 'getPolicy',
+      summary: 'The policy document in force (404 when none)',
+      params: tenant,
+      handler: (req) => agent.getPolicy(req.params.tenant),
     },
     {
       method: 'DELETE',
       path: '/v1/policy/:tenant',
-      handler: (req) => {
-        parseBody(emptySchema, req.body);
-        return agent.removePolicy(name(req.params.tenant, 'tenant'));
-      },
+      operationId: 'removePolicy',
+      summary: 'Remove the policy document: back to default deny',
+      params: tenant,
+      body: emptySchema,
+      handler: (req) => agent.removePolicy(req.params.tenant),
     },
     {
       method: 'GET',
       path: '/v1/flows',
+      operationId: 'flows',
+      summary: 'Flow records, newest first: open connections and ended ones',
+      query: flowQuerySchema,
       handler: (req) => {
-        const q = parseBody(flowQuerySchema, Object.fromEntries(req.query ?? []), 'query');
+        const q = req.queryValues as ReturnType<typeof flowQuerySchema.parse>;
         let since: number | undefined;
         if (q.since !== undefined) {
           try {
@@ -186,5 +260,5 @@ export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning
         return { flows: agent.flows({ tenant: q.tenant, verdict: q.verdict, since, limit: q.limit }) };
       },
     },
-  ];
+  ]);
 }

@@ -1,4 +1,4 @@
-// A typed client of the NIC agent's API (for the lab harness, tests and the orchestrator).
+// A typed client of the NIC agent's API (for the orchestrator, the lab and tests).
 // Errors come back as TgError with the agent's code and message.
 
 import type { FlowRecord } from '../policy/flowlog.js';
@@ -33,18 +33,30 @@ export type ResponseRecorder = (method: string, path: string, r: ApiResult) => v
 const seg = (s: string): string => encodeURIComponent(s);
 
 export class NicClient {
-  /** @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options. */
+  /**
+   * @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options.
+   * @param timeoutMs Per request (default 30 s).
+   */
   constructor(
     readonly endpoint: ApiEndpoint,
     private readonly recorder?: ResponseRecorder,
+    private readonly timeoutMs?: number,
   ) {}
 
   private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
-    return apiCall(this.endpoint, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+    return apiCall(this.endpoint, method, path, body, {
+      onResponse: this.recorder,
+      timeoutMs: this.timeoutMs,
+    }) as Promise<T>;
   }
 
+  /** Liveness, counts, the API version and its capabilities. */
   health(): Promise<NicHealth> {
     return this.call('GET', '/v1/health');
+  }
+
+  openapi(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/openapi.json');
   }
 
   identity(): Promise<NicPublicIdentity> {
@@ -130,7 +142,7 @@ export class NicClient {
   }
 
   async metrics(): Promise<string> {
-    const r = await apiRequest(this.endpoint, 'GET', '/metrics');
+    const r = await apiRequest(this.endpoint, 'GET', '/metrics', undefined, { timeoutMs: this.timeoutMs });
     this.recorder?.('GET', '/metrics', r);
     return r.raw;
   }

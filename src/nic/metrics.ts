@@ -44,6 +44,14 @@ export class NicMetrics {
       },
     });
     new Gauge({
+      name: 'tenguard_nic_handshake_queue',
+      help: 'Handshake messages waiting for work (both legs; drops and cookie replies are engine events and drops)',
+      registers: [r],
+      collect() {
+        this.set(agent.engine.pendingHandshakes);
+      },
+    });
+    new Gauge({
       name: 'tenguard_nic_tenants',
       help: 'Tenants with an off-host identity on this NIC',
       registers: [r],
@@ -82,6 +90,24 @@ export class NicMetrics {
         setCounter(this, { path: 'local' }, c.local);
         setCounter(this, { path: 'egress' }, c.egress);
         setCounter(this, { path: 'ingress' }, c.ingress);
+      },
+    });
+    new Counter({
+      name: 'tenguard_nic_pmtu_events_total',
+      help:
+        'Path MTU work on tenant packets: ICMP too-big answers sent or suppressed (rate, ICMP errors), ' +
+        'TCP SYNs with their MSS clamped, packets forwarded in fragmented outer datagrams, ' +
+        'non-first tenant fragments let through after their first',
+      labelNames: ['event'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const c = agent.forwarder.counters;
+        setCounter(this, { event: 'icmp_too_big' }, c.icmpTooBig);
+        setCounter(this, { event: 'icmp_too_big_suppressed' }, c.icmpTooBigSuppressed);
+        setCounter(this, { event: 'mss_clamped' }, c.mssClamped);
+        setCounter(this, { event: 'fragmented' }, c.fragmented);
+        setCounter(this, { event: 'fragments_followed' }, c.fragmentsFollowed);
       },
     });
     new Counter({

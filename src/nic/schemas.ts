@@ -50,6 +50,16 @@ export const tenantPeersSchema = z.strictObject({
     .max(MAX_TENANT_PEERS),
 });
 
+/**
+ * A policy document: checked in full by the policy validator (422 with every reason); here
+ * only that it is a JSON object.
+ */
+export const policyBodySchema = z.record(
+  z.string(),
+  z.unknown(),
+  'a policy document (a JSON object) is required',
+);
+
 /** Bodies of requests that take none: absent or {}. */
 export const emptySchema = z.strictObject({}).optional();
 

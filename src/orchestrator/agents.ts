@@ -2,16 +2,15 @@
 // their typed clients) and the workload namespaces it creates itself. It only ever talks to
 // the agents' APIs; it never starts or ends their processes.
 import { readdirSync } from 'node:fs';
-import { NicClient } from '../nic/client.js';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
-import { type ApiEndpoint, apiRequest } from '../util/http-json.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import type { HostRecord } from './model.js';
 
 /** Where `ip netns add` puts named namespaces. */
 const NETNS_DIR = '/run/netns';
-const AGENT_TIMEOUT_MS = 10_000;
 
 export interface HostAgents {
   nic: NicClient;
@@ -24,7 +23,11 @@ export type AgentEndpointOf = (host: string, agent: 'nic' | 'vswitch', socketPat
 export class AgentDirectory {
   private readonly clients = new Map<string, HostAgents & { key: string }>();
 
-  constructor(private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath) {}
+  constructor(
+    private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath,
+    /** Sees every answer of an agent (tests scan them for secrets). */
+    private readonly recorder?: ResponseRecorder,
+  ) {}
 
   /** How to reach one agent's socket (also of a host not registered yet). */
   endpoint(host: string, agent: 'nic' | 'vswitch', socketPath: string): ApiEndpoint {
@@ -38,8 +41,8 @@ export class AgentDirectory {
     if (c !== undefined && c.key === key) return c;
     const made = {
       key,
-      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi)),
-      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi)),
+      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi), this.recorder),
+      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi), this.recorder),
     };
     this.clients.set(host.name, made);
     return made;
@@ -52,19 +55,11 @@ export class AgentDirectory {
 
 /**
  * Whether a NIC serves the policy API (PUT/GET /v1/policy/:tenant, GET /v1/flows, workload
- * labels): a GET of a tenant without a policy answers 404 with the agent's own "no policy"
- * message when it does, and the router's "no resource" when the route does not exist.
+ * labels): the capabilities its health answer lists (a NIC that lists none has none).
  */
 export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
-  const r = await apiRequest(nic.endpoint, 'GET', '/v1/policy/tg-probe', undefined, {
-    timeoutMs: AGENT_TIMEOUT_MS,
-  });
-  if (r.status === 200) return true;
-  if (r.status === 404) {
-    const msg = (r.body as { message?: unknown } | undefined)?.message;
-    return !(typeof msg === 'string' && msg.startsWith('no resource'));
-  }
-  return r.status !== 405;
+  const h = await nic.health();
+  return Array.isArray(h.capabilities) && h.capabilities.includes('policy');
 }
 
 // --- Namespaces ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // The orchestrator's REST API (HTTP+JSON on a Unix socket through JsonApiServer). Each route
-// carries its OpenAPI description (summary, request schema, example), and GET /openapi.json
-// is generated from this same list, so the document and the served routes cannot drift.
+// carries its schemas and OpenAPI description (summary, example), and GET /openapi.json is
+// generated from this same list (src/util/openapi.ts).
 //
 //   GET    /v1/health                              liveness, counts, last reconciliation
 //   GET    /openapi.json                           this API's OpenAPI 3.1 document
@@ -25,8 +25,9 @@
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
 import { z } from 'zod';
-import { ERROR_CODES } from '../util/errors.js';
-import { answer, parseBody, type Route } from '../util/http-json.js';
+import { nameSchema } from '../net/name.js';
+import { answer, bodyRoute, type Route } from '../util/http-json.js';
+import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import {
   createTenantSchema,
   createWorkloadSchema,
@@ -48,16 +49,16 @@ export const flowQuerySchema = z.strictObject({
 /** Policy documents are checked by the policy schema in the service; here: a JSON object. */
 const policyBodySchema = z.record(z.string(), z.unknown());
 
-export interface OrchestratorRoute extends Route {
-  operationId: string;
-  summary: string;
-  /** The request body's schema (also what the handler parses with). */
-  body?: z.ZodType;
-  /** An example request body, valid against `body`. */
-  example?: unknown;
-  /** The success status (200 unless named). */
-  status?: number;
-}
+export const ORCHESTRATOR_API: ApiInfo = {
+  title: 'tenguard orchestrator',
+  version: API_VERSION,
+  description:
+    'Tenants, hosts, workloads (spin-up, spin-down, migration), policy distribution and reconciliation. HTTP+JSON on a Unix socket.',
+};
+
+const tenantParam = { tenant: nameSchema };
+const hostParam = { host: nameSchema };
+const workloadParam = { workload: nameSchema };
 
 const EXAMPLE_POLICY = {
   version: 1,
@@ -68,8 +69,8 @@ const EXAMPLE_POLICY = {
   ],
 };
 
-export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
-  const routes: OrchestratorRoute[] = [
+export function orchestratorRoutes(o: Orchestrator): Route[] {
+  const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/health',
@@ -84,13 +85,6 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
         reconcilePasses: o.reconcilePasses,
         lastReconcile: o.lastReconcile,
       }),
-    },
-    {
-      method: 'GET',
-      path: '/openapi.json',
-      operationId: 'openapi',
-      summary: 'This API as an OpenAPI 3.1 document',
-      handler: () => openApiDocument(routes),
     },
     {
       method: 'GET',
@@ -112,6 +106,7 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'GET',
       path: '/v1/tenants/:tenant',
+      params: tenantParam,
       operationId: 'showTenant',
       summary: 'One tenant, with its workload and allocation counts',
       handler: (req) => o.service.getTenant(req.params.tenant),
@@ -119,17 +114,16 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'DELETE',
       path: '/v1/tenants/:tenant',
+      params: tenantParam,
       operationId: 'deleteTenant',
       summary: 'Delete a tenant without workloads (its policy goes with it)',
       body: emptyBodySchema,
-      handler: (req) => {
-        parseBody(emptyBodySchema, req.body);
-        return o.service.deleteTenant(req.params.tenant);
-      },
+      handler: (req) => o.service.deleteTenant(req.params.tenant),
     },
     {
       method: 'GET',
       path: '/v1/tenants/:tenant/policy',
+      params: tenantParam,
       operationId: 'getPolicy',
       summary: "The tenant's stored policy document",
       handler: (req) => o.service.getPolicy(req.params.tenant),
@@ -137,11 +131,12 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'PUT',
       path: '/v1/tenants/:tenant/policy',
+      params: tenantParam,
       operationId: 'setPolicy',
       summary: "Set the tenant's policy document: pushed to every NIC holding the tenant, then stored",
       body: policyBodySchema,
       example: EXAMPLE_POLICY,
-      handler: (req) => o.setPolicy(req.params.tenant, parseBody(policyBodySchema, req.body)),
+      handler: (req) => o.setPolicy(req.params.tenant, req.body),
     },
     {
       method: 'GET',
@@ -168,6 +163,7 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'GET',
       path: '/v1/hosts/:host',
+      params: hostParam,
       operationId: 'showHost',
       summary: 'One host',
       handler: (req) => o.service.getHost(req.params.host),
@@ -175,17 +171,16 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'DELETE',
       path: '/v1/hosts/:host',
+      params: hostParam,
       operationId: 'deregisterHost',
       summary: 'Deregister a host without workloads',
       body: emptyBodySchema,
-      handler: (req) => {
-        parseBody(emptyBodySchema, req.body);
-        return o.deregisterHost(req.params.host);
-      },
+      handler: (req) => o.deregisterHost(req.params.host),
     },
     {
       method: 'GET',
       path: '/v1/hosts/:host/keys',
+      params: hostParam,
       operationId: 'hostKeys',
       summary: "The host NIC's key inventory (metadata only, never key material)",
       handler: (req) => o.keys(req.params.host),
@@ -210,6 +205,7 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'GET',
       path: '/v1/workloads/:workload',
+      params: workloadParam,
       operationId: 'showWorkload',
       summary: 'One workload: address, namespace, state, timings',
       handler: (req) => o.service.getWorkload(req.params.workload),
@@ -217,23 +213,22 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
     {
       method: 'DELETE',
       path: '/v1/workloads/:workload',
+      params: workloadParam,
       operationId: 'deleteWorkload',
       summary: 'Spin a workload down and delete it (its address is released)',
       body: emptyBodySchema,
-      handler: (req) => {
-        parseBody(emptyBodySchema, req.body);
-        return o.deleteWorkload(req.params.workload);
-      },
+      handler: (req) => o.deleteWorkload(req.params.workload),
     },
-    {
+    bodyRoute({
       method: 'POST',
       path: '/v1/workloads/:workload/migrate',
+      params: workloadParam,
       operationId: 'migrateWorkload',
       summary: 'Move a running workload to another host (same address, labels and identity)',
       body: migrateSchema,
       example: { to: 'h2' },
-      handler: (req) => o.migrateWorkload(req.params.workload, parseBody(migrateSchema, req.body).to),
-    },
+      handler: (req, body) => o.migrateWorkload(req.params.workload, body.to),
+    }),
     {
       method: 'GET',
       path: '/v1/flows',
@@ -241,15 +236,15 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
       summary: 'Flow records merged from every NIC serving the policy API',
       handler: () => o.flows({}),
     },
-    {
+    bodyRoute({
       method: 'POST',
       path: '/v1/flows/query',
       operationId: 'queryFlows',
-      summary: 'Flow records of one tenant, since a time, at most `limit`',
-      body: flowQuerySchema,
+      summary: 'Flow records of one tenant, since a time, at most `limit` (no body: all)',
+      body: flowQuerySchema.optional(),
       example: { tenant: 'acme', limit: 100 },
-      handler: (req) => o.flows(parseBody(flowQuerySchema, req.body ?? {})),
-    },
+      handler: (_req, q) => o.flows(q ?? {}),
+    }),
     {
       method: 'GET',
       path: '/v1/reconcile',
@@ -263,81 +258,8 @@ export function orchestratorRoutes(o: Orchestrator): OrchestratorRoute[] {
       operationId: 'reconcile',
       summary: 'Run a reconciliation pass now',
       body: emptyBodySchema,
-      handler: (req) => {
-        parseBody(emptyBodySchema, req.body);
-        return o.reconcile();
-      },
+      handler: () => o.reconcile(),
     },
   ];
-  return routes;
-}
-
-function toJsonSchema(schema: z.ZodType): unknown {
-  return z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' });
-}
-
-/** The OpenAPI 3.1 document of a route list. */
-export function openApiDocument(routes: readonly OrchestratorRoute[]): Record<string, unknown> {
-  const paths: Record<string, Record<string, unknown>> = {};
-  for (const r of routes) {
-    const params = r.path
-      .split('/')
-      .filter((s) => s.startsWith(':'))
-      .map((s) => s.slice(1));
-    const oaPath = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
-    const op: Record<string, unknown> = {
-      operationId: r.operationId,
-      summary: r.summary,
-      responses: {
-        [String(r.status ?? 200)]: {
-          description: 'success',
-          content: { 'application/json': { schema: { type: 'object' } } },
-        },
-        default: {
-          description: 'an error from the catalogue',
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
-        },
-      },
-    };
-    if (params.length > 0)
-      op.parameters = params.map((p) => ({
-        name: p,
-        in: 'path',
-        required: true,
-        schema: { type: 'string' },
-      }));
-    if (r.body !== undefined && r.example !== undefined)
-      op.requestBody = {
-        required: true,
-        content: {
-          'application/json': {
-            schema: toJsonSchema(r.body),
-            ...(r.example !== undefined ? { example: r.example } : {}),
-          },
-        },
-      };
-    paths[oaPath] = { ...(paths[oaPath] ?? {}), [r.method.toLowerCase()]: op };
-  }
-  return {
-    openapi: '3.1.0',
-    info: {
-      title: 'tenguard orchestrator',
-      version: API_VERSION,
-      description:
-        'Tenants, hosts, workloads (spin-up, spin-down, migration), policy distribution and reconciliation. HTTP+JSON on a Unix socket.',
-    },
-    paths,
-    components: {
-      schemas: {
-        Error: {
-          type: 'object',
-          required: ['code', 'message'],
-          properties: {
-            code: { type: 'string', enum: Object.keys(ERROR_CODES) },
-            message: { type: 'string' },
-          },
-        },
-      },
-    },
-  };
+  return withOpenApi(ORCHESTRATOR_API, routes);
 }

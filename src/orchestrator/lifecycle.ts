@@ -1,5 +1,5 @@
 // Spin-up, spin-down and migration of workloads (DESIGN.md section 5), driving the NIC and
-// vSwitch APIs in the order the lab harness established (src/nic/lab-harness.ts):
+// vSwitch APIs in this order:
 //
 //   spin-up:   namespace (ip netns add) -> vSwitch instance (its key pair, tg0 in the namespace,
 //              the address allocated by the store) -> NIC registration (address, labels and the
@@ -24,7 +24,6 @@ import { performance } from 'node:perf_hooks';
 import type { SignedTenantKey, TenantPeerInput } from '../nic/agent.js';
 import type { NicClient } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
-import { apiCall } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import type { VSwitchClient } from '../vswitch/client.js';
 import { type AgentDirectory, addNetns, delNetns, nicHasPolicyApi } from './agents.js';
@@ -230,15 +229,15 @@ export class Lifecycle {
       v.policy.delete(w.tenant);
     }
     if (v.identityKey === null) v.identityKey = (await nic.identity()).identityKey;
-    const req: Record<string, unknown> = {
+    const labels = Object.keys(w.labels).length > 0 && (await this.policyApi(host)) ? w.labels : undefined;
+    const req = {
       tenant: w.tenant,
       workload: w.name,
       address: w.address,
       vswitchPublicKey,
+      ...(labels !== undefined ? { labels } : {}),
     };
-    if (Object.keys(w.labels).length > 0 && (await this.policyApi(host))) req.labels = w.labels;
-    const reg = (): Promise<NicCryptoAnswer> =>
-      apiCall(nic.endpoint, 'POST', '/v1/workloads', req) as Promise<NicCryptoAnswer>;
+    const reg = (): Promise<NicCryptoAnswer> => nic.registerWorkload(req);
     let crypto: NicCryptoAnswer;
     try {
       crypto = await reg();
@@ -536,14 +535,7 @@ export class Lifecycle {
         }
         try {
           if (!(await this.policyApi(h))) break;
-          await apiCall(
-            this.agents.of(h).nic.endpoint,
-            'PUT',
-            `/v1/tenants/${encodeURIComponent(tenant)}/grants`,
-            {
-              workloads: list,
-            },
-          );
+          await this.agents.of(h).nic.setGrants(tenant, list);
           if (list.length > 0) v.grants.set(tenant, digest);
           else v.grants.delete(tenant);
         } catch (err) {
@@ -576,14 +568,7 @@ export class Lifecycle {
       const m = new Map<string, string>();
       const tenants = new Set([...(heldBy.get(h.name) ?? []), ...this.view(h.name).grants.keys()]);
       for (const t of tenants) {
-        const r = (await apiCall(
-          this.agents.of(h).nic.endpoint,
-          'GET',
-          `/v1/tenants/${encodeURIComponent(t)}/grants`,
-        )) as {
-          workloads: { tenant: string; workload: string; address: string; nicIdentityKey?: string }[];
-        };
-        m.set(t, grantsDigest(r.workloads));
+        m.set(t, grantsDigest(await this.agents.of(h).nic.grants(t)));
       }
       actual.set(h.name, m);
     }
@@ -624,9 +609,7 @@ export class Lifecycle {
     if (v.policy.get(tenant) === doc.updatedAt) return;
     const nic = this.agents.of(host).nic;
     if (verify) {
-      const there = await apiCall(nic.endpoint, 'GET', `/v1/policy/${encodeURIComponent(tenant)}`).catch(
-        () => null,
-      );
+      const there = await nic.getPolicy(tenant).catch(() => null);
       if (there !== null && sameJson(there, doc.document)) {
         v.policy.set(tenant, doc.updatedAt);
         return;
@@ -659,7 +642,7 @@ export class Lifecycle {
 }
 
 export function putPolicy(nic: NicClient, tenant: string, document: unknown): Promise<unknown> {
-  return apiCall(nic.endpoint, 'PUT', `/v1/policy/${encodeURIComponent(tenant)}`, document);
+  return nic.setPolicy(tenant, document);
 }
 
 /** A comparable summary of a tenant's peers: each NIC's off-host key and workloads, sorted. */

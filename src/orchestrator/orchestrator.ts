@@ -4,9 +4,11 @@
 // interleave; reads go straight to the store.
 import { performance } from 'node:perf_hooks';
 import { nameSchema } from '../net/name.js';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
-import { apiRequest, parseBody } from '../util/http-json.js';
+import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
+import { VSwitchClient } from '../vswitch/client.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
 import { type HostRecord, type PolicyRecord, registerHostSchema, type WorkloadRecord } from './model.js';
@@ -46,9 +48,9 @@ export class Orchestrator {
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf } = {},
+    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder } = {},
   ) {
-    this.agents = new AgentDirectory(opts.agentEndpoint);
+    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder);
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
     this.reconciler = new Reconciler(this.service, this.lifecycle, this.agents, log);
@@ -94,13 +96,18 @@ export class Orchestrator {
       ['vSwitch daemon', 'vswitch', req.vswitchApi],
     ] as const) {
       const endpoint = this.agents.endpoint(req.name, agent, socket);
-      const r = await apiRequest(endpoint, 'GET', '/v1/health', undefined, { timeoutMs: 5000 }).catch(
-        (err: Error) => ({ status: 0, raw: err.message }),
+      const client =
+        agent === 'nic'
+          ? new NicClient(endpoint, undefined, 5000)
+          : new VSwitchClient(endpoint, undefined, 5000);
+      const problem = await client.health().then(
+        () => null,
+        (err: Error) => err.message,
       );
-      if (r.status !== 200)
+      if (problem !== null)
         throw new TgError(
           'TG_ERR_INVALID_ARGUMENT',
-          `host '${req.name}': the ${what} at ${socket} does not answer (${r.status === 0 ? r.raw : `HTTP ${r.status}`})`,
+          `host '${req.name}': the ${what} at ${socket} does not answer (${problem})`,
         );
     }
     return this.lock.run(async () => {
@@ -218,11 +225,11 @@ export class Orchestrator {
 
   /** Flow records from every NIC serving the policy API, each tagged with its host, oldest first. */
   async flows(q: FlowQuery): Promise<{ flows: Record<string, unknown>[]; hosts: Record<string, string> }> {
-    const params = new URLSearchParams();
-    if (q.tenant !== undefined) params.set('tenant', parseBody(nameSchema, q.tenant, 'tenant'));
-    if (q.since !== undefined) params.set('since', q.since.slice(0, 64));
-    if (q.limit !== undefined) params.set('limit', String(q.limit));
-    const qs = params.toString();
+    const query = {
+      tenant: q.tenant === undefined ? undefined : parseBody(nameSchema, q.tenant, 'tenant'),
+      since: q.since?.slice(0, 64),
+      limit: q.limit,
+    };
     const out: Record<string, unknown>[] = [];
     const hosts: Record<string, string> = {};
     for (const h of await this.service.listHosts()) {
@@ -231,12 +238,7 @@ export class Orchestrator {
           hosts[h.name] = 'no flow API';
           continue;
         }
-        const r = await apiRequest(this.agents.of(h).nic.endpoint, 'GET', `/v1/flows${qs ? `?${qs}` : ''}`);
-        if (r.status !== 200) {
-          hosts[h.name] = `HTTP ${r.status}`;
-          continue;
-        }
-        const flows = (r.body as { flows?: Record<string, unknown>[] }).flows ?? [];
+        const flows = await this.agents.of(h).nic.flows(query);
         for (const f of flows) out.push({ host: h.name, ...f });
         hosts[h.name] = `${flows.length} flows`;
       } catch (err) {

@@ -19,7 +19,7 @@ import {
   WG_LABEL_MAC1,
   XNONCE_SIZE,
 } from './constants.js';
-import { hash, mac, randomBytes, xaeadOpen, xaeadSeal } from './crypto.js';
+import { hash, randomBytes, xaeadOpen, xaeadSeal } from './crypto.js';
 import {
   COOKIE_REPLY_OFFSET_COOKIE,
   COOKIE_REPLY_OFFSET_NONCE,
@@ -42,19 +42,74 @@ export function cookieKeyFor(publicKey: Uint8Array): Buffer {
 }
 
 /**
+ * The responder's random secret Rm, renewed every COOKIE_REFRESH_TIME. One per engine: a cookie
+ * proves that its holder receives datagrams at a source address, which is the same whichever
+ * local identity the message is for, so MAC2 can be checked before the message's identity is
+ * known (the engine sorts arriving initiations by MAC2 without scanning identities).
+ */
+export class CookieSecret {
+  private readonly secret = Buffer.alloc(32);
+  private setAt = Number.NEGATIVE_INFINITY;
+  private mac2: KeyedBlake2s | null = null;
+  private readonly cookie = Buffer.alloc(COOKIE_SIZE);
+
+  /** MAC2 of the handshake message at buf[off, off+len) is valid for `source`'s cookie now. */
+  checkMac2(buf: Buffer, off: number, len: number, source: Uint8Array, now: number): boolean {
+    if (now - this.setAt > COOKIE_REFRESH_TIME) return false;
+    this.cookieInto(source);
+    const m = new KeyedBlake2s(this.cookie, MAC_SIZE);
+    const ok = m.verify(buf, off, mac2Offset(len), buf, off + mac2Offset(len));
+    m.wipe();
+    this.cookie.fill(0);
+    return ok;
+  }
+
+  /** The cookie for `source` (renewing the secret when stale), in a buffer the caller wipes. */
+  cookieFor(source: Uint8Array, now: number): Buffer {
+    if (now - this.setAt > COOKIE_REFRESH_TIME) {
+      this.secret.set(randomBytes(this.secret.length));
+      this.setAt = now;
+      this.mac2?.wipe();
+      this.mac2 = null;
+    }
+    this.cookieInto(source);
+    const out = Buffer.from(this.cookie);
+    this.cookie.fill(0);
+    return out;
+  }
+
+  wipe(): void {
+    this.secret.fill(0);
+    this.setAt = Number.NEGATIVE_INFINITY;
+    this.mac2?.wipe();
+    this.mac2 = null;
+  }
+
+  /** cookie = MAC(Rm, source), with Rm's key block compressed once per secret. */
+  private cookieInto(source: Uint8Array): void {
+    if (this.mac2 === null) this.mac2 = new KeyedBlake2s(this.secret, COOKIE_SIZE);
+    this.mac2.macInto(source, 0, source.length, this.cookie, 0);
+  }
+}
+
+/**
  * The responder side, one per local identity: checks MAC1 (keyed by the identity's public key),
- * checks MAC2 against the cookie of the message's source, and creates cookie replies.
+ * checks MAC2 against the cookie of the message's source, and creates cookie replies (sealed
+ * under the identity's cookie key). The secret behind the cookies may be shared (CookieSecret).
  */
 export class CookieChecker {
   /** MAC with the identity's MAC1 key, key block precompressed: one check is two compressions. */
   private readonly mac1: KeyedBlake2s;
   private readonly encryptionKey: Buffer;
-  private readonly secret = Buffer.alloc(32);
-  private secretSetAt = Number.NEGATIVE_INFINITY;
+  private readonly secret: CookieSecret;
+  private readonly ownsSecret: boolean;
 
-  constructor(publicKey: Uint8Array) {
+  /** @param secret Shared with other checkers of the same responder; default: one of its own. */
+  constructor(publicKey: Uint8Array, secret?: CookieSecret) {
     this.mac1 = new KeyedBlake2s(mac1KeyFor(publicKey), MAC_SIZE);
     this.encryptionKey = cookieKeyFor(publicKey);
+    this.secret = secret ?? new CookieSecret();
+    this.ownsSecret = secret === undefined;
   }
 
   /** MAC1 of the handshake message at buf[off, off+len) is valid for this identity. One BLAKE2s. */
@@ -64,13 +119,7 @@ export class CookieChecker {
 
   /** MAC2 is valid for the cookie this checker would give `source` now. */
   checkMac2(buf: Buffer, off: number, len: number, source: Uint8Array, now: number): boolean {
-    if (now - this.secretSetAt > COOKIE_REFRESH_TIME) return false;
-    const cookie = mac(this.secret, source);
-    const m = new KeyedBlake2s(cookie, MAC_SIZE);
-    const ok = m.verify(buf, off, mac2Offset(len), buf, off + mac2Offset(len));
-    m.wipe();
-    cookie.fill(0);
-    return ok;
+    return this.secret.checkMac2(buf, off, len, source, now);
   }
 
   /**
@@ -88,11 +137,7 @@ export class CookieChecker {
     out: Buffer,
     outOff: number,
   ): void {
-    if (now - this.secretSetAt > COOKIE_REFRESH_TIME) {
-      this.secret.set(randomBytes(this.secret.length));
-      this.secretSetAt = now;
-    }
-    const cookie = mac(this.secret, source);
+    const cookie = this.secret.cookieFor(source, now);
     const m1 = off + mac1Offset(len);
     const nonce = randomBytes(XNONCE_SIZE);
     const sealed = xaeadSeal(this.encryptionKey, nonce, cookie, buf.subarray(m1, m1 + MAC_SIZE));
@@ -103,9 +148,9 @@ export class CookieChecker {
     out.set(sealed, outOff + COOKIE_REPLY_OFFSET_COOKIE);
   }
 
+  /** Wipes the secret when this checker has its own (a shared one is wiped by its owner). */
   wipe(): void {
-    this.secret.fill(0);
-    this.secretSetAt = Number.NEGATIVE_INFINITY;
+    if (this.ownsSecret) this.secret.wipe();
   }
 }
 

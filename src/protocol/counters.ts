@@ -12,11 +12,16 @@ export class DropCounters {
   noRoom = 0;
   /** Handshake message whose MAC1 matches no local identity. */
   badMac1 = 0;
-  /** Under load, a handshake message without a valid MAC2: answered with a cookie reply. */
+  /** Under load, a handshake message without a valid MAC2: answered with a cookie reply, no DH. */
   cookieRequired = 0;
-  /** Under load, handshake messages beyond HANDSHAKE_BUDGET_PER_SECOND: dropped unread. */
-  handshakeBudget = 0;
-  /** Under load, more handshake messages from one address than the rate limit allows. */
+  /**
+   * Under load, a handshake message without a valid MAC2 from an address that has had its
+   * cookie replies (COOKIE_REPLIES_PER_SECOND): dropped unanswered, before any other work.
+   */
+  cookieRateLimited = 0;
+  /** The handshake queue (or its priority ring) was full: dropped unread. */
+  handshakeQueueFull = 0;
+  /** Under load, more MAC2-valid handshake messages from one address than the rate limit allows. */
   rateLimited = 0;
   /** Handshake message that failed to decrypt or carried an invalid public key. */
   badHandshake = 0;
@@ -67,5 +72,11 @@ export class EngineCounters {
   handshakesCompleted = 0;
   cookieRepliesSent = 0;
   cookieRepliesConsumed = 0;
+  /** Initiations sent again at once, with MAC2, after a cookie reply answered the previous one. */
+  cookieRetries = 0;
+  /** Handshake messages admitted ahead of the queue (valid MAC2, or a response to our initiation). */
+  handshakesPrioritised = 0;
+  /** Times the engine went under load (queue depth, handshake rate, or the driver's signal). */
+  underLoadEntered = 0;
   roamed = 0;
 }

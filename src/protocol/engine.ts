@@ -28,13 +28,20 @@
 //   to send it); its packets are dropped and counted as noEndpoint.
 // - tx_bytes counts datagrams when the engine hands them to the driver, not after sendmmsg.
 // - Counters are limited to 2^53 - 2^13 - 1 (constants.ts, REJECT_AFTER_MESSAGES).
+// - Sticky source addresses (src/net/endpoint.ts) are forgotten on a handshake retry and replaced by
+//   the next authenticated datagram, and the socket falls back to a kernel-chosen source when
+//   the address is gone; wireguard-go also watches route changes (netlink) and forgets a
+//   source whose route now leaves by another interface. Here that source keeps being used
+//   until the address disappears or a handshake is retried.
 
 import {
   addressKey,
   checkEndpoint,
+  clearEndpointSource,
   cookieSource,
   ENDPOINT_SIZE,
   endpointEquals,
+  endpointRemoteEquals,
   isValidEndpoint,
 } from '../net/endpoint.js';
 import { TgError } from '../util/errors.js';
@@ -72,8 +79,10 @@ import {
   REKEY_AFTER_TIME,
   REKEY_TIMEOUT,
 } from './constants.js';
+import { CookieSecret } from './cookie.js';
 import { EngineCounters } from './counters.js';
 import { clampPrivateKey, constantTimeEqual, keyFingerprint, publicKeyOf } from './crypto.js';
+import { HandshakeRing } from './handshakequeue.js';
 import { Identity } from './identity.js';
 import { IndexTable } from './indextable.js';
 import { Keypair } from './keypair.js';
@@ -109,12 +118,18 @@ import {
   TimerWheel,
 } from './timers.js';
 import {
+  COOKIE_REPLIES_PER_SECOND,
+  COOKIE_REPLY_BURST,
   DEFAULT_MTU,
-  HANDSHAKE_BUDGET_PER_SECOND,
+  HANDSHAKE_DH_COST,
+  HANDSHAKE_PRIORITY_QUEUE_SIZE,
+  HANDSHAKE_QUEUE_SIZE,
+  HANDSHAKE_WORK_PER_CALL,
   INITIAL_BATCH_CAPACITY,
   MAX_PEERS_PER_IDENTITY,
   UNDER_LOAD_AFTER_TIME,
   UNDER_LOAD_HANDSHAKES_PER_SECOND,
+  UNDER_LOAD_QUEUE_DEPTH,
 } from './tuning.js';
 
 export interface EngineOptions {
@@ -137,7 +152,7 @@ export interface IdentityOptions {
 export interface PeerConfig {
   publicKey: Uint8Array;
   presharedKey?: Uint8Array | null;
-  /** 20-byte endpoint record (endpoint.ts). */
+  /** Endpoint record (endpoint.ts), without a source. */
   endpoint?: Uint8Array | null;
   allowedIps?: readonly IpPrefix[];
   /** Seconds, 0 (off) .. 65535. */
@@ -209,14 +224,29 @@ const EMPTY = Buffer.alloc(0);
 const IPV4_HEADER_SIZE = 20;
 const IPV6_HEADER_SIZE = 40;
 
-/** Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU. */
+/**
+ * The largest padded packet: its transport message (32 bytes more) must still fit the
+ * largest IPv4 UDP payload (65,535 - 20 - 8 = 65,507 bytes).
+ */
+export const MAX_PADDED_SIZE = 65_507 - MESSAGE_TRANSPORT_SIZE;
+
+/**
+ * Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU
+ * (wireguard-go's calculatePaddingSize). Departure: a packet longer than the MTU given (the
+ * link's MTU was raised after the engine was made) is never padded past MAX_PADDED_SIZE, so
+ * that a packet the device can carry is not made one it cannot.
+ */
 export function paddingSize(packetSize: number, mtu: number): number {
   let lastUnit = packetSize;
-  if (mtu === 0) return ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
-  if (lastUnit > mtu) lastUnit %= mtu;
-  let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
-  if (padded > mtu) padded = mtu;
-  return padded - lastUnit;
+  let pad: number;
+  if (mtu === 0) pad = ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
+  else {
+    if (lastUnit > mtu) lastUnit %= mtu;
+    let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
+    if (padded > mtu) padded = mtu;
+    pad = padded - lastUnit;
+  }
+  return packetSize + pad > MAX_PADDED_SIZE ? Math.max(0, MAX_PADDED_SIZE - packetSize) : pad;
 }
 
 export class Engine {
@@ -233,15 +263,24 @@ export class Engine {
   private readonly peers = new Map<number, Peer>();
   private readonly index = new IndexTable<Peer>();
   private readonly wheel = new TimerWheel<PeerTimers<Peer>>();
+  /** The responder's cookie secret, shared by every identity (cookie.ts CookieSecret). */
+  private readonly cookieSecret = new CookieSecret();
+  /** Under load: MAC2-valid handshake messages per source address (wireguard-go ratelimiter). */
   private readonly rateLimiter = new RateLimiter();
+  /** Under load: cookie replies per source address. */
+  private readonly cookieLimiter = new RateLimiter({
+    perSecond: COOKIE_REPLIES_PER_SECOND,
+    burst: COOKIE_REPLY_BURST,
+  });
+  /** Handshake messages waiting for work: proven sources first, then the rest. */
+  private readonly priorityQueue = new HandshakeRing(HANDSHAKE_PRIORITY_QUEUE_SIZE);
+  private readonly handshakeQueue = new HandshakeRing(HANDSHAKE_QUEUE_SIZE);
   private nextIdentityId = 1;
   private nextPeerId = 1;
 
   private underLoadUntil = Number.NEGATIVE_INFINITY;
   private handshakeWindowStart = Number.NEGATIVE_INFINITY;
   private handshakeWindowCount = 0;
-  private budgetWindowStart = Number.NEGATIVE_INFINITY;
-  private budgetUsed = 0;
 
   // Reusable per-call state.
   private readonly dataOut = new DataOut();
@@ -283,7 +322,12 @@ export class Engine {
   /** Adds a local identity from its 32-byte private key; returns its id. */
   addIdentity(privateKey: Uint8Array, options: IdentityOptions = {}): number {
     checkKey(privateKey, 'private key');
-    const identity = new Identity(this.nextIdentityId++, privateKey, options.isolatedPeers ?? false);
+    const identity = new Identity(
+      this.nextIdentityId++,
+      privateKey,
+      options.isolatedPeers ?? false,
+      this.cookieSecret,
+    );
     for (const other of this.identityList) {
       if (other.publicKey.equals(identity.publicKey)) {
         identity.wipe();
@@ -303,6 +347,12 @@ export class Engine {
     identity.wipe();
     this.identities.delete(identityId);
     this.identityList = this.identityList.filter((i) => i !== identity);
+    if (this.identityList.length === 0) {
+      // The last one: nothing can answer a handshake now; forget the secret and what waits.
+      this.cookieSecret.wipe();
+      this.priorityQueue.clear();
+      this.handshakeQueue.clear();
+    }
   }
 
   /**
@@ -478,17 +528,42 @@ export class Engine {
   }
 
   /**
-   * The driver's load signal (e.g. its handshake queue is long): while under load, and for
-   * UNDER_LOAD_AFTER_TIME after, handshake messages need a valid MAC2 (else they get a cookie
-   * reply) and are rate-limited per source address. The engine also considers itself under
-   * load when it sees more than UNDER_LOAD_HANDSHAKES_PER_SECOND handshake messages per second.
+   * The driver's load signal: while under load, and for UNDER_LOAD_AFTER_TIME after, handshake
+   * messages need a valid MAC2 (else they get a rate-limited cookie reply) and are rate-limited
+   * per source address. The engine also puts itself under load when its handshake queue holds
+   * UNDER_LOAD_QUEUE_DEPTH messages (wireguard-go) or more than UNDER_LOAD_HANDSHAKES_PER_SECOND
+   * handshake messages arrive in a second.
    */
   setUnderLoad(underLoad: boolean, now: number): void {
-    this.underLoadUntil = underLoad ? now + UNDER_LOAD_AFTER_TIME : Number.NEGATIVE_INFINITY;
+    if (underLoad) this.markUnderLoad(now);
+    else this.underLoadUntil = Number.NEGATIVE_INFINITY;
   }
 
   isUnderLoad(now: number): boolean {
     return this.underLoadUntil > now;
+  }
+
+  /** Handshake messages queued for work (the driver calls handshakes() while this is not 0). */
+  get pendingHandshakes(): number {
+    return this.priorityQueue.length + this.handshakeQueue.length;
+  }
+
+  /**
+   * Works on queued handshake messages, at most HANDSHAKE_WORK_PER_CALL units, priority ring
+   * first, and returns what that produced (responses, cookie replies, keepalives, staged
+   * packets). tick() does the same at its end, inbound() too while not under load; the driver
+   * calls this once per event-loop turn while pendingHandshakes is not 0, so a flood is worked
+   * off in slices between the data path's batches.
+   */
+  handshakes(now: number): OutgoingDatagrams {
+    this.beginCall();
+    try {
+      this.runHandshakes(now);
+      this.control.finish(this.aead);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return this.control;
   }
 
   /** Peers known to the engine (for tests and stats). */
@@ -676,7 +751,7 @@ export class Engine {
       for (let k = 0; k < handshakes; k++) {
         const i = this.handshakeItems[k];
         try {
-          this.handleHandshake(
+          this.admitHandshake(
             batch.buf,
             batch.offsets[i],
             batch.lengths[i],
@@ -689,6 +764,9 @@ export class Engine {
           this.log.debug({ err }, 'handshake message raised');
         }
       }
+      // Calm: answer at once. Under load: only in the driver's slices (handshakes()), so the
+      // handshake work of an event-loop turn stays one slice however many batches it reads.
+      if (!this.isUnderLoad(now)) this.runHandshakes(now);
       this.control.finish(this.aead);
     } catch (err) {
       this.failCall(err);
@@ -863,20 +941,40 @@ export class Engine {
     }
   }
 
+  /** The peer's endpoint becomes the packet's source, with the local address it came to (sticky source). */
   private setEndpointFromPacket(peer: Peer, endpoints: Buffer, off: number): void {
     if (!isValidEndpoint(endpoints, off)) return;
     if (peer.hasEndpoint && endpointEquals(peer.endpoint, 0, endpoints, off)) return;
-    if (peer.hasEndpoint) this.counters.roamed++;
+    if (peer.hasEndpoint && !endpointRemoteEquals(peer.endpoint, 0, endpoints, off)) this.counters.roamed++;
     endpoints.copy(peer.endpoint, 0, off, off + ENDPOINT_SIZE);
     peer.hasEndpoint = true;
   }
 
   // ====================================================================================
-  // Handshake path
-  // ====================================================================================
+  // Handshake path (whitepaper section 5.3, wireguard-go receive.go):
+  //
+  //   arrival (admitHandshake, cheap, per message):
+  //     cookie reply          -> consumed at once (one XAEAD open, only for a pending handshake)
+  //     response              -> receiver index names our pending initiation? priority ring
+  //                              : dropped (unknownIndex)
+  //     initiation, no load   -> queue
+  //     initiation, load      -> valid MAC2 (engine-wide secret, no identity scan)? priority ring
+  //                              : the source's cookie-reply allowance left? queue
+  //                              : dropped (cookieRateLimited)
+  //   work (runHandshakes, at most HANDSHAKE_WORK_PER_CALL units per engine call):
+  //     priority ring first, then the queue; MAC1 finds the identity; under load a message
+  //     without MAC2 gets a cookie reply instead of Diffie-Hellman work, one with MAC2 passes
+  //     the per-address rate limit, then the Noise step.
+  //
+  // So a flood from one address costs a MAC2 check and a map lookup per message once its
+  // cookie replies are spent, never fills the queue, and cannot delay a proven message behind
+  // it. Departure from wireguard-go: under load a response needs no MAC2 when its receiver
+  // index names one of our pending initiations (a random 32-bit value only someone who saw
+  // that initiation knows), so an initiator under load does not lose a REKEY_TIMEOUT to its
+  // own cookie requirement.
 
-  /** One handshake message or cookie reply (sizes already checked by classify). */
-  private handleHandshake(
+  /** One handshake message or cookie reply on arrival (sizes already checked by classify). */
+  private admitHandshake(
     buf: Buffer,
     off: number,
     len: number,
@@ -889,18 +987,94 @@ export class Engine {
       this.handleCookieReply(buf, off, now);
       return;
     }
+    const dropped = this.counters.dropped;
+    if (!isValidEndpoint(endpoints, epOff)) {
+      dropped.malformed++;
+      return;
+    }
     this.noteHandshakeLoad(now);
-    if (!this.withinHandshakeBudget(now)) this.counters.dropped.handshakeBudget++;
-    else if (!isValidEndpoint(endpoints, epOff)) this.counters.dropped.malformed++;
-    else if (type === MESSAGE_INITIATION_TYPE) this.handleInitiation(buf, off, len, endpoints, epOff, now);
-    else this.handleResponse(buf, off, len, endpoints, epOff, now);
+    let priority = false;
+    let charged = false;
+    if (type === MESSAGE_RESPONSE_TYPE) {
+      const peer = this.index.handshakes.get(buf.readUInt32LE(off + RESPONSE_OFFSET_RECEIVER));
+      if (peer === undefined) {
+        dropped.unknownIndex++;
+        return;
+      }
+      if (peer.handshake.state !== HANDSHAKE_INITIATION_CREATED) {
+        dropped.handshakeState++;
+        return;
+      }
+      priority = true;
+    } else if (this.isUnderLoad(now)) {
+      if (this.cookieSecret.checkMac2(buf, off, len, cookieSource(endpoints, epOff), now)) priority = true;
+      else if (!this.cookieLimiter.allow(addressKey(endpoints, epOff), now)) {
+        dropped.cookieRateLimited++;
+        return;
+      } else charged = true;
+    }
+    const ring = priority ? this.priorityQueue : this.handshakeQueue;
+    if (!ring.push(buf, off, len, endpoints, epOff, charged)) {
+      dropped.handshakeQueueFull++;
+      this.markUnderLoad(now);
+      return;
+    }
+    if (priority) this.counters.handshakesPrioritised++;
+    if (this.handshakeQueue.length >= UNDER_LOAD_QUEUE_DEPTH) this.markUnderLoad(now);
+  }
+
+  /** Works on queued messages until the call's budget is spent or both rings are empty. */
+  private runHandshakes(now: number): void {
+    let budget = HANDSHAKE_WORK_PER_CALL;
+    while (budget > 0) {
+      let ring = this.priorityQueue;
+      let slot = ring.shift();
+      if (slot < 0) {
+        ring = this.handshakeQueue;
+        slot = ring.shift();
+        if (slot < 0) return;
+      }
+      try {
+        budget -= this.handleHandshake(ring, slot, now);
+      } catch (err) {
+        budget -= HANDSHAKE_DH_COST;
+        this.counters.dropped.internal++;
+        this.log.debug({ err }, 'handshake message raised');
+      }
+    }
+  }
+
+  /** Works on one queued message; returns the work units it cost. */
+  private handleHandshake(ring: HandshakeRing, slot: number, now: number): number {
+    const buf = ring.buf;
+    const off = ring.offsetOf(slot);
+    const len = ring.lengthOf(slot);
+    const endpoints = ring.sources;
+    const epOff = slot * ENDPOINT_SIZE;
+    if (buf.readUInt32LE(off) === MESSAGE_INITIATION_TYPE)
+      return this.handleInitiation(buf, off, len, endpoints, epOff, ring.wasCharged(slot), now);
+    return this.handleResponse(buf, off, len, endpoints, epOff, now);
   }
 
   private handleCookieReply(buf: Buffer, off: number, now: number): void {
     const peer = this.index.peerOf(buf.readUInt32LE(off + COOKIE_REPLY_OFFSET_RECEIVER));
-    if (peer === undefined) this.counters.dropped.unknownIndex++;
-    else if (peer.cookieGenerator.consumeReply(buf, off, now)) this.counters.cookieRepliesConsumed++;
-    else this.counters.dropped.badCookieReply++;
+    if (peer === undefined) {
+      this.counters.dropped.unknownIndex++;
+      return;
+    }
+    if (!peer.cookieGenerator.consumeReply(buf, off, now)) {
+      this.counters.dropped.badCookieReply++;
+      return;
+    }
+    this.counters.cookieRepliesConsumed++;
+    // The responder is under load and dropped our initiation: send it again at once, now with
+    // MAC2, instead of after REKEY_TIMEOUT. Once per initiation: a reply opens only with the
+    // MAC1 of the last message sent, and the resent one is not answered by another retry.
+    if (peer.handshake.state === HANDSHAKE_INITIATION_CREATED && !peer.cookieRetried) {
+      peer.cookieRetried = true;
+      this.counters.cookieRetries++;
+      this.sendHandshakeInitiation(peer, true, now, true);
+    }
   }
 
   // -> e, es, s, ss (noise.ts), answered with <- e, ee, se, psk
@@ -910,15 +1084,30 @@ export class Engine {
     len: number,
     endpoints: Buffer,
     epOff: number,
+    charged: boolean,
     now: number,
-  ): void {
+  ): number {
     const dropped = this.counters.dropped;
     const identity = this.identityForMac1(buf, off, len);
     if (identity === null) {
       dropped.badMac1++;
-      return;
+      return 1;
     }
-    if (!this.admitUnderLoad(identity, buf, off, len, endpoints, epOff, now)) return;
+    if (this.isUnderLoad(now)) {
+      const source = cookieSource(endpoints, epOff);
+      if (!identity.cookieChecker.checkMac2(buf, off, len, source, now)) {
+        if (!charged && !this.cookieLimiter.allow(addressKey(endpoints, epOff), now)) {
+          dropped.cookieRateLimited++;
+          return 1;
+        }
+        this.sendCookieReply(identity, buf, off, len, endpoints, epOff, source, now);
+        return 1;
+      }
+      if (!this.rateLimiter.allow(addressKey(endpoints, epOff), now)) {
+        dropped.rateLimited++;
+        return 1;
+      }
+    }
     const result = consumeInitiation(identity, buf, off, (pk) => identity.peers.get(pk.toString('hex')), now);
     if (!result.ok) {
       if (result.reason === 'unknownPeer') dropped.unknownPeer++;
@@ -926,7 +1115,7 @@ export class Engine {
       else if (result.reason === 'flood') dropped.handshakeFlood++;
       else dropped.badHandshake++;
       this.log.debug({ identity: identity.id, reason: result.reason }, 'initiation refused');
-      return;
+      return HANDSHAKE_DH_COST;
     }
     const peer = result.peer;
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
@@ -934,6 +1123,7 @@ export class Engine {
     this.setEndpointFromPacket(peer, endpoints, epOff);
     peer.rxBytes += len;
     this.sendHandshakeResponse(peer, now);
+    return HANDSHAKE_DH_COST;
   }
 
   // <- e, ee, se, psk (noise.ts): the initiator's session begins; staged packets or a keepalive follow.
@@ -944,37 +1134,60 @@ export class Engine {
     endpoints: Buffer,
     epOff: number,
     now: number,
-  ): void {
+  ): number {
     const dropped = this.counters.dropped;
     const peer = this.index.handshakes.get(buf.readUInt32LE(off + RESPONSE_OFFSET_RECEIVER));
     if (peer === undefined) {
       dropped.unknownIndex++;
-      return;
+      return 1;
     }
     const identity = peer.identity;
     if (!identity.cookieChecker.checkMac1(buf, off, len)) {
       dropped.badMac1++;
-      return;
+      return 1;
     }
-    if (!this.admitUnderLoad(identity, buf, off, len, endpoints, epOff, now)) return;
+    if (this.isUnderLoad(now) && !this.rateLimiter.allow(addressKey(endpoints, epOff), now)) {
+      dropped.rateLimited++;
+      return 1;
+    }
     if (peer.handshake.state !== HANDSHAKE_INITIATION_CREATED) {
       dropped.handshakeState++;
-      return;
+      return 1;
     }
     if (!consumeResponse(identity, peer, buf, off)) {
       dropped.badHandshake++;
-      return;
+      return HANDSHAKE_DH_COST;
     }
     this.setEndpointFromPacket(peer, endpoints, epOff);
     peer.rxBytes += len;
     peer.timers.anyAuthenticatedPacketTraversal(now, peer.persistentKeepalive);
     peer.timers.anyAuthenticatedPacketReceived();
-    if (!this.beginSymmetricSession(peer, now)) return;
+    if (!this.beginSymmetricSession(peer, now)) return HANDSHAKE_DH_COST;
     peer.timers.sessionDerived(now);
     peer.timers.handshakeComplete();
     peer.lastHandshakeWallMs = this.wallClock();
     this.counters.handshakesCompleted++;
     this.sendKeepalive(peer, now);
+    return HANDSHAKE_DH_COST;
+  }
+
+  /** Answers a handshake message with a cookie reply to its source, addressed to its sender index. */
+  private sendCookieReply(
+    identity: Identity,
+    buf: Buffer,
+    off: number,
+    len: number,
+    endpoints: Buffer,
+    epOff: number,
+    source: Uint8Array,
+    now: number,
+  ): void {
+    const endpoint = endpoints.subarray(epOff, epOff + ENDPOINT_SIZE);
+    const replyOff = this.control.reserve(MESSAGE_COOKIE_REPLY_SIZE, endpoint, identity.id);
+    const sender = buf.readUInt32LE(off + HANDSHAKE_OFFSET_SENDER);
+    identity.cookieChecker.createReply(buf, off, len, sender, source, now, this.control.buf, replyOff);
+    this.counters.cookieRepliesSent++;
+    this.counters.dropped.cookieRequired++;
   }
 
   /** The identity whose MAC1 key verifies the message: one keyed BLAKE2s per identity at most. */
@@ -984,64 +1197,29 @@ export class Engine {
     return null;
   }
 
+  private markUnderLoad(now: number): void {
+    if (!this.isUnderLoad(now)) this.counters.underLoadEntered++;
+    this.underLoadUntil = now + UNDER_LOAD_AFTER_TIME;
+  }
+
   private noteHandshakeLoad(now: number): void {
     if (now - this.handshakeWindowStart >= 1000) {
       this.handshakeWindowStart = now;
       this.handshakeWindowCount = 0;
     }
-    if (++this.handshakeWindowCount > UNDER_LOAD_HANDSHAKES_PER_SECOND)
-      this.underLoadUntil = now + UNDER_LOAD_AFTER_TIME;
+    if (++this.handshakeWindowCount > UNDER_LOAD_HANDSHAKES_PER_SECOND) this.markUnderLoad(now);
   }
 
   /**
-   * Under load, at most HANDSHAKE_BUDGET_PER_SECOND handshake messages a second get any work
-   * (MAC checks, cookie replies, DH); the rest are dropped unread. Handshakes share the one
-   * thread with the data path, so a flood must not be able to delay transport packets;
-   * a legitimate initiator retries after REKEY_TIMEOUT.
+   * wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT, except the one resend
+   * after a cookie reply (`afterCookie`).
    */
-  private withinHandshakeBudget(now: number): boolean {
-    if (!this.isUnderLoad(now)) return true;
-    if (now - this.budgetWindowStart >= 1000) {
-      this.budgetWindowStart = now;
-      this.budgetUsed = 0;
-    }
-    return ++this.budgetUsed <= HANDSHAKE_BUDGET_PER_SECOND;
-  }
-
-  /** Under load: without a valid MAC2 answer with a cookie reply; then rate-limit per address. */
-  private admitUnderLoad(
-    identity: Identity,
-    buf: Buffer,
-    off: number,
-    len: number,
-    endpoints: Buffer,
-    epOff: number,
-    now: number,
-  ): boolean {
-    if (!this.isUnderLoad(now)) return true;
-    const source = cookieSource(endpoints, epOff);
-    if (!identity.cookieChecker.checkMac2(buf, off, len, source, now)) {
-      const endpoint = endpoints.subarray(epOff, epOff + ENDPOINT_SIZE);
-      const replyOff = this.control.reserve(MESSAGE_COOKIE_REPLY_SIZE, endpoint, identity.id);
-      // The reply goes to the message's sender index.
-      const sender = buf.readUInt32LE(off + HANDSHAKE_OFFSET_SENDER);
-      identity.cookieChecker.createReply(buf, off, len, sender, source, now, this.control.buf, replyOff);
-      this.counters.cookieRepliesSent++;
-      this.counters.dropped.cookieRequired++;
-      return false;
-    }
-    if (!this.rateLimiter.allow(addressKey(endpoints, epOff), now)) {
-      this.counters.dropped.rateLimited++;
-      return false;
-    }
-    return true;
-  }
-
-  /** wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT. */
-  private sendHandshakeInitiation(peer: Peer, isRetry: boolean, now: number): void {
+  private sendHandshakeInitiation(peer: Peer, isRetry: boolean, now: number, afterCookie = false): void {
     if (!isRetry) peer.timers.handshakeAttempts = 0;
     const hs = peer.handshake;
-    if (now - hs.lastSentHandshake < REKEY_TIMEOUT || !peer.hasEndpoint || peer.removed) return;
+    if ((!afterCookie && now - hs.lastSentHandshake < REKEY_TIMEOUT) || !peer.hasEndpoint || peer.removed)
+      return;
+    if (!afterCookie) peer.cookieRetried = false;
     hs.lastSentHandshake = now;
     this.index.delete(hs.localIndex);
     const senderIndex = this.index.newIndexForHandshake(peer);
@@ -1161,6 +1339,8 @@ export class Engine {
         t.schedule();
       }
       this.rateLimiter.collect(now);
+      this.cookieLimiter.collect(now);
+      this.runHandshakes(now);
       this.control.finish(this.aead);
     } catch (err) {
       this.failCall(err);
@@ -1169,7 +1349,11 @@ export class Engine {
   }
 
   private runTimers(peer: Peer, actions: number, now: number): void {
-    if (actions & TIMER_RETRANSMIT_HANDSHAKE) this.sendHandshakeInitiation(peer, true, now);
+    if (actions & TIMER_RETRANSMIT_HANDSHAKE) {
+      // The sticky source may be what keeps the peer from answering (wireguard-go does the same).
+      clearEndpointSource(peer.endpoint);
+      this.sendHandshakeInitiation(peer, true, now);
+    }
     if (actions & TIMER_GIVE_UP_HANDSHAKE) {
       this.counters.dropped.stagedFlushed += peer.flushStaged();
       this.log.debug({ peer: peer.id }, 'handshake did not complete, giving up');

@@ -3,7 +3,7 @@
 
 import type { KeyObject } from 'node:crypto';
 import { AllowedIps } from './allowedips.js';
-import { CookieChecker } from './cookie.js';
+import { CookieChecker, type CookieSecret } from './cookie.js';
 import { clampPrivateKey, privateKeyObject, publicKeyOf } from './crypto.js';
 import type { LocalStatic } from './noise.js';
 import type { Peer } from './peer.js';
@@ -26,16 +26,18 @@ export class Identity implements LocalStatic {
    *   own prefixes (they may overlap between peers, e.g. tenants with the same address space on
    *   one on-host identity): inbound packets are checked against the sending peer's prefixes
    *   only, and the caller picks the peer for outbound packets (Engine.outboundToPeers).
+   * @param cookieSecret The responder's cookie secret, shared by all identities of an engine.
    */
   constructor(
     readonly id: number,
     privateKey: Uint8Array,
     readonly isolatedPeers: boolean,
+    private readonly cookieSecret?: CookieSecret,
   ) {
     this.privateKeyRaw = clampPrivateKey(Buffer.from(privateKey)) as Buffer;
     this.privateKey = privateKeyObject(this.privateKeyRaw);
     this.publicKey = publicKeyOf(this.privateKey);
-    this.cookieChecker = new CookieChecker(this.publicKey);
+    this.cookieChecker = new CookieChecker(this.publicKey, cookieSecret);
   }
 
   /** Replaces the key pair (the caller recomputes the peers' static-static DH). */
@@ -45,7 +47,7 @@ export class Identity implements LocalStatic {
     this.privateKey = privateKeyObject(this.privateKeyRaw);
     this.publicKey = publicKeyOf(this.privateKey);
     this.cookieChecker.wipe();
-    this.cookieChecker = new CookieChecker(this.publicKey);
+    this.cookieChecker = new CookieChecker(this.publicKey, this.cookieSecret);
   }
 
   wipe(): void {

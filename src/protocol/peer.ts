@@ -38,6 +38,8 @@ export class Peer implements NoisePeer {
   /** Wall-clock ms of the last completed handshake, 0 when none. */
   lastHandshakeWallMs = 0;
   removed = false;
+  /** The initiation in flight was already resent once at once after a cookie reply. */
+  cookieRetried = false;
 
   // Per-batch bookkeeping of the engine (which batch touched this peer, and how).
   batchEpoch = 0;

@@ -3,21 +3,39 @@
 
 /** Packets kept per peer while it has no session (wireguard-go: conn.IdealBatchSize). */
 export const QUEUE_STAGED_SIZE = 128;
-/** How long the engine stays "under load" after the driver or the engine detected load. */
+/** How long the engine stays "under load" after the driver or the engine detected load (wireguard-go). */
 export const UNDER_LOAD_AFTER_TIME = 1_000;
 /**
- * Handshake messages (initiations and responses) per second above which the engine considers
- * itself under load on its own, in addition to what the driver reports.
+ * Handshake messages (initiations and responses) arriving per second above which the engine
+ * considers itself under load, besides a long handshake queue and what the driver reports.
  */
 export const UNDER_LOAD_HANDSHAKES_PER_SECOND = 256;
+/** Handshake messages waiting for work, in arrival order (wireguard-go QueueHandshakeSize). */
+export const HANDSHAKE_QUEUE_SIZE = 1024;
+/** Handshake messages that proved their source (valid MAC2, or a response to our initiation). */
+export const HANDSHAKE_PRIORITY_QUEUE_SIZE = 256;
+/** Queue depth at which the engine is under load (wireguard-go: an eighth of the queue). */
+export const UNDER_LOAD_QUEUE_DEPTH = HANDSHAKE_QUEUE_SIZE / 8;
 /**
- * Handshake messages a second that get any work while under load; the rest are dropped
- * (counted as handshakeBudget) so that a flood cannot starve the data path sharing the thread.
+ * Handshake work per slice, in units: a message that needs Diffie-Hellman work costs
+ * HANDSHAKE_DH_COST, one answered with a cookie reply or dropped costs 1. Handshakes share the
+ * one thread with the data path; under load the engine works on them only in slices (one per
+ * driver turn and tick, Engine.handshakes), each about 2 ms here: a DH message takes about
+ * 0.35 ms, a cookie reply about 0.06 ms (the diagnostic of test/unit/protocol-underload, on
+ * a noisy shared machine).
  */
-export const HANDSHAKE_BUDGET_PER_SECOND = 2_048;
+export const HANDSHAKE_WORK_PER_CALL = 32;
+export const HANDSHAKE_DH_COST = 6;
 /** Handshake rate limit per source address while under load (wireguard-go ratelimiter). */
 export const RATELIMIT_PACKETS_PER_SECOND = 20;
 export const RATELIMIT_BURST = 5;
+/**
+ * Cookie replies per source address while under load. One per initiator and two minutes is
+ * all an honest one needs; a NIC answers many tenants' initiations from one peer NIC address,
+ * hence the burst.
+ */
+export const COOKIE_REPLIES_PER_SECOND = 10;
+export const COOKIE_REPLY_BURST = 10;
 /** Rate limiter entries idle longer than this are removed on tick. */
 export const RATELIMIT_GC_TIME = 1_000;
 /** Bound of the rate limiter table; new sources are refused while it is full. */

@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   TG_ERR_UAPI: { exit: 1, http: 400, text: 'invalid userspace API request' },
   TG_ERR_PAYLOAD_TOO_LARGE: { exit: 1, http: 413, text: 'request body too large' },
   TG_ERR_METHOD_NOT_ALLOWED: { exit: 1, http: 405, text: 'method not allowed on this resource' },
+  TG_ERR_UNSUPPORTED_MEDIA_TYPE: { exit: 1, http: 415, text: 'request body of an unsupported media type' },
   TG_ERR_BAD_SIGNATURE: { exit: 1, http: 400, text: 'a signature did not verify' },
   TG_ERR_INTERNAL: { exit: 1, http: 500, text: 'internal error' },
   TG_ERR_INTERRUPTED: { exit: 130, http: 503, text: 'interrupted by a signal' },

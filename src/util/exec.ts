@@ -78,6 +78,83 @@ export function spawnIn(
   return spawn('ip', ['netns', 'exec', netns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
 }
 
+/**
+ * Waits for a started child (a probe) to end, SIGKILL after `timeoutMs`, and returns the last
+ * line of its stdout that is a JSON object; TG_ERR_COMMAND_FAILED naming `what`, with its
+ * stderr, when there is none.
+ */
+export function childJsonResult(
+  child: ChildProcess,
+  timeoutMs: number,
+  what: string,
+): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('close', () => {
+      clearTimeout(t);
+      const line = out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .pop();
+      if (line === undefined)
+        reject(new TgError('TG_ERR_COMMAND_FAILED', `${what} gave no result: ${err.trim().slice(0, 300)}`));
+      else resolve(JSON.parse(line) as Record<string, unknown>);
+    });
+  });
+}
+
+/** Resolves once a started child (a probe server) prints 'ready' on stdout; rejects if it ends first. */
+export function childReady(child: ChildProcess, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (out.includes('ready')) {
+        child.stdout?.off('data', onData);
+        resolve();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.once('close', () =>
+      reject(new TgError('TG_ERR_COMMAND_FAILED', `${what} ended before it was ready`)),
+    );
+  });
+}
+
+function ended(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/**
+ * Ends a child this process started: `signal`, then SIGKILL if it is still running after
+ * `graceMs`. Resolves once it has exited and its output streams are closed (all it wrote has
+ * been read). Safe on a child that has already ended.
+ */
+export async function endChild(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGTERM',
+  graceMs = 3000,
+): Promise<void> {
+  const streams = [child.stdin, child.stdout, child.stderr].filter((s) => s !== null);
+  if (ended(child) && streams.every((s) => s.closed)) return;
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
+  if (!ended(child)) child.kill(signal);
+  const t = setTimeout(() => {
+    if (!ended(child)) child.kill('SIGKILL');
+  }, graceMs);
+  await closed;
+  clearTimeout(t);
+}
+
 export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }

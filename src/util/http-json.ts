@@ -1,18 +1,27 @@
-// HTTP+JSON over a Unix socket, for the management APIs of the NIC agent and the vSwitch
-// daemon: a small router over node:http whose routes are thin functions over domain classes,
-// and a client. Contract of the server:
+// The one HTTP stack of tenguard's management APIs (NIC agent, vSwitch daemon, orchestrator,
+// CSR API): HTTP+JSON on a Unix socket or a TCP port, a small router over node:http whose
+// routes are thin functions over domain classes, and a client. Each route carries its schema
+// (body, query, path parameters), an operationId and a summary; the server validates with
+// those schemas and each API's OpenAPI document is generated from the same list
+// (src/util/openapi.ts), so what is served and what is documented cannot drift.
+// Contract of the server:
 // - request bodies are JSON, at most maxBodyBytes (413 TG_ERR_PAYLOAD_TOO_LARGE beyond; the
-//   rest of the body is dropped unparsed); invalid JSON is 400 TG_ERR_INVALID_ARGUMENT;
+//   rest of the body is dropped unparsed); a body with a content-type that is not JSON is 415
+//   TG_ERR_UNSUPPORTED_MEDIA_TYPE (no content-type is taken as JSON); invalid JSON, a body, a
+//   query or a path parameter its route's schema refuses, and a badly percent-encoded path are
+//   400 TG_ERR_INVALID_ARGUMENT (naming each problem, never the offending value); an unknown
+//   path is 404 TG_ERR_NOT_FOUND, a known path with another method 405;
 // - a handler answers a value (200, or the status it names) or throws: a TgError becomes its
 //   catalogue status with {code, message}; anything else is 500 TG_ERR_INTERNAL with a fixed
-//   message (the error itself goes to the log at error level, never to the client);
+//   message (the error itself goes to the log at error level, never to the client). Every
+//   error of every API is written by the one writer here, as {code, message};
 // - requests that change state (any method but GET) run one at a time, in arrival order, so a
 //   handler that awaits never interleaves with another change;
 // - the socket file is created mode 0600; a stale one is replaced, a live one is a conflict.
-// With `tls` the same routes run over TLS (on the Unix socket or a TCP port): every client is
-// asked for a certificate and every request, before routing, is put to `tls.authorize`, so a
-// certificate revoked or expired while a connection is open is refused on its next request
-// (401 TG_ERR_UNAUTHENTICATED or 403 TG_ERR_FORBIDDEN, the body never read).
+// Authorisation is one hook, `authorize`, asked about every request before routing (over TLS
+// every client is asked for a certificate, so a certificate revoked or expired while a
+// connection is open is refused on its next request): 401 TG_ERR_UNAUTHENTICATED or 403
+// TG_ERR_FORBIDDEN, the body never read; what it admits is the handler's `req.client`.
 import { existsSync, rmSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import {
@@ -35,12 +44,16 @@ export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 export interface ApiRequest {
   method: HttpMethod;
   path: string;
-  /** Values of the route's `:name` segments, URI-decoded. */
+  /** Values of the route's `:name` segments, URI-decoded (and checked by `params` schemas). */
   params: Readonly<Record<string, string>>;
-  /** Parsed JSON body; undefined when the request had none. */
+  /** The JSON body, parsed by the route's `body` schema when it has one; else as sent. */
   body: unknown;
   /** The URL's query parameters (`?tenant=acme&limit=10`). */
   query?: URLSearchParams;
+  /** The query parsed by the route's `query` schema (undefined without one). */
+  queryValues?: unknown;
+  /** What `authorize` admitted (its `principal`); undefined without the hook. */
+  client?: unknown;
 }
 
 /** What a handler returns: a JSON value (status 200), or a full answer. */
@@ -52,17 +65,50 @@ export interface ApiAnswer {
   contentType?: string;
 }
 
+type Handler = (req: ApiRequest) => unknown | ApiAnswer | Promise<unknown | ApiAnswer>;
+
 export interface Route {
   method: HttpMethod;
   /** '/v1/workloads/:workload'; segments starting with ':' match one non-empty segment. */
   path: string;
-  handler: (req: ApiRequest) => unknown | ApiAnswer | Promise<unknown | ApiAnswer>;
+  /** The OpenAPI operationId: unique within the API. */
+  operationId: string;
+  summary: string;
+  /**
+   * The request body's schema: the server parses the body with it before the handler (400
+   * naming every problem otherwise). A route without one takes its body as sent.
+   */
+  body?: z.ZodType;
+  /** An example request body, valid against `body` (documented). */
+  example?: unknown;
+  /** The query's schema (every value a string, as in the URL). */
+  query?: z.ZodType;
+  /** Schemas of the path parameters (default: any non-empty segment). */
+  params?: Readonly<Record<string, z.ZodType>>;
+  /** The success status (200 unless named). */
+  status?: number;
+  /** The content type of a success answer that is not JSON (documented). */
+  produces?: string;
+  handler: Handler;
+}
+
+/** A route whose handler receives the body as its schema's output type. */
+export function bodyRoute<S extends z.ZodType>(
+  r: Omit<Route, 'body' | 'handler'> & {
+    body: S;
+    handler: (req: ApiRequest, body: z.output<S>) => ReturnType<Handler>;
+  },
+): Route {
+  return { ...r, handler: (req) => r.handler(req, req.body as z.output<S>) };
 }
 
 /** The verdict on one request's client: who it is, or why it is refused. */
 export type RequestAuthorization =
-  | { readonly allowed: true; readonly id: string }
+  | { readonly allowed: true; readonly id: string; readonly principal?: unknown }
   | { readonly allowed: false; readonly status: 401 | 403; readonly reason: string };
+
+/** The one authorisation hook: decides every request before it is routed. */
+export type Authorize = (req: IncomingMessage) => RequestAuthorization | Promise<RequestAuthorization>;
 
 export interface JsonServerTls {
   /**
@@ -71,8 +117,8 @@ export interface JsonServerTls {
    * handshake and is answered 401 with a reason by `authorize`, instead of a bare reset.
    */
   options: TlsOptions;
-  /** Decides every request before it is routed. */
-  authorize: (req: IncomingMessage) => RequestAuthorization | Promise<RequestAuthorization>;
+  /** The hook that goes with these options (pass it as JsonServerOptions.authorize). */
+  authorize?: Authorize;
 }
 
 export interface JsonServerOptions {
@@ -80,6 +126,8 @@ export interface JsonServerOptions {
   socketPath?: string;
   tcp?: { host: string; port: number };
   tls?: JsonServerTls;
+  /** Asked about every request before routing (required with `tls`). */
+  authorize?: Authorize;
   routes: readonly Route[];
   log: Logger;
   /** Default 64 KiB. */
@@ -145,8 +193,7 @@ function matchRoute(
         try {
           value = decodeURIComponent(segments[i]);
         } catch {
-          ok = false;
-          break;
+          throw new TgError('TG_ERR_INVALID_ARGUMENT', 'badly percent-encoded segment in the path');
         }
         params[want.slice(1)] = value;
       } else if (want !== segments[i]) ok = false;
@@ -174,6 +221,15 @@ export class JsonApiServer {
         'TG_ERR_INVALID_ARGUMENT',
         'an API listens on a Unix socket or a TCP port, exactly one',
       );
+    const authorize = opts.authorize ?? opts.tls?.authorize;
+    if (opts.tls !== undefined && authorize === undefined)
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', 'an API over TLS needs an authorize hook');
+    const ids = new Set<string>();
+    for (const r of opts.routes) {
+      if (ids.has(r.operationId))
+        throw new TgError('TG_ERR_INTERNAL', `two routes share the operationId '${r.operationId}'`);
+      ids.add(r.operationId);
+    }
     const compiled = opts.routes.map((route) => ({ route, segments: splitPath(route.path) }));
     const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     if (opts.socketPath !== undefined) await removeStaleSocket(opts.socketPath);
@@ -183,7 +239,7 @@ export class JsonApiServer {
         : createHttpsServer({ ...opts.tls.options, requestCert: true, rejectUnauthorized: false });
     const self = new JsonApiServer(server, opts.socketPath ?? '', opts.tls !== undefined);
     server.on('request', (req, res) => {
-      void self.handle(req, res, compiled, maxBody, opts);
+      void self.handle(req, res, compiled, maxBody, opts, authorize);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -219,6 +275,7 @@ export class JsonApiServer {
     compiled: readonly CompiledRoute[],
     maxBody: number,
     opts: JsonServerOptions,
+    authorize: Authorize | undefined,
   ): Promise<void> {
     const method = req.method ?? 'GET';
     const path = (req.url ?? '/').split('?')[0];
@@ -237,8 +294,9 @@ export class JsonApiServer {
       send(500, JSON.stringify({ code: 'TG_ERR_INTERNAL', message: 'internal error' }), 'application/json');
     };
     try {
-      if (opts.tls !== undefined) {
-        const a = await opts.tls.authorize(req);
+      let client: unknown;
+      if (authorize !== undefined) {
+        const a = await authorize(req);
         if (!a.allowed) {
           req.resume();
           opts.log.info({ method, path, status: a.status, reason: a.reason }, 'API request refused');
@@ -247,8 +305,15 @@ export class JsonApiServer {
             `client refused: ${a.reason}`,
           );
         }
+        client = a.principal;
       }
-      const m = matchRoute(compiled, method, splitPath(path));
+      let m: ReturnType<typeof matchRoute>;
+      try {
+        m = matchRoute(compiled, method, splitPath(path));
+      } catch (err) {
+        req.resume();
+        throw err;
+      }
       if (m === null) {
         req.resume();
         throw new TgError('TG_ERR_NOT_FOUND', `no resource ${path}`);
@@ -257,16 +322,34 @@ export class JsonApiServer {
         req.resume();
         throw new TgError('TG_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
       }
-      routeName = m.route.route.path;
-      const body = await readJsonBody(req, maxBody);
+      const route = m.route.route;
+      routeName = route.path;
+      const contentType = req.headers['content-type'];
+      if (contentType !== undefined && hasBody(req) && !isJsonType(contentType)) {
+        req.resume();
+        throw new TgError(
+          'TG_ERR_UNSUPPORTED_MEDIA_TYPE',
+          `request bodies are application/json, not ${contentType.slice(0, 80)}`,
+        );
+      }
+      let body = await readJsonBody(req, maxBody);
+      if (route.body !== undefined) body = parseBody(route.body, body);
+      const params = { ...m.params };
+      for (const [k, schema] of Object.entries(route.params ?? {}))
+        params[k] = parseBody(schema, params[k], k) as string;
+      const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+      const queryValues =
+        route.query === undefined ? undefined : parseBody(route.query, Object.fromEntries(query), 'query');
       const apiReq: ApiRequest = {
         method: method as HttpMethod,
         path,
-        params: m.params,
+        params,
         body,
-        query: new URLSearchParams((req.url ?? '').split('?')[1] ?? ''),
+        query,
+        queryValues,
+        client,
       };
-      const run = async (): Promise<unknown> => m.route.route.handler(apiReq);
+      const run = async (): Promise<unknown> => route.handler(apiReq);
       let result: unknown;
       if (method === 'GET') result = await run();
       else {
@@ -310,6 +393,17 @@ function discardBody(req: IncomingMessage, maxBody: number): void {
 }
 
 const DISCARD_FACTOR = 16;
+
+/** JSON media types: application/json and application/*+json, any parameters. */
+function isJsonType(contentType: string): boolean {
+  const t = contentType.split(';')[0].trim().toLowerCase();
+  return t === 'application/json' || (t.startsWith('application/') && t.endsWith('+json'));
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
 
 function readJsonBody(req: IncomingMessage, maxBody: number): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 'NaN');
@@ -441,10 +535,11 @@ export function apiRequest(
       ...where,
       method,
       path,
-      headers: {
-        ...opts.headers,
-        ...(payload === null ? {} : { 'content-type': 'application/json', 'content-length': payload.length }),
-      },
+      // The caller's headers may name another content type (a test of the server's 415).
+      headers:
+        payload === null
+          ? { ...opts.headers }
+          : { 'content-type': 'application/json', ...opts.headers, 'content-length': payload.length },
       timeout: opts.timeoutMs ?? 30_000,
     };
     // A fresh connection per request: a TLS session is bound to the identities it was made with.
@@ -485,7 +580,11 @@ export async function apiCall(
   method: HttpMethod,
   path: string,
   body?: unknown,
-  opts: { timeoutMs?: number; onResponse?: (method: string, path: string, r: ApiResult) => void } = {},
+  opts: {
+    timeoutMs?: number;
+    headers?: Record<string, string>;
+    onResponse?: (method: string, path: string, r: ApiResult) => void;
+  } = {},
 ): Promise<unknown> {
   const r = await apiRequest(endpoint, method, path, body, opts);
   opts.onResponse?.(method, path, r);

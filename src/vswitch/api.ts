@@ -1,6 +1,8 @@
-// The vSwitch daemon's API (HTTP+JSON on a Unix socket), thin over VSwitchDaemon.
+// The vSwitch daemon's API (HTTP+JSON on a Unix socket, mTLS with the CA), thin over
+// VSwitchDaemon; GET /openapi.json is generated from the route list (src/util/openapi.ts).
 //
-//   GET    /v1/health
+//   GET    /v1/health                             liveness, counts, API version
+//   GET    /openapi.json                          this API's OpenAPI 3.1 document
 //   GET    /v1/instances                          every instance with its state
 //   POST   /v1/instances                          {workload, netns, address, routes?} -> 201 {publicKey, ifname}
 //   GET    /v1/instances/:workload
@@ -11,7 +13,8 @@
 import { z } from 'zod';
 import { nameSchema } from '../net/name.js';
 import { keySchema } from '../nic/schemas.js';
-import { answer, parseBody, type Route } from '../util/http-json.js';
+import { answer, bodyRoute, type Route } from '../util/http-json.js';
+import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { VSwitchDaemon } from './daemon.js';
 
 export const createInstanceSchema = z.strictObject({
@@ -32,57 +35,95 @@ export const rotateSchema = z.strictObject({ psk: keySchema });
 const emptySchema = z.strictObject({}).optional();
 
 export const VSWITCH_MAX_BODY_BYTES = 16 * 1024;
+export const VSWITCH_API_VERSION = '1.1.0';
+
+export const VSWITCH_API: ApiInfo = {
+  title: 'tenguard vSwitch daemon',
+  version: VSWITCH_API_VERSION,
+  description:
+    "One tunnel device per workload in the workload's namespace: create, configure with the NIC's crypto, rotate, restart, delete. HTTP+JSON on a Unix socket, mTLS with the CA.",
+};
+
+const workload = { workload: nameSchema };
+const EXAMPLE_KEY = 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=';
 
 export function vswitchRoutes(daemon: VSwitchDaemon, startedAt: number): Route[] {
-  const workload = (v: string | undefined): string => parseBody(nameSchema, v, 'workload');
-  return [
+  return withOpenApi(VSWITCH_API, [
     {
       method: 'GET',
       path: '/v1/health',
+      operationId: 'health',
+      summary: 'Liveness, instance counts, crashes and the API version',
       handler: () => ({
         status: 'ok',
         uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
         crashes: daemon.crashes,
         ...daemon.counts(),
+        apiVersion: VSWITCH_API_VERSION,
       }),
-    },
-    { method: 'GET', path: '/v1/instances', handler: () => ({ instances: daemon.list() }) },
-    {
-      method: 'POST',
-      path: '/v1/instances',
-      handler: async (req) => answer(201, await daemon.create(parseBody(createInstanceSchema, req.body))),
     },
     {
       method: 'GET',
-      path: '/v1/instances/:workload',
-      handler: (req) => daemon.get(workload(req.params.workload)),
+      path: '/v1/instances',
+      operationId: 'listInstances',
+      summary: 'Every instance with its state',
+      handler: () => ({ instances: daemon.list() }),
     },
+    bodyRoute({
+      method: 'POST',
+      path: '/v1/instances',
+      operationId: 'createInstance',
+      summary: "Create a workload's tunnel device in its namespace: its public key and interface name",
+      body: createInstanceSchema,
+      example: { workload: 'web-1', netns: 'tg-h1-web-1', address: '100.64.1.10' },
+      status: 201,
+      handler: async (_req, body) => answer(201, await daemon.create(body)),
+    }),
     {
+      method: 'GET',
+      path: '/v1/instances/:workload',
+      operationId: 'getInstance',
+      summary: 'One instance',
+      params: workload,
+      handler: (req) => daemon.get(req.params.workload),
+    },
+    bodyRoute({
       method: 'PUT',
       path: '/v1/instances/:workload/nic',
-      handler: (req) => daemon.configure(workload(req.params.workload), parseBody(configureSchema, req.body)),
-    },
-    {
+      operationId: 'configureInstance',
+      summary: "Make the NIC the instance's peer: its public key, the PSK and its endpoint",
+      params: workload,
+      body: configureSchema,
+      example: { nicPublicKey: EXAMPLE_KEY, psk: EXAMPLE_KEY, nicEndpoint: '198.18.1.2:51820' },
+      handler: (req, body) => daemon.configure(req.params.workload, body),
+    }),
+    bodyRoute({
       method: 'POST',
       path: '/v1/instances/:workload/psk',
-      handler: (req) =>
-        daemon.rotatePsk(workload(req.params.workload), parseBody(rotateSchema, req.body).psk),
-    },
+      operationId: 'rotatePsk',
+      summary: "Rotate the instance's PSK",
+      params: workload,
+      body: rotateSchema,
+      example: { psk: EXAMPLE_KEY },
+      handler: (req, body) => daemon.rotatePsk(req.params.workload, body.psk),
+    }),
     {
       method: 'POST',
       path: '/v1/instances/:workload/restart',
-      handler: (req) => {
-        parseBody(emptySchema, req.body);
-        return daemon.restart(workload(req.params.workload));
-      },
+      operationId: 'restartInstance',
+      summary: 'Start a crashed instance again, with a new key pair',
+      params: workload,
+      body: emptySchema,
+      handler: (req) => daemon.restart(req.params.workload),
     },
     {
       method: 'DELETE',
       path: '/v1/instances/:workload',
-      handler: (req) => {
-        parseBody(emptySchema, req.body);
-        return daemon.delete(workload(req.params.workload));
-      },
+      operationId: 'deleteInstance',
+      summary: 'End the device: keys gone, tg0 removed',
+      params: workload,
+      body: emptySchema,
+      handler: (req) => daemon.delete(req.params.workload),
     },
-  ];
+  ]);
 }

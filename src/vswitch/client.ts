@@ -13,18 +13,29 @@ export interface CreatedInstance {
 const seg = (s: string): string => encodeURIComponent(s);
 
 export class VSwitchClient {
-  /** @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options. */
+  /**
+   * @param endpoint The API's Unix socket path (plain HTTP), or an endpoint with TLS options.
+   * @param timeoutMs Per request (default 30 s).
+   */
   constructor(
     readonly endpoint: ApiEndpoint,
     private readonly recorder?: ResponseRecorder,
+    private readonly timeoutMs?: number,
   ) {}
 
   private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
-    return apiCall(this.endpoint, method, path, body, { onResponse: this.recorder }) as Promise<T>;
+    return apiCall(this.endpoint, method, path, body, {
+      onResponse: this.recorder,
+      timeoutMs: this.timeoutMs,
+    }) as Promise<T>;
   }
 
   health(): Promise<Record<string, unknown>> {
     return this.call('GET', '/v1/health');
+  }
+
+  openapi(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/openapi.json');
   }
 
   async list(): Promise<InstanceInfo[]> {

@@ -10,13 +10,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { namespaceExists } from '../lab/netns.js';
 import { uapiGet, uapiSet } from '../uapi/client.js';
 import type { UapiChangeSet } from '../uapi/protocol.js';
 import { uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { run, runOk } from '../util/exec.js';
 import type { Logger } from '../util/log.js';
+import { namespaceExists } from '../util/netns.js';
 
 /** The interface name a workload sees. */
 export const WORKLOAD_IFNAME = 'tg0';

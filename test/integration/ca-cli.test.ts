@@ -21,7 +21,7 @@ import {
   filesUnder,
   opensslCsr,
   TD,
-} from './ca-support.js';
+} from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let config = '';

@@ -9,7 +9,7 @@ import { CertificateAuthority } from '../../src/ca/authority.js';
 import { verifyCsr } from '../../src/ca/svid.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runOk } from '../../src/util/exec.js';
-import { type CaTestEnv, caTestEnv, opensslCsr, TD } from './ca-support.js';
+import { type CaTestEnv, caTestEnv, opensslCsr, TD } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;

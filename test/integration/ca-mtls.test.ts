@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import type { PlacementQuery } from '../../src/ca/approval.js';
 import { CertificateAuthority } from '../../src/ca/authority.js';
 import { CsrService } from '../../src/ca/csr-api.js';
-import { csrRequestHandler, mtlsAuthenticator } from '../../src/ca/csr-http.js';
+import { csrAuthorize, csrRoutes, mtlsAuthenticator } from '../../src/ca/csr-http.js';
 import { RevocationList } from '../../src/ca/revocation.js';
 import { FileCaStore } from '../../src/ca/store.js';
 import { verifyCsr } from '../../src/ca/svid.js';
@@ -32,8 +32,10 @@ import {
 } from '../../src/identity/mtls.js';
 import { IdentityRenewer } from '../../src/identity/renewal.js';
 import { TrustBundle } from '../../src/identity/trust-bundle.js';
-import { issueIdentity, softCa } from '../unit/ca-support.js';
-import { type CaTestEnv, caTestEnv, TD } from './ca-support.js';
+import { JsonApiServer } from '../../src/util/http-json.js';
+import { logger } from '../../src/util/log.js';
+import { issueIdentity, softCa } from '../helpers/ca-memory.js';
+import { type CaTestEnv, caTestEnv, TD } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;
@@ -239,11 +241,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   const revocations = new RevocationList(new FileCaStore(env.stateDir));
   const service = new CsrService({ ca, isPlacedOn });
   const seenClientSerials = new Set<string>();
-  const api = csrRequestHandler({
-    service,
-    authenticate: mtlsAuthenticator({ trustDomain: TD, isRevoked: revocations.isRevoked }),
-    trustBundle: () => bundle,
-  });
+  const authorize = csrAuthorize(mtlsAuthenticator({ trustDomain: TD, isRevoked: revocations.isRevoked }));
 
   // The CSR API server renews its own identity in-process.
   const caSvcId = `spiffe://${TD}/service/ca`;
@@ -261,12 +259,22 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   });
   renewers.push(srvRenewer);
   await srvRenewer.start();
-  const { server, port } = await listen(srvRenewer.current, bundle, (req, res) => {
-    const peer = (req.socket as TLSSocket).getPeerX509Certificate();
-    if (peer) seenClientSerials.add(peer.serialNumber);
-    api(req, res);
+  const first = serverTlsOptions(srvRenewer.current, bundle);
+  const api = await JsonApiServer.listen({
+    tcp: { host: '127.0.0.1', port: 0 },
+    tls: { options: first },
+    authorize: (req) => {
+      const peer = (req.socket as TLSSocket).getPeerX509Certificate();
+      if (peer) seenClientSerials.add(peer.serialNumber);
+      return authorize(req);
+    },
+    routes: csrRoutes({ service, trustBundle: () => bundle }),
+    log: logger('test'),
   });
-  srvRenewer.on('renewed', (id: Identity) => updateServerIdentity(server, id, bundle));
+  wipeTlsKey(first);
+  const port = api.port;
+  const serveAs = (id: Identity): void => updateServerIdentity(api, id, bundle);
+  srvRenewer.on('renewed', (id: Identity) => serveAs(id));
 
   // The NIC bootstraps from an operator-issued identity, then renews through the CSR API.
   const nicId = `spiffe://${TD}/nic/h5`;
@@ -341,7 +349,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
     await ca.rotatePrepare();
     bundle = ca.trustBundle();
     assert.equal(bundle.roots.length, 2);
-    updateServerIdentity(server, srvRenewer.current, bundle);
+    serveAs(srvRenewer.current);
     await sleep(300);
     await ca.rotateActivate();
     renewals = { srv: 0, nic: 0 };
@@ -356,7 +364,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
     ca.rotateRetire({ force: true });
     bundle = ca.trustBundle();
     assert.equal(bundle.roots.length, 1);
-    updateServerIdentity(server, srvRenewer.current, bundle);
+    serveAs(srvRenewer.current);
     await sleep(1000);
     assert.equal(
       (await get(port, clientTlsOptions(fresh, bundle, [caSvcId]), { path: '/trust-bundle' })).status,
@@ -365,6 +373,7 @@ test('renewal at half life and CA rotation while traffic runs: no request fails'
   } finally {
     running = false;
     await traffic;
+    await api.close();
   }
   assert.deepEqual(failures, [], 'no request failed across renewals and rotation');
   assert.ok(ok > 30, `${ok} requests`);

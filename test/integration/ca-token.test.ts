@@ -13,7 +13,7 @@ import { TokenSigningKey } from '../../src/ca/token-key.js';
 import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runOk } from '../../src/util/exec.js';
-import { type CaTestEnv, caTestEnv, filesUnder } from './ca-support.js';
+import { type CaTestEnv, caTestEnv, filesUnder } from '../helpers/ca-softhsm.js';
 
 let env: CaTestEnv;
 let ca: CertificateAuthority;

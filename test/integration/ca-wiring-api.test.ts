@@ -27,7 +27,7 @@ import { tenantKeyStatement } from '../../src/nic/identity.js';
 import { runOk } from '../../src/util/exec.js';
 import { type ApiEndpoint, apiRequest } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
-import { filesUnder, TD } from './ca-support.js';
+import { filesUnder, TD } from '../helpers/ca-softhsm.js';
 import {
   issue,
   MtlsLab,
@@ -37,8 +37,8 @@ import {
   startWiringCa,
   type WiringCa,
   wiringPrefix,
-} from './ca-wiring-support.js';
-import { ping, pingUntilReply } from './nic-support.js';
+} from '../helpers/ca-wiring.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = wiringPrefix();
 let ca: WiringCa;
@@ -61,11 +61,11 @@ const W1 = 'h1-t1-w1';
 const W2 = 'h2-t1-w1';
 
 function addressOf(name: string): string {
-  return m.lab.workloads.find((w) => w.name === name)!.overlayV4;
+  return m.placed.get(name)!.address;
 }
 
 function nsOf(name: string): string {
-  return m.lab.workloads.find((w) => w.name === name)!.ns;
+  return m.placed.get(name)!.ns;
 }
 
 async function held(id: string, ttl?: number): Promise<Identity> {

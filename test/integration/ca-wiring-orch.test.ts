@@ -15,7 +15,7 @@ import { serviceId } from '../../src/identity/spiffe.js';
 import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import { TgError } from '../../src/util/errors.js';
 import { apiRequest } from '../../src/util/http-json.js';
-import { TD } from './ca-support.js';
+import { TD } from '../helpers/ca-softhsm.js';
 import {
   allowWithinTenant,
   issue,
@@ -25,8 +25,8 @@ import {
   startWiringCa,
   type WiringCa,
   wiringPrefix,
-} from './ca-wiring-support.js';
-import { ping, pingUntilReply } from './nic-support.js';
+} from '../helpers/ca-wiring.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const prefix = wiringPrefix();
@@ -131,7 +131,7 @@ test('the orchestrator drives mTLS agents as itself: workloads on two hosts reac
       name: h.name,
       nicApi: lab.nics.get(h.name)!.socket,
       vswitchApi: lab.vswitchds.get(h.name)!.socket,
-      netnsPrefix: `${prefix}-${h.name}-`,
+      netnsPrefix: `${prefix}-${h.name}-o-`,
     });
   await op.createTenant({ name: 'acme', pool: '100.64.40.0/24' });
   await op.setPolicy('acme', allowWithinTenant('acme'));

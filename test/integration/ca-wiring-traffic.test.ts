@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runOk } from '../../src/util/exec.js';
-import { filesUnder, TD } from './ca-support.js';
-import { type CliCa, MtlsLab, scratch, startCliCa, wiringPrefix } from './ca-wiring-support.js';
-import { pingInBackground, pingUntilReply } from './nic-support.js';
+import { filesUnder, TD } from '../helpers/ca-softhsm.js';
+import { type CliCa, MtlsLab, scratch, startCliCa, wiringPrefix } from '../helpers/ca-wiring.js';
+import { pingStream, pingUntilReply } from '../helpers/ping.js';
 
 const CERT_TTL_S = 20;
 const prefix = wiringPrefix();
@@ -44,7 +44,7 @@ after(async () => {
   await ca?.close();
 });
 
-const wl = (name: string) => m.lab.workloads.find((w) => w.name === name)!;
+const wl = (name: string) => m.placed.get(name)!;
 
 /** Calls every API of the lab in a loop until stopped; counts requests and failures. */
 function apiLoop() {
@@ -99,8 +99,8 @@ async function issuerOfNic(host: string): Promise<string> {
 }
 
 test('renewals and a CA rotation during traffic: no API error, no traffic loss', async (t) => {
-  assert.ok(await pingUntilReply(wl(W1).ns, wl(W2).overlayV4, 20_000), 'no traffic before the test');
-  const pinger = pingInBackground(wl(W1).ns, wl(W2).overlayV4, 0.1, 240);
+  assert.ok(await pingUntilReply(wl(W1).ns, wl(W2).address, 20_000), 'no traffic before the test');
+  const pinger = pingStream(wl(W1).ns, wl(W2).address, 0.1, 240);
   const loop = apiLoop();
   let stats: { requests: number; errors: string[] } | undefined;
   let pings: { transmitted: number; received: number } | undefined;

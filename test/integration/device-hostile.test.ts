@@ -20,9 +20,6 @@ import {
   type FloodKind,
   flood,
   onlyPeer,
-  ping,
-  pingInBackground,
-  pingUntilReply,
   processAlive,
   receiverIndexOf,
   roles,
@@ -31,7 +28,8 @@ import {
   startPair,
   tenguardStats,
   udpCounters,
-} from './helpers/device-harness.js';
+} from '../helpers/device-harness.js';
+import { ping, pingStream, pingUntilReply } from '../helpers/ping.js';
 
 const { combinations, note } = await selectCombinations();
 
@@ -121,7 +119,7 @@ for (const [index, combo] of combinations.entries()) {
         const { initiator, responder } = roles(bed());
         const drops0 = countsDrops ? await settledDrops(responder) : 0;
         const udp0 = await udpCounters(responder.ns);
-        const meanwhile = pingInBackground(initiator.ns, responder.tunV4, 0.1, 60);
+        const meanwhile = pingStream(initiator.ns, responder.tunV4, 0.1, 60);
         const r = await flood(initiator.ns, {
           kind,
           address: responder.wireV4,
@@ -166,7 +164,7 @@ for (const [index, combo] of combinations.entries()) {
 
     it(`${HANDSHAKE_FLOOD_COUNT} initiations with a valid MAC1: answered with cookie replies`, async (t) => {
       const { initiator, responder } = roles(bed());
-      const meanwhile = pingInBackground(initiator.ns, responder.tunV4, 0.1, 60);
+      const meanwhile = pingStream(initiator.ns, responder.tunV4, 0.1, 60);
       const r = await flood(initiator.ns, {
         kind: 'valid-mac1',
         address: responder.wireV4,

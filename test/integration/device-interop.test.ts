@@ -10,13 +10,13 @@ import { createTestbed, destroyTestbed, iperf, type Testbed } from '../../src/be
 import {
   devicePrefix,
   onlyPeer,
-  ping,
   presharedKey,
   roles,
   selectCombinations,
   startPair,
   stopPair,
-} from './helpers/device-harness.js';
+} from '../helpers/device-harness.js';
+import { ping } from '../helpers/ping.js';
 
 const { combinations, note } = await selectCombinations();
 

@@ -22,8 +22,6 @@ import {
   devicePrefix,
   implementationsOf,
   onlyPeer,
-  ping,
-  pingUntilReply,
   processAlive,
   roles,
   selectCombinations,
@@ -31,7 +29,8 @@ import {
   uapiSocketOwner,
   waitExit,
   waitFor,
-} from './helpers/device-harness.js';
+} from '../helpers/device-harness.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const { combinations, note } = await selectCombinations();
 const implementations = implementationsOf(combinations);

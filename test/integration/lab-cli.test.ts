@@ -12,7 +12,7 @@ import {
   prefixNamespaces,
   rootLinksStartingWith,
   testPrefix,
-} from './lab-support.js';
+} from '../helpers/lab.js';
 
 const used = new Set<string>();
 after(() => cleanup(used));

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { type LabStatus, stateFilePath } from '../../src/lab/index.js';
-import { BIN, cleanup, cli, leftovers, prefixNamespaces, testPrefix } from './lab-support.js';
+import { BIN, cleanup, cli, leftovers, prefixNamespaces, testPrefix } from '../helpers/lab.js';
 
 const used = new Set<string>();
 after(() => cleanup(used));

@@ -24,7 +24,7 @@ import {
   pidsWithMarker,
   prefixNamespaces,
   testPrefix,
-} from './lab-support.js';
+} from '../helpers/lab.js';
 
 const prefix = testPrefix();
 const marker = `${3000 + randomInt(1000)}.${randomInt(1_000_000)}`; // a unique `sleep` argument

@@ -16,7 +16,7 @@ import {
   type NodeChild,
   nodeIn,
   uniqueName,
-} from './native-netns.js';
+} from '../helpers/native-netns.js';
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -11,12 +11,13 @@ import {
   countOpenFds,
   createNamespace,
   deleteNamespace,
+  ENDPOINT_MODULE_URL,
   linkExists,
   moveTunInto,
   NATIVE_MODULE_URL,
   nodeIn,
   uniqueName,
-} from './native-netns.js';
+} from '../helpers/native-netns.js';
 
 const NS = uniqueName('tgnat');
 const TUN_ADDR = '100.64.250.1';
@@ -113,8 +114,9 @@ test('packets written with writeBatch arrive at a socket inside the namespace', 
   const receiver = nodeIn(
     NS,
     `
-    const { NativeUdpSocket, PacketBatch, decodeEndpoint, ENDPOINT_SIZE } = await import(process.argv[1]);
-    const want = Number(process.argv[2]);
+    const { NativeUdpSocket, PacketBatch } = await import(process.argv[1]);
+    const { decodeEndpoint, ENDPOINT_SIZE } = await import(process.argv[2]);
+    const want = Number(process.argv[3]);
     const sock = NativeUdpSocket.open({ address: '${TUN_ADDR}', port: 9998 });
     const b = new PacketBatch(128);
     const markers = new Set();
@@ -141,7 +143,7 @@ test('packets written with writeBatch arrive at a socket inside the namespace', 
     });
     setTimeout(finish, 10000);
     process.stdout.write('ready\\n');`,
-    [NATIVE_MODULE_URL, String(M)],
+    [NATIVE_MODULE_URL, ENDPOINT_MODULE_URL, String(M)],
   );
   try {
     await moveTunInto(tun.name, NS, `${TUN_ADDR}/24`);

@@ -1,18 +1,19 @@
 // The NIC agent and the vSwitch in a real lab (issue 4's "Done when"): 2 hosts, 2 tenants,
-// 2 workloads per tenant per host, spun up by the lab harness through the NIC and vSwitch
-// APIs. Traffic within a tenant passes on the same host and across hosts; between tenants and
+// 2 workloads per tenant per host, spun up by the orchestrator (src/lab/control.ts) through
+// the NIC and vSwitch APIs. Traffic within a tenant passes on the same host and across hosts; between tenants and
 // from forged sources it does not; the host link and the fabric carry only WireGuard; keys
 // differ per leg and off-host secrets never leave the NIC; removal, rotation and a crashed
 // vSwitch instance behave.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
+import { type PlacedWorkload, plannedWorkloads } from '../../src/lab/control.js';
 import { metricValue } from '../../src/nic/client.js';
-import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import { uapiGet } from '../../src/uapi/client.js';
 import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run, runOk } from '../../src/util/exec.js';
+import type { InstanceInfo } from '../../src/vswitch/instance.js';
 import {
   type Capture,
   captureContains,
@@ -21,29 +22,32 @@ import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingInBackground,
-  pingUntilReply,
   startCapture,
   startNicLab,
   stopNicLab,
   tcpProbe,
   udpProbe,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingStream, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;
-let specs: WorkloadSpec[];
+let specs: PlacedWorkload[];
 let hostCapture: Capture | undefined;
 let fabricCapture: Capture | undefined;
 const hostPcap = `/tmp/${prefix}-hostlink.pcap`;
 const fabricPcap = `/tmp/${prefix}-fabric.pcap`;
 const tg0Pcap = `/tmp/${prefix}-tg0.pcap`;
 
-function W(name: string): WorkloadSpec {
+function W(name: string): PlacedWorkload {
   const w = specs.find((s) => s.name === name);
   assert.ok(w, `no workload ${name}`);
   return w;
+}
+
+/** Every vSwitch instance of both hosts, as the daemons report them. */
+async function instances(): Promise<InstanceInfo[]> {
+  return [...(await L.agents.vswitch('h1').list()), ...(await L.agents.vswitch('h2').list())];
 }
 
 async function nicMetric(host: string, name: string, labels: Record<string, string>): Promise<number> {
@@ -56,8 +60,7 @@ before(async () => {
   // Captures run from before the first handshake to the capture test.
   hostCapture = await startCapture(h1.hostNs, h1.pcie.hostIf, hostPcap);
   fabricCapture = await startCapture(L.lab.fabric.ns, h1.fabric.bridgeIf, fabricPcap);
-  specs = plannedWorkloads(L.lab);
-  await L.agents.spinUp(specs);
+  specs = await L.control.place(plannedWorkloads(L.lab));
 });
 
 after(async () => {
@@ -249,14 +252,19 @@ test('on-host and off-host keys differ', async () => {
     const fingerprints = inv.map((k) => k.fingerprint);
     assert.equal(new Set(fingerprints).size, fingerprints.length, `${h}: two keys share a fingerprint`);
   }
-  for (const w of L.agents.placed.values()) all.push(w.vswitchPublicKey);
+  for (const i of await instances()) all.push(i.publicKey);
+  assert.equal(all.length, 2 * 3 + 8, 'every on-host, off-host and vSwitch key');
   assert.equal(new Set(all).size, all.length, 'a public key is used for two roles, tenants or NICs');
 });
 
 test('off-host secrets never appear in any API response, log line or host-side file', {
   timeout: 60_000,
 }, async () => {
-  const offHost = [...L.agents.offHostKeys].map((k) => Buffer.from(k, 'base64'));
+  const offHostKeys = new Set<string>();
+  for (const h of ['h1', 'h2'])
+    for (const t of (await L.agents.nic(h).tenants()) as { publicKey: string }[])
+      offHostKeys.add(t.publicKey);
+  const offHost = [...offHostKeys].map((k) => Buffer.from(k, 'base64'));
   assert.equal(offHost.length, 4, 'two tenants on two NICs');
   // The scan finds a private key when it is there (base64 and hex).
   const planted = generatePrivateKey();
@@ -301,12 +309,14 @@ test('off-host secrets never appear in any API response, log line or host-side f
     }
   }
   // What the host-side devices hold (their UAPI state, private key and PSK included).
-  for (const w of L.agents.placed.values()) {
+  const placed = await instances();
+  assert.equal(placed.length, 8);
+  for (const w of placed) {
     const snap = await uapiGet(uapiSocketPath(w.ifname));
     const keys = [snap.privateKey, ...snap.peers.flatMap((p) => [p.publicKey, p.presharedKey])]
       .filter((k): k is Uint8Array => k instanceof Uint8Array)
       .map((k) => Buffer.from(k).toString('base64'));
-    texts.push([`UAPI state of ${w.name}`, keys.join('\n')]);
+    texts.push([`UAPI state of ${w.workload}`, keys.join('\n')]);
   }
   assert.ok(texts.length > 10);
   assert.ok(L.agents.responses.length > 50, 'too few API responses recorded');
@@ -314,7 +324,7 @@ test('off-host secrets never appear in any API response, log line or host-side f
     assert.deepEqual(findPrivateKeys(text, offHost), [], `an off-host private key appears in ${where}`);
   }
   // The host-side devices hold on-host secrets of their own, which the scan does see.
-  const onHost = [...L.agents.placed.values()].map((w) => Buffer.from(w.vswitchPublicKey, 'base64'));
+  const onHost = placed.map((w) => Buffer.from(w.publicKey, 'base64'));
   const uapiText = texts
     .filter(([w]) => w.startsWith('UAPI state'))
     .map(([, t]) => t)
@@ -335,7 +345,7 @@ test('PSK rotation keeps traffic flowing, and the NIC then requires the new PSK'
   const vs = L.agents.vswitch('h1');
   const before = (await nic.keys()).find((k) => k.workload === a.name);
   assert.ok(before);
-  const bg = pingInBackground(a.ns, b.address, 0.1, 30);
+  const bg = pingStream(a.ns, b.address, 0.1, 30);
   await new Promise((r) => setTimeout(r, 1000));
   const r1 = await nic.rotatePsk(a.name);
   await vs.rotatePsk(a.name, r1.psk);
@@ -399,11 +409,6 @@ test('a crashed vSwitch instance is reported and restartable; the others keep ru
     psk: crypto.psk,
     nicEndpoint: crypto.nicEndpoint,
   });
-  const placed = L.agents.placed.get(victim.name);
-  if (placed) {
-    placed.vswitchPublicKey = restarted.publicKey;
-    placed.ifname = restarted.ifname;
-  }
   assert.ok(await pingUntilReply(W('h1-t1-w1').ns, victim.address, 10_000), 'restarted instance unreachable');
   assert.ok(
     await pingUntilReply(W('h2-t1-w1').ns, victim.address, 10_000),
@@ -441,9 +446,8 @@ test('a removed workload leaves the inventory at once and its old session is rej
     `old-session packets rejected: ${unknownAfter - unknownBefore}`,
   );
   // The tenant's last workload takes the tenant's off-host key with it.
-  await L.agents.vswitch('h1').delete(gone.name);
-  L.agents.placed.delete(gone.name);
-  await L.agents.spinDown(mate.name);
+  await L.control.remove(gone.name);
+  await L.control.remove(mate.name);
   const inv = await nic.keys();
   assert.equal(inv.filter((k) => k.tenant === 't2').length, 0, "tenant t2's keys are still listed");
   await assert.rejects(nic.tenantKey('t2'), { code: 'TG_ERR_NOT_FOUND' });

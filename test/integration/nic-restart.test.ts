@@ -1,11 +1,11 @@
 // Killing the NIC agent stops all tenant traffic with nothing in plaintext instead; a restarted
-// agent starts with no keys, and the harness re-provisions it. Also: bad API input against the
+// agent starts with no keys, and the orchestrator's reconciliation re-provisions it. Also: bad API input against the
 // real agent process gets a 4xx with a stable code and changes nothing.
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
+import { type PlacedWorkload, plannedWorkloads } from '../../src/lab/control.js';
 import { metricValue } from '../../src/nic/client.js';
-import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { apiRequest } from '../../src/util/http-json.js';
 import {
   captureContains,
@@ -13,21 +13,22 @@ import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingUntilReply,
   startCapture,
   startNicLab,
   stopNicLab,
   udpProbe,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;
-let specs: WorkloadSpec[];
+/** h1's NIC on-host public key before it was killed. */
+let oldOnHost: string | null = null;
+let specs: PlacedWorkload[];
 const hostPcap = `/tmp/${prefix}-hostlink.pcap`;
 const fabricPcap = `/tmp/${prefix}-fabric.pcap`;
 
-function W(name: string): WorkloadSpec {
+function W(name: string): PlacedWorkload {
   const w = specs.find((s) => s.name === name);
   assert.ok(w, `no workload ${name}`);
   return w;
@@ -35,8 +36,7 @@ function W(name: string): WorkloadSpec {
 
 before(async () => {
   L = await startNicLab(prefix, { hosts: 2, tenants: 1, workloads: 2 });
-  specs = plannedWorkloads(L.lab);
-  await L.agents.spinUp(specs);
+  specs = await L.control.place(plannedWorkloads(L.lab));
 });
 
 after(async () => {
@@ -132,6 +132,7 @@ test('killing the NIC agent stops all tenant traffic, with nothing in plaintext 
   const fabricCap = await startCapture(L.lab.fabric.ns, h1.fabric.bridgeIf, fabricPcap);
   const mark = marker(16);
   try {
+    oldOnHost = (await L.agents.vswitch('h1').get('h1-t1-w1')).nicPublicKey;
     await L.agents.stopNic('h1', 'SIGKILL');
     for (const [x, y] of [
       [a, same],
@@ -158,7 +159,7 @@ test('killing the NIC agent stops all tenant traffic, with nothing in plaintext 
 test('a restarted NIC agent starts with no keys, and re-provisioning brings traffic back', {
   timeout: 120_000,
 }, async () => {
-  const oldOnHost = L.agents.placed.get('h1-t1-w1')?.nicPublicKey;
+  assert.ok(oldOnHost, 'the on-host key before the kill was read');
   await L.agents.startNic('h1');
   const nic = L.agents.nic('h1');
   const kinds = (await nic.keys()).map((k) => k.kind).sort();
@@ -180,14 +181,10 @@ test('a restarted NIC agent starts with no keys, and re-provisioning brings traf
     metricValue(m, 'tenguard_nic_engine_dropped_total', { reason: 'badMac1' }) +
     metricValue(m, 'tenguard_nic_engine_dropped_total', { reason: 'unknownIndex' });
   assert.ok(refused > 0, 'the restarted agent saw nothing from the old sessions');
-  // Re-provision host h1 as an orchestrator would: new vSwitch instances, new registrations.
-  const vs = L.agents.vswitch('h1');
-  const h1Specs = specs.filter((s) => s.host === 'h1');
-  for (const s of h1Specs) {
-    await vs.delete(s.name);
-    L.agents.placed.delete(s.name);
-  }
-  await L.agents.spinUp(h1Specs);
+  // The orchestrator's reconciliation re-provisions host h1: new registrations, the vSwitches
+  // configured with them.
+  const report = await L.control.reconcile();
+  assert.deepEqual(report.unreachable ?? {}, {}, JSON.stringify(report));
   for (const [x, y] of [
     ['h1-t1-w1', 'h1-t1-w2'],
     ['h1-t1-w1', 'h2-t1-w1'],

@@ -3,26 +3,25 @@
 // only its own workloads, and a forged source is still dropped.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { PlacedWorkload } from '../../src/lab/control.js';
 import { metricValue } from '../../src/nic/client.js';
-import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { run, runOk } from '../../src/util/exec.js';
 import {
   marker,
   type NicLab,
   nicPrefix,
-  ping,
-  pingUntilReply,
   startNicLab,
   stopNicLab,
   tcpProbe,
   udpProbeMany,
-} from './nic-support.js';
+} from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;
-let specs: WorkloadSpec[];
+let specs: PlacedWorkload[];
 
-function W(name: string): WorkloadSpec {
+function W(name: string): PlacedWorkload {
   const w = specs.find((s) => s.name === name);
   assert.ok(w, `no workload ${name}`);
   return w;
@@ -30,10 +29,17 @@ function W(name: string): WorkloadSpec {
 
 before(async () => {
   L = await startNicLab(prefix, { hosts: 2, tenants: 2, workloads: 2 });
-  // Every tenant gets tenant t1's overlay: hN-tT-wW has 100.64.1.(10N+W) whatever T is.
-  specs = plannedWorkloads(L.lab, (w) => w.overlayV4.replace(/^100\.64\.\d+\./, '100.64.1.'));
+  // Every tenant gets tenant t1's overlay: hN-tT-wW has 100.64.1.(10N+W) whatever T is (fixed
+  // addresses: the orchestrator's own pools never overlap).
+  specs = await L.control.place(
+    L.lab.workloads.map((w) => ({
+      name: w.name,
+      tenant: w.tenant,
+      host: w.host,
+      address: w.overlayV4.replace(/^100\.64\.\d+\./, '100.64.1.'),
+    })),
+  );
   assert.equal(W('h1-t1-w2').address, W('h1-t2-w2').address);
-  await L.agents.spinUp(specs);
 });
 
 after(async () => {

@@ -10,15 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { listNamespaces } from '../../src/lab/index.js';
 import type { WorkloadRecord } from '../../src/orchestrator/model.js';
 import { run } from '../../src/util/exec.js';
-import { ping, pingUntilReply, tcpProbe } from './nic-support.js';
-import {
-  ALLOW_WITHIN,
-  type OrchLab,
-  orchPrefix,
-  pingStream,
-  startOrchLab,
-  stopOrchLab,
-} from './orch-support.js';
+import { tcpProbe } from '../helpers/nic.js';
+import { ALLOW_WITHIN, type OrchLab, orchPrefix, startOrchLab, stopOrchLab } from '../helpers/orch.js';
+import { ping, pingStream, pingUntilReply } from '../helpers/ping.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const prefix = orchPrefix();

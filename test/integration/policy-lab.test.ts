@@ -1,5 +1,5 @@
-// Zero-trust policy in a real lab (issue 7), driven through the NIC APIs by the lab harness
-// (LabAgents; the orchestrator's version of these checks is policy-orch.test.ts): 2 hosts,
+// Zero-trust policy in a real lab (issue 7), driven by the orchestrator in this process
+// (src/lab/control.ts; policy-orch.test.ts runs it as its own process): 2 hosts,
 // 2 tenants, one workload per tenant per host, labels on every workload, grants routed,
 // no default policy (the NICs' default deny).
 //
@@ -11,21 +11,14 @@
 // each NIC shows each decision with the rule that made it.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
+import { type PlacedWorkload, plannedWorkloads } from '../../src/lab/control.js';
 import type { FlowRecord } from '../../src/policy/flowlog.js';
-import {
-  type NicLab,
-  nicPrefix,
-  ping,
-  pingUntilReply,
-  startNicLab,
-  stopNicLab,
-  tcpProbe,
-} from './nic-support.js';
+import { type NicLab, nicPrefix, startNicLab, stopNicLab, tcpProbe } from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = nicPrefix();
 let L: NicLab;
-let specs: WorkloadSpec[];
+let specs: PlacedWorkload[];
 
 const LABELS: Record<string, Record<string, string>> = {
   'h1-t1-w1': { app: 'web' },
@@ -110,7 +103,7 @@ const T2 = {
   ],
 };
 
-function W(name: string): WorkloadSpec {
+function W(name: string): PlacedWorkload {
   const w = specs.find((s) => s.name === name);
   assert.ok(w, `no workload ${name}`);
   return w;
@@ -127,13 +120,8 @@ async function flows(host: string, tenant: string): Promise<FlowRecord[]> {
 }
 
 before(async () => {
-  L = await startNicLab(
-    prefix,
-    { hosts: 2, tenants: 2, workloads: 1 },
-    { defaultPolicy: 'none', grants: true },
-  );
-  specs = plannedWorkloads(L.lab).map((s) => ({ ...s, labels: LABELS[s.name] }));
-  await L.agents.spinUp(specs);
+  L = await startNicLab(prefix, { hosts: 2, tenants: 2, workloads: 1 }, { defaultPolicy: 'none' });
+  specs = await L.control.place(plannedWorkloads(L.lab).map((s) => ({ ...s, labels: LABELS[s.name] })));
 });
 
 after(async () => {
@@ -151,8 +139,8 @@ test('without a policy nothing passes (default deny), and the flow log says so',
 });
 
 test('allowed flows pass with their replies; denied ones fail', { timeout: 120_000 }, async () => {
-  await L.agents.setPolicy('t1', T1);
-  await L.agents.setPolicy('t2', T2);
+  await L.control.setPolicy('t1', T1);
+  await L.control.setPolicy('t2', T2);
   assert.ok(await pingUntilReply(W('h1-t1-w1').ns, W('h2-t1-w1').address, 15_000), 'web cannot ping db');
   assert.notEqual(await tcp('h1-t1-w1', 'h2-t1-w1', 7000, 5000), null, 'web -> db:7000 (allowed) failed');
   assert.equal(await tcp('h1-t1-w1', 'h2-t1-w1', 7001, 2000), null, 'web -> db:7001 passed');

@@ -9,8 +9,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { WorkloadRecord } from '../../src/orchestrator/model.js';
-import { ping, pingUntilReply, tcpProbe } from './nic-support.js';
-import { type OrchLab, orchPrefix, startOrchLab, stopOrchLab } from './orch-support.js';
+import { tcpProbe } from '../helpers/nic.js';
+import { type OrchLab, orchPrefix, startOrchLab, stopOrchLab } from '../helpers/orch.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
 
 const prefix = orchPrefix();
 let L: OrchLab | undefined;

@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { generatePrivateKey, keyToBase64, keyToHex, publicKeyOf } from '../../src/protocol/crypto.js';
-import { isRoot, run, runInOk, runOk } from '../../src/util/exec.js';
+import { endChild, isRoot, run, runInOk, runOk } from '../../src/util/exec.js';
 
 const PEER_SCRIPT = fileURLToPath(new URL('./protocol-interop-peer.js', import.meta.url));
 const TAG = randomBytes(3).toString('hex');
@@ -134,12 +134,7 @@ before(async () => {
 
 after(async () => {
   for (const child of children) {
-    if (child.pid === undefined || child.exitCode !== null) continue;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
+    await endChild(child, 'SIGTERM');
   }
   for (const ifname of [IF1, IF2, IF3, IF4])
     await unlink(`/var/run/wireguard/${ifname}.sock`).catch(() => undefined);

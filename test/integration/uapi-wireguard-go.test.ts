@@ -14,7 +14,7 @@ import { MemoryUapiBackend } from '../../src/uapi/memory.js';
 import { parseGetResponse, type UapiDeviceSnapshot } from '../../src/uapi/protocol.js';
 import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
-import { isRoot, run, runOk } from '../../src/util/exec.js';
+import { endChild, isRoot, run, runOk } from '../../src/util/exec.js';
 
 const TAG = randomBytes(3).toString('hex');
 const NETNS = `tgn${TAG}`;
@@ -68,13 +68,7 @@ before(async () => {
 after(async () => {
   await server?.close();
   const child = wggo;
-  if (child?.pid !== undefined && child.exitCode === null) {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
-  }
+  if (child) await endChild(child, 'SIGTERM');
   await unlink(wggoSock).catch(() => undefined);
   await run('ip', ['netns', 'del', NETNS]);
   backend.wipe();

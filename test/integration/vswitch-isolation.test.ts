@@ -1,5 +1,5 @@
 // The vSwitch daemon in both isolations (`--isolation process` and `--isolation shared`) in a
-// real lab, the same checks for each: workloads spun up through the lab harness reach their
+// real lab, the same checks for each: workloads spun up by the orchestrator (src/lab/control.ts) reach their
 // tenant's other workloads and not another tenant's; one instance whose tg0 is deleted
 // (its device fails) is reported crashed alone while the others carry on, and restarts with a
 // new key; private keys appear in no log, command line or environment; delete removes tg0 and
@@ -9,13 +9,15 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { DEFAULT_WARM as WARM_DEFAULT } from '../../src/cli/vswitchd.js';
+import type { LabAgents } from '../../src/lab/agents.js';
+import { LabControlPlane, type PlacedWorkload, plannedWorkloads } from '../../src/lab/control.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
-import { type LabAgents, plannedWorkloads, type WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { uapiGet } from '../../src/uapi/client.js';
 import { uapiSocketPath } from '../../src/uapi/server.js';
 import { run } from '../../src/util/exec.js';
-import { findPrivateKeys, nicPrefix, ping, pingUntilReply } from './nic-support.js';
-import { allowTenants, childPids, type Isolation, iperf, rssKb, startAgents } from './vswitch-support.js';
+import { findPrivateKeys, nicPrefix } from '../helpers/nic.js';
+import { ping, pingUntilReply } from '../helpers/ping.js';
+import { childPids, type Isolation, iperf, rssKb, startAgents } from '../helpers/vswitch.js';
 
 const figures: Record<string, Record<string, number>> = {};
 
@@ -28,10 +30,11 @@ for (const isolation of ['process', 'shared'] as const satisfies readonly Isolat
     const prefix = nicPrefix().replace(/^tgn/, 'tgv');
     let lab: LabState;
     let agents: LabAgents;
-    let specs: WorkloadSpec[];
+    let control: LabControlPlane | undefined;
+    let specs: PlacedWorkload[];
     /** Every private key the instances had, as public keys (to search for the private ones). */
     const publicKeys: Buffer[] = [];
-    const W = (name: string): WorkloadSpec => {
+    const W = (name: string): PlacedWorkload => {
       const w = specs.find((s) => s.name === name);
       assert.ok(w, `no workload ${name}`);
       return w;
@@ -40,13 +43,14 @@ for (const isolation of ['process', 'shared'] as const satisfies readonly Isolat
     before(async () => {
       lab = await buildLab({ prefix, hosts: 1, tenants: 2, workloads: 2 });
       agents = await startAgents(lab, isolation, { logLevel: 'debug' });
-      specs = plannedWorkloads(lab);
-      const placed = await agents.spinUp(specs);
-      for (const p of placed) publicKeys.push(Buffer.from(p.vswitchPublicKey, 'base64'));
-      await allowTenants(agents.nics.get('h1')!.socket, ['t1', 't2']);
+      control = await LabControlPlane.start(lab, agents);
+      specs = await control.place(plannedWorkloads(lab));
+      for (const i of await agents.vswitch('h1').list()) publicKeys.push(Buffer.from(i.publicKey, 'base64'));
+      assert.equal(publicKeys.length, 4);
     });
 
     after(async () => {
+      await control?.close().catch(() => undefined);
       await agents?.stop().catch(() => undefined);
       await destroyLab(prefix).catch(() => undefined);
     });
@@ -136,8 +140,6 @@ for (const isolation of ['process', 'shared'] as const satisfies readonly Isolat
         psk: crypto.psk,
         nicEndpoint: crypto.nicEndpoint,
       });
-      const placed = agents.placed.get(victim.name);
-      if (placed) placed.vswitchPublicKey = restarted.publicKey;
       assert.ok(
         await pingUntilReply(W('h1-t1-w1').ns, victim.address, 10_000),
         'restarted instance unreachable',
@@ -171,7 +173,6 @@ for (const isolation of ['process', 'shared'] as const satisfies readonly Isolat
       const info = await vs.get(gone.name);
       await vs.delete(gone.name);
       await agents.nic('h1').removeWorkload(gone.name);
-      agents.placed.delete(gone.name);
       assert.equal((await run('ip', ['-n', gone.ns, 'link', 'show', 'dev', 'tg0'])).code !== 0, true);
       assert.equal(existsSync(uapiSocketPath(info.ifname)), false);
       await assert.rejects(vs.get(gone.name), /no vSwitch instance/);

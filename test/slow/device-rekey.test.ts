@@ -10,11 +10,11 @@ import {
   devicePrefix,
   largestGap,
   onlyPeer,
-  ping,
   roles,
   selectCombinations,
   startPair,
-} from '../integration/helpers/device-harness.js';
+} from '../helpers/device-harness.js';
+import { ping } from '../helpers/ping.js';
 
 const { combinations, note } = await selectCombinations();
 

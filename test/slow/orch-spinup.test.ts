@@ -5,14 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { benchSpinup } from '../../src/bench/spinup.js';
 import { listNamespaces } from '../../src/lab/index.js';
-import { ping } from '../integration/nic-support.js';
-import {
-  ALLOW_WITHIN,
-  type OrchLab,
-  orchPrefix,
-  startOrchLab,
-  stopOrchLab,
-} from '../integration/orch-support.js';
+import { ALLOW_WITHIN, type OrchLab, orchPrefix, startOrchLab, stopOrchLab } from '../helpers/orch.js';
+import { ping } from '../helpers/ping.js';
 
 const COUNT = Number(process.env.TG_SPINUP_COUNT ?? 100);
 const prefix = orchPrefix();

@@ -1,5 +1,5 @@
-// Scale (issue 5): one host with 1,000 workloads over 10 tenants, spun up through the lab
-// harness (vSwitch instance, NIC registration, vSwitch configured) with the vSwitch daemon in
+// Scale (issue 5): one host with 1,000 workloads over 10 tenants, spun up by the orchestrator
+// (src/lab/control.ts: vSwitch instance, NIC registration, vSwitch configured, one at a time) with the vSwitch daemon in
 // shared isolation (a device process per workload would need ~50 GB). Every workload pings a
 // same-tenant peer; the NIC agent's and the vSwitch daemon's resident memory are reported and
 // the NIC's is held under 300 MB; the NIC's registration time is compared empty and full.
@@ -10,14 +10,14 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
+import type { LabAgents } from '../../src/lab/agents.js';
+import { allowWithinTenantPolicy, LabControlPlane, type PlacedWorkload } from '../../src/lab/control.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
 import { mapLimit } from '../../src/lab/parallel.js';
-import type { LabAgents, WorkloadSpec } from '../../src/nic/lab-harness.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
-import { nicPrefix } from '../integration/nic-support.js';
+import { nicPrefix } from '../helpers/nic.js';
 import {
   addNamespaces,
-  allowTenants,
   childPids,
   deleteNamespacesBatch,
   iperf,
@@ -26,13 +26,13 @@ import {
   processName,
   rssKb,
   startAgents,
-} from '../integration/vswitch-support.js';
+} from '../helpers/vswitch.js';
 
 const TOTAL = Number(process.env.TENGUARD_SCALE_WORKLOADS ?? 1000);
 const TENANTS = 10;
 const NIC_RSS_LIMIT_KB = 300 * 1024;
-/** Spin-ups in flight at once (each is a handful of `ip` calls and three API calls). */
-const CREATE_PARALLEL = 4;
+/** Spin-ups in flight at once: the orchestrator runs them one at a time. */
+const CREATE_PARALLEL = 1;
 const PING_PARALLEL = 12;
 /** NIC registrations timed on an empty and on a full NIC. */
 const REGISTRATION_PROBES = 50;
@@ -46,16 +46,17 @@ const PER_TENANT = TOTAL / TENANTS;
 const prefix = nicPrefix().replace(/^tgn/, 'tgs');
 let lab: LabState | undefined;
 let agents: LabAgents | undefined;
-let specs: WorkloadSpec[] = [];
-let policyPushed = false;
+let control: LabControlPlane | undefined;
+/** Workloads in tenant order; `address` is filled in by the spin-up. */
+let specs: PlacedWorkload[] = [];
 const figures: Record<string, unknown> = { workloads: TOTAL, tenants: TENANTS, isolation: 'shared' };
 
 function tenantName(t: number): string {
   return `t${t}`;
 }
 
-function workloadSpecs(): WorkloadSpec[] {
-  const out: WorkloadSpec[] = [];
+function workloadSpecs(): PlacedWorkload[] {
+  const out: PlacedWorkload[] = [];
   for (let t = 1; t <= TENANTS; t++)
     for (let w = 0; w < PER_TENANT; w++) {
       const name = `s${t}-w${w}`;
@@ -63,9 +64,10 @@ function workloadSpecs(): WorkloadSpec[] {
         name,
         tenant: tenantName(t),
         host: 'h1',
-        ns: `${prefix}-${name}`,
-        // 100.64.0.0/10: tenant t gets 100.(64+t).x.y, inside the lab's namespaces only.
-        address: `100.${64 + t}.${Math.floor(w / 200)}.${(w % 200) + 10}`,
+        // The namespace the orchestrator gives it on h1 (made here in bulk beforehand).
+        ns: `${prefix}-h1-o-${name}`,
+        address: '',
+        labels: {},
       });
     }
   return out;
@@ -102,10 +104,17 @@ before(async () => {
   await addNamespaces(specs.map((s) => s.ns));
   figures.namespacesMs = Math.round(performance.now() - t0);
   agents = await startAgents(lab, 'shared', { logLevel: 'warn' });
+  control = await LabControlPlane.start(lab, agents);
+  // Tenant t1 is the lab's (100.64.1.0/24); t gets 100.(64+t).0.0/16, inside the lab's namespaces only.
+  for (let t = 2; t <= TENANTS; t++) {
+    await control.orchestrator.service.createTenant({ name: tenantName(t), pool: `100.${64 + t}.0.0/16` });
+    await control.setPolicy(tenantName(t), allowWithinTenantPolicy(tenantName(t)));
+  }
 });
 
 after(async () => {
   const t0 = performance.now();
+  await control?.close().catch(() => undefined);
   await agents?.stop().catch(() => undefined);
   figures.agentsStopMs = Math.round(performance.now() - t0);
   await deleteNamespacesBatch(specs.map((s) => s.ns));
@@ -129,7 +138,9 @@ test(`${TOTAL} workloads over ${TENANTS} tenants on one host are created`, { tim
     CREATE_PARALLEL,
     async ([s, i]) => {
       const ts = performance.now();
-      await a.spinUp([s]);
+      const [p] = await control!.place([{ name: s.name, tenant: s.tenant, host: s.host }]);
+      assert.equal(p.ns, s.ns);
+      s.address = p.address;
       per[i] = performance.now() - ts;
     },
   );
@@ -162,11 +173,7 @@ test(`${TOTAL} workloads over ${TENANTS} tenants on one host are created`, { tim
   assert.equal(health.crashed, 0);
   assert.equal((await a.nic('h1').workloads()).length, TOTAL);
 
-  policyPushed = await allowTenants(
-    a.nics.get('h1')!.socket,
-    Array.from({ length: TENANTS }, (_, i) => tenantName(i + 1)),
-  );
-  figures.policyPushed = policyPushed;
+  figures.policyPushed = true;
   figures.rssAfterCreateKb = memory(a);
   figures.nicRegistrationFullMs = await timeNicRegistration(a, 'full');
   assert.ok(

@@ -31,13 +31,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pingStream } from '../../src/demo/traffic.js';
+import { LabAgents } from '../../src/lab/agents.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
 import { runDirPath } from '../../src/lab/plan.js';
-import { LabAgents } from '../../src/nic/lab-harness.js';
 import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import type { WorkloadRecord } from '../../src/orchestrator/model.js';
 import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
-import { ALLOW_WITHIN, OrchProcess } from '../integration/orch-support.js';
+import { ALLOW_WITHIN, OrchProcess } from '../helpers/orch.js';
 
 const { values } = parseArgs({
   options: {

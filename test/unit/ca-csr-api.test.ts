@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { webcrypto, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { PlacementQuery, Requester } from '../../src/ca/approval.js';
 import type { CertificateAuthority } from '../../src/ca/authority.js';
 import { CsrService } from '../../src/ca/csr-api.js';
-import { type Authenticator, csrRequestHandler } from '../../src/ca/csr-http.js';
+import { type Authenticator, csrAuthorize, csrRoutes } from '../../src/ca/csr-http.js';
 import { splitPemCertificates } from '../../src/identity/certs.js';
 import {
   type CertificateSigningRequest,
@@ -19,7 +19,9 @@ import {
 import { createKeyAndCsr, svidSpiffeId, uriSans } from '../../src/identity/identity.js';
 import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { JsonApiServer } from '../../src/util/http-json.js';
+import { logger } from '../../src/util/log.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 const TD = 'lab.test';
 const h1: Requester = { kind: 'nic', host: 'h1', uri: `spiffe://${TD}/nic/h1` };
@@ -46,7 +48,7 @@ let ca: CertificateAuthority;
 let service: CsrService;
 
 let dir = '';
-let server: Server;
+let server: JsonApiServer | undefined;
 let socketPath = '';
 
 before(async () => {
@@ -54,15 +56,16 @@ before(async () => {
   service = new CsrService({ ca, isPlacedOn });
   dir = mkdtempSync(join(tmpdir(), 'tgca-http-'));
   socketPath = join(dir, 'csr.sock');
-  server = createServer(
-    csrRequestHandler({
+  server = await JsonApiServer.listen({
+    socketPath,
+    authorize: csrAuthorize(headerAuth),
+    routes: csrRoutes({
       service,
-      authenticate: headerAuth,
       trustBundle: () => ca.trustBundle(),
       revocations: () => ca.revocations.list(),
     }),
-  );
-  await new Promise<void>((r) => server.listen(socketPath, r));
+    log: logger('test'),
+  });
 });
 
 async function body(id: string, extra: Record<string, unknown> = {}, spec: Record<string, unknown> = {}) {
@@ -278,7 +281,7 @@ test('the object store is bounded: oldest dropped beyond the cap', async () => {
 // --- the HTTP routes, over a Unix socket ---------------------------------------------------
 
 after(async () => {
-  await new Promise((r) => server?.close(r));
+  await server?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -342,20 +345,21 @@ test('HTTP: create, get and list through the routes', async () => {
   assert.deepEqual(condition(JSON.parse(denied.text)), ['Denied', 'NotOwnHostIdentity']);
 });
 
-test('HTTP: errors are Status objects with the code; nothing crashes', async () => {
-  const status = (r: { text: string }) =>
-    JSON.parse(r.text) as { kind: string; reason: string; code: number };
+test('HTTP: errors carry the catalogue code with its status, as every API of the stack; nothing crashes', async () => {
+  const error = (r: { text: string }) => JSON.parse(r.text) as { code: string; message: string };
   const unauth = await call('GET', CSR_COLLECTION_PATH, undefined);
   assert.equal(unauth.status, 401);
-  assert.equal(status(unauth).reason, 'TG_ERR_UNAUTHENTICATED');
+  assert.equal(error(unauth).code, 'TG_ERR_UNAUTHENTICATED');
   const notJson = await call('POST', CSR_COLLECTION_PATH, 'h1', '{');
   assert.equal(notJson.status, 400);
-  assert.equal(status(notJson).kind, 'Status');
+  assert.equal(error(notJson).code, 'TG_ERR_INVALID_ARGUMENT');
   const huge = await call('POST', CSR_COLLECTION_PATH, 'h1', 'x'.repeat(70_000));
-  assert.equal(huge.status, 400);
-  assert.match(status(huge).reason, /TG_ERR_INVALID_ARGUMENT/);
+  assert.equal(huge.status, 413);
+  assert.equal(error(huge).code, 'TG_ERR_PAYLOAD_TOO_LARGE');
   assert.equal((await call('GET', '/nope', 'h1')).status, 404);
-  assert.equal((await call('DELETE', CSR_COLLECTION_PATH, 'h1')).status, 400);
+  const wrongMethod = await call('DELETE', CSR_COLLECTION_PATH, 'h1');
+  assert.equal(wrongMethod.status, 405);
+  assert.equal(error(wrongMethod).code, 'TG_ERR_METHOD_NOT_ALLOWED');
   assert.equal((await call('GET', `${CSR_COLLECTION_PATH}/%E0%A4%A`, 'h1')).status, 400);
   assert.equal((await call('GET', `${CSR_COLLECTION_PATH}/missing`, 'h1')).status, 404);
   const bundle = await call('GET', '/trust-bundle', 'h1');

@@ -5,7 +5,7 @@ import { RevocationList } from '../../src/ca/revocation.js';
 import { randomSerial } from '../../src/ca/svid.js';
 import { authorize, privateKeyPem } from '../../src/identity/mtls.js';
 import * as x509 from '../../src/identity/x509.js';
-import { issueIdentity, softCa } from './ca-support.js';
+import { issueIdentity, softCa } from '../helpers/ca-memory.js';
 
 const TD = 'lab.test';
 const NICS = [`spiffe://${TD}/nic/*`];

@@ -5,7 +5,7 @@ import type { Clock } from '../../src/identity/clock.js';
 import { createKeyAndCsr, type Identity } from '../../src/identity/identity.js';
 import { IdentityRenewer } from '../../src/identity/renewal.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 /** A clock whose timers run only when the test advances time. */
 class FakeClock implements Clock {

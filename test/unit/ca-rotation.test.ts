@@ -7,7 +7,7 @@ import { createRootCertificate, randomSerial, subjectKeyId, toPem } from '../../
 import { TrustBundle } from '../../src/identity/trust-bundle.js';
 import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { issueIdentity, SoftwareKeyStore, softCa, testConfig } from './ca-support.js';
+import { issueIdentity, SoftwareKeyStore, softCa, testConfig } from '../helpers/ca-memory.js';
 
 const conflict = (re: RegExp) => (err: unknown) =>
   err instanceof TgError && err.code === 'TG_ERR_CONFLICT' && re.test(err.message);

@@ -6,7 +6,7 @@ import { normalizeSerial } from '../../src/identity/certs.js';
 import { createKeyAndCsr } from '../../src/identity/identity.js';
 import * as x509 from '../../src/identity/x509.js';
 import { TgError } from '../../src/util/errors.js';
-import { softCa } from './ca-support.js';
+import { softCa } from '../helpers/ca-memory.js';
 
 const invalidArg = (re: RegExp) => (err: unknown) =>
   err instanceof TgError && err.code === 'TG_ERR_INVALID_ARGUMENT' && re.test(err.message);

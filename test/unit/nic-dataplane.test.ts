@@ -5,8 +5,8 @@
 // allow-within-tenant policy (the default is deny: nic-policy.test.ts).
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { allowWithinTenant, FakeNicNet, link, settle } from './nic-fakenet.js';
-import { ipv4Packet } from './protocol-harness.js';
+import { allowWithinTenant, FakeNicNet, link, settle } from '../helpers/nic-fakenet.js';
+import { ipv4Packet } from '../helpers/protocol-harness.js';
 
 const fake = new FakeNicNet();
 const nicSent = fake.nicSent;

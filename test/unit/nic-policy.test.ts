@@ -12,7 +12,7 @@ import { after, test } from 'node:test';
 import { metricValue } from '../../src/nic/client.js';
 import { craftPacket } from '../../src/policy/craft.js';
 import { TgError } from '../../src/util/errors.js';
-import { type FakeNic, FakeNicNet, type FakeVSwitch, link, settle } from './nic-fakenet.js';
+import { type FakeNic, FakeNicNet, type FakeVSwitch, link, settle } from '../helpers/nic-fakenet.js';
 
 const fake = new FakeNicNet();
 after(() => fake.close());

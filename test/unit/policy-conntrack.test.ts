@@ -67,7 +67,7 @@ import {
   verdict,
   type World,
   world,
-} from './policy-harness.js';
+} from '../helpers/policy-harness.js';
 
 // ---------------------------------------------------------------------------------------
 // The state machine as a table.

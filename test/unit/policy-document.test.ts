@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PolicyRejectedError, PolicyStore } from '../../src/policy/store.js';
 import { TgError } from '../../src/util/errors.js';
-import { allowPair, send, verdict, world } from './policy-harness.js';
+import { allowPair, send, verdict, world } from '../helpers/policy-harness.js';
 
 const GOOD = {
   version: 1,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createPolicyHook, directionOf } from '../../src/policy/hook.js';
-import { type Pkt, SYN, send, verdict, WORKLOADS, type World, world } from './policy-harness.js';
+import { type Pkt, SYN, send, verdict, WORKLOADS, type World, world } from '../helpers/policy-harness.js';
 
 const ACME = {
   version: 1,

@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import { PolicyEngine } from '../../src/policy/engine.js';
 import { FlowLog, type FlowRecord, parseSince } from '../../src/policy/flowlog.js';
 import { registerPolicyMetrics } from '../../src/policy/metrics.js';
-import { allowPair, SYN, send, world } from './policy-harness.js';
+import { allowPair, SYN, send, world } from '../helpers/policy-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tgflowlog-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AllowedIps, type IpPrefix } from '../../src/protocol/allowedips.js';
-import { prefix, v4, v6 } from './protocol-harness.js';
+import { prefix, v4, v6 } from '../helpers/protocol-harness.js';
 
 test('longest prefix wins, IPv4', () => {
   const t = new AllowedIps<string>();

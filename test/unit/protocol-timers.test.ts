@@ -19,7 +19,7 @@ import {
   TIMER_SEND_KEEPALIVE,
   TimerWheel,
 } from '../../src/protocol/timers.js';
-import { ipv4Packet, Net, type Node, prefix } from './protocol-harness.js';
+import { ipv4Packet, Net, type Node, prefix } from '../helpers/protocol-harness.js';
 
 interface Pair {
   net: Net;

@@ -18,7 +18,7 @@ import { vswitchRoutes } from '../../src/vswitch/api.js';
 import { VSwitchDaemon } from '../../src/vswitch/daemon.js';
 import type { DeviceHandle, Plumbing } from '../../src/vswitch/platform.js';
 import { type Plumber, SharedPlatform } from '../../src/vswitch/shared-platform.js';
-import { ipv4Packet } from './protocol-harness.js';
+import { ipv4Packet } from '../helpers/protocol-harness.js';
 
 const log = logger('test-vswitch-shared');
 const dirs: string[] = [];

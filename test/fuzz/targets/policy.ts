@@ -6,7 +6,7 @@
 // accepted whose tenant is not the one it names.
 
 import { PolicyRejectedError } from '../../../src/policy/store.js';
-import { type Pkt, send, type World, world } from '../../unit/policy-harness.js';
+import { type Pkt, send, type World, world } from '../../helpers/policy-harness.js';
 import { mutateJson, type Rng } from '../mutate.js';
 import { FuzzFinding, type FuzzTarget } from '../target.js';
 

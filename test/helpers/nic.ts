@@ -1,13 +1,14 @@
 // Shared pieces of the NIC integration tests (test/integration/nic-*.test.ts): a lab with NIC
-// agents and vSwitch daemons, traffic probes run inside workload namespaces (ping with a
-// pattern, UDP and TCP with a payload), packet captures with tcpdump searched for plaintext
+// agents and vSwitch daemons driven by the orchestrator (src/lab/control.ts), traffic probes
+// run inside workload namespaces (UDP and TCP with a payload; ping is ping.ts), packet
+// captures with tcpdump searched for plaintext
 // and decoded by tshark, and a scan for leaked private keys. Run as a program inside a
 // namespace, this file is the probe:
 //
-//   ip netns exec <ns> node nic-support.js udp-recv <bind> <port> <ms>
-//   ip netns exec <ns> node nic-support.js udp-send <dst> <port> <hex> <count> [<src>]
-//   ip netns exec <ns> node nic-support.js tcp-echo <bind> <port> <ms>
-//   ip netns exec <ns> node nic-support.js tcp-send <dst> <port> <hex> <ms>
+//   ip netns exec <ns> node nic.js udp-recv <bind> <port> <ms>
+//   ip netns exec <ns> node nic.js udp-send <dst> <port> <hex> <count> [<src>]
+//   ip netns exec <ns> node nic.js tcp-echo <bind> <port> <ms>
+//   ip netns exec <ns> node nic.js tcp-send <dst> <port> <hex> <ms>
 //
 // each of which prints one JSON line on stdout when done ("ready" first, for the servers).
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -16,11 +17,12 @@ import { createSocket } from 'node:dgram';
 import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { LabAgents, type LabAgentsOptions } from '../../src/lab/agents.js';
+import { type LabControlOptions, LabControlPlane } from '../../src/lab/control.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
-import { LabAgents, type LabAgentsOptions } from '../../src/nic/lab-harness.js';
 import { publicKeyOf } from '../../src/protocol/crypto.js';
 import { TgError } from '../../src/util/errors.js';
-import { run, runOk } from '../../src/util/exec.js';
+import { childJsonResult, childReady, endChild, runOk } from '../../src/util/exec.js';
 
 const SUPPORT = fileURLToPath(import.meta.url);
 
@@ -33,130 +35,43 @@ export function nicPrefix(): string {
 export interface NicLab {
   lab: LabState;
   agents: LabAgents;
+  control: LabControlPlane;
 }
 
-/** Builds a lab and starts its agents; on failure removes what it made. */
+/**
+ * Builds a lab, starts its agents and the orchestrator over them (every answer of the
+ * agents' APIs recorded in agents.responses); on failure removes what it made.
+ */
 export async function startNicLab(
   prefix: string,
-  size: { hosts: number; tenants: number; workloads: number },
-  opts: LabAgentsOptions = {},
+  size: { hosts: number; tenants: number; workloads: number; mtu?: number },
+  opts: LabAgentsOptions & LabControlOptions = {},
 ): Promise<NicLab> {
   const lab = await buildLab({ prefix, ...size });
+  let agents: LabAgents | undefined;
   try {
     // TG_NIC_ECHO=1 shows the agents' logs on stderr (debugging a failing test).
-    const agents = await LabAgents.start(lab, { echoLogs: process.env.TG_NIC_ECHO === '1', ...opts });
-    return { lab, agents };
+    agents = await LabAgents.start(lab, { echoLogs: process.env.TG_NIC_ECHO === '1', ...opts });
+    const control = await LabControlPlane.start(lab, agents, { recorder: agents.record, ...opts });
+    return { lab, agents, control };
   } catch (err) {
+    await agents?.stop().catch(() => undefined);
     await destroyLab(prefix);
     throw err;
   }
 }
 
 export async function stopNicLab(l: NicLab | undefined, prefix: string): Promise<void> {
+  await l?.control.close().catch(() => undefined);
   await l?.agents.stop().catch(() => undefined);
   await destroyLab(prefix);
 }
 
 // --- Probes ---------------------------------------------------------------------------------
 
-export interface PingResult {
-  transmitted: number;
-  received: number;
-}
-
-/** ping from a namespace, with an optional 16-byte pattern (hex) filling the payload. */
-export async function ping(
-  ns: string,
-  target: string,
-  opts: { count?: number; pattern?: string; waitS?: number; interval?: number } = {},
-): Promise<PingResult> {
-  const count = opts.count ?? 3;
-  const args = ['-n', '-c', String(count), '-i', String(opts.interval ?? 0.2), '-W', String(opts.waitS ?? 2)];
-  if (opts.pattern !== undefined) args.push('-p', opts.pattern);
-  const r = await run('ip', ['netns', 'exec', ns, 'ping', ...args, target], {
-    timeoutMs: (count * (opts.interval ?? 0.2) + (opts.waitS ?? 2) + 10) * 1000,
-  });
-  const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(r.stdout);
-  return m ? { transmitted: Number(m[1]), received: Number(m[2]) } : { transmitted: 0, received: 0 };
-}
-
-/** Pings once a second until a reply comes or timeoutMs passes. */
-export async function pingUntilReply(ns: string, target: string, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) if ((await ping(ns, target, { count: 1, waitS: 1 })).received === 1) return true;
-  return false;
-}
-
-/** A ping running in the background until stop() (SIGINT makes it print its summary). */
-export function pingInBackground(ns: string, target: string, intervalS: number, maxSeconds: number) {
-  const child = spawn(
-    'ip',
-    ['netns', 'exec', ns, 'ping', '-n', '-i', String(intervalS), '-W', '1', '-w', String(maxSeconds), target],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const closed = new Promise<void>((r) => child.once('close', () => r()));
-  return {
-    async stop(): Promise<PingResult> {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await closed;
-      clearTimeout(t);
-      const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(out);
-      return m ? { transmitted: Number(m[1]), received: Number(m[2]) } : { transmitted: 0, received: 0 };
-    },
-  };
-}
-
 function probeProcess(ns: string, args: string[]): ChildProcess {
   return spawn('ip', ['netns', 'exec', ns, process.execPath, SUPPORT, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
-
-/** Runs a probe to completion and returns its JSON line. */
-function probeResult(child: ChildProcess, timeoutMs: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('close', () => {
-      clearTimeout(t);
-      const line = out
-        .trim()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .pop();
-      if (line === undefined)
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `probe gave no result: ${err.trim()}`));
-      else resolve(JSON.parse(line) as Record<string, unknown>);
-    });
-  });
-}
-
-function waitReady(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const onData = (d: Buffer): void => {
-      out += d.toString();
-      if (out.includes('ready')) {
-        child.stdout?.off('data', onData);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.once('close', () =>
-      reject(new TgError('TG_ERR_COMMAND_FAILED', 'probe server ended before it was ready')),
-    );
   });
 }
 
@@ -173,8 +88,8 @@ export async function udpProbe(
 ): Promise<{ received: string[] }> {
   const port = String(opts.port ?? 40123);
   const server = probeProcess(toNs, ['udp-recv', target, port, String(opts.listenMs ?? 2500)]);
-  const result = probeResult(server, 20_000);
-  await waitReady(server);
+  const result = childJsonResult(server, 20_000, 'probe');
+  await childReady(server, 'probe server');
   const sender = probeProcess(fromNs, [
     'udp-send',
     target,
@@ -183,7 +98,7 @@ export async function udpProbe(
     String(opts.count ?? 5),
     ...(opts.source ? [opts.source] : []),
   ]);
-  await probeResult(sender, 20_000);
+  await childJsonResult(sender, 20_000, 'probe');
   return (await result) as { received: string[] };
 }
 
@@ -202,8 +117,8 @@ export async function udpProbeMany(
   const servers = receivers.map((r) =>
     probeProcess(r.ns, ['udp-recv', r.address, port, String(opts.listenMs ?? 2500)]),
   );
-  const results = servers.map((s) => probeResult(s, 20_000));
-  await Promise.all(servers.map(waitReady));
+  const results = servers.map((s) => childJsonResult(s, 20_000, 'probe'));
+  await Promise.all(servers.map((s) => childReady(s, 'probe server')));
   const sender = probeProcess(fromNs, [
     'udp-send',
     target,
@@ -212,7 +127,7 @@ export async function udpProbeMany(
     String(opts.count ?? 5),
     ...(opts.source ? [opts.source] : []),
   ]);
-  await probeResult(sender, 20_000);
+  await childJsonResult(sender, 20_000, 'probe');
   return (await Promise.all(results)).map((r) => r.received as string[]);
 }
 
@@ -227,11 +142,12 @@ export async function tcpProbe(
   const port = String(opts.port ?? 40124);
   const ms = opts.timeoutMs ?? 3000;
   const server = probeProcess(toNs, ['tcp-echo', target, port, String(ms + 1000)]);
-  const result = probeResult(server, 30_000);
-  await waitReady(server);
-  const client = await probeResult(
+  const result = childJsonResult(server, 30_000, 'probe');
+  await childReady(server, 'probe server');
+  const client = await childJsonResult(
     probeProcess(fromNs, ['tcp-send', target, port, payload, String(ms)]),
     30_000,
+    'probe',
   );
   const s = await result;
   return {
@@ -267,14 +183,10 @@ export async function startCapture(ns: string, iface: string, file: string): Pro
       reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump on ${iface}: ${err.trim()}`)),
     );
   });
-  const closed = new Promise<void>((r) => child.once('close', () => r()));
   return {
     file,
     async stop(): Promise<void> {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await closed;
-      clearTimeout(t);
+      await endChild(child, 'SIGINT');
     },
   };
 }

@@ -6,6 +6,8 @@ import { run, runInOk, runOk, spawnIn } from '../../src/util/exec.js';
 
 /** The compiled native module's URL, for child processes that run inside a namespace. */
 export const NATIVE_MODULE_URL = new URL('../../src/native/index.js', import.meta.url).href;
+/** The compiled endpoint codec's URL (src/net/endpoint.ts), for the same children. */
+export const ENDPOINT_MODULE_URL = new URL('../../src/net/endpoint.js', import.meta.url).href;
 
 /** 'tgnat' + 6 hex digits: 11 characters, so '<ns>t' still fits an interface name. */
 export function uniqueName(prefix: string): string {

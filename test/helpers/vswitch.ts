@@ -1,24 +1,23 @@
 // Shared pieces of the vSwitch integration tests (test/integration/vswitch-*.test.ts and
-// scale-*.test.ts): choosing the vSwitch daemon's isolation for a LabAgents run, pushing an
-// allow-within-tenant policy where the NIC has a policy API, workload namespaces made in bulk,
+// test/slow/scale-*.test.ts): choosing the vSwitch daemon's isolation for a LabAgents run,
+// workload namespaces made in bulk,
 // resident memory from /proc, bounded parallel pings, and iperf3 between two workloads.
 
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ISOLATION_ENV } from '../../src/cli/vswitchd.js';
+import { LabAgents, type LabAgentsOptions } from '../../src/lab/agents.js';
 import { mapLimit } from '../../src/lab/parallel.js';
 import type { LabState } from '../../src/lab/state.js';
-import { LabAgents, type LabAgentsOptions } from '../../src/nic/lab-harness.js';
-import { run, runOk } from '../../src/util/exec.js';
-import { apiRequest } from '../../src/util/http-json.js';
-import { ping } from './nic-support.js';
+import { endChild, run, runOk } from '../../src/util/exec.js';
+import { ping } from './ping.js';
 
 export type Isolation = 'process' | 'shared';
 
 /**
- * Starts the lab's agents with vSwitch daemons in the given isolation. The harness starts
+ * Starts the lab's agents with vSwitch daemons in the given isolation. LabAgents starts
  * `tenguard vswitchd` without --isolation, so the daemon takes it from ISOLATION_ENV, which
- * the harness passes on with the rest of this process's environment.
+ * it passes on with the rest of this process's environment.
  */
 export async function startAgents(
   lab: LabState,
@@ -33,35 +32,6 @@ export async function startAgents(
     if (before === undefined) delete process.env[ISOLATION_ENV];
     else process.env[ISOLATION_ENV] = before;
   }
-}
-
-/** A policy that lets every workload of `tenant` talk to every other one, any protocol. */
-export function allowWithinTenant(tenant: string): unknown {
-  const all = { labels: {} };
-  return {
-    version: 1,
-    tenant,
-    rules: [
-      { id: 'within-egress', action: 'allow', direction: 'egress', workloads: all, peers: [all] },
-      { id: 'within-ingress', action: 'allow', direction: 'ingress', workloads: all, peers: [all] },
-    ],
-  };
-}
-
-/**
- * Puts allowWithinTenant on each tenant where the NIC serves PUT /v1/policy/:tenant (tenants
- * there are default deny). Returns false when the NIC has no such route (it then allows
- * traffic within a tenant by itself); throws when the NIC refuses the policy.
- */
-export async function allowTenants(nicSocket: string, tenants: readonly string[]): Promise<boolean> {
-  for (const t of tenants) {
-    const r = await apiRequest(nicSocket, 'PUT', `/v1/policy/${t}`, allowWithinTenant(t), {
-      timeoutMs: 30_000,
-    });
-    if (r.status === 404 && r.raw.includes('no resource')) return false;
-    if (r.status < 200 || r.status > 299) throw new Error(`PUT /v1/policy/${t}: ${r.status} ${r.raw}`);
-  }
-  return true;
 }
 
 /** Creates namespaces in one `ip -batch` call (names must be plain: letters, digits, '-'). */
@@ -151,7 +121,6 @@ export async function iperf(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
-  const closed = new Promise<void>((r) => server.once('close', () => r()));
   try {
     await new Promise((r) => setTimeout(r, 500));
     const args = [
@@ -195,10 +164,7 @@ export async function iperf(
     }
     return { mbitPerSecond: j.end.sum_received!.bits_per_second / 1e6 };
   } finally {
-    if (server.exitCode === null && server.signalCode === null) server.kill('SIGTERM');
-    const t = setTimeout(() => server.kill('SIGKILL'), 3000);
-    await closed;
-    clearTimeout(t);
+    await endChild(server, 'SIGTERM');
   }
 }
 

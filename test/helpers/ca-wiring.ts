@@ -2,7 +2,8 @@
 // embedded SoftHSM2 token serving its CSR API over TLS on a Unix socket in this process, a
 // lab whose NIC agents (`tenguard nic`) and vSwitch daemons (`tenguard vswitchd`) run with
 // the mTLS flags and enrol with one-time join tokens, the operator's clients (an orchestrator
-// identity renewed through the CA), and the DESIGN.md section 5 spin-up done over mTLS.
+// identity renewed through the CA), and the orchestrator (src/lab/control.ts) driving them
+// over mTLS as that identity.
 // Every process is tracked by pid and ended on stop; their logs are kept for secret scans.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,14 +22,16 @@ import { IdentityRenewer } from '../../src/identity/renewal.js';
 import { JOIN_TOKEN_ENV } from '../../src/identity/service-mtls.js';
 import { nicId, serviceId } from '../../src/identity/spiffe.js';
 import type { TrustBundle } from '../../src/identity/trust-bundle.js';
+import { LabControlPlane } from '../../src/lab/control.js';
 import { buildLab, destroyLab, type LabState, spawnInNode } from '../../src/lab/index.js';
 import { NicClient } from '../../src/nic/client.js';
 import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
 import { TgError } from '../../src/util/errors.js';
+import { endChild } from '../../src/util/exec.js';
 import { type ApiEndpoint, apiRequest } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
 import { VSwitchClient } from '../../src/vswitch/client.js';
-import { type CaTestEnv, caCli, caTestEnv, TD } from './ca-support.js';
+import { type CaTestEnv, caCli, caTestEnv, TD } from './ca-softhsm.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
@@ -191,8 +194,10 @@ export class MtlsLab {
   /** Join tokens handed to the agents (they must never show up anywhere). */
   readonly joinTokens: string[] = [];
   readonly placed = new Map<string, { tenant: string; host: string; address: string; ns: string }>();
-  /** Every API answer the harness received, as received (for secret scans). */
+  /** Every API answer received here or by the orchestrator, as received (for secret scans). */
   readonly responses: string[] = [];
+  /** The orchestrator over the agents, calling them over mTLS as ORCHESTRATOR_ID. */
+  control: LabControlPlane | undefined;
 
   private constructor(
     readonly lab: LabState,
@@ -215,6 +220,12 @@ export class MtlsLab {
       m = new MtlsLab(lab, ca, client, opts);
       for (const h of lab.hosts) await m.startNic(h.name);
       for (const h of lab.hosts) await m.startVswitchd(h.name);
+      const self = m;
+      m.control = await LabControlPlane.start(lab, m, {
+        agentEndpoint: (host, agent) =>
+          agent === 'nic' ? self.nicEndpoint(host) : self.vswitchEndpoint(host),
+        recorder: (method, path, r) => self.responses.push(`${method} ${path} ${r.status} ${r.raw}`),
+      });
       return m;
     } catch (err) {
       if (m !== undefined) await m.stop();
@@ -314,11 +325,13 @@ export class MtlsLab {
 
   /** Ends every process started here, removes the sockets, the lab and the client's timer. */
   async stop(): Promise<void> {
+    await this.control?.close().catch(() => undefined);
+    this.control = undefined;
     this.client.stop();
     const all = [...this.vswitchds.values(), ...this.nics.values()];
     this.vswitchds.clear();
     this.nics.clear();
-    await Promise.all(all.map((p) => endProcess(p)));
+    await Promise.all(all.map((p) => endChild(p.proc, 'SIGTERM', STOP_GRACE_MS)));
     for (const p of all) rmSync(p.socket, { force: true });
     let names: string[] = [];
     try {
@@ -332,38 +345,19 @@ export class MtlsLab {
     await destroyLab(this.lab.prefix);
   }
 
-  // --- Workloads (DESIGN.md section 5), over mTLS ---------------------------------------------
+  // --- Workloads, through the orchestrator over mTLS ------------------------------------------
 
+  /** Spins the lab's planned workloads of these names up (each tenant allows itself). */
   async spinUp(names: readonly string[]): Promise<void> {
     for (const name of names) {
       const w = this.lab.workloads.find((x) => x.name === name);
       if (w === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no workload ${name}`);
-      const vs = this.vswitch(w.host);
-      const created = await vs.create({ workload: w.name, netns: w.ns, address: w.overlayV4 });
-      const crypto = await this.nic(w.host).registerWorkload({
-        tenant: w.tenant,
-        workload: w.name,
-        address: w.overlayV4,
-        vswitchPublicKey: created.publicKey,
-      });
-      await vs.configure(w.name, {
-        nicPublicKey: crypto.nicPublicKey,
-        psk: crypto.psk,
-        nicEndpoint: crypto.nicEndpoint,
-      });
-      this.placed.set(w.name, { tenant: w.tenant, host: w.host, address: w.overlayV4, ns: w.ns });
-    }
-    for (const t of new Set(names.map((n) => this.placed.get(n)!.tenant))) {
-      await this.syncTenant(t);
-      for (const h of this.hostsOf(t)) await this.nic(h).setPolicy(t, allowWithinTenant(t));
+      const [p] = await this.control!.place([{ name: w.name, tenant: w.tenant, host: w.host }]);
+      this.placed.set(w.name, { tenant: p.tenant, host: p.host, address: p.address, ns: p.ns });
     }
   }
 
-  private hostsOf(tenant: string): string[] {
-    return [...new Set([...this.placed.values()].filter((w) => w.tenant === tenant).map((w) => w.host))];
-  }
-
-  /** The peers a NIC of `host` would be given for `tenant`: the other NICs' signed keys. */
+  /** A valid peers body for the NIC of `host` and `tenant` (the other NICs' signed keys), for API tests. */
   async peersFor(tenant: string, host: string) {
     const hosts = [
       ...new Set([...this.placed.values()].filter((w) => w.tenant === tenant).map((w) => w.host)),
@@ -387,11 +381,9 @@ export class MtlsLab {
     return out;
   }
 
+  /** The orchestrator puts the tenant's peers on every NIC holding it again. */
   async syncTenant(tenant: string): Promise<void> {
-    const hosts = [
-      ...new Set([...this.placed.values()].filter((w) => w.tenant === tenant).map((w) => w.host)),
-    ];
-    for (const h of hosts) await this.nic(h).setTenantPeers(tenant, await this.peersFor(tenant, h));
+    await this.control!.orchestrator.lifecycle.publishTenant(tenant, { force: true });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -444,34 +436,12 @@ export class MtlsLab {
       );
       if (ok) return a;
       if (Date.now() > deadline) {
-        await endProcess(a);
+        await endChild(a.proc, 'SIGTERM', STOP_GRACE_MS);
         throw new TgError('TG_ERR_COMMAND_FAILED', `the ${kind} of ${host} did not answer over mTLS`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-}
-
-/** Ends one process we started, by its pid: SIGTERM, then SIGKILL after a grace period. */
-async function endProcess(p: MtlsAgent): Promise<void> {
-  const alive = (): boolean => p.proc.exitCode === null && p.proc.signalCode === null;
-  if (!alive()) return;
-  try {
-    process.kill(p.pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const t = setTimeout(() => {
-    if (alive()) {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }, STOP_GRACE_MS);
-  await p.exited;
-  clearTimeout(t);
 }
 
 /** A policy document letting every workload of the tenant reach every other (the NICs are default deny). */

@@ -1,5 +1,5 @@
 // Shared pieces of the orchestrator integration tests: a lab with NIC agents and vSwitch
-// daemons (LabAgents), the orchestrator as its own process (bin/tenguard.js orchestrator),
+// daemons (LabAgents, src/lab/agents.ts), the orchestrator as its own process (bin/tenguard.js orchestrator),
 // hosts registered through its API, a recording proxy in front of a NIC API (to learn which
 // PSKs flowed through the orchestrator), and a timestamped ping stream.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -9,8 +9,8 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LabAgents } from '../../src/lab/agents.js';
 import { buildLab, destroyLab, type LabState } from '../../src/lab/index.js';
-import { LabAgents } from '../../src/nic/lab-harness.js';
 import { OrchestratorClient } from '../../src/orchestrator/client.js';
 import { apiRequest, type HttpMethod } from '../../src/util/http-json.js';
 
@@ -170,57 +170,4 @@ export async function stopOrchLab(l: OrchLab | undefined, prefix: string): Promi
   await l?.agents.stop().catch(() => undefined);
   await destroyLab(prefix).catch(() => undefined);
   if (l) rmSync(l.dataDir, { recursive: true, force: true });
-}
-
-/** A ping stream (-D timestamps) from a namespace; stop() gives sent, received and the longest gap between replies. */
-export function pingStream(ns: string, target: string, intervalS: number, maxSeconds: number) {
-  const child = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      ns,
-      'ping',
-      '-n',
-      '-D',
-      '-i',
-      String(intervalS),
-      '-W',
-      '1',
-      '-w',
-      String(maxSeconds),
-      target,
-    ],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const closed = new Promise<void>((r) => child.once('close', () => r()));
-  return {
-    /** Reply timestamps (ms since the epoch) so far. */
-    replies(): number[] {
-      return [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1]) * 1000);
-    },
-    /**
-     * transmitted/received as ping counts them; lost: requests up to the last one answered
-     * that got no reply (a request still in flight when the stream is stopped is not lost).
-     */
-    async stop(): Promise<{ transmitted: number; received: number; lost: number; maxGapMs: number }> {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await closed;
-      clearTimeout(t);
-      const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(out);
-      const ts = this.replies();
-      let maxGapMs = 0;
-      for (let i = 1; i < ts.length; i++) maxGapMs = Math.max(maxGapMs, ts[i] - ts[i - 1]);
-      const transmitted = m ? Number(m[1]) : 0;
-      const received = m ? Number(m[2]) : 0;
-      const seqs = new Set([...out.matchAll(/bytes from .*icmp_seq=(\d+)/g)].map((x) => Number(x[1])));
-      const last = Math.max(0, ...seqs);
-      return { transmitted, received, lost: last - seqs.size, maxGapMs: Math.round(maxGapMs) };
-    },
-  };
 }

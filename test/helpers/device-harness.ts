@@ -21,7 +21,7 @@ import {
   stopDevice,
   type Testbed,
   uapiSocketPath,
-} from '../../../src/bench/testbed.js';
+} from '../../src/bench/testbed.js';
 import {
   MESSAGE_COOKIE_REPLY_SIZE,
   MESSAGE_COOKIE_REPLY_TYPE,
@@ -29,9 +29,9 @@ import {
   MESSAGE_INITIATION_TYPE,
   MESSAGE_RESPONSE_TYPE,
   MESSAGE_TRANSPORT_TYPE,
-} from '../../../src/protocol/constants.js';
-import { cookieKeyFor, mac1KeyFor } from '../../../src/protocol/cookie.js';
-import { keyFromBase64, mac, xaeadOpen } from '../../../src/protocol/crypto.js';
+} from '../../src/protocol/constants.js';
+import { cookieKeyFor, mac1KeyFor } from '../../src/protocol/cookie.js';
+import { keyFromBase64, mac, xaeadOpen } from '../../src/protocol/crypto.js';
 import {
   COOKIE_REPLY_OFFSET_COOKIE,
   COOKIE_REPLY_OFFSET_NONCE,
@@ -41,13 +41,13 @@ import {
   INITIATION_OFFSET_MAC2,
   INITIATION_OFFSET_SENDER,
   TRANSPORT_OFFSET_RECEIVER,
-} from '../../../src/protocol/messages.js';
-import { uapiExchange } from '../../../src/uapi/client.js';
-import { TgError } from '../../../src/util/errors.js';
-import { run, runIn } from '../../../src/util/exec.js';
+} from '../../src/protocol/messages.js';
+import { uapiExchange } from '../../src/uapi/client.js';
+import { TgError } from '../../src/util/errors.js';
+import { run, runIn } from '../../src/util/exec.js';
 
 const HARNESS = fileURLToPath(import.meta.url);
-const BIN = fileURLToPath(new URL('../../../../bin/tenguard.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 
 /** Tunnel MTU: a 1500-byte wire minus the 80 bytes of IPv6 + UDP + WireGuard overhead. */
 export const TUNNEL_MTU = 1420;
@@ -184,96 +184,6 @@ export function presharedKey(): string {
 }
 
 // --- Probes -------------------------------------------------------------------------------
-
-export interface PingResult {
-  transmitted: number;
-  received: number;
-  /** Receive times of the replies (s, from `ping -D`), in order. */
-  replyTimes: number[];
-}
-
-function parsePing(out: string): PingResult {
-  const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(out);
-  const replyTimes: number[] = [];
-  for (const line of out.split('\n')) {
-    const t = /^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=\d+/.exec(line);
-    if (t) replyTimes.push(Number(t[1]));
-  }
-  return m
-    ? { transmitted: Number(m[1]), received: Number(m[2]), replyTimes }
-    : { transmitted: 0, received: 0, replyTimes };
-}
-
-/** `ping` from namespace `ns` (bounded by count * interval + wait); never throws on loss. */
-export async function ping(
-  ns: string,
-  target: string,
-  opts: { count?: number; intervalS?: number; waitS?: number; size?: number } = {},
-): Promise<PingResult> {
-  const count = opts.count ?? 3;
-  const interval = opts.intervalS ?? 0.2;
-  const wait = opts.waitS ?? 2;
-  // -c without -w: exactly `count` echoes are sent, the last one waited for `wait` seconds.
-  const args = ['-D', '-n', '-c', String(count), '-i', String(interval), '-W', String(wait)];
-  if (opts.size !== undefined) args.push('-s', String(opts.size));
-  const r = await runIn(ns, 'ping', [...args, target], { timeoutMs: (count * interval + wait + 10) * 1000 });
-  return parsePing(r.stdout);
-}
-
-/** Pings once a second until a reply comes or `timeoutMs` passes; whether one came. */
-export async function pingUntilReply(ns: string, target: string, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if ((await ping(ns, target, { count: 1, waitS: 1 })).received === 1) return true;
-  }
-  return false;
-}
-
-/** A ping that runs in the background until stop() (SIGINT, so that it prints its summary). */
-export interface BackgroundPing {
-  stop(): Promise<PingResult>;
-}
-
-export function pingInBackground(
-  ns: string,
-  target: string,
-  intervalS: number,
-  maxSeconds: number,
-): BackgroundPing {
-  const child = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      ns,
-      'ping',
-      '-D',
-      '-n',
-      '-i',
-      String(intervalS),
-      '-W',
-      '1',
-      '-w',
-      String(maxSeconds),
-      target,
-    ],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  const exited = new Promise<void>((r) => child.once('close', () => r()));
-  return {
-    async stop(): Promise<PingResult> {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-      return parsePing(out);
-    },
-  };
-}
 
 /** The largest pause between consecutive replies, in seconds. */
 export function largestGap(replyTimes: readonly number[]): number {
@@ -624,6 +534,10 @@ export interface FloodSpec {
   maxMs?: number;
   /** Keep receiving answers this long after the last send (default 300 ms). */
   lingerMs?: number;
+  /** Source address to send from (default: any); the namespace must own it. */
+  source?: string;
+  /** Source port (default: any). */
+  sourcePort?: number;
 }
 
 export interface FloodResult {
@@ -796,12 +710,20 @@ interface Sender {
   readonly kind: 'native' | 'dgram';
 }
 
-async function openSender(address: string, port: number): Promise<Sender> {
+async function openSender(
+  address: string,
+  port: number,
+  source?: string,
+  sourcePort?: number,
+): Promise<Sender> {
   const v6 = address.includes(':');
   try {
-    const native = await import('../../../src/native/index.js');
-    const { ENDPOINT_SIZE, encodeAddressPort } = await import('../../../src/net/endpoint.js');
-    const sock = native.NativeUdpSocket.open({ address: v6 ? '::' : '0.0.0.0' });
+    const native = await import('../../src/native/index.js');
+    const { ENDPOINT_SIZE, encodeAddressPort } = await import('../../src/net/endpoint.js');
+    const sock = native.NativeUdpSocket.open({
+      address: source ?? (v6 ? '::' : '0.0.0.0'),
+      port: sourcePort,
+    });
     const eps = Buffer.alloc(BATCH * ENDPOINT_SIZE);
     for (let k = 0; k < BATCH; k++) encodeAddressPort(address, port, eps, k * ENDPOINT_SIZE);
     const rx = new native.PacketBatch(BATCH, 2048, 0);
@@ -825,7 +747,7 @@ async function openSender(address: string, port: number): Promise<Sender> {
   } catch {
     const dgram = await import('node:dgram');
     const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', sendBufferSize: 4 << 20 });
-    await new Promise<void>((r) => sock.bind(0, r));
+    await new Promise<void>((r) => sock.bind({ port: sourcePort ?? 0, address: source }, r));
     return {
       kind: 'dgram',
       send: async (slab, offsets, lengths, n) => {
@@ -846,7 +768,7 @@ async function openSender(address: string, port: number): Promise<Sender> {
 
 async function floodMain(spec: FloodSpec): Promise<FloodResult> {
   const { make, mac1s } = makerFor(spec);
-  const sender = await openSender(spec.address, spec.port);
+  const sender = await openSender(spec.address, spec.port, spec.source, spec.sourcePort);
   const cookieKey =
     spec.responderPublicKey === undefined ? null : cookieKeyFor(keyFromBase64(spec.responderPublicKey));
   const result: FloodResult = {

@@ -1,0 +1,262 @@
+// The lab's agent processes: a NIC agent in each NIC namespace and a vSwitch daemon in each
+// host namespace of a lab, started as `tenguard nic` and `tenguard vswitchd` (tracked by pid,
+// ended on stop, their sockets removed), each with a typed client of its API once it answers
+// its health route. It launches and ends processes only: tenants, workloads, peers, grants and
+// policies are the orchestrator's (src/lab/control.ts runs one for a lab).
+//
+// Every process's log output is kept in memory, and every answer its clients receive is
+// recorded, for tests (secret scans).
+import type { ChildProcess } from 'node:child_process';
+import { readdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { NicClient, type ResponseRecorder } from '../nic/client.js';
+import { UAPI_SOCKET_DIR } from '../uapi/server.js';
+import { TgError } from '../util/errors.js';
+import { VSwitchClient } from '../vswitch/client.js';
+import { spawnInNode } from './run.js';
+import type { LabState } from './state.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+const START_TIMEOUT_MS = 20_000;
+const STOP_GRACE_MS = 5000;
+const MAX_LOG_BYTES = 16 * 1024 * 1024;
+
+export interface AgentProcess {
+  host: string;
+  kind: 'nic' | 'vswitchd';
+  socket: string;
+  proc: ChildProcess;
+  pid: number;
+  exited: Promise<void>;
+}
+
+export interface LabAgentsOptions {
+  /** TENGUARD_LOG_LEVEL of the processes (default 'info'). */
+  logLevel?: string;
+  /** Echo the processes' logs to this process's stderr. */
+  echoLogs?: boolean;
+  /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
+  nicNodeArgs?: string[];
+}
+
+export class LabAgents {
+  readonly nics = new Map<string, AgentProcess & { client: NicClient }>();
+  readonly vswitchds = new Map<string, AgentProcess & { client: VSwitchClient }>();
+  /** Every API answer received by these clients or `record`, as received (for secret scans). */
+  readonly responses: string[] = [];
+  private readonly logChunks: string[] = [];
+  private logBytes = 0;
+  private responseBytes = 0;
+  /** Records one API answer (hand it to other clients of the agents' APIs). */
+  readonly record: ResponseRecorder = (method, path, r) => {
+    if (this.responseBytes > MAX_LOG_BYTES) return;
+    this.responseBytes += r.raw.length;
+    this.responses.push(`${method} ${path} ${r.status} ${r.raw}`);
+  };
+
+  private constructor(
+    readonly lab: LabState,
+    private readonly opts: LabAgentsOptions,
+  ) {}
+
+  /** Starts a NIC agent and a vSwitch daemon per host. On failure, ends what it started. */
+  static async start(lab: LabState, opts: LabAgentsOptions = {}): Promise<LabAgents> {
+    const agents = new LabAgents(lab, opts);
+    try {
+      await Promise.all(lab.hosts.map((h) => agents.startNic(h.name)));
+      await Promise.all(lab.hosts.map((h) => agents.startVswitchd(h.name)));
+      return agents;
+    } catch (err) {
+      await agents.stop();
+      throw err;
+    }
+  }
+
+  nic(host: string): NicClient {
+    const n = this.nics.get(host);
+    if (n === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no NIC agent running for host '${host}'`);
+    return n.client;
+  }
+
+  vswitch(host: string): VSwitchClient {
+    const v = this.vswitchds.get(host);
+    if (v === undefined)
+      throw new TgError('TG_ERR_NOT_FOUND', `no vSwitch daemon running for host '${host}'`);
+    return v.client;
+  }
+
+  /** Everything the agents wrote to stderr so far. */
+  logs(): string {
+    return this.logChunks.join('');
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Processes
+
+  async startNic(host: string): Promise<AgentProcess> {
+    const h = this.hostPlan(host);
+    const args = [
+      ...(this.opts.nicNodeArgs ?? []),
+      BIN,
+      'nic',
+      '--api-socket',
+      h.nicApiSocket,
+      '--host-address',
+      h.pcie.nicV4,
+      '--fabric-address',
+      h.fabric.nicV4,
+      ...this.linkMtuArgs(),
+    ];
+    const p = await this.spawnAgent(host, 'nic', h.nicNode, h.nicApiSocket, args);
+    const entry = { ...p, client: new NicClient(h.nicApiSocket, this.record) };
+    this.nics.set(host, entry);
+    return entry;
+  }
+
+  async startVswitchd(host: string): Promise<AgentProcess> {
+    const h = this.hostPlan(host);
+    const socket = this.vswitchSocket(host);
+    const args = [
+      BIN,
+      'vswitchd',
+      '--api-socket',
+      socket,
+      '--ifname-prefix',
+      this.ifnamePrefix(h.index),
+      ...this.linkMtuArgs(),
+    ];
+    const p = await this.spawnAgent(host, 'vswitchd', h.name, socket, args);
+    const entry = { ...p, client: new VSwitchClient(socket, this.record) };
+    this.vswitchds.set(host, entry);
+    return entry;
+  }
+
+  /** Ends a host's vSwitch daemon by pid (SIGKILL: a crash; in shared mode its devices die with it). */
+  async stopVswitchd(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const v = this.vswitchds.get(host);
+    if (v === undefined) return;
+    this.vswitchds.delete(host);
+    await endProcess(v, signal);
+  }
+
+  /** Ends a host's NIC agent by pid: SIGTERM (it wipes its keys), or SIGKILL to simulate a crash. */
+  async stopNic(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const n = this.nics.get(host);
+    if (n === undefined) return;
+    this.nics.delete(host);
+    await endProcess(n, signal);
+  }
+
+  /** The API socket of a host's vSwitch daemon. */
+  vswitchSocket(host: string): string {
+    return `${this.lab.runDir}/vswitchd-${this.hostPlan(host).name}.sock`;
+  }
+
+  /** Ends every process started here and removes the sockets they leave behind. */
+  async stop(): Promise<void> {
+    const all = [...this.vswitchds.values(), ...this.nics.values()];
+    this.vswitchds.clear();
+    this.nics.clear();
+    await Promise.all(all.map((p) => endProcess(p, 'SIGTERM')));
+    for (const p of all) rmSync(p.socket, { force: true });
+    const prefix = `${this.lab.prefix}-`;
+    let names: string[] = [];
+    try {
+      names = readdirSync(UAPI_SOCKET_DIR);
+    } catch {
+      names = [];
+    }
+    for (const f of names)
+      if (f.startsWith(prefix) && f.endsWith('.sock')) rmSync(`${UAPI_SOCKET_DIR}/${f}`, { force: true });
+  }
+
+  // ------------------------------------------------------------------------------------
+
+  private hostPlan(host: string): LabState['hosts'][number] {
+    const h = this.lab.hosts.find((x) => x.name === host);
+    if (h === undefined)
+      throw new TgError('TG_ERR_NOT_FOUND', `lab '${this.lab.prefix}' has no host '${host}'`);
+    return h;
+  }
+
+  /** Every link of the lab has the lab's MTU: NICs and vSwitches derive what they need from it. */
+  private linkMtuArgs(): string[] {
+    return ['--host-mtu', String(this.lab.mtu), '--fabric-mtu', String(this.lab.mtu)];
+  }
+
+  /** `<prefix>-<host index>v`: the 'v' keeps host 1's tenth device apart from host 10's first. */
+  private ifnamePrefix(hostIndex: number): string {
+    return `${this.lab.prefix}-${hostIndex}v`;
+  }
+
+  private async spawnAgent(
+    host: string,
+    kind: 'nic' | 'vswitchd',
+    node: string,
+    socket: string,
+    args: string[],
+  ): Promise<AgentProcess> {
+    const proc = spawnInNode(this.lab, node, process.execPath, args, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info' },
+    });
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    proc.stderr?.on('data', (d: Buffer) => {
+      const text = d.toString('utf8');
+      if (this.logBytes < MAX_LOG_BYTES) {
+        this.logChunks.push(text);
+        this.logBytes += text.length;
+      }
+      if (this.opts.echoLogs) process.stderr.write(`[${kind} ${host}] ${text}`);
+    });
+    const pid = proc.pid;
+    if (pid === undefined)
+      throw new TgError('TG_ERR_COMMAND_FAILED', `could not start the ${kind} of ${host}`);
+    const p: AgentProcess = { host, kind, socket, proc, pid, exited };
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        throw new TgError(
+          'TG_ERR_COMMAND_FAILED',
+          `the ${kind} of ${host} exited (${proc.exitCode ?? proc.signalCode}): ${this.logs().trim().split('\n').slice(-3).join(' | ')}`,
+        );
+      const client =
+        kind === 'nic' ? new NicClient(socket, undefined, 1000) : new VSwitchClient(socket, undefined, 1000);
+      const ok = await client.health().then(
+        () => true,
+        () => false,
+      );
+      if (ok) return p;
+      if (Date.now() > deadline) {
+        await endProcess(p, 'SIGKILL');
+        throw new TgError(
+          'TG_ERR_COMMAND_FAILED',
+          `the ${kind} of ${host} did not answer within ${START_TIMEOUT_MS} ms`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** Ends one process we started, by its pid: `signal`, then SIGKILL after a grace period. */
+async function endProcess(p: AgentProcess, signal: NodeJS.Signals): Promise<void> {
+  const alive = (): boolean => p.proc.exitCode === null && p.proc.signalCode === null;
+  if (!alive()) return;
+  try {
+    process.kill(p.pid, signal);
+  } catch {
+    return;
+  }
+  const t = setTimeout(() => {
+    if (alive()) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }, STOP_GRACE_MS);
+  await p.exited;
+  clearTimeout(t);
+}
