@@ -255,6 +255,9 @@ function containers(v: unknown, out: Container[], limit: number): void {
   for (const child of Object.values(v as object)) containers(child, out, limit);
 }
 
+/** Bytes a repeated element may add at most (stacked repeats would otherwise multiply). */
+const MAX_REPEAT_BYTES = 64 * 1024;
+
 /**
  * One structural change to a JSON document: replace, delete or add one node, nest deeply,
  * repeat an array's element many times, or swap a string for a near miss. Returns null when
@@ -303,8 +306,12 @@ export function mutateJson(input: Buffer, rng: Rng): Buffer | null {
     }
     case 4:
       if (Array.isArray(c) && c.length > 0) {
-        const times = 1 + rng.below(rng.chance(20) ? 5000 : 50);
         const item = c[rng.below(c.length)];
+        const itemBytes = (JSON.stringify(item) ?? 'null').length + 1;
+        const times = Math.min(
+          1 + rng.below(rng.chance(20) ? 5000 : 50),
+          Math.floor(MAX_REPEAT_BYTES / itemBytes),
+        );
         for (let i = 0; i < times; i++) c.push(item);
       }
       break;

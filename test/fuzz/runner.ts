@@ -87,12 +87,17 @@ function listenForProcessErrors(): void {
     console.error(`fuzz: the event loop drained while awaiting ${phase}: a promise that never settles`);
     process.exit(1);
   });
-  process.on('uncaughtException', (err) => {
+  // During a run an error that escaped the code under test is that run's finding; anywhere
+  // else it is the runner's own failure and ends the process.
+  const escaped = (err: unknown): void => {
+    if (phase === 'idle') {
+      console.error(`fuzz: ${describe(err)}`);
+      process.exit(2);
+    }
     processError = err;
-  });
-  process.on('unhandledRejection', (err) => {
-    processError = err;
-  });
+  };
+  process.on('uncaughtException', escaped);
+  process.on('unhandledRejection', escaped);
 }
 
 function describe(err: unknown): string {
@@ -194,9 +199,11 @@ export async function runTarget(target: FuzzTarget, opts: RunOptions): Promise<R
       }
       let input = rng.pick(corpus);
       const stack = 1 + rng.below(rng.chance(20) ? 16 : 4);
+      phase = `${target.name}: mutate`;
       for (let i = 0; i < stack; i++) {
         const structured = target.mutate !== undefined && rng.chance(50) ? target.mutate(input, rng) : null;
         input = structured ?? mutateBytes(input, ctx);
+        if (input.length > target.maxLength) input = input.subarray(0, target.maxLength);
       }
       if (!(await execute(input))) break;
       // Sync targets: let timers and I/O of the code under test run now and then.
