@@ -264,6 +264,16 @@ const MAX_REPEAT_BYTES = 64 * 1024;
  * the input is not JSON.
  */
 export function mutateJson(input: Buffer, rng: Rng): Buffer | null {
+  try {
+    return mutateJsonValue(input, rng);
+  } catch (err) {
+    // Nested past the stack (stacked nesting mutations): let the byte mutators have it.
+    if (err instanceof RangeError) return null;
+    throw err;
+  }
+}
+
+function mutateJsonValue(input: Buffer, rng: Rng): Buffer | null {
   let value: unknown;
   try {
     value = JSON.parse(input.toString('utf8'));

@@ -38,3 +38,16 @@ test('stacked JSON mutations stay bounded (repeats of a large element no longer 
     assert.ok(m === null || m.length <= 16_384 + 64 * 1024 + 8192, `mutation ${i} made ${m?.length} bytes`);
   }
 });
+
+test('JSON nested past the stack is no mutation, not an exception', () => {
+  const rng = new Rng(5);
+  let deep: unknown = 1;
+  for (let i = 0; i < 3000; i++) deep = [deep];
+  // V8's JSON.parse goes deeper than JSON.stringify: build the text by hand.
+  const text = `{"a":${'['.repeat(20_000)}1${']'.repeat(20_000)}}`;
+  for (let i = 0; i < 50; i++) {
+    const m = mutateJson(Buffer.from(text), rng);
+    assert.ok(m === null || m.length > 0);
+  }
+  assert.ok(Array.isArray(deep));
+});
