@@ -13,6 +13,7 @@
 
 import { parseCidr, parseEndpoint } from '../net/ip.js';
 import type { HostAddress } from '../nic/addresses.js';
+import { openPsk, type PskBox } from '../nic/psk-box.js';
 import { generatePrivateKey, isZero, keyFingerprint, publicKeyOf } from '../protocol/crypto.js';
 import type { UapiAllowedIpChange } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
@@ -35,8 +36,8 @@ export interface InstanceSpec {
 
 export interface NicCrypto {
   nicPublicKey: Buffer;
-  /** Wiped by configure(). */
-  psk: Buffer;
+  /** The PSK sealed by the NIC to this instance's public key. */
+  sealedPsk: PskBox;
   nicEndpoint: string;
 }
 
@@ -69,11 +70,14 @@ export class VSwitchInstance {
     readonly spec: InstanceSpec,
     private readonly device: DeviceHandle,
     readonly publicKey: Buffer,
+    /** The instance's private key, kept only to open PSK boxes; wiped when the instance ends. */
+    private readonly boxKey: Buffer,
     readonly startedAt: string,
     private readonly log: Logger,
     onCrash: (i: VSwitchInstance) => void,
   ) {
     void device.exited.then((exit) => {
+      this.boxKey.fill(0);
       this.exit = exit;
       if (this.stopping) {
         this.state = 'stopped';
@@ -93,13 +97,15 @@ export class VSwitchInstance {
     onCrash: (i: VSwitchInstance) => void,
   ): Promise<VSwitchInstance> {
     const device = await platform.launch(spec.ifname, spec.mtu);
+    const privateKey = generatePrivateKey();
     try {
-      const privateKey = generatePrivateKey();
       const publicKey = publicKeyOf(privateKey);
+      // The device gets its own copy (wiped here once handed over); this one stays for boxes.
+      const handed = Buffer.from(privateKey);
       try {
-        await device.uapiSet({ privateKey, replacePeers: true, peers: [] });
+        await device.uapiSet({ privateKey: handed, replacePeers: true, peers: [] });
       } finally {
-        privateKey.fill(0);
+        handed.fill(0);
       }
       await platform.plumb({
         ifname: spec.ifname,
@@ -109,7 +115,15 @@ export class VSwitchInstance {
         routes: spec.routes,
         mtu: spec.mtu,
       });
-      const inst = new VSwitchInstance(spec, device, publicKey, new Date().toISOString(), log, onCrash);
+      const inst = new VSwitchInstance(
+        spec,
+        device,
+        publicKey,
+        privateKey,
+        new Date().toISOString(),
+        log,
+        onCrash,
+      );
       log.info(
         {
           workload: spec.workload,
@@ -122,14 +136,23 @@ export class VSwitchInstance {
       );
       return inst;
     } catch (err) {
+      privateKey.fill(0);
       await device.stop();
       await platform.unplumb(spec.netns).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Makes the NIC the device's only peer. Wipes crypto.psk. */
+  /** Opens a PSK box sealed to this instance for this NIC key (the caller wipes the result). */
+  private openBox(box: PskBox, nicPublicKey: Uint8Array): Buffer {
+    const psk = Buffer.alloc(32);
+    openPsk(box, { workload: this.spec.workload, instancePrivateKey: this.boxKey, nicPublicKey }, psk);
+    return psk;
+  }
+
+  /** Makes the NIC the device's only peer, with the PSK opened from its box (wiped after use). */
   async configure(crypto: NicCrypto): Promise<void> {
+    let psk: Buffer | undefined;
     try {
       this.requireRunning();
       const endpoint = parseEndpoint(crypto.nicEndpoint);
@@ -140,7 +163,7 @@ export class VSwitchInstance {
         );
       if (crypto.nicPublicKey.length !== 32 || isZero(crypto.nicPublicKey))
         throw new TgError('TG_ERR_INVALID_ARGUMENT', 'nicPublicKey must be a non-zero 32-byte key');
-      if (crypto.psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      psk = this.openBox(crypto.sealedPsk, crypto.nicPublicKey);
       await this.device.uapiSet({
         replacePeers: true,
         peers: [
@@ -148,7 +171,7 @@ export class VSwitchInstance {
             publicKey: Buffer.from(crypto.nicPublicKey),
             remove: false,
             updateOnly: false,
-            presharedKey: crypto.psk,
+            presharedKey: psk,
             endpoint,
             persistentKeepalive: VSWITCH_KEEPALIVE_S,
             replaceAllowedIps: true,
@@ -164,17 +187,18 @@ export class VSwitchInstance {
         'vSwitch instance configured',
       );
     } finally {
-      crypto.psk.fill(0);
+      psk?.fill(0);
     }
   }
 
-  /** Sets a new PSK on the NIC peer (the current session carries on). Wipes psk. */
-  async rotatePsk(psk: Buffer): Promise<void> {
+  /** Sets a new PSK, opened from its box, on the NIC peer (the current session carries on). */
+  async rotatePsk(sealedPsk: PskBox): Promise<void> {
+    let psk: Buffer | undefined;
     try {
       this.requireRunning();
       if (this.state !== 'configured' || this.nicPublicKey === null)
         throw new TgError('TG_ERR_CONFLICT', `instance '${this.spec.workload}' has no NIC peer yet`);
-      if (psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      psk = this.openBox(sealedPsk, this.nicPublicKey);
       await this.device.uapiSet({
         replacePeers: false,
         peers: [
@@ -190,13 +214,14 @@ export class VSwitchInstance {
       });
       this.log.info({ workload: this.spec.workload }, 'vSwitch instance PSK rotated');
     } finally {
-      psk.fill(0);
+      psk?.fill(0);
     }
   }
 
   /** Ends the device process (its keys die with it) and removes tg0 from the namespace. */
   async stop(platform: VSwitchPlatform): Promise<void> {
     this.stopping = true;
+    this.boxKey.fill(0);
     await this.device.stop();
     if (this.state !== 'crashed') this.state = 'stopped';
     await platform.unplumb(this.spec.netns);
