@@ -69,7 +69,7 @@ export async function runDemo(
     report.result.control = control.describe();
     report.check('control plane ready', true, control.describe());
 
-    const s = new DemoSteps({ lab, control, report, signal, pids, iperfSeconds: opts.iperfSeconds });
+    const s = new DemoSteps({ lab, agents, control, report, signal, pids, iperfSeconds: opts.iperfSeconds });
     steps = s;
     await s.tenants();
     await s.startCaptures();
@@ -89,6 +89,7 @@ export async function runDemo(
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());
     await phase('migration', () => s.migrate());
+    await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('spin-down', () => s.spinDown());
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
