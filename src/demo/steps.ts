@@ -490,6 +490,8 @@ export class DemoSteps {
     }
     for (const n of needles) n.bytes.fill(0);
     const expected = this.workloads.size;
+    this.r.result.security.pskScans++;
+    if (found.length > 0) this.r.result.security.pskScansWithHits++;
     this.r.check(
       `after ${when}: the orchestrator's memory holds none of the workloads' PSKs; their vSwitch devices hold them`,
       problem === '' && found.length === 0 && held.length === expected && missing.length === 0,

@@ -321,16 +321,27 @@ test('each shared device serves the WireGuard UAPI under its interface name', as
 
 test('vswitchd refuses an unknown isolation before doing anything', async () => {
   await assert.rejects(
-    vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v', '--isolation', 'threads']),
+    vswitchd([
+      '--api-socket',
+      '/tmp/tg-none.sock',
+      '--ifname-prefix',
+      'tgx-1v',
+      '--isolation',
+      'threads',
+      '--insecure',
+    ]),
     { code: 'TG_ERR_INVALID_ARGUMENT', message: /must be process or shared, not 'threads'/ },
   );
   const before = process.env.TENGUARD_VSWITCH_ISOLATION;
   process.env.TENGUARD_VSWITCH_ISOLATION = 'none';
   try {
-    await assert.rejects(vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v']), {
-      code: 'TG_ERR_INVALID_ARGUMENT',
-      message: /TENGUARD_VSWITCH_ISOLATION/,
-    });
+    await assert.rejects(
+      vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v', '--insecure']),
+      {
+        code: 'TG_ERR_INVALID_ARGUMENT',
+        message: /TENGUARD_VSWITCH_ISOLATION/,
+      },
+    );
   } finally {
     if (before === undefined) delete process.env.TENGUARD_VSWITCH_ISOLATION;
     else process.env.TENGUARD_VSWITCH_ISOLATION = before;
