@@ -73,6 +73,7 @@ export interface NativeBinding {
   Aead: new () => RawAead;
   setDumpable(on: boolean): void;
   getDumpable(): number;
+  lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;
 }

@@ -11,6 +11,7 @@
 // engine in shared isolation, which keeps its own copy) and wiped; the instance keeps only
 // the public key. The PSK passes through on its way to the device and is wiped likewise.
 
+import { secretPool } from '../native/secret-pool.js';
 import { parseCidr, parseEndpoint } from '../net/ip.js';
 import type { HostAddress } from '../nic/addresses.js';
 import { openPsk, type PskBox } from '../nic/psk-box.js';
@@ -77,7 +78,7 @@ export class VSwitchInstance {
     onCrash: (i: VSwitchInstance) => void,
   ) {
     void device.exited.then((exit) => {
-      this.boxKey.fill(0);
+      this.wipeBoxKey();
       this.exit = exit;
       if (this.stopping) {
         this.state = 'stopped';
@@ -97,7 +98,10 @@ export class VSwitchInstance {
     onCrash: (i: VSwitchInstance) => void,
   ): Promise<VSwitchInstance> {
     const device = await platform.launch(spec.ifname, spec.mtu);
-    const privateKey = generatePrivateKey();
+    const generated = generatePrivateKey();
+    // Kept in locked memory for the instance's life, to open PSK boxes.
+    const privateKey = secretPool().copyOf(generated);
+    generated.fill(0);
     try {
       const publicKey = publicKeyOf(privateKey);
       // The device gets its own copy (wiped here once handed over); this one stays for boxes.
@@ -136,17 +140,32 @@ export class VSwitchInstance {
       );
       return inst;
     } catch (err) {
-      privateKey.fill(0);
+      secretPool().free(privateKey);
       await device.stop();
       await platform.unplumb(spec.netns).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Opens a PSK box sealed to this instance for this NIC key (the caller wipes the result). */
+  private boxKeyWiped = false;
+
+  /** Wipes the instance's private key and returns its slot, once. */
+  private wipeBoxKey(): void {
+    if (this.boxKeyWiped) return;
+    this.boxKeyWiped = true;
+    secretPool().free(this.boxKey);
+  }
+
+  /** Opens a PSK box sealed to this instance for this NIC key (the caller frees the result). */
   private openBox(box: PskBox, nicPublicKey: Uint8Array): Buffer {
-    const psk = Buffer.alloc(32);
-    openPsk(box, { workload: this.spec.workload, instancePrivateKey: this.boxKey, nicPublicKey }, psk);
+    if (this.boxKeyWiped) throw new TgError('TG_ERR_CONFLICT', `instance '${this.spec.workload}' has ended`);
+    const psk = secretPool().alloc(32);
+    try {
+      openPsk(box, { workload: this.spec.workload, instancePrivateKey: this.boxKey, nicPublicKey }, psk);
+    } catch (err) {
+      secretPool().free(psk);
+      throw err;
+    }
     return psk;
   }
 
@@ -187,7 +206,7 @@ export class VSwitchInstance {
         'vSwitch instance configured',
       );
     } finally {
-      psk?.fill(0);
+      if (psk !== undefined) secretPool().free(psk);
     }
   }
 
@@ -214,14 +233,14 @@ export class VSwitchInstance {
       });
       this.log.info({ workload: this.spec.workload }, 'vSwitch instance PSK rotated');
     } finally {
-      psk?.fill(0);
+      if (psk !== undefined) secretPool().free(psk);
     }
   }
 
   /** Ends the device process (its keys die with it) and removes tg0 from the namespace. */
   async stop(platform: VSwitchPlatform): Promise<void> {
     this.stopping = true;
-    this.boxKey.fill(0);
+    this.wipeBoxKey();
     await this.device.stop();
     if (this.state !== 'crashed') this.state = 'stopped';
     await platform.unplumb(this.spec.netns);

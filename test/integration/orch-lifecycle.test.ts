@@ -22,7 +22,9 @@ const figures: Record<string, unknown> = {};
 
 /** Runs the CLI without blocking this process (it serves the NIC proxy). */
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await run(process.execPath, [BIN, ...args, '--api', L!.orch.socket], { timeoutMs: 120_000 });
+  const r = await run(process.execPath, [BIN, ...args, '--api', L!.orch.socket, '--insecure'], {
+    timeoutMs: 120_000,
+  });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
