@@ -10,6 +10,7 @@
         "native/io.c",
         "native/process.c",
         "native/secret.c",
+        "native/slab.c",
         "native/tun.c",
         "native/udp.c",
         "native/util.c"

@@ -1,4 +1,4 @@
-/* The 20-byte endpoint <-> sockaddr. See tg.h for the layout; src/native/endpoint.ts is
+/* The endpoint record <-> sockaddr. See tg.h for the layout; src/native/endpoint.ts is
  * the TypeScript side of the same format. */
 #include <netinet/in.h>
 #include <string.h>
@@ -53,4 +53,11 @@ void tg_ep_from_sockaddr(const void *sa, uint8_t *ep) {
     }
   }
   /* any other family leaves an all-zero endpoint (family 0): never produced by UDP */
+}
+
+void tg_ep_set_source(uint8_t *ep, const void *addr, size_t len) {
+  if ((ep[TG_EP_FAMILY] == 4 && len == 4) || (ep[TG_EP_FAMILY] == 6 && len == 16)) {
+    memcpy(ep + TG_EP_SOURCE, addr, len);
+    ep[TG_EP_FLAGS] |= TG_EP_HAS_SOURCE;
+  }
 }

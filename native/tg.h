@@ -17,12 +17,18 @@
 #include <sys/types.h>
 #include <uv.h>
 
-/* Endpoint wire format shared with src/native/endpoint.ts: [0]=family (4|6), [1]=0,
- * [2..3]=port big-endian, [4..19]=address (IPv4 in 4..7, rest zero). */
-#define TG_EP_SIZE 20
+/* Endpoint wire format shared with src/native/endpoint.ts: [0]=family (4|6), [1]=flags,
+ * [2..3]=port big-endian, [4..19]=remote address (IPv4 in 4..7, rest zero),
+ * [20..35]=local address of the same family, valid when flags has TG_EP_HAS_SOURCE.
+ * On receive the local address is the one the datagram was sent to; on send it is the
+ * source address asked of the kernel (the "sticky" source WireGuard replies from). */
+#define TG_EP_SIZE 36
 #define TG_EP_FAMILY 0
+#define TG_EP_FLAGS 1
 #define TG_EP_PORT 2
 #define TG_EP_ADDR 4
+#define TG_EP_SOURCE 20
+#define TG_EP_HAS_SOURCE 0x01
 
 /* Messages handed to one recvmmsg/sendmmsg call. Larger batches are served in chunks of
  * this size; 256 keeps the per-socket arrays small (about 28 KiB) and well under
@@ -126,11 +132,14 @@ extern const napi_type_tag tg_tag_udp;
 
 /* --- endpoint.c ----------------------------------------------------------------------- */
 
-/* Fills `sa` from a 20-byte endpoint for a socket of `sock_family`. Returns the sockaddr
+/* Fills `sa` from an endpoint's remote part for a socket of `sock_family`. Returns the sockaddr
  * length, or 0 when the endpoint cannot be reached from that socket (IPv6 on AF_INET). */
 unsigned tg_ep_to_sockaddr(const uint8_t *ep, int sock_family, void *sa);
-/* Writes a 20-byte endpoint; IPv4-mapped IPv6 addresses come out as family 4. */
+/* Writes an endpoint (no source); IPv4-mapped IPv6 addresses come out as family 4. */
 void tg_ep_from_sockaddr(const void *sa, uint8_t *ep);
+/* Records the local address `addr` (4 or 16 bytes, the endpoint's family) as its source;
+ * an address of the other family is ignored. */
+void tg_ep_set_source(uint8_t *ep, const void *addr, size_t len);
 
 /* --- module parts --------------------------------------------------------------------- */
 
@@ -139,5 +148,6 @@ napi_value tg_init_udp(napi_env env, napi_value exports);
 napi_value tg_init_aead(napi_env env, napi_value exports);
 napi_value tg_init_process(napi_env env, napi_value exports);
 napi_value tg_init_secret(napi_env env, napi_value exports);
+napi_value tg_init_slab(napi_env env, napi_value exports);
 
 #endif

@@ -8,6 +8,13 @@
  *
  * Sends use UDP generic segmentation offload where a run of packets allows (see below).
  *
+ * Sticky source addresses, as WireGuard keeps them: each received datagram's endpoint
+ * carries the local address it was sent to (IP_PKTINFO / IPV6_PKTINFO), and a send to an
+ * endpoint that carries a source asks the kernel for that source address, so that a host
+ * with several addresses answers from the one its peer wrote to. When the kernel refuses
+ * the source (the address is gone: EINVAL for IPv6, ENETUNREACH for IPv4), the message is sent again
+ * without it and the kernel picks the source, as the kernel's WireGuard falls back.
+ *
  * Errors: EAGAIN ends a receive batch; ICMP-reported errors on receive are counted
  * (rxErrors) and skipped; on send, EAGAIN drops the rest of the batch and ENOBUFS the
  * one packet (txDropped); a refusal that concerns one destination (unreachable, EINVAL,
@@ -15,6 +22,7 @@
  * (EBADF, ENOTSOCK, ...) is thrown with its errno name. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
 #include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,12 +42,19 @@
 typedef struct tg_udp {
   tg_io io; /* first: freed as one block by io.c */
   int family;
-  /* Send runs with UDP_SEGMENT; cleared for good when the kernel refuses one. */
+  /* Send runs with UDP_SEGMENT; cleared for good when the kernel cannot segment at all. */
   bool gso;
+  /* Segments of at least this size are sent unsegmented: the kernel refused (EINVAL) a run
+   * of them, as it does when a segment exceeds the route's MTU (such datagrams leave as IP
+   * fragments, one by one). */
+  uint32_t gso_refused_size;
   /* Packets per message of the chunk being sent. */
   uint16_t segs[TG_MMSG_CHUNK];
+  /* Control messages: on send a segment size and a source address, on receive the
+   * packet-info messages (one of each family at most). */
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+             CMSG_SPACE(sizeof(struct in_pktinfo))];
     struct cmsghdr align;
   } ctrl[TG_MMSG_CHUNK];
   /* Preallocated per socket so that a batch costs no allocation. sockaddr_in6 is large
@@ -67,6 +82,76 @@ static bool tx_rejected(int err) {
   return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN ||
          err == ENETDOWN || err == EADDRNOTAVAIL || err == EAFNOSUPPORT || err == EINVAL ||
          err == EMSGSIZE || err == EPERM || err == EACCES || err == ENOMEM;
+}
+
+/* The local address a received datagram was sent to, from its packet-info message. */
+static void read_source(struct msghdr *h, uint8_t *ep) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+        c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+      struct in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      tg_ep_set_source(ep, &pi.ipi_spec_dst, 4);
+      return;
+    }
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+        c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+      struct in6_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      if (IN6_IS_ADDR_V4MAPPED(&pi.ipi6_addr)) tg_ep_set_source(ep, &pi.ipi6_addr.s6_addr[12], 4);
+      else tg_ep_set_source(ep, &pi.ipi6_addr, 16);
+      return;
+    }
+  }
+}
+
+/* Writes message j's control messages: the segment size when it carries more than one
+ * segment, the source address when `ep` (may be NULL) has one and `with_source`. */
+static void build_control(tg_udp *u, uint32_t j, const uint8_t *ep, bool with_source) {
+  struct msghdr *h = &u->msgs[j].msg_hdr;
+  bool source = with_source && ep != NULL && (ep[TG_EP_FLAGS] & TG_EP_HAS_SOURCE) != 0;
+  if (u->segs[j] < 2 && !source) {
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    return;
+  }
+  memset(u->ctrl[j].buf, 0, sizeof u->ctrl[j].buf);
+  h->msg_control = u->ctrl[j].buf;
+  h->msg_controllen = sizeof u->ctrl[j].buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(h);
+  size_t used = 0;
+  if (u->segs[j] >= 2) {
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t gso_size = (uint16_t)h->msg_iov[0].iov_len;
+    memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+    used += CMSG_SPACE(sizeof(uint16_t));
+    c = CMSG_NXTHDR(h, c);
+  }
+  if (source) {
+    if (ep[TG_EP_FAMILY] == 4) {
+      /* Also on a dual-stack socket: an IPv4-mapped destination takes IPv4 control messages. */
+      struct in_pktinfo pi;
+      memset(&pi, 0, sizeof pi);
+      memcpy(&pi.ipi_spec_dst, ep + TG_EP_SOURCE, 4);
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof pi);
+      memcpy(CMSG_DATA(c), &pi, sizeof pi);
+      used += CMSG_SPACE(sizeof pi);
+    } else {
+      struct in6_pktinfo pi;
+      memset(&pi, 0, sizeof pi);
+      memcpy(&pi.ipi6_addr, ep + TG_EP_SOURCE, 16);
+      c->cmsg_level = IPPROTO_IPV6;
+      c->cmsg_type = IPV6_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof pi);
+      memcpy(CMSG_DATA(c), &pi, sizeof pi);
+      used += CMSG_SPACE(sizeof pi);
+    }
+  }
+  h->msg_controllen = used;
 }
 
 static bool check_endpoint(napi_env env, const uint8_t *ep, const char *what, uint32_t index) {
@@ -116,6 +201,11 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     int v = v6_only ? 1 : 0;
     if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof v) < 0) err = errno, step = "setsockopt IPV6_V6ONLY";
   }
+  /* Packet info for sticky sources; without it (never seen on Linux) endpoints simply
+   * carry no source. */
+  int on = 1;
+  setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on);
   set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
   set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf);
   if (err == 0) {
@@ -137,6 +227,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->io.fd = fd;
   u->family = family;
   u->gso = true;
+  u->gso_refused_size = UINT32_MAX;
   if (!tg_io_attach(env, this_arg, &u->io)) {
     close(fd);
     free(u);
@@ -184,9 +275,9 @@ static napi_value udp_buffer_sizes(napi_env env, napi_callback_info info) {
 }
 
 /* recvBatch(slab, slotSize, headroom, max, lengths, endpoints) -> count.
- * Datagram i lands at slab[i*slotSize + headroom], its length in lengths[i] and its
- * source in endpoints[i*20 .. i*20+20). Truncated datagrams are dropped and the later
- * ones moved down, so slots stay dense. */
+ * Datagram i lands at slab[i*slotSize + headroom], its length in lengths[i], its source
+ * in endpoint record i (with the local address it was sent to). Truncated datagrams are
+ * dropped and the later ones moved down, so slots stay dense. */
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   napi_value argv[6], this_arg;
   if (!tg_arg_count(env, info, 6, argv, &this_arg)) return NULL;
@@ -218,6 +309,8 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       u->msgs[k].msg_hdr.msg_namelen = sizeof u->names[k];
       u->msgs[k].msg_hdr.msg_iov = &u->iov[k];
       u->msgs[k].msg_hdr.msg_iovlen = 1;
+      u->msgs[k].msg_hdr.msg_control = u->ctrl[k].buf;
+      u->msgs[k].msg_hdr.msg_controllen = sizeof u->ctrl[k].buf;
     }
     int r = recvmmsg(io->fd, u->msgs, want, MSG_DONTWAIT, NULL);
     if (r < 0) {
@@ -240,7 +333,9 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       uint32_t len = u->msgs[k].msg_len;
       if (got != n + k) memmove(slab + (size_t)got * slot_size + headroom, u->iov[k].iov_base, len);
       lengths[got] = len;
-      tg_ep_from_sockaddr(&u->names[k], eps + (size_t)got * TG_EP_SIZE);
+      uint8_t *ep = eps + (size_t)got * TG_EP_SIZE;
+      tg_ep_from_sockaddr(&u->names[k], ep);
+      read_source(&u->msgs[k].msg_hdr, ep);
       got++;
     }
     n = got;
@@ -250,7 +345,8 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
 }
 
 /* sendBatch(slab, offsets, lengths, endpoints, count) -> datagrams sent.
- * Packet i is slab[offsets[i] .. +lengths[i]) sent to endpoints[i*20 .. +20). */
+ * Packet i is slab[offsets[i] .. +lengths[i]) sent to the endpoint record i (from its
+ * source address when the record has one). */
 static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   napi_value argv[5], this_arg;
   if (!tg_arg_count(env, info, 5, argv, &this_arg)) return NULL;
@@ -270,6 +366,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "sendmmsg");
   if (io == NULL) return NULL;
   tg_udp *u = (tg_udp *)io;
+  const uint8_t *msg_ep[TG_MMSG_CHUNK];
 
   uint32_t sent = 0, i = 0;
   while (i < count) {
@@ -283,7 +380,8 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       uint32_t len = lengths[i];
       u->iov[k].iov_base = slab + offsets[i];
       u->iov[k].iov_len = len;
-      if (u->gso && run_open && len > 0 && len <= seg_size && u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
+      if (u->gso && run_open && len > 0 && len <= seg_size && seg_size < u->gso_refused_size &&
+          u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
           run_bytes + len <= TG_GSO_MAX_BYTES && memcmp(ep, run_ep, TG_EP_SIZE) == 0) {
         u->msgs[m - 1].msg_hdr.msg_iovlen++;
         u->segs[m - 1]++;
@@ -304,6 +402,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       u->msgs[m].msg_hdr.msg_iov = &u->iov[k];
       u->msgs[m].msg_hdr.msg_iovlen = 1;
       u->segs[m] = 1;
+      msg_ep[m] = ep;
       seg_size = len;
       run_bytes = len;
       run_ep = ep;
@@ -311,19 +410,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       m++;
       k++;
     }
-    /* Messages of more than one segment carry the segment size. */
-    for (uint32_t j = 0; j < m; j++) {
-      if (u->segs[j] < 2) continue;
-      struct msghdr *h = &u->msgs[j].msg_hdr;
-      h->msg_control = u->ctrl[j].buf;
-      h->msg_controllen = sizeof u->ctrl[j].buf;
-      struct cmsghdr *c = CMSG_FIRSTHDR(h);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t gso_size = (uint16_t)h->msg_iov[0].iov_len;
-      memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
-    }
+    /* Messages of more than one segment carry the segment size, and messages to an
+     * endpoint with a source carry the source. */
+    for (uint32_t j = 0; j < m; j++) build_control(u, j, msg_ep[j], true);
     uint32_t at = 0;
     while (at < m) {
       /* sendmmsg stops at the first failing message: it returns the count before it, and
@@ -336,6 +425,15 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       }
       int err = r == 0 ? EAGAIN : errno;
       if (err == EINTR) continue;
+      if ((err == EINVAL || err == EADDRNOTAVAIL || err == ENETUNREACH) && msg_ep[at] != NULL &&
+          (msg_ep[at][TG_EP_FLAGS] & TG_EP_HAS_SOURCE) != 0) {
+        /* The source address is no longer usable here: let the kernel choose one. The
+         * endpoint record is the caller's copy; the engine learns the new source from the
+         * peer's next datagram. */
+        build_control(u, at, msg_ep[at], false);
+        msg_ep[at] = NULL; /* retried once: a second failure takes the paths below */
+        continue;
+      }
       if (err == EAGAIN) {
         /* The send buffer is full: every later packet in this call would fail too. */
         uint32_t left = count - i;
@@ -346,11 +444,19 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       }
       if (u->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
         /* The kernel or the route's device cannot segment: send this run packet by packet
-         * and keep to single datagrams from now on. */
-        u->gso = false;
+         * and keep to single datagrams from now on. EINVAL is also the answer for segments
+         * larger than the route's MTU: then only runs of this size or larger stay unsegmented. */
+        uint32_t size = (uint32_t)u->msgs[at].msg_hdr.msg_iov[0].iov_len;
+        if (err == EINVAL && size > 1200)
+          u->gso_refused_size = size < u->gso_refused_size ? size : u->gso_refused_size;
+        else
+          u->gso = false;
+        /* The single datagrams keep the source address (when it was not refused already). */
+        uint16_t segs = u->segs[at];
+        u->segs[at] = 1;
+        build_control(u, at, msg_ep[at], true);
+        u->segs[at] = segs;
         struct msghdr one = u->msgs[at].msg_hdr;
-        one.msg_control = NULL;
-        one.msg_controllen = 0;
         one.msg_iovlen = 1;
         for (uint32_t j = 0; j < u->segs[at]; j++) {
           one.msg_iov = &u->msgs[at].msg_hdr.msg_iov[j];

@@ -4,7 +4,7 @@
 #     integration tests, test/unit and test/integration;
 #   slow (`npm run test:slow`): test/slow, the tests that take minutes by design (1,000-workload
 #     scale, rekeying after REKEY_AFTER_TIME under traffic, performance ratios, spin-up of 100
-#     workloads). They need root.
+#     workloads, 20 s handshake floods at a device and a NIC). They need root.
 # CI (.ci/run) runs the main tier, then the slow one.
 # Integration tests build real namespaces, TUN devices and peers; they need root.
 # The JSON log lines of the code under test go to a file, not the terminal (see

@@ -106,13 +106,22 @@ export function uapiSocketPath(name: string): string {
   return `/var/run/wireguard/${name}.sock`;
 }
 
+/** The wireguard-go binary used unless told otherwise: the one on PATH. */
+export const DEFAULT_WIREGUARD_GO = 'wireguard-go';
+
 /**
  * The command line that runs a device for interface `tun`; `foreground: false` leaves out
  * -f, so the device detaches into the background as `wireguard-go <ifname>` does.
+ * `wireguardGo` is the wireguard-go binary (default: the one on PATH).
  */
-export function deviceArgv(impl: Implementation, tun: string, foreground = true): string[] {
+export function deviceArgv(
+  impl: Implementation,
+  tun: string,
+  foreground = true,
+  wireguardGo = DEFAULT_WIREGUARD_GO,
+): string[] {
   const f = foreground ? ['-f'] : [];
-  return impl === 'wireguard-go' ? ['wireguard-go', ...f, tun] : [process.execPath, BIN, 'device', ...f, tun];
+  return impl === 'wireguard-go' ? [wireguardGo, ...f, tun] : [process.execPath, BIN, 'device', ...f, tun];
 }
 
 /** Creates namespace `<prefix>-<tag>` (loopback up), removed with the testbed. */
@@ -149,9 +158,17 @@ async function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number
   }
 }
 
-/** Starts a device (in the foreground, owned by us) in the side's namespace. */
-export async function startDevice(s: Side, impl: Implementation, env: NodeJS.ProcessEnv = {}): Promise<void> {
-  const proc = spawn('ip', ['netns', 'exec', s.ns, ...deviceArgv(impl, s.tun)], {
+/**
+ * Starts a device (in the foreground, owned by us) in the side's namespace. `ip netns exec`
+ * execs the device in place, so s.proc.pid is the device's own pid.
+ */
+export async function startDevice(
+  s: Side,
+  impl: Implementation,
+  env: NodeJS.ProcessEnv = {},
+  opts: { wireguardGo?: string } = {},
+): Promise<void> {
+  const proc = spawn('ip', ['netns', 'exec', s.ns, ...deviceArgv(impl, s.tun, true, opts.wireguardGo)], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -258,6 +275,8 @@ export async function destroyTestbed(tb: Testbed): Promise<void> {
 export interface IperfResult {
   mbps: number;
   retransmits: number;
+  /** Bytes the receiver got. */
+  bytes: number;
 }
 
 /** One bounded iperf3 TCP run from a to b (b's address given), returns receiver-side Mbit/s. */
@@ -282,9 +301,13 @@ export async function iperf(
       },
     );
     const j = JSON.parse(out) as {
-      end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
+      end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } };
     };
-    return { mbps: j.end.sum_received.bits_per_second / 1e6, retransmits: j.end.sum_sent.retransmits ?? 0 };
+    return {
+      mbps: j.end.sum_received.bits_per_second / 1e6,
+      retransmits: j.end.sum_sent.retransmits ?? 0,
+      bytes: j.end.sum_received.bytes,
+    };
   } finally {
     if (server.exitCode === null) server.kill('SIGKILL');
   }

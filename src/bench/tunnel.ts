@@ -1,15 +1,20 @@
 // `tenguard bench tunnel`: iperf3 TCP between two namespaces over plaintext veth, over
 // wireguard-go to wireguard-go, and over tenguard to tenguard, in one run and at one MTU,
-// so that only ratios matter on a shared, noisy machine.
+// so that only ratios matter on a shared, noisy machine. Beside throughput: the CPU seconds
+// both devices of each implementation spent per GB the receiver got (utime + stime of the
+// two device processes over the iperf3 run).
 import { parseArgs } from 'node:util';
 import { TgError } from '../util/errors.js';
 import { requireRoot, runInOk } from '../util/exec.js';
+import { CpuMeter, cpuSecondsPerGb, wireguardGoVersion } from './cpu.js';
 import {
   configureDevice,
   createTestbed,
+  DEFAULT_WIREGUARD_GO,
   destroyTestbed,
   type Implementation,
   iperf,
+  type Side,
   startDevice,
   stopDevice,
 } from './testbed.js';
@@ -17,18 +22,35 @@ import {
 export interface TunnelBenchResult {
   mtu: number;
   seconds: number;
+  wireguard_go: string;
+  wireguard_go_version: string;
   mbps: { plaintext: number; 'wireguard-go': number; tenguard: number };
   ratio: number;
+  /** CPU seconds of both tunnel processes per GB received. */
+  cpu_s_per_gb: { tenguard: number; wireguard_go: number };
+}
+
+/** The pids of both sides' device processes. */
+export function devicePids(...sides: Side[]): number[] {
+  return sides.map((s) => {
+    const pid = s.proc?.pid;
+    if (pid === undefined) throw new TgError('TG_ERR_INTERNAL', `no device process on ${s.ns}`);
+    return pid;
+  });
 }
 
 export async function benchTunnel(opts: {
   seconds: number;
   mtu: number;
   prefix?: string;
+  /** The wireguard-go binary (default: the one on PATH). */
+  wireguardGo?: string;
   log?: (s: string) => void;
 }): Promise<TunnelBenchResult> {
   requireRoot('bench tunnel');
   const log = opts.log ?? (() => undefined);
+  const wgBin = opts.wireguardGo ?? DEFAULT_WIREGUARD_GO;
+  const wgVersion = wireguardGoVersion(wgBin);
   const tb = await createTestbed(opts.prefix ?? 'tgbt', { mtu: opts.mtu + 80 });
   try {
     log(`plaintext veth, ${opts.seconds} s ...`);
@@ -39,14 +61,17 @@ export async function benchTunnel(opts: {
     const plaintext = (await iperf(tb.a, tb.b, tb.b.wireV4, opts.seconds)).mbps;
     await runWireMtu(tb.a.ns, tb.a.veth, opts.mtu + 80);
     await runWireMtu(tb.b.ns, tb.b.veth, opts.mtu + 80);
-    const tunnel = async (impl: Implementation): Promise<number> => {
+    const tunnel = async (impl: Implementation): Promise<{ mbps: number; cpuPerGb: number }> => {
       log(`${impl} to ${impl}, ${opts.seconds} s ...`);
-      await startDevice(tb.a, impl);
-      await startDevice(tb.b, impl);
+      await startDevice(tb.a, impl, {}, { wireguardGo: wgBin });
+      await startDevice(tb.b, impl, {}, { wireguardGo: wgBin });
       try {
         await configureDevice(tb.a, tb.b, { mtu: opts.mtu });
         await configureDevice(tb.b, tb.a, { mtu: opts.mtu });
-        return (await iperf(tb.a, tb.b, tb.b.tunV4, opts.seconds)).mbps;
+        const cpu = new CpuMeter(devicePids(tb.a, tb.b));
+        cpu.start();
+        const r = await iperf(tb.a, tb.b, tb.b.tunV4, opts.seconds);
+        return { mbps: r.mbps, cpuPerGb: cpuSecondsPerGb(cpu.stop(), r.bytes) };
       } finally {
         await stopDevice(tb.a);
         await stopDevice(tb.b);
@@ -58,8 +83,11 @@ export async function benchTunnel(opts: {
     return {
       mtu: opts.mtu,
       seconds: opts.seconds,
-      mbps: { plaintext: round(plaintext), 'wireguard-go': round(wg), tenguard: round(tg) },
-      ratio: Math.round((tg / wg) * 1000) / 1000,
+      wireguard_go: wgBin,
+      wireguard_go_version: wgVersion,
+      mbps: { plaintext: round(plaintext), 'wireguard-go': round(wg.mbps), tenguard: round(tg.mbps) },
+      ratio: Math.round((tg.mbps / wg.mbps) * 1000) / 1000,
+      cpu_s_per_gb: { tenguard: tg.cpuPerGb, wireguard_go: wg.cpuPerGb },
     };
   } finally {
     await destroyTestbed(tb);
@@ -71,7 +99,7 @@ async function runWireMtu(ns: string, dev: string, mtu: number): Promise<void> {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let values: { json?: boolean; seconds?: string; mtu?: string; help?: boolean };
+  let values: { json?: boolean; seconds?: string; mtu?: string; 'wireguard-go'?: string; help?: boolean };
   try {
     ({ values } = parseArgs({
       args,
@@ -79,6 +107,7 @@ export async function run(args: string[]): Promise<number> {
         json: { type: 'boolean' },
         seconds: { type: 'string' },
         mtu: { type: 'string' },
+        'wireguard-go': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -89,7 +118,10 @@ export async function run(args: string[]): Promise<number> {
   }
   if (values.help) {
     process.stdout.write(
-      'usage: tenguard bench tunnel [--json] [--seconds S (default 10)] [--mtu M (default 1420)]\n',
+      'usage: tenguard bench tunnel [--json] [--seconds S (default 10)] [--mtu M (default 1420)]\n' +
+        '                             [--wireguard-go BIN (default: wireguard-go on PATH)]\n\n' +
+        'iperf3 TCP over plaintext veth, wireguard-go and tenguard in one run; also the CPU seconds\n' +
+        'per GB moved of both devices of each implementation (cpu_s_per_gb).\n',
     );
     return 0;
   }
@@ -102,6 +134,7 @@ export async function run(args: string[]): Promise<number> {
   const result = await benchTunnel({
     seconds,
     mtu,
+    wireguardGo: values['wireguard-go'],
     log: values.json ? undefined : (s) => process.stderr.write(`${s}\n`),
   });
   if (values.json) {
@@ -109,10 +142,13 @@ export async function run(args: string[]): Promise<number> {
   } else {
     const m = result.mbps;
     process.stdout.write(
-      `tunnel throughput, iperf3 TCP, MTU ${mtu}, ${seconds} s each, one run:\n` +
+      `tunnel throughput, iperf3 TCP, MTU ${mtu}, ${seconds} s each, one run ` +
+        `(wireguard-go ${result.wireguard_go_version}):\n` +
         `  plaintext veth    ${m.plaintext.toFixed(1).padStart(9)} Mbit/s\n` +
-        `  wireguard-go      ${m['wireguard-go'].toFixed(1).padStart(9)} Mbit/s\n` +
-        `  tenguard          ${m.tenguard.toFixed(1).padStart(9)} Mbit/s\n` +
+        `  wireguard-go      ${m['wireguard-go'].toFixed(1).padStart(9)} Mbit/s` +
+        `  ${result.cpu_s_per_gb.wireguard_go} CPU s/GB\n` +
+        `  tenguard          ${m.tenguard.toFixed(1).padStart(9)} Mbit/s` +
+        `  ${result.cpu_s_per_gb.tenguard} CPU s/GB\n` +
         `  ratio tenguard / wireguard-go: ${result.ratio}\n`,
     );
   }

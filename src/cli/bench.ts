@@ -24,6 +24,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'management API request latency over a Unix socket: own HTTP stack vs fastify',
     load: () => import('../bench/http.js'),
   },
+  latency: {
+    summary: 'ping round trips every 5 and 200 ms: one tenguard leg, one wireguard-go hop, the full path',
+    load: () => import('../bench/latency.js'),
+  },
   path: {
     summary: 'iperf3 TCP workload to workload (same host, cross host) vs one wireguard-go hop',
     load: () => import('../bench/path.js'),

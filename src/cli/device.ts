@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Device } from '../device/device.js';
+import { checkTunMtu } from '../device/pump.js';
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { validateIfname } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
@@ -40,11 +42,10 @@ export async function run(args: string[]): Promise<number> {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', (err as Error).message);
   }
   const mtu = values.mtu === undefined ? undefined : Number(values.mtu);
-  if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < 576 || mtu > 2000)) {
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', '--mtu must be an integer from 576 to 2000');
-  }
+  if (mtu !== undefined) checkTunMtu(mtu);
   requireRoot('tenguard device');
   if (!values.foreground) return detach(args);
+  tuneRuntimeForDataPlane();
 
   const dev = await Device.start({ ifname, mtu });
   const stop = (): void => void dev.close('signal');

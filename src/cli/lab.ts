@@ -12,9 +12,12 @@ import {
   DEFAULT_PREFIX,
   destroyLab,
   LAB_LIMITS,
+  LAB_MTU,
+  LAB_MTU_RANGE,
   labStatus,
   liveNodeNs,
   loadLab,
+  validateLabMtu,
   validatePrefix,
   validateSize,
 } from '../lab/index.js';
@@ -23,13 +26,14 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 export const LAB_USAGE = `usage:
-  tenguard lab up --hosts H --tenants T --workloads W [--prefix P] [--json]
+  tenguard lab up --hosts H --tenants T --workloads W [--prefix P] [--mtu M] [--json]
   tenguard lab status [--prefix P] [--json]
   tenguard lab exec [--prefix P] <node> -- <command> [args...]
   tenguard lab down [--prefix P] [--json]
 
   H: 1..${LAB_LIMITS.hosts} hosts, T: 1..${LAB_LIMITS.tenants} tenants, W: 0..${LAB_LIMITS.workloads} workloads per tenant per host (0: an orchestrator makes them)
      (at most ${LAB_LIMITS.totalWorkloads} workloads in all)
+  M: MTU of every link, fabric and host links, ${LAB_MTU_RANGE.min}..${LAB_MTU_RANGE.max} (default ${LAB_MTU})
   P: 'tg' then up to 5 of a-z0-9 (default ${DEFAULT_PREFIX}); the lab owns every namespace and link named P or P-*
   <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic) or fabric`;
 
@@ -137,6 +141,7 @@ async function up(args: string[]): Promise<number> {
       tenants: { type: 'string' },
       workloads: { type: 'string' },
       prefix: { type: 'string' },
+      mtu: { type: 'string' },
       json: { type: 'boolean' },
     },
     true,
@@ -145,6 +150,7 @@ async function up(args: string[]): Promise<number> {
   if (positionals.length > 0)
     throw new TgError('TG_ERR_USAGE', `unexpected argument '${positionals[0]}'\n${LAB_USAGE}`);
   const prefix = prefixOf(values);
+  const mtu = values.mtu === undefined ? LAB_MTU : validateLabMtu(count(values, 'mtu'));
   const size = validateSize({
     hosts: count(values, 'hosts'),
     tenants: count(values, 'tenants'),
@@ -157,6 +163,7 @@ async function up(args: string[]): Promise<number> {
     buildLab({
       prefix,
       ...size,
+      mtu,
       signal,
       crashAfterSteps,
       onProgress: json

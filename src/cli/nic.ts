@@ -2,6 +2,7 @@
 // DPU's own cores. It creates every key it uses in memory, marks itself non-dumpable, and
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import {
   INSECURE_WARNING,
   MTLS_ARG_OPTIONS,
@@ -10,20 +11,26 @@ import {
 } from '../identity/service-mtls.js';
 import { nicId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
+import { validateLinkMtu } from '../nic/mtu.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
-import { requireRoot } from '../util/exec.js';
+import { requireRoot, run as runCommand } from '../util/exec.js';
 import { logger } from '../util/log.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
-                    [--host-port N] [--fabric-port N]
+                    [--host-port N] [--fabric-port N] [--host-mtu N] [--fabric-mtu N]
                     (--ca-socket PATH --ca-bundle FILE --trust-domain TD --host-name NAME
                      [--allow-client ID]... [--cert-ttl S] [--bundle-refresh S] | --insecure)
 
 Runs the NIC agent: the on-host leg on ADDR of the host link (--host-address), the off-host
 leg on ADDR of the fabric (--fabric-address), both UDP port ${DEFAULT_NIC_PORT} unless given, and
 the management API (HTTP+JSON) on the Unix socket PATH. Stops on SIGTERM/SIGINT.
+
+--host-mtu and --fabric-mtu (default: the MTU of the interface holding each address) say what
+the legs carry: TCP SYNs get their MSS clamped to fit both, and a larger packet from a local
+workload that must not be fragmented is answered with ICMP "fragmentation needed" / "packet
+too big" (README, "MTUs of the legs").
 
 With mTLS the agent enrols as spiffe://TD/nic/NAME, serves its API over mTLS to the allowed
 clients only, publishes its tenant keys bound to its certificate, and accepts a tenant peer
@@ -48,6 +55,28 @@ function address(text: string | undefined, what: string): string {
   return text;
 }
 
+/** The MTU given, or that of the interface holding `addr` in this namespace. */
+async function linkMtu(text: string | undefined, what: string, addr: string): Promise<number> {
+  if (text !== undefined) {
+    if (!/^[0-9]{1,5}$/.test(text)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} must be a number`);
+    return validateLinkMtu(Number(text), what);
+  }
+  const r = await runCommand('ip', ['-j', 'addr', 'show']);
+  let links: { mtu?: number; addr_info?: { local?: string }[] }[] = [];
+  try {
+    links = JSON.parse(r.stdout);
+  } catch {
+    links = [];
+  }
+  const link = links.find((l) => (l.addr_info ?? []).some((a) => a.local === addr));
+  if (link?.mtu === undefined)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `no interface holds ${addr} here to take its MTU from; give ${what}`,
+    );
+  return validateLinkMtu(link.mtu, `the MTU of the interface holding ${addr}`);
+}
+
 export async function run(args: string[]): Promise<number> {
   const values = parseDaemonArgs(
     args,
@@ -57,6 +86,8 @@ export async function run(args: string[]): Promise<number> {
       'host-port': { type: 'string' },
       'fabric-address': { type: 'string' },
       'fabric-port': { type: 'string' },
+      'host-mtu': { type: 'string' },
+      'fabric-mtu': { type: 'string' },
       ...MTLS_ARG_OPTIONS,
     },
     USAGE,
@@ -70,6 +101,11 @@ export async function run(args: string[]): Promise<number> {
   const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
   requireRoot('tenguard nic');
   if (mtls === undefined) logger('nic').warn(INSECURE_WARNING);
+  tuneRuntimeForDataPlane();
+  const linkMtus = {
+    hostLink: await linkMtu(values['host-mtu'] as string | undefined, '--host-mtu', hostAddress),
+    fabric: await linkMtu(values['fabric-mtu'] as string | undefined, '--fabric-mtu', fabricAddress),
+  };
   // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
   setDumpable(false);
   const service = await NicService.start({
@@ -80,6 +116,7 @@ export async function run(args: string[]): Promise<number> {
     fabricPort,
     processMetrics: true,
     mtls,
+    linkMtus,
   });
   const stopped = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

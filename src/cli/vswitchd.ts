@@ -11,6 +11,7 @@ import {
 } from '../identity/service-mtls.js';
 import { serviceId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
+import { MAX_TUNNEL_MTU, MIN_LINK_MTU, tunnelMtu } from '../nic/mtu.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 import { JsonApiServer } from '../util/http-json.js';
@@ -23,6 +24,7 @@ import { WarmPool } from '../vswitch/warm-pool.js';
 /** Warm devices kept by a daemon with process isolation. */
 export const DEFAULT_WARM = 2;
 
+import { tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { SharedPlatform } from '../vswitch/shared-platform.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
@@ -31,7 +33,8 @@ type Isolation = (typeof ISOLATIONS)[number];
 /** Read when --isolation is not given, so a daemon started by a harness can be switched. */
 export const ISOLATION_ENV = 'TENGUARD_VSWITCH_ISOLATION';
 
-const USAGE = `usage: tenguard vswitchd --api-socket PATH --ifname-prefix PREFIX [--mtu M]
+const USAGE = `usage: tenguard vswitchd --api-socket PATH --ifname-prefix PREFIX
+                         [--mtu M | --host-mtu N --fabric-mtu N]
                          [--isolation process|shared] [--warm N]
                          (mTLS options | --insecure)
 
@@ -40,6 +43,11 @@ Runs the vSwitch daemon: one tunnel device per workload, created on request thro
 Device interfaces are named PREFIX<n> before the move (PREFIX matches ${IFNAME_PREFIX_RE}; it
 must be unique on the machine). Stops every instance on SIGTERM/SIGINT.
 
+--mtu M              tg0's MTU in every workload (default ${DEFAULT_TUNNEL_MTU}: for 1,500-byte links).
+--host-mtu N --fabric-mtu N
+                     derive tg0's MTU from the host link's and the fabric's MTU instead: the
+                     smaller one minus 80 (the legs' IPv6-outer overhead), at least 1,280
+                     (README, "MTUs of the legs").
 --isolation process  each device is its own process (about 50 MB each): one workload's fault
                      or memory bug cannot reach another's keys. The default.
 --isolation shared   every device runs inside this daemon (well under 1 MB each): for dense
@@ -55,6 +63,31 @@ to the allowed clients only.
 
 ${MTLS_USAGE}`;
 
+/** tg0's MTU: --mtu, or derived from --host-mtu and --fabric-mtu, or the default. */
+function tunnelMtuArg(values: Record<string, unknown>): number {
+  const num = (name: string): number | undefined => {
+    const t = values[name] as string | undefined;
+    if (t === undefined) return undefined;
+    if (!/^[0-9]{1,5}$/.test(t)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `--${name} must be a number`);
+    return Number(t);
+  };
+  const mtu = num('mtu');
+  const hostLink = num('host-mtu');
+  const fabric = num('fabric-mtu');
+  if (mtu !== undefined && (hostLink !== undefined || fabric !== undefined))
+    throw new TgError('TG_ERR_USAGE', '--mtu or --host-mtu/--fabric-mtu, not both');
+  if ((hostLink === undefined) !== (fabric === undefined))
+    throw new TgError('TG_ERR_USAGE', '--host-mtu and --fabric-mtu go together');
+  if (hostLink !== undefined && fabric !== undefined) return tunnelMtu({ hostLink, fabric });
+  if (mtu === undefined) return DEFAULT_TUNNEL_MTU;
+  if (!Number.isInteger(mtu) || mtu < MIN_LINK_MTU || mtu > MAX_TUNNEL_MTU)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `--mtu must be an integer from ${MIN_LINK_MTU} to ${MAX_TUNNEL_MTU}`,
+    );
+  return mtu;
+}
+
 export async function run(args: string[]): Promise<number> {
   const values = parseDaemonArgs(
     args,
@@ -62,6 +95,8 @@ export async function run(args: string[]): Promise<number> {
       'api-socket': { type: 'string' },
       'ifname-prefix': { type: 'string' },
       mtu: { type: 'string' },
+      'host-mtu': { type: 'string' },
+      'fabric-mtu': { type: 'string' },
       isolation: { type: 'string' },
       warm: { type: 'string' },
       ...MTLS_ARG_OPTIONS,
@@ -72,10 +107,7 @@ export async function run(args: string[]): Promise<number> {
   const apiSocket = apiSocketArg(values, USAGE);
   const prefix = values['ifname-prefix'] as string | undefined;
   if (prefix === undefined) throw new TgError('TG_ERR_USAGE', `--ifname-prefix is required\n${USAGE}`);
-  const mtuText = values.mtu as string | undefined;
-  const mtu = mtuText === undefined ? DEFAULT_TUNNEL_MTU : Number(mtuText);
-  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 1500)
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', '--mtu must be an integer from 1280 to 1500');
+  const mtu = tunnelMtuArg(values);
   const isolation = (values.isolation as string | undefined) ?? process.env[ISOLATION_ENV] ?? 'process';
   if (!(ISOLATIONS as readonly string[]).includes(isolation))
     throw new TgError(
@@ -88,6 +120,7 @@ export async function run(args: string[]): Promise<number> {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--warm must be an integer from 0 to 64');
   const mtlsConfig = mtlsConfigFromArgs(values, (td, host) => serviceId(td, `vswitchd-${host}`).uri);
   requireRoot('tenguard vswitchd');
+  tuneRuntimeForDataPlane();
   // PSKs and fresh private keys pass through this process on their way to the devices.
   setDumpable(false);
 

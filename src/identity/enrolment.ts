@@ -74,10 +74,11 @@ export class CaClient {
       byToken ? { authorization: `Bearer ${auth.joinToken}` } : {},
     );
     const obj = await client.create(body).catch((err: unknown) => {
-      const e = err instanceof TgError ? err : undefined;
+      // TG_ERR_COMMAND_FAILED: no answer, or not one of the catalogue's; as it is.
+      if (!(err instanceof TgError) || err.code === 'TG_ERR_COMMAND_FAILED') throw err;
       throw new TgError(
-        e?.code === 'TG_ERR_UNAUTHENTICATED' ? 'TG_ERR_UNAUTHENTICATED' : 'TG_ERR_COMMAND_FAILED',
-        `the CA refused the request: ${e?.code ?? ''}: ${(err as Error).message}`,
+        err.code === 'TG_ERR_UNAUTHENTICATED' ? 'TG_ERR_UNAUTHENTICATED' : 'TG_ERR_COMMAND_FAILED',
+        `the CA refused the request: HTTP ${err.httpStatus} ${err.code}: ${err.message}`,
         { cause: err },
       );
     });

@@ -15,7 +15,7 @@ import { nicId, serviceId } from '../identity/spiffe.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
-import { type ApiEndpoint, apiRequest } from '../util/http-json.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import type { LabCa } from './ca.js';
 import { spawnInNode } from './run.js';
@@ -45,6 +45,8 @@ export interface LabAgentsOptions {
    * here call them as the operator. Without it the agents run with --insecure (plain HTTP).
    */
   ca?: LabCa;
+  /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
+  nicNodeArgs?: string[];
 }
 
 export class LabAgents {
@@ -107,6 +109,7 @@ export class LabAgents {
   async startNic(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const args = [
+      ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
       '--api-socket',
@@ -115,6 +118,7 @@ export class LabAgents {
       h.pcie.nicV4,
       '--fabric-address',
       h.fabric.nicV4,
+      ...this.linkMtuArgs(),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
     const endpoint = this.endpoint(h.nicApiSocket, id);
@@ -127,7 +131,15 @@ export class LabAgents {
   async startVswitchd(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const socket = this.vswitchSocket(host);
-    const args = [BIN, 'vswitchd', '--api-socket', socket, '--ifname-prefix', this.ifnamePrefix(h.index)];
+    const args = [
+      BIN,
+      'vswitchd',
+      '--api-socket',
+      socket,
+      '--ifname-prefix',
+      this.ifnamePrefix(h.index),
+      ...this.linkMtuArgs(),
+    ];
     const id = this.opts.ca === undefined ? '' : serviceId(this.opts.ca.trustDomain, `vswitchd-${host}`).uri;
     const endpoint = this.endpoint(socket, id);
     const p = await this.spawnAgent(host, 'vswitchd', h.name, endpoint, socket, args, id);
@@ -195,6 +207,11 @@ export class LabAgents {
     return h;
   }
 
+  /** Every link of the lab has the lab's MTU: NICs and vSwitches derive what they need from it. */
+  private linkMtuArgs(): string[] {
+    return ['--host-mtu', String(this.lab.mtu), '--fabric-mtu', String(this.lab.mtu)];
+  }
+
   /** `<prefix>-<host index>v`: the 'v' keeps host 1's tenth device apart from host 10's first. */
   private ifnamePrefix(hostIndex: number): string {
     return `${this.lab.prefix}-${hostIndex}v`;
@@ -249,8 +266,12 @@ export class LabAgents {
           'TG_ERR_COMMAND_FAILED',
           `the ${kind} of ${host} exited (${proc.exitCode ?? proc.signalCode}): ${this.logs().trim().split('\n').slice(-3).join(' | ')}`,
         );
-      const ok = await apiRequest(endpoint, 'GET', '/v1/health', undefined, { timeoutMs: 1000 }).then(
-        (r) => r.status === 200,
+      const client =
+        kind === 'nic'
+          ? new NicClient(endpoint, undefined, 1000)
+          : new VSwitchClient(endpoint, undefined, 1000);
+      const ok = await client.health().then(
+        () => true,
         () => false,
       );
       if (ok) return p;

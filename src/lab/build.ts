@@ -53,6 +53,8 @@ export interface BuildOptions {
   tenants: number;
   /** Workloads per tenant per host. */
   workloads: number;
+  /** MTU of every link: fabric and host links (default LAB_MTU, 1,500; 1,280 to 9,000). */
+  mtu?: number;
   /** Aborting stops the build after the running step and removes what was built. */
   signal?: AbortSignal;
   onProgress?: (p: BuildProgress) => void;
@@ -246,7 +248,7 @@ function existsError(prefix: string, found: LabObjects): TgError {
  */
 export async function buildLab(opts: BuildOptions): Promise<LabState> {
   const prefix = validatePrefix(opts.prefix);
-  const plan = planLab(prefix, validateSize(opts));
+  const plan = planLab(prefix, validateSize(opts), opts.mtu);
   if (opts.signal?.aborted)
     throw new TgError('TG_ERR_INTERRUPTED', `building lab '${prefix}' was interrupted`);
   const found = await findLabObjects(prefix);

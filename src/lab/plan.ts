@@ -26,7 +26,10 @@ export const PREFIX_RE = /^tg[a-z0-9]{0,5}$/;
 export const DEFAULT_PREFIX = 'tglab';
 /** Linux IFNAMSIZ - 1. */
 export const IFNAME_MAX = 15;
+/** MTU of the lab's links (fabric and host links) unless a build asks for another. */
 export const LAB_MTU = 1500;
+/** Link MTUs a lab may be built with (the range tenant traffic is tested over). */
+export const LAB_MTU_RANGE = Object.freeze({ min: 1280, max: 9000 });
 
 export interface LabSize {
   hosts: number;
@@ -201,9 +204,26 @@ function ifname(prefix: string, suffix: string): string {
   return name;
 }
 
-export function planLab(prefix: string, size: LabSize): LabPlan {
+export function validateLabMtu(mtu: unknown): number {
+  if (
+    typeof mtu !== 'number' ||
+    !Number.isInteger(mtu) ||
+    mtu < LAB_MTU_RANGE.min ||
+    mtu > LAB_MTU_RANGE.max
+  ) {
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `bad lab MTU ${JSON.stringify(mtu)}: it must be an integer from ${LAB_MTU_RANGE.min} to ${LAB_MTU_RANGE.max}`,
+    );
+  }
+  return mtu;
+}
+
+/** `mtu` is the MTU of every link of the lab: the fabric and each host link (default LAB_MTU). */
+export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): LabPlan {
   validatePrefix(prefix);
   const s = validateSize(size);
+  validateLabMtu(mtu);
   const fabric: FabricPlan = {
     ns: nodeNamespace(prefix, 'fabric'),
     bridge: ifname(prefix, 'br'),
@@ -266,7 +286,7 @@ export function planLab(prefix: string, size: LabSize): LabPlan {
       }
     }
   }
-  return { prefix, size: s, mtu: LAB_MTU, runDir, fabric, hosts, tenants, workloads };
+  return { prefix, size: s, mtu, runDir, fabric, hosts, tenants, workloads };
 }
 
 /** Every namespace of the plan: fabric, then per host its host and NIC namespaces, then workloads. */

@@ -67,6 +67,8 @@ export interface IperfResult {
   /** Receiver-side throughput in Mbit/s. */
   mbps: number;
   retransmits: number;
+  /** Bytes the receiver got. */
+  bytes: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -120,7 +122,10 @@ export async function iperfTcpNs(
       );
       let j: {
         error?: string;
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } };
+        end?: {
+          sum_received?: { bits_per_second: number; bytes: number };
+          sum_sent?: { retransmits?: number };
+        };
       };
       try {
         j = JSON.parse(r.stdout);
@@ -135,11 +140,15 @@ export async function iperfTcpNs(
           seconds,
           mbps: j.end.sum_received.bits_per_second / 1e6,
           retransmits: j.end.sum_sent?.retransmits ?? 0,
+          bytes: j.end.sum_received.bytes,
         };
       }
       if (opts.signal?.aborted) throw new TgError('TG_ERR_INTERRUPTED', 'iperf3 run interrupted');
-      // The server may not be listening yet: retry a refused connection for up to 2 s.
-      if (!/refused/i.test(j.error ?? '') || attempt >= 20) {
+      // The server may not be listening yet: retry a refused connection for up to 2 s; a connect
+      // that timed out (1 s, on a loaded machine) is tried again twice.
+      const refused = /refused/i.test(j.error ?? '') && attempt < 20;
+      const timedOut = /timed out/i.test(j.error ?? '') && attempt < 2;
+      if (!refused && !timedOut) {
         throw new TgError('TG_ERR_COMMAND_FAILED', `iperf3 ${client} -> ${target}: ${j.error}`);
       }
       await sleep(100);

@@ -72,6 +72,8 @@ export interface NativeBinding {
   UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
   Aead: new () => RawAead;
   setDumpable(on: boolean): void;
+  /** Zero-filled anonymous memory, resident only where written; unmapped when collected. */
+  allocSlab(bytes: number): Buffer;
   getDumpable(): number;
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   readonly ENDPOINT_SIZE: number;

@@ -1,6 +1,6 @@
 // The native I/O layer: what Node has no API for (TUN devices, batched UDP, fd readiness
 // on the event loop, batched AEAD with node's OpenSSL, prctl), behind the interfaces in
-// types.ts, plus in-memory fakes for tests (fake.ts, imported separately). The 20-byte
+// types.ts, plus in-memory fakes for tests (fake.ts, imported separately). The endpoint record
 // endpoint the sockets read and write is src/net/endpoint.ts.
 export { NativeAead } from './aead.js';
 export { DEFAULT_BATCH, DEFAULT_SLOT_SIZE, PacketBatch, WG_HEADROOM } from './batch.js';

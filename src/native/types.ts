@@ -68,8 +68,10 @@ export interface PacketSocket extends PacketIo {
   localEndpoint(): string;
   readonly localPort: number;
   /**
-   * Like TunDevice.readBatch, plus the source of datagram i as a 20-byte endpoint at
-   * endpoints[i*20 ...] (see src/net/endpoint.ts). Needs endpoints.length >= max*20.
+   * Like TunDevice.readBatch, plus the source of datagram i as an endpoint record at
+   * endpoints[i*ENDPOINT_SIZE ...], with the local address it was sent to as the record's
+   * source where the socket can tell (see src/net/endpoint.ts). Needs endpoints.length >=
+   * max*ENDPOINT_SIZE.
    */
   recvBatch(
     slab: Buffer,
@@ -80,7 +82,9 @@ export interface PacketSocket extends PacketIo {
     endpoints: Buffer,
   ): number;
   /**
-   * Sends datagram i = slab[offsets[i] .. +lengths[i]) to the endpoint at endpoints[i*20 ...].
+   * Sends datagram i = slab[offsets[i] .. +lengths[i]) to the endpoint record at
+   * endpoints[i*ENDPOINT_SIZE ...], from the record's source address when it has one and
+   * the address is still usable (else from the address the kernel chooses).
    * Returns how many were sent; the others are counted drops.
    */
   sendBatch(

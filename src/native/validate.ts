@@ -16,13 +16,16 @@ export function argRangeError(message: string): RangeError {
 const ERRNO: Record<string, [number, string]> = {
   EIO: [5, 'Input/output error'],
   EBADF: [9, 'Bad file descriptor'],
+  ENOMEM: [12, 'Cannot allocate memory'],
   ENODEV: [19, 'No such device'],
   EINVAL: [22, 'Invalid argument'],
   EBADFD: [77, 'File descriptor in bad state'],
+  ENOTSOCK: [88, 'Socket operation on non-socket'],
   EMSGSIZE: [90, 'Message too long'],
   EAFNOSUPPORT: [97, 'Address family not supported by protocol'],
   EADDRINUSE: [98, 'Address already in use'],
   ENETUNREACH: [101, 'Network is unreachable'],
+  ENOBUFS: [105, 'No buffer space available'],
 };
 
 export type ErrnoName = keyof typeof ERRNO;

@@ -1,8 +1,17 @@
-// UDP endpoints in the fixed 20-byte form in which the native socket, the driver and the
+// UDP endpoints in the fixed 36-byte form in which the native socket, the driver and the
 // engine exchange them (per datagram in a batch, per peer in the engine), so a batch carries
 // one endpoint per packet in a single Buffer and no object is made per packet:
 //
-//   [0] family 4 | 6, [1] 0, [2..3] port big-endian, [4..19] address (IPv4 in bytes 4..7, rest 0)
+//   [0] family 4 | 6, [1] flags, [2..3] port big-endian, [4..19] address (IPv4 in bytes 4..7,
+//   rest 0), [20..35] local address of the same family when flags has ENDPOINT_HAS_SOURCE
+//
+// The local address is the "sticky" source, as WireGuard keeps it: the native socket records
+// the address each datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), and sends to a record
+// with a source from that address (native/udp.c). A peer's record is replaced whole by the
+// source of its latest authenticated datagram, as wireguard-go's SetEndpointFromPacket does;
+// a record set by the UAPI has no source, and the engine forgets the source when it retries a
+// handshake (wireguard-go's markEndpointSrcForClearing). Text forms, roaming and the UAPI name
+// the remote part only.
 //
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are always stored as family 4, as the socket
 // reports them. Text forms: '192.0.2.1:51820' and '[fd00::1]:51820' (RFC 5952). IPv6 zone ids
@@ -11,10 +20,14 @@
 import { TgError } from '../util/errors.js';
 import { formatIp, parseIPv4, parseIPv6 } from './ip.js';
 
-export const ENDPOINT_SIZE = 20;
+export const ENDPOINT_SIZE = 36;
 export const ENDPOINT_OFFSET_FAMILY = 0;
+export const ENDPOINT_OFFSET_FLAGS = 1;
 export const ENDPOINT_OFFSET_PORT = 2;
 export const ENDPOINT_OFFSET_ADDRESS = 4;
+export const ENDPOINT_OFFSET_SOURCE = 20;
+/** Flags bit: the record carries a local (source) address. */
+export const ENDPOINT_HAS_SOURCE = 0x01;
 
 function invalid(what: string, why: string): TgError {
   return new TgError('TG_ERR_INVALID_ARGUMENT', `bad endpoint '${what}': ${why}`);
@@ -40,12 +53,12 @@ export function makeEndpoint(address: Uint8Array, port: number): Buffer {
   return ep;
 }
 
-/** The record at buf[off] is well-formed: family 4 or 6, zero byte, non-zero port. */
+/** The record at buf[off] is well-formed: family 4 or 6, known flags only, non-zero port. */
 export function isValidEndpoint(buf: Uint8Array, off: number): boolean {
   const family = buf[off + ENDPOINT_OFFSET_FAMILY];
   return (
     (family === 4 || family === 6) &&
-    buf[off + 1] === 0 &&
+    (buf[off + ENDPOINT_OFFSET_FLAGS] & ~ENDPOINT_HAS_SOURCE) === 0 &&
     (buf[off + ENDPOINT_OFFSET_PORT] | buf[off + ENDPOINT_OFFSET_PORT + 1]) !== 0
   );
 }
@@ -55,7 +68,7 @@ export function checkEndpoint(ep: Uint8Array): void {
   if (ep.length !== ENDPOINT_SIZE || !isValidEndpoint(ep, 0)) {
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',
-      'an endpoint record is 20 bytes: family 4|6, 0, port, address',
+      `an endpoint record is ${ENDPOINT_SIZE} bytes: family 4|6, flags, port, address, source`,
     );
   }
 }
@@ -69,10 +82,31 @@ export function endpointPort(ep: Uint8Array, off = 0): number {
   return (ep[off + ENDPOINT_OFFSET_PORT] << 8) | ep[off + ENDPOINT_OFFSET_PORT + 1];
 }
 
-/** Equality of the records at a[aOff] and b[bOff]. */
+/** Equality of the records at a[aOff] and b[bOff], sources included. */
 export function endpointEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
   for (let i = 0; i < ENDPOINT_SIZE; i++) if (a[aOff + i] !== b[bOff + i]) return false;
   return true;
+}
+
+/** Equality of the remote parts (family, port, address) only: whether a peer has roamed. */
+export function endpointRemoteEquals(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
+  if (a[aOff] !== b[bOff]) return false;
+  for (let i = ENDPOINT_OFFSET_PORT; i < ENDPOINT_OFFSET_SOURCE; i++)
+    if (a[aOff + i] !== b[bOff + i]) return false;
+  return true;
+}
+
+/** Forgets the record's source address: the kernel chooses one again. */
+export function clearEndpointSource(ep: Uint8Array, off = 0): void {
+  ep[off + ENDPOINT_OFFSET_FLAGS] &= ~ENDPOINT_HAS_SOURCE;
+  ep.fill(0, off + ENDPOINT_OFFSET_SOURCE, off + ENDPOINT_SIZE);
+}
+
+/** The local (source) address of the record at `off` as text, or null when it has none. */
+export function endpointSource(ep: Uint8Array, off = 0): string | null {
+  if ((ep[off + ENDPOINT_OFFSET_FLAGS] & ENDPOINT_HAS_SOURCE) === 0) return null;
+  const a = off + ENDPOINT_OFFSET_SOURCE;
+  return formatIp(ep.subarray(a, a + (endpointFamily(ep, off) === 4 ? 4 : 16)));
 }
 
 /** What a cookie is bound to: the source address bytes followed by the source port (big-endian). */
@@ -97,7 +131,8 @@ function isV4Mapped(b: Uint8Array): boolean {
 }
 
 /**
- * Writes address + port as an endpoint into out[offset .. offset+20) and returns `out`.
+ * Writes address + port as an endpoint (no source) into out[offset .. offset+ENDPOINT_SIZE) and
+ * returns `out`.
  * `address` is an IPv4 or IPv6 literal without brackets; port 0 is allowed (a bind address).
  */
 export function encodeAddressPort(
@@ -146,7 +181,7 @@ export function splitEndpoint(text: string): { address: string; port: number } {
   return { address, port: Number(portText) };
 }
 
-/** Encodes '1.2.3.4:51820' or '[fd00::1]:51820' into out[offset .. offset+20). */
+/** Encodes '1.2.3.4:51820' or '[fd00::1]:51820' into out[offset .. offset+ENDPOINT_SIZE) (no source). */
 export function encodeEndpoint(text: string, out: Buffer = Buffer.alloc(ENDPOINT_SIZE), offset = 0): Buffer {
   const { address, port } = splitEndpoint(text);
   return encodeAddressPort(address, port, out, offset);

@@ -58,6 +58,8 @@ export interface NicAgentOptions {
   firewall?: EngineOptions;
   /** Flow log: memory ring always; a JSON-lines file with rotation when `path` is given. */
   flowLog?: FlowLogOptions;
+  /** The engine's MTU (transport padding never grows a packet past it): the legs' tenant MTU. */
+  mtu?: number;
 }
 
 export type Labels = Record<string, string>;
@@ -233,7 +235,11 @@ export class NicAgent {
     this.hostEndpoint = parseEndpoint(opts.hostEndpoint)!.text;
     this.fabricEndpoint = parseEndpoint(opts.fabricEndpoint)!.text;
     this.keys = new KeyStore({ clock: opts.clock });
-    this.engine = new Engine({ aead: opts.aead, log: opts.log.child({ component: 'nic-engine' }) });
+    this.engine = new Engine({
+      aead: opts.aead,
+      mtu: opts.mtu,
+      log: opts.log.child({ component: 'nic-engine' }),
+    });
     this.policies = new PolicyStore(this.directory);
     this.flowLog = new FlowLog(opts.flowLog);
     this.firewall = new PolicyEngine({

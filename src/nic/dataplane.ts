@@ -11,10 +11,19 @@
 // identity's leave on the host socket, every tenant identity's on the fabric socket.
 // Per readiness event: up to DRAIN_ROUNDS batches of up to BATCH datagrams, each one
 // recvmmsg, one inbound call (one AEAD open call), one forward pass, one outboundToPeers call
-// (one AEAD seal call), and a sendmmsg per socket. Timers tick every TICK_MS, the firewall's
+// (one AEAD seal call, in place: each packet is re-encrypted in the receive slot it was
+// decrypted in), and a sendmmsg per socket; a second outboundToPeers call only when the
+// forwarder answered packets with ICMP or had to copy one. Timers tick every TICK_MS, the firewall's
 // housekeeping (connection expiry, flow-log flush) with them. The firewall's clock (wall ms,
 // for flow records) is read once per batch.
+//
+// Errors follow the device pump's policy (src/device/pump.ts, IoGuard): transient errnos are
+// counted and retried, anything else a socket call or its readiness throws stops the data
+// plane (logged at error, `failure` set, health reports it down). An exception from the
+// engine or the forwarder inside a batch is a bug: counted (loopErrors) and logged, the
+// batch is lost, the loop goes on.
 import { performance } from 'node:perf_hooks';
+import { DEVICE_SLOT, IoGuard } from '../device/pump.js';
 import { PacketBatch } from '../native/batch.js';
 import type { PacketSocket } from '../native/types.js';
 import { ENDPOINT_SIZE } from '../net/endpoint.js';
@@ -24,7 +33,11 @@ import type { Logger } from '../util/log.js';
 import type { Forwarder } from './forwarding.js';
 
 export const NIC_BATCH = 128;
-const SLOT = 2048;
+/**
+ * Receive slots hold any WireGuard message (65,535 bytes), so tenant packets of any MTU pass;
+ * the slab is virtual memory, resident only where datagrams landed (see DeviceIo).
+ */
+const SLOT = DEVICE_SLOT;
 const DRAIN_ROUNDS = 8;
 const TICK_MS = 100;
 
@@ -39,6 +52,8 @@ export interface DataPlaneOptions {
   log: Logger;
   /** Engine clock in ms (default performance.now). */
   now?: () => number;
+  /** Called once when the data plane stops on a fatal socket error (after it closed). */
+  onFatal?: (reason: string) => void;
 }
 
 export interface IoCounters {
@@ -94,10 +109,14 @@ export class NicDataPlane {
   private readonly fabricList = new SendList();
   private ticker: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly guard: IoGuard;
+  private readonly onFatal: (reason: string) => void;
   /** A turn of handshake work is scheduled (setImmediate). */
   private draining = false;
   /** Exceptions caught at the loop boundary (should stay 0). */
   loopErrors = 0;
+  /** Why the data plane stopped on its own, null while it runs or after close(). */
+  failure: string | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.engine = opts.engine;
@@ -107,6 +126,8 @@ export class NicDataPlane {
     this.onHost = opts.onHostIdentity;
     this.log = opts.log;
     this.now = opts.now ?? (() => performance.now());
+    this.guard = new IoGuard(opts.log);
+    this.onFatal = opts.onFatal ?? (() => undefined);
     this.rview = {
       buf: this.rx.slab,
       offsets: this.rx.offsets,
@@ -117,9 +138,32 @@ export class NicDataPlane {
   }
 
   start(): void {
-    this.host.start((err) => this.onReadable(this.host, 'host', err));
-    this.fabric.start((err) => this.onReadable(this.fabric, 'fabric', err));
     this.ticker = setInterval(() => this.onTick(), TICK_MS);
+    try {
+      this.host.start((err) => this.onReadable(this.host, 'host', err));
+      this.fabric.start((err) => this.onReadable(this.fabric, 'fabric', err));
+    } catch (err) {
+      this.fatal('start', err);
+    }
+  }
+
+  /** Started and not stopped (by close() or a fatal error). */
+  get running(): boolean {
+    return this.ticker !== null && !this.closed;
+  }
+
+  /** Transient socket errors counted and retried. */
+  get transientErrors(): number {
+    return this.guard.transientErrors;
+  }
+
+  private fatal(what: string, err: unknown, consumed = false): void {
+    if (this.closed) return;
+    const reason = this.guard.failed(what, err, consumed);
+    if (reason === null) return;
+    this.close();
+    this.failure = reason;
+    this.onFatal(reason);
   }
 
   close(): void {
@@ -146,18 +190,19 @@ export class NicDataPlane {
   }
 
   private onReadable(sock: PacketSocket, which: string, err: Error | null): void {
+    if (this.closed) return;
     if (err) {
-      this.log.error({ socket: which, err: err.message }, 'UDP socket failed');
+      this.fatal(`${which} socket`, err);
       return;
     }
-    if (this.closed) return;
     const b = this.rx;
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       let n: number;
       try {
         n = sock.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints);
+        this.guard.ok();
       } catch (e) {
-        this.log.error({ socket: which, err: (e as Error).message }, 'UDP receive failed');
+        this.fatal(`${which} receive`, e);
         return;
       }
       if (n === 0) return;
@@ -168,7 +213,7 @@ export class NicDataPlane {
         this.log.error({ err: e }, 'NIC data plane: unexpected exception in a batch');
       }
       this.scheduleHandshakes();
-      if (n < b.capacity) return;
+      if (this.closed || n < b.capacity) return;
     }
   }
 
@@ -194,7 +239,11 @@ export class NicDataPlane {
     this.scheduleHandshakes();
   };
 
-  /** One received batch: decrypt, forward, re-encrypt, send. */
+  /**
+   * One received batch: decrypt, forward, re-encrypt, send. Packets are re-encrypted where they
+   * were decrypted (in their receive slot, over their old header and tag), so a forwarded
+   * packet is never copied; the forwarder's own ICMP answers go in a second engine call.
+   */
   private process(n: number): void {
     const b = this.rx;
     const v = this.rview;
@@ -206,11 +255,17 @@ export class NicDataPlane {
     // The control batch is only valid until the next engine call: send it first.
     this.send(res.control);
     if (res.tun.count === 0) return;
-    const fwd = this.forwarder.forward(res.tun, Date.now());
-    if (fwd.batch.count === 0) return;
-    const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
-    this.send(out.data);
-    this.send(out.control);
+    const fwd = this.forwarder.forward(res.tun, Date.now(), b.slotSize);
+    if (fwd.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
+    if (fwd.extra.batch.count > 0) {
+      const out = this.engine.outboundToPeers(fwd.extra.batch, fwd.extra.peerIds, now);
+      this.send(out.data);
+      this.send(out.control);
+    }
   }
 
   private onTick(): void {
@@ -234,11 +289,11 @@ export class NicDataPlane {
     let hostCount = 0;
     for (let i = 0; i < n; i++) if (ids[i] === onHost) hostCount++;
     if (hostCount === n) {
-      this.host.sendBatch(out.buf, out.offsets, out.lengths, out.endpoints, n);
+      this.sendOn(this.host, 'host', out.buf, out.offsets, out.lengths, out.endpoints, n);
       return;
     }
     if (hostCount === 0) {
-      this.fabric.sendBatch(out.buf, out.offsets, out.lengths, out.endpoints, n);
+      this.sendOn(this.fabric, 'fabric', out.buf, out.offsets, out.lengths, out.endpoints, n);
       return;
     }
     const h = this.hostList;
@@ -246,7 +301,25 @@ export class NicDataPlane {
     h.count = 0;
     f.count = 0;
     for (let i = 0; i < n; i++) (ids[i] === onHost ? h : f).add(out, i);
-    this.host.sendBatch(out.buf, h.offsets, h.lengths, h.endpoints, h.count);
-    this.fabric.sendBatch(out.buf, f.offsets, f.lengths, f.endpoints, f.count);
+    this.sendOn(this.host, 'host', out.buf, h.offsets, h.lengths, h.endpoints, h.count);
+    this.sendOn(this.fabric, 'fabric', out.buf, f.offsets, f.lengths, f.endpoints, f.count);
+  }
+
+  private sendOn(
+    sock: PacketSocket,
+    which: string,
+    buf: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+    count: number,
+  ): void {
+    if (this.closed || count === 0) return;
+    try {
+      sock.sendBatch(buf, offsets, lengths, endpoints, count);
+      this.guard.ok();
+    } catch (e) {
+      this.fatal(`${which} send`, e, true);
+    }
   }
 }

@@ -20,9 +20,16 @@
 // default deny; the NIC agent always attaches one) or, without one, the `policy` hook. Nothing
 // is ever sent in plaintext: the NIC has no TUN device, every output goes through the engine.
 //
+// Path MTU (mtu.ts, pmtu.ts; README "MTUs of the legs"): with leg limits set, TCP SYNs get
+// their MSS clamped to the tenant MTU, and a packet from a local workload larger than it that
+// must not be fragmented is dropped and answered with ICMP on the workload's own session
+// (rate-limited per session). Later IPv4/IPv6 fragments follow a first fragment the firewall
+// passed (the firewall sees only first fragments' L4 headers).
+//
 // Hot path: one Map lookup per packet for the source (cached across runs of one session), one
-// trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), one
-// memcpy into a preallocated slab. No allocation. The clock is read once per batch (`now`).
+// trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), and
+// no copy: in place (the NIC data plane) the packet stays in its receive slot for the engine to
+// re-encrypt. No allocation except for fragments (rare). The clock is read once per batch.
 
 import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';
@@ -30,6 +37,15 @@ import type { PacketBatch, TunBatch } from '../protocol/batch.js';
 import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
+import { IPV6_MIN_MTU } from './mtu.js';
+import {
+  clampMss,
+  dontFragment4,
+  IPPROTO_TCP,
+  MAX_TOO_BIG_ANSWER,
+  writeFragNeeded,
+  writePacketTooBig,
+} from './pmtu.js';
 
 /** A workload as the policy hook sees it. */
 export interface WorkloadRef {
@@ -82,9 +98,26 @@ export class ForwardCounters {
     transit: 0,
     /** Denied by the firewall (policy, conntrack state, malformed for the engine). */
     policy: 0,
-    /** Not an IPv4/IPv6 packet of a size the output slab takes. */
+    /** Not an IPv4/IPv6 packet. */
     malformed: 0,
+    /** A non-first fragment of a packet whose first fragment did not pass (or not yet). */
+    fragment: 0,
+    /**
+     * From a local workload, larger than the legs carry and not to be fragmented (IPv4 with DF,
+     * IPv6 above 1,280 bytes): answered with ICMP (counters.icmpTooBig) unless rate-limited.
+     */
+    tooBig: 0,
   };
+  /** ICMP "fragmentation needed" / "packet too big" answers sent to local workloads. */
+  icmpTooBig = 0;
+  /** Answers not sent: the source session was over TOO_BIG_PER_S, or the packet was an ICMP error. */
+  icmpTooBigSuppressed = 0;
+  /** TCP SYNs whose MSS option was lowered to what the legs carry. */
+  mssClamped = 0;
+  /** Packets forwarded larger than the legs carry in one datagram (the outer is fragmented). */
+  fragmented = 0;
+  /** Non-first fragments let through after their first fragment passed the firewall. */
+  fragmentsFollowed = 0;
 }
 
 class Destination {
@@ -106,26 +139,171 @@ class TenantTable {
 }
 
 class Source {
+  /** ICMP "too big" answers this session may still get now (token bucket, TOO_BIG_PER_S). */
+  tooBigTokens = TOO_BIG_PER_S;
+  tooBigRefilled = 0;
   constructor(
     readonly tenant: TenantTable,
     /** The local workload of a vSwitch session; null for a remote NIC's session. */
     readonly workload: WorkloadRef | null,
     readonly peerId: number,
   ) {}
+
+  /** Takes a token for one answer at `now` (ms); false when the session is over its rate. */
+  takeTooBigToken(now: number): boolean {
+    const elapsed = now - this.tooBigRefilled;
+    if (elapsed > 0) {
+      this.tooBigTokens = Math.min(TOO_BIG_PER_S, this.tooBigTokens + (elapsed * TOO_BIG_PER_S) / 1000);
+      this.tooBigRefilled = now;
+    }
+    if (this.tooBigTokens < 1) return false;
+    this.tooBigTokens -= 1;
+    return true;
+  }
 }
 
-/** Slot of the output slab: headroom for the transport header, packet, padding and tag room. */
+/** Smallest slot of an output slab: headroom for the transport header, packet, padding and tag. */
 export const FORWARD_SLOT = 2048;
+/** Room the engine needs behind a packet it encrypts in place: padding (up to 15) and the tag (16). */
 const TAIL_ROOM = 32;
-const MAX_FORWARD_PACKET = FORWARD_SLOT - MESSAGE_TRANSPORT_HEADER_SIZE - TAIL_ROOM;
 const IPV4_HEADER = 20;
 const EMPTY = Buffer.alloc(0);
 const IPV6_HEADER = 40;
+/** TCP header without options, the MSS clamp's subtrahend beside the IP header. */
+const TCP_HEADER = 20;
+/** ICMP "too big" answers per second per source session (and the burst allowed). */
+export const TOO_BIG_PER_S = 10;
 
-/** The batch forward() builds: packet i for engine peer peerIds[i]. Reused by every call. */
+/** Packets for engine.outboundToPeers(): packet i for engine peer peerIds[i]. */
 export interface ForwardBatch {
   batch: PacketBatch;
   peerIds: Uint32Array;
+}
+
+/** What forward() builds. Reused by every call: valid until the next one. */
+export interface ForwardResult extends ForwardBatch {
+  /**
+   * ICMP answers from the NIC itself, and (in place) packets without room behind them, copied:
+   * a second batch in a buffer of its own, for a second outboundToPeers() call.
+   */
+  extra: ForwardBatch;
+}
+
+/** A slab of slots, each with 16 bytes of headroom and TAIL_ROOM behind the largest packet. */
+class CopySlab implements PacketBatch {
+  buf = EMPTY;
+  offsets = new Uint32Array(0);
+  lengths = new Uint32Array(0);
+  peerIds = new Uint32Array(0);
+  count = 0;
+  slot = FORWARD_SLOT;
+
+  /** Room for n packets of up to maxLen bytes; keeps the buffers when they are large enough. */
+  ensure(n: number, maxLen: number): void {
+    const need = Math.max(FORWARD_SLOT, MESSAGE_TRANSPORT_HEADER_SIZE + maxLen + TAIL_ROOM);
+    if (n > this.offsets.length) {
+      this.offsets = new Uint32Array(n);
+      this.lengths = new Uint32Array(n);
+      this.peerIds = new Uint32Array(n);
+    }
+    if (need > this.slot || n * this.slot > this.buf.length) {
+      this.slot = Math.max(this.slot, need);
+      this.buf = Buffer.alloc(this.offsets.length * this.slot);
+    }
+  }
+
+  /** Copies buf[off, off + len) into the next slot, for `peerId`. Returns where it lies. */
+  add(buf: Buffer, off: number, len: number, peerId: number): number {
+    const k = this.count++;
+    const at = k * this.slot + MESSAGE_TRANSPORT_HEADER_SIZE;
+    buf.copy(this.buf, at, off, off + len);
+    this.offsets[k] = at;
+    this.lengths[k] = len;
+    this.peerIds[k] = peerId;
+    return at;
+  }
+}
+
+/** The in-place batch: offsets into the engine's own buffer. */
+class InPlaceList implements PacketBatch {
+  buf = EMPTY;
+  offsets: Uint32Array;
+  lengths: Uint32Array;
+  peerIds: Uint32Array;
+  count = 0;
+  constructor(n: number) {
+    this.offsets = new Uint32Array(n);
+    this.lengths = new Uint32Array(n);
+    this.peerIds = new Uint32Array(n);
+  }
+}
+
+/** How long the non-first fragments of a packet whose first fragment passed may follow it. */
+export const FRAGMENT_FOLLOW_MS = 2000;
+/** Fragmented packets followed at once; beyond, new ones are not followed (counted). */
+export const MAX_FOLLOWED_FRAGMENTS = 4096;
+const IPPROTO_FRAGMENT = 44;
+const IPV4_MF = 0x2000;
+const IPV4_OFFSET_MASK = 0x1fff;
+
+/**
+ * The firewall decides on the first fragment of a packet (the only one with the L4 header); the
+ * others are let through when the first one was, for FRAGMENT_FOLLOW_MS, keyed by tenant,
+ * addresses, protocol and IP identification (IPv6: a fragment header right after the IPv6
+ * header only). Fragments that arrive before their first are dropped (no reassembly here).
+ */
+class FragmentFollower {
+  private readonly expiry = new Map<string, number>();
+  /** New fragmented packets not followed because the table was full. */
+  overflow = 0;
+
+  allow(key: string, now: number): void {
+    if (this.expiry.size >= MAX_FOLLOWED_FRAGMENTS && !this.expiry.has(key)) {
+      for (const [k, t] of this.expiry) if (t <= now) this.expiry.delete(k);
+      if (this.expiry.size >= MAX_FOLLOWED_FRAGMENTS) {
+        this.overflow++;
+        return;
+      }
+    }
+    this.expiry.set(key, now + FRAGMENT_FOLLOW_MS);
+  }
+
+  allowed(key: string, now: number): boolean {
+    const t = this.expiry.get(key);
+    if (t === undefined) return false;
+    if (t > now) return true;
+    this.expiry.delete(key);
+    return false;
+  }
+
+  /** Drops what has expired (housekeeping, from tick()). */
+  expire(now: number): void {
+    for (const [k, t] of this.expiry) if (t <= now) this.expiry.delete(k);
+  }
+}
+
+/**
+ * The fragment key of an IPv4 or IPv6 packet, and whether it is a first fragment (returned key
+ * prefixed '1') or a later one ('0'); null when the packet is not a fragment. Fragments are
+ * rare, so the string built here costs nothing on the common path.
+ */
+function fragmentKey(tenant: string, buf: Buffer, off: number, len: number, version: number): string | null {
+  if (version === 4) {
+    const fo = buf.readUInt16BE(off + 6);
+    if ((fo & (IPV4_MF | IPV4_OFFSET_MASK)) === 0) return null;
+    const first = (fo & IPV4_OFFSET_MASK) === 0 ? '1' : '0';
+    return `${first}${tenant}|4|${buf.readUInt32BE(off + 12)}|${buf.readUInt32BE(off + 16)}|${buf[off + 9]}|${buf.readUInt16BE(off + 4)}`;
+  }
+  if (buf[off + 6] !== IPPROTO_FRAGMENT || len < IPV6_HEADER + 8) return null;
+  const offM = buf.readUInt16BE(off + 42);
+  const first = offM >> 3 === 0 ? '1' : '0';
+  return `${first}${tenant}|6|${buf.toString('hex', off + 8, off + 40)}|${buf.readUInt32BE(off + 44)}`;
+}
+
+/** Leg limits of this NIC (mtu.ts): what the forwarder checks sizes and clamps the MSS against. */
+export interface LegLimits {
+  /** The largest tenant packet both legs carry in one outer datagram (legCarry of each, the smaller). */
+  tenantMtu: number;
 }
 
 export class Forwarder {
@@ -135,21 +313,45 @@ export class Forwarder {
   private engine: PolicyEngine | null = null;
   private readonly tenants = new Map<string, TenantTable>();
   private readonly sources = new Map<number, Source>();
-  private capacity: number;
-  private slab: Buffer;
-  private readonly out: PacketBatch & { peerIds: Uint32Array };
+  private readonly fragments = new FragmentFollower();
+  private readonly copies = new CopySlab();
+  private readonly extras = new CopySlab();
+  private inPlace: InPlaceList;
+  private readonly result: ForwardResult;
   private readonly view: PacketView = { buf: Buffer.alloc(0), offset: 0, length: 0 };
+  /** Leg limits (setLegLimits); 0: no limit known, nothing checked or clamped. */
+  private tenantMtu = 0;
+  private mss4 = 0;
+  private mss6 = 0;
 
   constructor(capacity = 128) {
-    this.capacity = capacity;
-    this.slab = Buffer.alloc(capacity * FORWARD_SLOT);
-    this.out = {
-      buf: this.slab,
-      offsets: new Uint32Array(capacity),
-      lengths: new Uint32Array(capacity),
-      peerIds: new Uint32Array(capacity),
-      count: 0,
+    this.copies.ensure(capacity, 0);
+    this.extras.ensure(capacity, 0);
+    this.inPlace = new InPlaceList(capacity);
+    this.result = {
+      batch: this.copies,
+      peerIds: this.copies.peerIds,
+      extra: { batch: this.extras, peerIds: this.extras.peerIds },
     };
+  }
+
+  /**
+   * Sets what this NIC's legs carry (mtu.ts): from then on TCP SYNs get their MSS clamped to
+   * fit, and larger packets from local workloads that must not be fragmented are answered with
+   * ICMP instead of being forwarded.
+   */
+  setLegLimits(limits: LegLimits): void {
+    const m = limits.tenantMtu;
+    if (!Number.isInteger(m) || m < IPV6_HEADER + TCP_HEADER + 8 || m > 0xffff)
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', `tenant MTU ${m} is out of range`);
+    this.tenantMtu = m;
+    this.mss4 = m - IPV4_HEADER - TCP_HEADER;
+    this.mss6 = m - IPV6_HEADER - TCP_HEADER;
+  }
+
+  /** The leg limits in force (0: none). */
+  get legLimits(): LegLimits {
+    return { tenantMtu: this.tenantMtu };
   }
 
   // ------------------------------------------------------------------------------------
@@ -163,6 +365,7 @@ export class Forwarder {
   /** Expiry and flow-log housekeeping of the engine; the data plane calls it every ~100 ms. */
   tick(now: number): void {
     this.engine?.tick(now);
+    this.fragments.expire(now);
   }
 
   /**
@@ -282,20 +485,38 @@ export class Forwarder {
   // Data path
 
   /**
-   * Decides every packet of `tun` and copies the ones to forward into the output batch (16
-   * bytes of headroom in front of each, room for padding and the tag behind). The result is
-   * valid until the next call.
+   * Decides every packet of `tun` and builds the batches for engine.outboundToPeers(): `batch`
+   * with the packets to forward, `extra` with the NIC's own ICMP answers. With `inPlaceSlot` 0
+   * every forwarded packet is copied into the forwarder's slab (16 bytes of headroom in front,
+   * room for padding and the tag behind). With `inPlaceSlot` > 0, tun.buf is taken to be slots
+   * of that size (the packet at tun.offsets[i] lies in slot floor(offset / inPlaceSlot), with
+   * 16 bytes of headroom in front as engine.inbound() leaves them): packets stay where they
+   * are and `batch` points into tun.buf; one without room behind it is copied into `extra`.
+   * MSS clamping writes into the packet. The result is valid until the next call.
    */
-  forward(tun: TunBatch, now: number = Date.now()): ForwardBatch {
-    const out = this.out;
+  forward(tun: TunBatch, now: number = Date.now(), inPlaceSlot = 0): ForwardResult {
     const engine = this.engine;
     const n = tun.count;
-    if (n > this.capacity) this.grow(n);
-    const slab = this.slab;
     const { buf, offsets, lengths, peerIds } = tun;
+    let maxLen = 0;
+    for (let i = 0; i < n; i++) if (lengths[i] > maxLen) maxLen = lengths[i];
+    const copies = this.copies;
+    const extras = this.extras;
+    extras.ensure(n, Math.max(maxLen, MAX_TOO_BIG_ANSWER));
+    extras.count = 0;
+    let out: PacketBatch & { peerIds: Uint32Array };
+    if (inPlaceSlot > 0) {
+      if (n > this.inPlace.offsets.length) this.inPlace = new InPlaceList(n);
+      out = this.inPlace;
+      out.buf = buf;
+    } else {
+      copies.ensure(n, maxLen);
+      out = copies;
+    }
     const dropped = this.counters.dropped;
     const view = this.view;
     view.buf = buf;
+    const tenantMtu = this.tenantMtu;
     let k = 0;
     let lastPeer = -1;
     let src: Source | undefined;
@@ -342,14 +563,26 @@ export class Forwarder {
         }
         from = fromAddr.ref;
       }
-      if (len > MAX_FORWARD_PACKET) {
-        dropped.malformed++;
-        continue;
-      }
       view.offset = off;
       view.length = len;
       let allowed: boolean;
-      if (engine !== null) {
+      // Fragments: IPv4 MF or offset set, IPv6 a fragment header (both rare).
+      const frag = (
+        version === 4
+          ? (buf.readUInt16BE(off + 6) & (IPV4_MF | IPV4_OFFSET_MASK)) !== 0
+          : buf[off + 6] === IPPROTO_FRAGMENT
+      )
+        ? fragmentKey(src.tenant.name, buf, off, len, version)
+        : null;
+      if (frag !== null && frag.charCodeAt(0) === 0x30) {
+        // A later fragment: no L4 header to decide on; it follows its first fragment.
+        if (!this.fragments.allowed(frag.slice(1), now)) {
+          dropped.fragment++;
+          continue;
+        }
+        this.counters.fragmentsFollowed++;
+        allowed = true;
+      } else if (engine !== null) {
         const to = dst.ref;
         allowed = engine.check(
           src.tenant.name,
@@ -372,28 +605,84 @@ export class Forwarder {
         dropped.policy++;
         continue;
       }
-      const at = k * FORWARD_SLOT + MESSAGE_TRANSPORT_HEADER_SIZE;
-      buf.copy(slab, at, off, off + len);
-      out.offsets[k] = at;
-      out.lengths[k] = len;
-      out.peerIds[k] = dst.peerId;
-      k++;
+      if (frag !== null && frag.charCodeAt(0) === 0x31) this.fragments.allow(frag.slice(1), now);
+      if (tenantMtu > 0) {
+        if (len > tenantMtu) {
+          // Too big for one outer datagram: answered from here when it must not be fragmented
+          // and comes from a local workload (a remote one's NIC answers it), else fragmented.
+          if (src.workload !== null && this.tooBig(src, buf, off, len, version, now)) continue;
+          this.counters.fragmented++;
+        }
+        if (
+          buf[off + (version === 4 ? 9 : 6)] === IPPROTO_TCP &&
+          clampMss(buf, off, len, version === 4 ? this.mss4 : this.mss6)
+        )
+          this.counters.mssClamped++;
+      }
+      if (inPlaceSlot > 0) {
+        const slotEnd = (Math.floor(off / inPlaceSlot) + 1) * inPlaceSlot;
+        if (off < MESSAGE_TRANSPORT_HEADER_SIZE || off + len + TAIL_ROOM > slotEnd) {
+          extras.add(buf, off, len, dst.peerId);
+        } else {
+          out.offsets[k] = off;
+          out.lengths[k] = len;
+          out.peerIds[k] = dst.peerId;
+          k++;
+        }
+      } else {
+        copies.add(buf, off, len, dst.peerId);
+        k++;
+      }
       if (!dst.ref.local) this.counters.egress++;
       else if (src.workload === null) this.counters.ingress++;
       else this.counters.local++;
     }
     view.buf = EMPTY;
     out.count = k;
-    return { batch: out, peerIds: out.peerIds };
+    const r = this.result;
+    r.batch = out;
+    r.peerIds = out.peerIds;
+    r.extra.peerIds = extras.peerIds;
+    return r;
   }
 
-  private grow(n: number): void {
-    this.capacity = n;
-    this.slab = Buffer.alloc(n * FORWARD_SLOT);
-    this.out.buf = this.slab;
-    this.out.offsets = new Uint32Array(n);
-    this.out.lengths = new Uint32Array(n);
-    this.out.peerIds = new Uint32Array(n);
+  /**
+   * A packet from a local workload larger than tenantMtu: true when it is dropped (answered
+   * with ICMP, rate permitting), false when it may pass fragmented (IPv4 without DF, IPv6 up to
+   * the IPv6 minimum MTU, which every link must carry).
+   */
+  private tooBig(src: Source, buf: Buffer, off: number, len: number, version: number, now: number): boolean {
+    const extras = this.extras;
+    const at = extras.count * extras.slot + MESSAGE_TRANSPORT_HEADER_SIZE;
+    let answer: number;
+    if (version === 4) {
+      if (!dontFragment4(buf, off)) return false;
+      this.counters.dropped.tooBig++;
+      if (!src.takeTooBigToken(now)) {
+        this.counters.icmpTooBigSuppressed++;
+        return true;
+      }
+      answer = writeFragNeeded(buf, off, len, this.tenantMtu, extras.buf, at);
+    } else {
+      const mtu = Math.max(this.tenantMtu, IPV6_MIN_MTU);
+      if (len <= mtu) return false;
+      this.counters.dropped.tooBig++;
+      if (!src.takeTooBigToken(now)) {
+        this.counters.icmpTooBigSuppressed++;
+        return true;
+      }
+      answer = writePacketTooBig(buf, off, len, mtu, extras.buf, at);
+    }
+    if (answer === 0) {
+      this.counters.icmpTooBigSuppressed++;
+      return true;
+    }
+    const k = extras.count++;
+    extras.offsets[k] = at;
+    extras.lengths[k] = answer;
+    extras.peerIds[k] = src.peerId;
+    this.counters.icmpTooBig++;
+    return true;
   }
 
   private tableOrThrow(tenant: string): TenantTable {

@@ -93,6 +93,24 @@ export class NicMetrics {
       },
     });
     new Counter({
+      name: 'tenguard_nic_pmtu_events_total',
+      help:
+        'Path MTU work on tenant packets: ICMP too-big answers sent or suppressed (rate, ICMP errors), ' +
+        'TCP SYNs with their MSS clamped, packets forwarded in fragmented outer datagrams, ' +
+        'non-first tenant fragments let through after their first',
+      labelNames: ['event'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const c = agent.forwarder.counters;
+        setCounter(this, { event: 'icmp_too_big' }, c.icmpTooBig);
+        setCounter(this, { event: 'icmp_too_big_suppressed' }, c.icmpTooBigSuppressed);
+        setCounter(this, { event: 'mss_clamped' }, c.mssClamped);
+        setCounter(this, { event: 'fragmented' }, c.fragmented);
+        setCounter(this, { event: 'fragments_followed' }, c.fragmentsFollowed);
+      },
+    });
+    new Counter({
       name: 'tenguard_nic_forward_dropped_total',
       help: 'Decrypted packets the forwarder dropped, by reason',
       labelNames: ['reason'],

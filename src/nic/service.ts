@@ -21,6 +21,7 @@ import { NIC_MAX_BODY_BYTES, nicRoutes } from './api.js';
 import { NicDataPlane } from './dataplane.js';
 import type { PolicyHook } from './forwarding.js';
 import { NicMetrics } from './metrics.js';
+import { nicTenantMtu } from './mtu.js';
 
 export const DEFAULT_NIC_PORT = 51820;
 
@@ -40,6 +41,16 @@ export interface NicServiceOptions {
   processMetrics?: boolean;
   /** mTLS on the API and certificate-bound tenant keys; plain HTTP on the socket without. */
   mtls?: ServiceMtlsConfig;
+  /**
+   * MTUs of the host link and the fabric (mtu.ts): with both, TCP SYNs get their MSS clamped
+   * to what the legs carry and larger packets that must not be fragmented an ICMP answer.
+   */
+  linkMtus?: { hostLink: number; fabric: number };
+}
+
+/** Address family of a textual IP address. */
+function familyOf(address: string): 4 | 6 {
+  return address.includes(':') ? 6 : 4;
 }
 
 function endpointText(address: string, port: number): string {
@@ -64,6 +75,12 @@ export class NicService {
     const hostPort = opts.hostPort ?? DEFAULT_NIC_PORT;
     const fabricPort = opts.fabricPort ?? DEFAULT_NIC_PORT;
     const now = (): number => performance.now();
+    let tenantMtu: number | undefined;
+    if (opts.linkMtus !== undefined)
+      tenantMtu = nicTenantMtu(
+        { mtu: opts.linkMtus.hostLink, outerFamily: familyOf(opts.hostAddress) },
+        { mtu: opts.linkMtus.fabric, outerFamily: familyOf(opts.fabricAddress) },
+      );
     const agent = new NicAgent({
       hostEndpoint: endpointText(opts.hostAddress, hostPort),
       fabricEndpoint: endpointText(opts.fabricAddress, fabricPort),
@@ -71,7 +88,15 @@ export class NicService {
       log,
       now,
       policy: opts.policy,
+      mtu: tenantMtu,
     });
+    if (opts.linkMtus !== undefined && tenantMtu !== undefined) {
+      agent.forwarder.setLegLimits({ tenantMtu });
+      log.info(
+        { hostLinkMtu: opts.linkMtus.hostLink, fabricMtu: opts.linkMtus.fabric, tenantMtu },
+        'NIC leg MTUs',
+      );
+    }
     let host: PacketSocket | null = null;
     let fabric: PacketSocket | null = null;
     let mtls: ServiceMtls | undefined;
@@ -108,7 +133,7 @@ export class NicService {
         api = await JsonApiServer.listen({
           socketPath: opts.apiSocket,
           tls,
-          routes: nicRoutes(agent, metrics, () => running),
+          routes: nicRoutes(agent, metrics, () => running && dataPlane.running),
           log,
           maxBodyBytes: NIC_MAX_BODY_BYTES,
           onAnswer: (route, method, status) => metrics.countRequest(route, method, status),

@@ -1,5 +1,5 @@
 // Batch shapes exchanged between the driver and the engine, and the engine's reusable output
-// batches. A batch is a slab plus per-item offsets and lengths (and 20-byte endpoint records for
+// batches. A batch is a slab plus per-item offsets and lengths (and endpoint records, endpoint.ts, for
 // datagrams), so the driver can hand it to recvmmsg/sendmmsg and TUN reads/writes unchanged.
 
 import { ENDPOINT_SIZE } from '../net/endpoint.js';
@@ -16,9 +16,9 @@ export interface PacketBatch {
   count: number;
 }
 
-/** UDP datagrams in a slab, with one 20-byte endpoint record each (source on receive, destination on send). */
+/** UDP datagrams in a slab, with one endpoint record each (source on receive, destination on send). */
 export interface DatagramBatch extends PacketBatch {
-  /** Record i at endpoints[20 * i, 20 * i + 20). */
+  /** Record i at endpoints[ENDPOINT_SIZE * i, ENDPOINT_SIZE * (i + 1)). */
   endpoints: Buffer;
 }
 

@@ -28,13 +28,20 @@
 //   to send it); its packets are dropped and counted as noEndpoint.
 // - tx_bytes counts datagrams when the engine hands them to the driver, not after sendmmsg.
 // - Counters are limited to 2^53 - 2^13 - 1 (constants.ts, REJECT_AFTER_MESSAGES).
+// - Sticky source addresses (src/net/endpoint.ts) are forgotten on a handshake retry and replaced by
+//   the next authenticated datagram, and the socket falls back to a kernel-chosen source when
+//   the address is gone; wireguard-go also watches route changes (netlink) and forgets a
+//   source whose route now leaves by another interface. Here that source keeps being used
+//   until the address disappears or a handshake is retried.
 
 import {
   addressKey,
   checkEndpoint,
+  clearEndpointSource,
   cookieSource,
   ENDPOINT_SIZE,
   endpointEquals,
+  endpointRemoteEquals,
   isValidEndpoint,
 } from '../net/endpoint.js';
 import { TgError } from '../util/errors.js';
@@ -145,7 +152,7 @@ export interface IdentityOptions {
 export interface PeerConfig {
   publicKey: Uint8Array;
   presharedKey?: Uint8Array | null;
-  /** 20-byte endpoint record (endpoint.ts). */
+  /** Endpoint record (endpoint.ts), without a source. */
   endpoint?: Uint8Array | null;
   allowedIps?: readonly IpPrefix[];
   /** Seconds, 0 (off) .. 65535. */
@@ -217,14 +224,29 @@ const EMPTY = Buffer.alloc(0);
 const IPV4_HEADER_SIZE = 20;
 const IPV6_HEADER_SIZE = 40;
 
-/** Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU. */
+/**
+ * The largest padded packet: its transport message (32 bytes more) must still fit the
+ * largest IPv4 UDP payload (65,535 - 20 - 8 = 65,507 bytes).
+ */
+export const MAX_PADDED_SIZE = 65_507 - MESSAGE_TRANSPORT_SIZE;
+
+/**
+ * Bytes of zero padding that bring a packet to a multiple of 16 without exceeding the MTU
+ * (wireguard-go's calculatePaddingSize). Departure: a packet longer than the MTU given (the
+ * link's MTU was raised after the engine was made) is never padded past MAX_PADDED_SIZE, so
+ * that a packet the device can carry is not made one it cannot.
+ */
 export function paddingSize(packetSize: number, mtu: number): number {
   let lastUnit = packetSize;
-  if (mtu === 0) return ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
-  if (lastUnit > mtu) lastUnit %= mtu;
-  let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
-  if (padded > mtu) padded = mtu;
-  return padded - lastUnit;
+  let pad: number;
+  if (mtu === 0) pad = ((lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)) - lastUnit;
+  else {
+    if (lastUnit > mtu) lastUnit %= mtu;
+    let padded = (lastUnit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1);
+    if (padded > mtu) padded = mtu;
+    pad = padded - lastUnit;
+  }
+  return packetSize + pad > MAX_PADDED_SIZE ? Math.max(0, MAX_PADDED_SIZE - packetSize) : pad;
 }
 
 export class Engine {
@@ -325,6 +347,12 @@ export class Engine {
     identity.wipe();
     this.identities.delete(identityId);
     this.identityList = this.identityList.filter((i) => i !== identity);
+    if (this.identityList.length === 0) {
+      // The last one: nothing can answer a handshake now; forget the secret and what waits.
+      this.cookieSecret.wipe();
+      this.priorityQueue.clear();
+      this.handshakeQueue.clear();
+    }
   }
 
   /**
@@ -913,10 +941,11 @@ export class Engine {
     }
   }
 
+  /** The peer's endpoint becomes the packet's source, with the local address it came to (sticky source). */
   private setEndpointFromPacket(peer: Peer, endpoints: Buffer, off: number): void {
     if (!isValidEndpoint(endpoints, off)) return;
     if (peer.hasEndpoint && endpointEquals(peer.endpoint, 0, endpoints, off)) return;
-    if (peer.hasEndpoint) this.counters.roamed++;
+    if (peer.hasEndpoint && !endpointRemoteEquals(peer.endpoint, 0, endpoints, off)) this.counters.roamed++;
     endpoints.copy(peer.endpoint, 0, off, off + ENDPOINT_SIZE);
     peer.hasEndpoint = true;
   }
@@ -1320,7 +1349,11 @@ export class Engine {
   }
 
   private runTimers(peer: Peer, actions: number, now: number): void {
-    if (actions & TIMER_RETRANSMIT_HANDSHAKE) this.sendHandshakeInitiation(peer, true, now);
+    if (actions & TIMER_RETRANSMIT_HANDSHAKE) {
+      // The sticky source may be what keeps the peer from answering (wireguard-go does the same).
+      clearEndpointSource(peer.endpoint);
+      this.sendHandshakeInitiation(peer, true, now);
+    }
     if (actions & TIMER_GIVE_UP_HANDSHAKE) {
       this.counters.dropped.stagedFlushed += peer.flushStaged();
       this.log.debug({ peer: peer.id }, 'handshake did not complete, giving up');

@@ -74,10 +74,14 @@ export interface UapiLimits {
   maxLineBytes: number;
 }
 
-/** About 10,000 peers with a few allowed IPs each fit in one request. */
+/**
+ * About 10,000 peers with 100 allowed IPs each fit in one request; so does the kernel's own
+ * UAPI test (WireGuard's netns.sh), one peer with 130,560 allowed IPs that `wg setconf`
+ * sends as one request of about 3.4 MB. wireguard-go has no limits; the socket is root's.
+ */
 export const DEFAULT_UAPI_LIMITS: Readonly<UapiLimits> = Object.freeze({
-  maxRequestBytes: 4 * 1024 * 1024,
-  maxLines: 65_536,
+  maxRequestBytes: 32 * 1024 * 1024,
+  maxLines: 1_048_576,
   maxLineBytes: 256,
 });
 

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeNetwork, FakeUdpSocket } from '../../src/native/fake.js';
-import { encodeEndpoint } from '../../src/net/endpoint.js';
+import { ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 import { NicClient } from '../../src/nic/client.js';
 import { openPsk, type PskBox } from '../../src/nic/psk-box.js';
 import { NicService } from '../../src/nic/service.js';
@@ -116,6 +116,8 @@ export function allowWithinTenant(tenant: string): unknown {
   };
 }
 
+const SLOT = 65_536;
+
 export const settle = (ms = 30): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A workload's vSwitch: an engine with the NIC as its only peer (allowed IPs 0.0.0.0/0). */
@@ -126,10 +128,11 @@ export class FakeVSwitch {
   readonly socket: FakeUdpSocket;
   readonly received: Buffer[] = [];
   private readonly id: number;
-  private readonly slab = Buffer.alloc(4096);
-  private readonly rx = Buffer.alloc(64 * 2048);
+  // Room for any WireGuard message: 64 KiB slots (resident only where packets land).
+  private readonly slab = Buffer.alloc(SLOT);
+  private readonly rx = Buffer.alloc(64 * SLOT);
   private readonly rxLengths = new Uint32Array(64);
-  private readonly rxEndpoints = Buffer.alloc(64 * 20);
+  private readonly rxEndpoints = Buffer.alloc(64 * ENDPOINT_SIZE);
   private readonly rxOffsets = new Uint32Array(64);
 
   constructor(net: FakeNetwork, hostAddress: string) {
@@ -171,8 +174,8 @@ export class FakeVSwitch {
   }
 
   private pump(): void {
-    const n = this.socket.recvBatch(this.rx, 2048, 0, 64, this.rxLengths, this.rxEndpoints);
-    for (let i = 0; i < n; i++) this.rxOffsets[i] = i * 2048;
+    const n = this.socket.recvBatch(this.rx, SLOT, 0, 64, this.rxLengths, this.rxEndpoints);
+    for (let i = 0; i < n; i++) this.rxOffsets[i] = i * SLOT;
     const res = this.engine.inbound(
       {
         buf: this.rx,

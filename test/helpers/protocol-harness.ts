@@ -1,7 +1,7 @@
 // In-memory network for protocol engine tests: engines exchange datagrams through a queue, with
 // a fake clock, so two (or more) peers talk without root, sockets or TUN devices.
 
-import { ENDPOINT_SIZE, makeEndpoint } from '../../src/net/endpoint.js';
+import { ENDPOINT_SIZE, endpointRemoteEquals, makeEndpoint } from '../../src/net/endpoint.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import type { IpPrefix } from '../../src/protocol/allowedips.js';
 import type { DatagramBatch } from '../../src/protocol/batch.js';
@@ -175,7 +175,8 @@ export class Net {
     for (let round = 0; round < maxRounds && this.queue.length > 0; round++) {
       const items = this.queue.splice(0);
       for (const node of this.nodes) {
-        const mine = items.filter((d) => d.to.equals(node.endpoint));
+        // By address and port: a record may also name the source it leaves from.
+        const mine = items.filter((d) => endpointRemoteEquals(d.to, 0, node.endpoint, 0));
         if (mine.length > 0) this.deliver(node, mine);
       }
     }

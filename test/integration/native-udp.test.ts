@@ -5,7 +5,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FakeNetwork } from '../../src/native/fake.js';
 import { NativeUdpSocket, PacketBatch, type PacketSocket } from '../../src/native/index.js';
-import { decodeEndpoint, ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
+import {
+  decodeEndpoint,
+  ENDPOINT_OFFSET_SOURCE,
+  ENDPOINT_SIZE,
+  encodeEndpoint,
+  endpointSource,
+} from '../../src/net/endpoint.js';
 import { countOpenFds } from '../helpers/native-netns.js';
 
 interface Exchange {
@@ -288,4 +294,55 @@ test('segmented sends (UDP GSO) deliver the same datagrams, in order, as one sen
     }
   }
   assert.deepEqual(results[0], results[1]);
+});
+
+test('sticky source: a datagram records the local address it came to; replies leave from it, or from the kernel’s choice once it is not local', () => {
+  const a = NativeUdpSocket.open({}); // dual-stack [::]:0
+  const b = NativeUdpSocket.open({ address: '127.0.0.1' });
+  const b6 = NativeUdpSocket.open({ address: '::1' });
+  try {
+    const tx = new PacketBatch(1, 256, 0);
+    const rx = new PacketBatch(4, 256, 0);
+    const sendOne = (from: PacketSocket, endpoint: Buffer): number => {
+      tx.lengths[0] = 8;
+      endpoint.copy(tx.endpoints, 0, 0, ENDPOINT_SIZE);
+      return from.sendBatch(tx.slab, tx.offsets, tx.lengths, tx.endpoints, 1);
+    };
+    const recvOne = (on: PacketSocket): Buffer => {
+      assert.equal(on.recvBatch(rx.slab, rx.slotSize, 0, 4, rx.lengths, rx.endpoints), 1);
+      return Buffer.from(rx.endpoints.subarray(0, ENDPOINT_SIZE));
+    };
+
+    // b writes to a at 127.0.0.7 (any 127/8 address is local): a's record says so.
+    assert.equal(sendOne(b, encodeEndpoint(`127.0.0.7:${a.localPort}`)), 1);
+    const fromB = recvOne(a);
+    assert.equal(decodeEndpoint(fromB), `127.0.0.1:${b.localPort}`);
+    assert.equal(endpointSource(fromB), '127.0.0.7');
+    // a answers with that record: the reply leaves from 127.0.0.7, not the kernel's 127.0.0.1.
+    assert.equal(sendOne(a, fromB), 1);
+    const atB = recvOne(b);
+    assert.equal(decodeEndpoint(atB), `127.0.0.7:${a.localPort}`);
+    assert.equal(endpointSource(atB), '127.0.0.1', 'an IPv4 socket records its local address too');
+
+    // A source that is not (or no longer) local: sent all the same, from the kernel's choice.
+    const stale = Buffer.from(fromB);
+    stale.set([198, 18, 255, 254], ENDPOINT_OFFSET_SOURCE);
+    const rejected = a.stats().txRejected;
+    assert.equal(sendOne(a, stale), 1);
+    assert.equal(decodeEndpoint(recvOne(b)), `127.0.0.1:${a.localPort}`);
+    assert.equal(a.stats().txRejected, rejected, 'the fallback is not a drop');
+
+    // IPv6 on the same dual-stack socket.
+    assert.equal(sendOne(b6, encodeEndpoint(`[::1]:${a.localPort}`)), 1);
+    const fromB6 = recvOne(a);
+    assert.equal(endpointSource(fromB6), '::1');
+    assert.equal(sendOne(a, fromB6), 1);
+    assert.equal(decodeEndpoint(recvOne(b6)), `[::1]:${a.localPort}`);
+    // A record without a source (as the UAPI sets one) leaves from the kernel's choice.
+    assert.equal(endpointSource(encodeEndpoint(`127.0.0.1:${b.localPort}`)), null);
+  } finally {
+    a.close();
+    b.close();
+    b6.close();
+  }
 });

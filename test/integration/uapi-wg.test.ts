@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { MemoryUapiBackend } from '../../src/uapi/memory.js';
+import { DEFAULT_UAPI_LIMITS } from '../../src/uapi/protocol.js';
 import { UapiServer, uapiSocketPath } from '../../src/uapi/server.js';
 import { isRoot, runOk } from '../../src/util/exec.js';
 
@@ -358,7 +359,8 @@ test('hostile input on the socket is answered or dropped; the device is unharmed
       });
     });
   assert.equal(await raw(randomBytes(4096), false), 'errno=-71\n\n');
-  assert.equal(await raw(`set=1\n${'fwmark=1\n'.repeat(600_000)}\n`, false), 'errno=-90\n\n');
+  const overLines = DEFAULT_UAPI_LIMITS.maxLines + 10;
+  assert.equal(await raw(`set=1\n${'fwmark=1\n'.repeat(overLines)}\n`, false), 'errno=-90\n\n');
   assert.equal(await raw(`set=1\nreplace_peers=true\npublic_key=${'ab'.repeat(32)}\n`, true), '');
   assert.equal(await raw('set=1\nlisten_port=1\nendpoint=1.2.3.4:5\n\n', true), 'errno=-22\n\n');
   assert.equal(

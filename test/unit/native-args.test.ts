@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { FakeNetwork } from '../../src/native/fake.js';
 import { isDumpable, NativeUdpSocket, type PacketSocket, setDumpable } from '../../src/native/index.js';
+import { ENDPOINT_SIZE } from '../../src/net/endpoint.js';
 import { TgError } from '../../src/util/errors.js';
 
 const native = NativeUdpSocket.open({ address: '127.0.0.1', port: 0 });
@@ -17,13 +18,13 @@ after(() => {
 type Call = (s: PacketSocket) => unknown;
 const slab = Buffer.alloc(4096);
 const lengths = new Uint32Array(4);
-const eps = Buffer.alloc(80);
-const goodEps = Buffer.alloc(80);
+const eps = Buffer.alloc(4 * ENDPOINT_SIZE);
+const goodEps = Buffer.alloc(4 * ENDPOINT_SIZE);
 for (let i = 0; i < 4; i++) {
-  goodEps[i * 20] = 4;
-  goodEps.writeUInt16BE(9, i * 20 + 2);
-  goodEps[i * 20 + 4] = 127;
-  goodEps[i * 20 + 7] = 1;
+  goodEps[i * ENDPOINT_SIZE] = 4;
+  goodEps.writeUInt16BE(9, i * ENDPOINT_SIZE + 2);
+  goodEps[i * ENDPOINT_SIZE + 4] = 127;
+  goodEps[i * ENDPOINT_SIZE + 7] = 1;
 }
 
 const cases: [string, Call][] = [
@@ -45,7 +46,14 @@ const cases: [string, Call][] = [
   ['send count > offsets', (s) => s.sendBatch(slab, Uint32Array.of(0), Uint32Array.of(1, 1), goodEps, 2)],
   [
     'send endpoints short',
-    (s) => s.sendBatch(slab, Uint32Array.of(0, 0), Uint32Array.of(1, 1), goodEps.subarray(0, 39), 2),
+    (s) =>
+      s.sendBatch(
+        slab,
+        Uint32Array.of(0, 0),
+        Uint32Array.of(1, 1),
+        goodEps.subarray(0, 2 * ENDPOINT_SIZE - 1),
+        2,
+      ),
   ],
   ['send family 0', (s) => s.sendBatch(slab, Uint32Array.of(0), Uint32Array.of(1), Buffer.alloc(20), 1)],
   ['send count NaN', (s) => s.sendBatch(slab, Uint32Array.of(0), Uint32Array.of(1), goodEps, Number.NaN)],

@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatIPv6, parseCidr, parseEndpoint, parseIPv4, parseIPv6 } from '../../src/net/ip.js';
+import {
+  formatIPv4Number,
+  formatIPv6,
+  parseCidr,
+  parseEndpoint,
+  parseIPv4,
+  parseIPv4Number,
+  parseIPv6,
+  parseIp,
+} from '../../src/net/ip.js';
 
 test('IPv4: dotted quads only, no leading zeros, octets up to 255', () => {
   assert.deepEqual(parseIPv4('100.64.1.7'), new Uint8Array([100, 64, 1, 7]));
@@ -118,4 +127,22 @@ test('endpoint: numeric IPv4:port or [IPv6]:port, no hostnames, port 1..65535', 
   ]) {
     assert.equal(parseEndpoint(bad), null, JSON.stringify(bad));
   }
+});
+
+test('either family by its text; IPv4 as a 32-bit number and back', () => {
+  assert.deepEqual(parseIp('198.18.0.1'), new Uint8Array([198, 18, 0, 1]));
+  assert.equal(parseIp('fd00::1')?.length, 16);
+  for (const bad of ['', 'fd00::1%eth0', '1.2.3', 'example.com', '::g'])
+    assert.equal(parseIp(bad), null, bad);
+  const table: [string, number][] = [
+    ['0.0.0.0', 0],
+    ['100.64.0.1', 0x64400001],
+    ['255.255.255.255', 0xffffffff],
+    ['128.0.0.0', 0x80000000],
+  ];
+  for (const [text, n] of table) {
+    assert.equal(parseIPv4Number(text), n, text);
+    assert.equal(formatIPv4Number(n), text);
+  }
+  for (const bad of ['01.0.0.1', '256.0.0.0', '1.2.3', '::1']) assert.equal(parseIPv4Number(bad), null, bad);
 });

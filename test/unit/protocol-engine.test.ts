@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeEndpoint, makeEndpoint } from '../../src/net/endpoint.js';
+import {
+  decodeEndpoint,
+  ENDPOINT_HAS_SOURCE,
+  ENDPOINT_OFFSET_FLAGS,
+  ENDPOINT_OFFSET_SOURCE,
+  ENDPOINT_SIZE,
+  endpointSource,
+  makeEndpoint,
+} from '../../src/net/endpoint.js';
+import { REKEY_AFTER_TIME, REKEY_TIMEOUT } from '../../src/protocol/constants.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import {
   ipv4Packet,
@@ -424,3 +433,40 @@ test('the staged queue is bounded and keeps the newest packets', () => {
   assert.equal(b.received[0].packet.at(-1), 72);
   assert.equal(b.received[127].packet.at(-1), 199);
 });
+
+test('sticky source: the local address a packet came to travels with the endpoint, is no roam, and is forgotten on a handshake retry', () => {
+  const p = pair();
+  handshakeAndData(p);
+  const { net, a, b, aId, bId, aPeer } = p;
+  // B's packets reach A at 127.0.0.8 (A's socket records it as the record's source).
+  b.source = withSource(b.source, v4('127.0.0.8'));
+  const roamed = a.engine.counters.roamed;
+  b.send(bId, [ipv4Packet('10.0.0.2', '10.0.0.1', 50)]);
+  net.flush();
+  const ep = a.engine.peerInfo(aPeer).endpoint ?? Buffer.alloc(ENDPOINT_SIZE);
+  assert.equal(decodeEndpoint(ep), '127.0.0.1:51821');
+  assert.equal(endpointSource(ep), '127.0.0.8');
+  assert.equal(a.engine.counters.roamed, roamed, 'a new local address alone is not a roam');
+  // A's next datagram to B asks for that source.
+  const before = net.log.length;
+  a.send(aId, [ipv4Packet('10.0.0.1', '10.0.0.2', 50)]);
+  assert.equal(endpointSource(net.log[before].to), '127.0.0.8');
+  net.flush();
+  assert.equal(b.received.at(-1)?.packet.length, 70, 'delivered all the same');
+  // B stops answering; A's rekey goes unanswered and its first retry forgets the source.
+  net.up = false;
+  net.clock.advance(REKEY_AFTER_TIME + 1000);
+  a.send(aId, [ipv4Packet('10.0.0.1', '10.0.0.2', 50)]);
+  const sent = net.log.length;
+  net.run(REKEY_TIMEOUT + 1000);
+  assert.ok(net.log.length > sent, 'the initiation was retried');
+  assert.equal(endpointSource(net.log[net.log.length - 1].to), null);
+  assert.equal(endpointSource(a.engine.peerInfo(aPeer).endpoint ?? Buffer.alloc(ENDPOINT_SIZE)), null);
+});
+
+function withSource(ep: Buffer, address: Uint8Array): Buffer {
+  const out = Buffer.from(ep);
+  out[ENDPOINT_OFFSET_FLAGS] |= ENDPOINT_HAS_SOURCE;
+  out.set(address, ENDPOINT_OFFSET_SOURCE);
+  return out;
+}

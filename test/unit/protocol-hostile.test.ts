@@ -217,11 +217,14 @@ test('random transport messages under a live receiver index fail authentication'
   stillWorks(s);
 });
 
-test('batch shape: endpoints are 20-byte records in order', () => {
+test('batch shape: endpoints are ENDPOINT_SIZE-byte records in order', () => {
   const batch = datagramSlab([
     { data: Buffer.alloc(1), from: makeEndpoint(v4('1.2.3.4'), 5) },
     { data: Buffer.alloc(1), from: makeEndpoint(v4('6.7.8.9'), 10) },
   ]);
   assert.equal(batch.endpoints.length, 2 * ENDPOINT_SIZE);
-  assert.deepEqual([...batch.endpoints.subarray(20, 28)], [4, 0, 0, 10, 6, 7, 8, 9]);
+  assert.deepEqual(
+    [...batch.endpoints.subarray(ENDPOINT_SIZE, ENDPOINT_SIZE + 8)],
+    [4, 0, 0, 10, 6, 7, 8, 9],
+  );
 });
