@@ -41,7 +41,7 @@ export class OrchProcess {
   async start(): Promise<void> {
     const p = spawn(
       process.execPath,
-      [BIN, 'orchestrator', '--data-dir', this.dataDir, '--api-socket', this.socket],
+      [BIN, 'orchestrator', '--data-dir', this.dataDir, '--api-socket', this.socket, '--insecure'],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' },
