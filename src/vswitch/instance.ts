@@ -30,6 +30,8 @@ export interface InstanceSpec {
   address: HostAddress;
   routes: string[];
   ifname: string;
+  /** The interface's name inside the namespace (tg0 unless a CNI runtime asked for another). */
+  netnsIfname: string;
   mtu: number;
 }
 
@@ -45,6 +47,7 @@ export interface InstanceInfo {
   netns: string;
   address: string;
   ifname: string;
+  netnsIfname: string;
   publicKey: string;
   state: InstanceState;
   pid: number | null;
@@ -104,6 +107,7 @@ export class VSwitchInstance {
       await platform.plumb({
         ifname: spec.ifname,
         netns: spec.netns,
+        netnsIfname: spec.netnsIfname,
         addressCidr: `${spec.address.text}/${spec.address.family === 4 ? 32 : 128}`,
         family: spec.address.family,
         routes: spec.routes,
@@ -123,7 +127,7 @@ export class VSwitchInstance {
       return inst;
     } catch (err) {
       await device.stop();
-      await platform.unplumb(spec.netns).catch(() => undefined);
+      await platform.unplumb(spec.netns, spec.netnsIfname).catch(() => undefined);
       throw err;
     }
   }
@@ -199,7 +203,7 @@ export class VSwitchInstance {
     this.stopping = true;
     await this.device.stop();
     if (this.state !== 'crashed') this.state = 'stopped';
-    await platform.unplumb(this.spec.netns);
+    await platform.unplumb(this.spec.netns, this.spec.netnsIfname);
   }
 
   get running(): boolean {
@@ -212,6 +216,7 @@ export class VSwitchInstance {
       netns: this.spec.netns,
       address: this.spec.address.text,
       ifname: this.spec.ifname,
+      netnsIfname: this.spec.netnsIfname,
       publicKey: this.publicKey.toString('base64'),
       state: this.state,
       pid: this.running ? (this.device.pid ?? null) : null,

@@ -79,7 +79,10 @@ export class FakePlatform implements VSwitchPlatform {
   }
 
   async linkExists(netns: string, name: string): Promise<boolean> {
-    return name === 'tg0' && this.plumbed.has(netns);
+    return (
+      this.plumbed.get(netns)?.netnsIfname === name ||
+      (name === 'tg0' && this.plumbed.get(netns)?.netnsIfname === undefined)
+    );
   }
 
   async plumb(p: Plumbing): Promise<void> {
