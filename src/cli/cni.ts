@@ -14,6 +14,7 @@ export const CNI_USAGE = `usage:
   tenguard cni                      the CNI plugin (CNI_COMMAND etc. in the environment, config on stdin)
   tenguard cni install --tenant T --host H [--network NAME] [--bin-dir D] [--conf-dir D]
                        [--orchestrator SOCKET] [--cert F --key F --ca-bundle F] [--json]
+                       [--exec-node PATH --exec-tenguard PATH]  (what the shim runs; default: this node and tenguard)
   Without --tenant the tenant is K8S_POD_NAMESPACE from CNI_ARGS (Kubernetes: tenant = namespace);
   pass --tenant-from-namespace to write such a configuration.`;
 
@@ -34,6 +35,8 @@ function install(args: string[]): number {
       key: { type: 'string' },
       'ca-bundle': { type: 'string' },
       json: { type: 'boolean' },
+      'exec-node': { type: 'string' },
+      'exec-tenguard': { type: 'string' },
     },
     strict: true,
   });
@@ -52,8 +55,8 @@ function install(args: string[]): number {
       host: v.host,
       orchestrator: v.orchestrator ?? defaultOrchestratorSocket(),
       mtls: v.cert !== undefined ? { cert: v.cert!, key: v.key!, caBundle: v['ca-bundle']! } : undefined,
-      nodePath: process.execPath,
-      tenguardBin: BIN,
+      nodePath: v['exec-node'] ?? process.execPath,
+      tenguardBin: v['exec-tenguard'] ?? BIN,
     });
     process.stdout.write(
       v.json === true
