@@ -149,7 +149,9 @@ function result(cfg: CniConfig, call: Call, w: WorkloadRecord): Record<string, u
   const v0 = cfg.cniVersion === '0.4.0';
   return {
     cniVersion: cfg.cniVersion,
-    interfaces: [{ name: call.ifname, sandbox: call.netnsPath }],
+    // A TUN has no MAC; the zero MAC is given because podman 4.3 refuses a result without one
+    // ("invalid MAC address") although the spec makes `mac` optional.
+    interfaces: [{ name: call.ifname, mac: '00:00:00:00:00:00', sandbox: call.netnsPath }],
     ips: [{ ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 }],
     routes: [{ dst: '0.0.0.0/0' }],
     dns: {},

@@ -205,7 +205,7 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
     routes: { dst: string }[];
   };
   assert.equal(resA.cniVersion, '1.0.0');
-  assert.deepEqual(resA.interfaces, [{ name: 'eth0', sandbox: `/run/netns/${a}` }]);
+  assert.deepEqual(resA.interfaces, [{ name: 'eth0', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${a}` }]);
   assert.match(resA.ips[0].address, /^100\.64\.30\.\d+\/32$/);
   assert.equal(resA.ips[0].interface, 0);
   assert.deepEqual(resA.routes, [{ dst: '0.0.0.0/0' }]);
