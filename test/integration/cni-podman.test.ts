@@ -4,7 +4,7 @@
 // container's keys on the NIC, `podman stop` + `start` works, nothing is left behind. All of
 // podman's state lives in a temporary directory.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -22,6 +22,9 @@ let L: OrchLab | undefined;
 let P: Podman | undefined;
 let dir = '';
 let netnsBefore = new Set<string>();
+/** libcni's cache directory (podman's CNI backend has no option to move it). */
+const CNI_CACHE = '/var/lib/cni';
+let cacheExisted = true;
 const figures: Record<string, number> = {};
 
 const net = (tenant: string, host: string) => `${prefix}-${tenant}-${host}`;
@@ -61,6 +64,7 @@ async function start(name: string, network: string): Promise<void> {
 
 before(async () => {
   netnsBefore = new Set(readdirSync('/run/netns'));
+  cacheExisted = existsSync(CNI_CACHE);
   L = await startOrchLab(prefix);
   await L.client.createTenant({ name: 'acme', pool: '100.64.40.0/24' });
   await L.client.createTenant({ name: 'blue', pool: '100.64.41.0/24' });
@@ -102,6 +106,14 @@ after(async () => {
   }
   await stopOrchLab(L, prefix);
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  // Our networks' cached results (DEL removes them; a failure may not), and the cache
+  // directory itself when this test made it.
+  const results = join(CNI_CACHE, 'results');
+  if (existsSync(results))
+    for (const f of readdirSync(results))
+      if (f.startsWith(`${prefix}-`)) rmSync(join(results, f), { force: true });
+  if (!cacheExisted && existsSync(results) && readdirSync(results).length === 0)
+    rmSync(CNI_CACHE, { recursive: true, force: true });
   process.stderr.write(`cni-podman figures: ${JSON.stringify(figures)}\n`);
   const left = (await listNamespaces()).filter(
     (n) => n.startsWith(prefix) || (n.startsWith('netns-') && !netnsBefore.has(n)),
