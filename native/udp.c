@@ -39,11 +39,27 @@
 #define TG_GSO_MAX_SEGMENTS 64
 #define TG_GSO_MAX_BYTES 65000
 
+/* UDP generic receive offload (UDP_GRO, Linux 5.0): the kernel hands over a run of
+ * datagrams from one source, all of one size but a shorter last one, as one message with
+ * the segment size in a control message (and passes a GSO run sent over a veth or the
+ * loopback on whole instead of cutting it). One message lands in one slot and recvBatch
+ * reports each segment as its own datagram at its offset inside the slot: no copies, and
+ * one syscall carries up to TG_GRO_SEGMENTS datagrams. Only with the offsets argument of
+ * recvBatch; a batch asks for no more messages than its remaining entries can take at
+ * TG_GRO_SEGMENTS segments each (the kernel's GRO merges at most 64), and segments beyond
+ * the batch's entries (a longer GSO run from a local sender) are counted drops. */
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#define TG_GRO_SEGMENTS 64
+
 typedef struct tg_udp {
   tg_io io; /* first: freed as one block by io.c */
   int family;
   /* Send runs with UDP_SEGMENT; cleared for good when the kernel cannot segment at all. */
   bool gso;
+  /* UDP_GRO is on: received messages may carry several datagrams. */
+  bool gro;
   /* Segments of at least this size are sent unsegmented: the kernel refused (EINVAL) a run
    * of them, as it does when a segment exceeds the route's MTU (such datagrams leave as IP
    * fragments, one by one). */
@@ -103,6 +119,18 @@ static void read_source(struct msghdr *h, uint8_t *ep) {
       return;
     }
   }
+}
+
+/* The segment size of a received message from its UDP_GRO control message; 0 without one. */
+static uint32_t read_gro_size(struct msghdr *h) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int v;
+      memcpy(&v, CMSG_DATA(c), sizeof v);
+      return v > 0 ? (uint32_t)v : 0;
+    }
+  }
+  return 0;
 }
 
 /* Writes message j's control messages: the segment size when it carries more than one
@@ -274,35 +302,57 @@ static napi_value udp_buffer_sizes(napi_env env, napi_callback_info info) {
   return o;
 }
 
-/* recvBatch(slab, slotSize, headroom, max, lengths, endpoints) -> count.
- * Datagram i lands at slab[i*slotSize + headroom], its length in lengths[i], its source
- * in endpoint record i (with the local address it was sent to). Truncated datagrams are
- * dropped and the later ones moved down, so slots stay dense. */
+/* recvBatch(slab, slotSize, headroom, max, lengths, endpoints, offsets?) -> count.
+ * Without offsets: datagram i lands at slab[i*slotSize + headroom], its length in
+ * lengths[i]; truncated datagrams are dropped and the later ones moved down, so slots stay
+ * dense. With offsets: datagram i is at slab[offsets[i]] (message k of the call lands in
+ * slot k, and with UDP_GRO its segments follow each other there). Either way the source
+ * of datagram i is endpoint record i (with the local address it was sent to). */
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[6], this_arg;
-  if (!tg_arg_count(env, info, 6, argv, &this_arg)) return NULL;
+  napi_value argv[7], this_arg;
+  size_t argc = 7;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
+    return tg_throw_type(env, "napi_get_cb_info failed");
+  if (argc < 6) return tg_throw_type(env, "expected 6 arguments, got %zu", argc);
   uint8_t *slab, *eps;
-  size_t slab_len, lengths_len, eps_len;
-  uint32_t slot_size, headroom, max, *lengths;
+  size_t slab_len, lengths_len, eps_len, offsets_len = 0;
+  uint32_t slot_size, headroom, max, *lengths, *offsets = NULL;
   if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &slot_size) ||
       !tg_arg_u32(env, argv[2], "headroom", &headroom) || !tg_arg_u32(env, argv[3], "max", &max) ||
       !tg_arg_u32array(env, argv[4], "lengths", &lengths, &lengths_len) ||
       !tg_arg_bytes(env, argv[5], "endpoints", &eps, &eps_len) ||
       !tg_check_slots(env, slab_len, slot_size, headroom, max, lengths_len))
     return NULL;
+  if (argc >= 7) {
+    napi_valuetype t;
+    napi_typeof(env, argv[6], &t);
+    if (t != napi_undefined) {
+      if (!tg_arg_u32array(env, argv[6], "offsets", &offsets, &offsets_len)) return NULL;
+      if (offsets_len < max) return tg_throw_range(env, "offsets must hold max (%u) entries, has %zu", max, offsets_len);
+    }
+  }
   if ((uint64_t)max * TG_EP_SIZE > eps_len)
     return tg_throw_range(env, "endpoints must hold max (%u) x %d bytes, has %zu", max, TG_EP_SIZE, eps_len);
   tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "recvmmsg");
   if (io == NULL) return NULL;
   tg_udp *u = (tg_udp *)io;
+  if (u->gro && offsets == NULL) return tg_throw_type(env, "a socket with receive offload needs the offsets argument");
 
   const size_t cap = slot_size - headroom;
-  uint32_t n = 0;
+  uint32_t n = 0;    /* datagrams reported */
+  uint32_t slot = 0; /* slots used (== n without offsets) */
   int transient_budget = 8; /* a pending socket error is consumed by one call; bound the retries anyway */
-  while (n < max) {
-    uint32_t want = max - n < TG_MMSG_CHUNK ? max - n : TG_MMSG_CHUNK;
+  while (n < max && slot < max) {
+    uint32_t want = max - slot;
+    if (u->gro) {
+      uint32_t room = max - n;
+      if (room < TG_GRO_SEGMENTS && n > 0) break; /* the next message might not fit */
+      uint32_t fit = room / TG_GRO_SEGMENTS;
+      if (want > fit) want = fit > 0 ? fit : 1;
+    }
+    if (want > TG_MMSG_CHUNK) want = TG_MMSG_CHUNK;
     for (uint32_t k = 0; k < want; k++) {
-      u->iov[k].iov_base = slab + (size_t)(n + k) * slot_size + headroom;
+      u->iov[k].iov_base = slab + (size_t)(slot + k) * slot_size + headroom;
       u->iov[k].iov_len = cap;
       memset(&u->msgs[k], 0, sizeof u->msgs[k]);
       u->msgs[k].msg_hdr.msg_name = &u->names[k];
@@ -324,21 +374,50 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       if (n > 0) break;
       return tg_throw_errno(env, err, "recvmmsg");
     }
-    uint32_t got = n;
     for (uint32_t k = 0; k < (uint32_t)r; k++) {
       if (u->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
         tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
         continue;
       }
       uint32_t len = u->msgs[k].msg_len;
-      if (got != n + k) memmove(slab + (size_t)got * slot_size + headroom, u->iov[k].iov_base, len);
-      lengths[got] = len;
-      uint8_t *ep = eps + (size_t)got * TG_EP_SIZE;
-      tg_ep_from_sockaddr(&u->names[k], ep);
-      read_source(&u->msgs[k].msg_hdr, ep);
-      got++;
+      if (offsets == NULL) {
+        if (n != slot + k) memmove(slab + (size_t)n * slot_size + headroom, u->iov[k].iov_base, len);
+        lengths[n] = len;
+        uint8_t *ep = eps + (size_t)n * TG_EP_SIZE;
+        tg_ep_from_sockaddr(&u->names[k], ep);
+        read_source(&u->msgs[k].msg_hdr, ep);
+        n++;
+        continue;
+      }
+      uint32_t seg = u->gro ? read_gro_size(&u->msgs[k].msg_hdr) : 0;
+      if (seg == 0 || seg > len) seg = len;
+      uint32_t at = (uint32_t)((size_t)(slot + k) * slot_size + headroom);
+      const uint8_t *first = NULL;
+      uint32_t off = 0;
+      do {
+        if (n >= max) {
+          /* A run longer than the batch's entries: the rest is dropped and counted. */
+          uint32_t left = (len - off + seg - 1) / seg;
+          tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
+          io->stats.rx_truncated += left - 1;
+          break;
+        }
+        uint32_t l = len - off < seg ? len - off : seg;
+        offsets[n] = at + off;
+        lengths[n] = l;
+        uint8_t *ep = eps + (size_t)n * TG_EP_SIZE;
+        if (first == NULL) {
+          tg_ep_from_sockaddr(&u->names[k], ep);
+          read_source(&u->msgs[k].msg_hdr, ep);
+          first = ep;
+        } else {
+          memcpy(ep, first, TG_EP_SIZE);
+        }
+        n++;
+        off += l;
+      } while (off < len);
     }
-    n = got;
+    slot = offsets == NULL ? n : slot + (uint32_t)r;
     if ((uint32_t)r < want) break; /* the queue is drained */
   }
   return tg_uint(env, n);
@@ -508,8 +587,33 @@ static napi_value udp_segmentation(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* receiveOffload(enable?: boolean) -> whether UDP_GRO is on (see recvBatch). With an
+ * argument, turns it on or off first; a kernel that refuses leaves it off. */
+static napi_value udp_receive_offload(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], this_arg;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "receiveOffload");
+  if (io == NULL) return NULL;
+  tg_udp *u = (tg_udp *)io;
+  if (argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, argv[0], &t);
+    if (t != napi_undefined) {
+      bool on;
+      if (!tg_arg_bool(env, argv[0], "enable", &on)) return NULL;
+      int v = on ? 1 : 0;
+      if (setsockopt(io->fd, SOL_UDP, UDP_GRO, &v, sizeof v) == 0) u->gro = on;
+      else if (!on) u->gro = false;
+    }
+  }
+  napi_value v;
+  napi_get_boolean(env, u->gro, &v);
+  return v;
+}
+
 napi_value tg_init_udp(napi_env env, napi_value exports) {
-  napi_property_descriptor props[12];
+  napi_property_descriptor props[13];
   size_t n = 0;
   for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
   props[n++] = (napi_property_descriptor){"recvBatch", NULL, udp_recv_batch, NULL, NULL, NULL, napi_default, NULL};
@@ -517,6 +621,8 @@ napi_value tg_init_udp(napi_env env, napi_value exports) {
   props[n++] = (napi_property_descriptor){"localEndpoint", NULL, udp_local_endpoint, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"bufferSizes", NULL, udp_buffer_sizes, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"segmentation", NULL, udp_segmentation, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] =
+      (napi_property_descriptor){"receiveOffload", NULL, udp_receive_offload, NULL, NULL, NULL, napi_default, NULL};
   napi_value cls;
   if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, udp_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "UdpHandle", cls);

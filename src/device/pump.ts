@@ -14,7 +14,10 @@
 //
 // Packet sizes: every slot holds a whole WireGuard message (DEVICE_SLOT > 65,535 bytes), so
 // any inner packet the TUN hands over up to MAX_PACKET and any datagram a peer sends fits,
-// whatever the MTU on either side (see deviceBuffers() for what that costs in memory).
+// whatever the MTU on either side (see DeviceIo for what that costs in memory).
+//
+// Handshake messages the engine queued under load are worked off one slice per event-loop
+// turn (setImmediate), after the turn's I/O callbacks.
 //
 // Policy on errors (the same for the NIC data plane, nic/dataplane.ts, through IoGuard):
 //   - Per-packet problems never throw: the native layer and the engine count them
@@ -36,6 +39,7 @@
 
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
+import { receiveOffloadDefault } from '../native/udp.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { type Engine, MAX_PADDED_SIZE } from '../protocol/engine.js';
 import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
@@ -62,6 +66,12 @@ export const MAX_PACKET = MAX_PADDED_SIZE;
 /** The smallest TUN MTU accepted (IPv4's minimum datagram size). */
 export const MIN_TUN_MTU = 576;
 export const DEFAULT_TUN_MTU = 1420;
+/**
+ * Datagrams one received message may carry with UDP receive offload (the kernel's GRO
+ * merges at most 64): a receive batch ends early when fewer entries than this are left, so
+ * a batch of more than DEVICE_BATCH - RECV_RUN datagrams may have left some in the queue.
+ */
+const RECV_RUN = 64;
 /** Batches drained per readiness event before yielding to the other direction and timers. */
 const DRAIN_ROUNDS = 8;
 /** Errno names that are counted and retried instead of closing the device. */
@@ -227,7 +237,14 @@ export class DevicePump {
     this.now = opts.now;
     this.onFatal = opts.onFatal;
     this.guard = new IoGuard(opts.log);
-    this.socket = this.openSocket(0);
+    this.socket = this.open(0);
+  }
+
+  /** Opens the socket on `port` with receive offload (unless TENGUARD_UDP_GRO=off). */
+  private open(port: number): PacketSocket {
+    const s = this.openSocket(port);
+    if (receiveOffloadDefault()) s.receiveOffload?.(true);
+    return s;
   }
 
   get localPort(): number {
@@ -280,7 +297,7 @@ export class DevicePump {
   rebind(port: number): void {
     let next: PacketSocket;
     try {
-      next = this.openSocket(port);
+      next = this.open(port);
     } catch (err) {
       throw new UapiError(UAPI_ERRNO.EADDRINUSE, `cannot bind UDP port ${port}: ${(err as Error).message}`, {
         cause: err,
@@ -392,7 +409,9 @@ export class DevicePump {
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       let n: number;
       try {
-        n = this.socket.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints);
+        // Datagram i is at b.offsets[i] (written by every call: the engine decrypts in place
+        // and hands back offsets of its own); with receive offload several share a slot.
+        n = this.socket.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints, b.offsets);
         this.guard.ok();
       } catch (err) {
         this.fatal('UDP receive', err);
@@ -401,8 +420,6 @@ export class DevicePump {
       if (n === 0) return;
       const id = this.identity;
       if (id === null || !id.hasPrivateKey) continue;
-      // The engine decrypts in place and hands back offsets of its own: restore ours each time.
-      for (let i = 0; i < n; i++) b.offsets[i] = i * b.slotSize;
       v.count = n;
       const res = this.engine.inbound(v, this.now());
       const tun = res.tun;
@@ -419,7 +436,7 @@ export class DevicePump {
       }
       if (!this.send(res.control)) return;
       this.scheduleHandshakes();
-      if (n < b.capacity) return;
+      if (n <= b.capacity - RECV_RUN) return;
     }
   }
 

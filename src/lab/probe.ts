@@ -144,8 +144,11 @@ export async function iperfTcpNs(
         };
       }
       if (opts.signal?.aborted) throw new TgError('TG_ERR_INTERRUPTED', 'iperf3 run interrupted');
-      // The server may not be listening yet: retry a refused connection for up to 2 s.
-      if (!/refused/i.test(j.error ?? '') || attempt >= 20) {
+      // The server may not be listening yet: retry a refused connection for up to 2 s; a connect
+      // that timed out (1 s, on a loaded machine) is tried again twice.
+      const refused = /refused/i.test(j.error ?? '') && attempt < 20;
+      const timedOut = /timed out/i.test(j.error ?? '') && attempt < 2;
+      if (!refused && !timedOut) {
         throw new TgError('TG_ERR_COMMAND_FAILED', `iperf3 ${client} -> ${target}: ${j.error}`);
       }
       await sleep(100);

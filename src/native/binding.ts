@@ -35,6 +35,7 @@ export interface RawUdp extends RawIo {
     max: number,
     lengths: Uint32Array,
     endpoints: Buffer,
+    offsets?: Uint32Array,
   ): number;
   sendBatch(
     slab: Buffer,
@@ -46,6 +47,7 @@ export interface RawUdp extends RawIo {
   localEndpoint(out: Buffer): void;
   bufferSizes(): { rcvBuf: number; sndBuf: number };
   segmentation(enable?: boolean): boolean;
+  receiveOffload(enable?: boolean): boolean;
 }
 
 export interface RawAead {

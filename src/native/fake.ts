@@ -435,9 +435,12 @@ export class FakeUdpSocket implements PacketSocket {
     max: number,
     lengths: Uint32Array,
     endpoints: Buffer,
+    offsets?: Uint32Array,
   ): number {
     checkSlots(slab, slotSize, headroom, max, lengths);
     checkEndpoints(endpoints, max, 'max');
+    if (offsets !== undefined && offsets.length < max)
+      throw new RangeError(`offsets must hold max (${max}) entries, has ${offsets.length}`);
     if (this.closed) throw errnoError('EBADF', 'recvmmsg');
     const room = slotSize - headroom;
     let n = 0;
@@ -450,6 +453,7 @@ export class FakeUdpSocket implements PacketSocket {
       }
       d.data.copy(slab, n * slotSize + headroom);
       lengths[n] = d.data.length;
+      if (offsets !== undefined) offsets[n] = n * slotSize + headroom;
       d.source.copy(endpoints, n * ENDPOINT_SIZE);
       n++;
     }

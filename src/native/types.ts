@@ -72,6 +72,11 @@ export interface PacketSocket extends PacketIo {
    * endpoints[i*ENDPOINT_SIZE ...], with the local address it was sent to as the record's
    * source where the socket can tell (see src/net/endpoint.ts). Needs endpoints.length >=
    * max*ENDPOINT_SIZE.
+   *
+   * With `offsets` (at least max entries), datagram i is at slab[offsets[i] ...] instead:
+   * each received message has a slot of its own, and on a socket with receive offload
+   * (receiveOffload) one message may carry a run of datagrams, reported one by one at their
+   * places inside the slot. A socket with receive offload needs `offsets`.
    */
   recvBatch(
     slab: Buffer,
@@ -80,7 +85,13 @@ export interface PacketSocket extends PacketIo {
     max: number,
     lengths: Uint32Array,
     endpoints: Buffer,
+    offsets?: Uint32Array,
   ): number;
+  /**
+   * UDP generic receive offload (UDP_GRO): with an argument turns it on or off; returns
+   * whether it is on (a kernel that refuses leaves it off). Sockets without it leave this out.
+   */
+  receiveOffload?(enable?: boolean): boolean;
   /**
    * Sends datagram i = slab[offsets[i] .. +lengths[i]) to the endpoint record at
    * endpoints[i*ENDPOINT_SIZE ...], from the record's source address when it has one and

@@ -37,6 +37,14 @@ function segmentationDefault(): boolean {
   return process.env[UDP_GSO_ENV] !== 'off';
 }
 
+/** Set TENGUARD_UDP_GRO=off to keep a device's socket from receiving coalesced runs. */
+export const UDP_GRO_ENV = 'TENGUARD_UDP_GRO';
+
+/** Whether a device turns on UDP receive offload (PacketSocket.receiveOffload). */
+export function receiveOffloadDefault(): boolean {
+  return process.env[UDP_GRO_ENV] !== 'off';
+}
+
 export class NativeUdpSocket implements PacketSocket {
   private readonly raw: RawUdp;
   private port = -1;
@@ -108,8 +116,13 @@ export class NativeUdpSocket implements PacketSocket {
     max: number,
     lengths: Uint32Array,
     endpoints: Buffer,
+    offsets?: Uint32Array,
   ): number {
-    return this.raw.recvBatch(slab, slotSize, headroom, max, lengths, endpoints);
+    return this.raw.recvBatch(slab, slotSize, headroom, max, lengths, endpoints, offsets);
+  }
+
+  receiveOffload(enable?: boolean): boolean {
+    return this.raw.receiveOffload(enable);
   }
 
   sendBatch(

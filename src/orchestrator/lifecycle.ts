@@ -20,6 +20,7 @@
 // taken as done). A spin-up or migration that fails part way undoes its steps in reverse and
 // throws TG_ERR_STEP_FAILED naming the step. PSKs pass through this process on their way from
 // the NIC to the vSwitch and are never stored or logged.
+import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { SignedTenantKey, TenantPeerInput } from '../nic/agent.js';
 import type { NicClient } from '../nic/client.js';
@@ -603,11 +604,15 @@ export class Lifecycle {
     await this.publishGrants({ actual, strict: [] });
   }
 
-  /** The NIC's signed off-host key of a tenant (cached while the NIC holds the tenant). */
+  /**
+   * The NIC's signed off-host key of a tenant (cached while the NIC holds the tenant). Under
+   * mTLS it carries the NIC's certificate chain, which the NIC renews at half life: past that
+   * the key is fetched again, so that peers never get a chain about to expire.
+   */
   async tenantKey(host: HostRecord, tenant: string): Promise<SignedTenantKey> {
     const v = this.view(host.name);
     let k = v.tenantKeys.get(tenant);
-    if (k === undefined) {
+    if (k === undefined || !chainFresh(k.nicCertificate, Date.now())) {
       k = await this.agents.of(host).nic.tenantKey(tenant);
       v.tenantKeys.set(tenant, k);
     }
@@ -671,6 +676,19 @@ export class Lifecycle {
 
 export function putPolicy(nic: NicClient, tenant: string, document: unknown): Promise<unknown> {
   return nic.setPolicy(tenant, document);
+}
+
+/** Whether a NIC's certificate chain (leaf first) is before half its leaf's lifetime; true without one. */
+export function chainFresh(chainPem: string | undefined, now: number): boolean {
+  if (chainPem === undefined) return true;
+  try {
+    const leaf = new X509Certificate(chainPem);
+    const from = Date.parse(leaf.validFrom);
+    const to = Date.parse(leaf.validTo);
+    return now < from + (to - from) / 2;
+  } catch {
+    return false;
+  }
 }
 
 /** A comparable summary of a tenant's peers: each NIC's off-host key and workloads, sorted. */

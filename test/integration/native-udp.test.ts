@@ -296,6 +296,79 @@ test('segmented sends (UDP GSO) deliver the same datagrams, in order, as one sen
   assert.deepEqual(results[0], results[1]);
 });
 
+test('receive offload (UDP GRO): runs arrive as one message each and are reported datagram by datagram, in order', () => {
+  // Runs of one size to one socket (loopback hands a GSO run on whole to a GRO socket),
+  // broken by a shorter packet, a longer one and an empty datagram.
+  const plan: number[] = [
+    ...Array.from({ length: 64 }, () => 1400),
+    ...Array.from({ length: 20 }, () => 1400),
+    700,
+    1500,
+    1500,
+    0,
+    ...Array.from({ length: 64 }, () => 100),
+  ];
+  const a = NativeUdpSocket.open({ address: '127.0.0.1', segmentation: true });
+  const b = NativeUdpSocket.open({ address: '127.0.0.1' });
+  try {
+    assert.equal(b.receiveOffload(), false, 'off until asked for');
+    assert.equal(b.receiveOffload(true), true, 'the kernel takes UDP_GRO');
+    const tx = new PacketBatch(plan.length, 2048, 0);
+    plan.forEach((len, i) => {
+      tx.lengths[i] = len;
+      if (len >= 4) tx.slab.writeUInt32BE(i, tx.offsets[i]);
+      tx.slab.fill(i & 0xff, tx.offsets[i] + 4, tx.offsets[i] + len);
+      encodeEndpoint(`127.0.0.1:${b.localPort}`, tx.endpoints, i * ENDPOINT_SIZE);
+    });
+    assert.equal(a.sendBatch(tx.slab, tx.offsets, tx.lengths, tx.endpoints, plan.length), plan.length);
+    const rx = new PacketBatch(128, 65_536 + 4096, 0);
+    assert.throws(
+      () => b.recvBatch(rx.slab, rx.slotSize, 0, 128, rx.lengths, rx.endpoints),
+      /needs the offsets argument/,
+    );
+    const seen: number[] = [];
+    const slots = new Set<number>();
+    for (let call = 0; call < 20; call++) {
+      const n = b.recvBatch(rx.slab, rx.slotSize, 0, 128, rx.lengths, rx.endpoints, rx.offsets);
+      if (n === 0) break;
+      for (let k = 0; k < n; k++) {
+        const len = rx.lengths[k];
+        const at = rx.offsets[k];
+        slots.add(call * 1000 + Math.floor(at / rx.slotSize));
+        assert.equal(decodeEndpoint(rx.endpoints, k * ENDPOINT_SIZE), `127.0.0.1:${a.localPort}`);
+        const i = len >= 4 ? rx.slab.readUInt32BE(at) : -1;
+        if (i >= 0) {
+          assert.equal(len, plan[i], `datagram ${i} keeps its length`);
+          assert.ok(
+            rx.slab.subarray(at + 4, at + len).every((x) => x === (i & 0xff)),
+            `payload of ${i}`,
+          );
+        }
+        seen.push(i >= 0 ? i : -1 - len);
+      }
+    }
+    assert.deepEqual(
+      seen,
+      plan.map((len, i) => (len >= 4 ? i : -1 - len)),
+      'every datagram once, in order',
+    );
+    assert.ok(slots.size < plan.length / 4, `${plan.length} datagrams in ${slots.size} messages`);
+    assert.equal(b.stats().rxTruncated, 0);
+
+    // A batch with fewer entries than a run: the run's rest is a counted drop.
+    tx.lengths.fill(1000, 0, 64);
+    for (let i = 0; i < 64; i++) tx.slab.writeUInt32BE(i, tx.offsets[i]);
+    assert.equal(a.sendBatch(tx.slab, tx.offsets, tx.lengths, tx.endpoints, 64), 64);
+    const n = b.recvBatch(rx.slab, rx.slotSize, 0, 8, rx.lengths, rx.endpoints, rx.offsets);
+    assert.equal(n, 8);
+    for (let k = 0; k < 8; k++) assert.equal(rx.slab.readUInt32BE(rx.offsets[k]), k);
+    assert.equal(b.stats().rxTruncated, 56);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 test('sticky source: a datagram records the local address it came to; replies leave from it, or from the kernel’s choice once it is not local', () => {
   const a = NativeUdpSocket.open({}); // dual-stack [::]:0
   const b = NativeUdpSocket.open({ address: '127.0.0.1' });

@@ -216,3 +216,15 @@ test('ranges: every planned address lies in LAB_RANGES; common host networks do 
       `${a} in a lab range`,
     );
 });
+
+test('link MTU: 1,500 unless asked, 1,280 to 9,000 accepted, anything else refused', () => {
+  const size = { hosts: 1, tenants: 1, workloads: 1 };
+  assert.equal(planLab('tgm', size).mtu, 1500);
+  assert.equal(planLab('tgm', size, 1280).mtu, 1280);
+  assert.equal(planLab('tgm', size, 9000).mtu, 9000);
+  for (const bad of [1279, 9001, 1500.5])
+    assert.throws(
+      () => planLab('tgm', size, bad),
+      (e: unknown) => e instanceof TgError && /lab MTU/.test(e.message),
+    );
+});
