@@ -7,6 +7,7 @@ import { LabAgents } from '../lab/agents.js';
 import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '../lab/index.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
+import { podmanStep } from './cni-step.js';
 import type { DemoControl } from './control.js';
 import type { DemoReporter } from './report.js';
 import { DemoSteps } from './steps.js';
@@ -16,8 +17,8 @@ export interface DemoOptions {
   iperfSeconds: number;
 }
 
-/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, then teardown. */
-export const TOTAL_STEPS = 13;
+/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
+export const TOTAL_STEPS = 14;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -90,6 +91,7 @@ export async function runDemo(
     await phase('throughput', () => s.throughput());
     await phase('migration', () => s.migrate());
     await phase('spin-down', () => s.spinDown());
+    await phase('podman', () => podmanStep({ lab, control: control!, report }));
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
       ours = false;
