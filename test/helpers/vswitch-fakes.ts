@@ -79,10 +79,8 @@ export class FakePlatform implements VSwitchPlatform {
   }
 
   async linkExists(netns: string, name: string): Promise<boolean> {
-    return (
-      this.plumbed.get(netns)?.netnsIfname === name ||
-      (name === 'tg0' && this.plumbed.get(netns)?.netnsIfname === undefined)
-    );
+    const p = this.plumbed.get(netns);
+    return p !== undefined && (p.netnsIfname ?? 'tg0') === name;
   }
 
   async plumb(p: Plumbing): Promise<void> {
