@@ -12,11 +12,10 @@ import { installCni } from '../cni/install.js';
 import type { LabState } from '../lab/index.js';
 import { run } from '../util/exec.js';
 import { allowWithinTenant, type DemoControl } from './control.js';
-import { BUSYBOX, Podman } from './podman.js';
+import { BUSYBOX, CNI_CACHE, cleanCniCache, Podman } from './podman.js';
 import type { DemoReporter } from './report.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
-const CNI_CACHE = '/var/lib/cni';
 const TENANTS = [
   { name: 'pods-a', pool: '100.64.50.0/24' },
   { name: 'pods-b', pool: '100.64.51.0/24' },
@@ -129,12 +128,7 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
     await P.cmd(['rm', '-f', '-a', '-t', '1']).catch(() => undefined);
     await P.cmd(['rmi', '-a', '-f']).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
-    const results = join(CNI_CACHE, 'results');
-    if (existsSync(results))
-      for (const f of readdirSync(results))
-        if (f.startsWith(`${prefix}-`)) rmSync(join(results, f), { force: true });
-    if (!cacheExisted && existsSync(results) && readdirSync(results).length === 0)
-      rmSync(CNI_CACHE, { recursive: true, force: true });
+    cleanCniCache(prefix, cacheExisted);
   }
   const left = (existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter(
     (n) => n.startsWith('netns-') && !netnsBefore.has(n),

@@ -3,7 +3,7 @@
 // this kind of machine needs (runc: crun refuses the hybrid cgroups; cgroupfs; ulimits within
 // the machine's). Images come from `podman import` of a busybox-static rootfs: no registry.
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
 
@@ -116,4 +116,20 @@ export class Podman {
       ...cmd,
     ];
   }
+}
+
+/** libcni's cache directory (podman's CNI backend has no option to move it). */
+export const CNI_CACHE = '/var/lib/cni';
+
+/**
+ * Removes the cached results of the networks named `<prefix>-...` (DEL removes them; a failure
+ * may not) and the cache directory itself when it did not exist before (`existed`) and is empty.
+ */
+export function cleanCniCache(prefix: string, existed: boolean): void {
+  const results = join(CNI_CACHE, 'results');
+  if (existsSync(results))
+    for (const f of readdirSync(results))
+      if (f.startsWith(`${prefix}-`)) rmSync(join(results, f), { force: true });
+  if (!existed && existsSync(results) && readdirSync(results).length === 0)
+    rmSync(CNI_CACHE, { recursive: true, force: true });
 }

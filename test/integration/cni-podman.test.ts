@@ -13,7 +13,7 @@ import { listNamespaces } from '../../src/lab/index.js';
 import { run } from '../../src/util/exec.js';
 import { cniPrefix } from '../helpers/cni.js';
 import { ALLOW_WITHIN, type OrchLab, startOrchLab, stopOrchLab } from '../helpers/orch.js';
-import { Podman } from '../helpers/podman.js';
+import { CNI_CACHE, cleanCniCache, Podman } from '../helpers/podman.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const prefix = cniPrefix();
@@ -22,8 +22,6 @@ let L: OrchLab | undefined;
 let P: Podman | undefined;
 let dir = '';
 let netnsBefore = new Set<string>();
-/** libcni's cache directory (podman's CNI backend has no option to move it). */
-const CNI_CACHE = '/var/lib/cni';
 let cacheExisted = true;
 const figures: Record<string, number> = {};
 
@@ -108,12 +106,7 @@ after(async () => {
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
   // Our networks' cached results (DEL removes them; a failure may not), and the cache
   // directory itself when this test made it.
-  const results = join(CNI_CACHE, 'results');
-  if (existsSync(results))
-    for (const f of readdirSync(results))
-      if (f.startsWith(`${prefix}-`)) rmSync(join(results, f), { force: true });
-  if (!cacheExisted && existsSync(results) && readdirSync(results).length === 0)
-    rmSync(CNI_CACHE, { recursive: true, force: true });
+  cleanCniCache(prefix, cacheExisted);
   process.stderr.write(`cni-podman figures: ${JSON.stringify(figures)}\n`);
   const left = (await listNamespaces()).filter(
     (n) => n.startsWith(prefix) || (n.startsWith('netns-') && !netnsBefore.has(n)),

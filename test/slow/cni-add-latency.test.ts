@@ -5,7 +5,7 @@
 // orchestrator API's spin-up to first packet (no plugin process) and PODMAN (default 5)
 // `podman run` to first packet. Prints medians and the ratio CNI/API.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -16,7 +16,7 @@ import type { WorkloadRecord } from '../../src/orchestrator/model.js';
 import { run } from '../../src/util/exec.js';
 import { callPlugin, cniPrefix } from '../helpers/cni.js';
 import { ALLOW_WITHIN, type OrchLab, startOrchLab, stopOrchLab } from '../helpers/orch.js';
-import { Podman } from '../helpers/podman.js';
+import { CNI_CACHE, cleanCniCache, Podman } from '../helpers/podman.js';
 
 const COUNT = Number(process.env.TG_CNI_ADD_COUNT ?? 50);
 const PODMAN = Number(process.env.TG_CNI_PODMAN_COUNT ?? 5);
@@ -25,6 +25,7 @@ const prefix = cniPrefix();
 let L: OrchLab | undefined;
 let dir = '';
 let P: Podman | undefined;
+let cacheExisted = true;
 
 async function firstReply(
   ns: string,
@@ -49,6 +50,7 @@ const med = (v: number[]): number =>
   );
 
 before(async () => {
+  cacheExisted = existsSync(CNI_CACHE);
   L = await startOrchLab(prefix);
   await L.client.createTenant({ name: 'bench', pool: '100.64.100.0/22' });
   await L.client.setPolicy('bench', ALLOW_WITHIN('bench'));
@@ -80,6 +82,7 @@ after(async () => {
   await P?.cmd(['rm', '-f', '-a', '-t', '2']).catch(() => undefined);
   await stopOrchLab(L, prefix);
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  cleanCniCache(prefix, cacheExisted);
   const left = (await listNamespaces()).filter((n) => n.startsWith(prefix));
   assert.deepEqual(left, [], 'namespaces left behind');
 });
