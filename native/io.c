@@ -10,7 +10,7 @@
  *    can be collected; its finalizer closes the fd;
  *  - close() hands the uv_poll_t to uv_close() (libuv frees it in the close callback, so
  *    no handle dangles) and then closes the fd, which libuv allows once uv_close() was
- *    called; it is idempotent;
+ *    called, and frees the kind's buffers; it is idempotent;
  *  - an async env cleanup hook closes both if the environment (e.g. a worker) ends first. */
 #include <errno.h>
 #include <stdlib.h>
@@ -52,6 +52,9 @@ static bool release_os(tg_io *io, napi_async_cleanup_hook_handle hook_for_close)
     close(io->fd);
     io->fd = -1;
   }
+  /* Every method that uses the buffers first refuses a closed handle (EBADF). */
+  free(io->bufs);
+  io->bufs = NULL;
   return closing;
 }
 

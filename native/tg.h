@@ -62,6 +62,10 @@ typedef struct tg_io {
   napi_ref callback;      /* JS readiness callback (err | null) */
   napi_async_context async;
   napi_async_cleanup_hook_handle cleanup; /* closes the fd and handle if the env ends first */
+  /* The kind's working buffers (tens of KB), freed when the fd is closed rather than when
+   * the wrapper is collected: V8 does not see this memory, so a closed handle would keep
+   * it until some unrelated collection (RSS grew with every device created and deleted). */
+  void *bufs;
   tg_stats stats;
 } tg_io;
 

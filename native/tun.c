@@ -26,7 +26,7 @@ typedef struct tg_tun {
   tg_io io; /* first: freed as one block by io.c */
   bool vnet;     /* IFF_VNET_HDR: packets carry a virtio_net_hdr (coalesce.c) */
   bool coalesce; /* with vnet: writes coalesce TCP segments */
-  tg_vnet *rx;   /* with vnet: read state, in the same allocation */
+  tg_vnet *rx;   /* with vnet: read state (== io.bufs, freed at close) */
 } tg_tun;
 
 /* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
@@ -61,18 +61,23 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
     if (ioctl(fd, TUNSETOFFLOAD, off) < 0) ioctl(fd, TUNSETOFFLOAD, 0);
   }
-  tg_tun *t = calloc(1, sizeof *t + (vnet_hdr ? sizeof(tg_vnet) : 0));
-  if (t == NULL) {
+  tg_tun *t = calloc(1, sizeof *t);
+  tg_vnet *rx = vnet_hdr ? calloc(1, sizeof *rx) : NULL;
+  if (t == NULL || (vnet_hdr && rx == NULL)) {
     close(fd);
+    free(t);
+    free(rx);
     return tg_throw_errno(env, ENOMEM, "tun");
   }
   t->io.kind = TG_KIND_TUN;
   t->io.fd = fd;
+  t->io.bufs = rx;
   t->vnet = vnet_hdr;
   t->coalesce = vnet_hdr;
-  t->rx = vnet_hdr ? (tg_vnet *)(t + 1) : NULL;
+  t->rx = rx;
   if (!tg_io_attach(env, this_arg, &t->io)) {
     close(fd);
+    free(rx);
     free(t);
     return NULL;
   }

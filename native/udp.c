@@ -53,6 +53,24 @@
 #endif
 #define TG_GRO_SEGMENTS 64
 
+/* Preallocated per socket so that a batch costs no allocation; freed at close (io.c), not
+ * when V8 gets round to collecting the wrapper. sockaddr_in6 is large enough for
+ * sockaddr_in as well. */
+typedef struct tg_udp_bufs {
+  /* Packets per message of the chunk being sent. */
+  uint16_t segs[TG_MMSG_CHUNK];
+  /* Control messages: on send a segment size and a source address, on receive the
+   * packet-info messages (one of each family at most) and the GRO segment size. */
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(struct in6_pktinfo)) +
+             CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct cmsghdr align;
+  } ctrl[TG_MMSG_CHUNK];
+  struct mmsghdr msgs[TG_MMSG_CHUNK];
+  struct iovec iov[TG_MMSG_CHUNK];
+  struct sockaddr_in6 names[TG_MMSG_CHUNK];
+} tg_udp_bufs;
+
 typedef struct tg_udp {
   tg_io io; /* first: freed as one block by io.c */
   int family;
@@ -64,20 +82,7 @@ typedef struct tg_udp {
    * of them, as it does when a segment exceeds the route's MTU (such datagrams leave as IP
    * fragments, one by one). */
   uint32_t gso_refused_size;
-  /* Packets per message of the chunk being sent. */
-  uint16_t segs[TG_MMSG_CHUNK];
-  /* Control messages: on send a segment size and a source address, on receive the
-   * packet-info messages (one of each family at most). */
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(struct in6_pktinfo)) +
-             CMSG_SPACE(sizeof(struct in_pktinfo))];
-    struct cmsghdr align;
-  } ctrl[TG_MMSG_CHUNK];
-  /* Preallocated per socket so that a batch costs no allocation. sockaddr_in6 is large
-   * enough for sockaddr_in as well. */
-  struct mmsghdr msgs[TG_MMSG_CHUNK];
-  struct iovec iov[TG_MMSG_CHUNK];
-  struct sockaddr_in6 names[TG_MMSG_CHUNK];
+  tg_udp_bufs *b; /* == io.bufs */
 } tg_udp;
 
 /* Big socket buffers absorb bursts between event-loop turns. SO_*BUFFORCE (root, or
@@ -136,19 +141,19 @@ static uint32_t read_gro_size(struct msghdr *h) {
 /* Writes message j's control messages: the segment size when it carries more than one
  * segment, the source address when `ep` (may be NULL) has one and `with_source`. */
 static void build_control(tg_udp *u, uint32_t j, const uint8_t *ep, bool with_source) {
-  struct msghdr *h = &u->msgs[j].msg_hdr;
+  struct msghdr *h = &u->b->msgs[j].msg_hdr;
   bool source = with_source && ep != NULL && (ep[TG_EP_FLAGS] & TG_EP_HAS_SOURCE) != 0;
-  if (u->segs[j] < 2 && !source) {
+  if (u->b->segs[j] < 2 && !source) {
     h->msg_control = NULL;
     h->msg_controllen = 0;
     return;
   }
-  memset(u->ctrl[j].buf, 0, sizeof u->ctrl[j].buf);
-  h->msg_control = u->ctrl[j].buf;
-  h->msg_controllen = sizeof u->ctrl[j].buf;
+  memset(u->b->ctrl[j].buf, 0, sizeof u->b->ctrl[j].buf);
+  h->msg_control = u->b->ctrl[j].buf;
+  h->msg_controllen = sizeof u->b->ctrl[j].buf;
   struct cmsghdr *c = CMSG_FIRSTHDR(h);
   size_t used = 0;
-  if (u->segs[j] >= 2) {
+  if (u->b->segs[j] >= 2) {
     c->cmsg_level = SOL_UDP;
     c->cmsg_type = UDP_SEGMENT;
     c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
@@ -247,10 +252,15 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   }
 
   tg_udp *u = calloc(1, sizeof *u);
-  if (u == NULL) {
+  tg_udp_bufs *b = calloc(1, sizeof *b);
+  if (u == NULL || b == NULL) {
     close(fd);
+    free(u);
+    free(b);
     return tg_throw_errno(env, ENOMEM, "udp");
   }
+  u->b = b;
+  u->io.bufs = b;
   u->io.kind = TG_KIND_UDP;
   u->io.fd = fd;
   u->family = family;
@@ -258,6 +268,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->gso_refused_size = UINT32_MAX;
   if (!tg_io_attach(env, this_arg, &u->io)) {
     close(fd);
+    free(b);
     free(u);
     return NULL;
   }
@@ -352,17 +363,17 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
     }
     if (want > TG_MMSG_CHUNK) want = TG_MMSG_CHUNK;
     for (uint32_t k = 0; k < want; k++) {
-      u->iov[k].iov_base = slab + (size_t)(slot + k) * slot_size + headroom;
-      u->iov[k].iov_len = cap;
-      memset(&u->msgs[k], 0, sizeof u->msgs[k]);
-      u->msgs[k].msg_hdr.msg_name = &u->names[k];
-      u->msgs[k].msg_hdr.msg_namelen = sizeof u->names[k];
-      u->msgs[k].msg_hdr.msg_iov = &u->iov[k];
-      u->msgs[k].msg_hdr.msg_iovlen = 1;
-      u->msgs[k].msg_hdr.msg_control = u->ctrl[k].buf;
-      u->msgs[k].msg_hdr.msg_controllen = sizeof u->ctrl[k].buf;
+      u->b->iov[k].iov_base = slab + (size_t)(slot + k) * slot_size + headroom;
+      u->b->iov[k].iov_len = cap;
+      memset(&u->b->msgs[k], 0, sizeof u->b->msgs[k]);
+      u->b->msgs[k].msg_hdr.msg_name = &u->b->names[k];
+      u->b->msgs[k].msg_hdr.msg_namelen = sizeof u->b->names[k];
+      u->b->msgs[k].msg_hdr.msg_iov = &u->b->iov[k];
+      u->b->msgs[k].msg_hdr.msg_iovlen = 1;
+      u->b->msgs[k].msg_hdr.msg_control = u->b->ctrl[k].buf;
+      u->b->msgs[k].msg_hdr.msg_controllen = sizeof u->b->ctrl[k].buf;
     }
-    int r = recvmmsg(io->fd, u->msgs, want, MSG_DONTWAIT, NULL);
+    int r = recvmmsg(io->fd, u->b->msgs, want, MSG_DONTWAIT, NULL);
     if (r < 0) {
       int err = errno;
       if (err == EINTR) continue;
@@ -375,21 +386,21 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       return tg_throw_errno(env, err, "recvmmsg");
     }
     for (uint32_t k = 0; k < (uint32_t)r; k++) {
-      if (u->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
+      if (u->b->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
         tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
         continue;
       }
-      uint32_t len = u->msgs[k].msg_len;
+      uint32_t len = u->b->msgs[k].msg_len;
       if (offsets == NULL) {
-        if (n != slot + k) memmove(slab + (size_t)n * slot_size + headroom, u->iov[k].iov_base, len);
+        if (n != slot + k) memmove(slab + (size_t)n * slot_size + headroom, u->b->iov[k].iov_base, len);
         lengths[n] = len;
         uint8_t *ep = eps + (size_t)n * TG_EP_SIZE;
-        tg_ep_from_sockaddr(&u->names[k], ep);
-        read_source(&u->msgs[k].msg_hdr, ep);
+        tg_ep_from_sockaddr(&u->b->names[k], ep);
+        read_source(&u->b->msgs[k].msg_hdr, ep);
         n++;
         continue;
       }
-      uint32_t seg = u->gro ? read_gro_size(&u->msgs[k].msg_hdr) : 0;
+      uint32_t seg = u->gro ? read_gro_size(&u->b->msgs[k].msg_hdr) : 0;
       if (seg == 0 || seg > len) seg = len;
       uint32_t at = (uint32_t)((size_t)(slot + k) * slot_size + headroom);
       const uint8_t *first = NULL;
@@ -407,8 +418,8 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
         lengths[n] = l;
         uint8_t *ep = eps + (size_t)n * TG_EP_SIZE;
         if (first == NULL) {
-          tg_ep_from_sockaddr(&u->names[k], ep);
-          read_source(&u->msgs[k].msg_hdr, ep);
+          tg_ep_from_sockaddr(&u->b->names[k], ep);
+          read_source(&u->b->msgs[k].msg_hdr, ep);
           first = ep;
         } else {
           memcpy(ep, first, TG_EP_SIZE);
@@ -457,30 +468,30 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     for (; i < count && k < TG_MMSG_CHUNK; i++) {
       const uint8_t *ep = eps + (size_t)i * TG_EP_SIZE;
       uint32_t len = lengths[i];
-      u->iov[k].iov_base = slab + offsets[i];
-      u->iov[k].iov_len = len;
+      u->b->iov[k].iov_base = slab + offsets[i];
+      u->b->iov[k].iov_len = len;
       if (u->gso && run_open && len > 0 && len <= seg_size && seg_size < u->gso_refused_size &&
-          u->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
+          u->b->segs[m - 1] < TG_GSO_MAX_SEGMENTS &&
           run_bytes + len <= TG_GSO_MAX_BYTES && memcmp(ep, run_ep, TG_EP_SIZE) == 0) {
-        u->msgs[m - 1].msg_hdr.msg_iovlen++;
-        u->segs[m - 1]++;
+        u->b->msgs[m - 1].msg_hdr.msg_iovlen++;
+        u->b->segs[m - 1]++;
         run_bytes += len;
         run_open = len == seg_size; /* a shorter segment ends the run */
         k++;
         continue;
       }
-      unsigned sa_len = tg_ep_to_sockaddr(ep, u->family, &u->names[m]);
+      unsigned sa_len = tg_ep_to_sockaddr(ep, u->family, &u->b->names[m]);
       if (sa_len == 0) {
         tg_io_count_drop(&io->stats, &io->stats.tx_rejected, EAFNOSUPPORT);
         run_open = false;
         continue;
       }
-      memset(&u->msgs[m], 0, sizeof u->msgs[m]);
-      u->msgs[m].msg_hdr.msg_name = &u->names[m];
-      u->msgs[m].msg_hdr.msg_namelen = sa_len;
-      u->msgs[m].msg_hdr.msg_iov = &u->iov[k];
-      u->msgs[m].msg_hdr.msg_iovlen = 1;
-      u->segs[m] = 1;
+      memset(&u->b->msgs[m], 0, sizeof u->b->msgs[m]);
+      u->b->msgs[m].msg_hdr.msg_name = &u->b->names[m];
+      u->b->msgs[m].msg_hdr.msg_namelen = sa_len;
+      u->b->msgs[m].msg_hdr.msg_iov = &u->b->iov[k];
+      u->b->msgs[m].msg_hdr.msg_iovlen = 1;
+      u->b->segs[m] = 1;
       msg_ep[m] = ep;
       seg_size = len;
       run_bytes = len;
@@ -496,9 +507,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     while (at < m) {
       /* sendmmsg stops at the first failing message: it returns the count before it, and
        * the next call (starting at that message) returns its error. */
-      int r = sendmmsg(io->fd, u->msgs + at, m - at, MSG_DONTWAIT);
+      int r = sendmmsg(io->fd, u->b->msgs + at, m - at, MSG_DONTWAIT);
       if (r > 0) {
-        for (int j = 0; j < r; j++) sent += u->segs[at + (uint32_t)j];
+        for (int j = 0; j < r; j++) sent += u->b->segs[at + (uint32_t)j];
         at += (uint32_t)r;
         continue;
       }
@@ -516,29 +527,29 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       if (err == EAGAIN) {
         /* The send buffer is full: every later packet in this call would fail too. */
         uint32_t left = count - i;
-        for (uint32_t j = at; j < m; j++) left += u->segs[j];
+        for (uint32_t j = at; j < m; j++) left += u->b->segs[j];
         io->stats.tx_dropped += left;
         io->stats.last_errno = err;
         return tg_uint(env, sent);
       }
-      if (u->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
+      if (u->b->segs[at] > 1 && (err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP)) {
         /* The kernel or the route's device cannot segment: send this run packet by packet
          * and keep to single datagrams from now on. EINVAL is also the answer for segments
          * larger than the route's MTU: then only runs of this size or larger stay unsegmented. */
-        uint32_t size = (uint32_t)u->msgs[at].msg_hdr.msg_iov[0].iov_len;
+        uint32_t size = (uint32_t)u->b->msgs[at].msg_hdr.msg_iov[0].iov_len;
         if (err == EINVAL && size > 1200)
           u->gso_refused_size = size < u->gso_refused_size ? size : u->gso_refused_size;
         else
           u->gso = false;
         /* The single datagrams keep the source address (when it was not refused already). */
-        uint16_t segs = u->segs[at];
-        u->segs[at] = 1;
+        uint16_t segs = u->b->segs[at];
+        u->b->segs[at] = 1;
         build_control(u, at, msg_ep[at], true);
-        u->segs[at] = segs;
-        struct msghdr one = u->msgs[at].msg_hdr;
+        u->b->segs[at] = segs;
+        struct msghdr one = u->b->msgs[at].msg_hdr;
         one.msg_iovlen = 1;
-        for (uint32_t j = 0; j < u->segs[at]; j++) {
-          one.msg_iov = &u->msgs[at].msg_hdr.msg_iov[j];
+        for (uint32_t j = 0; j < u->b->segs[at]; j++) {
+          one.msg_iov = &u->b->msgs[at].msg_hdr.msg_iov[j];
           ssize_t w;
           do w = sendmsg(io->fd, &one, MSG_DONTWAIT);
           while (w < 0 && errno == EINTR);
@@ -548,7 +559,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
         at++;
         continue;
       }
-      uint32_t lost = u->segs[at];
+      uint32_t lost = u->b->segs[at];
       if (err == ENOBUFS) {
         tg_io_count_drop(&io->stats, &io->stats.tx_dropped, err);
         io->stats.tx_dropped += lost - 1;

@@ -6,6 +6,7 @@ import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '.
 import { serviceId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { MAX_TUNNEL_MTU, MIN_LINK_MTU, tunnelMtu } from '../nic/mtu.js';
+import { removeStaleSockets } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 import { JsonApiServer } from '../util/http-json.js';
@@ -130,6 +131,10 @@ export async function run(args: string[]): Promise<number> {
       log: log.child({ part: 'warm' }),
     });
   const daemon = new VSwitchDaemon({ platform, log, ifnamePrefix: prefix, mtu });
+  // Devices of an earlier daemon with this (validated) prefix that died with it (a crash, SIGKILL) left
+  // their UAPI socket files; the prefix is this daemon's alone, and live sockets are kept.
+  const stale = await removeStaleSockets(prefix);
+  if (stale.length > 0) log.info({ removed: stale }, 'removed UAPI sockets of devices that died earlier');
   const tls = mtls?.serverTls();
   let api: JsonApiServer;
   try {

@@ -131,6 +131,14 @@ export class LabAgents {
     return entry;
   }
 
+  /** Ends a host's vSwitch daemon by pid (SIGKILL: a crash; in shared mode its devices die with it). */
+  async stopVswitchd(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const v = this.vswitchds.get(host);
+    if (v === undefined) return;
+    this.vswitchds.delete(host);
+    await endProcess(v, signal);
+  }
+
   /** Ends a host's NIC agent by pid: SIGTERM (it wipes its keys), or SIGKILL to simulate a crash. */
   async stopNic(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const n = this.nics.get(host);

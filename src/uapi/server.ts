@@ -508,6 +508,42 @@ function setUmask(mask: number): number | null {
 }
 
 /**
+ * Removes the socket files in `dir` whose names start with `prefix` and that nobody answers
+ * on: those of devices that died without cleaning up (a daemon killed with its devices). A
+ * live socket or a file that is not a socket is left alone. Returns the names removed.
+ */
+export async function removeStaleSockets(prefix: string, dir: string = UAPI_SOCKET_DIR): Promise<string[]> {
+  if (prefix.length === 0 || prefix.includes('/'))
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `invalid socket name prefix "${prefix}"`);
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new TgError('TG_ERR_INTERNAL', `cannot list ${dir}`, { cause: err });
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.sock')) continue;
+    const path = join(dir, name);
+    try {
+      await removeStaleSocket(path);
+    } catch (err) {
+      if (err instanceof TgError && err.code === 'TG_ERR_CONFLICT') continue;
+      throw err;
+    }
+    if (
+      !(await lstat(path).then(
+        () => true,
+        () => false,
+      ))
+    )
+      removed.push(name);
+  }
+  return removed;
+}
+
+/**
  * Makes `path` free for a new socket: nothing there, or a socket nobody answers on (removed).
  * A live socket or any other kind of file is a conflict.
  */
