@@ -9,6 +9,7 @@
         "native/endpoint.c",
         "native/io.c",
         "native/process.c",
+        "native/secret.c",
         "native/slab.c",
         "native/tun.c",
         "native/udp.c",

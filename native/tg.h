@@ -151,6 +151,7 @@ napi_value tg_init_tun(napi_env env, napi_value exports);
 napi_value tg_init_udp(napi_env env, napi_value exports);
 napi_value tg_init_aead(napi_env env, napi_value exports);
 napi_value tg_init_process(napi_env env, napi_value exports);
+napi_value tg_init_secret(napi_env env, napi_value exports);
 napi_value tg_init_slab(napi_env env, napi_value exports);
 
 #endif

@@ -3,7 +3,9 @@
 // Arguments are checked before anything is sent; a bad one exits 2 with TG_ERR_USAGE.
 // --json prints the API's answer as one JSON document.
 import { createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { assembleIdentity, type Identity } from '../identity/identity.js';
 import { clientTlsOptions } from '../identity/mtls.js';
@@ -29,9 +31,12 @@ export const CONTROL_USAGE = `usage:
 
   every command takes --json (print the API's answer) and --api PATH (the orchestrator's socket;
   default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock).
-  Against an orchestrator under mTLS: --cert FILE (the operator's X.509-SVID chain, PEM),
-  --key FILE (its private key, PEM) and --ca-bundle FILE (trusted roots); the orchestrator must
-  prove spiffe://TD/service/orchestrator of the certificate's trust domain.`;
+  The orchestrator is called over mTLS as the operator: the X.509-SVID chain, its private key
+  and the trusted roots (PEM) are cert.pem, key.pem and bundle.pem in the operator directory,
+  $TENGUARD_HOME/operator, else /etc/tenguard/operator for root, else
+  ~/.config/tenguard/operator (key.pem readable by its owner only), or --cert FILE, --key FILE
+  and --ca-bundle FILE; the orchestrator must prove spiffe://TD/service/orchestrator of the
+  certificate's trust domain. --insecure: plain HTTP, against an orchestrator run --insecure.`;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -51,6 +56,7 @@ function parse(
         cert: { type: 'string' },
         key: { type: 'string' },
         'ca-bundle': { type: 'string' },
+        insecure: { type: 'boolean' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -108,10 +114,38 @@ function mtlsEndpoint(v: Values, socketPath: string): ApiEndpoint {
   return { socketPath, tls: () => clientTlsOptions(identity, bundle, [server]) };
 }
 
+/** The directory of the operator's credentials (cert.pem, key.pem, bundle.pem). */
+export function operatorDir(env: NodeJS.ProcessEnv = process.env): string {
+  const home = env.TENGUARD_HOME;
+  if (home !== undefined && home !== '') return join(home, 'operator');
+  if (process.getuid?.() === 0) return '/etc/tenguard/operator';
+  return join(homedir(), '.config', 'tenguard', 'operator');
+}
+
 function client(v: Values): OrchestratorClient {
   const socket = typeof v.api === 'string' ? v.api : defaultOrchestratorSocket();
-  const tls = v.cert !== undefined || v.key !== undefined || v['ca-bundle'] !== undefined;
-  return new OrchestratorClient(tls ? mtlsEndpoint(v, socket) : socket);
+  const flags = v.cert !== undefined || v.key !== undefined || v['ca-bundle'] !== undefined;
+  if (v.insecure === true) {
+    if (flags)
+      throw new TgError(
+        'TG_ERR_USAGE',
+        `--insecure and --cert/--key/--ca-bundle exclude each other\n${CONTROL_USAGE}`,
+      );
+    return new OrchestratorClient(socket);
+  }
+  if (flags) return new OrchestratorClient(mtlsEndpoint(v, socket));
+  const dir = operatorDir();
+  const files = {
+    cert: join(dir, 'cert.pem'),
+    key: join(dir, 'key.pem'),
+    'ca-bundle': join(dir, 'bundle.pem'),
+  };
+  if (!Object.values(files).every((f) => existsSync(f)))
+    throw new TgError(
+      'TG_ERR_USAGE',
+      `no operator credentials: ${dir} lacks cert.pem, key.pem or bundle.pem; give --cert, --key and --ca-bundle, or --insecure for an orchestrator run --insecure\n${CONTROL_USAGE}`,
+    );
+  return new OrchestratorClient(mtlsEndpoint({ ...v, ...files }, socket));
 }
 
 function out(v: Values, value: unknown, text: () => string): number {

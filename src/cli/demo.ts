@@ -10,7 +10,7 @@ import { validatePrefix } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
-const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S]
+const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
@@ -19,13 +19,16 @@ const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S]
   spin-down wiping keys, and a throughput figure. Then it removes everything.
   --prefix P          lab prefix (default tgdemo); an earlier run's leftovers are removed first
   --iperf-seconds S   length of the throughput run, 0..30 (default 3; 0 skips it)
-  --json              print one JSON object {control, policy, checks, figures, pids, notShown};
-                      progress goes to stderr`;
+  --insecure          run every API as plain HTTP instead of mTLS (logged as a warning; by
+                      default the lab gets its own CA and every service a SPIFFE identity)
+  --json              print one JSON object {control, policy, security, checks, figures, pids,
+                      notShown}; progress goes to stderr`;
 
 interface Options {
   json: boolean;
   prefix: string;
   iperfSeconds: number;
+  insecure: boolean;
   help: boolean;
 }
 
@@ -38,6 +41,7 @@ function parse(args: string[]): Options {
         json: { type: 'boolean' },
         prefix: { type: 'string' },
         'iperf-seconds': { type: 'string' },
+        insecure: { type: 'boolean' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -56,6 +60,7 @@ function parse(args: string[]): Options {
     json: values.json === true,
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
+    insecure: values.insecure === true,
     help: values.help === true,
   };
 }

@@ -3,19 +3,25 @@
 // wipes its keys when it stops: a restarted agent starts with no keys.
 import { isIP } from 'node:net';
 import { tuneRuntimeForDataPlane } from '../device/runtime.js';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs } from '../identity/service-mtls.js';
+import {
+  INSECURE_WARNING,
+  MTLS_ARG_OPTIONS,
+  MTLS_USAGE,
+  mtlsConfigFromArgs,
+} from '../identity/service-mtls.js';
 import { nicId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { validateLinkMtu } from '../nic/mtu.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot, run as runCommand } from '../util/exec.js';
+import { logger } from '../util/log.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
                     [--host-port N] [--fabric-port N] [--host-mtu N] [--fabric-mtu N]
-                    [--ca-socket PATH --ca-bundle FILE --trust-domain TD --host-name NAME
-                     [--allow-client ID]... [--cert-ttl S] [--bundle-refresh S]]
+                    (--ca-socket PATH --ca-bundle FILE --trust-domain TD --host-name NAME
+                     [--allow-client ID]... [--cert-ttl S] [--bundle-refresh S] | --insecure)
 
 Runs the NIC agent: the on-host leg on ADDR of the host link (--host-address), the off-host
 leg on ADDR of the fabric (--fabric-address), both UDP port ${DEFAULT_NIC_PORT} unless given, and
@@ -94,6 +100,7 @@ export async function run(args: string[]): Promise<number> {
   const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
   const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
   requireRoot('tenguard nic');
+  if (mtls === undefined) logger('nic').warn(INSECURE_WARNING);
   tuneRuntimeForDataPlane();
   const linkMtus = {
     hostLink: await linkMtu(values['host-mtu'] as string | undefined, '--host-mtu', hostAddress),

@@ -3,7 +3,13 @@
 // cleanly on SIGTERM/SIGINT (the agents and workloads keep running: a restarted
 // orchestrator reloads the store and changes nothing that is right).
 import { wipeTlsKey } from '../identity/mtls.js';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../identity/service-mtls.js';
+import {
+  INSECURE_WARNING,
+  MTLS_ARG_OPTIONS,
+  MTLS_USAGE,
+  mtlsConfigFromArgs,
+  ServiceMtls,
+} from '../identity/service-mtls.js';
 import { nicId, serviceId } from '../identity/spiffe.js';
 import type { AgentEndpointOf } from '../orchestrator/agents.js';
 import { ORCHESTRATOR_MAX_BODY_BYTES, orchestratorRoutes } from '../orchestrator/api.js';
@@ -15,7 +21,7 @@ import { JsonApiServer } from '../util/http-json.js';
 import { logger } from '../util/log.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
-const USAGE = `usage: tenguard orchestrator --data-dir DIR --api-socket PATH [--reconcile-ms N] [mTLS options]
+const USAGE = `usage: tenguard orchestrator --data-dir DIR --api-socket PATH [--reconcile-ms N] (mTLS options | --insecure)
 
 Runs the orchestrator: tenants, hosts, workloads and policy in a SQLite store in DIR,
 REST+JSON (OpenAPI at GET /openapi.json) on the Unix socket PATH, reconciliation every N ms
@@ -56,6 +62,7 @@ export async function run(args: string[]): Promise<number> {
   requireRoot('tenguard orchestrator');
 
   const log = logger('orchestrator');
+  if (mtlsConfig === undefined) log.warn(INSECURE_WARNING);
   const mtls =
     mtlsConfig === undefined ? undefined : await ServiceMtls.start(mtlsConfig, log.child({ part: 'mtls' }));
   const td = mtlsConfig?.trustDomain;

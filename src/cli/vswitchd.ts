@@ -2,7 +2,13 @@
 // and keeps one tunnel device per workload, driven through its API: each device its own
 // process (--isolation process, the default) or all inside the daemon (--isolation shared).
 import { wipeTlsKey } from '../identity/mtls.js';
-import { MTLS_ARG_OPTIONS, MTLS_USAGE, mtlsConfigFromArgs, ServiceMtls } from '../identity/service-mtls.js';
+import {
+  INSECURE_WARNING,
+  MTLS_ARG_OPTIONS,
+  MTLS_USAGE,
+  mtlsConfigFromArgs,
+  ServiceMtls,
+} from '../identity/service-mtls.js';
 import { serviceId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
 import { MAX_TUNNEL_MTU, MIN_LINK_MTU, tunnelMtu } from '../nic/mtu.js';
@@ -31,6 +37,7 @@ export const ISOLATION_ENV = 'TENGUARD_VSWITCH_ISOLATION';
 const USAGE = `usage: tenguard vswitchd --api-socket PATH --ifname-prefix PREFIX
                          [--mtu M | --host-mtu N --fabric-mtu N]
                          [--isolation process|shared] [--warm N]
+                         (mTLS options | --insecure)
 
 Runs the vSwitch daemon: one tunnel device per workload, created on request through the API
 (HTTP+JSON on the Unix socket PATH), its TUN moved into the workload's namespace as tg0.
@@ -119,6 +126,7 @@ export async function run(args: string[]): Promise<number> {
   setDumpable(false);
 
   const log = logger('vswitchd');
+  if (mtlsConfig === undefined) log.warn(INSECURE_WARNING);
   const mtls =
     mtlsConfig === undefined ? undefined : await ServiceMtls.start(mtlsConfig, log.child({ part: 'mtls' }));
   let platform: VSwitchPlatform =

@@ -8,6 +8,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { JOIN_TOKEN_ENV } from '../identity/service-mtls.js';
+import { serviceId } from '../identity/spiffe.js';
 import type { LabAgents } from '../lab/agents.js';
 import type { LabState } from '../lab/state.js';
 import type { KeyMetadata } from '../nic/keystore.js';
@@ -15,6 +17,7 @@ import { OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
 import type { PolicyDocument } from '../policy/model.js';
 import { TgError } from '../util/errors.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import type { DemoControl, DemoWorkload } from './control.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
@@ -44,8 +47,10 @@ export class OrchestratorControl implements DemoControl {
     readonly socket: string,
     readonly dataDir: string,
     private readonly hosts: string[],
+    endpoint: ApiEndpoint,
+    private readonly mtls: string | null,
   ) {
-    this.client = new OrchestratorClient(socket, 60_000);
+    this.client = new OrchestratorClient(endpoint, 60_000);
     this.exited = new Promise<void>((r) => {
       if (proc.exitCode !== null || proc.signalCode !== null) r();
       else proc.once('exit', () => r());
@@ -63,14 +68,22 @@ export class OrchestratorControl implements DemoControl {
     const dataDir = `${lab.runDir}/orchestrator`;
     const socket = `${lab.runDir}/orchestrator.sock`;
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const proc = spawn(
-      process.execPath,
-      [BIN, 'orchestrator', '--data-dir', dataDir, '--api-socket', socket],
-      {
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, TENGUARD_LOG_LEVEL: process.env.TENGUARD_LOG_LEVEL ?? 'warn' },
-      },
-    );
+    const args = [BIN, 'orchestrator', '--data-dir', dataDir, '--api-socket', socket];
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      TENGUARD_LOG_LEVEL: process.env.TENGUARD_LOG_LEVEL ?? 'warn',
+    };
+    const ca = agents.ca;
+    let endpoint: ApiEndpoint = socket;
+    let id: string | null = null;
+    if (ca === undefined) args.push('--insecure');
+    else {
+      id = serviceId(ca.trustDomain, 'orchestrator').uri;
+      args.push('--ca-socket', ca.socket, '--ca-bundle', ca.bundleFile, '--trust-domain', ca.trustDomain);
+      env[JOIN_TOKEN_ENV] = ca.joinToken(id);
+      endpoint = agents.endpoint(socket, id);
+    }
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     if (proc.pid === undefined)
       throw new TgError('TG_ERR_COMMAND_FAILED', 'could not start `tenguard orchestrator`');
     const c = new OrchestratorControl(
@@ -79,6 +92,8 @@ export class OrchestratorControl implements DemoControl {
       socket,
       dataDir,
       lab.hosts.map((h) => h.name),
+      endpoint,
+      id,
     );
     try {
       await c.waitHealthy();
@@ -100,7 +115,8 @@ export class OrchestratorControl implements DemoControl {
   }
 
   describe(): string {
-    return `orchestrator (tenguard orchestrator, pid ${this.pid}, REST API on ${this.socket}, SQLite store in ${this.dataDir}); hosts ${this.hosts.join(', ')} registered with their NIC and vSwitch API sockets`;
+    const api = this.mtls === null ? 'plain HTTP (--insecure)' : `mTLS as ${this.mtls}`;
+    return `orchestrator (tenguard orchestrator, pid ${this.pid}, REST API on ${this.socket} over ${api}, SQLite store in ${this.dataDir}); hosts ${this.hosts.join(', ')} registered with their NIC and vSwitch API sockets`;
   }
 
   pids(): number[] {

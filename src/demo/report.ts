@@ -13,6 +13,8 @@ export interface DemoResult {
   control: string;
   /** Whether per-tenant policies were enforced by the NICs' policy API. */
   policy: string;
+  /** How the control APIs and the PSKs were protected in this run. */
+  security: DemoSecurity;
   checks: DemoCheck[];
   figures: Record<string, number>;
   /** Pids of every long-running process the demo started (all ended by its teardown). */
@@ -21,10 +23,22 @@ export interface DemoResult {
   notShown: string[];
 }
 
+export interface DemoSecurity {
+  /** Every API (CA, NIC, vSwitch, orchestrator) over mTLS with SPIFFE identities. */
+  mtls: boolean;
+  trustDomain: string | null;
+  /** PSKs cross the orchestrator only sealed to the vSwitch instance (nic/psk-box.ts). */
+  pskSealed: boolean;
+  /** Scans of the orchestrator's memory for workload PSKs, and how many found one. */
+  pskScans: number;
+  pskScansWithHits: number;
+}
+
 export class DemoReporter {
   readonly result: DemoResult = {
     control: 'none',
     policy: 'none',
+    security: { mtls: false, trustDomain: null, pskSealed: true, pskScans: 0, pskScansWithHits: 0 },
     checks: [],
     figures: {},
     pids: [],

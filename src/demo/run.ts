@@ -4,9 +4,11 @@
 // starts is tracked by pid and must be gone at the end.
 import { existsSync, readdirSync } from 'node:fs';
 import { LabAgents } from '../lab/agents.js';
+import { LabCa } from '../lab/ca.js';
 import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '../lab/index.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
+import { apiRequest } from '../util/http-json.js';
 import { podmanStep } from './cni-step.js';
 import type { DemoControl } from './control.js';
 import type { DemoReporter } from './report.js';
@@ -15,6 +17,8 @@ import { DemoSteps } from './steps.js';
 export interface DemoOptions {
   prefix: string;
   iperfSeconds: number;
+  /** Plain HTTP everywhere instead of mTLS. */
+  insecure?: boolean;
 }
 
 /** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
@@ -32,6 +36,7 @@ export async function runDemo(
   const { prefix } = opts;
   await clearLeftovers(prefix, report);
   let agents: LabAgents | null = null;
+  let ca: LabCa | null = null;
   let control: DemoControl | null = null;
   let steps: DemoSteps | null = null;
   const pids: number[] = [];
@@ -51,7 +56,17 @@ export async function runDemo(
 
     report.step('agents: a NIC agent in each NIC namespace, a vSwitch daemon in each host namespace');
     const ta = performance.now();
-    agents = await LabAgents.start(lab, { logLevel: 'warn' });
+    if (opts.insecure === true)
+      report.say('      INSECURE: --insecure: every API runs as plain HTTP without client authentication');
+    else {
+      ca = await LabCa.start(lab);
+      report.result.security.mtls = true;
+      report.result.security.trustDomain = ca.trustDomain;
+      report.say(
+        `      a CA for the lab (trust domain ${ca.trustDomain}, key in a SoftHSM2 token, CSR API on ${ca.socket}); every service enrols with a one-time join token`,
+      );
+    }
+    agents = await LabAgents.start(lab, { logLevel: 'warn', ca: ca ?? undefined });
     report.figure('agents_up_ms', Math.round(performance.now() - ta));
     for (const h of lab.hosts) {
       const n = agents.nics.get(h.name)!;
@@ -64,13 +79,15 @@ export async function runDemo(
       );
     }
 
+    await refusedWithoutCertificate(agents, lab, report);
+
     report.step('control plane');
     control = await startOrchestrator(lab, agents);
     pids.push(...control.pids());
     report.result.control = control.describe();
     report.check('control plane ready', true, control.describe());
 
-    const s = new DemoSteps({ lab, control, report, signal, pids, iperfSeconds: opts.iperfSeconds });
+    const s = new DemoSteps({ lab, agents, control, report, signal, pids, iperfSeconds: opts.iperfSeconds });
     steps = s;
     await s.tenants();
     await s.startCaptures();
@@ -90,8 +107,11 @@ export async function runDemo(
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());
     await phase('migration', () => s.migrate());
+    await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('spin-down', () => s.spinDown());
-    await phase('podman', () => podmanStep({ lab, control: control!, report }));
+    await phase('podman', () =>
+      podmanStep({ lab, control: control!, report, insecure: opts.insecure === true }),
+    );
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
       ours = false;
@@ -104,7 +124,7 @@ export async function runDemo(
     );
   } finally {
     report.result.pids = [...pids];
-    if (ours) await tearDown(prefix, report, { agents, control, steps, pids });
+    if (ours) await tearDown(prefix, report, { agents, control, steps, pids, ca });
     report.figure('total_ms', Math.round(performance.now() - t0));
   }
 }
@@ -112,7 +132,13 @@ export async function runDemo(
 async function tearDown(
   prefix: string,
   report: DemoReporter,
-  parts: { agents: LabAgents | null; control: DemoControl | null; steps: DemoSteps | null; pids: number[] },
+  parts: {
+    agents: LabAgents | null;
+    control: DemoControl | null;
+    steps: DemoSteps | null;
+    pids: number[];
+    ca: LabCa | null;
+  },
 ): Promise<void> {
   report.step('teardown: control plane, agents, lab', TOTAL_STEPS);
   const t0 = performance.now();
@@ -127,6 +153,7 @@ async function tearDown(
   await attempt('captures', async () => parts.steps?.cleanup());
   await attempt('control plane', async () => parts.control?.close());
   await attempt('agents', async () => parts.agents?.stop());
+  await attempt('CA', async () => parts.ca?.close());
   let runDir = '';
   await attempt('lab', async () => {
     try {
@@ -160,6 +187,46 @@ async function tearDown(
           ...alive.map((p) => `pid ${p} still running`),
           ...sockets,
         ].join(', '),
+  );
+}
+
+/**
+ * Under mTLS, a NIC API call without a client certificate is refused (401 after the TLS
+ * handshake), and so is plain HTTP on the same socket; without mTLS this is not shown.
+ */
+async function refusedWithoutCertificate(
+  agents: LabAgents,
+  lab: LabState,
+  report: DemoReporter,
+): Promise<void> {
+  const h = lab.hosts[0];
+  if (agents.ca === undefined) {
+    report.result.notShown.push('NIC API refuses a client without a certificate: the run is --insecure');
+    return;
+  }
+  const noCert = await apiRequest(
+    agents.endpoint(h.nicApiSocket, agents.nicId(h.name), null),
+    'POST',
+    '/v1/workloads/any/psk',
+  ).then(
+    (r) => `HTTP ${r.status} ${(r.body as { code?: string }).code ?? ''}`.trim(),
+    (err: Error) => `no answer: ${err.message}`,
+  );
+  const plain = await apiRequest(h.nicApiSocket, 'GET', '/v1/keys', undefined, { timeoutMs: 5000 }).then(
+    (r) => `HTTP ${r.status}`,
+    (err: Error) => `connection refused (${err.message.slice(0, 60)})`,
+  );
+  const withCert = await agents
+    .nic(h.name)
+    .health()
+    .then(
+      () => 'answered',
+      (err: Error) => `failed: ${err.message}`,
+    );
+  report.check(
+    `${h.name}: the NIC API refuses a call without a client certificate`,
+    noCert.startsWith('HTTP 401') && !plain.startsWith('HTTP 2') && withCert === 'answered',
+    `POST /v1/workloads/any/psk over TLS without a certificate: ${noCert}; plain HTTP GET /v1/keys: ${plain}; the operator's certificate (${agents.ca.operatorId}): ${withCert}`,
   );
 }
 

@@ -4,11 +4,16 @@
 // numbers as figures; a failed claim is reported and the demo goes on with the next step.
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import type { LabAgents } from '../lab/agents.js';
 import type { LabState } from '../lab/state.js';
 import type { KeyMetadata } from '../nic/keystore.js';
+import { isZero } from '../protocol/crypto.js';
+import { uapiGet } from '../uapi/client.js';
+import { uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { analyseCapture, type Capture, startCapture } from './capture.js';
 import { allowWithinTenant, type DemoControl, type DemoWorkload } from './control.js';
+import { keyNeedles, type Needle, scanProcessMemory } from './memscan.js';
 import { type DemoReporter, median, table } from './report.js';
 import {
   CROSS_TENANT,
@@ -27,6 +32,8 @@ const TRANSFER_REPEAT = 4096;
 
 export interface StepContext {
   lab: LabState;
+  /** The NIC agents and vSwitch daemons (the PSK scan reads the vSwitch side's devices). */
+  agents: LabAgents;
   control: DemoControl;
   report: DemoReporter;
   signal: AbortSignal;
@@ -155,6 +162,7 @@ export class DemoSteps {
         } else first = `none within 10 s (to ${mate.name})`;
       }
       rows.push([w.name, w.tenant, w.host, w.address, w.netns, `${ms} ms`, first]);
+      await this.pskScan(`the spin-up of ${w.name}`);
     }
     this.r.show(table(rows));
     const steps = new Map<string, number[]>();
@@ -434,6 +442,66 @@ export class DemoSteps {
         pskAfter !== undefined &&
         pskAfter.fingerprint !== pskBefore?.fingerprint,
       `${from}: ${pskBefore?.fingerprint ?? '?'} gone; ${m.to}: ${pskAfter?.fingerprint ?? 'none'}`,
+    );
+  }
+
+  // --- Secrets in the control plane ------------------------------------------------------
+
+  /**
+   * Every live workload's PSK as its vSwitch device holds it (read over the device's UAPI
+   * socket), then a scan of the orchestrator process's memory for each of them (raw, base64,
+   * hex): the orchestrator relays PSKs only sealed, so it must hold none.
+   */
+  async pskScan(when: string): Promise<void> {
+    const pid = this.c.control.pids()[0];
+    const needles: Needle[] = [];
+    const held: string[] = [];
+    const missing: string[] = [];
+    for (const h of this.c.lab.hosts) {
+      for (const inst of await this.c.agents.vswitch(h.name).list()) {
+        if (!this.workloads.has(inst.workload)) continue;
+        let psk: Uint8Array | null | undefined;
+        try {
+          const snap = await uapiGet(uapiSocketPath(inst.ifname));
+          psk = snap.peers[0]?.presharedKey;
+        } catch {
+          psk = undefined;
+        }
+        if (psk instanceof Uint8Array && psk.length === 32 && !isZero(psk)) {
+          held.push(inst.workload);
+          needles.push(...keyNeedles(inst.workload, psk));
+          psk.fill(0);
+        } else missing.push(inst.workload);
+      }
+    }
+    const t0 = performance.now();
+    let found: [string, number][] = [];
+    let scanned = 0;
+    let problem = '';
+    if (pid === undefined) problem = 'no orchestrator process to scan';
+    else {
+      try {
+        const r = scanProcessMemory(pid, needles);
+        found = Object.entries(r.found);
+        scanned = r.bytesScanned;
+      } catch (err) {
+        problem = (err as Error).message;
+      }
+    }
+    for (const n of needles) n.bytes.fill(0);
+    const expected = this.workloads.size;
+    this.r.result.security.pskScans++;
+    if (found.length > 0) this.r.result.security.pskScansWithHits++;
+    this.r.check(
+      `after ${when}: the orchestrator's memory holds none of the workloads' PSKs; their vSwitch devices hold them`,
+      problem === '' && found.length === 0 && held.length === expected && missing.length === 0,
+      problem !== ''
+        ? problem
+        : `${held.length}/${expected} PSKs held on the vSwitch side${missing.length > 0 ? ` (none for ${missing.join(', ')})` : ''}; ` +
+            `orchestrator pid ${pid}: ${Math.round(scanned / 1048576)} MiB scanned in ${Math.round(performance.now() - t0)} ms, ` +
+            (found.length === 0
+              ? 'no copy as raw bytes, base64 or hex'
+              : `found ${found.map(([k, v]) => `${k} x${v}`).join(', ')}`),
     );
   }
 

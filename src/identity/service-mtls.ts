@@ -54,7 +54,12 @@ export const MTLS_ARG_OPTIONS = {
   'cert-ttl': { type: 'string' },
   'bundle-refresh': { type: 'string' },
   'host-name': { type: 'string' },
+  insecure: { type: 'boolean' },
 } as const;
+
+/** Logged at start by a service running its API as plain HTTP. */
+export const INSECURE_WARNING =
+  'INSECURE: the API is plain HTTP without client authentication (--insecure); any process that can open its socket may call it';
 
 export const MTLS_USAGE = `mTLS (all of --ca-socket, --ca-bundle, --trust-domain, --host-name; the one-time join
 token, bound to this service's SPIFFE ID, in $${JOIN_TOKEN_ENV}, never an argument):
@@ -67,6 +72,8 @@ token, bound to this service's SPIFFE ID, in $${JOIN_TOKEN_ENV}, never an argume
   --allow-client ID     SPIFFE ID (or pattern with '*' segments) allowed to call the API;
                         repeatable; default spiffe://TD/service/orchestrator and .../operator
   --cert-ttl S          requested certificate lifetime in seconds (default: the CA's)
+  --insecure            instead of mTLS: plain HTTP on the socket, no client authentication
+                        (tests and experiments only; logged as a warning at start)
 `;
 
 function seconds(text: string | undefined, flag: string): number | undefined {
@@ -78,7 +85,8 @@ function seconds(text: string | undefined, flag: string): number | undefined {
 }
 
 /**
- * Reads the mTLS options from parsed arguments; undefined when none is given. `idOf` makes the
+ * Reads the mTLS options from parsed arguments; undefined with --insecure (plain HTTP), which
+ * must be asked for: neither given is a usage error. `idOf` makes the
  * service's SPIFFE ID from the trust domain and the host name; a service that belongs to no
  * host (the orchestrator) passes `{ hostName: false }` and gets '' as the host.
  */
@@ -93,10 +101,17 @@ export function mtlsConfigFromArgs(
   const td = values['trust-domain'] as string | undefined;
   const host = needsHost ? (values['host-name'] as string | undefined) : '';
   const any = socket !== undefined || bundle !== undefined || td !== undefined;
+  if (values.insecure === true && any)
+    throw new TgError('TG_ERR_USAGE', `--insecure and the mTLS options exclude each other\n${MTLS_USAGE}`);
   if (!any) {
     for (const f of ['allow-client', 'cert-ttl', 'bundle-refresh', 'host-name'])
       if (values[f] !== undefined)
         throw new TgError('TG_ERR_USAGE', `--${f} needs mTLS (--ca-socket and the rest)\n${MTLS_USAGE}`);
+    if (values.insecure !== true)
+      throw new TgError(
+        'TG_ERR_USAGE',
+        `the API runs over mTLS: give --ca-socket, --ca-bundle, --trust-domain${needsHost ? ', --host-name' : ''} and a join token, or --insecure for plain HTTP\n${MTLS_USAGE}`,
+      );
     return undefined;
   }
   if (socket === undefined || bundle === undefined || td === undefined || host === undefined)

@@ -9,10 +9,15 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Identity } from '../identity/identity.js';
+import { JOIN_TOKEN_ENV } from '../identity/service-mtls.js';
+import { nicId, serviceId } from '../identity/spiffe.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
+import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
+import type { LabCa } from './ca.js';
 import { spawnInNode } from './run.js';
 import type { LabState } from './state.js';
 
@@ -35,6 +40,11 @@ export interface LabAgentsOptions {
   logLevel?: string;
   /** Echo the processes' logs to this process's stderr. */
   echoLogs?: boolean;
+  /**
+   * The lab's CA: every agent enrols with it and serves its API over mTLS, and the clients
+   * here call them as the operator. Without it the agents run with --insecure (plain HTTP).
+   */
+  ca?: LabCa;
   /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
   nicNodeArgs?: string[];
 }
@@ -57,11 +67,14 @@ export class LabAgents {
   private constructor(
     readonly lab: LabState,
     private readonly opts: LabAgentsOptions,
+    /** The operator's identity under mTLS (the clients here present it). */
+    readonly operator: Identity | null,
   ) {}
 
   /** Starts a NIC agent and a vSwitch daemon per host. On failure, ends what it started. */
   static async start(lab: LabState, opts: LabAgentsOptions = {}): Promise<LabAgents> {
-    const agents = new LabAgents(lab, opts);
+    const operator = opts.ca === undefined ? null : await opts.ca.issue(opts.ca.operatorId);
+    const agents = new LabAgents(lab, opts, operator);
     try {
       await Promise.all(lab.hosts.map((h) => agents.startNic(h.name)));
       await Promise.all(lab.hosts.map((h) => agents.startVswitchd(h.name)));
@@ -107,8 +120,10 @@ export class LabAgents {
       h.fabric.nicV4,
       ...this.linkMtuArgs(),
     ];
-    const p = await this.spawnAgent(host, 'nic', h.nicNode, h.nicApiSocket, args);
-    const entry = { ...p, client: new NicClient(h.nicApiSocket, this.record) };
+    const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
+    const endpoint = this.endpoint(h.nicApiSocket, id);
+    const p = await this.spawnAgent(host, 'nic', h.nicNode, endpoint, h.nicApiSocket, args, id);
+    const entry = { ...p, client: new NicClient(endpoint, this.record) };
     this.nics.set(host, entry);
     return entry;
   }
@@ -125,8 +140,10 @@ export class LabAgents {
       this.ifnamePrefix(h.index),
       ...this.linkMtuArgs(),
     ];
-    const p = await this.spawnAgent(host, 'vswitchd', h.name, socket, args);
-    const entry = { ...p, client: new VSwitchClient(socket, this.record) };
+    const id = this.opts.ca === undefined ? '' : serviceId(this.opts.ca.trustDomain, `vswitchd-${host}`).uri;
+    const endpoint = this.endpoint(socket, id);
+    const p = await this.spawnAgent(host, 'vswitchd', h.name, endpoint, socket, args, id);
+    const entry = { ...p, client: new VSwitchClient(endpoint, this.record) };
     this.vswitchds.set(host, entry);
     return entry;
   }
@@ -145,6 +162,25 @@ export class LabAgents {
     if (n === undefined) return;
     this.nics.delete(host);
     await endProcess(n, signal);
+  }
+
+  /**
+   * Where an agent's API is for the operator: the socket, over mTLS when the lab has a CA
+   * (`identity` null: no client certificate, to show it refused).
+   */
+  endpoint(socket: string, serverId: string, identity: Identity | null = this.operator): ApiEndpoint {
+    const ca = this.opts.ca;
+    return ca === undefined ? socket : ca.endpoint(socket, identity, serverId);
+  }
+
+  /** The lab's CA when the agents serve their APIs over mTLS. */
+  get ca(): LabCa | undefined {
+    return this.opts.ca;
+  }
+
+  /** The SPIFFE ID a host's NIC agent proves ('' without mTLS). */
+  nicId(host: string): string {
+    return this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
   }
 
   /** The API socket of a host's vSwitch daemon. */
@@ -193,12 +229,30 @@ export class LabAgents {
     host: string,
     kind: 'nic' | 'vswitchd',
     node: string,
+    endpoint: ApiEndpoint,
     socket: string,
     args: string[],
+    spiffeId: string,
   ): Promise<AgentProcess> {
+    const env: NodeJS.ProcessEnv = { ...process.env, TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info' };
+    const ca = this.opts.ca;
+    if (ca === undefined) args.push('--insecure');
+    else {
+      args.push(
+        '--ca-socket',
+        ca.socket,
+        '--ca-bundle',
+        ca.bundleFile,
+        '--trust-domain',
+        ca.trustDomain,
+        '--host-name',
+        host,
+      );
+      env[JOIN_TOKEN_ENV] = ca.joinToken(spiffeId);
+    }
     const proc = spawnInNode(this.lab, node, process.execPath, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info' },
+      env,
     });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     proc.stderr?.on('data', (d: Buffer) => {
@@ -221,7 +275,9 @@ export class LabAgents {
           `the ${kind} of ${host} exited (${proc.exitCode ?? proc.signalCode}): ${this.logs().trim().split('\n').slice(-3).join(' | ')}`,
         );
       const client =
-        kind === 'nic' ? new NicClient(socket, undefined, 1000) : new VSwitchClient(socket, undefined, 1000);
+        kind === 'nic'
+          ? new NicClient(endpoint, undefined, 1000)
+          : new VSwitchClient(endpoint, undefined, 1000);
       const ok = await client.health().then(
         () => true,
         () => false,

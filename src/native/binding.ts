@@ -77,6 +77,7 @@ export interface NativeBinding {
   /** Zero-filled anonymous memory, resident only where written; unmapped when collected. */
   allocSlab(bytes: number): Buffer;
   getDumpable(): number;
+  lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;
 }

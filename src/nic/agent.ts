@@ -39,6 +39,7 @@ import { bindIdentityKey, type CertificateBinding, type PeerTrust, verifyBinding
 import { Forwarder, type ImportedWorkload, type PolicyHook } from './forwarding.js';
 import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
 import { type KeyMetadata, KeyStore } from './keystore.js';
+import { type PskBox, sealPsk } from './psk-box.js';
 
 export interface NicAgentOptions {
   /** The on-host endpoint vSwitches reach the NIC at ('198.19.1.2:51820'). */
@@ -79,8 +80,11 @@ export interface WorkloadCrypto {
   address: string;
   /** The NIC's on-host public key, base64. */
   nicPublicKey: string;
-  /** The workload's PSK, base64: handed once, to that workload's vSwitch only. */
-  psk: string;
+  /**
+   * The workload's PSK sealed to its vSwitch instance's public key (psk-box.ts): only that
+   * instance opens it; whoever relays it (the orchestrator) sees ciphertext only.
+   */
+  sealedPsk: PskBox;
   nicEndpoint: string;
 }
 
@@ -337,7 +341,11 @@ export class NicAgent {
       workload: req.workload,
       address: address.text,
       nicPublicKey: this.onHostPublicKey.toString('base64'),
-      psk: psk.secret.toString('base64'),
+      sealedPsk: sealPsk(psk.secret, {
+        workload: req.workload,
+        instanceKey: vsKey,
+        nicPublicKey: this.onHostPublicKey,
+      }),
       nicEndpoint: this.hostEndpoint,
     };
   }
@@ -363,13 +371,20 @@ export class NicAgent {
    * A new PSK for a workload. The current session keeps working (a PSK only enters the next
    * handshake); the next handshake needs the new PSK on the vSwitch too.
    */
-  rotatePsk(workload: string): { workload: string; psk: string } {
+  rotatePsk(workload: string): { workload: string; sealedPsk: PskBox } {
     this.checkOpen();
     const w = this.workloadOrThrow(workload);
     const psk = this.keys.rotateWorkloadPsk(workload);
     this.engine.updatePeer(w.peerId, { presharedKey: psk.secret }, this.now());
     this.log.info({ tenant: w.tenant, workload }, 'workload PSK rotated');
-    return { workload, psk: psk.secret.toString('base64') };
+    return {
+      workload,
+      sealedPsk: sealPsk(psk.secret, {
+        workload,
+        instanceKey: w.vswitchPublicKey,
+        nicPublicKey: this.onHostPublicKey,
+      }),
+    };
   }
 
   listWorkloads(): unknown[] {

@@ -9,9 +9,10 @@
 //   GET    /v1/keys                        key inventory (metadata only)
 //   GET    /v1/workloads                   registered workloads (no secrets)
 //   POST   /v1/workloads                   register {tenant, workload, address, vswitchPublicKey, labels?}
-//                                          -> 201 {nicPublicKey, psk, nicEndpoint, ...}
+//                                          -> 201 {nicPublicKey, sealedPsk, nicEndpoint, ...}
+//                                          (the PSK sealed to vswitchPublicKey: psk-box.ts)
 //   DELETE /v1/workloads/:workload         remove (keys wiped, session ends at once)
-//   POST   /v1/workloads/:workload/psk     rotate the PSK -> {psk}
+//   POST   /v1/workloads/:workload/psk     rotate the PSK -> {sealedPsk}
 //   GET    /v1/tenants                     tenants, their off-host public keys and peers
 //   GET    /v1/tenants/:tenant/key         the tenant's off-host public key, signed
 //   PUT    /v1/tenants/:tenant/peers       {peers: [...]}: the tenant's remote NICs (signatures
@@ -162,7 +163,7 @@ export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning
       method: 'POST',
       path: '/v1/workloads/:workload/psk',
       operationId: 'rotatePsk',
-      summary: "Rotate a workload's PSK",
+      summary: "Rotate a workload's PSK; the answer carries it sealed to the workload's vSwitch instance",
       params: workload,
       body: emptySchema,
       handler: (req) => agent.rotatePsk(req.params.workload),

@@ -14,6 +14,7 @@ import type {
 } from './agent.js';
 import type { NicHealth } from './health.js';
 import type { KeyMetadata } from './keystore.js';
+import type { PskBox } from './psk-box.js';
 
 export interface NicPublicIdentity {
   identityKey: string;
@@ -81,7 +82,7 @@ export class NicClient {
     return this.call('DELETE', `/v1/workloads/${seg(workload)}`);
   }
 
-  rotatePsk(workload: string): Promise<{ workload: string; psk: string }> {
+  rotatePsk(workload: string): Promise<{ workload: string; sealedPsk: PskBox }> {
     return this.call('POST', `/v1/workloads/${seg(workload)}/psk`);
   }
 

@@ -11,11 +11,15 @@
 //   tenant-off-host  X25519 private key, one per tenant present on this NIC (off-host leg)
 //   workload-psk     32-byte WireGuard preshared key, one per workload (on-host leg)
 //
+// Every secret lives in locked memory (../native/secret-pool.ts: mlock, MADV_DONTDUMP) and
+// its slot is wiped and returned when the key is removed or replaced.
+//
 // Session keys are not here: the protocol engine derives, rotates and wipes them (keypair.ts).
 // The engine keeps its own copies of private keys and PSKs (set when a key is installed); the
 // NIC agent removes them from the engine whenever it removes them here.
 import { createHash, randomFillSync } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
+import { secretPool } from '../native/secret-pool.js';
 import { clampPrivateKey, keyFingerprint, publicKeyOf } from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';
 
@@ -119,7 +123,7 @@ export class KeyStore {
     const e = this.find('workload-psk', null, workload);
     if (e === undefined) throw new TgError('TG_ERR_NOT_FOUND', `workload '${workload}' has no PSK`);
     const fresh = this.random();
-    e.secret.fill(0);
+    secretPool().free(e.secret);
     e.secret = fresh;
     e.meta.lastRotated = new Date(this.clock()).toISOString();
     e.meta.fingerprint = pskFingerprint(fresh);
@@ -136,14 +140,14 @@ export class KeyStore {
   remove(id: string): boolean {
     const e = this.entries.get(id);
     if (e === undefined) return false;
-    e.secret.fill(0);
+    secretPool().free(e.secret);
     this.entries.delete(id);
     return true;
   }
 
   /** Wipes and forgets every key. */
   wipeAll(): void {
-    for (const e of this.entries.values()) e.secret.fill(0);
+    for (const e of this.entries.values()) secretPool().free(e.secret);
     this.entries.clear();
   }
 
@@ -184,7 +188,7 @@ export class KeyStore {
   }
 
   private random(): Buffer {
-    const b = Buffer.alloc(KEY_SIZE);
+    const b = secretPool().alloc(KEY_SIZE);
     this.fillRandom(b);
     return b;
   }

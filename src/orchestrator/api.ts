@@ -40,10 +40,32 @@ import type { Orchestrator } from './orchestrator.js';
 export const ORCHESTRATOR_MAX_BODY_BYTES = 256 * 1024;
 export const API_VERSION = '1.0.0';
 
+/** A flow query's `since`: a duration (5m, 1h), milliseconds since the epoch, or a time. */
+const sinceSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine(
+    (t) => /^[0-9]+(ms|s|m|h|d)?$/.test(t) || !Number.isNaN(Date.parse(t)),
+    'not a duration (5m, 1h), milliseconds since the epoch or a time',
+  );
+
 export const flowQuerySchema = z.strictObject({
-  tenant: z.string().max(63).optional(),
-  since: z.string().max(64).optional(),
+  tenant: nameSchema.optional(),
+  since: sinceSchema.optional(),
   limit: z.number().int().min(1).max(100_000).optional(),
+});
+
+/** The same filter as query parameters of GET /v1/flows (every value a string). */
+export const flowQueryParamsSchema = z.strictObject({
+  tenant: nameSchema.optional(),
+  since: sinceSchema.optional(),
+  limit: z
+    .string()
+    .regex(/^[0-9]{1,6}$/, 'an integer from 1 to 100000')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(100_000))
+    .optional(),
 });
 
 /** Policy documents are checked by the policy schema in the service; here: a JSON object. */
@@ -233,8 +255,9 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       method: 'GET',
       path: '/v1/flows',
       operationId: 'listFlows',
-      summary: 'Flow records merged from every NIC serving the policy API',
-      handler: () => o.flows({}),
+      summary: 'Flow records merged from every NIC serving the policy API (?tenant=&since=&limit=)',
+      query: flowQueryParamsSchema,
+      handler: (req) => o.flows((req.queryValues as z.output<typeof flowQueryParamsSchema>) ?? {}),
     },
     bodyRoute({
       method: 'POST',

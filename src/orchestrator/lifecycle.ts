@@ -24,6 +24,7 @@ import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { SignedTenantKey, TenantPeerInput } from '../nic/agent.js';
 import type { NicClient } from '../nic/client.js';
+import type { PskBox } from '../nic/psk-box.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { VSwitchClient } from '../vswitch/client.js';
@@ -39,9 +40,10 @@ export interface Registration {
   vswitchPublicKey: string;
 }
 
+/** What the orchestrator relays from a NIC to a vSwitch: the PSK only as a sealed box. */
 export interface NicCryptoAnswer {
   nicPublicKey: string;
-  psk: string;
+  sealedPsk: PskBox;
   nicEndpoint: string;
 }
 
@@ -280,15 +282,19 @@ export class Lifecycle {
         there.address === w.address
       ) {
         const id = await nic.identity();
-        const { psk } = await nic.rotatePsk(w.name);
-        crypto = { nicPublicKey: id.onHostPublicKey, psk, nicEndpoint: id.hostEndpoint };
+        const { sealedPsk } = await nic.rotatePsk(w.name);
+        crypto = { nicPublicKey: id.onHostPublicKey, sealedPsk, nicEndpoint: id.hostEndpoint };
       } else {
         await this.unregister(host, w.name);
         crypto = await reg();
       }
     }
     v.registrations.set(w.name, { tenant: w.tenant, address: w.address, vswitchPublicKey });
-    return { nicPublicKey: crypto.nicPublicKey, psk: crypto.psk, nicEndpoint: crypto.nicEndpoint };
+    return {
+      nicPublicKey: crypto.nicPublicKey,
+      sealedPsk: crypto.sealedPsk,
+      nicEndpoint: crypto.nicEndpoint,
+    };
   }
 
   /** Removes a workload from a NIC (absent is fine); forgets the tenant's key with its last workload. */

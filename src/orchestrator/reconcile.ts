@@ -219,10 +219,10 @@ export class Reconciler {
       await vswitch.configure(w.name, crypto);
       did.push('nic-register', 'vswitch-configure');
     } else if (!configured) {
-      const { psk } = await nic.rotatePsk(w.name);
+      const { sealedPsk } = await nic.rotatePsk(w.name);
       await vswitch.configure(w.name, {
         nicPublicKey: identity.onHostPublicKey,
-        psk,
+        sealedPsk,
         nicEndpoint: identity.hostEndpoint,
       });
       did.push('vswitch-configure');

@@ -17,7 +17,15 @@
 //   error of every API is written by the one writer here, as {code, message};
 // - requests that change state (any method but GET) run one at a time, in arrival order, so a
 //   handler that awaits never interleaves with another change;
-// - the socket file is created mode 0600; a stale one is replaced, a live one is a conflict.
+// - the socket file is created mode 0600; a stale one is replaced, a live one is a conflict;
+// - a query parameter is validated like a body: a route without a query schema refuses any
+//   query (400), a parameter given twice is 400, and a route's schema refuses unknown ones;
+// - time limits (DEFAULT_TIMEOUTS): the request head must arrive within headersTimeoutMs
+//   (10 s), the whole request, body included, within requestTimeoutMs (15 s; a client sending
+//   its body slowly is answered 408 and cut off, checked every second), and an idle kept-alive
+//   connection is closed after idleTimeoutMs (5 s); at most 100 headers;
+// - a client that half-closes its side after sending the request (shutdown(SHUT_WR)) still
+//   gets its answer, also from a handler that awaits, and then the connection is closed.
 // Authorisation is one hook, `authorize`, asked about every request before routing (over TLS
 // every client is asked for a certificate, so a certificate revoked or expired while a
 // connection is open is refused on its next request): 401 TG_ERR_UNAUTHENTICATED or 403
@@ -134,9 +142,26 @@ export interface JsonServerOptions {
   maxBodyBytes?: number;
   /** Called after each answer (for request counters). */
   onAnswer?: (route: string, method: string, status: number) => void;
+  /** Time limits (tests shorten them); default DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<ServerTimeouts>;
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+
+export interface ServerTimeouts {
+  /** The request line and headers must arrive within this time. */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this time (408 and cut off). */
+  requestTimeoutMs: number;
+  /** An idle connection (no request in progress) is closed after this time. */
+  idleTimeoutMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: ServerTimeouts = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 15_000,
+  idleTimeoutMs: 5_000,
+};
 
 const ANSWER = Symbol('answer');
 
@@ -233,10 +258,31 @@ export class JsonApiServer {
     const compiled = opts.routes.map((route) => ({ route, segments: splitPath(route.path) }));
     const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     if (opts.socketPath !== undefined) await removeStaleSocket(opts.socketPath);
+    const t = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    const limits = {
+      headersTimeout: Math.min(t.headersTimeoutMs, t.requestTimeoutMs),
+      requestTimeout: t.requestTimeoutMs,
+      keepAliveTimeout: t.idleTimeoutMs,
+      // How often Node checks the two limits above (its default, 30 s, would let a slow
+      // client stay up to 30 s past them).
+      connectionsCheckingInterval: Math.min(1000, t.requestTimeoutMs),
+      maxHeadersCount: 100,
+    };
     const server: Server =
       opts.tls === undefined
-        ? createServer()
-        : createHttpsServer({ ...opts.tls.options, requestCert: true, rejectUnauthorized: false });
+        ? createServer(limits)
+        : createHttpsServer({
+            ...opts.tls.options,
+            ...limits,
+            // A TLS handshake that does not complete is cut off like a slow request head.
+            handshakeTimeout: t.headersTimeoutMs,
+            requestCert: true,
+            rejectUnauthorized: false,
+          });
+    // A half-closed client (FIN after its request) gets the answer, then the connection ends.
+    // Without this, node:http aborts the request on the FIN and an awaiting handler's answer is
+    // lost. (httpAllowHalfOpen is node:http's own switch for this, used by proxies.)
+    (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     const self = new JsonApiServer(server, opts.socketPath ?? '', opts.tls !== undefined);
     server.on('request', (req, res) => {
       void self.handle(req, res, compiled, maxBody, opts, authorize);
@@ -338,8 +384,7 @@ export class JsonApiServer {
       for (const [k, schema] of Object.entries(route.params ?? {}))
         params[k] = parseBody(schema, params[k], k) as string;
       const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-      const queryValues =
-        route.query === undefined ? undefined : parseBody(route.query, Object.fromEntries(query), 'query');
+      const queryValues = parseQuery(route, query);
       const apiReq: ApiRequest = {
         method: method as HttpMethod,
         path,
@@ -377,6 +422,32 @@ export class JsonApiServer {
     });
     if (this.socketPath !== '') rmSync(this.socketPath, { force: true });
   }
+}
+
+/** The query checked like a body: refused without a schema, no parameter twice. */
+function parseQuery(route: Route, query: URLSearchParams): unknown {
+  const keys = [...query.keys()];
+  if (route.query === undefined) {
+    if (keys.length > 0)
+      throw new TgError(
+        'TG_ERR_INVALID_ARGUMENT',
+        `invalid request: ${route.path} takes no query parameters (got ${keys
+          .slice(0, 4)
+          .map((k) => `'${k.slice(0, 32)}'`)
+          .join(', ')})`,
+      );
+    return undefined;
+  }
+  const seen = new Set<string>();
+  for (const k of keys) {
+    if (seen.has(k))
+      throw new TgError(
+        'TG_ERR_INVALID_ARGUMENT',
+        `invalid request: query parameter '${k.slice(0, 32)}' given twice`,
+      );
+    seen.add(k);
+  }
+  return parseBody(route.query, Object.fromEntries(query), 'query');
 }
 
 /**

@@ -6,12 +6,15 @@
 //   GET    /v1/instances                          every instance with its state
 //   POST   /v1/instances                          {workload, netns, address, routes?, netnsIfname?} -> 201 {publicKey, ifname}
 //   GET    /v1/instances/:workload
-//   PUT    /v1/instances/:workload/nic            {nicPublicKey, psk, nicEndpoint}: the NIC becomes its peer
-//   POST   /v1/instances/:workload/psk            {psk}: rotate
+//   PUT    /v1/instances/:workload/nic            {nicPublicKey, sealedPsk, nicEndpoint}: the NIC becomes its peer
+//   POST   /v1/instances/:workload/psk            {sealedPsk}: rotate
+// A PSK arrives only sealed by the NIC to the instance's public key (../nic/psk-box.ts); the
+// daemon opens it with the instance's private key, which it keeps for this until the instance ends.
 //   POST   /v1/instances/:workload/restart        a crashed instance again, new key pair -> {publicKey}
 //   DELETE /v1/instances/:workload                device ends, keys gone, tg0 removed
 import { z } from 'zod';
 import { nameSchema } from '../net/name.js';
+import { pskBoxSchema } from '../nic/psk-box.js';
 import { keySchema } from '../nic/schemas.js';
 import { answer, bodyRoute, type Route } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
@@ -31,11 +34,17 @@ export const createInstanceSchema = z.strictObject({
 
 export const configureSchema = z.strictObject({
   nicPublicKey: keySchema,
-  psk: keySchema,
+  sealedPsk: pskBoxSchema,
   nicEndpoint: z.string().min(9).max(64),
 });
 
-export const rotateSchema = z.strictObject({ psk: keySchema });
+export const rotateSchema = z.strictObject({ sealedPsk: pskBoxSchema });
+
+const EXAMPLE_BOX = {
+  version: 1,
+  ephemeral: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+  box: 'A'.repeat(64),
+};
 
 const emptySchema = z.strictObject({}).optional();
 
@@ -99,7 +108,7 @@ export function vswitchRoutes(daemon: VSwitchDaemon, startedAt: number): Route[]
       summary: "Make the NIC the instance's peer: its public key, the PSK and its endpoint",
       params: workload,
       body: configureSchema,
-      example: { nicPublicKey: EXAMPLE_KEY, psk: EXAMPLE_KEY, nicEndpoint: '198.18.1.2:51820' },
+      example: { nicPublicKey: EXAMPLE_KEY, sealedPsk: EXAMPLE_BOX, nicEndpoint: '198.18.1.2:51820' },
       handler: (req, body) => daemon.configure(req.params.workload, body),
     }),
     bodyRoute({
@@ -109,8 +118,8 @@ export function vswitchRoutes(daemon: VSwitchDaemon, startedAt: number): Route[]
       summary: "Rotate the instance's PSK",
       params: workload,
       body: rotateSchema,
-      example: { psk: EXAMPLE_KEY },
-      handler: (req, body) => daemon.rotatePsk(req.params.workload, body.psk),
+      example: { sealedPsk: EXAMPLE_BOX },
+      handler: (req, body) => daemon.rotatePsk(req.params.workload, body.sealedPsk),
     }),
     {
       method: 'POST',

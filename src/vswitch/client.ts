@@ -1,5 +1,6 @@
 // A typed client of the vSwitch daemon's API.
 import type { ResponseRecorder } from '../nic/client.js';
+import type { PskBox } from '../nic/psk-box.js';
 import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
 import type { ConfigureRequest, CreateInstanceRequest } from './daemon.js';
 import type { InstanceInfo } from './instance.js';
@@ -54,8 +55,8 @@ export class VSwitchClient {
     return this.call('PUT', `/v1/instances/${seg(workload)}/nic`, req);
   }
 
-  rotatePsk(workload: string, psk: string): Promise<InstanceInfo> {
-    return this.call('POST', `/v1/instances/${seg(workload)}/psk`, { psk });
+  rotatePsk(workload: string, sealedPsk: PskBox): Promise<InstanceInfo> {
+    return this.call('POST', `/v1/instances/${seg(workload)}/psk`, { sealedPsk });
   }
 
   restart(workload: string): Promise<CreatedInstance> {

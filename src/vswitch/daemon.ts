@@ -5,6 +5,7 @@
 // the others running.
 import { parseCidr } from '../net/ip.js';
 import { type HostAddress, parseHostAddress } from '../nic/addresses.js';
+import type { PskBox } from '../nic/psk-box.js';
 import { keyFromBase64 } from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -33,7 +34,8 @@ const NETNS_IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 export interface ConfigureRequest {
   nicPublicKey: string;
-  psk: string;
+  /** The PSK sealed by the NIC to this instance's public key. */
+  sealedPsk: PskBox;
   nicEndpoint: string;
 }
 
@@ -104,14 +106,13 @@ export class VSwitchDaemon {
   async configure(workload: string, req: ConfigureRequest): Promise<InstanceInfo> {
     const inst = this.instanceOrThrow(workload);
     const nicPublicKey = keyFromBase64(req.nicPublicKey);
-    const psk = keyFromBase64(req.psk);
-    await inst.configure({ nicPublicKey, psk, nicEndpoint: req.nicEndpoint });
+    await inst.configure({ nicPublicKey, sealedPsk: req.sealedPsk, nicEndpoint: req.nicEndpoint });
     return inst.info();
   }
 
-  async rotatePsk(workload: string, pskText: string): Promise<InstanceInfo> {
+  async rotatePsk(workload: string, sealedPsk: PskBox): Promise<InstanceInfo> {
     const inst = this.instanceOrThrow(workload);
-    await inst.rotatePsk(keyFromBase64(pskText));
+    await inst.rotatePsk(sealedPsk);
     return inst.info();
   }
 

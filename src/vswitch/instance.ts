@@ -11,8 +11,10 @@
 // engine in shared isolation, which keeps its own copy) and wiped; the instance keeps only
 // the public key. The PSK passes through on its way to the device and is wiped likewise.
 
+import { secretPool } from '../native/secret-pool.js';
 import { parseCidr, parseEndpoint } from '../net/ip.js';
 import type { HostAddress } from '../nic/addresses.js';
+import { openPsk, type PskBox } from '../nic/psk-box.js';
 import { generatePrivateKey, isZero, keyFingerprint, publicKeyOf } from '../protocol/crypto.js';
 import type { UapiAllowedIpChange } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
@@ -37,8 +39,8 @@ export interface InstanceSpec {
 
 export interface NicCrypto {
   nicPublicKey: Buffer;
-  /** Wiped by configure(). */
-  psk: Buffer;
+  /** The PSK sealed by the NIC to this instance's public key. */
+  sealedPsk: PskBox;
   nicEndpoint: string;
 }
 
@@ -72,11 +74,14 @@ export class VSwitchInstance {
     readonly spec: InstanceSpec,
     private readonly device: DeviceHandle,
     readonly publicKey: Buffer,
+    /** The instance's private key, kept only to open PSK boxes; wiped when the instance ends. */
+    private readonly boxKey: Buffer,
     readonly startedAt: string,
     private readonly log: Logger,
     onCrash: (i: VSwitchInstance) => void,
   ) {
     void device.exited.then((exit) => {
+      this.wipeBoxKey();
       this.exit = exit;
       if (this.stopping) {
         this.state = 'stopped';
@@ -96,13 +101,18 @@ export class VSwitchInstance {
     onCrash: (i: VSwitchInstance) => void,
   ): Promise<VSwitchInstance> {
     const device = await platform.launch(spec.ifname, spec.mtu);
+    const generated = generatePrivateKey();
+    // Kept in locked memory for the instance's life, to open PSK boxes.
+    const privateKey = secretPool().copyOf(generated);
+    generated.fill(0);
     try {
-      const privateKey = generatePrivateKey();
       const publicKey = publicKeyOf(privateKey);
+      // The device gets its own copy (wiped here once handed over); this one stays for boxes.
+      const handed = Buffer.from(privateKey);
       try {
-        await device.uapiSet({ privateKey, replacePeers: true, peers: [] });
+        await device.uapiSet({ privateKey: handed, replacePeers: true, peers: [] });
       } finally {
-        privateKey.fill(0);
+        handed.fill(0);
       }
       await platform.plumb({
         ifname: spec.ifname,
@@ -113,7 +123,15 @@ export class VSwitchInstance {
         routes: spec.routes,
         mtu: spec.mtu,
       });
-      const inst = new VSwitchInstance(spec, device, publicKey, new Date().toISOString(), log, onCrash);
+      const inst = new VSwitchInstance(
+        spec,
+        device,
+        publicKey,
+        privateKey,
+        new Date().toISOString(),
+        log,
+        onCrash,
+      );
       log.info(
         {
           workload: spec.workload,
@@ -126,14 +144,38 @@ export class VSwitchInstance {
       );
       return inst;
     } catch (err) {
+      secretPool().free(privateKey);
       await device.stop();
       await platform.unplumb(spec.netns, spec.netnsIfname).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Makes the NIC the device's only peer. Wipes crypto.psk. */
+  private boxKeyWiped = false;
+
+  /** Wipes the instance's private key and returns its slot, once. */
+  private wipeBoxKey(): void {
+    if (this.boxKeyWiped) return;
+    this.boxKeyWiped = true;
+    secretPool().free(this.boxKey);
+  }
+
+  /** Opens a PSK box sealed to this instance for this NIC key (the caller frees the result). */
+  private openBox(box: PskBox, nicPublicKey: Uint8Array): Buffer {
+    if (this.boxKeyWiped) throw new TgError('TG_ERR_CONFLICT', `instance '${this.spec.workload}' has ended`);
+    const psk = secretPool().alloc(32);
+    try {
+      openPsk(box, { workload: this.spec.workload, instancePrivateKey: this.boxKey, nicPublicKey }, psk);
+    } catch (err) {
+      secretPool().free(psk);
+      throw err;
+    }
+    return psk;
+  }
+
+  /** Makes the NIC the device's only peer, with the PSK opened from its box (wiped after use). */
   async configure(crypto: NicCrypto): Promise<void> {
+    let psk: Buffer | undefined;
     try {
       this.requireRunning();
       const endpoint = parseEndpoint(crypto.nicEndpoint);
@@ -144,7 +186,7 @@ export class VSwitchInstance {
         );
       if (crypto.nicPublicKey.length !== 32 || isZero(crypto.nicPublicKey))
         throw new TgError('TG_ERR_INVALID_ARGUMENT', 'nicPublicKey must be a non-zero 32-byte key');
-      if (crypto.psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      psk = this.openBox(crypto.sealedPsk, crypto.nicPublicKey);
       await this.device.uapiSet({
         replacePeers: true,
         peers: [
@@ -152,7 +194,7 @@ export class VSwitchInstance {
             publicKey: Buffer.from(crypto.nicPublicKey),
             remove: false,
             updateOnly: false,
-            presharedKey: crypto.psk,
+            presharedKey: psk,
             endpoint,
             persistentKeepalive: VSWITCH_KEEPALIVE_S,
             replaceAllowedIps: true,
@@ -168,17 +210,18 @@ export class VSwitchInstance {
         'vSwitch instance configured',
       );
     } finally {
-      crypto.psk.fill(0);
+      if (psk !== undefined) secretPool().free(psk);
     }
   }
 
-  /** Sets a new PSK on the NIC peer (the current session carries on). Wipes psk. */
-  async rotatePsk(psk: Buffer): Promise<void> {
+  /** Sets a new PSK, opened from its box, on the NIC peer (the current session carries on). */
+  async rotatePsk(sealedPsk: PskBox): Promise<void> {
+    let psk: Buffer | undefined;
     try {
       this.requireRunning();
       if (this.state !== 'configured' || this.nicPublicKey === null)
         throw new TgError('TG_ERR_CONFLICT', `instance '${this.spec.workload}' has no NIC peer yet`);
-      if (psk.length !== 32) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'psk must be 32 bytes');
+      psk = this.openBox(sealedPsk, this.nicPublicKey);
       await this.device.uapiSet({
         replacePeers: false,
         peers: [
@@ -194,13 +237,14 @@ export class VSwitchInstance {
       });
       this.log.info({ workload: this.spec.workload }, 'vSwitch instance PSK rotated');
     } finally {
-      psk.fill(0);
+      if (psk !== undefined) secretPool().free(psk);
     }
   }
 
   /** Ends the device process (its keys die with it) and removes tg0 from the namespace. */
   async stop(platform: VSwitchPlatform): Promise<void> {
     this.stopping = true;
+    this.wipeBoxKey();
     await this.device.stop();
     if (this.state !== 'crashed') this.state = 'stopped';
     await platform.unplumb(this.spec.netns, this.spec.netnsIfname);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { FakeNetwork, FakeUdpSocket } from '../../src/native/fake.js';
 import { ENDPOINT_SIZE, encodeEndpoint } from '../../src/net/endpoint.js';
 import { NicClient } from '../../src/nic/client.js';
+import { openPsk, type PskBox } from '../../src/nic/psk-box.js';
 import { NicService } from '../../src/nic/service.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import type { DatagramBatch } from '../../src/protocol/batch.js';
@@ -72,7 +73,7 @@ export class FakeNicNet {
       vswitchPublicKey: vs.publicKey.toString('base64'),
       labels,
     });
-    vs.configure(c.nicPublicKey, c.psk, c.nicEndpoint);
+    vs.configure(workload, c.nicPublicKey, c.sealedPsk, c.nicEndpoint);
     return vs;
   }
 
@@ -140,10 +141,14 @@ export class FakeVSwitch {
     this.socket.start(() => this.pump());
   }
 
-  configure(nicPublicKey: string, psk: string, nicEndpoint: string): void {
+  /** As the vSwitch does: the PSK opened from the NIC's box with this instance's private key. */
+  configure(workload: string, nicPublicKey: string, sealedPsk: PskBox, nicEndpoint: string): void {
+    const nic = Buffer.from(nicPublicKey, 'base64');
+    const psk = Buffer.alloc(32);
+    openPsk(sealedPsk, { workload, instancePrivateKey: this.privateKey, nicPublicKey: nic }, psk);
     this.engine.addPeer(this.id, {
-      publicKey: Buffer.from(nicPublicKey, 'base64'),
-      presharedKey: Buffer.from(psk, 'base64'),
+      publicKey: nic,
+      presharedKey: psk,
       endpoint: encodeEndpoint(nicEndpoint),
       allowedIps: [prefix('0.0.0.0/0')],
       // As the real vSwitch does: opens the session at once, so the NIC learns its endpoint.

@@ -43,7 +43,16 @@ export class OrchProcess {
   async start(): Promise<void> {
     const p = spawn(
       process.execPath,
-      [BIN, 'orchestrator', '--data-dir', this.dataDir, '--api-socket', this.socket, ...this.extraArgs],
+      [
+        BIN,
+        'orchestrator',
+        '--data-dir',
+        this.dataDir,
+        '--api-socket',
+        this.socket,
+        '--insecure',
+        ...this.extraArgs,
+      ],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' },

@@ -5,7 +5,7 @@
 // workloads on two hosts are created through it and reach each other.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -175,4 +175,23 @@ test('the CLI speaks mTLS with the operator certificate; without it the orchestr
   });
   assert.equal(half.status, 2);
   assert.match(half.stderr, /--cert, --key and --ca-bundle go together/);
+  // The operator's directory: $TENGUARD_HOME/operator/{cert,key,bundle}.pem, no flags needed.
+  const home = join(dataDir, 'home');
+  mkdirSync(join(home, 'operator'), { recursive: true, mode: 0o700 });
+  copyFileSync(certFile, join(home, 'operator', 'cert.pem'));
+  copyFileSync(keyFile, join(home, 'operator', 'key.pem'));
+  copyFileSync(ca.bundleFile, join(home, 'operator', 'bundle.pem'));
+  const byHome = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--json', '--api', socket], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, TENGUARD_HOME: home },
+  });
+  assert.equal(byHome.status, 0, byHome.stderr);
+  const empty = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, TENGUARD_HOME: join(dataDir, 'nowhere') },
+  });
+  assert.equal(empty.status, 2);
+  assert.match(empty.stderr, /no operator credentials/);
 });

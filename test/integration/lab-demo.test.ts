@@ -12,6 +12,13 @@ import { BIN, cleanup, cli, leftovers, testPrefix } from '../helpers/lab.js';
 interface Report {
   control: string;
   policy: string;
+  security: {
+    mtls: boolean;
+    trustDomain: string | null;
+    pskSealed: boolean;
+    pskScans: number;
+    pskScansWithHits: number;
+  };
   checks: { name: string; passed: boolean; detail: string }[];
   figures: Record<string, number>;
   pids: number[];
@@ -95,6 +102,21 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, "blue-db's PSK and blue's off-host key on h2 are wiped").length, 1);
   assert.equal(names(report, 'teardown leaves nothing behind').length, 1);
   assert.match(report.policy, /enforced by each NIC/);
+  // Secure by default: mTLS everywhere, a NIC refuses a client without a certificate, and the
+  // orchestrator's memory holds no PSK after each of the 6 spin-ups and after the migration.
+  assert.deepEqual(report.security, {
+    mtls: true,
+    trustDomain: 'lab.tenguard',
+    pskSealed: true,
+    pskScans: 7,
+    pskScansWithHits: 0,
+  });
+  assert.equal(names(report, 'h1: the NIC API refuses a call without a client certificate').length, 1);
+  assert.equal(
+    report.checks.filter((c) => c.name.includes("the orchestrator's memory holds none")).length,
+    7,
+  );
+  assert.match(report.control, /over mTLS as spiffe:\/\/lab\.tenguard\/service\/orchestrator/);
   const f = report.figures;
   for (const k of [
     'spinup_ms_median',

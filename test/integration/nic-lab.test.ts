@@ -348,7 +348,7 @@ test('PSK rotation keeps traffic flowing, and the NIC then requires the new PSK'
   const bg = pingStream(a.ns, b.address, 0.1, 30);
   await new Promise((r) => setTimeout(r, 1000));
   const r1 = await nic.rotatePsk(a.name);
-  await vs.rotatePsk(a.name, r1.psk);
+  await vs.rotatePsk(a.name, r1.sealedPsk);
   await new Promise((r) => setTimeout(r, 2000));
   const p = await bg.stop();
   assert.ok(p.transmitted >= 20, `only ${p.transmitted} pings sent`);
@@ -361,13 +361,21 @@ test('PSK rotation keeps traffic flowing, and the NIC then requires the new PSK'
   // Rotate again without telling the vSwitch: a fresh session with the old PSK fails, with the new one works.
   const r2 = await nic.rotatePsk(a.name);
   const id = await nic.identity();
-  await vs.configure(a.name, { nicPublicKey: id.onHostPublicKey, psk: r1.psk, nicEndpoint: id.hostEndpoint });
+  await vs.configure(a.name, {
+    nicPublicKey: id.onHostPublicKey,
+    sealedPsk: r1.sealedPsk,
+    nicEndpoint: id.hostEndpoint,
+  });
   assert.equal(
     (await ping(a.ns, b.address, { count: 3, waitS: 1 })).received,
     0,
     'a stale PSK still opened a session',
   );
-  await vs.configure(a.name, { nicPublicKey: id.onHostPublicKey, psk: r2.psk, nicEndpoint: id.hostEndpoint });
+  await vs.configure(a.name, {
+    nicPublicKey: id.onHostPublicKey,
+    sealedPsk: r2.sealedPsk,
+    nicEndpoint: id.hostEndpoint,
+  });
   assert.ok(await pingUntilReply(a.ns, b.address, 15_000), 'the new PSK does not open a session');
 });
 
@@ -406,7 +414,7 @@ test('a crashed vSwitch instance is reported and restartable; the others keep ru
   });
   await vs.configure(victim.name, {
     nicPublicKey: crypto.nicPublicKey,
-    psk: crypto.psk,
+    sealedPsk: crypto.sealedPsk,
     nicEndpoint: crypto.nicEndpoint,
   });
   assert.ok(await pingUntilReply(W('h1-t1-w1').ns, victim.address, 10_000), 'restarted instance unreachable');

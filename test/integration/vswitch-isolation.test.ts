@@ -137,7 +137,7 @@ for (const isolation of ['process', 'shared'] as const satisfies readonly Isolat
       });
       await vs.configure(victim.name, {
         nicPublicKey: crypto.nicPublicKey,
-        psk: crypto.psk,
+        sealedPsk: crypto.sealedPsk,
         nicEndpoint: crypto.nicEndpoint,
       });
       assert.ok(

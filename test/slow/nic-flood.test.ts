@@ -179,6 +179,7 @@ before(async () => {
             h.pcie.nicV4,
             '--fabric-address',
             h.fabric.nicV4,
+            '--insecure',
           ],
           { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' } },
         ),
@@ -192,7 +193,7 @@ before(async () => {
           L,
           h.name,
           process.execPath,
-          [BIN, 'vswitchd', '--api-socket', vsock, '--ifname-prefix', `${prefix}-${h.index}v`],
+          [BIN, 'vswitchd', '--api-socket', vsock, '--ifname-prefix', `${prefix}-${h.index}v`, '--insecure'],
           { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' } },
         ),
       vsock,
@@ -203,10 +204,14 @@ before(async () => {
   await startDaemon(
     'orchestrator',
     () =>
-      spawn(process.execPath, [BIN, 'orchestrator', '--data-dir', dataDir, '--api-socket', osock], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' },
-      }),
+      spawn(
+        process.execPath,
+        [BIN, 'orchestrator', '--data-dir', dataDir, '--api-socket', osock, '--insecure'],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+          env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' },
+        },
+      ),
     osock,
   );
   orch = new OrchestratorClient(osock);

@@ -43,8 +43,12 @@ function code(fn: () => unknown): string {
   return 'no error';
 }
 
-test('no mTLS option: plain API; a lone mTLS option is a usage error', () => {
-  assert.equal(mtlsConfigFromArgs(values([]), idOf), undefined);
+test('no mTLS option: a usage error unless --insecure asks for a plain API; a lone mTLS option is a usage error', () => {
+  assert.equal(
+    code(() => mtlsConfigFromArgs(values([]), idOf)),
+    'TG_ERR_USAGE',
+  );
+  assert.equal(mtlsConfigFromArgs(values(['--insecure']), idOf), undefined);
   assert.equal(
     code(() => mtlsConfigFromArgs(values(['--allow-client', 'spiffe://lab.test/x/y']), idOf)),
     'TG_ERR_USAGE',
@@ -170,5 +174,16 @@ test('the CLIs take the mTLS flags and no join token on the command line', async
   await assert.rejects(
     vswitchdRun([...vsBase, '--trust-domain', 'lab.test']),
     (e: unknown) => e instanceof TgError && e.code === 'TG_ERR_USAGE' && /go together/.test(e.message),
+  );
+  // Secure by default: neither mTLS nor --insecure is refused; both at once too.
+  for (const run of [() => nicRun(nicBase), () => vswitchdRun(vsBase)])
+    await assert.rejects(
+      run(),
+      (e: unknown) =>
+        e instanceof TgError && e.code === 'TG_ERR_USAGE' && /--insecure for plain HTTP/.test(e.message),
+    );
+  await assert.rejects(
+    nicRun([...nicBase, '--insecure', '--ca-socket', '/run/ca.sock']),
+    (e: unknown) => e instanceof TgError && e.code === 'TG_ERR_USAGE' && /exclude each other/.test(e.message),
   );
 });

@@ -12,6 +12,7 @@ import { FakeNetwork } from '../../src/native/fake.js';
 import { NIC_MAX_BODY_BYTES } from '../../src/nic/api.js';
 import { NicClient } from '../../src/nic/client.js';
 import { tenantKeyStatement } from '../../src/nic/identity.js';
+import { openPsk, type PskBox } from '../../src/nic/psk-box.js';
 import { NicService } from '../../src/nic/service.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
@@ -69,7 +70,17 @@ after(async () => {
 });
 
 test('register, list, rotate, tenant key, metrics, health: the happy path', async () => {
-  const vs = key();
+  const vsPrivate = generatePrivateKey();
+  const vs = publicKeyOf(vsPrivate).toString('base64');
+  const open = (box: unknown, nicPublicKey: string): Buffer => {
+    const out = Buffer.alloc(32);
+    openPsk(
+      box,
+      { workload: 'w1', instancePrivateKey: vsPrivate, nicPublicKey: Buffer.from(nicPublicKey, 'base64') },
+      out,
+    );
+    return out;
+  };
   const r = await call('POST', '/v1/workloads', {
     tenant: 't1',
     workload: 'w1',
@@ -77,9 +88,12 @@ test('register, list, rotate, tenant key, metrics, health: the happy path', asyn
     vswitchPublicKey: vs,
   });
   assert.equal(r.status, 201);
-  const c = r.body as Record<string, string>;
+  const c = r.body as Record<string, string> & { sealedPsk: PskBox };
   assert.equal(c.nicEndpoint, '198.19.1.2:51820');
-  assert.equal(Buffer.from(c.psk, 'base64').length, 32);
+  assert.equal('psk' in c, false, 'a PSK in the clear');
+  const psk1 = open(c.sealedPsk, c.nicPublicKey);
+  assert.equal(psk1.length, 32);
+  assert.equal(r.raw.includes(psk1.toString('base64')), false);
   assert.equal(c.nicPublicKey, (await api.identity()).onHostPublicKey);
   const wl = await api.workloads();
   assert.deepEqual(
@@ -88,7 +102,9 @@ test('register, list, rotate, tenant key, metrics, health: the happy path', asyn
   );
   const rot = await call('POST', '/v1/workloads/w1/psk');
   assert.equal(rot.status, 200);
-  assert.notEqual((rot.body as { psk: string }).psk, c.psk);
+  const psk2 = open((rot.body as { sealedPsk: PskBox }).sealedPsk, c.nicPublicKey);
+  assert.equal(psk2.equals(psk1), false, 'the rotated PSK is the old one');
+  assert.equal('psk' in (rot.body as object), false);
   const k = (await call('GET', '/v1/tenants/t1/key')).body as Record<string, string>;
   assert.equal(k.endpoint, '198.18.0.11:51820');
   assert.ok(

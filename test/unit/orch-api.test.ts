@@ -125,3 +125,25 @@ test('bad JSON, oversize bodies, unknown routes and ids: clear errors, no change
     (e: unknown) => e instanceof TgError && e.code === 'TG_ERR_NOT_FOUND',
   );
 });
+
+test('GET /v1/flows validates its query like a body: bad since, unknown or repeated parameters are 400', async () => {
+  for (const q of [
+    'since=abc',
+    'since=',
+    'colour=red',
+    'limit=0',
+    'limit=ten',
+    'tenant=Bad_Name',
+    'limit=1&limit=2',
+  ]) {
+    const r = await apiRequest(socket, 'GET', `/v1/flows?${q}`);
+    assert.equal(r.status, 400, `${q}: ${r.raw}`);
+    assert.equal((r.body as { code: string }).code, 'TG_ERR_INVALID_ARGUMENT', q);
+  }
+  const ok = await apiRequest(socket, 'GET', '/v1/flows?since=5m&limit=10&tenant=acme');
+  assert.equal(ok.status, 200, ok.raw);
+  const bad = await apiRequest(socket, 'POST', '/v1/flows/query', { since: 'abc' });
+  assert.equal(bad.status, 400, bad.raw);
+  const noQuery = await apiRequest(socket, 'GET', '/v1/tenants?x=1');
+  assert.equal(noQuery.status, 400, noQuery.raw);
+});

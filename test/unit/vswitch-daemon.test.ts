@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { type PskBox, sealPsk } from '../../src/nic/psk-box.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import { apiRequest, JsonApiServer } from '../../src/util/http-json.js';
 import { logger } from '../../src/util/log.js';
@@ -15,6 +16,21 @@ import { FakePlatform } from '../helpers/vswitch-fakes.js';
 
 const nicKey = publicKeyOf(generatePrivateKey()).toString('base64');
 const psk = (): string => generatePrivateKey().toString('base64');
+
+/** A PSK sealed as the NIC seals it, to the instance's public key (a stranger's when none). */
+function box(d: VSwitchDaemon, workload: string, p: string): PskBox {
+  let instanceKey: Buffer;
+  try {
+    instanceKey = Buffer.from(d.get(workload).publicKey, 'base64');
+  } catch {
+    instanceKey = publicKeyOf(generatePrivateKey());
+  }
+  return sealPsk(Buffer.from(p, 'base64'), {
+    workload,
+    instanceKey,
+    nicPublicKey: Buffer.from(nicKey, 'base64'),
+  });
+}
 const log = logger('test-vswitch');
 
 function daemon(platform = new FakePlatform()) {
@@ -67,7 +83,11 @@ test('configure: the NIC is the only peer, all traffic goes to it, the PSK is wi
   const { platform, d } = daemon();
   const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
   const p1 = psk();
-  const info = await d.configure('w1', { nicPublicKey: nicKey, psk: p1, nicEndpoint: '198.19.1.2:51820' });
+  const info = await d.configure('w1', {
+    nicPublicKey: nicKey,
+    sealedPsk: box(d, 'w1', p1),
+    nicEndpoint: '198.19.1.2:51820',
+  });
   assert.equal(info.state, 'configured');
   const dev = platform.devices.get(a.ifname)!;
   const c = dev.changes[1];
@@ -82,7 +102,7 @@ test('configure: the NIC is the only peer, all traffic goes to it, the PSK is wi
     },
   ]);
   const p2 = psk();
-  await d.rotatePsk('w1', p2);
+  await d.rotatePsk('w1', box(d, 'w1', p2));
   const r = dev.changes[2];
   assert.equal(r.replacePeers, false);
   assert.deepEqual(
@@ -101,8 +121,16 @@ test('a crashed instance is reported, the others keep running, and it restarts w
   const { platform, d } = daemon();
   const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
   const b = await d.create({ workload: 'w2', netns: 'tgx-w2', address: '100.64.1.12' });
-  await d.configure('w1', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' });
-  await d.configure('w2', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' });
+  await d.configure('w1', {
+    nicPublicKey: nicKey,
+    sealedPsk: box(d, 'w1', psk()),
+    nicEndpoint: '198.19.1.2:51820',
+  });
+  await d.configure('w2', {
+    nicPublicKey: nicKey,
+    sealedPsk: box(d, 'w2', psk()),
+    nicEndpoint: '198.19.1.2:51820',
+  });
   platform.devices.get(a.ifname)!.crash();
   await settle();
   const byName = Object.fromEntries(d.list().map((i) => [i.workload, i]));
@@ -112,8 +140,8 @@ test('a crashed instance is reported, the others keep running, and it restarts w
   assert.equal(byName.w2.state, 'configured');
   assert.equal(d.crashes, 1);
   assert.deepEqual(d.counts(), { instances: 2, running: 1, crashed: 1 });
-  await assert.rejects(d.rotatePsk('w1', psk()), { code: 'TG_ERR_CONFLICT' });
-  await d.rotatePsk('w2', psk());
+  await assert.rejects(d.rotatePsk('w1', box(d, 'w1', psk())), { code: 'TG_ERR_CONFLICT' });
+  await d.rotatePsk('w2', box(d, 'w2', psk()));
   await assert.rejects(d.restart('w2'), { code: 'TG_ERR_CONFLICT' });
   const again = await d.restart('w1');
   assert.notEqual(again.publicKey, a.publicKey);
@@ -166,20 +194,28 @@ test('refused requests change nothing', async () => {
     ],
     [
       'unknown instance',
-      d.configure('w9', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: '198.19.1.2:51820' }),
+      d.configure('w9', {
+        nicPublicKey: nicKey,
+        sealedPsk: box(d, 'w9', psk()),
+        nicEndpoint: '198.19.1.2:51820',
+      }),
       'TG_ERR_NOT_FOUND',
     ],
     [
       'bad endpoint',
-      d.configure('w1', { nicPublicKey: nicKey, psk: psk(), nicEndpoint: 'nic:51820' }),
+      d.configure('w1', { nicPublicKey: nicKey, sealedPsk: box(d, 'w1', psk()), nicEndpoint: 'nic:51820' }),
       'TG_ERR_INVALID_ARGUMENT',
     ],
     [
       'bad key',
-      d.configure('w1', { nicPublicKey: 'AAAA', psk: psk(), nicEndpoint: '198.19.1.2:51820' }),
+      d.configure('w1', {
+        nicPublicKey: 'AAAA',
+        sealedPsk: box(d, 'w1', psk()),
+        nicEndpoint: '198.19.1.2:51820',
+      }),
       'TG_ERR_INVALID_ARGUMENT',
     ],
-    ['rotate before configure', d.rotatePsk('w1', psk()), 'TG_ERR_CONFLICT'],
+    ['rotate before configure', d.rotatePsk('w1', box(d, 'w1', psk())), 'TG_ERR_CONFLICT'],
     ['delete unknown', d.delete('w9'), 'TG_ERR_NOT_FOUND'],
   ];
   for (const [what, p, code] of bad) await assert.rejects(p, { code }, what);
@@ -224,10 +260,14 @@ test('API: validated bodies, 4xx with a code for bad input', async () => {
         'TG_ERR_INVALID_ARGUMENT',
       ],
       [
-        'bad psk',
+        'bad PSK box',
         'PUT',
         '/v1/instances/w1/nic',
-        { nicPublicKey: nicKey, psk: 'short', nicEndpoint: '198.19.1.2:51820' },
+        {
+          nicPublicKey: nicKey,
+          sealedPsk: { version: 1, ephemeral: 'short', box: 'x' },
+          nicEndpoint: '198.19.1.2:51820',
+        },
         400,
         'TG_ERR_INVALID_ARGUMENT',
       ],
@@ -235,7 +275,7 @@ test('API: validated bodies, 4xx with a code for bad input', async () => {
         'missing endpoint',
         'PUT',
         '/v1/instances/w1/nic',
-        { nicPublicKey: nicKey, psk: psk() },
+        { nicPublicKey: nicKey, sealedPsk: box(d, 'w1', psk()) },
         400,
         'TG_ERR_INVALID_ARGUMENT',
       ],
@@ -272,4 +312,42 @@ test('API: validated bodies, 4xx with a code for bad input', async () => {
     await server.close();
     await d.close();
   }
+});
+
+test('a PSK box opens only for its instance, its workload and its NIC key; a refused one changes nothing', async () => {
+  const { platform, d } = daemon();
+  const a = await d.create({ workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' });
+  await d.create({ workload: 'w2', netns: 'tgx-w2', address: '100.64.1.12' });
+  const dev = platform.devices.get(a.ifname)!;
+  const changes = dev.changes.length;
+  const p = Buffer.from(psk(), 'base64');
+  const nic = Buffer.from(nicKey, 'base64');
+  const w2Key = Buffer.from(d.get('w2').publicKey, 'base64');
+  const w1Key = Buffer.from(a.publicKey, 'base64');
+  const otherNic = publicKeyOf(generatePrivateKey());
+  const wrong: [string, PskBox][] = [
+    ["sealed to w2's instance", sealPsk(p, { workload: 'w1', instanceKey: w2Key, nicPublicKey: nic })],
+    [
+      'sealed for another workload name',
+      sealPsk(p, { workload: 'w2', instanceKey: w1Key, nicPublicKey: nic }),
+    ],
+    [
+      'sealed for another NIC key',
+      sealPsk(p, { workload: 'w1', instanceKey: w1Key, nicPublicKey: otherNic }),
+    ],
+  ];
+  const good = sealPsk(p, { workload: 'w1', instanceKey: w1Key, nicPublicKey: nic });
+  const flipped = Buffer.from(good.box, 'base64');
+  flipped[3] ^= 1;
+  wrong.push(['tampered', { ...good, box: flipped.toString('base64') }]);
+  for (const [what, b] of wrong)
+    await assert.rejects(
+      d.configure('w1', { nicPublicKey: nicKey, sealedPsk: b, nicEndpoint: '198.19.1.2:51820' }),
+      { code: 'TG_ERR_INVALID_ARGUMENT' },
+      what,
+    );
+  assert.equal(dev.changes.length, changes, 'a refused box reached the device');
+  assert.equal(d.get('w1').state, 'created');
+  await d.configure('w1', { nicPublicKey: nicKey, sealedPsk: good, nicEndpoint: '198.19.1.2:51820' });
+  assert.equal(dev.changes.at(-1)!.peers[0].psk, p.toString('base64'));
 });

@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import { run as vswitchd } from '../../src/cli/vswitchd.js';
 import { FakeNetwork, FakeTun } from '../../src/native/fake.js';
 import { parseCidr, parseEndpoint } from '../../src/net/ip.js';
+import { sealPsk } from '../../src/nic/psk-box.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
 import { uapiGet } from '../../src/uapi/client.js';
@@ -137,7 +138,11 @@ async function setup(opts: { uapiSocketDir?: string } = {}) {
     });
     await d.configure(workload, {
       nicPublicKey: nicPublic.toString('base64'),
-      psk: Buffer.alloc(32).toString('base64'),
+      sealedPsk: sealPsk(Buffer.alloc(32), {
+        workload,
+        instanceKey: Buffer.from(c.publicKey, 'base64'),
+        nicPublicKey: nicPublic,
+      }),
       nicEndpoint: `127.0.0.1:${nicPort}`,
     });
     return c;
@@ -220,7 +225,11 @@ test('a device that throws ends alone: crashed with its reason, counted, the oth
     await assert.rejects(
       s.d.configure('w1', {
         nicPublicKey: publicKeyOf(generatePrivateKey()).toString('base64'),
-        psk: Buffer.alloc(32).toString('base64'),
+        sealedPsk: sealPsk(Buffer.alloc(32), {
+          workload: 'w1',
+          instanceKey: Buffer.from(a.publicKey, 'base64'),
+          nicPublicKey: publicKeyOf(generatePrivateKey()),
+        }),
         nicEndpoint: '127.0.0.1:1',
       }),
       { code: 'TG_ERR_CONFLICT' },
@@ -312,16 +321,27 @@ test('each shared device serves the WireGuard UAPI under its interface name', as
 
 test('vswitchd refuses an unknown isolation before doing anything', async () => {
   await assert.rejects(
-    vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v', '--isolation', 'threads']),
+    vswitchd([
+      '--api-socket',
+      '/tmp/tg-none.sock',
+      '--ifname-prefix',
+      'tgx-1v',
+      '--isolation',
+      'threads',
+      '--insecure',
+    ]),
     { code: 'TG_ERR_INVALID_ARGUMENT', message: /must be process or shared, not 'threads'/ },
   );
   const before = process.env.TENGUARD_VSWITCH_ISOLATION;
   process.env.TENGUARD_VSWITCH_ISOLATION = 'none';
   try {
-    await assert.rejects(vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v']), {
-      code: 'TG_ERR_INVALID_ARGUMENT',
-      message: /TENGUARD_VSWITCH_ISOLATION/,
-    });
+    await assert.rejects(
+      vswitchd(['--api-socket', '/tmp/tg-none.sock', '--ifname-prefix', 'tgx-1v', '--insecure']),
+      {
+        code: 'TG_ERR_INVALID_ARGUMENT',
+        message: /TENGUARD_VSWITCH_ISOLATION/,
+      },
+    );
   } finally {
     if (before === undefined) delete process.env.TENGUARD_VSWITCH_ISOLATION;
     else process.env.TENGUARD_VSWITCH_ISOLATION = before;
