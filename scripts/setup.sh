@@ -16,6 +16,8 @@ declare -A NEED=(
   [pgrep]=procps
   [nft]=nftables
   [openssl]=openssl
+  [podman]=podman
+  [runc]=runc
 )
 
 missing=()
@@ -23,6 +25,8 @@ for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing+=(softhsm2)
+# A static busybox for the rootfs of the podman image the CNI demo imports (no registry).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

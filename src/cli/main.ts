@@ -62,6 +62,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'flow records merged from the NICs (orchestrator client)',
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('flows', a) })),
   },
+  cni: {
+    summary: 'the CNI plugin (ADD, DEL, CHECK, VERSION, STATUS, GC) and `cni install`',
+    load: () => import('./cni.js'),
+  },
   keys: {
     summary: "a host NIC's key inventory, metadata only (orchestrator client)",
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('keys', a) })),

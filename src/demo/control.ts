@@ -18,6 +18,8 @@ export interface DemoWorkload {
 export interface DemoControl {
   /** One line saying what drives the NICs and vSwitches (shown in the report). */
   describe(): string;
+  /** The orchestrator's API socket (what a runtime's CNI plugin calls); absent when none. */
+  readonly socket?: string;
   /** Pids of processes this control plane started (the orchestrator); ended by close(). */
   pids(): number[];
   createTenant(name: string, pool: string): Promise<void>;

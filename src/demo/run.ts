@@ -9,6 +9,7 @@ import { buildLab, destroyLab, findLabObjects, type LabState, loadLab } from '..
 import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest } from '../util/http-json.js';
+import { podmanStep } from './cni-step.js';
 import type { DemoControl } from './control.js';
 import type { DemoReporter } from './report.js';
 import { DemoSteps } from './steps.js';
@@ -20,8 +21,8 @@ export interface DemoOptions {
   insecure?: boolean;
 }
 
-/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, then teardown. */
-export const TOTAL_STEPS = 13;
+/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
+export const TOTAL_STEPS = 14;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -108,6 +109,9 @@ export async function runDemo(
     await phase('migration', () => s.migrate());
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('spin-down', () => s.spinDown());
+    await phase('podman', () =>
+      podmanStep({ lab, control: control!, report, insecure: opts.insecure === true }),
+    );
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
       ours = false;

@@ -28,7 +28,7 @@ import type { PskBox } from '../nic/psk-box.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { VSwitchClient } from '../vswitch/client.js';
-import { type AgentDirectory, addNetns, delNetns, nicHasPolicyApi } from './agents.js';
+import { type AgentDirectory, addNetns, delNetns, netnsExists, nicHasPolicyApi } from './agents.js';
 import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
 import type { HostRecord, WorkloadRecord } from './model.js';
 import type { OrchestratorService } from './service.js';
@@ -174,11 +174,11 @@ export class Lifecycle {
   ): Promise<void> {
     const { vswitch } = this.agents.of(host);
     at('namespace');
-    const created = await this.timed(timings, 'namespace', () => addNetns(netns));
-    if (created) undo.push({ step: 'namespace', fn: () => delNetns(netns) });
+    const created = await this.timed(timings, 'namespace', () => this.ensureNamespace(w, host, netns));
+    if (created) undo.push({ step: 'namespace', fn: () => this.removeNamespace(w, netns) });
     at('vswitch-create');
     const inst = await this.timed(timings, 'vswitchCreate', () =>
-      this.ensureInstance(vswitch, w.name, netns, w.address),
+      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname),
     );
     undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
     if (beforeRegister !== undefined) {
@@ -192,15 +192,43 @@ export class Lifecycle {
     await this.timed(timings, 'vswitchConfigure', () => vswitch.configure(w.name, crypto));
   }
 
+  /**
+   * The workload's namespace on a host. A container runtime's (netnsOwner 'runtime') must
+   * exist and is never made here. Tenguard's own is recorded in the store before it is made,
+   * so that reconciliation removes only namespaces it made. Returns true when made here.
+   */
+  async ensureNamespace(w: WorkloadRecord, host: HostRecord, netns: string): Promise<boolean> {
+    if (w.netnsOwner === 'runtime') {
+      if (!netnsExists(netns))
+        throw new TgError(
+          'TG_ERR_NOT_FOUND',
+          `the container runtime's namespace '${netns}' of workload '${w.name}' does not exist`,
+        );
+      return false;
+    }
+    if (netnsExists(netns)) return false;
+    await this.service.recordNamespace(netns, host.name, w.name);
+    return addNetns(netns);
+  }
+
+  /** Removes a namespace tenguard made and its record; a runtime's namespace is left alone. */
+  async removeNamespace(w: WorkloadRecord, netns: string): Promise<void> {
+    if (w.netnsOwner === 'runtime') return;
+    await delNetns(netns);
+    await this.service.forgetNamespace(netns);
+  }
+
   /** A running instance for the workload in `netns` with `address`; restarts or replaces others. */
   async ensureInstance(
     vswitch: VSwitchClient,
     workload: string,
     netns: string,
     address: string,
+    netnsIfname?: string,
   ): Promise<{ publicKey: string; restarted: boolean }> {
+    const req = { workload, netns, address, ...(netnsIfname !== undefined ? { netnsIfname } : {}) };
     try {
-      const c = await vswitch.create({ workload, netns, address });
+      const c = await vswitch.create(req);
       return { publicKey: c.publicKey, restarted: true };
     } catch (err) {
       if (codeOf(err) !== 'TG_ERR_CONFLICT') throw err;
@@ -213,7 +241,7 @@ export class Lifecycle {
         return { publicKey: r.publicKey, restarted: true };
       }
       await vswitch.delete(workload);
-      const c = await vswitch.create({ workload, netns, address });
+      const c = await vswitch.create(req);
       return { publicKey: c.publicKey, restarted: true };
     }
   }
@@ -315,7 +343,7 @@ export class Lifecycle {
       step = 'grants';
       await this.timed(timings, 'grantsRemove', () => this.publishGrants({ strict: [] }));
       step = 'namespace';
-      await this.timed(timings, 'namespaceRemove', () => delNetns(netns));
+      await this.timed(timings, 'namespaceRemove', () => this.removeNamespace(w, netns));
     } catch (err) {
       throw stepFailed(`spin-down of workload '${w.name}' on host '${host.name}'`, step, err);
     }

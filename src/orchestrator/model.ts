@@ -31,6 +31,21 @@ export const createWorkloadSchema = z.strictObject({
   name: nameSchema,
   host: nameSchema,
   labels: labelsSchema.optional(),
+  /**
+   * A namespace a container runtime made and owns (a name under /run/netns, e.g. CNI_NETNS's
+   * base name): the workload is put there and the namespace is never created or deleted by
+   * tenguard. Without it the orchestrator makes `<netnsPrefix><name>` and owns it.
+   */
+  netns: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be a namespace name: 1..64 of A-Z, a-z, 0-9, ".", "_", "-"')
+    .refine((s) => s !== '.' && s !== '..', 'must be a namespace name')
+    .optional(),
+  /** The interface's name inside the namespace (default tg0), e.g. the runtime's CNI_IFNAME. */
+  ifname: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name: 1..15 of A-Z, a-z, 0-9, ".", "_", "-"')
+    .optional(),
 });
 
 export const migrateSchema = z.strictObject({ to: nameSchema });
@@ -76,6 +91,21 @@ export interface WorkloadRecord {
   timings: Record<string, number>;
   /** The last lifecycle failure, if the last operation failed part way. */
   lastError: string | null;
+  /** 'runtime': the namespace belongs to a container runtime (CNI); absent: tenguard's own. */
+  netnsOwner?: 'runtime';
+  /** The interface's name inside the namespace when it is not tg0. */
+  ifname?: string;
+}
+
+/**
+ * A namespace the orchestrator created (recorded before `ip netns add`, forgotten after
+ * `ip netns del`): reconciliation removes only recorded namespaces nobody wants, never by name.
+ */
+export interface NamespaceRecord {
+  name: string;
+  host: string;
+  workload: string;
+  createdAt: string;
 }
 
 export interface PolicyRecord {

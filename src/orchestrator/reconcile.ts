@@ -7,15 +7,16 @@
 //   NIC's off-host keys are new);
 // - a crashed or missing vSwitch instance is restarted or recreated (new key pair, so the
 //   NIC registration is replaced), a missing namespace recreated;
-// - registrations, instances and namespaces (with the host's prefix) nobody wants are
-//   removed; workloads left 'deleting' by a failed spin-down are finished;
+// - registrations and instances nobody wants are removed, and namespaces nobody wants that the
+//   orchestrator recorded as made by itself (never by name: a runtime's namespace, or any
+//   other that shares the host's prefix, is never deleted); workloads left 'deleting' by a failed spin-down are finished;
 // - peers and policy documents are put only where the NIC's differ.
 // A pass on state that is already right makes no change (no traffic disturbance).
 
 import type { NicPublicIdentity } from '../nic/client.js';
 import type { Logger } from '../util/log.js';
 import type { InstanceInfo } from '../vswitch/instance.js';
-import { type AgentDirectory, addNetns, delNetns, listNetns } from './agents.js';
+import { type AgentDirectory, delNetns, listNetns } from './agents.js';
 import { type Lifecycle, peersDigest } from './lifecycle.js';
 import type { HostRecord, WorkloadRecord } from './model.js';
 import type { OrchestratorService } from './service.js';
@@ -145,11 +146,15 @@ export class Reconciler {
         report.errors.push(`${h.name}/${inst.workload}: ${msg(err)}`);
       }
     }
-    for (const ns of present) {
-      if (!ns.startsWith(h.netnsPrefix) || wantedNetns.has(ns)) continue;
+    // Only namespaces the orchestrator recorded as made by it, never by name: a namespace of
+    // another owner (a runtime's, the lab's) that shares the host's prefix is not ours.
+    for (const rec of await this.service.listNamespaces()) {
+      const ns = rec.name;
+      if (rec.host !== h.name || wantedNetns.has(ns)) continue;
       if (workloads.some((w) => w.state === 'deleting' && w.netns === ns)) continue;
       try {
         await delNetns(ns);
+        await this.service.forgetNamespace(ns);
         report.actions.push(`${h.name}/namespace-remove/${ns}`);
       } catch (err) {
         report.errors.push(`${h.name}/${ns}: ${msg(err)}`);
@@ -175,7 +180,7 @@ export class Reconciler {
     const did: string[] = [];
     let instance = inst;
     if (!present.has(w.netns)) {
-      await addNetns(w.netns);
+      await this.lifecycle.ensureNamespace(w, h, w.netns);
       did.push('namespace');
       if (instance !== undefined) {
         await vswitch.delete(w.name).catch(() => undefined);
@@ -190,7 +195,7 @@ export class Reconciler {
       instance.address !== w.address ||
       (instance.state !== 'created' && instance.state !== 'configured')
     ) {
-      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address);
+      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address, w.ifname);
       publicKey = r.publicKey;
       did.push(instance?.state === 'crashed' ? 'vswitch-restart' : 'vswitch-create');
     } else {

@@ -13,6 +13,7 @@ import {
   createTenantSchema,
   createWorkloadSchema,
   type HostRecord,
+  type NamespaceRecord,
   NETNS_MAX,
   type PolicyRecord,
   registerHostSchema,
@@ -196,8 +197,16 @@ export class OrchestratorService {
       const host = hostOf(tx, req.host);
       if (tx.get('workload', req.name) !== undefined)
         throw new TgError('TG_ERR_CONFLICT', `workload '${req.name}' already exists`);
-      const netns = workloadNetns(host, req.name);
+      const runtimeNetns = req.netns;
+      const netns = runtimeNetns ?? workloadNetns(host, req.name);
       checkNetns(netns, host.name);
+      if (runtimeNetns !== undefined)
+        for (const o of tx.list('workload'))
+          if (o.value.netns === runtimeNetns)
+            throw new TgError(
+              'TG_ERR_CONFLICT',
+              `namespace '${runtimeNetns}' already holds workload '${o.value.name}'`,
+            );
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
       const w: WorkloadRecord = {
@@ -212,6 +221,8 @@ export class OrchestratorService {
         createdAt: this.now().toISOString(),
         timings: {},
         lastError: null,
+        ...(runtimeNetns !== undefined ? { netnsOwner: 'runtime' as const } : {}),
+        ...(req.ifname !== undefined && req.ifname !== 'tg0' ? { ifname: req.ifname } : {}),
       };
       tx.put(
         'allocation',
@@ -256,6 +267,26 @@ export class OrchestratorService {
   }
 
   /** The record and its address go (spin-down done). */
+  // --- Namespaces the orchestrator created (ownership records) ---------------------------
+
+  /** Records that the orchestrator is about to create `netns` for a workload on a host. */
+  async recordNamespace(netns: string, host: string, workload: string): Promise<void> {
+    await this.store.txn((tx) =>
+      tx.put('namespace', netns, { name: netns, host, workload, createdAt: this.now().toISOString() }),
+    );
+  }
+
+  /** Forgets a namespace record (absent is fine). */
+  async forgetNamespace(netns: string): Promise<void> {
+    await this.store.txn((tx) => {
+      if (tx.get('namespace', netns) !== undefined) tx.delete('namespace', netns);
+    });
+  }
+
+  async listNamespaces(): Promise<NamespaceRecord[]> {
+    return this.store.view((v) => v.list('namespace').map((e) => e.value));
+  }
+
   async finishDelete(workload: string): Promise<void> {
     await this.store.txn((tx) => this.remove(tx, workload));
   }
@@ -278,6 +309,11 @@ export class OrchestratorService {
         throw new TgError('TG_ERR_INVALID_ARGUMENT', `workload '${n}' is already on host '${t}'`);
       if (w.value.state !== 'running')
         throw new TgError('TG_ERR_CONFLICT', `workload '${n}' is ${w.value.state}, not running`);
+      if (w.value.netnsOwner === 'runtime')
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `workload '${n}' lives in its container runtime's namespace '${w.value.netns}' and cannot migrate`,
+        );
       const netns = workloadNetns(dest, n);
       checkNetns(netns, dest.name);
       const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };

@@ -1,4 +1,4 @@
-// The orchestrator's store: desired state as typed records in five collections, behind one
+// The orchestrator's store: desired state as typed records in six collections, behind one
 // interface shaped after etcd's model so that an etcd implementation fits without changing
 // callers:
 // - every committed transaction advances one store-wide revision; each entry carries the
@@ -11,7 +11,14 @@
 // - watchers see every committed change, in revision order.
 // Contract: only public data enters the store (names, addresses, labels, policy documents,
 // timings); never a private key or PSK.
-import type { AllocationRecord, HostRecord, PolicyRecord, TenantRecord, WorkloadRecord } from './model.js';
+import type {
+  AllocationRecord,
+  HostRecord,
+  NamespaceRecord,
+  PolicyRecord,
+  TenantRecord,
+  WorkloadRecord,
+} from './model.js';
 
 export interface Collections {
   tenant: TenantRecord;
@@ -20,10 +27,12 @@ export interface Collections {
   policy: PolicyRecord;
   /** Keyed `<tenant>/<address>`. */
   allocation: AllocationRecord;
+  /** Namespaces the orchestrator created, keyed by name. */
+  namespace: NamespaceRecord;
 }
 
 export type Kind = keyof Collections;
-export const KINDS: readonly Kind[] = ['tenant', 'host', 'workload', 'policy', 'allocation'];
+export const KINDS: readonly Kind[] = ['tenant', 'host', 'workload', 'policy', 'allocation', 'namespace'];
 
 export interface Entry<K extends Kind> {
   key: string;

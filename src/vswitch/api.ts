@@ -4,7 +4,7 @@
 //   GET    /v1/health                             liveness, counts, API version
 //   GET    /openapi.json                          this API's OpenAPI 3.1 document
 //   GET    /v1/instances                          every instance with its state
-//   POST   /v1/instances                          {workload, netns, address, routes?} -> 201 {publicKey, ifname}
+//   POST   /v1/instances                          {workload, netns, address, routes?, netnsIfname?} -> 201 {publicKey, ifname}
 //   GET    /v1/instances/:workload
 //   PUT    /v1/instances/:workload/nic            {nicPublicKey, sealedPsk, nicEndpoint}: the NIC becomes its peer
 //   POST   /v1/instances/:workload/psk            {sealedPsk}: rotate
@@ -25,6 +25,11 @@ export const createInstanceSchema = z.strictObject({
   netns: z.string().min(1).max(64),
   address: z.string().min(2).max(64),
   routes: z.array(z.string().max(64)).max(64).optional(),
+  /** The interface's name inside the namespace (default tg0), e.g. the CNI_IFNAME a runtime asks for. */
+  netnsIfname: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name: 1..15 of A-Z, a-z, 0-9, ".", "_", "-"')
+    .optional(),
 });
 
 export const configureSchema = z.strictObject({

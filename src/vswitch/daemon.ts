@@ -25,7 +25,12 @@ export interface CreateInstanceRequest {
   address: string;
   /** Prefixes routed via tg0; default: the default route of the address's family. */
   routes?: string[];
+  /** The interface's name inside the namespace (default tg0). */
+  netnsIfname?: string;
 }
+
+/** Interface names inside a workload's namespace. */
+const NETNS_IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 export interface ConfigureRequest {
   nicPublicKey: string;
@@ -79,12 +84,22 @@ export class VSwitchDaemon {
           'TG_ERR_CONFLICT',
           `namespace '${req.netns}' already has the instance of '${other.spec.workload}'`,
         );
-    if (await this.platform.linkExists(req.netns, WORKLOAD_IFNAME))
+    const netnsIfname = req.netnsIfname ?? WORKLOAD_IFNAME;
+    if (!NETNS_IFNAME_RE.test(netnsIfname))
+      throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad interface name '${netnsIfname.slice(0, 64)}'`);
+    if (await this.platform.linkExists(req.netns, netnsIfname))
       throw new TgError(
         'TG_ERR_CONFLICT',
-        `namespace '${req.netns}' already has an interface ${WORKLOAD_IFNAME}`,
+        `namespace '${req.netns}' already has an interface ${netnsIfname}`,
       );
-    const inst = await this.startInstance(req.workload, req.netns, address, routes, this.newIfname());
+    const inst = await this.startInstance(
+      req.workload,
+      req.netns,
+      address,
+      routes,
+      this.newIfname(),
+      netnsIfname,
+    );
     return { workload: req.workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
   }
 
@@ -116,7 +131,7 @@ export class VSwitchDaemon {
     await old.stop(this.platform);
     this.instances.delete(workload);
     const s = old.spec;
-    const inst = await this.startInstance(workload, s.netns, s.address, s.routes, s.ifname);
+    const inst = await this.startInstance(workload, s.netns, s.address, s.routes, s.ifname, s.netnsIfname);
     return { workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
   }
 
@@ -164,10 +179,11 @@ export class VSwitchDaemon {
     address: HostAddress,
     routes: string[],
     ifname: string,
+    netnsIfname: string,
   ): Promise<VSwitchInstance> {
     const inst = await VSwitchInstance.start(
       this.platform,
-      { workload, netns, address, routes, ifname, mtu: this.mtu },
+      { workload, netns, address, routes, ifname, netnsIfname, mtu: this.mtu },
       this.log,
       () => {
         this.crashes++;

@@ -32,6 +32,8 @@ export interface InstanceSpec {
   address: HostAddress;
   routes: string[];
   ifname: string;
+  /** The interface's name inside the namespace (tg0 unless a CNI runtime asked for another). */
+  netnsIfname: string;
   mtu: number;
 }
 
@@ -47,6 +49,7 @@ export interface InstanceInfo {
   netns: string;
   address: string;
   ifname: string;
+  netnsIfname: string;
   publicKey: string;
   state: InstanceState;
   pid: number | null;
@@ -114,6 +117,7 @@ export class VSwitchInstance {
       await platform.plumb({
         ifname: spec.ifname,
         netns: spec.netns,
+        netnsIfname: spec.netnsIfname,
         addressCidr: `${spec.address.text}/${spec.address.family === 4 ? 32 : 128}`,
         family: spec.address.family,
         routes: spec.routes,
@@ -142,7 +146,7 @@ export class VSwitchInstance {
     } catch (err) {
       secretPool().free(privateKey);
       await device.stop();
-      await platform.unplumb(spec.netns).catch(() => undefined);
+      await platform.unplumb(spec.netns, spec.netnsIfname).catch(() => undefined);
       throw err;
     }
   }
@@ -243,7 +247,7 @@ export class VSwitchInstance {
     this.wipeBoxKey();
     await this.device.stop();
     if (this.state !== 'crashed') this.state = 'stopped';
-    await platform.unplumb(this.spec.netns);
+    await platform.unplumb(this.spec.netns, this.spec.netnsIfname);
   }
 
   get running(): boolean {
@@ -256,6 +260,7 @@ export class VSwitchInstance {
       netns: this.spec.netns,
       address: this.spec.address.text,
       ifname: this.spec.ifname,
+      netnsIfname: this.spec.netnsIfname,
       publicKey: this.publicKey.toString('base64'),
       state: this.state,
       pid: this.running ? (this.device.pid ?? null) : null,

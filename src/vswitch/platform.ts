@@ -43,6 +43,8 @@ export interface Plumbing {
   /** The name of the TUN in the daemon's namespace. */
   ifname: string;
   netns: string;
+  /** The interface's name inside the namespace (default tg0; a CNI runtime names its own). */
+  netnsIfname?: string;
   /** 'a.b.c.d/32' or 'x::y/128'. */
   addressCidr: string;
   family: 4 | 6;
@@ -58,8 +60,8 @@ export interface VSwitchPlatform {
   linkExists(netns: string, name: string): Promise<boolean>;
   /** Moves the TUN into the namespace as tg0, with its address, MTU, up, and routes via tg0. */
   plumb(p: Plumbing): Promise<void>;
-  /** Deletes tg0 in the namespace if it is there (which also ends its device). */
-  unplumb(netns: string): Promise<void>;
+  /** Deletes tg0 (or `netnsIfname`) in the namespace if it is there (which also ends its device). */
+  unplumb(netns: string, netnsIfname?: string): Promise<void>;
   /** Ends what the platform keeps besides the instances (a warm pool). */
   close?(): Promise<void>;
 }
@@ -172,19 +174,20 @@ export class ProcessPlatform implements VSwitchPlatform {
    */
   async plumb(p: Plumbing): Promise<void> {
     await runOk('ip', ['link', 'set', 'dev', p.ifname, 'netns', p.netns]);
+    const dev = p.netnsIfname ?? WORKLOAD_IFNAME;
     const lines = [
-      `link set dev ${p.ifname} name ${WORKLOAD_IFNAME}`,
-      `addr add ${p.addressCidr} dev ${WORKLOAD_IFNAME}${p.family === 6 ? ' nodad' : ''}`,
-      `link set dev ${WORKLOAD_IFNAME} mtu ${p.mtu} up`,
-      ...p.routes.map((r) => `route replace ${r} dev ${WORKLOAD_IFNAME}`),
+      `link set dev ${p.ifname} name ${dev}`,
+      `addr add ${p.addressCidr} dev ${dev}${p.family === 6 ? ' nodad' : ''}`,
+      `link set dev ${dev} mtu ${p.mtu} up`,
+      ...p.routes.map((r) => `route replace ${r} dev ${dev}`),
     ];
     for (const l of lines)
       if (!BATCH_LINE.test(l)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot plumb with '${l}'`);
     await runOk('ip', ['-n', p.netns, '-batch', '-'], { input: `${lines.join('\n')}\n` });
   }
 
-  async unplumb(netns: string): Promise<void> {
+  async unplumb(netns: string, netnsIfname = WORKLOAD_IFNAME): Promise<void> {
     if (!namespaceExists(netns)) return;
-    await run('ip', ['-n', netns, 'link', 'del', 'dev', WORKLOAD_IFNAME]);
+    await run('ip', ['-n', netns, 'link', 'del', 'dev', netnsIfname]);
   }
 }

@@ -209,11 +209,11 @@ export class SharedPlatform implements VSwitchPlatform {
    * tg0 of a device of ours goes away with the device's TUN fd (the TUN is not persistent):
    * after that device has ended there is nothing to delete, and no `ip` call is made.
    */
-  async unplumb(netns: string): Promise<void> {
+  async unplumb(netns: string, netnsIfname?: string): Promise<void> {
     const dev = this.plumbed.get(netns);
     this.plumbed.delete(netns);
     if (dev !== undefined && !dev.running) return;
-    await this.plumbing.unplumb(netns);
+    await this.plumbing.unplumb(netns, netnsIfname);
   }
 
   private startTicker(): void {

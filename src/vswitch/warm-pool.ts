@@ -129,8 +129,8 @@ export class WarmPool implements VSwitchPlatform {
     return this.inner.plumb(p);
   }
 
-  unplumb(netns: string): Promise<void> {
-    return this.inner.unplumb(netns);
+  unplumb(netns: string, netnsIfname?: string): Promise<void> {
+    return this.inner.unplumb(netns, netnsIfname);
   }
 
   /** Ends the idle devices; no new ones start. */

@@ -36,12 +36,23 @@ export class OrchProcess {
   constructor(
     readonly dataDir: string,
     readonly socket: string,
+    /** More `tenguard orchestrator` options (e.g. --reconcile-ms 0). */
+    readonly extraArgs: readonly string[] = [],
   ) {}
 
   async start(): Promise<void> {
     const p = spawn(
       process.execPath,
-      [BIN, 'orchestrator', '--data-dir', this.dataDir, '--api-socket', this.socket, '--insecure'],
+      [
+        BIN,
+        'orchestrator',
+        '--data-dir',
+        this.dataDir,
+        '--api-socket',
+        this.socket,
+        '--insecure',
+        ...this.extraArgs,
+      ],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...process.env, TENGUARD_LOG_LEVEL: 'info' },

@@ -79,7 +79,8 @@ export class FakePlatform implements VSwitchPlatform {
   }
 
   async linkExists(netns: string, name: string): Promise<boolean> {
-    return name === 'tg0' && this.plumbed.has(netns);
+    const p = this.plumbed.get(netns);
+    return p !== undefined && (p.netnsIfname ?? 'tg0') === name;
   }
 
   async plumb(p: Plumbing): Promise<void> {

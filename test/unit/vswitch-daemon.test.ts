@@ -62,6 +62,7 @@ test('create: a device with its own key pair, plumbed into the namespace as tg0'
   assert.deepEqual(platform.plumbed.get('tgx-w1'), {
     ifname: 'tgx-1v0',
     netns: 'tgx-w1',
+    netnsIfname: 'tg0',
     addressCidr: '100.64.1.11/32',
     family: 4,
     routes: ['0.0.0.0/0'],

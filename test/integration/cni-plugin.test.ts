@@ -1,0 +1,312 @@
+// The CNI plugin executable `tenguard cni install` writes, called exactly as the spec says
+// (environment + stdin) against a lab's orchestrator, agents and namespaces a "runtime" (this
+// test) made: valid and broken configurations, unknown tenant, missing or bad netns, ADD twice,
+// DEL twice, DEL without ADD, DEL after the namespace is gone, CHECK after the session died,
+// an unreachable orchestrator; traffic between attached namespaces; keys wiped by DEL; and
+// reconciliation that removes only namespaces the orchestrator made.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { listNamespaces } from '../../src/lab/index.js';
+import { run } from '../../src/util/exec.js';
+import { callPlugin, cniPrefix } from '../helpers/cni.js';
+import { ALLOW_WITHIN, type OrchLab, OrchProcess, startOrchLab, stopOrchLab } from '../helpers/orch.js';
+import { ping } from '../helpers/ping.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+const prefix = cniPrefix();
+let L: OrchLab | undefined;
+let dir = '';
+let plugin = '';
+let conf: Record<string, unknown> = {};
+const runtimeNs: string[] = [];
+
+async function newNs(tag: string): Promise<string> {
+  const ns = `${prefix}-rt-${tag}`;
+  const r = await run('ip', ['netns', 'add', ns]);
+  assert.equal(r.code, 0, r.stderr);
+  await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  runtimeNs.push(ns);
+  return ns;
+}
+
+function envOf(cmd: string, id: string, ns: string | null, extra: Record<string, string> = {}) {
+  return {
+    CNI_COMMAND: cmd,
+    CNI_CONTAINERID: id,
+    ...(ns !== null ? { CNI_NETNS: `/run/netns/${ns}` } : {}),
+    CNI_IFNAME: 'eth0',
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAME=${id}`,
+    ...extra,
+  };
+}
+
+const cfg = (over: Record<string, unknown> = {}) => JSON.stringify({ ...conf, ...over });
+
+async function pskOf(host: string, workload: string): Promise<number> {
+  const { keys } = await L!.client.keys(host);
+  return keys.filter((k) => k.kind === 'workload-psk' && k.workload === workload).length;
+}
+
+before(async () => {
+  L = await startOrchLab(prefix);
+  await L.client.createTenant({ name: 'acme', pool: '100.64.30.0/24' });
+  await L.client.createTenant({ name: 'blue', pool: '100.64.31.0/24' });
+  await L.client.setPolicy('acme', ALLOW_WITHIN('acme'));
+  await L.client.setPolicy('blue', ALLOW_WITHIN('blue'));
+  dir = mkdtempSync(join(tmpdir(), `${prefix}-cni-`));
+  const r = await run(process.execPath, [
+    BIN,
+    'cni',
+    'install',
+    '--tenant',
+    'acme',
+    '--host',
+    'h1',
+    '--network',
+    `${prefix}-acme`,
+    '--bin-dir',
+    join(dir, 'bin'),
+    '--conf-dir',
+    join(dir, 'net.d'),
+    '--orchestrator',
+    L.orch.socket,
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const paths = JSON.parse(r.stdout) as { plugin: string; conflist: string };
+  plugin = paths.plugin;
+  const list = JSON.parse(readFileSync(paths.conflist, 'utf8')) as {
+    cniVersion: string;
+    name: string;
+    plugins: Record<string, unknown>[];
+  };
+  // A runtime hands each plugin its entry with the list's cniVersion and name.
+  conf = { cniVersion: list.cniVersion, name: list.name, ...list.plugins[0] };
+});
+
+after(async () => {
+  for (const ns of runtimeNs) await run('ip', ['netns', 'del', ns]);
+  await stopOrchLab(L, prefix);
+  if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  const left = (await listNamespaces()).filter((n) => n.startsWith(prefix));
+  assert.deepEqual(left, [], 'namespaces left behind');
+});
+
+test('VERSION lists the supported versions', async () => {
+  const r = await callPlugin(plugin, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+  assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual(r.out, { cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0', '1.1.0'] });
+});
+
+test('broken configurations and environments: the spec error codes, nothing created', async () => {
+  const ns = await newNs('bad');
+  const cases: { what: string; env: Record<string, string>; stdin: string; code: number; msg: RegExp }[] = [
+    { what: 'not JSON', env: envOf('ADD', 'bad1', ns), stdin: '{nope', code: 6, msg: /not JSON/ },
+    { what: 'a JSON array', env: envOf('ADD', 'bad1', ns), stdin: '[1]', code: 6, msg: /not a JSON object/ },
+    {
+      what: 'unsupported version',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ cniVersion: '9.9.9' }),
+      code: 1,
+      msg: /9\.9\.9/,
+    },
+    {
+      what: 'host of the wrong type',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ host: 5 }),
+      code: 7,
+      msg: /host/,
+    },
+    {
+      what: 'mtls of the wrong shape',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ mtls: 'x' }),
+      code: 7,
+      msg: /mtls/,
+    },
+    {
+      what: 'unknown tenant',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ tenant: 'nosuch' }),
+      code: 7,
+      msg: /nosuch/,
+    },
+    {
+      what: 'no tenant and no K8S_POD_NAMESPACE',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ tenant: undefined }),
+      code: 7,
+      msg: /no tenant/,
+    },
+    { what: 'CNI_NETNS missing', env: envOf('ADD', 'bad1', null), stdin: cfg(), code: 4, msg: /CNI_NETNS/ },
+    {
+      what: 'CNI_NETNS not a named namespace',
+      env: envOf('ADD', 'bad1', null, { CNI_NETNS: '/proc/1/ns/net' }),
+      stdin: cfg(),
+      code: 4,
+      msg: /not a named namespace/,
+    },
+    {
+      what: 'CNI_NETNS gone',
+      env: envOf('ADD', 'bad1', `${prefix}-rt-nosuch`),
+      stdin: cfg(),
+      code: 4,
+      msg: /does not exist/,
+    },
+    { what: 'unknown command', env: envOf('FROB', 'bad1', ns), stdin: cfg(), code: 4, msg: /CNI_COMMAND/ },
+    {
+      what: 'orchestrator unreachable',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({ orchestrator: join(dir, 'nothere.sock') }),
+      code: 11,
+      msg: /unreachable/,
+    },
+    {
+      what: 'CHECK without prevResult',
+      env: envOf('CHECK', 'bad1', ns),
+      stdin: cfg(),
+      code: 7,
+      msg: /prevResult/,
+    },
+  ];
+  for (const c of cases) {
+    const r = await callPlugin(plugin, c.env, c.stdin);
+    assert.equal(r.code, 1, `${c.what}: exit status (${r.stdout})`);
+    assert.equal(r.out?.code, c.code, `${c.what}: code (${r.stdout})`);
+    assert.match(String(r.out?.msg), c.msg, c.what);
+    assert.equal(typeof r.out?.cniVersion, 'string', `${c.what}: error object has cniVersion`);
+  }
+  assert.deepEqual(await L!.client.listWorkloads(), [], 'no workload left by a failed ADD');
+  const del = await callPlugin(plugin, envOf('DEL', 'bad1', ns), cfg());
+  assert.equal(del.code, 0, `DEL after a failed ADD: ${del.stdout}`);
+});
+
+test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime namespace survives', async () => {
+  const a = await newNs('a');
+  const b = await newNs('b');
+  const other = await newNs('o');
+  // Keys of other plugins and of the runtime are kept, not refused (the spec's rule).
+  const extra = {
+    ipam: { type: 'host-local' },
+    capabilities: { portMappings: true },
+    runtimeConfig: { x: 1 },
+  };
+  const ra = await callPlugin(plugin, envOf('ADD', 'aaaaaaaaaaaa01', a), cfg(extra));
+  assert.equal(ra.code, 0, ra.stdout + ra.stderr);
+  const resA = ra.out as {
+    cniVersion: string;
+    interfaces: { name: string; sandbox: string }[];
+    ips: { address: string; interface: number }[];
+    routes: { dst: string }[];
+  };
+  assert.equal(resA.cniVersion, '1.0.0');
+  assert.deepEqual(resA.interfaces, [{ name: 'eth0', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${a}` }]);
+  assert.match(resA.ips[0].address, /^100\.64\.30\.\d+\/32$/);
+  assert.equal(resA.ips[0].interface, 0);
+  assert.deepEqual(resA.routes, [{ dst: '0.0.0.0/0' }]);
+  const again = await callPlugin(plugin, envOf('ADD', 'aaaaaaaaaaaa01', a), cfg());
+  assert.equal(again.code, 0, `ADD twice: ${again.stdout}`);
+  assert.deepEqual(again.out, ra.out, 'ADD twice answers the same');
+  // 0.4.0 configuration, tenant from K8S_POD_NAMESPACE.
+  const rb = await callPlugin(
+    plugin,
+    envOf('ADD', 'bbbbbbbbbbbb02', b, { CNI_ARGS: 'K8S_POD_NAMESPACE=acme;K8S_POD_NAME=b' }),
+    cfg({ cniVersion: '0.4.0', tenant: undefined }),
+  );
+  assert.equal(rb.code, 0, rb.stdout);
+  const resB = rb.out as { ips: { version: string; address: string }[] };
+  assert.equal(resB.ips[0].version, '4');
+  const ro = await callPlugin(plugin, envOf('ADD', 'cccccccccccc03', other), cfg({ tenant: 'blue' }));
+  assert.equal(ro.code, 0, ro.stdout);
+  const addrB = resB.ips[0].address.split('/')[0];
+  const addrO = (ro.out as { ips: { address: string }[] }).ips[0].address.split('/')[0];
+  const link = await run('ip', ['-n', a, '-o', 'addr', 'show', 'dev', 'eth0']);
+  assert.match(link.stdout, new RegExp(` ${resA.ips[0].address.replaceAll('.', '\\.')} `));
+  const p = await ping(a, addrB, { count: 3 });
+  assert.equal(p.received, 3, 'same tenant ping a -> b');
+  const x = await ping(a, addrO, { count: 2, waitS: 1 });
+  assert.equal(x.received, 0, 'cross-tenant ping blocked');
+  const chk = await callPlugin(plugin, envOf('CHECK', 'aaaaaaaaaaaa01', a), cfg({ prevResult: ra.out }));
+  assert.equal(chk.code, 0, `CHECK: ${chk.stdout}`);
+  assert.equal(await pskOf('h1', 'c-aaaaaaaaaaaa'), 1, 'session key before DEL');
+  const d1 = await callPlugin(plugin, envOf('DEL', 'aaaaaaaaaaaa01', a), cfg({ prevResult: ra.out }));
+  assert.equal(d1.code, 0, d1.stdout);
+  assert.equal(await pskOf('h1', 'c-aaaaaaaaaaaa'), 0, 'DEL wiped the session key');
+  const d2 = await callPlugin(plugin, envOf('DEL', 'aaaaaaaaaaaa01', a), cfg());
+  assert.equal(d2.code, 0, `DEL twice: ${d2.stdout}`);
+  const d3 = await callPlugin(plugin, envOf('DEL', 'ffffffffffff09', null), cfg());
+  assert.equal(d3.code, 0, `DEL without ADD: ${d3.stdout}`);
+  assert.ok((await listNamespaces()).includes(a), 'the runtime namespace is not deleted by DEL');
+  assert.equal((await run('ip', ['-n', a, 'link', 'show', 'eth0'])).code, 1, 'eth0 removed from it');
+  // DEL after the namespace is gone.
+  await run('ip', ['netns', 'del', b]);
+  const d4 = await callPlugin(plugin, envOf('DEL', 'bbbbbbbbbbbb02', b), cfg());
+  assert.equal(d4.code, 0, `DEL after the namespace is gone: ${d4.stdout}`);
+  assert.equal(await pskOf('h1', 'c-bbbbbbbbbbbb'), 0);
+  const d5 = await callPlugin(plugin, envOf('DEL', 'cccccccccccc03', other), cfg({ tenant: 'blue' }));
+  assert.equal(d5.code, 0, d5.stdout);
+  assert.deepEqual(await L!.client.listWorkloads(), []);
+});
+
+test('CHECK after the session died fails with a message naming it; DEL still cleans', async () => {
+  // Without reconciliation, which would restart the instance and so revive the session.
+  await L!.orch.stop();
+  const normal = L!.orch;
+  L!.orch = new OrchProcess(normal.dataDir, normal.socket, ['--reconcile-ms', '0']);
+  await L!.orch.start();
+  const ns = await newNs('k');
+  const r = await callPlugin(plugin, envOf('ADD', 'dddddddddddd04', ns), cfg());
+  assert.equal(r.code, 0, r.stdout);
+  const inst = (await L!.agents.vswitchds.get('h1')!.client.list()).find(
+    (i) => i.workload === 'c-dddddddddddd',
+  );
+  assert.ok(inst?.pid, 'instance has a device process');
+  process.kill(inst.pid, 'SIGKILL');
+  const end = Date.now() + 5000;
+  while (Date.now() < end && (await run('ip', ['-n', ns, 'link', 'show', 'eth0'])).code === 0)
+    await new Promise((res) => setTimeout(res, 50));
+  const chk = await callPlugin(plugin, envOf('CHECK', 'dddddddddddd04', ns), cfg({ prevResult: r.out }));
+  assert.equal(chk.code, 1, chk.stdout);
+  assert.equal(chk.out?.code, 100);
+  assert.match(String(chk.out?.msg), /eth0/);
+  const d = await callPlugin(plugin, envOf('DEL', 'dddddddddddd04', ns), cfg());
+  assert.equal(d.code, 0, d.stdout);
+  assert.equal(await pskOf('h1', 'c-dddddddddddd'), 0);
+  await L!.orch.stop();
+  L!.orch = normal;
+  await L!.orch.start();
+});
+
+test('reconciliation: a foreign namespace sharing the host prefix survives; one tenguard made and lost track of is removed', async () => {
+  const c = L!.client;
+  const hostPrefix = (await c.showHost('h1')).netnsPrefix;
+  const foreign = `${hostPrefix}nic`;
+  assert.equal((await run('ip', ['netns', 'add', foreign])).code, 0);
+  runtimeNs.push(foreign);
+  const cniNs = await newNs('keep');
+  const r = await callPlugin(plugin, envOf('ADD', 'eeeeeeeeeeee05', cniNs), cfg());
+  assert.equal(r.code, 0, r.stdout);
+  const lost = await c.createWorkload({ tenant: 'acme', name: 'lost', host: 'h1' });
+  // The orchestrator loses track of 'lost' (its record goes, its namespace record stays).
+  await L!.orch.stop();
+  const db = new Database(join(L!.dataDir, 'orchestrator.db'));
+  db.prepare("DELETE FROM entries WHERE kind = 'workload' AND key = 'lost'").run();
+  db.prepare("DELETE FROM entries WHERE kind = 'allocation' AND key = ?").run(`acme/${lost.address}`);
+  db.close();
+  await L!.orch.start();
+  const rep = await c.reconcile();
+  const names = await listNamespaces();
+  assert.ok(names.includes(foreign), `foreign namespace ${foreign} survived: ${rep.actions.join(', ')}`);
+  assert.ok(names.includes(cniNs), 'the runtime namespace survived');
+  assert.ok(!names.includes(lost.netns), `lost namespace removed: ${rep.actions.join(', ')}`);
+  const again = await c.reconcile();
+  assert.deepEqual(again.actions, [], 'a second pass changes nothing');
+  const d = await callPlugin(plugin, envOf('DEL', 'eeeeeeeeeeee05', cniNs), cfg());
+  assert.equal(d.code, 0, d.stdout);
+  assert.deepEqual(await c.listWorkloads(), []);
+});

@@ -1,0 +1,161 @@
+// ADD-to-first-packet through the CNI plugin: COUNT (default 50) plain CNI ADD calls of the
+// installed plugin executable (environment + stdin, as a runtime calls it) into namespaces this
+// test made as a runtime would, each timed from the call to the first echo reply from a
+// same-tenant anchor, alternating between two hosts; beside it, in the same run, the
+// orchestrator API's spin-up to first packet (no plugin process) and PODMAN (default 5)
+// `podman run` to first packet. Prints medians and the ratio CNI/API.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { benchSpinup, percentile } from '../../src/bench/spinup.js';
+import { listNamespaces } from '../../src/lab/index.js';
+import type { WorkloadRecord } from '../../src/orchestrator/model.js';
+import { run } from '../../src/util/exec.js';
+import { callPlugin, cniPrefix } from '../helpers/cni.js';
+import { ALLOW_WITHIN, type OrchLab, startOrchLab, stopOrchLab } from '../helpers/orch.js';
+import { CNI_CACHE, cleanCniCache, Podman } from '../helpers/podman.js';
+
+const COUNT = Number(process.env.TG_CNI_ADD_COUNT ?? 50);
+const PODMAN = Number(process.env.TG_CNI_PODMAN_COUNT ?? 5);
+const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
+const prefix = cniPrefix();
+let L: OrchLab | undefined;
+let dir = '';
+let P: Podman | undefined;
+let cacheExisted = true;
+
+async function firstReply(
+  ns: string,
+  target: string,
+  t0: number,
+  timeoutMs = 10_000,
+): Promise<number | null> {
+  while (performance.now() - t0 < timeoutMs) {
+    const r = await run('ip', ['netns', 'exec', ns, 'ping', '-n', '-c', '1', '-W', '1', target], {
+      timeoutMs: 5000,
+    });
+    if (r.code === 0) return Math.round(performance.now() - t0);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  return null;
+}
+
+const med = (v: number[]): number =>
+  percentile(
+    [...v].sort((a, b) => a - b),
+    50,
+  );
+
+before(async () => {
+  cacheExisted = existsSync(CNI_CACHE);
+  L = await startOrchLab(prefix);
+  await L.client.createTenant({ name: 'bench', pool: '100.64.100.0/22' });
+  await L.client.setPolicy('bench', ALLOW_WITHIN('bench'));
+  dir = mkdtempSync(join(tmpdir(), `${prefix}-lat-`));
+  P = new Podman(dir);
+  for (const host of ['h1', 'h2']) {
+    const r = await run(process.execPath, [
+      BIN,
+      'cni',
+      'install',
+      '--tenant',
+      'bench',
+      '--host',
+      host,
+      '--network',
+      `${prefix}-${host}`,
+      '--bin-dir',
+      P.binDir,
+      '--conf-dir',
+      P.confDir,
+      '--orchestrator',
+      L.orch.socket,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+});
+
+after(async () => {
+  await P?.cmd(['rm', '-f', '-a', '-t', '2']).catch(() => undefined);
+  await stopOrchLab(L, prefix);
+  if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  cleanCniCache(prefix, cacheExisted);
+  const left = (await listNamespaces()).filter((n) => n.startsWith(prefix));
+  assert.deepEqual(left, [], 'namespaces left behind');
+});
+
+test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside it`, {
+  timeout: 30 * 60_000,
+}, async () => {
+  const c = L!.client;
+  const anchor: WorkloadRecord = await c.createWorkload({ tenant: 'bench', name: 'anchor', host: 'h1' });
+  const cni: number[] = [];
+  const addMs: number[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const host = i % 2 === 0 ? 'h1' : 'h2';
+    const ns = `${prefix}-rt-${i}`;
+    assert.equal((await run('ip', ['netns', 'add', ns])).code, 0);
+    const id = `${(i + 1).toString(16).padStart(12, '0')}ff`;
+    const conf = JSON.stringify({
+      cniVersion: '1.0.0',
+      name: `${prefix}-${host}`,
+      type: 'tenguard',
+      tenant: 'bench',
+      host,
+      orchestrator: L!.orch.socket,
+    });
+    const env = { CNI_CONTAINERID: id, CNI_NETNS: `/run/netns/${ns}`, CNI_IFNAME: 'eth0' };
+    const t0 = performance.now();
+    const r = await callPlugin(`${P!.binDir}/tenguard`, { ...env, CNI_COMMAND: 'ADD' }, conf);
+    assert.equal(r.code, 0, r.stdout);
+    addMs.push(Math.round(r.ms));
+    const ms = await firstReply(ns, anchor.address, t0);
+    assert.ok(ms !== null, `ADD ${i}: no reply`);
+    cni.push(ms);
+    const d = await callPlugin(`${P!.binDir}/tenguard`, { ...env, CNI_COMMAND: 'DEL' }, conf);
+    assert.equal(d.code, 0, d.stdout);
+    await run('ip', ['netns', 'del', ns]);
+  }
+  const api = await benchSpinup(c, {
+    tenant: 'bench',
+    hosts: ['h1', 'h2'],
+    count: COUNT,
+    anchor: { name: 'anchor', address: anchor.address },
+    namePrefix: 'api',
+  });
+  await P!.importBusybox(`localhost/${prefix}-bb`);
+  const pod: number[] = [];
+  for (let i = 0; i < PODMAN; i++) {
+    const name = `${prefix}-p${i}`;
+    const t0 = performance.now();
+    const r = await P!.cmd(
+      P!.runArgs(name, `${prefix}-h${(i % 2) + 1}`, `localhost/${prefix}-bb`, ['sleep', '600']),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const sk = await P!.cmd(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', name]);
+    const ns = sk.stdout.trim().replace('/run/netns/', '');
+    const ms = await firstReply(ns, anchor.address, t0, 20_000);
+    assert.ok(ms !== null, `podman ${i}: no reply`);
+    pod.push(ms);
+    await P!.cmd(['rm', '-f', '-t', '1', name]);
+  }
+  await c.deleteWorkload('anchor');
+  const fig = {
+    cni_add_to_first_packet_ms_median: med(cni),
+    cni_add_to_first_packet_ms_p95: percentile(
+      [...cni].sort((a, b) => a - b),
+      95,
+    ),
+    cni_add_call_ms_median: med(addMs),
+    api_spinup_to_first_packet_ms_median: api.medianMs,
+    ratio_cni_over_api: Math.round((med(cni) / api.medianMs) * 100) / 100,
+    podman_run_to_first_packet_ms_median: med(pod),
+    count: COUNT,
+    podman_count: PODMAN,
+  };
+  process.stderr.write(`cni-add-latency figures (shared 2-core machine, noisy): ${JSON.stringify(fig)}\n`);
+  assert.equal(cni.length, COUNT);
+});
