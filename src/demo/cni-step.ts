@@ -4,11 +4,12 @@
 // hosts talk (ping, TCP), a container of another tenant gets nothing through, `podman rm`
 // wipes each container's keys on its NIC, and nothing of podman's is left behind (its state
 // lives in a temporary directory).
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installCni } from '../cni/install.js';
+import type { LabCa } from '../lab/ca.js';
 import type { LabState } from '../lab/index.js';
 import { run } from '../util/exec.js';
 import { allowWithinTenant, type DemoControl } from './control.js';
@@ -27,20 +28,34 @@ export interface PodmanStepContext {
   report: DemoReporter;
   /** The control plane speaks plain HTTP (--insecure). */
   insecure: boolean;
+  /** Under mTLS: the lab's CA, which issues the plugin its identity files. */
+  ca?: LabCa;
+}
+
+/**
+ * The plugin's mTLS files, next to the lab's API sockets (/run: memory, not disk): an identity
+ * the orchestrator serves (the lab's operator ID: in the lab the plugin acts for the
+ * operator), its key readable by root only, and the trust bundle. Removed with the step.
+ */
+async function pluginIdentityFiles(
+  ca: LabCa,
+  socket: string,
+): Promise<{ dir: string; files: { cert: string; key: string; caBundle: string } }> {
+  const dir = join(dirname(socket), 'cni-identity');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const id = await ca.issue(ca.operatorId, 3600);
+  const files = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), caBundle: join(dir, 'bundle.pem') };
+  writeFileSync(files.cert, [id.certificatePem, ...id.chainPem].join(''), { mode: 0o644 });
+  writeFileSync(files.key, id.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  writeFileSync(files.caBundle, ca.bundle().pems().join(''), { mode: 0o644 });
+  return { dir, files };
 }
 
 export async function podmanStep(x: PodmanStepContext): Promise<void> {
   const { lab, control, report } = x;
   report.step('podman containers on tenant networks through the CNI plugin (2 tenants, 2 hosts)');
-  if (!x.insecure) {
-    // The plugin reads its mTLS identity from files its configuration names; the demo's
-    // operator identity lives only in memory and no plugin identity is issued yet.
-    report.notShown(
-      'podman step under mTLS: no CNI plugin identity files are issued yet (run the demo with --insecure)',
-    );
-    report.say(
-      '      not shown under mTLS: the CNI plugin has no identity files yet; `tenguard demo --insecure` shows it',
-    );
+  if (!x.insecure && x.ca === undefined) {
+    report.notShown('podman step under mTLS: no CA to issue the CNI plugin its identity');
     return;
   }
   const missing = [];
@@ -56,9 +71,11 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
   const cacheExisted = existsSync(CNI_CACHE);
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-podman-`));
   const P = new Podman(dir);
+  let identity: Awaited<ReturnType<typeof pluginIdentityFiles>> | undefined;
   const image = `localhost/${prefix}-busybox`;
   const net = (t: string, h: string): string => `${prefix}-${t}-${h}`;
   try {
+    if (!x.insecure && x.ca !== undefined) identity = await pluginIdentityFiles(x.ca, control.socket);
     for (const t of TENANTS) {
       await control.createTenant(t.name, t.pool);
       await control.setPolicy(t.name, allowWithinTenant(t.name));
@@ -77,6 +94,7 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
         orchestrator: control.socket,
         nodePath: process.execPath,
         tenguardBin: BIN,
+        ...(identity !== undefined ? { mtls: identity.files } : {}),
       });
     await P.importBusybox(image);
     const psks = async (h: string): Promise<number> =>
@@ -141,6 +159,7 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
     await P.cmd(['rm', '-f', '-a', '-t', '1']).catch(() => undefined);
     await P.cmd(['rmi', '-a', '-f']).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
+    if (identity !== undefined) rmSync(identity.dir, { recursive: true, force: true });
     cleanCniCache(prefix, cacheExisted);
   }
   const left = (existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter(

@@ -110,7 +110,7 @@ export async function runDemo(
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('spin-down', () => s.spinDown());
     await phase('podman', () =>
-      podmanStep({ lab, control: control!, report, insecure: opts.insecure === true }),
+      podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),
     );
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {

@@ -82,7 +82,16 @@ function assertFullRun(report: Report): void {
       .length,
     4,
   );
-  assert.equal(report.checks.filter((c) => c.name.endsWith(' blocked')).length, 3);
+  assert.equal(
+    report.checks.filter((c) => c.name.endsWith(' blocked') && !c.name.startsWith('pods-')).length,
+    3,
+  );
+  // The podman step, under mTLS like everything else: containers of one tenant across hosts,
+  // another tenant's container blocked, keys wiped by podman rm, nothing left.
+  assert.equal(names(report, 'pods-a across hosts').length, 1);
+  assert.equal(names(report, 'pods-a -> pods-b blocked').length, 1);
+  assert.equal(names(report, 'podman rm wiped').length, 1);
+  assert.equal(names(report, 'podman left nothing behind').length, 1);
   assert.equal(names(report, 'default deny: ').length, 1);
   assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
   assert.equal(names(report, 'control: the marker is visible').length, 1);
