@@ -5,7 +5,7 @@
 // is the tool's own) and ended by that pid; an abort ends it at once.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { TgError } from '../util/errors.js';
-import { run } from '../util/exec.js';
+import { childJsonResult, childReady, run } from '../util/exec.js';
 import { PROBE_PROGRAM } from './probe-program.js';
 
 export interface PingCount {
@@ -155,11 +155,12 @@ export async function tcpTransfer(
   const port = String(opts.port ?? 40200);
   const ms = opts.timeoutMs ?? 5000;
   const server = probe(toNs, ['tcp-echo', target, port, String(ms + 1500)], opts.signal);
-  const serverResult = result(server, ms + 20_000);
-  await ready(server);
-  const client = await result(
+  const serverResult = childJsonResult(server, ms + 20_000, 'TCP probe');
+  await childReady(server, 'TCP echo server');
+  const client = await childJsonResult(
     probe(fromNs, ['tcp-send', target, port, payload, String(opts.repeat ?? 1), String(ms)], opts.signal),
     ms + 20_000,
+    'TCP probe',
   );
   const s = await serverResult;
   return {
@@ -280,46 +281,4 @@ function probe(ns: string, args: string[], signal?: AbortSignal): ChildProcess {
     child.once('close', () => signal.removeEventListener('abort', onAbort));
   }
   return child;
-}
-
-function result(child: ChildProcess, timeoutMs: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('close', () => {
-      clearTimeout(t);
-      const line = out
-        .trim()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .pop();
-      if (line === undefined)
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `TCP probe gave no result: ${err.trim().slice(0, 300)}`));
-      else resolve(JSON.parse(line) as Record<string, unknown>);
-    });
-  });
-}
-
-function ready(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const onData = (d: Buffer): void => {
-      out += d.toString();
-      if (out.includes('ready')) {
-        child.stdout?.off('data', onData);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.once('close', () =>
-      reject(new TgError('TG_ERR_COMMAND_FAILED', 'TCP echo server ended before it was ready')),
-    );
-  });
 }
