@@ -72,6 +72,8 @@ export class EngineCounters {
   handshakesCompleted = 0;
   cookieRepliesSent = 0;
   cookieRepliesConsumed = 0;
+  /** Cookie replies sent on arrival because the queue was full (counted in cookieRepliesSent too). */
+  cookieRepliesOnArrival = 0;
   /** Initiations sent again at once, with MAC2, after a cookie reply answered the previous one. */
   cookieRetries = 0;
   /** Handshake messages admitted ahead of the queue (valid MAC2, or a response to our initiation). */

@@ -959,8 +959,10 @@ export class Engine {
   //                              : dropped (unknownIndex)
   //     initiation, no load   -> queue
   //     initiation, load      -> valid MAC2 (engine-wide secret, no identity scan)? priority ring
-  //                              : the source's cookie-reply allowance left? queue
+  //                              : the source's cookie-reply allowance left? queue, or when
+  //                                the queue is full a cookie reply at once (MAC1 scan + reply)
   //                              : dropped (cookieRateLimited)
+  //     (a full queue puts the engine under load before the message is judged)
   //   work (runHandshakes, at most HANDSHAKE_WORK_PER_CALL units per engine call):
   //     priority ring first, then the queue; MAC1 finds the identity; under load a message
   //     without MAC2 gets a cookie reply instead of Diffie-Hellman work, one with MAC2 passes
@@ -1006,17 +1008,41 @@ export class Engine {
         return;
       }
       priority = true;
-    } else if (this.isUnderLoad(now)) {
-      if (this.cookieSecret.checkMac2(buf, off, len, cookieSource(endpoints, epOff), now)) priority = true;
-      else if (!this.cookieLimiter.allow(addressKey(endpoints, epOff), now)) {
-        dropped.cookieRateLimited++;
-        return;
-      } else charged = true;
+    } else {
+      if (this.handshakeQueue.length === this.handshakeQueue.capacity) this.markUnderLoad(now);
+      if (this.isUnderLoad(now)) {
+        if (this.cookieSecret.checkMac2(buf, off, len, cookieSource(endpoints, epOff), now)) priority = true;
+        else if (!this.cookieLimiter.allow(addressKey(endpoints, epOff), now)) {
+          dropped.cookieRateLimited++;
+          return;
+        } else charged = true;
+      }
     }
     const ring = priority ? this.priorityQueue : this.handshakeQueue;
     if (!ring.push(buf, off, len, endpoints, epOff, charged)) {
       dropped.handshakeQueueFull++;
       this.markUnderLoad(now);
+      // A source with cookie replies left is answered now rather than dropped: queued, the
+      // message would only have earned that reply, and dropped, a legitimate initiator behind a
+      // many-address flood would wait REKEY_TIMEOUT for its next try instead of resending with
+      // MAC2 at once. One MAC1 scan and one reply, the cost of a queued one, paid on arrival.
+      if (charged) {
+        const identity = this.identityForMac1(buf, off, len);
+        if (identity === null) dropped.badMac1++;
+        else {
+          this.sendCookieReply(
+            identity,
+            buf,
+            off,
+            len,
+            endpoints,
+            epOff,
+            cookieSource(endpoints, epOff),
+            now,
+          );
+          this.counters.cookieRepliesOnArrival++;
+        }
+      }
       return;
     }
     if (priority) this.counters.handshakesPrioritised++;

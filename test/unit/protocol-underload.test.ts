@@ -267,9 +267,13 @@ test('an initiation with a valid MAC2 is worked before a full queue, in the firs
   }));
   items.push(...resend);
   const r = b.engine.inbound(datagramSlab(items), net.clock.now);
-  assert.equal(r.control.count, 0, 'under load, inbound() leaves handshake work to the slices');
   const c = b.engine.counters;
+  // Under load, inbound() leaves handshake work to the slices; what meets the full queue is
+  // answered with a cookie reply on arrival (no Diffie-Hellman work).
   assert.equal(c.dropped.handshakeQueueFull, 1500 - HANDSHAKE_QUEUE_SIZE);
+  assert.equal(c.cookieRepliesOnArrival, 1500 - HANDSHAKE_QUEUE_SIZE);
+  assert.deepEqual(new Set(typesOf(r.control)), new Set([MESSAGE_COOKIE_REPLY_TYPE]));
+  assert.equal(r.control.count, 1500 - HANDSHAKE_QUEUE_SIZE);
   assert.equal(b.engine.pendingHandshakes, HANDSHAKE_QUEUE_SIZE + 1);
   const first = b.engine.handshakes(net.clock.now);
   assert.equal(typesOf(first)[0], MESSAGE_RESPONSE_TYPE, 'the response comes first');
@@ -285,7 +289,36 @@ test('an initiation with a valid MAC2 is worked before a full queue, in the firs
     turns++;
   }
   assert.equal(turns, Math.ceil((HANDSHAKE_QUEUE_SIZE - slice) / HANDSHAKE_WORK_PER_CALL));
-  assert.equal(c.cookieRepliesSent, 1 + HANDSHAKE_QUEUE_SIZE, "A's first initiation and every queued one");
+  assert.equal(c.cookieRepliesSent, 1 + 1500, "A's first initiation and every flood one");
+});
+
+test('an initiation that meets a full queue gets its cookie reply on arrival; the resend is answered in the first slice', () => {
+  const { net, a, b, aId, bPublic } = trio();
+  // 1,500 flood initiations from 1,500 addresses fill the queue; then A's first initiation.
+  const flood = Array.from({ length: 1500 }, (_, i) => ({
+    data: floodInitiation(bPublic),
+    from: addressN(i + 1),
+  }));
+  b.engine.inbound(datagramSlab(flood), net.clock.now);
+  assert.ok(b.engine.isUnderLoad(net.clock.now), 'a full queue puts the engine under load');
+  a.send(aId, [ipv4Packet('10.0.0.1', '10.0.0.2', 20)]);
+  const firstTry = net.queue.splice(0);
+  assert.equal(firstTry.length, 1);
+  const r = b.engine.inbound(datagramSlab(firstTry), net.clock.now);
+  assert.deepEqual(
+    typesOf(r.control),
+    [MESSAGE_COOKIE_REPLY_TYPE],
+    "A's initiation is answered at once, not dropped",
+  );
+  net.collect(b, r.control);
+  net.deliver(a, net.queue.splice(0));
+  assert.equal(a.engine.counters.cookieRetries, 1, 'A resends with MAC2 at once, not after REKEY_TIMEOUT');
+  const resend = net.queue.splice(0);
+  assert.equal(resend.length, 1);
+  b.engine.inbound(datagramSlab(resend), net.clock.now);
+  const first = b.engine.handshakes(net.clock.now);
+  assert.equal(typesOf(first)[0], MESSAGE_RESPONSE_TYPE, 'the resend goes ahead of the flood');
+  assert.equal(b.engine.counters.dropped.badHandshake + b.engine.counters.dropped.unknownPeer, 0);
 });
 
 test('transport packets in a batch full of handshake messages are decrypted in the same call', () => {
