@@ -321,13 +321,13 @@ class FlowRing {
       v[k] = value;
     };
     const kind = KINDS.indexOf(r.kind as 'end' | 'interim');
-    this.kind[i] = kind < 0 ? 0 : kind;
+    this.kind[i] = Math.max(0, kind);
     if (kind < 0) keep('kind', r.kind);
     const verdict = VERDICTS.indexOf(r.verdict);
-    this.verdict[i] = verdict < 0 ? 0 : verdict;
+    this.verdict[i] = Math.max(0, verdict);
     if (verdict < 0) keep('verdict', r.verdict);
     const observed = OBSERVED.indexOf(r.observed);
-    this.observed[i] = observed < 0 ? 0 : observed;
+    this.observed[i] = Math.max(0, observed);
     if (observed < 0) keep('observed', r.observed);
     this.family[i] = r.family;
     this.ms[i * 2] = r.startMs;
