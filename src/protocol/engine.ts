@@ -316,7 +316,9 @@ export class Engine {
   /**
    * Secrets wiped but not yet returned to the store: a batch being built may still hold a key
    * (dataOut.keys, openKeys) of a keypair dropped in the same call, and must not find another
-   * session's key in that memory; they go back at the start of the next call.
+   * session's key in that memory; they go back at the start of the next call, or at the end
+   * of a control-plane call (removePeer, removeIdentity: no batch is in progress then, and an
+   * engine whose last identity goes may never be called again).
    */
   private releasing: Buffer[] = [];
 
@@ -365,6 +367,7 @@ export class Engine {
     for (const peer of [...identity.peers.values()]) this.removePeer(peer.id);
     identity.wipe();
     this.release(identity.privateKeyRaw);
+    this.returnReleased();
     this.identities.delete(identityId);
     this.identityList = this.identityList.filter((i) => i !== identity);
     if (this.identityList.length === 0) {
@@ -499,6 +502,7 @@ export class Engine {
     peer.wipe();
     for (const b of peer.secretBuffers()) this.release(b);
     peer.removed = true;
+    this.returnReleased();
   }
 
   /** The id of an identity's peer with this public key, or undefined. */
@@ -1449,11 +1453,14 @@ export class Engine {
     this.releasing.push(b);
   }
 
+  private returnReleased(): void {
+    if (this.releasing.length === 0) return;
+    for (const b of this.releasing) this.secrets.free(b);
+    this.releasing = [];
+  }
+
   private beginCall(): void {
-    if (this.releasing.length > 0) {
-      for (const b of this.releasing) this.secrets.free(b);
-      this.releasing = [];
-    }
+    this.returnReleased();
     this.control.reset();
     this.dataOut.count = 0;
     this.tunOut.count = 0;
