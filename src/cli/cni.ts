@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { orchestratorClient } from '../cni/client.js';
-import { DEFAULT_BIN_DIR, DEFAULT_CONF_DIR, installCni } from '../cni/install.js';
 import { runCni } from '../cni/plugin.js';
 import { CniError } from '../cni/spec.js';
 import { defaultOrchestratorSocket } from '../orchestrator/client.js';
@@ -23,7 +22,9 @@ export const CNI_USAGE = `usage:
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 
-function install(args: string[]): number {
+async function install(args: string[]): Promise<number> {
+  // Loaded here only: the plugin's own path stays small (it is a process per runtime call).
+  const { DEFAULT_BIN_DIR, DEFAULT_CONF_DIR, installCni } = await import('../cni/install.js');
   const { values: v } = parseArgs({
     args,
     options: {
