@@ -11,6 +11,7 @@ import {
 } from '../identity/service-mtls.js';
 import { nicId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
+import { startHeapTrim } from '../native/heap-trim.js';
 import { validateLinkMtu } from '../nic/mtu.js';
 import { DEFAULT_NIC_PORT, NicService } from '../nic/service.js';
 import { TgError } from '../util/errors.js';
@@ -108,6 +109,7 @@ export async function run(args: string[]): Promise<number> {
   };
   // Keys live in this process only: no core dumps, no ptrace by same-uid processes.
   setDumpable(false);
+  startHeapTrim();
   const service = await NicService.start({
     apiSocket,
     hostAddress,

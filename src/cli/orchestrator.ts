@@ -12,6 +12,7 @@ import {
   ServiceMtls,
 } from '../identity/service-mtls.js';
 import { nicId, serviceId } from '../identity/spiffe.js';
+import { startHeapTrim } from '../native/heap-trim.js';
 import type { AgentEndpointOf } from '../orchestrator/agents.js';
 import { ORCHESTRATOR_MAX_BODY_BYTES, orchestratorRoutes } from '../orchestrator/api.js';
 import { DEFAULT_RECONCILE_INTERVAL_MS, Orchestrator } from '../orchestrator/orchestrator.js';
@@ -148,6 +149,7 @@ export async function run(args: string[]): Promise<number> {
         : [serviceId(td, 'operator').uri],
   });
   requireRoot('tenguard orchestrator');
+  startHeapTrim();
 
   const log = logger('orchestrator');
   if (mtlsConfig === undefined) log.warn(INSECURE_WARNING);

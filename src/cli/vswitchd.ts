@@ -11,6 +11,7 @@ import {
 } from '../identity/service-mtls.js';
 import { serviceId } from '../identity/spiffe.js';
 import { setDumpable } from '../native/dumpable.js';
+import { startHeapTrim } from '../native/heap-trim.js';
 import { MAX_TUNNEL_MTU, MIN_LINK_MTU, tunnelMtu } from '../nic/mtu.js';
 import { removeStaleSockets } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
@@ -124,6 +125,7 @@ export async function run(args: string[]): Promise<number> {
   tuneRuntimeForDataPlane();
   // PSKs and fresh private keys pass through this process on their way to the devices.
   setDumpable(false);
+  startHeapTrim();
 
   const log = logger('vswitchd');
   if (mtlsConfig === undefined) log.warn(INSECURE_WARNING);

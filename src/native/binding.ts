@@ -77,6 +77,8 @@ export interface NativeBinding {
   /** Zero-filled anonymous memory, resident only where written; unmapped when collected. */
   allocSlab(bytes: number): Buffer;
   getDumpable(): number;
+  /** malloc_trim(0): true when free memory went back to the system. */
+  trimHeap(): boolean;
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;
