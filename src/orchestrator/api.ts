@@ -2,7 +2,8 @@
 // carries its schemas and OpenAPI description (summary, example), and GET /openapi.json is
 // generated from this same list (src/util/openapi.ts).
 //
-//   GET    /v1/health                              liveness, counts, last reconciliation
+//   GET    /v1/health                              liveness, counts, last reconciliation, sick agents
+//   GET    /metrics                                Prometheus text: agents' answers, host queues
 //   GET    /openapi.json                           this API's OpenAPI 3.1 document
 //   GET    /v1/tenants                             tenants
 //   POST   /v1/tenants                             {name, pool} -> 201 tenant
@@ -17,6 +18,7 @@
 //   GET    /v1/hosts/:host/keys                    the host NIC's key inventory (metadata only)
 //   GET    /v1/workloads                           workloads
 //   POST   /v1/workloads                           {tenant, name, host, labels?} -> 201 running workload
+//                                                  (200 with it: a retry of the same spec)
 //   GET    /v1/workloads/:workload                 one workload (address, netns, state, timings)
 //   DELETE /v1/workloads/:workload                 spin-down -> {name, timings}
 //   POST   /v1/workloads/:workload/migrate         {to} -> the workload on its new host, with timings
@@ -26,8 +28,9 @@
 //   POST   /v1/reconcile                           run a pass now -> its report
 import { z } from 'zod';
 import { nameSchema } from '../net/name.js';
-import { answer, bodyRoute, type Route } from '../util/http-json.js';
+import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
+import { OrchestratorMetrics } from './metrics.js';
 import {
   createTenantSchema,
   createWorkloadSchema,
@@ -91,15 +94,31 @@ const EXAMPLE_POLICY = {
   ],
 };
 
+/**
+ * The health answer's status and agents: 'degraded' while an agent is slow or did not answer
+ * its last call (named in `agentProblems` as 'host/agent: condition (detail)').
+ */
+function healthOfAgents(o: Orchestrator): Record<string, unknown> {
+  const h = o.agentHealth();
+  return {
+    status: h.problems.length === 0 ? 'ok' : 'degraded',
+    agentProblems: h.problems,
+    agents: h.agents,
+    queued: h.queued,
+  };
+}
+
 export function orchestratorRoutes(o: Orchestrator): Route[] {
+  const metrics = new OrchestratorMetrics(o);
   const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/health',
       operationId: 'health',
-      summary: 'Liveness, counts and the last reconciliation pass',
+      summary:
+        "Liveness, counts, the last reconciliation pass, and agents that are slow or did not answer ('degraded')",
       handler: async () => ({
-        status: 'ok',
+        ...healthOfAgents(o),
         revision: await o.store.revision(),
         tenants: (await o.service.listTenants()).length,
         hosts: (await o.service.listHosts()).length,
@@ -107,6 +126,17 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
         reconcilePasses: o.reconcilePasses,
         lastReconcile: o.lastReconcile,
       }),
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      operationId: 'metrics',
+      summary: "Prometheus text: each agent's answers (up, slow, last call, failures), work queued per host",
+      produces: 'text/plain',
+      handler: async () => {
+        const m = await metrics.text();
+        return textAnswer(m.text, m.contentType);
+      },
     },
     {
       method: 'GET',
@@ -218,11 +248,15 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       method: 'POST',
       path: '/v1/workloads',
       operationId: 'createWorkload',
-      summary: 'Create a workload and spin it up (answers when it is configured)',
+      summary:
+        'Create a workload and spin it up (answers when it is configured); a retry of the same spec answers 200 with the workload',
       body: createWorkloadSchema,
       example: { tenant: 'acme', name: 'web-1', host: 'h1', labels: { app: 'web' } },
       status: 201,
-      handler: async (req) => answer(201, await o.createWorkload(req.body)),
+      handler: async (req) => {
+        const r = await o.ensureWorkload(req.body);
+        return answer(r.created ? 201 : 200, r.workload);
+      },
     },
     {
       method: 'GET',

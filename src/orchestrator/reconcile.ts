@@ -53,8 +53,12 @@ export class Reconciler {
     private readonly log: Logger,
   ) {}
 
-  /** One pass over every host. The caller holds the orchestrator's lock. */
-  async pass(): Promise<ReconcileReport> {
+  /**
+   * One pass over one host: its agents, its workloads' deletions, and the peers and policies
+   * on its NIC. The caller holds the host's queue; other hosts' agents are called only to
+   * read a tenant key they have not given yet (a reachable one, with a deadline).
+   */
+  async passHost(h: HostRecord): Promise<ReconcileReport> {
     const t0 = performance.now();
     const report: ReconcileReport = {
       revision: await this.service.store.revision(),
@@ -68,20 +72,21 @@ export class Reconciler {
     const workloads = await this.service.listWorkloads();
     const wantedNetns = new Set(workloads.filter((w) => w.state !== 'deleting').map((w) => w.netns));
     const actuals: HostActual[] = [];
-    for (const h of hosts) {
-      try {
-        const a = await this.host(h, workloads, wantedNetns, report);
-        actuals.push(a);
-      } catch (err) {
-        report.unreachable[h.name] = msg(err);
-      }
+    try {
+      actuals.push(await this.host(h, workloads, wantedNetns, report));
+    } catch (err) {
+      report.unreachable[h.name] = msg(err);
     }
-    await this.finishDeletes(hosts, workloads, report);
+    const known = new Set(hosts.map((x) => x.name));
+    const mine = workloads.filter(
+      (w) => w.host === h.name || (!known.has(w.host) && hosts[0]?.name === h.name),
+    );
+    await this.finishDeletes(hosts, mine, report);
     await this.peersAndPolicy(actuals, report);
     report.ms = Math.round(performance.now() - t0);
     if (report.actions.length > 0 || report.errors.length > 0)
       this.log.info(
-        { actions: report.actions.length, errors: report.errors, ms: report.ms },
+        { host: h.name, actions: report.actions.length, errors: report.errors, ms: report.ms },
         'reconciliation made changes',
       );
     return report;
@@ -265,7 +270,8 @@ export class Reconciler {
         actuals.map((a) => [a.host.name, this.lifecycle.published(a.host.name, tenant)]),
       );
       try {
-        await this.lifecycle.publishTenant(tenant, { actual });
+        const here = actuals.map((a) => a.host.name);
+        await this.lifecycle.publishTenant(tenant, { actual, only: here, strict: here });
         for (const a of actuals) {
           const now = this.lifecycle.published(a.host.name, tenant);
           if (
@@ -288,4 +294,17 @@ export class Reconciler {
       }
     }
   }
+}
+
+/** Host passes as one report: their findings together, the longest pass's ms. */
+export function mergeReports(reports: readonly ReconcileReport[], revision: number): ReconcileReport {
+  const out: ReconcileReport = { revision, ms: 0, actions: [], unreachable: {}, errors: [], nicRestarts: [] };
+  for (const r of reports) {
+    out.ms = Math.max(out.ms, r.ms);
+    out.actions.push(...r.actions);
+    out.errors.push(...r.errors);
+    out.nicRestarts.push(...r.nicRestarts);
+    Object.assign(out.unreachable, r.unreachable);
+  }
+  return out;
 }
