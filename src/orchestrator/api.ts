@@ -105,6 +105,7 @@ function healthOfAgents(o: Orchestrator): Record<string, unknown> {
     agentProblems: h.problems,
     agents: h.agents,
     queued: h.queued,
+    hostPasses: h.hostPasses,
   };
 }
 

@@ -51,6 +51,8 @@ export class Orchestrator {
   lastReconcile: ReconcileReport | null = null;
   /** Host passes finished. */
   reconcilePasses = 0;
+  /** Passes finished per host. */
+  private readonly passesByHost = new Map<string, number>();
 
   constructor(
     readonly store: Store,
@@ -121,11 +123,17 @@ export class Orchestrator {
   }
 
   /** Agents that are slow or did not answer, and the work queued per host. */
-  agentHealth(): { agents: AgentStatus[]; problems: string[]; queued: Record<string, number> } {
+  agentHealth(): {
+    agents: AgentStatus[];
+    problems: string[];
+    queued: Record<string, number>;
+    hostPasses: Record<string, number>;
+  } {
     return {
       agents: this.agents.health.list(),
       problems: this.agents.health.problems(),
       queued: this.queues.depths(),
+      hostPasses: Object.fromEntries(this.passesByHost),
     };
   }
 
@@ -136,6 +144,7 @@ export class Orchestrator {
     for (const k of this.lastByHost.keys()) if (!names.has(k)) this.lastByHost.delete(k);
     this.lastReconcile = mergeReports([...this.lastByHost.values()], r.revision);
     this.reconcilePasses++;
+    this.passesByHost.set(h.name, (this.passesByHost.get(h.name) ?? 0) + 1);
     return r;
   }
 
