@@ -177,10 +177,15 @@ export class LabAgents {
     if (!current()) return;
     const quick = Date.now() - p.startedAt < RESTART_WINDOW_MS && this.vswitchdRestarts.has(p.host);
     const delay = quick
-      ? Math.min(RESTART_MAX_DELAY_MS, Math.max(RESTART_FIRST_DELAY_MS, 2 * (this.restartDelay.get(p.host) ?? 0)))
+      ? Math.min(
+          RESTART_MAX_DELAY_MS,
+          Math.max(RESTART_FIRST_DELAY_MS, 2 * (this.restartDelay.get(p.host) ?? 0)),
+        )
       : 0;
     this.restartDelay.set(p.host, delay);
-    this.note(`supervisor: the vswitchd of ${p.host} (pid ${p.pid}) exited (${p.proc.exitCode ?? p.proc.signalCode}); restarting in ${delay} ms\n`);
+    this.note(
+      `supervisor: the vswitchd of ${p.host} (pid ${p.pid}) exited (${p.proc.exitCode ?? p.proc.signalCode}); restarting in ${delay} ms\n`,
+    );
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     if (!current()) return;
     try {
@@ -293,7 +298,10 @@ export class LabAgents {
     spiffeId: string,
     baseEnv?: NodeJS.ProcessEnv,
   ): Promise<AgentProcess> {
-    const env: NodeJS.ProcessEnv = { ...(baseEnv ?? process.env), TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info' };
+    const env: NodeJS.ProcessEnv = {
+      ...(baseEnv ?? process.env),
+      TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info',
+    };
     const ca = this.opts.ca;
     if (ca === undefined) args.push('--insecure');
     else {
@@ -325,7 +333,16 @@ export class LabAgents {
     const pid = proc.pid;
     if (pid === undefined)
       throw new TgError('TG_ERR_COMMAND_FAILED', `could not start the ${kind} of ${host}`);
-    const p: AgentProcess = { host, kind, socket, proc, pid, exited, startedAt: Date.now(), env: baseEnv ?? { ...process.env } };
+    const p: AgentProcess = {
+      host,
+      kind,
+      socket,
+      proc,
+      pid,
+      exited,
+      startedAt: Date.now(),
+      env: baseEnv ?? { ...process.env },
+    };
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null)

@@ -1,10 +1,11 @@
 // How each agent (a host's NIC agent and vSwitch daemon) has answered the orchestrator's
 // calls: every call through AgentDirectory's clients is timed and its outcome recorded here.
 // An agent is 'unreachable' when its last call failed at the transport (no answer within the
-// deadline, connection refused, socket gone) and 'slow' when its last answer took longer than
-// SLOW_CALL_MS; one answer in time makes it 'ok' again. /v1/health and /metrics report it,
-// and calls that fan out to many hosts leave out an unreachable one (the reconciler, which
-// keeps calling it, catches it up when it answers again).
+// deadline, connection refused, socket gone), 'stalled' while a call has waited longer than
+// SLOW_CALL_MS for an answer (known before the deadline passes), and 'slow' when its last
+// answer took longer than that; one answer in time makes it 'ok' again. /v1/health and
+// /metrics report it, and calls that fan out to many hosts leave out an unreachable or
+// stalled one (the reconciler, which keeps calling it, catches it up when it answers again).
 import { performance } from 'node:perf_hooks';
 import { TgError } from '../util/errors.js';
 
@@ -12,7 +13,7 @@ import { TgError } from '../util/errors.js';
 export const SLOW_CALL_MS = 1000;
 
 export type AgentKind = 'nic' | 'vswitch';
-export type AgentCondition = 'ok' | 'slow' | 'unreachable';
+export type AgentCondition = 'ok' | 'slow' | 'stalled' | 'unreachable';
 
 export interface AgentStatus {
   host: string;
@@ -63,9 +64,19 @@ export class AgentHealth {
     }
   }
 
-  /** Whether the agent's last call got no answer. */
+  /** A call to the agent has waited `ms` without an answer (still outstanding). */
+  waiting(host: string, agent: AgentKind, ms: number): void {
+    const s = this.status(host, agent);
+    if (s.condition === 'unreachable' || s.condition === 'stalled') return;
+    s.condition = 'stalled';
+    s.error = `no answer for ${Math.round(ms)} ms`;
+    s.since = new Date(this.now()).toISOString();
+  }
+
+  /** Whether the agent's last call got no answer, or one has waited too long for it. */
   unreachable(host: string, agent: AgentKind): boolean {
-    return this.agents.get(`${host}\0${agent}`)?.condition === 'unreachable';
+    const c = this.agents.get(`${host}\0${agent}`)?.condition;
+    return c === 'unreachable' || c === 'stalled';
   }
 
   forget(host: string): void {
@@ -113,7 +124,11 @@ export class AgentHealth {
  * The client with every method that returns a promise timed and its outcome recorded.
  * Other members pass through unchanged.
  */
-export function observed<T extends object>(client: T, onCall: (ms: number, err?: unknown) => void): T {
+export function observed<T extends object>(
+  client: T,
+  onCall: (ms: number, err?: unknown) => void,
+  onWaiting?: (ms: number) => void,
+): T {
   return new Proxy(client, {
     get(target, prop, receiver) {
       const v = Reflect.get(target, prop, receiver);
@@ -122,12 +137,19 @@ export function observed<T extends object>(client: T, onCall: (ms: number, err?:
         const t = performance.now();
         const r: unknown = v.apply(target, args);
         if (!(r instanceof Promise)) return r;
+        const timer =
+          onWaiting === undefined
+            ? undefined
+            : setTimeout(() => onWaiting(performance.now() - t), SLOW_CALL_MS);
+        timer?.unref();
         return r.then(
           (x) => {
+            clearTimeout(timer);
             onCall(performance.now() - t);
             return x;
           },
           (err: unknown) => {
+            clearTimeout(timer);
             onCall(performance.now() - t, err);
             throw err;
           },

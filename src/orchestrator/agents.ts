@@ -57,6 +57,7 @@ export class AgentDirectory {
       nic: observed(
         new NicClient(this.endpointOf(h, 'nic', host.nicApi), this.recorder, NIC_CALL_DEADLINE_MS),
         (ms, err) => this.health.record(h, 'nic', ms, err),
+        (ms) => this.health.waiting(h, 'nic', ms),
       ),
       vswitch: observed(
         new VSwitchClient(
@@ -65,6 +66,7 @@ export class AgentDirectory {
           VSWITCH_CALL_DEADLINE_MS,
         ),
         (ms, err) => this.health.record(h, 'vswitch', ms, err),
+        (ms) => this.health.waiting(h, 'vswitch', ms),
       ),
     };
     this.clients.set(host.name, made);
@@ -76,7 +78,7 @@ export class AgentDirectory {
     this.health.forget(host);
   }
 
-  /** Whether a host's NIC agent answered its last call (calls fanning out skip one that did not). */
+  /** Whether a host's NIC agent answered its last call and none waits long (fan-outs skip it otherwise). */
   nicReachable(host: string): boolean {
     return !this.health.unreachable(host, 'nic');
   }

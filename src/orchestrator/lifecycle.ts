@@ -492,10 +492,6 @@ export class Lifecycle {
     const hosts = await this.service.listHosts();
     const records = new Map((await this.service.listWorkloads({ tenant })).map((r) => [r.name, r] as const));
     const holding = hosts.filter((x) => this.holdsTenant(x.name, tenant));
-    const placements = new Map<string, Set<string>>();
-    for (const x of holding)
-      for (const [name, r] of this.view(x.name).registrations)
-        if (r.tenant === tenant) placements.set(name, (placements.get(name) ?? new Set()).add(x.name));
     const keys = new Map<string, SignedTenantKey>();
     const holders: HostRecord[] = [];
     for (const x of holding) {
@@ -514,6 +510,11 @@ export class Lifecycle {
     }
     if (!holders.some((x) => x.name === h.name)) return;
     const labels = await this.policyApi(h);
+    // From here on no await: the views are read as one snapshot.
+    const placements = new Map<string, Set<string>>();
+    for (const x of holding)
+      for (const [name, r] of this.view(x.name).registrations)
+        if (r.tenant === tenant) placements.set(name, (placements.get(name) ?? new Set()).add(x.name));
     const local = (name: string): boolean =>
       this.view(h.name).registrations.has(name) ||
       (opts.localAlso?.host === h.name && opts.localAlso.workload === name);
@@ -524,8 +525,8 @@ export class Lifecycle {
         const workloads = [...this.view(o.name).registrations]
           .filter(([name, r]) => {
             if (r.tenant !== tenant || local(name)) return false;
-            const at = placements.get(name)!;
-            return at.size === 1 || records.get(name)?.host === o.name;
+            const at = placements.get(name);
+            return at === undefined || at.size === 1 || records.get(name)?.host === o.name;
           })
           .map(([name, r]) => {
             const wl = records.get(name)?.labels;

@@ -11,7 +11,7 @@ export class OrchestratorMetrics {
     const r = this.registry;
     const agentUp = new Gauge({
       name: 'tenguard_orchestrator_agent_up',
-      help: 'Whether the agent answered its last call within the deadline (1) or not (0)',
+      help: 'Whether the agent answered its last call within the deadline and none waits long (1) or not (0)',
       labelNames: ['host', 'agent'],
       registers: [r],
     });
@@ -54,7 +54,7 @@ export class OrchestratorMetrics {
       passes.reset();
       for (const a of h.agents) {
         const labels = { host: a.host, agent: a.agent };
-        agentUp.set(labels, a.condition === 'unreachable' ? 0 : 1);
+        agentUp.set(labels, a.condition === 'unreachable' || a.condition === 'stalled' ? 0 : 1);
         agentSlow.set(labels, a.condition === 'slow' ? 1 : 0);
         lastCall.set(labels, a.lastCallMs);
         failures.inc(labels, a.failures);

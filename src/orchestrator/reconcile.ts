@@ -45,6 +45,22 @@ interface HostActual {
 
 const msg = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
+/** Workloads of one host brought to their desired state at a time in a pass. */
+export const ENSURE_CONCURRENCY = 8;
+
+/** Runs `fn` over `items` with at most `limit` in flight (`fn` must not reject). */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
 export class Reconciler {
   constructor(
     private readonly service: OrchestratorService,
@@ -121,7 +137,9 @@ export class Reconciler {
     const desired = workloads.filter((w) => w.host === h.name && w.state !== 'deleting');
     const desiredNames = new Set(desired.map((w) => w.name));
 
-    for (const w of desired) {
+    // Several workloads at a time: a vSwitch daemon that came back empty (every device lost)
+    // has all of its workloads re-adopted in a fraction of the time one by one would take.
+    await eachLimited(desired, ENSURE_CONCURRENCY, async (w) => {
       try {
         const did = await this.ensure(h, w, identity, instances.get(w.name), present);
         for (const d of did) report.actions.push(`${h.name}/${d}/${w.name}`);
@@ -130,7 +148,7 @@ export class Reconciler {
       } catch (err) {
         report.errors.push(`${h.name}/${w.name}: ${msg(err)}`);
       }
-    }
+    });
     for (const name of [...view.registrations.keys()]) {
       if (desiredNames.has(name) || workloads.some((w) => w.name === name && w.state === 'deleting'))
         continue;
