@@ -28,6 +28,8 @@ import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 1000;
+/** How soon a host whose agent did not answer in its last pass is tried again. */
+export const UNREACHABLE_RETRY_MS = 250;
 
 export interface FlowQuery {
   tenant?: string;
@@ -53,6 +55,8 @@ export class Orchestrator {
   reconcilePasses = 0;
   /** Passes finished per host. */
   private readonly passesByHost = new Map<string, number>();
+  /** performance.now() when each host's last timed pass ended. */
+  private readonly lastPassAt = new Map<string, number>();
 
   constructor(
     readonly store: Store,
@@ -67,27 +71,38 @@ export class Orchestrator {
 
   /**
    * Reconciles each host every `intervalMs` (0: only on demand): a host whose pass is still
-   * queued or running (its agents hang, say) is skipped, the others go on.
+   * queued or running (its agents hang, say) is skipped, the others go on. A host whose last
+   * pass found an agent not answering is tried again every UNREACHABLE_RETRY_MS, so that a
+   * restarted agent is caught up as soon as it answers.
    */
   start(intervalMs = DEFAULT_RECONCILE_INTERVAL_MS): void {
     if (intervalMs <= 0) return;
+    const step = Math.min(intervalMs, UNREACHABLE_RETRY_MS);
     const tick = (): void => {
       if (this.closed) return;
       this.service
         .listHosts()
         .then((hosts) => {
+          const now = performance.now();
           for (const h of hosts) {
             if (this.reconciling.has(h.name)) continue;
+            const last = this.lastByHost.get(h.name);
+            const since = now - (this.lastPassAt.get(h.name) ?? Number.NEGATIVE_INFINITY);
+            const down = last !== undefined && Object.keys(last.unreachable).length > 0;
+            if (since < intervalMs && !(down && since >= step)) continue;
             this.reconciling.add(h.name);
             this.queues
               .run([h.name], () => this.hostPass(h))
               .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
-              .finally(() => this.reconciling.delete(h.name));
+              .finally(() => {
+                this.reconciling.delete(h.name);
+                this.lastPassAt.set(h.name, performance.now());
+              });
           }
         })
         .catch((err) => this.log.error({ err }, 'reconciliation: hosts not listed'))
         .finally(() => {
-          if (!this.closed) this.timer = setTimeout(tick, intervalMs);
+          if (!this.closed) this.timer = setTimeout(tick, step);
         });
     };
     this.timer = setTimeout(tick, 0);

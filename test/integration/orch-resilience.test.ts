@@ -282,7 +282,10 @@ test('a shared-mode vSwitch daemon with 30 workloads killed: restarted and re-ad
   process.kill(daemon.pid, 'SIGKILL');
   const tKill = Date.now();
   const firstAfter = new Map<string, number>();
+  let daemonBackMs = -1;
   while (Date.now() - tKill < 30_000 && firstAfter.size < names.length) {
+    if (daemonBackMs < 0 && L!.agents.vswitchds.get('h1')!.pid !== daemon.pid)
+      daemonBackMs = Date.now() - tKill;
     for (const [i, s] of streams.entries()) {
       if (firstAfter.has(names[i])) continue;
       const r = s.replies().find((x) => x > tKill + 50);
@@ -296,6 +299,7 @@ test('a shared-mode vSwitch daemon with 30 workloads killed: restarted and re-ad
   figures.sharedDaemonKill = {
     workloads: names.length,
     passing: firstAfter.size,
+    daemonAnswersAgainMs: daemonBackMs,
     allPassAgainMs: allMs,
     firstPassesAgainMs: Math.min(...firstAfter.values()),
     restarts: L!.agents.vswitchdRestarts.get('h1'),
