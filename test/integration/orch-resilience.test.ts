@@ -92,6 +92,8 @@ test('a NIC agent stopped for 10 s delays only its own host; health names it; al
   const nicPid = L!.agents.nics.get('h2')!.pid;
   const passesBefore = (await health()).hostPasses;
   const stream = pingStream(W.get('s1')!.netns, W.get('s2')!.address, 0.1, 60);
+  // Through the stalled NIC: echo requests wait in its receive queue while it is stopped.
+  const across = pingStream(W.get('s1')!.netns, W.get('r1')!.address, 0.1, 60);
   process.kill(nicPid, 'SIGSTOP');
   const t0 = Date.now();
   let detectedMs = -1;
@@ -146,6 +148,7 @@ test('a NIC agent stopped for 10 s delays only its own host; health names it; al
   const afterCreate = await timedCreate('r2', 'h2');
   assert.ok(await pingUntilReply(W.get('r2')!.netns, W.get('c4')!.address, 15_000), 'r2 -> c4');
   const s = await stream.stop();
+  const x = await across.stop();
   const report = await L!.client.reconcile();
   assert.deepEqual(report.errors, []);
   assert.deepEqual(report.unreachable, {});
@@ -161,6 +164,7 @@ test('a NIC agent stopped for 10 s delays only its own host; health names it; al
       healthOkAfterResumeMs: clearedMs,
       createOnH2AfterResumeMs: afterCreate,
       sameHostStreamOnH1: { lost: s.lost, maxGapMs: s.maxGapMs },
+      crossHostStream: { lost: x.lost, maxGapMs: x.maxGapMs, maxRttMs: x.maxRttMs },
     },
   });
   t.diagnostic(JSON.stringify(figures.stall));
