@@ -70,6 +70,12 @@ export function stepFailed(what: string, step: string, err: unknown): TgError {
 /** Per-host knowledge that is only valid for one NIC identity (cleared when it changes). */
 interface NicView {
   identityKey: string | null;
+  /**
+   * `registrations` holds every workload on the NIC (read from it since the orchestrator
+   * started), not only the ones registered here: peer and grant lists, which name other
+   * hosts' workloads, are computed only from known views.
+   */
+  registrationsKnown: boolean;
   policyApi: boolean | null;
   /** workload -> registration, as on the NIC. */
   registrations: Map<string, Registration>;
@@ -114,6 +120,7 @@ export class Lifecycle {
     if (v === undefined) {
       v = {
         identityKey: null,
+        registrationsKnown: false,
         policyApi: null,
         registrations: new Map(),
         tenantKeys: new Map(),
@@ -124,6 +131,49 @@ export class Lifecycle {
       this.views.set(host, v);
     }
     return v;
+  }
+
+  /**
+   * Reads a NIC's registrations into its view if they are not known yet (the first use after
+   * the orchestrator started); false when its NIC does not answer.
+   */
+  async know(host: HostRecord): Promise<boolean> {
+    const v = this.view(host.name);
+    if (v.registrationsKnown) return true;
+    if (!this.agents.nicReachable(host.name)) return false;
+    try {
+      const nic = this.agents.of(host).nic;
+      const id = await nic.identity();
+      const regs = await nic.workloads();
+      const now = this.view(host.name);
+      if (now.registrationsKnown) return true;
+      if (now.identityKey !== null && now.identityKey !== id.identityKey) return false;
+      this.learnRegistrations(host.name, id.identityKey, regs);
+      return true;
+    } catch (err) {
+      this.log.warn({ host: host.name, err: messageOf(err) }, 'NIC registrations not readable');
+      return false;
+    }
+  }
+
+  /** Sets a view's registrations to what its NIC reported (all of them). */
+  learnRegistrations(host: string, identityKey: string, regs: readonly Record<string, unknown>[]): void {
+    const v = this.view(host);
+    v.identityKey = identityKey;
+    v.registrations.clear();
+    for (const x of regs)
+      v.registrations.set(String(x.workload), {
+        tenant: String(x.tenant),
+        address: String(x.address),
+        vswitchPublicKey: String(x.vswitchPublicKey),
+      });
+    v.registrationsKnown = true;
+  }
+
+  /** Whether every host's registrations are known (read when not); false if one's are not readable. */
+  private async knowAll(hosts: readonly HostRecord[]): Promise<boolean> {
+    const r = await Promise.all(hosts.map((h) => this.know(h)));
+    return r.every(Boolean);
   }
 
   /** Forgets everything about a NIC (it restarted, or its host was deregistered). */
@@ -490,6 +540,15 @@ export class Lifecycle {
     strict: (h: string) => boolean,
   ): Promise<void> {
     const hosts = await this.service.listHosts();
+    if (!(await this.knowAll(hosts))) {
+      // A list computed without some host's workloads would take them away from this NIC.
+      this.view(h.name).published.delete(tenant);
+      this.log.warn(
+        { host: h.name, tenant },
+        'peers not put: a NIC whose workloads are unknown does not answer',
+      );
+      return;
+    }
     const records = new Map((await this.service.listWorkloads({ tenant })).map((r) => [r.name, r] as const));
     const holding = hosts.filter((x) => this.holdsTenant(x.name, tenant));
     const keys = new Map<string, SignedTenantKey>();
@@ -584,6 +643,12 @@ export class Lifecycle {
     if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
     const links = tenantLinks(docs);
     const hosts = await this.service.listHosts();
+    if (!(await this.knowAll(hosts))) {
+      this.log.warn(
+        'grants not put: a NIC whose workloads are unknown does not answer; the reconciler retries',
+      );
+      return;
+    }
     const anyPut = hosts.some((h) => this.view(h.name).grants.size > 0);
     if (links.size === 0 && !anyPut && opts.actual === undefined) return;
     const records = new Map((await this.service.listWorkloads()).map((r) => [r.name, r] as const));

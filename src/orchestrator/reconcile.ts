@@ -125,13 +125,7 @@ export class Reconciler {
       view = this.lifecycle.resetView(h.name, identity.identityKey);
     }
     const nicWorkloads = await nic.workloads();
-    view.registrations.clear();
-    for (const x of nicWorkloads)
-      view.registrations.set(String(x.workload), {
-        tenant: String(x.tenant),
-        address: String(x.address),
-        vswitchPublicKey: String(x.vswitchPublicKey),
-      });
+    this.lifecycle.learnRegistrations(h.name, identity.identityKey, nicWorkloads);
     const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
     const present = new Set(listNetns());
     const desired = workloads.filter((w) => w.host === h.name && w.state !== 'deleting');
