@@ -3,7 +3,6 @@
 // generated from this same list (src/util/openapi.ts).
 //
 //   GET    /v1/health                              liveness, counts, last reconciliation, sick agents
-//   GET    /metrics                                Prometheus text: agents' answers, host queues
 //   GET    /openapi.json                           this API's OpenAPI 3.1 document
 //   GET    /v1/tenants                             tenants
 //   POST   /v1/tenants                             {name, pool} -> 201 tenant
@@ -26,11 +25,16 @@
 //   POST   /v1/flows/query                         {tenant?, since?, limit?} -> the same, filtered
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
+//   GET    /metrics                                Prometheus text (store state, leadership, agents' answers, host queues)
+//
+// With several replicas every route but the store reads (LOCAL_READS) runs at the leader:
+// another replica forwards it there (replica.ts).
 import { z } from 'zod';
 import { nameSchema } from '../net/name.js';
+import { TgError } from '../util/errors.js';
 import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
-import { OrchestratorMetrics } from './metrics.js';
+import { metricsText, orchestratorMetrics } from './metrics.js';
 import {
   createTenantSchema,
   createWorkloadSchema,
@@ -95,13 +99,17 @@ const EXAMPLE_POLICY = {
 };
 
 /**
- * The health answer's status and agents: 'degraded' while an agent is slow or did not answer
- * its last call (named in `agentProblems` as 'host/agent: condition (detail)').
+ * The agents in the health answer: while one is slow, stalled or did not answer its last call
+ * it is named in `agentProblems` ('host/agent: condition (detail)') and the status is 'degraded'.
  */
-function healthOfAgents(o: Orchestrator): Record<string, unknown> {
+function healthOfAgents(o: Orchestrator): {
+  agentProblems: string[];
+  agents: unknown[];
+  queued: Record<string, number>;
+  hostPasses: Record<string, number>;
+} {
   const h = o.agentHealth();
   return {
-    status: h.problems.length === 0 ? 'ok' : 'degraded',
     agentProblems: h.problems,
     agents: h.agents,
     queued: h.queued,
@@ -109,33 +117,65 @@ function healthOfAgents(o: Orchestrator): Record<string, unknown> {
   };
 }
 
+/** Routes every replica answers from the store itself; all others run at the leader. */
+export const LOCAL_READS: ReadonlySet<string> = new Set([
+  'health',
+  'metrics',
+  'listTenants',
+  'showTenant',
+  'getPolicy',
+  'listHosts',
+  'showHost',
+  'listWorkloads',
+  'showWorkload',
+]);
+
 export function orchestratorRoutes(o: Orchestrator): Route[] {
-  const metrics = new OrchestratorMetrics(o);
+  const metrics = orchestratorMetrics(o);
   const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/health',
       operationId: 'health',
       summary:
-        "Liveness, counts, the last reconciliation pass, and agents that are slow or did not answer ('degraded')",
-      handler: async () => ({
-        ...healthOfAgents(o),
-        revision: await o.store.revision(),
-        tenants: (await o.service.listTenants()).length,
-        hosts: (await o.service.listHosts()).length,
-        workloads: (await o.service.listWorkloads()).length,
-        reconcilePasses: o.reconcilePasses,
-        lastReconcile: o.lastReconcile,
-      }),
+        "Liveness, counts, the store's state, the last reconciliation pass, and agents that are slow or do not answer ('degraded')",
+      handler: async () => {
+        // The store's state is reported, never thrown: health answers while the store cannot.
+        const counts = await Promise.all([
+          o.store.revision(),
+          o.service.listTenants(),
+          o.service.listHosts(),
+          o.service.listWorkloads(),
+        ]).catch((err: unknown) => (err instanceof TgError ? err : Promise.reject(err)));
+        const store = o.store.health();
+        const agents = healthOfAgents(o);
+        return {
+          status: store.state === 'ok' && agents.agentProblems.length === 0 ? 'ok' : 'degraded',
+          store,
+          ...agents,
+          ...(o.replica === undefined ? {} : { replica: o.replica.status() }),
+          ...(counts instanceof TgError
+            ? { storeError: { code: counts.code, message: counts.message } }
+            : {
+                revision: counts[0],
+                tenants: counts[1].length,
+                hosts: counts[2].length,
+                workloads: counts[3].length,
+              }),
+          reconcilePasses: o.reconcilePasses,
+          lastReconcile: o.lastReconcile,
+        };
+      },
     },
     {
       method: 'GET',
       path: '/metrics',
       operationId: 'metrics',
-      summary: "Prometheus text: each agent's answers (up, slow, last call, failures), work queued per host",
+      summary:
+        "Prometheus text: the store's state, this replica's leadership, each agent's answers (up, slow, last call, failures), work queued per host",
       produces: 'text/plain',
       handler: async () => {
-        const m = await metrics.text();
+        const m = await metricsText(metrics);
         return textAnswer(m.text, m.contentType);
       },
     },
@@ -319,5 +359,18 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       handler: () => o.reconcile(),
     },
   ];
-  return withOpenApi(ORCHESTRATOR_API, routes);
+  const replica = o.replica;
+  const placed =
+    replica === undefined
+      ? routes
+      : routes.map((r) =>
+          LOCAL_READS.has(r.operationId)
+            ? r
+            : {
+                ...r,
+                handler: (req: Parameters<Route['handler']>[0]) =>
+                  replica.atLeader(req, async () => r.handler(req)),
+              },
+        );
+  return withOpenApi(ORCHESTRATOR_API, placed);
 }

@@ -4,6 +4,10 @@
 // changes (host-queues.ts): operations on one host never interleave, and a hung or slow host
 // (every agent call has a deadline, agents.ts) delays only its own work. Each host is
 // reconciled on its own timer. Reads go straight to the store.
+// With a Replica (several orchestrators on one etcd store), only the leader reconciles and
+// drives agents: the API forwards writes to it, and a replica that stops leading calls no
+// agent and writes nothing more (the store refuses its writes; the agent directory refuses
+// its calls). On becoming leader it forgets what it knew of every NIC and reconciles at once.
 import { performance } from 'node:perf_hooks';
 import { nameSchema } from '../net/name.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
@@ -24,6 +28,7 @@ import {
   type WorkloadRecord,
 } from './model.js';
 import { mergeReports, type ReconcileReport, Reconciler } from './reconcile.js';
+import type { Replica } from './replica.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';
 
@@ -57,16 +62,28 @@ export class Orchestrator {
   private readonly passesByHost = new Map<string, number>();
   /** performance.now() when each host's last timed pass ended. */
   private readonly lastPassAt = new Map<string, number>();
+  readonly replica: Replica | undefined;
 
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder } = {},
+    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder; replica?: Replica } = {},
   ) {
-    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder);
+    this.replica = opts.replica;
+    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder, () => this.mustLead());
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
     this.reconciler = new Reconciler(this.service, this.lifecycle, this.agents, log);
+  }
+
+  isLeader(): boolean {
+    return this.replica?.isLeader() ?? true;
+  }
+
+  /** Throws TG_ERR_NOT_LEADER unless this replica leads. */
+  mustLead(): void {
+    if (!this.isLeader())
+      throw new TgError('TG_ERR_NOT_LEADER', 'this orchestrator replica does not lead; it drives no agent');
   }
 
   /**
@@ -76,10 +93,31 @@ export class Orchestrator {
    * restarted agent is caught up as soon as it answers.
    */
   start(intervalMs = DEFAULT_RECONCILE_INTERVAL_MS): void {
+    let led = false;
+    this.replica?.leadership.onChange(() => {
+      const leads = this.isLeader();
+      if (leads && !led && !this.closed) {
+        // What this replica knew of the NICs may be stale: forget it and look again now.
+        this.service
+          .listHosts()
+          .then((hosts) =>
+            Promise.all(
+              hosts.map((h) => this.queues.run([h.name], async () => this.lifecycle.resetView(h.name, null))),
+            ),
+          )
+          .then(() => this.reconcile())
+          .catch((err) => this.log.error({ err }, 'reconciliation on taking the lead failed'));
+      }
+      led = leads;
+    });
     if (intervalMs <= 0) return;
     const step = Math.min(intervalMs, UNREACHABLE_RETRY_MS);
     const tick = (): void => {
       if (this.closed) return;
+      if (!this.isLeader()) {
+        this.timer = setTimeout(tick, intervalMs);
+        return;
+      }
       this.service
         .listHosts()
         .then((hosts) => {
@@ -112,6 +150,7 @@ export class Orchestrator {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     await this.queues.drain();
+    await this.replica?.leadership.resign().catch(() => undefined);
     await this.store.close();
   }
 
@@ -121,6 +160,7 @@ export class Orchestrator {
    * with new keys) reaches the others' NICs before this returns.
    */
   async reconcile(): Promise<ReconcileReport> {
+    this.mustLead();
     const round = async (): Promise<ReconcileReport> => {
       const hosts = await this.service.listHosts();
       const reports = await Promise.all(hosts.map((h) => this.queues.run([h.name], () => this.hostPass(h))));
@@ -241,6 +281,8 @@ export class Orchestrator {
     r: { workload: WorkloadRecord; host: HostRecord },
     t0: number,
   ): Promise<WorkloadRecord> {
+    // From the API call: the wait for the host's queue and the reservation.
+    const reserve = Math.round((performance.now() - t0) * 100) / 100;
     let timings: Record<string, number>;
     try {
       timings = await this.lifecycle.spinUp(r.workload, r.host, t0);
@@ -248,7 +290,7 @@ export class Orchestrator {
       await this.service.abandonWorkload(r.workload.name);
       throw err;
     }
-    return this.service.markRunning(r.workload.name, timings);
+    return this.service.markRunning(r.workload.name, { reserve, ...timings });
   }
 
   /**
