@@ -80,13 +80,16 @@ function http(
 ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const u = new URL(path, origin);
   return new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, method, path: u.pathname + u.search, headers }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => {
-        body += d.toString();
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
+    const req = request(
+      { host: u.hostname, port: u.port, method, path: u.pathname + u.search, headers },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -106,11 +109,19 @@ async function axe(name: string): Promise<void> {
   await page.evaluate(source);
   const r = (await page.evaluate(
     "axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } })",
-  )) as { violations: { id: string; impact: string; help: string; nodes: { target: unknown }[] }[]; passes: unknown[] };
+  )) as {
+    violations: { id: string; impact: string; help: string; nodes: { target: unknown }[] }[];
+    passes: unknown[];
+  };
   const bad = r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   axeResults[name] = {
     passes: r.passes.length,
-    violations: r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length })),
+    violations: r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.length,
+    })),
   };
   assert.deepEqual(
     bad.map((v) => `${v.id} (${v.impact}): ${v.help} at ${JSON.stringify(v.nodes.map((n) => n.target))}`),
@@ -180,7 +191,9 @@ test('the console needs a session: links work once, changes need the header, eve
   assert.equal(crossSite.status, 403);
 });
 
-test('log in, create a tenant and workloads in the pages and see them appear', { timeout: 180_000 }, async (t) => {
+test('log in, create a tenant and workloads in the pages and see them appear', {
+  timeout: 180_000,
+}, async (t) => {
   const doc = await page.goto(await loginLink());
   assert.equal(new URL(page.url()).pathname, '/console/');
   assert.match(doc?.headers()['content-security-policy'] ?? '', /script-src 'self'/);
@@ -210,7 +223,10 @@ test('log in, create a tenant and workloads in the pages and see them appear', {
     await wf.getByLabel('Host').selectOption(host);
     await wf.getByLabel('Labels').fill(`app=${app}`);
     await wf.getByRole('button', { name: 'Create workload' }).click();
-    await page.locator('#workload-table tbody tr', { hasText: name }).filter({ hasText: 'running' }).waitFor();
+    await page
+      .locator('#workload-table tbody tr', { hasText: name })
+      .filter({ hasText: 'running' })
+      .waitFor();
   }
   await page.getByRole('status').filter({ hasText: 'workload db running on h2' }).waitFor();
   const w = await L!.client.listWorkloads();
@@ -261,7 +277,10 @@ test('the policy editor saves a document whose tests pass; a flow arrives in the
 test('topology, hosts and key inventory views', { timeout: 120_000 }, async () => {
   await view('topology', 'Topology');
   const webRow = page.getByRole('listitem', { name: 'path of workload web' });
-  await webRow.getByText(/handshake \d+ s ago/).first().waitFor();
+  await webRow
+    .getByText(/handshake \d+ s ago/)
+    .first()
+    .waitFor();
   await webRow.getByText(/^h2: handshake \d+ s ago, rx [0-9.]+ (B|KiB)/).waitFor();
   await shot('05-topology');
   await axe('topology');
@@ -296,8 +315,54 @@ test('a failing policy test blocks the save, in the page and at the API', { time
   await assert.rejects(
     L!.client.setPolicy('acme', POLICY_FAILING),
     (err: Error & { code?: string }) =>
-      err.code === 'TG_ERR_POLICY_REJECTED' && /web-must-not-reach-db.*expected deny, got allow/.test(err.message),
+      err.code === 'TG_ERR_POLICY_REJECTED' &&
+      /web-must-not-reach-db.*expected deny, got allow/.test(err.message),
   );
+});
+
+test('tenguard status summarises the running installation, as text and --json', async () => {
+  const st = JSON.parse(await tenguard(['status', '--json', '--api', L!.orch.socket, '--insecure'])) as {
+    orchestrator: { status: string; tls: boolean; reconcilePasses: number };
+    hosts: {
+      name: string;
+      nic: { reachable: boolean; dataPlane?: boolean; workloads?: number; drops?: { total: number } };
+      vswitch: { reachable: boolean; instances?: number };
+    }[];
+    tenants: { count: number; withPolicy: number };
+    workloads: { count: number; byState: Record<string, number> };
+    certificates: unknown[];
+    drops: { total: number; byHost: Record<string, number> };
+  };
+  assert.equal(st.orchestrator.status, 'ok');
+  assert.equal(st.orchestrator.tls, false);
+  assert.deepEqual(
+    st.hosts.map((h) => [
+      h.name,
+      h.nic.reachable,
+      h.nic.dataPlane,
+      h.nic.workloads,
+      h.vswitch.reachable,
+      h.vswitch.instances,
+    ]),
+    [
+      ['h1', true, true, 1, true, 1],
+      ['h2', true, true, 1, true, 1],
+    ],
+  );
+  assert.deepEqual(st.tenants, { count: 1, withPolicy: 1 });
+  assert.deepEqual(st.workloads, { count: 2, byState: { running: 2 } });
+  assert.deepEqual(st.certificates, [], 'an orchestrator run --insecure has no certificate');
+  const sum = st.hosts.reduce((n, h) => n + (h.nic.drops?.total ?? 0), 0);
+  assert.equal(st.drops.total, sum);
+  assert.deepEqual(Object.keys(st.drops.byHost), ['h1', 'h2']);
+  const text = await tenguard(['status', '--api', L!.orch.socket, '--insecure']);
+  assert.match(text, /^orchestrator {2}ok, revision \d+, up \d+s, API plain HTTP \(--insecure\)/);
+  assert.match(
+    text,
+    /\n {2}h1 {2}NIC ok \(data plane on, up \d+s, 1 workloads, 1 tenants, 1 fabric peers, \d+ keys, \d+ drops\); vSwitch ok \(1 instances\)\n/,
+  );
+  assert.match(text, /\nworkloads {5}2 \(2 running\)\n/);
+  assert.match(text, /\ncertificates {2}none \(no mTLS\)\n/);
 });
 
 test('no response the pages fetched carries key material', async (t) => {
@@ -305,7 +370,14 @@ test('no response the pages fetched carries key material', async (t) => {
   const api = seen.filter((s) => s.type.includes('application/json'));
   assert.ok(api.length >= 20, `only ${api.length} API answers seen`);
   const urls = new Set(api.map((s) => new URL(s.url).pathname));
-  for (const p of ['/v1/status', '/v1/topology', '/v1/flows', '/v1/hosts/h2/keys', '/v1/workloads', '/v1/tenants'])
+  for (const p of [
+    '/v1/status',
+    '/v1/topology',
+    '/v1/flows',
+    '/v1/hosts/h2/keys',
+    '/v1/workloads',
+    '/v1/tenants',
+  ])
     assert.ok(urls.has(p), `the pages never fetched ${p}`);
   // The NICs' public keys: the console does not even show those.
   const publicKeys = new Set<string>();

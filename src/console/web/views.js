@@ -297,7 +297,7 @@ export function Topology() {
               <div>${w.tenant} · ${w.address}</div><div>${w.state}</div>
             <//>
             <span class="arrow" aria-hidden="true">→</span>
-            <${Box} title="vSwitch" state=${w.vswitch?.state === 'running' ? 'ok' : 'warn'}>
+            <${Box} title="vSwitch" state=${w.vswitch?.state === 'configured' ? 'ok' : 'warn'}>
               ${w.vswitch ? html`<div>${w.vswitch.ifname} (${w.vswitch.state})</div><div>pid ${w.vswitch.pid ?? '-'}</div>` : html`<div>no instance</div>`}
             <//>
             <span class="arrow" aria-hidden="true">→</span>
