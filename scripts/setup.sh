@@ -43,6 +43,7 @@ declare -A NEED=(
   [openssl]=openssl
   [podman]=podman
   [runc]=runc
+  [etcd]=etcd-server
   [chromium]=chromium
   [promtool]=prometheus
 )
