@@ -13,7 +13,11 @@ import { serviceId } from '../identity/spiffe.js';
 import { TrustBundle } from '../identity/trust-bundle.js';
 import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
-import { type CertificateExpiry, certificateExpiry, type InstallationStatus } from '../orchestrator/observe.js';
+import {
+  type CertificateExpiry,
+  certificateExpiry,
+  type InstallationStatus,
+} from '../orchestrator/observe.js';
 import { TgError } from '../util/errors.js';
 import type { ApiEndpoint } from '../util/http-json.js';
 
@@ -413,7 +417,13 @@ async function keys(args: string[]): Promise<number> {
 function duration(seconds: number): string {
   const s = Math.abs(seconds);
   const text =
-    s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86400)}d`;
+    s < 120
+      ? `${s}s`
+      : s < 7200
+        ? `${Math.round(s / 60)}m`
+        : s < 172800
+          ? `${Math.round(s / 3600)}h`
+          : `${Math.round(s / 86400)}d`;
   return seconds < 0 ? `${text} ago` : text;
 }
 
@@ -467,7 +477,8 @@ async function status(args: string[]): Promise<number> {
 }
 
 async function consoleCommand(sub: string | undefined, args: string[]): Promise<number> {
-  if (sub !== 'login') throw new TgError('TG_ERR_USAGE', `unknown console command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+  if (sub !== 'login')
+    throw new TgError('TG_ERR_USAGE', `unknown console command '${sub ?? ''}'\n${CONTROL_USAGE}`);
   const { values: v } = parse(args, {}, 0);
   const r = await client(v).consoleLogin();
   return out(v, r, () => `${r.url}\n(one use, valid until ${r.expiresAt})`);

@@ -180,7 +180,8 @@ export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []
       method: 'GET',
       path: '/v1/status',
       operationId: 'status',
-      summary: 'The installation: orchestrator, hosts with NIC and vSwitch, tenants, workloads, certificate expiry, drops',
+      summary:
+        'The installation: orchestrator, hosts with NIC and vSwitch, tenants, workloads, certificate expiry, drops',
       handler: () => o.status(),
     },
     {

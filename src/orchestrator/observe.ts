@@ -135,7 +135,12 @@ export interface StatusInputs {
   revision: number;
   startedAt: number;
   reconcilePasses: number;
-  lastReconcile: { revision: number; ms: number; errors: string[]; unreachable: Record<string, string> } | null;
+  lastReconcile: {
+    revision: number;
+    ms: number;
+    errors: string[];
+    unreachable: Record<string, string>;
+  } | null;
   /** The orchestrator's own certificate (PEM), when it serves over mTLS. */
   certificatePem: string | null;
 }
@@ -165,7 +170,11 @@ export async function installationStatus(s: StatusInputs, now = Date.now()): Pro
       const a = s.agents.of(h);
       const [nic, vswitch] = await Promise.all([
         (async () => {
-          const [health, drops, identity] = await Promise.all([a.nic.health(), nicDrops(a.nic), a.nic.identity()]);
+          const [health, drops, identity] = await Promise.all([
+            a.nic.health(),
+            nicDrops(a.nic),
+            a.nic.identity(),
+          ]);
           return { health, drops, identity };
         })().then(
           (r) => r,
@@ -176,7 +185,8 @@ export async function installationStatus(s: StatusInputs, now = Date.now()): Pro
           (err: unknown) => ({ reachable: false as const, error: reason(err) }),
         ),
       ]);
-      if ('error' in nic) return { name: h.name, nic: { reachable: false, error: nic.error }, vswitch, cert: null };
+      if ('error' in nic)
+        return { name: h.name, nic: { reachable: false, error: nic.error }, vswitch, cert: null };
       const pem = nic.identity.nicCertificate;
       return {
         name: h.name,
@@ -289,7 +299,12 @@ export async function topology(
   const seen = await Promise.all(
     hosts.map(async (h) => {
       const a = agents.of(h);
-      const nic = await Promise.all([a.nic.identity(), a.nic.workloads(), a.nic.tenants(), nicDrops(a.nic)]).then(
+      const nic = await Promise.all([
+        a.nic.identity(),
+        a.nic.workloads(),
+        a.nic.tenants(),
+        nicDrops(a.nic),
+      ]).then(
         ([identity, wl, tenants, drops]) => ({ identity, wl, tenants, drops }),
         (err: unknown) => ({ error: reason(err) }),
       );
@@ -337,9 +352,12 @@ export async function topology(
   const byHost = new Map(seen.map((s) => [s.h.name, s]));
   const topoWorkloads = workloads.map((w: WorkloadRecord): TopologyWorkload => {
     const s = byHost.get(w.host);
-    const inst = s === undefined || 'error' in s.vswitch ? undefined : s.vswitch.list.find((i) => i.workload === w.name);
+    const inst =
+      s === undefined || 'error' in s.vswitch ? undefined : s.vswitch.list.find((i) => i.workload === w.name);
     const leg =
-      s === undefined || 'error' in s.nic ? undefined : s.nic.wl.find((x) => x.workload === w.name && x.tenant === w.tenant);
+      s === undefined || 'error' in s.nic
+        ? undefined
+        : s.nic.wl.find((x) => x.workload === w.name && x.tenant === w.tenant);
     return {
       name: w.name,
       tenant: w.tenant,
