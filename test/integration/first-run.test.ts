@@ -200,3 +200,34 @@ test('tenguard ca init with the PIN from $TENGUARD_CA_PIN and a trust domain of 
   assert.match(noPin.stderr, /the PIN variable TENGUARD_CA_PIN is not set or empty/);
   assert.equal(statSync(ADDON).mtimeMs, addonMtime, 'a command rebuilt the native addon');
 });
+
+test("the README's CA quick start runs as written on a fresh state directory", async () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('### A CA in two commands'));
+  const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(
+    block?.includes('tenguard ca init') && block.includes('tenguard ca sign --csr'),
+    'no quick start',
+  );
+  const cwd = join(dir, 'readme');
+  mkdirSync(cwd);
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(
+      'bash',
+      ['-euo', 'pipefail', '-c', block as string],
+      {
+        cwd,
+        env: {
+          ...process.env,
+          PATH: `${binDir}:${process.env.PATH}`,
+          HOME: dir,
+          TENGUARD_HOME: join(cwd, 'home'),
+        },
+        timeout: 60_000,
+      },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout)),
+    ),
+  );
+  assert.match(out, /svc\.pem: OK/);
+  assert.equal(mode(join(cwd, 'home', 'ca', 'pin')), '600');
+});
