@@ -62,7 +62,7 @@ export interface ConsoleListen {
 
 /** Parses HOST:PORT ([v6]:PORT); port 0 picks a free one. */
 export function parseListen(text: string): ConsoleListen {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(text);
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(text);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);
   if (m === null || host === undefined || port > 65535)
@@ -132,13 +132,14 @@ export class WebConsole {
         if (origin !== undefined && origin !== own)
           return { allowed: false, status: 403, reason: 'a change from another origin' };
       }
-      if (!sessions.check(cookieValue(req, COOKIE)))
+      const session = cookieValue(req, COOKIE);
+      if (!sessions.check(session))
         return {
           allowed: false,
           status: 401,
           reason: 'no console session: open a login link from `tenguard console login`',
         };
-      return { allowed: true, id: 'console' };
+      return { allowed: true, id: 'console', principal: session };
     };
     const cookie = (value: string, maxAgeS: number): string =>
       `${COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeS}${tls ? '; Secure' : ''}`;
@@ -191,7 +192,7 @@ export class WebConsole {
         operationId: 'consoleLogout',
         summary: 'End the session',
         handler: (req) => {
-          sessions.end(cookieValue(req as unknown as IncomingMessage, COOKIE));
+          sessions.end(req.client as string | undefined);
           return fullAnswer({
             status: 200,
             json: { loggedIn: false },

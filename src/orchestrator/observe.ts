@@ -26,7 +26,8 @@ export function sumSamples(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    // Label values are quoted and may hold '}' (escaped quotes inside).
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)/.exec(line);
     if (m === null) continue;
     const v = Number(m[2]);
     if (!Number.isFinite(v)) continue;
