@@ -1,18 +1,20 @@
 // The Grafana dashboard in deploy/grafana/ against real scrapes: a two-host lab with a tenant,
-// two workloads and traffic between them, the /metrics of both NIC agents scraped; every
-// metric the dashboard's queries name must be exposed by a scrape (its # TYPE line), and
-// `promtool check metrics` (Debian's prometheus package) must pass on each scrape.
+// two workloads and traffic between them, the /metrics of both NIC agents and of the
+// orchestrator scraped; every metric the dashboard's queries name must be exposed by a scrape
+// (its # TYPE line), and `promtool check metrics` (Debian's prometheus package) must pass on
+// each scrape.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { apiRequest } from '../../src/util/http-json.js';
 import { ALLOW_WITHIN, type OrchLab, startOrchLab, stopOrchLab } from '../helpers/orch.js';
 import { pingUntilReply } from '../helpers/ping.js';
 
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const DASHBOARD = join(ROOT, 'deploy', 'grafana', 'tenguard-nics.json');
+const DASHBOARD = join(ROOT, 'deploy', 'grafana', 'tenguard.json');
 const PROMTOOL = '/usr/bin/promtool';
 const prefix = `tgu${randomBytes(2).toString('hex').slice(0, 4)}`;
 
@@ -71,6 +73,9 @@ before(async () => {
   const b = await c.createWorkload({ tenant: 'acme', name: 'b', host: 'h2' });
   assert.ok(await pingUntilReply(a.netns, b.address, 20_000), 'no traffic between the workloads');
   for (const h of ['h1', 'h2']) scrapes.set(h, await L.agents.nic(h).metrics());
+  const o = await apiRequest(L.orch.socket, 'GET', '/metrics');
+  assert.equal(o.status, 200);
+  scrapes.set('orchestrator', o.raw);
 });
 
 after(async () => {
@@ -79,7 +84,7 @@ after(async () => {
 
 test('the dashboard is a Grafana dashboard over a Prometheus data source variable', () => {
   const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard & { uid: string; title: string };
-  assert.equal(d.uid, 'tenguard-nics');
+  assert.equal(d.uid, 'tenguard');
   const ids = d.panels.map((p) => p.id);
   assert.equal(new Set(ids).size, ids.length, 'panel ids repeat');
   const queries = d.panels.filter((p) => p.type !== 'row');
@@ -89,7 +94,7 @@ test('the dashboard is a Grafana dashboard over a Prometheus data source variabl
   assert.ok(dashboardMetrics(d).size >= 15);
 });
 
-test('every metric the dashboard uses is in a real scrape of the NIC agents', (t) => {
+test('every metric the dashboard uses is in a real scrape of the NIC agents and the orchestrator', (t) => {
   const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as Dashboard;
   const all = new Set<string>();
   for (const s of scrapes.values()) for (const n of exposed(s)) all.add(n);
@@ -98,6 +103,7 @@ test('every metric the dashboard uses is in a real scrape of the NIC agents', (t
   // The traffic shows in the scrapes the dashboard reads.
   assert.match(scrapes.get('h1')!, /^tenguard_nic_forwarded_packets_total\{path="egress"\} [1-9]/m);
   assert.match(scrapes.get('h1')!, /^tenguard_nic_workloads 1$/m);
+  assert.match(scrapes.get('orchestrator')!, /^tenguard_orchestrator_leader 1$/m);
   t.diagnostic(`${dashboardMetrics(d).size} metrics used, ${all.size} exposed`);
 });
 
