@@ -3,7 +3,12 @@
 // and the server's rules over an orchestrator with an in-memory store: a session from a link,
 // the change header and origin, the pages public but no data without a session.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadAssets } from '../../src/console/assets.js';
 import { CONTENT_SECURITY_POLICY, parseListen, WebConsole } from '../../src/console/server.js';
@@ -213,4 +218,64 @@ test('drop counters are summed over their labels from the text format', () => {
   assert.equal(sums.get('tenguard_nic_forward_dropped_total'), 7);
   assert.equal(sums.get('tenguard_nic_workloads'), 2);
   assert.equal(sums.has('tenguard_nic_keys'), false);
+});
+
+test('over TLS the console is https and its session cookie is Secure', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tgu-console-tls-'));
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
+    const key = readFileSync(join(dir, 'key.pem'));
+    const tlsWeb = await WebConsole.start(orch, {
+      listen: { host: '127.0.0.1', port: 0 },
+      log: logger('test.console'),
+      tls: { cert: readFileSync(join(dir, 'cert.pem'), 'utf8'), key },
+    });
+    key.fill(0);
+    try {
+      assert.match(tlsWeb.url, /^https:\/\/127\.0\.0\.1:\d+\/console\/$/);
+      const link = new URL(tlsWeb.loginLink().url);
+      const r = await new Promise<{ status: number; cookie: string }>((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: tlsWeb.port,
+            path: link.pathname + link.search,
+            rejectUnauthorized: false,
+          },
+          (res) => {
+            res.resume();
+            resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']) });
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(r.status, 303);
+      assert.match(r.cookie, /; HttpOnly; SameSite=Strict; Max-Age=\d+; Secure$/);
+    } finally {
+      await tlsWeb.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
