@@ -283,7 +283,7 @@ export function Topology() {
   return html`
     <${ErrorNote} error=${error} />
     <section aria-labelledby="topo-h">
-      <h2 id="topo-h">Topology: workload, vSwitch, NIC, fabric</h2>
+      <h2 id="topo-h">Workload, vSwitch, NIC, fabric</h2>
       <p class="hint">Every workload's path: its tg0, the vSwitch instance on its host, the on-host leg to the host's NIC, and the NIC's off-host legs over the fabric for the workload's tenant. Handshake ages and bytes as the NICs count them; drops are the NIC's.</p>
       ${topo.workloads.length === 0 && html`<p>No workloads yet.</p>`}
       <ul class="legs">
@@ -340,7 +340,7 @@ export function Flows() {
     .reverse();
   return html`
     <section aria-labelledby="flows-h">
-      <h2 id="flows-h">Flows</h2>
+      <h2 id="flows-h">Live flow table</h2>
       <form class="inline filters" onSubmit=${(e) => e.preventDefault()}>
         <label>Tenant
           <select name="tenant" value=${tenant} onChange=${(e) => setTenant(e.target.value)}>
@@ -485,7 +485,7 @@ export function Policy() {
   const t = report?.test;
   return html`
     <section aria-labelledby="policy-h">
-      <h2 id="policy-h">Policy</h2>
+      <h2 id="policy-h">Policy editor</h2>
       <form class="policy" onSubmit=${(e) => {
         e.preventDefault();
         run(true);
