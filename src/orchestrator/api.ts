@@ -23,6 +23,10 @@
 //   POST   /v1/workloads/:workload/migrate         {to} -> the workload on its new host, with timings
 //   GET    /v1/flows                               flow records merged from the NICs
 //   POST   /v1/flows/query                         {tenant?, since?, limit?} -> the same, filtered
+//   POST   /v1/tenants/:tenant/policy/test         a policy document -> checked, its tests run (nothing saved)
+//   GET    /v1/status                              the installation: hosts, NICs, tenants, workloads,
+//                                                  certificate expiry, drops
+//   GET    /v1/topology                            the legs of every workload with handshake age, bytes, drops
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
 //   GET    /metrics                                Prometheus text (store state, leadership, agents' answers, host queues)
@@ -130,7 +134,11 @@ export const LOCAL_READS: ReadonlySet<string> = new Set([
   'showWorkload',
 ]);
 
-export function orchestratorRoutes(o: Orchestrator): Route[] {
+/**
+ * The orchestrator's routes, with `extra` ones in the same document (the console's login
+ * link: always answered by the replica it is asked, whose console the link is for).
+ */
+export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []): Route[] {
   const metrics = orchestratorMetrics(o);
   const routes: Route[] = [
     {
@@ -230,6 +238,32 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       body: policyBodySchema,
       example: EXAMPLE_POLICY,
       handler: (req) => o.setPolicy(req.params.tenant, req.body),
+    },
+    {
+      method: 'POST',
+      path: '/v1/tenants/:tenant/policy/test',
+      params: tenantParam,
+      operationId: 'testPolicy',
+      summary:
+        "Check a policy document and run its built-in tests against the store's workloads; nothing is saved",
+      body: policyBodySchema,
+      example: EXAMPLE_POLICY,
+      handler: (req) => o.testPolicy(req.params.tenant, req.body),
+    },
+    {
+      method: 'GET',
+      path: '/v1/status',
+      operationId: 'status',
+      summary:
+        'The installation: orchestrator, hosts with NIC and vSwitch, tenants, workloads, certificate expiry, drops',
+      handler: () => o.status(),
+    },
+    {
+      method: 'GET',
+      path: '/v1/topology',
+      operationId: 'topology',
+      summary: 'The legs of every workload (workload - vSwitch - NIC - fabric): handshake age, bytes, drops',
+      handler: () => o.topology(),
     },
     {
       method: 'GET',
@@ -372,5 +406,5 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
                   replica.atLeader(req, async () => r.handler(req)),
               },
         );
-  return withOpenApi(ORCHESTRATOR_API, placed);
+  return withOpenApi(ORCHESTRATOR_API, [...placed, ...extra]);
 }

@@ -11,6 +11,9 @@
 import { performance } from 'node:perf_hooks';
 import { nameSchema } from '../net/name.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
+import { WorkloadDirectory } from '../policy/directory.js';
+import type { PolicyIssue } from '../policy/model.js';
+import { PolicyStore } from '../policy/store.js';
 import { TgError } from '../util/errors.js';
 import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
@@ -27,6 +30,7 @@ import {
   sameCreateSpec,
   type WorkloadRecord,
 } from './model.js';
+import { type InstallationStatus, installationStatus, type Topology, topology } from './observe.js';
 import { mergeReports, type ReconcileReport, Reconciler } from './reconcile.js';
 import type { Replica } from './replica.js';
 import { OrchestratorService } from './service.js';
@@ -40,6 +44,17 @@ export interface FlowQuery {
   tenant?: string;
   since?: string;
   limit?: number;
+}
+
+/** A policy document checked and its built-in tests run against the workloads the store knows. */
+export interface PolicyTestReport {
+  tenant: string;
+  ok: boolean;
+  /** Test cases in the document. */
+  tests: number;
+  /** Problems, each with its path; 'test-failed' and 'test-invalid' are the tests' own. */
+  errors: PolicyIssue[];
+  warnings: PolicyIssue[];
 }
 
 export class Orchestrator {
@@ -63,13 +78,22 @@ export class Orchestrator {
   /** performance.now() when each host's last timed pass ended. */
   private readonly lastPassAt = new Map<string, number>();
   readonly replica: Replica | undefined;
+  readonly startedAt = Date.now();
+  private readonly certificate: () => string | null;
 
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder; replica?: Replica } = {},
+    opts: {
+      agentEndpoint?: AgentEndpointOf;
+      agentRecorder?: ResponseRecorder;
+      replica?: Replica;
+      /** The orchestrator's own certificate (PEM) when it serves over mTLS, for its status. */
+      certificate?: () => string | null;
+    } = {},
   ) {
     this.replica = opts.replica;
+    this.certificate = opts.certificate ?? (() => null);
     this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder, () => this.mustLead());
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
@@ -364,6 +388,17 @@ export class Orchestrator {
     return this.queues.run(hosts, async () => {
       await this.service.getTenant(n);
       const doc = this.service.checkPolicy(n, document);
+      // The built-in tests run here too, so a failing test blocks the save even for a tenant
+      // that no NIC holds yet (the NICs run them again against what they know).
+      const failed = (await this.testPolicy(n, doc)).errors.filter((e) => e.code === 'test-failed');
+      if (failed.length > 0)
+        throw new TgError(
+          'TG_ERR_POLICY_REJECTED',
+          `policy of tenant '${n}' refused: ${failed
+            .slice(0, 8)
+            .map((e) => `${e.path}: ${e.message}`)
+            .join('; ')}`,
+        );
       const old = await this.service.getPolicy(n).catch(() => null);
       // Grants before the document: a NIC refuses a policy naming a workload it cannot route.
       await this.lifecycle.publishGrants({ override: { tenant: n, document: doc }, strict: [] });
@@ -420,6 +455,44 @@ export class Orchestrator {
     const start = (f: Record<string, unknown>): string => String(f.start ?? f.startedAt ?? '');
     out.sort((a, b) => (start(a) < start(b) ? -1 : start(a) > start(b) ? 1 : 0));
     return { flows: q.limit !== undefined ? out.slice(-q.limit) : out, hosts };
+  }
+
+  /**
+   * Checks a policy document and runs its built-in tests against the workloads in the store
+   * (their names and labels), changing nothing: what the policy editor shows before a save.
+   */
+  async testPolicy(tenant: unknown, document: unknown): Promise<PolicyTestReport> {
+    const n = parseBody(nameSchema, tenant, 'tenant');
+    await this.service.getTenant(n);
+    const directory = new WorkloadDirectory();
+    for (const w of await this.service.listWorkloads()) directory.upsert(w.tenant, w.name, w.labels);
+    const r = new PolicyStore(directory).check(document, n);
+    const tests = (document as { tests?: unknown } | null)?.tests;
+    return {
+      tenant: n,
+      ok: r.ok,
+      tests: Array.isArray(tests) ? tests.length : 0,
+      errors: r.errors,
+      warnings: r.warnings,
+    };
+  }
+
+  /** The installation at a glance: hosts, NICs, tenants, workloads, certificate expiry, drops. */
+  async status(): Promise<InstallationStatus> {
+    return installationStatus({
+      service: this.service,
+      agents: this.agents,
+      revision: await this.store.revision(),
+      startedAt: this.startedAt,
+      reconcilePasses: this.reconcilePasses,
+      lastReconcile: this.lastReconcile,
+      certificatePem: this.certificate(),
+    });
+  }
+
+  /** The legs of every workload (workload - vSwitch - NIC - fabric) with their counters. */
+  topology(): Promise<Topology> {
+    return topology(this.service, this.agents);
   }
 
   /** A host's NIC key inventory (metadata only). */
