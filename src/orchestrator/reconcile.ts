@@ -39,7 +39,11 @@ interface HostActual {
   tenants: {
     tenant: string;
     publicKey: string;
-    peers: { publicKey: string; endpoint: string; workloads: { workload: string; address: string }[] }[];
+    peers: {
+      publicKey: string;
+      endpoint: string;
+      workloads: { workload: string; address: string; address6?: string }[];
+    }[];
   }[];
 }
 
@@ -109,6 +113,7 @@ export class Reconciler {
       view.registrations.set(String(x.workload), {
         tenant: String(x.tenant),
         address: String(x.address),
+        ...(typeof x.address6 === 'string' ? { address6: x.address6 } : {}),
         vswitchPublicKey: String(x.vswitchPublicKey),
       });
     const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
@@ -193,9 +198,17 @@ export class Reconciler {
       instance === undefined ||
       instance.netns !== w.netns ||
       instance.address !== w.address ||
+      instance.address6 !== w.address6 ||
       (instance.state !== 'created' && instance.state !== 'configured')
     ) {
-      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address, w.ifname);
+      const r = await this.lifecycle.ensureInstance(
+        vswitch,
+        w.name,
+        w.netns,
+        w.address,
+        w.ifname,
+        w.address6,
+      );
       publicKey = r.publicKey;
       did.push(instance?.state === 'crashed' ? 'vswitch-restart' : 'vswitch-create');
     } else {
@@ -209,7 +222,10 @@ export class Reconciler {
     const reg = view.registrations.get(w.name);
     if (
       reg !== undefined &&
-      (reg.vswitchPublicKey !== publicKey || reg.tenant !== w.tenant || reg.address !== w.address)
+      (reg.vswitchPublicKey !== publicKey ||
+        reg.tenant !== w.tenant ||
+        reg.address !== w.address ||
+        reg.address6 !== w.address6)
     ) {
       await this.lifecycle.unregister(h, w.name);
       did.push('nic-remove');
