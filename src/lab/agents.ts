@@ -47,6 +47,11 @@ export interface LabAgentsOptions {
   ca?: LabCa;
   /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
   nicNodeArgs?: string[];
+  /**
+   * The family of the fabric's (outer) addresses the NICs reach each other at: 4 (default,
+   * 198.18.0.0/24) or 6 (the lab's ULA fabric fd00:198:18::/64; plan.ts).
+   */
+  fabricFamily?: 4 | 6;
 }
 
 export class LabAgents {
@@ -117,7 +122,7 @@ export class LabAgents {
       '--host-address',
       h.pcie.nicV4,
       '--fabric-address',
-      h.fabric.nicV4,
+      this.opts.fabricFamily === 6 ? h.fabric.nicV6 : h.fabric.nicV4,
       ...this.linkMtuArgs(),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;

@@ -6,6 +6,10 @@
 //                          per workload and policy (workloads with the same labels share one).
 //   outside peer -> class  The set of the policy's CIDRs that contain the address (a short
 //                          scan of the CIDR list, not of the rules), interned the same way.
+//   workload peer at an    A workload peer whose address (IPv4 or IPv6, as in the packet) lies
+//   address -> class       in some of the policy's CIDRs: the pair (its workload class, that
+//                          CIDR set), interned apart; a rule matches it by selector or by CIDR.
+//                          A policy without CIDRs never makes one (no cost).
 //   (side, class of the selected workload, class of the peer) -> pair table, built on first
 //                          use from the rules that can match that pair, then cached.
 //   pair table             per protocol bucket (tcp, udp, icmp, other) the winning rule of
@@ -37,6 +41,8 @@ export const BUCKET_OTHER = 3;
 const BUCKET_MASKS = [PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_OTHER];
 /** Outside classes are numbered apart from workload classes. */
 const OUTSIDE = 1 << 21;
+/** So are workload-at-an-address classes (workload class + CIDR set). */
+const ADDRESSED = 1 << 20;
 /** Bound on cached pair tables per policy: beyond it the cache starts over. */
 const MAX_PAIRS = 1 << 18;
 
@@ -160,6 +166,9 @@ export class CompiledPolicy {
   private readonly outsideIds = new Map<string, number>();
   private readonly outsideSets: Uint8Array[] = [];
   private readonly workloadClass = new Map<number, { info: WorkloadInfo; cls: number }>();
+  /** Workload-at-an-address classes: key `cls,outside` -> index into addressedParts. */
+  private readonly addressedIds = new Map<string, number>();
+  private addressedParts: [cls: number, outside: number][] = [];
   private readonly pairs = new Map<number, PairTable>();
 
   constructor(tenant: string, rules: readonly NormalRule[], names: RuleNames) {
@@ -243,6 +252,31 @@ export class CompiledPolicy {
   }
 
   /**
+   * The class of a workload peer (class `cls`) seen at an address: `cls` itself unless the
+   * address lies in one of the policy's CIDRs, else the class that lets rules match it by
+   * selector or by CIDR.
+   */
+  addressedClass(cls: number, family: Family, a0: number, a1: number, a2: number, a3: number): number {
+    if (this.cidrs.length === 0) return cls;
+    const out = this.outsideClass(family, a0, a1, a2, a3);
+    if (out === OUTSIDE) return cls;
+    const key = `${cls},${out}`;
+    let id = this.addressedIds.get(key);
+    if (id === undefined) {
+      if (this.addressedParts.length >= ADDRESSED - 1) {
+        // The ids are part of the pair cache's keys: both start over.
+        this.addressedIds.clear();
+        this.addressedParts = [];
+        this.pairs.clear();
+      }
+      id = this.addressedParts.length;
+      this.addressedParts.push([cls, out]);
+      this.addressedIds.set(key, id);
+    }
+    return ADDRESSED | id;
+  }
+
+  /**
    * The index of the rule that decides `side` of the connection for the selected workload's
    * class and the peer's class, protocol bucket and destination port; -1 when no rule
    * matches (default deny).
@@ -261,13 +295,19 @@ export class CompiledPolicy {
 
   private buildPair(side: Side, selCls: number, peerCls: number): PairTable {
     const selSet = this.classSets[selCls];
-    const outside = (peerCls & OUTSIDE) !== 0;
-    const peerSet = outside ? this.outsideSets[peerCls & (OUTSIDE - 1)] : this.classSets[peerCls];
+    let workloadSet: Uint8Array | null = null;
+    let cidrSet: Uint8Array | null = null;
+    if ((peerCls & OUTSIDE) !== 0) cidrSet = this.outsideSets[peerCls & (OUTSIDE - 1)];
+    else if ((peerCls & ADDRESSED) !== 0) {
+      const [cls, out] = this.addressedParts[peerCls & (ADDRESSED - 1)];
+      workloadSet = this.classSets[cls];
+      cidrSet = this.outsideSets[out & (OUTSIDE - 1)];
+    } else workloadSet = this.classSets[peerCls];
     const dir = side === SIDE_EGRESS ? 'egress' : 'ingress';
     const candidates = this.rules.filter((r) => {
       if (r.direction !== dir || selSet[this.ruleSel[r.index]] !== 1) return false;
-      const list = outside ? this.ruleCidrs[r.index] : this.rulePeers[r.index];
-      for (const i of list) if (peerSet[i] === 1) return true;
+      if (workloadSet !== null) for (const i of this.rulePeers[r.index]) if (workloadSet[i] === 1) return true;
+      if (cidrSet !== null) for (const i of this.ruleCidrs[r.index]) if (cidrSet[i] === 1) return true;
       return false;
     });
     if (candidates.length === 0) return EMPTY_PAIR;
