@@ -166,9 +166,15 @@ export class CompiledPolicy {
   private readonly outsideIds = new Map<string, number>();
   private readonly outsideSets: Uint8Array[] = [];
   private readonly workloadClass = new Map<number, { info: WorkloadInfo; cls: number }>();
-  /** Workload-at-an-address classes: key `cls,outside` -> index into addressedParts. */
-  private readonly addressedIds = new Map<string, number>();
+  /** Workload-at-an-address classes: key cls * 2^21 + outside id -> index into addressedParts. */
+  private readonly addressedIds = new Map<number, number>();
   private addressedParts: [cls: number, outside: number][] = [];
+  /** The outside class of workload addresses seen (IPv4 by number, IPv6 by text of its words). */
+  private readonly addressOutside4 = new Map<number, number>();
+  private readonly addressOutside6 = new Map<string, number>();
+  /** Whether the policy has CIDRs of each family (none: addresses of that family never matter). */
+  private hasCidr4 = false;
+  private hasCidr6 = false;
   private readonly pairs = new Map<number, PairTable>();
 
   constructor(tenant: string, rules: readonly NormalRule[], names: RuleNames) {
@@ -200,6 +206,8 @@ export class CompiledPolicy {
     this.ruleSel = Int32Array.from(rules.map((r) => sel(r.selected)));
     this.rulePeers = rules.map((r) => Int32Array.from(r.peers.map(sel)));
     this.ruleCidrs = rules.map((r) => Int32Array.from(r.cidrs.map(cidr)));
+    this.hasCidr4 = this.cidrs.some((c) => c.family === 4);
+    this.hasCidr6 = this.cidrs.some((c) => c.family === 6);
     // Class 0 is "matches no selector": every lookup with it is a default deny.
     this.intern(this.classIds, this.classSets, new Uint8Array(this.selectors.length));
     this.intern(this.outsideIds, this.outsideSets, new Uint8Array(this.cidrs.length));
@@ -257,10 +265,27 @@ export class CompiledPolicy {
    * selector or by CIDR.
    */
   addressedClass(cls: number, family: Family, a0: number, a1: number, a2: number, a3: number): number {
-    if (this.cidrs.length === 0) return cls;
-    const out = this.outsideClass(family, a0, a1, a2, a3);
+    let out: number | undefined;
+    if (family === 4) {
+      if (!this.hasCidr4) return cls;
+      out = this.addressOutside4.get(a0);
+      if (out === undefined) {
+        out = this.outsideClass(4, a0, 0, 0, 0);
+        if (this.addressOutside4.size >= MAX_PAIRS) this.addressOutside4.clear();
+        this.addressOutside4.set(a0, out);
+      }
+    } else {
+      if (!this.hasCidr6) return cls;
+      const k = `${a0},${a1},${a2},${a3}`;
+      out = this.addressOutside6.get(k);
+      if (out === undefined) {
+        out = this.outsideClass(6, a0, a1, a2, a3);
+        if (this.addressOutside6.size >= MAX_PAIRS) this.addressOutside6.clear();
+        this.addressOutside6.set(k, out);
+      }
+    }
     if (out === OUTSIDE) return cls;
-    const key = `${cls},${out}`;
+    const key = cls * OUTSIDE + (out & (OUTSIDE - 1));
     let id = this.addressedIds.get(key);
     if (id === undefined) {
       if (this.addressedParts.length >= ADDRESSED - 1) {
@@ -306,7 +331,8 @@ export class CompiledPolicy {
     const dir = side === SIDE_EGRESS ? 'egress' : 'ingress';
     const candidates = this.rules.filter((r) => {
       if (r.direction !== dir || selSet[this.ruleSel[r.index]] !== 1) return false;
-      if (workloadSet !== null) for (const i of this.rulePeers[r.index]) if (workloadSet[i] === 1) return true;
+      if (workloadSet !== null)
+        for (const i of this.rulePeers[r.index]) if (workloadSet[i] === 1) return true;
       if (cidrSet !== null) for (const i of this.ruleCidrs[r.index]) if (cidrSet[i] === 1) return true;
       return false;
     });
