@@ -21,8 +21,8 @@ export interface DemoOptions {
   insecure?: boolean;
 }
 
-/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
-export const TOTAL_STEPS = 14;
+/** Steps shown as [n/N]: lab, agents, control plane, then the ten steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
+export const TOTAL_STEPS = 15;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -102,6 +102,7 @@ export async function runDemo(
       }
     };
     await phase('same-tenant traffic', () => s.sameTenant());
+    await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());

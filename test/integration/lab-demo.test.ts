@@ -78,10 +78,16 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'tenant ').length, 2);
   assert.equal(names(report, 'policy of ').length, 2);
   assert.equal(
-    report.checks.filter((c) => / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked'))
-      .length,
+    report.checks.filter(
+      (c) =>
+        / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked') && !c.name.startsWith('IPv6'),
+    ).length,
     4,
   );
+  // Dual stack: both addresses everywhere, IPv6 across hosts (ping6 + TCP), another tenant blocked.
+  assert.equal(names(report, "every workload has an IPv6 address from its tenant's ULA prefix").length, 1);
+  assert.equal(names(report, 'IPv6 cross host: acme-web (h1) -> acme-db (h2) fd64:6440:100::').length, 1);
+  assert.equal(names(report, 'IPv6 cross tenant: acme-web (acme) -> blue-db (blue)').length, 1);
   assert.equal(
     report.checks.filter((c) => c.name.endsWith(' blocked') && !c.name.startsWith('pods-')).length,
     3,
@@ -131,6 +137,8 @@ function assertFullRun(report: Report): void {
     'spinup_ms_median',
     'first_packet_ms_median',
     'migration_gap_ms',
+    'ipv6_rtt_ms',
+    'ipv6_tcp_echo_ms',
     'migration_lost_packets',
     'migration_ms',
     'spindown_ms',
