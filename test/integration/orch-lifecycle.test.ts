@@ -207,7 +207,7 @@ test('bad input through the CLI: clear errors, exit codes, state and traffic unc
   assert.equal((await ping(W.get('a1')!.netns, W.get('a3')!.address, { count: 3 })).received, 3);
   const list = await cli(['workload', 'list']);
   assert.equal(list.code, 0);
-  assert.match(list.stdout, /a1\s+red\s+h1\s+100\.64\.10\.1\s+running\s+app=web/);
+  assert.match(list.stdout, /a1\s+red\s+h1\s+100\.64\.10\.1\s+fd64:6440:a00::6440:a01\s+running\s+app=web/);
 });
 
 test('spin-down wipes the workload keys on its NIC and removes its namespace', async () => {
