@@ -140,6 +140,18 @@ for (const fabric of [4, 6] as const) {
         assert.equal(t.echoed, TCP_MARK, `${from} -> ${to} IPv${family}: TCP not echoed`);
         assert.equal(t.serverReceived, TCP_MARK, `${from} -> ${to} IPv${family}: server got another payload`);
       }
+      // Conntrack tracked the IPv6 flows by their 5-tuples (ICMPv6 echo by its id): h1's NIC
+      // (egress side of t1-a's flows) lists them, allowed, with both workloads named.
+      assert.ok(L);
+      const flows = await L.agents.nic('h1').flows({ tenant: 't1', verdict: 'allow', limit: 1000 });
+      const six = flows.filter((f) => f.family === 6 && f.src === v6('t1-a'));
+      const echo = six.find((f) => f.protocol === 'icmpv6' && f.dst === v6('t1-c') && f.icmpId !== null);
+      const tcp = six.find((f) => f.protocol === 'tcp' && f.dst === v6('t1-c') && f.dstPort === 40136);
+      assert.ok(echo, `no ICMPv6 echo flow t1-a -> t1-c: ${JSON.stringify(six.slice(0, 5))}`);
+      assert.ok(echo.packetsToDst >= 1 && echo.packetsToSrc >= 1, 'the echo flow saw no reply');
+      assert.ok(tcp, 'no TCP/IPv6 flow t1-a -> t1-c on port 40136');
+      assert.deepEqual([tcp.srcWorkload, tcp.dstWorkload], ['t1-a', 't1-c']);
+      assert.ok(tcp.packetsToSrc >= 1, 'the TCP/IPv6 flow saw no reply');
     });
 
     test('another tenant is unreachable over IPv6 too', async () => {
