@@ -43,6 +43,8 @@ const BUCKET_MASKS = [PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_OTHER];
 const OUTSIDE = 1 << 21;
 /** So are workload-at-an-address classes (workload class + CIDR set). */
 const ADDRESSED = 1 << 20;
+/** Bound on the cache of workload addresses' CIDR sets: beyond it the cache starts over. */
+const MAX_ADDRESS_CACHE = 16_384;
 /** Bound on cached pair tables per policy: beyond it the cache starts over. */
 const MAX_PAIRS = 1 << 18;
 
@@ -165,7 +167,12 @@ export class CompiledPolicy {
   private readonly classSets: Uint8Array[] = [];
   private readonly outsideIds = new Map<string, number>();
   private readonly outsideSets: Uint8Array[] = [];
-  private readonly workloadClass = new Map<number, { info: WorkloadInfo; cls: number }>();
+  /**
+   * Class per registered workload, keyed by its (frozen, replaced on any label change) entry:
+   * weak, so a workload removed from the directory leaves this cache with it. Keyed by id, a
+   * cache kept every workload a long-lived policy ever saw (a churning NIC grew without end).
+   */
+  private readonly workloadClass = new WeakMap<WorkloadInfo, number>();
   /** Workload-at-an-address classes: key cls * 2^21 + outside id -> index into addressedParts. */
   private readonly addressedIds = new Map<number, number>();
   private addressedParts: [cls: number, outside: number][] = [];
@@ -226,11 +233,10 @@ export class CompiledPolicy {
 
   /** Class of a workload (of any tenant) in this policy. */
   classOf(w: WorkloadInfo): number {
-    const c = this.workloadClass.get(w.id);
-    if (c !== undefined && c.info === w) return c.cls;
+    const c = this.workloadClass.get(w);
+    if (c !== undefined) return c;
     const cls = this.classOfLabels(w);
-    if (this.workloadClass.size >= MAX_PAIRS) this.workloadClass.clear();
-    this.workloadClass.set(w.id, { info: w, cls });
+    this.workloadClass.set(w, cls);
     return cls;
   }
 
@@ -271,7 +277,7 @@ export class CompiledPolicy {
       out = this.addressOutside4.get(a0);
       if (out === undefined) {
         out = this.outsideClass(4, a0, 0, 0, 0);
-        if (this.addressOutside4.size >= MAX_PAIRS) this.addressOutside4.clear();
+        if (this.addressOutside4.size >= MAX_ADDRESS_CACHE) this.addressOutside4.clear();
         this.addressOutside4.set(a0, out);
       }
     } else {
@@ -280,7 +286,7 @@ export class CompiledPolicy {
       out = this.addressOutside6.get(k);
       if (out === undefined) {
         out = this.outsideClass(6, a0, a1, a2, a3);
-        if (this.addressOutside6.size >= MAX_PAIRS) this.addressOutside6.clear();
+        if (this.addressOutside6.size >= MAX_ADDRESS_CACHE) this.addressOutside6.clear();
         this.addressOutside6.set(k, out);
       }
     }
