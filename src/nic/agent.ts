@@ -841,7 +841,11 @@ export class NicAgent {
     for (const t of this.tenants.values()) {
       const imports: ImportedWorkload[] = [];
       for (const g of this.grants.get(t.name) ?? []) {
-        if (this.forwarder.addressOwner(t.name, g.address) !== undefined) continue;
+        if (
+          this.forwarder.addressOwner(t.name, g.address) !== undefined ||
+          (g.address6 !== null && this.forwarder.addressOwner(t.name, g.address6) !== undefined)
+        )
+          continue;
         if (g.nic === null) {
           const w = this.workloads.get(g.workload);
           if (w === undefined || w.tenant !== g.tenant) continue;

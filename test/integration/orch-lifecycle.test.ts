@@ -148,6 +148,9 @@ test('a cross-tenant grant: red may ping blue (same host and cross host), not th
   const a1 = W.get('a1')!;
   assert.ok(await pingUntilReply(a1.netns, W.get('b1')!.address, 10_000), 'red -> blue same host');
   assert.ok(await pingUntilReply(a1.netns, W.get('b2')!.address, 10_000), 'red -> blue cross host');
+  // Grants route both addresses of a dual-stack workload.
+  assert.ok(await pingUntilReply(a1.netns, W.get('b1')!.address6!, 10_000), 'red -> blue same host, IPv6');
+  assert.ok(await pingUntilReply(a1.netns, W.get('b2')!.address6!, 10_000), 'red -> blue cross host, IPv6');
   assert.equal(
     (await ping(W.get('b1')!.netns, a1.address, { count: 2, waitS: 1 })).received,
     0,
