@@ -175,7 +175,7 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
   assert.match(r.stderr, /\[1\/15\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[14\/14\] teardown/);
+  assert.match(r.stderr, /\[15\/15\] teardown/);
   t.diagnostic(`figures: ${JSON.stringify(report.figures)}`);
   assert.deepEqual(await everythingLeft(prefix, report), []);
 });
