@@ -12,6 +12,35 @@ import { CNI_ERR, CniError, SUPPORTED_VERSIONS, type SupportedVersion } from './
 
 /** The largest configuration accepted (a conflist entry is a few hundred bytes). */
 export const MAX_CONFIG_BYTES = 256 * 1024;
+/**
+ * The deepest nesting of objects and arrays accepted. JSON.parse takes any depth, but what it
+ * builds from a deep enough document cannot be serialised again (JSON.stringify and deep
+ * comparisons recurse and overflow the stack), so such a configuration is refused up front.
+ * Real ones (prevResult, runtimeConfig) are under ten levels deep.
+ */
+export const MAX_CONFIG_DEPTH = 64;
+
+/** The deepest nesting of `{`/`[` outside strings in JSON text; stops counting past `limit`. */
+function nestingDepth(text: string, limit: number): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) {
+        max = depth;
+        if (max > limit) return max;
+      }
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
 
 const NAME_RE = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/;
 const ABS_PATH_RE = /^\/[^\0]*$/;
@@ -152,7 +181,8 @@ const CONFIG_FIELDS: Record<string, Field> = {
 };
 
 /**
- * Parses the configuration bytes. Throws CniError: 6 (not JSON, not an object), 1 (a version
+ * Parses the configuration bytes. Throws CniError: 6 (not JSON, nested deeper than
+ * MAX_CONFIG_DEPTH, not an object), 1 (a version
  * this plugin does not accept), 7 (a known key missing or of the wrong type). Never anything else.
  */
 export function parseCniConfig(bytes: Uint8Array): CniConfig {
@@ -160,8 +190,15 @@ export function parseCniConfig(bytes: Uint8Array): CniConfig {
     throw new CniError(CNI_ERR.DECODE_FAILURE, `network configuration larger than ${MAX_CONFIG_BYTES} bytes`);
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    if (nestingDepth(text, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH)
+      throw new CniError(
+        CNI_ERR.DECODE_FAILURE,
+        `network configuration nested deeper than ${MAX_CONFIG_DEPTH} levels`,
+      );
+    raw = JSON.parse(text);
   } catch (err) {
+    if (err instanceof CniError) throw err;
     throw new CniError(
       CNI_ERR.DECODE_FAILURE,
       'network configuration is not JSON',

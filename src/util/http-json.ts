@@ -62,6 +62,8 @@ export interface ApiRequest {
   queryValues?: unknown;
   /** What `authorize` admitted (its `principal`); undefined without the hook. */
   client?: unknown;
+  /** The request's headers (lower-case names). */
+  headers?: Readonly<Record<string, string | string[] | undefined>>;
 }
 
 /** What a handler returns: a JSON value (status 200), or a full answer. */
@@ -393,6 +395,7 @@ export class JsonApiServer {
         query,
         queryValues,
         client,
+        headers: req.headers,
       };
       const run = async (): Promise<unknown> => route.handler(apiReq);
       let result: unknown;
