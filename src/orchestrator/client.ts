@@ -1,6 +1,6 @@
 // A typed client of the orchestrator's API (CLI, demo, tests). Errors come back as TgError
 // with the orchestrator's code and message.
-import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
+import { type ApiEndpoint, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
 import type {
   CreateTenant,
   CreateWorkload,
@@ -37,6 +37,12 @@ export class OrchestratorClient {
 
   openapi(): Promise<Record<string, unknown>> {
     return this.call('GET', '/openapi.json');
+  }
+
+  /** Prometheus text. */
+  async metrics(): Promise<string> {
+    const r = await apiRequest(this.endpoint, 'GET', '/metrics', undefined, { timeoutMs: this.timeoutMs });
+    return r.raw;
   }
 
   // tenants

@@ -637,7 +637,16 @@ export function apiRequest(
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${name} within the timeout`)));
+    // A deadline for the whole exchange, not only for silence between packets: a peer that
+    // trickles its answer (or is stopped after accepting) still costs at most timeoutMs.
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`no answer from ${name} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    deadline.unref();
+    req.on('close', () => clearTimeout(deadline));
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${name} within ${timeoutMs} ms`)));
     req.on('error', (err) =>
       reject(new TgError('TG_ERR_COMMAND_FAILED', `API ${name}: ${err.message}`, { cause: err })),
     );
