@@ -270,6 +270,16 @@ export class DevicePump {
     }
   }
 
+  /**
+   * A keepalive to a peer now, opening its session (Engine.keepaliveNow): the owner calls it
+   * when a persistent keepalive is turned on, rather than leaving it to the next timer tick.
+   */
+  keepaliveNow(peerId: number): void {
+    const id = this.identity;
+    if (this.closed || id === null || !id.hasPrivateKey) return;
+    this.send(this.engine.keepaliveNow(peerId, this.now()));
+  }
+
   /** The timer step; the owner calls it every timer tick (the engine's wheel is 100 ms). */
   tick(): void {
     const id = this.identity;

@@ -592,6 +592,25 @@ export class Engine {
     return this.control;
   }
 
+  /**
+   * Sends a peer a keepalive now, which opens a session first when there is none (a handshake
+   * initiation, unless one went out within REKEY_TIMEOUT): what wireguard-go does at once when
+   * a persistent keepalive is turned on over its UAPI. A driver calls it then, so that the
+   * first packet of a new session does not wait for the handshake. Returns what to send.
+   */
+  keepaliveNow(peerId: number, now: number): OutgoingDatagrams {
+    this.beginCall();
+    try {
+      const peer = this.peerOrThrow(peerId);
+      // As the persistent keepalive timer does it (tick()).
+      if (peer.hasEndpoint && !peer.removed) this.sendKeepalive(peer, now);
+      this.control.finish(this.aead);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return this.control;
+  }
+
   /** Peers known to the engine (for tests and stats). */
   get peerCount(): number {
     return this.peers.size;

@@ -118,7 +118,7 @@ export class VSwitchInstance {
         handed.fill(0);
       }
       await platform.plumb({
-        ifname: spec.ifname,
+        ifname: device.linkName ?? spec.ifname,
         netns: spec.netns,
         netnsIfname: spec.netnsIfname,
         addressCidr: `${spec.address.text}/${spec.address.family === 4 ? 32 : 128}`,

@@ -30,6 +30,11 @@ export interface DeviceExit {
 
 export interface DeviceHandle {
   readonly ifname: string;
+  /**
+   * The TUN's name in the daemon's namespace when it is not `ifname`: a warm device keeps the
+   * name it started with until it is plumbed (which moves and renames it in one go).
+   */
+  readonly linkName?: string;
   /** The device's own process; undefined when it runs inside the daemon (shared isolation). */
   readonly pid: number | undefined;
   /** Settles once, when the device process has ended. */
@@ -40,7 +45,7 @@ export interface DeviceHandle {
 }
 
 export interface Plumbing {
-  /** The name of the TUN in the daemon's namespace. */
+  /** The name of the TUN in the daemon's namespace (the device's linkName, else its ifname). */
   ifname: string;
   netns: string;
   /** The interface's name inside the namespace (default tg0; a CNI runtime names its own). */

@@ -514,3 +514,28 @@ function withSource(ep: Buffer, address: Uint8Array): Buffer {
   out.set(address, ENDPOINT_OFFSET_SOURCE);
   return out;
 }
+
+test('keepaliveNow opens the session at once: an initiation, then the keepalive confirms it for the responder', () => {
+  const p = pair();
+  const { net, a, b, aPeer, bPeer } = p;
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1, 'no packet to send and no timer needed');
+  // Again within REKEY_TIMEOUT: no second initiation.
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1);
+  net.flush();
+  assert.equal(a.engine.sessionInfo(aPeer).hasCurrent, true);
+  assert.equal(b.engine.sessionInfo(bPeer).hasCurrent, true, 'the staged keepalive confirmed it');
+  assert.equal(b.received.length, 0, 'a keepalive reaches no TUN');
+  // With the session up it is a keepalive only.
+  const before = a.engine.counters.keepalivesSent;
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.keepalivesSent, before + 1);
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1);
+  // A peer without an endpoint: nothing.
+  const out = b.engine.keepaliveNow(
+    b.engine.addPeer(p.bId, { publicKey: publicKeyOf(generatePrivateKey()) }),
+    0,
+  );
+  assert.equal(out.count, 0);
+});
