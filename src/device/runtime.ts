@@ -13,6 +13,7 @@
 //     per-packet functions stayed unoptimised for minutes; a quarter of the default makes them
 //     tier up after a few hundred packets. warmup.ts does the rest before the first packet.
 import { setFlagsFromString } from 'node:v8';
+import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
 import { logger } from '../util/log.js';
 import { warmDataPathInBackground } from './warmup.js';
 
@@ -25,13 +26,14 @@ export const DATA_PLANE_V8_FLAGS = [
 let applied = false;
 
 /**
- * Sets the V8 flags above and starts warming the data path in the background (warmup.ts,
+ * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
  * about 1,500 in-memory round trips in slices over the first second or so); idempotent.
  */
 export function tuneRuntimeForDataPlane(): void {
   if (applied) return;
   applied = true;
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
+  setCryptoThreads(cryptoThreadsDefault());
   const log = logger('device');
   void warmDataPathInBackground(log).then((r) =>
     log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up'),
