@@ -217,8 +217,11 @@ export function warmDataPath(log: Logger, roundTrips = WARMUP_ROUND_TRIPS): Warm
 }
 
 /**
- * Runs `roundTrips` round trips, `slice` per event-loop turn (an unreferenced setImmediate: it
- * keeps no process alive). Never rejects: a failure only means colder first packets, logged
+ * Runs `roundTrips` round trips, `slice` per event-loop turn. The immediates are referenced on
+ * purpose: Node polls without a timeout only while a referenced immediate is pending, so
+ * unreferenced slices ran one per wake-up of an otherwise idle loop (every timer tick, every
+ * packet), stretching the warm-up over tens of seconds and adding a slice to each packet's
+ * way. It keeps the process alive for the second or so it takes. Never rejects: a failure only means colder first packets, logged
  * at warn; resolves with what was done.
  */
 export function warmDataPathInBackground(
@@ -245,12 +248,12 @@ export function warmDataPathInBackground(
         done = roundTrips;
       }
       if (done < roundTrips) {
-        setImmediate(turn).unref();
+        setImmediate(turn);
         return;
       }
       w.close();
       resolve({ delivered: w.delivered, ms: performance.now() - t0 });
     };
-    setImmediate(turn).unref();
+    setImmediate(turn);
   });
 }
