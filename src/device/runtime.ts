@@ -37,7 +37,7 @@ let applied = false;
 
 /**
  * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
- * about 1,500 in-memory round trips in slices over the first second or so); idempotent.
+ * about 1,000 in-memory round trips, one per event-loop turn, over the first second or so); idempotent.
  */
 export function tuneRuntimeForDataPlane(): void {
   if (applied) return;
