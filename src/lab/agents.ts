@@ -16,6 +16,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import type { Identity } from '../identity/identity.js';
 import { JOIN_TOKEN_ENV } from '../identity/service-mtls.js';
 import { nicId, serviceId } from '../identity/spiffe.js';
@@ -135,6 +136,7 @@ export class LabAgents {
   async startNic(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const args = [
+      ...DATA_PLANE_NODE_ARGS,
       ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
@@ -158,6 +160,7 @@ export class LabAgents {
     const h = this.hostPlan(host);
     const socket = this.vswitchSocket(host);
     const args = [
+      ...DATA_PLANE_NODE_ARGS,
       BIN,
       'vswitchd',
       '--api-socket',

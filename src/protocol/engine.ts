@@ -293,6 +293,9 @@ export class Engine {
   private readonly dataOut = new DataOut();
   private readonly tunOut = new TunOut();
   private readonly control = new ControlOut();
+  /** The results handed back by every data-path call: no object per call. */
+  private readonly outboundResult: OutboundResult = { data: this.dataOut, control: this.control };
+  private readonly inboundResult: InboundResult = { tun: this.tunOut, control: this.control };
   private epoch = 0;
   private touched: Peer[] = [];
   private touchedCount = 0;
@@ -643,7 +646,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { data: this.dataOut, control: this.control };
+    return this.outboundResult;
   }
 
   /**
@@ -673,7 +676,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { data: this.dataOut, control: this.control };
+    return this.outboundResult;
   }
 
   private outboundRouted(identity: Identity, batch: PacketBatch, count: number, now: number): void {
@@ -816,7 +819,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { tun: this.tunOut, control: this.control };
+    return this.inboundResult;
   }
 
   /** Pass 1: sorts datagrams into the transport open batch and the handshake list. */

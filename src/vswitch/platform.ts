@@ -10,6 +10,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import { uapiGet, uapiSet } from '../uapi/client.js';
 import type { UapiChangeSet } from '../uapi/protocol.js';
 import { uapiSocketPath } from '../uapi/server.js';
@@ -135,9 +136,13 @@ export class ProcessPlatform implements VSwitchPlatform {
     const sock = uapiSocketPath(ifname);
     // A socket left by a device that was killed: ours by name, nobody serves it.
     rmSync(sock, { force: true });
-    const child = spawn(process.execPath, [BIN, 'device', '-f', '--mtu', String(mtu), ifname], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--mtu', String(mtu), ifname],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     const dev = new ChildDevice(ifname, child);
     let tail = '';
     child.stderr?.on('data', (d: Buffer) => {
