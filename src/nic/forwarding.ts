@@ -37,6 +37,7 @@ import type { PacketBatch, TunBatch } from '../protocol/batch.js';
 import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
+import { dnsQueryPayload, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
 import { IPV6_MIN_MTU } from './mtu.js';
 import {
   clampMss,
@@ -46,6 +47,7 @@ import {
   writeFragNeeded,
   writePacketTooBig,
 } from './pmtu.js';
+import { type ServiceEntry, type ServiceSpec, TenantServices } from './services.js';
 
 /** A workload as the policy hook sees it. */
 export interface WorkloadRef {
@@ -107,7 +109,13 @@ export class ForwardCounters {
      * IPv6 above 1,280 bytes): answered with ICMP (counters.icmpTooBig) unless rate-limited.
      */
     tooBig: 0,
+    /** To a service address: not served, no endpoint, table full (services.ts counts why). */
+    service: 0,
+    /** To the tenant's DNS server address: not a UDP query, malformed, over rate (dns.ts counts why). */
+    dns: 0,
   };
+  /** DNS answers sent by the tenant DNS servers. */
+  dnsAnswers = 0;
   /** ICMP "fragmentation needed" / "packet too big" answers sent to local workloads. */
   icmpTooBig = 0;
   /** Answers not sent: the source session was over TOO_BIG_PER_S, or the packet was an ICMP error. */
@@ -120,28 +128,63 @@ export class ForwardCounters {
   fragmentsFollowed = 0;
 }
 
+/** What an address of a tenant's table is: a workload, a service address, the DNS server. */
+const KIND_WORKLOAD = 0;
+const KIND_SERVICE = 1;
+const KIND_DNS = 2;
+
 class Destination {
   constructor(
     readonly ref: WorkloadRef,
     /** Engine peer id: the workload's vSwitch (local) or the remote NIC's off-host peer. */
     readonly peerId: number,
     readonly address: HostAddress,
+    readonly kind = KIND_WORKLOAD,
+    /** The service at this address (KIND_SERVICE). */
+    readonly service: ServiceEntry | null = null,
   ) {}
 }
 
-class TenantTable {
+class TenantTable implements NameBook {
   readonly routes = new AllowedIps<Destination>();
   /** Workload name -> destination, for both local and remote workloads. */
   readonly byName = new Map<string, Destination>();
   /** Other tenants' workloads reachable by grants (not in byName: names are per tenant). */
   imports: Destination[] = [];
+  /** Services (null: none, and nothing on the path costs more than this check). */
+  services: TenantServices | null = null;
+  /** The tenant's DNS server (null: none). */
+  dns: TenantDns | null = null;
+  /** The service and DNS server destinations in `routes`. */
+  network: Destination[] = [];
   constructor(readonly name: string) {}
+
+  addressesOf(name: string): readonly HostAddress[] | undefined {
+    for (const d of this.network)
+      if (d.kind === KIND_SERVICE && d.service!.spec.name === name) return [d.address];
+    const w = this.byName.get(name);
+    return w === undefined ? undefined : [w.address];
+  }
+
+  nameAt(address: Uint8Array): string | undefined {
+    const d =
+      address.length === 4
+        ? this.routes.lookup4(
+            ((address[0] << 24) | (address[1] << 16) | (address[2] << 8) | address[3]) >>> 0,
+          )
+        : this.routes.lookup6At(Buffer.from(address), 0);
+    if (d === null || d.ref.tenant !== this.name || d.kind === KIND_DNS) return undefined;
+    return d.kind === KIND_SERVICE ? d.service!.spec.name : d.ref.workload;
+  }
 }
 
 class Source {
   /** ICMP "too big" answers this session may still get now (token bucket, TOO_BIG_PER_S). */
   tooBigTokens = TOO_BIG_PER_S;
   tooBigRefilled = 0;
+  /** DNS queries this session may still make now (token bucket, DNS_QUERIES_PER_S). */
+  dnsTokens = DNS_QUERIES_PER_S;
+  dnsRefilled = 0;
   constructor(
     readonly tenant: TenantTable,
     /** The local workload of a vSwitch session; null for a remote NIC's session. */
@@ -160,6 +203,18 @@ class Source {
     this.tooBigTokens -= 1;
     return true;
   }
+
+  /** Takes a token for one DNS query at `now` (ms); false when the session is over its rate. */
+  takeDnsToken(now: number): boolean {
+    const elapsed = now - this.dnsRefilled;
+    if (elapsed > 0) {
+      this.dnsTokens = Math.min(DNS_QUERIES_PER_S, this.dnsTokens + (elapsed * DNS_QUERIES_PER_S) / 1000);
+      this.dnsRefilled = now;
+    }
+    if (this.dnsTokens < 1) return false;
+    this.dnsTokens -= 1;
+    return true;
+  }
 }
 
 /** Smallest slot of an output slab: headroom for the transport header, packet, padding and tag. */
@@ -173,6 +228,8 @@ const IPV6_HEADER = 40;
 const TCP_HEADER = 20;
 /** ICMP "too big" answers per second per source session (and the burst allowed). */
 export const TOO_BIG_PER_S = 10;
+/** DNS queries per second per source session to its tenant's DNS server (and the burst allowed). */
+export const DNS_QUERIES_PER_S = 500;
 
 /** Packets for engine.outboundToPeers(): packet i for engine peer peerIds[i]. */
 export interface ForwardBatch {
@@ -366,6 +423,50 @@ export class Forwarder {
   tick(now: number): void {
     this.engine?.tick(now);
     this.fragments.expire(now);
+    for (const t of this.tenants.values()) t.services?.tick(now);
+  }
+
+  /**
+   * Replaces a tenant's network services: its DNS server address (null: none) and its services
+   * with their endpoints now. Connections pinned to endpoints that are still endpoints stay.
+   * An address that is one of the tenant's workloads is refused (TG_ERR_CONFLICT).
+   */
+  setTenantNetwork(tenant: string, net: { dns: HostAddress | null; services: readonly ServiceSpec[] }): void {
+    const t = this.tableOrThrow(tenant);
+    for (const a of [...(net.dns === null ? [] : [net.dns]), ...net.services.map((s) => s.address)]) {
+      const owner = this.addressOwner(tenant, a);
+      if (owner !== undefined)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `address ${a.text} is workload '${owner.workload}' of '${tenant}'`,
+        );
+    }
+    for (const d of t.network) t.routes.removeByPeer(d);
+    t.network = [];
+    if (net.services.length === 0) t.services = null;
+    else {
+      t.services ??= new TenantServices();
+      t.services.set(net.services);
+    }
+    const ref: WorkloadRef = Object.freeze({ tenant, workload: '', local: true });
+    for (const s of net.services) {
+      const d = new Destination(ref, 0, s.address, KIND_SERVICE, t.services!.serviceAt(s.address.bytes)!);
+      t.routes.insert(hostPrefix(s.address), d);
+      t.network.push(d);
+    }
+    if (net.dns === null) t.dns = null;
+    else {
+      if (t.dns === null || t.dns.address.text !== net.dns.text) t.dns = new TenantDns(tenant, net.dns, t);
+      const d = new Destination(ref, 0, net.dns, KIND_DNS);
+      t.routes.insert(hostPrefix(net.dns), d);
+      t.network.push(d);
+    }
+  }
+
+  /** A tenant's DNS server and services as the data path has them (diagnostics, metrics). */
+  tenantNetwork(tenant: string): { dns: TenantDns | null; services: TenantServices | null } | undefined {
+    const t = this.tenants.get(tenant);
+    return t === undefined ? undefined : { dns: t.dns, services: t.services };
   }
 
   /**
@@ -550,6 +651,26 @@ export class Forwarder {
         dropped.noRoute++;
         continue;
       }
+      if (dst.kind !== KIND_WORKLOAD) {
+        // A service address or the DNS server: both serve the tenant's local workloads only.
+        if (src.workload === null) {
+          dropped.noRoute++;
+          continue;
+        }
+        if (dst.kind === KIND_DNS) {
+          this.answerDns(src, buf, off, len, version, now);
+          continue;
+        }
+        if (!src.tenant.services!.translate(buf, off, len, version, dst.service!, now)) {
+          dropped.service++;
+          continue;
+        }
+        dst = version === 4 ? table.lookup4(buf.readUInt32BE(off + 16)) : table.lookup6At(buf, off + 24);
+        if (dst === null || dst.kind !== KIND_WORKLOAD) {
+          dropped.noRoute++;
+          continue;
+        }
+      }
       let from: WorkloadRef;
       if (src.workload !== null) from = src.workload;
       else {
@@ -606,6 +727,9 @@ export class Forwarder {
         continue;
       }
       if (frag !== null && frag.charCodeAt(0) === 0x31) this.fragments.allow(frag.slice(1), now);
+      // A reply from a service's endpoint gets the service address back as its source.
+      if (dst.ref.local && src.tenant.services !== null)
+        src.tenant.services.reverse(buf, off, len, version, now);
       if (tenantMtu > 0) {
         if (len > tenantMtu) {
           // Too big for one outer datagram: answered from here when it must not be fragmented
@@ -644,6 +768,40 @@ export class Forwarder {
     r.peerIds = out.peerIds;
     r.extra.peerIds = extras.peerIds;
     return r;
+  }
+
+  /** A packet to the tenant's DNS server: the answer goes into `extras` on the source's session. */
+  private answerDns(src: Source, buf: Buffer, off: number, len: number, version: number, now: number): void {
+    const dns = src.tenant.dns!;
+    const at = dnsQueryPayload(buf, off, len, version);
+    if (at < 0) {
+      dns.counters.notServed++;
+      this.counters.dropped.dns++;
+      return;
+    }
+    if (!src.takeDnsToken(now)) {
+      dns.counters.rateLimited++;
+      this.counters.dropped.dns++;
+      return;
+    }
+    const answer = dns.respond(buf.subarray(at, off + len));
+    if (answer === null) {
+      this.counters.dropped.dns++;
+      return;
+    }
+    const extras = this.extras;
+    const k = extras.count;
+    const slotAt = k * extras.slot + MESSAGE_TRANSPORT_HEADER_SIZE;
+    if (slotAt + IPV6_HEADER + 8 + answer.length + TAIL_ROOM > (k + 1) * extras.slot) {
+      this.counters.dropped.dns++;
+      return;
+    }
+    const n = writeDnsAnswer(buf, off, version, answer, extras.buf, slotAt);
+    extras.count = k + 1;
+    extras.offsets[k] = slotAt;
+    extras.lengths[k] = n;
+    extras.peerIds[k] = src.peerId;
+    this.counters.dnsAnswers++;
   }
 
   /**

@@ -1,0 +1,353 @@
+// Services at the NIC: a virtual address per service, load-balanced per connection across the
+// service's endpoints (the tenant's workloads its selector matches), on the NIC of the client.
+//
+// A packet from a local workload to a service address and port is translated (destination
+// NAT): its destination address becomes an endpoint's, chosen for a new connection by the
+// service's Maglev table (maglev.ts) from a hash of the client's address, port and protocol,
+// and pinned from then on by this table of service connections, so a connection stays on its
+// endpoint while endpoints come and go; the firewall then sees the endpoint as the destination
+// (policy names workloads, and its conntrack tracks the translated connection). Replies from
+// the endpoint to the client get the service address back as their source (reverse NAT) before
+// they reach the client's session. The endpoint's NIC sees an ordinary connection.
+//
+// Limits (written down on purpose): TCP and UDP only (ICMP to a service address is dropped);
+// the service port is the endpoint port (no port mapping); no extension headers on IPv6 and no
+// fragments to a service address (both dropped and counted). One table per tenant, bounded by
+// MAX_SERVICE_CONNECTIONS: expired entries are evicted when full, else a new connection is
+// dropped and counted.
+//
+// Hot path: a tenant without services has no TenantServices (the forwarder checks one null).
+// With services: one Map lookup with a numeric key (IPv4: client address * 65536 + port) per
+// packet in each direction, incremental checksum updates (RFC 1624), no allocation except
+// for a new connection.
+import type { HostAddress } from './addresses.js';
+import { buildMaglevTable, MAGLEV_TABLE_SIZE, mix32 } from './maglev.js';
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+/** Service connections per tenant table. */
+export const MAX_SERVICE_CONNECTIONS = 65_536;
+/** Idle time after which a pinned connection is forgotten, per protocol, and after FIN/RST. */
+export const SERVICE_TCP_IDLE_MS = 600_000;
+export const SERVICE_UDP_IDLE_MS = 60_000;
+export const SERVICE_CLOSING_MS = 10_000;
+/** How often the whole table is swept for expired entries (tick). */
+const SWEEP_MS = 5_000;
+
+const TCP_FIN = 0x01;
+const TCP_SYN = 0x02;
+const TCP_RST = 0x04;
+const TCP_ACK = 0x10;
+const IPV4_MF_OFFSET = 0x3fff;
+
+export type ServiceProtocol = 'tcp' | 'udp';
+
+export interface ServicePort {
+  port: number;
+  protocol: ServiceProtocol;
+}
+
+export interface ServiceEndpoint {
+  workload: string;
+  address: HostAddress;
+}
+
+export interface ServiceSpec {
+  name: string;
+  address: HostAddress;
+  ports: readonly ServicePort[];
+  endpoints: readonly ServiceEndpoint[];
+}
+
+export class ServiceCounters {
+  /** Packets translated to an endpoint (client to service). */
+  translated = 0;
+  /** Replies given the service address back (endpoint to client). */
+  reversed = 0;
+  /** New connections picked by the Maglev table. */
+  connections = 0;
+  readonly dropped = {
+    /** The service has no endpoint now. */
+    noEndpoint: 0,
+    /** Protocol or port the service does not serve, ICMP, IPv6 extension headers, fragments. */
+    notServed: 0,
+    /** The connection table was full of live connections. */
+    tableFull: 0,
+  };
+}
+
+/** One service as the data path uses it. */
+export class ServiceEntry {
+  /** proto << 16 | port of every port served. */
+  readonly served: Set<number>;
+  readonly table: Int32Array;
+  readonly endpoints: readonly ServiceEndpoint[];
+  /** Endpoint addresses as text, for dropping pinned connections to endpoints that left. */
+  readonly endpointSet: Set<string>;
+  constructor(readonly spec: ServiceSpec) {
+    this.served = new Set(
+      spec.ports.map((p) => ((p.protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP) << 16) | p.port),
+    );
+    // Sorted by name so that the table does not depend on the order endpoints were listed in.
+    this.endpoints = [...spec.endpoints].sort((a, b) => (a.workload < b.workload ? -1 : 1));
+    this.endpointSet = new Set(this.endpoints.map((e) => e.address.text));
+    this.table = buildMaglevTable(this.endpoints.map((e) => e.workload));
+  }
+}
+
+/** A pinned connection: client (key) to service address and port, sent to an endpoint. */
+class ServiceConn {
+  expires = 0;
+  closing = false;
+  constructor(
+    /** Replaced by the new entry of the same service when services are set again. */
+    public service: ServiceEntry,
+    readonly proto: number,
+    readonly vport: number,
+    /** The endpoint's address bytes (4 or 16) and text. */
+    readonly backend: Uint8Array,
+    readonly backendText: string,
+    /** IPv4 endpoint as a number (0 for IPv6). */
+    readonly backend4: number,
+  ) {}
+}
+
+function addressKey(a: Uint8Array): number | string {
+  return a.length === 4
+    ? ((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0
+    : Buffer.from(a).toString('hex');
+}
+
+function clientKey(buf: Buffer, addrAt: number, version: number, port: number): number | string {
+  if (version === 4) return buf.readUInt32BE(addrAt) * 65536 + port;
+  return `${buf.toString('hex', addrAt, addrAt + 16)}:${port}`;
+}
+
+function fold(s: number): number {
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/**
+ * Rewrites the address at buf[addrAt, addrAt + n) to `to`, updating the IPv4 header checksum
+ * (when `ipSumAt` >= 0) and the TCP or UDP checksum at `l4SumAt` incrementally (RFC 1624).
+ */
+function rewriteAddress(
+  buf: Buffer,
+  addrAt: number,
+  to: Uint8Array,
+  ipSumAt: number,
+  l4SumAt: number,
+  udp4: boolean,
+): void {
+  let delta = 0;
+  for (let i = 0; i < to.length; i += 2) {
+    delta += (~((buf[addrAt + i] << 8) | buf[addrAt + i + 1]) & 0xffff) + ((to[i] << 8) | to[i + 1]);
+  }
+  for (let i = 0; i < to.length; i++) buf[addrAt + i] = to[i];
+  if (ipSumAt >= 0) {
+    const s = fold((~buf.readUInt16BE(ipSumAt) & 0xffff) + delta);
+    buf.writeUInt16BE(~s & 0xffff, ipSumAt);
+  }
+  const old = buf.readUInt16BE(l4SumAt);
+  // IPv4 UDP without a checksum stays without one.
+  if (udp4 && old === 0) return;
+  const s = fold((~old & 0xffff) + delta);
+  let sum = ~s & 0xffff;
+  if (udp4 && sum === 0) sum = 0xffff;
+  buf.writeUInt16BE(sum, l4SumAt);
+}
+
+/** The L4 header offset of a TCP/UDP packet the service path handles, or -1. */
+function l4Offset(buf: Buffer, off: number, len: number, version: number): number {
+  let l4: number;
+  let proto: number;
+  if (version === 4) {
+    if ((buf.readUInt16BE(off + 6) & IPV4_MF_OFFSET) !== 0) return -1;
+    l4 = off + (buf[off] & 0x0f) * 4;
+    proto = buf[off + 9];
+  } else {
+    l4 = off + 40;
+    proto = buf[off + 6];
+  }
+  if (proto === IPPROTO_TCP) return l4 + 20 <= off + len ? l4 : -1;
+  if (proto === IPPROTO_UDP) return l4 + 8 <= off + len ? l4 : -1;
+  return -1;
+}
+
+/** The services of one tenant on this NIC and the connections pinned through them. */
+export class TenantServices {
+  readonly counters = new ServiceCounters();
+  private byAddress = new Map<number | string, ServiceEntry>();
+  private readonly conns = new Map<number | string, ServiceConn>();
+  private lastSweep = 0;
+
+  /** Replaces the services; pinned connections to services or endpoints that left are dropped. */
+  set(specs: readonly ServiceSpec[]): void {
+    const next = new Map<number | string, ServiceEntry>();
+    for (const s of specs) next.set(addressKey(s.address.bytes), new ServiceEntry(s));
+    this.byAddress = next;
+    const byName = new Map([...next.values()].map((e) => [e.spec.name, e] as const));
+    for (const [k, c] of this.conns) {
+      const now = byName.get(c.service.spec.name);
+      if (now === undefined || !now.endpointSet.has(c.backendText)) this.conns.delete(k);
+      else c.service = now;
+    }
+  }
+
+  /** The service at an address, if any. */
+  serviceAt(address: Uint8Array): ServiceEntry | undefined {
+    return this.byAddress.get(addressKey(address));
+  }
+
+  get size(): number {
+    return this.conns.size;
+  }
+
+  /**
+   * A packet from a local client to `svc`'s address: rewrites its destination to the
+   * connection's endpoint (picking and pinning one for a new connection). False: dropped
+   * (counted): not served, no endpoint, table full.
+   */
+  translate(buf: Buffer, off: number, len: number, version: number, svc: ServiceEntry, now: number): boolean {
+    const l4 = l4Offset(buf, off, len, version);
+    if (l4 < 0) {
+      this.counters.dropped.notServed++;
+      return false;
+    }
+    const proto = buf[off + (version === 4 ? 9 : 6)];
+    const sport = buf.readUInt16BE(l4);
+    const dport = buf.readUInt16BE(l4 + 2);
+    if (!svc.served.has((proto << 16) | dport)) {
+      this.counters.dropped.notServed++;
+      return false;
+    }
+    const srcAt = off + (version === 4 ? 12 : 8);
+    const key = clientKey(buf, srcAt, version, sport);
+    let c = this.conns.get(key);
+    const flags = proto === IPPROTO_TCP ? buf[l4 + 13] : 0;
+    if (
+      c !== undefined &&
+      (c.service !== svc ||
+        c.proto !== proto ||
+        c.vport !== dport ||
+        c.expires <= now ||
+        (c.closing && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN))
+    ) {
+      this.conns.delete(key);
+      c = undefined;
+    }
+    if (c === undefined) {
+      const n = svc.endpoints.length;
+      if (n === 0) {
+        this.counters.dropped.noEndpoint++;
+        return false;
+      }
+      if (this.conns.size >= MAX_SERVICE_CONNECTIONS) {
+        this.sweep(now);
+        if (this.conns.size >= MAX_SERVICE_CONNECTIONS) {
+          this.counters.dropped.tableFull++;
+          return false;
+        }
+      }
+      const ep =
+        svc.endpoints[svc.table[this.flowHash(buf, srcAt, version, sport, proto) % MAGLEV_TABLE_SIZE]];
+      const b = ep.address.bytes;
+      if (b.length !== (version === 4 ? 4 : 16)) {
+        this.counters.dropped.noEndpoint++;
+        return false;
+      }
+      c = new ServiceConn(
+        svc,
+        proto,
+        dport,
+        b,
+        ep.address.text,
+        b.length === 4 ? (addressKey(b) as number) : 0,
+      );
+      this.conns.set(key, c);
+      this.counters.connections++;
+    }
+    this.touch(c, proto, flags, now);
+    rewriteAddress(
+      buf,
+      off + (version === 4 ? 16 : 24),
+      c.backend,
+      version === 4 ? off + 10 : -1,
+      l4 + (proto === IPPROTO_TCP ? 16 : 6),
+      version === 4 && proto === IPPROTO_UDP,
+    );
+    this.counters.translated++;
+    return true;
+  }
+
+  /**
+   * A packet to a local workload: when it is the reply of a pinned connection (from the
+   * endpoint to the client), its source becomes the service address again. Never drops.
+   */
+  reverse(buf: Buffer, off: number, len: number, version: number, now: number): void {
+    if (this.conns.size === 0) return;
+    const proto = buf[off + (version === 4 ? 9 : 6)];
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return;
+    const l4 = l4Offset(buf, off, len, version);
+    if (l4 < 0) return;
+    const c = this.conns.get(
+      clientKey(buf, off + (version === 4 ? 16 : 24), version, buf.readUInt16BE(l4 + 2)),
+    );
+    if (c === undefined || c.proto !== proto || buf.readUInt16BE(l4) !== c.vport) return;
+    const srcAt = off + (version === 4 ? 12 : 8);
+    if (version === 4 ? buf.readUInt32BE(srcAt) !== c.backend4 : !sameAt(buf, srcAt, c.backend)) return;
+    this.touch(c, proto, proto === IPPROTO_TCP ? buf[l4 + 13] : 0, now);
+    rewriteAddress(
+      buf,
+      srcAt,
+      c.service.spec.address.bytes,
+      version === 4 ? off + 10 : -1,
+      l4 + (proto === IPPROTO_TCP ? 16 : 6),
+      version === 4 && proto === IPPROTO_UDP,
+    );
+    this.counters.reversed++;
+  }
+
+  /** Drops expired connections (at most every SWEEP_MS). */
+  tick(now: number): void {
+    if (now - this.lastSweep >= SWEEP_MS) this.sweep(now);
+  }
+
+  /** Pinned connections per endpoint of each service (diagnostics). */
+  pinned(): Map<string, Map<string, number>> {
+    const out = new Map<string, Map<string, number>>();
+    for (const c of this.conns.values()) {
+      const name = c.service.spec.name;
+      const ep = c.service.endpoints.find((e) => e.address.text === c.backendText)?.workload ?? c.backendText;
+      const m = out.get(name) ?? new Map<string, number>();
+      m.set(ep, (m.get(ep) ?? 0) + 1);
+      out.set(name, m);
+    }
+    return out;
+  }
+
+  private touch(c: ServiceConn, proto: number, flags: number, now: number): void {
+    if ((flags & (TCP_FIN | TCP_RST)) !== 0) c.closing = true;
+    c.expires =
+      now +
+      (c.closing ? SERVICE_CLOSING_MS : proto === IPPROTO_TCP ? SERVICE_TCP_IDLE_MS : SERVICE_UDP_IDLE_MS);
+  }
+
+  private sweep(now: number): void {
+    this.lastSweep = now;
+    for (const [k, c] of this.conns) if (c.expires <= now) this.conns.delete(k);
+  }
+
+  private flowHash(buf: Buffer, srcAt: number, version: number, sport: number, proto: number): number {
+    let h = mix32(sport ^ (proto << 16));
+    const words = version === 4 ? 1 : 4;
+    for (let i = 0; i < words; i++) h = mix32(h ^ buf.readUInt32BE(srcAt + 4 * i));
+    return h;
+  }
+}
+
+function sameAt(buf: Buffer, at: number, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (buf[at + i] !== b[i]) return false;
+  return true;
+}
