@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { OrchestratorClient } from '../orchestrator/client.js';
-import type { WorkloadRecord } from '../orchestrator/model.js';
+import { tenantDomain, type WorkloadRecord } from '../orchestrator/model.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { type CniConfig, parseCniArgs, parseCniConfig } from './config.js';
@@ -154,7 +154,9 @@ function result(cfg: CniConfig, call: Call, w: WorkloadRecord): Record<string, u
     interfaces: [{ name: call.ifname, mac: '00:00:00:00:00:00', sandbox: call.netnsPath }],
     ips: [{ ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 }],
     routes: [{ dst: '0.0.0.0/0' }],
-    dns: {},
+    // The tenant's DNS server at the NIC, answering <name>.<tenant>.tg. (the runtime writes
+    // the container's resolv.conf from this).
+    dns: w.dns === undefined ? {} : { nameservers: [w.dns], search: [tenantDomain(w.tenant)] },
   };
 }
 

@@ -1,7 +1,8 @@
 // The orchestrator's reach into a host: the NIC agent's and vSwitch daemon's APIs (through
 // their typed clients) and the workload namespaces it creates itself. It only ever talks to
 // the agents' APIs; it never starts or ends their processes.
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
@@ -62,7 +63,39 @@ export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
   return Array.isArray(h.capabilities) && h.capabilities.includes('policy');
 }
 
+/** Whether a NIC serves the tenant network API (DNS server and services). */
+export async function nicHasNetworkApi(nic: NicClient): Promise<boolean> {
+  const h = await nic.health();
+  return Array.isArray(h.capabilities) && (h.capabilities as readonly string[]).includes('network');
+}
+
 // --- Namespaces ---------------------------------------------------------------------------
+
+/** `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf. */
+const NETNS_ETC = '/etc/netns';
+const RESOLVER_MARK = '# tenguard: the tenant DNS server at the NIC';
+
+/** Writes a namespace's resolver configuration: the tenant's DNS server and search domain. */
+export function writeNetnsResolver(name: string, nameserver: string, search: string): void {
+  const dir = join(NETNS_ETC, name);
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  writeFileSync(join(dir, 'resolv.conf'), `${RESOLVER_MARK}\nnameserver ${nameserver}\nsearch ${search}\n`, {
+    mode: 0o644,
+  });
+}
+
+/** Removes a resolver configuration written by writeNetnsResolver (only that one), and its directory when empty. */
+export function removeNetnsResolver(name: string): void {
+  const dir = join(NETNS_ETC, name);
+  const file = join(dir, 'resolv.conf');
+  try {
+    if (!readFileSync(file, 'utf8').startsWith(RESOLVER_MARK)) return;
+    rmSync(file, { force: true });
+    if (readdirSync(dir).length === 0) rmdirSync(dir);
+  } catch {
+    // absent
+  }
+}
 
 export function netnsExists(name: string): boolean {
   return listNetns().includes(name);

@@ -22,6 +22,10 @@
 //   POST   /v1/workloads/:workload/migrate         {to} -> the workload on its new host, with timings
 //   GET    /v1/flows                               flow records merged from the NICs
 //   POST   /v1/flows/query                         {tenant?, since?, limit?} -> the same, filtered
+//   GET    /v1/services[?tenant=T]                 services (virtual address, selector, ports)
+//   POST   /v1/services                            create one (address from the tenant's pool)
+//   GET    /v1/tenants/:tenant/services/:service   one service, with its endpoints per NIC
+//   DELETE /v1/tenants/:tenant/services/:service   delete one
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
 import { z } from 'zod';
@@ -29,6 +33,7 @@ import { nameSchema } from '../net/name.js';
 import { answer, bodyRoute, type Route } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import {
+  createServiceSchema,
   createTenantSchema,
   createWorkloadSchema,
   emptyBodySchema,
@@ -223,6 +228,46 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       example: { tenant: 'acme', name: 'web-1', host: 'h1', labels: { app: 'web' } },
       status: 201,
       handler: async (req) => answer(201, await o.createWorkload(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/services',
+      operationId: 'listServices',
+      summary: 'List services (optionally of one tenant)',
+      query: z.strictObject({ tenant: nameSchema.optional() }),
+      handler: async (req) => ({
+        services: await o.service.listServices({
+          tenant: (req.queryValues as { tenant?: string }).tenant,
+        }),
+      }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/services',
+      operationId: 'createService',
+      summary:
+        "Create a service: a virtual address from the tenant's pool, load-balanced across the workloads its selector matches",
+      body: createServiceSchema,
+      example: { tenant: 'acme', name: 'web', selector: { app: 'web' }, ports: ['80/tcp'] },
+      status: 201,
+      handler: async (req) => answer(201, await o.createService(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'showService',
+      summary: 'One service, with its endpoints and pinned connections on each NIC holding the tenant',
+      handler: (req) => o.showService(req.params.tenant, req.params.service),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'deleteService',
+      summary: 'Delete a service (its address is freed)',
+      body: emptyBodySchema,
+      handler: (req) => o.deleteService(req.params.tenant, req.params.service),
     },
     {
       method: 'GET',

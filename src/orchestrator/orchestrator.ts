@@ -11,7 +11,13 @@ import type { Logger } from '../util/log.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
-import { type HostRecord, type PolicyRecord, registerHostSchema, type WorkloadRecord } from './model.js';
+import {
+  type HostRecord,
+  type PolicyRecord,
+  registerHostSchema,
+  type ServiceRecord,
+  type WorkloadRecord,
+} from './model.js';
 import { type ReconcileReport, Reconciler } from './reconcile.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';
@@ -178,6 +184,44 @@ export class Orchestrator {
       }
       return this.service.markRunning(m.workload.name, result.timings);
     });
+  }
+
+  // --- Services ---------------------------------------------------------------------------
+
+  /** Records a service and puts the tenant's network on every NIC holding the tenant. */
+  async createService(input: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.lock.run(async () => {
+      const rec = await this.service.createService(input);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  async deleteService(tenant: unknown, service: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.lock.run(async () => {
+      const rec = await this.service.deleteService(tenant, service);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  /** A service with what each NIC holding its tenant has for it (endpoints, pinned connections). */
+  async showService(
+    tenant: unknown,
+    service: unknown,
+  ): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
+    const rec = await this.service.getService(tenant, service);
+    const nics: Record<string, unknown> = {};
+    for (const h of await this.service.listHosts()) {
+      if (!this.lifecycle.holdsTenant(h.name, rec.tenant)) continue;
+      try {
+        const net = await this.agents.of(h).nic.getTenantNetwork(rec.tenant);
+        nics[h.name] = net.services.find((s) => s.name === rec.name) ?? null;
+      } catch (err) {
+        nics[h.name] = (err as Error).message;
+      }
+    }
+    return { ...rec, nics };
   }
 
   // --- Policy -----------------------------------------------------------------------------
