@@ -612,6 +612,7 @@ export class Forwarder {
       out.buf = buf;
     } else {
       copies.ensure(n, maxLen);
+      copies.count = 0;
       out = copies;
     }
     const dropped = this.counters.dropped;
