@@ -17,11 +17,12 @@
 // dropped and counted.
 //
 // Hot path: a tenant without services has no TenantServices (the forwarder checks one null).
-// With services: one Map lookup with a numeric key (IPv4: client address * 65536 + port) per
-// packet in each direction, incremental checksum updates (RFC 1624), no allocation except
-// for a new connection.
+// With services: IPv4 takes a path of byte reads and one lookup in a typed-array table keyed
+// by client address and port (pin4.ts) per packet in each direction, with incremental checksum
+// updates (RFC 1624) and no allocation; IPv6 a Map keyed by text (slower, same behaviour).
 import type { HostAddress } from './addresses.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE, mix32 } from './maglev.js';
+import { P_BACKEND, P_VIP, P_VPORT, Pin4Table } from './pin4.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -84,14 +85,25 @@ export class ServiceEntry {
   readonly endpoints: readonly ServiceEndpoint[];
   /** Endpoint addresses as text, for dropping pinned connections to endpoints that left. */
   readonly endpointSet: Set<string>;
+  /** IPv4: the service address, the ports served (proto << 16 | port), the endpoints' addresses. */
+  readonly vip4: number;
+  readonly ports4: Int32Array;
+  readonly endpoints4: Uint32Array;
+  readonly endpointSet4: Set<number>;
   constructor(readonly spec: ServiceSpec) {
     this.served = new Set(
       spec.ports.map((p) => ((p.protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP) << 16) | p.port),
     );
+    this.ports4 = Int32Array.from(this.served);
+    this.vip4 = spec.address.family === 4 ? (addressKey(spec.address.bytes) as number) : 0;
     // Sorted by name so that the table does not depend on the order endpoints were listed in.
     this.endpoints = [...spec.endpoints].sort((a, b) => (a.workload < b.workload ? -1 : 1));
     this.endpointSet = new Set(this.endpoints.map((e) => e.address.text));
     this.table = buildMaglevTable(this.endpoints.map((e) => e.workload));
+    this.endpoints4 = Uint32Array.from(this.endpoints, (e) =>
+      e.address.family === 4 ? (addressKey(e.address.bytes) as number) : 0,
+    );
+    this.endpointSet4 = new Set([...this.endpoints4].filter((a) => a !== 0));
   }
 }
 
@@ -121,6 +133,35 @@ function addressKey(a: Uint8Array): number | string {
 function clientKey(buf: Buffer, addrAt: number, version: number, port: number): number | string {
   if (version === 4) return buf.readUInt32BE(addrAt) * 65536 + port;
   return `${buf.toString('hex', addrAt, addrAt + 16)}:${port}`;
+}
+
+/**
+ * Rewrites the IPv4 address at buf[at, at + 4) to `to`, updating the header checksum at ipSumAt
+ * and the TCP/UDP checksum at l4SumAt incrementally (RFC 1624); an IPv4 UDP checksum of 0
+ * (none) stays 0.
+ */
+function rewrite4(buf: Buffer, at: number, to: number, ipSumAt: number, l4SumAt: number, udp: boolean): void {
+  const n0 = to >>> 16;
+  const n1 = to & 0xffff;
+  const delta =
+    (~((buf[at] << 8) | buf[at + 1]) & 0xffff) + (~((buf[at + 2] << 8) | buf[at + 3]) & 0xffff) + n0 + n1;
+  buf[at] = n0 >>> 8;
+  buf[at + 1] = n0 & 0xff;
+  buf[at + 2] = n1 >>> 8;
+  buf[at + 3] = n1 & 0xff;
+  let sum = (~((buf[ipSumAt] << 8) | buf[ipSumAt + 1]) & 0xffff) + delta;
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = ~((sum & 0xffff) + (sum >>> 16)) & 0xffff;
+  buf[ipSumAt] = sum >>> 8;
+  buf[ipSumAt + 1] = sum & 0xff;
+  const old = (buf[l4SumAt] << 8) | buf[l4SumAt + 1];
+  if (udp && old === 0) return;
+  sum = (~old & 0xffff) + delta;
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = ~((sum & 0xffff) + (sum >>> 16)) & 0xffff;
+  if (udp && sum === 0) sum = 0xffff;
+  buf[l4SumAt] = sum >>> 8;
+  buf[l4SumAt + 1] = sum & 0xff;
 }
 
 function fold(s: number): number {
@@ -179,6 +220,8 @@ function l4Offset(buf: Buffer, off: number, len: number, version: number): numbe
 export class TenantServices {
   readonly counters = new ServiceCounters();
   private byAddress = new Map<number | string, ServiceEntry>();
+  /** IPv4 connections (the fast path); IPv6 ones in `conns`. */
+  private readonly pins = new Pin4Table(MAX_SERVICE_CONNECTIONS);
   private readonly conns = new Map<number | string, ServiceConn>();
   private lastSweep = 0;
 
@@ -193,6 +236,11 @@ export class TenantServices {
       if (now === undefined || !now.endpointSet.has(c.backendText)) this.conns.delete(k);
       else c.service = now;
     }
+    const pins = this.pins;
+    pins.removeWhere((at) => {
+      const e = next.get(pins.data[at + P_VIP]);
+      return e === undefined || !e.endpointSet4.has(pins.data[at + P_BACKEND]);
+    });
   }
 
   /** The service at an address, if any. */
@@ -201,7 +249,7 @@ export class TenantServices {
   }
 
   get size(): number {
-    return this.conns.size;
+    return this.pins.size + this.conns.size;
   }
 
   /**
@@ -210,6 +258,7 @@ export class TenantServices {
    * (counted): not served, no endpoint, table full.
    */
   translate(buf: Buffer, off: number, len: number, version: number, svc: ServiceEntry, now: number): boolean {
+    if (version === 4) return this.translate4(buf, off, len, svc, now);
     const l4 = l4Offset(buf, off, len, version);
     if (l4 < 0) {
       this.counters.dropped.notServed++;
@@ -286,6 +335,10 @@ export class TenantServices {
    * endpoint to the client), its source becomes the service address again. Never drops.
    */
   reverse(buf: Buffer, off: number, len: number, version: number, now: number): void {
+    if (version === 4) {
+      if (this.pins.size > 0) this.reverse4(buf, off, len, now);
+      return;
+    }
     if (this.conns.size === 0) return;
     const proto = buf[off + (version === 4 ? 9 : 6)];
     if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return;
@@ -309,6 +362,126 @@ export class TenantServices {
     this.counters.reversed++;
   }
 
+  /** translate() for IPv4: byte reads only, the typed-array table, no allocation. */
+  private translate4(buf: Buffer, off: number, len: number, svc: ServiceEntry, now: number): boolean {
+    const proto = buf[off + 9];
+    const l4 = off + ((buf[off] & 0x0f) << 2);
+    if (
+      ((buf[off + 6] & 0x3f) | buf[off + 7]) !== 0 ||
+      (proto === IPPROTO_TCP ? l4 + 20 : proto === IPPROTO_UDP ? l4 + 8 : 0x7fffffff) > off + len
+    ) {
+      this.counters.dropped.notServed++;
+      return false;
+    }
+    const sport = (buf[l4] << 8) | buf[l4 + 1];
+    const dport = (buf[l4 + 2] << 8) | buf[l4 + 3];
+    const want = (proto << 16) | dport;
+    const ports = svc.ports4;
+    let served = false;
+    for (let i = 0; i < ports.length; i++) if (ports[i] === want) served = true;
+    if (!served) {
+      this.counters.dropped.notServed++;
+      return false;
+    }
+    const flags = proto === IPPROTO_TCP ? buf[l4 + 13] : 0;
+    const client =
+      ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+    const key = (proto << 16) | sport;
+    const t = this.pins;
+    let at = t.find(client, key);
+    if (
+      at >= 0 &&
+      (t.data[at + P_VIP] !== svc.vip4 ||
+        (t.data[at + P_VPORT] & 0xffff) !== dport ||
+        t.expired(at, now) ||
+        (t.data[at + P_VPORT] > 0xffff && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN))
+    ) {
+      t.remove(at);
+      at = -1;
+    }
+    if (at < 0) {
+      const n = svc.endpoints4.length;
+      const backend =
+        n === 0 ? 0 : svc.endpoints4[svc.table[this.flowHash4(client, sport, proto) % MAGLEV_TABLE_SIZE]];
+      if (backend === 0) {
+        this.counters.dropped.noEndpoint++;
+        return false;
+      }
+      if (t.size >= MAX_SERVICE_CONNECTIONS) this.sweep(now);
+      at = t.insert(client, key);
+      if (at < 0) {
+        this.counters.dropped.tableFull++;
+        return false;
+      }
+      t.data[at + P_BACKEND] = backend;
+      t.data[at + P_VIP] = svc.vip4;
+      t.data[at + P_VPORT] = dport;
+      this.counters.connections++;
+    }
+    const d = t.data;
+    if ((flags & (TCP_FIN | TCP_RST)) !== 0) d[at + P_VPORT] |= 0x10000;
+    t.expireAt(
+      at,
+      now,
+      d[at + P_VPORT] > 0xffff
+        ? SERVICE_CLOSING_MS
+        : proto === IPPROTO_TCP
+          ? SERVICE_TCP_IDLE_MS
+          : SERVICE_UDP_IDLE_MS,
+    );
+    rewrite4(
+      buf,
+      off + 16,
+      d[at + P_BACKEND],
+      off + 10,
+      l4 + (proto === IPPROTO_TCP ? 16 : 6),
+      proto === IPPROTO_UDP,
+    );
+    this.counters.translated++;
+    return true;
+  }
+
+  /** reverse() for IPv4. */
+  private reverse4(buf: Buffer, off: number, len: number, now: number): void {
+    const proto = buf[off + 9];
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return;
+    const l4 = off + ((buf[off] & 0x0f) << 2);
+    if (((buf[off + 6] & 0x3f) | buf[off + 7]) !== 0 || l4 + (proto === IPPROTO_TCP ? 20 : 8) > off + len)
+      return;
+    const t = this.pins;
+    const client =
+      ((buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19]) >>> 0;
+    const at = t.find(client, (proto << 16) | (buf[l4 + 2] << 8) | buf[l4 + 3]);
+    if (at < 0) return;
+    const d = t.data;
+    if ((d[at + P_VPORT] & 0xffff) !== ((buf[l4] << 8) | buf[l4 + 1])) return;
+    const src = ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+    if (src !== d[at + P_BACKEND]) return;
+    if (proto === IPPROTO_TCP && (buf[l4 + 13] & (TCP_FIN | TCP_RST)) !== 0) d[at + P_VPORT] |= 0x10000;
+    t.expireAt(
+      at,
+      now,
+      d[at + P_VPORT] > 0xffff
+        ? SERVICE_CLOSING_MS
+        : proto === IPPROTO_TCP
+          ? SERVICE_TCP_IDLE_MS
+          : SERVICE_UDP_IDLE_MS,
+    );
+    rewrite4(
+      buf,
+      off + 12,
+      d[at + P_VIP],
+      off + 10,
+      l4 + (proto === IPPROTO_TCP ? 16 : 6),
+      proto === IPPROTO_UDP,
+    );
+    this.counters.reversed++;
+  }
+
+  private flowHash4(client: number, sport: number, proto: number): number {
+    return mix32(mix32(sport ^ (proto << 16)) ^ client);
+  }
+
   /** Drops expired connections (at most every SWEEP_MS). */
   tick(now: number): void {
     if (now - this.lastSweep >= SWEEP_MS) this.sweep(now);
@@ -317,6 +490,16 @@ export class TenantServices {
   /** Pinned connections per endpoint of each service (diagnostics). */
   pinned(): Map<string, Map<string, number>> {
     const out = new Map<string, Map<string, number>>();
+    const pins = this.pins;
+    for (const at of pins.entries()) {
+      const e = this.byAddress.get(pins.data[at + P_VIP]);
+      if (e === undefined) continue;
+      const i = e.endpoints4.indexOf(pins.data[at + P_BACKEND]);
+      const ep = i < 0 ? String(pins.data[at + P_BACKEND]) : e.endpoints[i].workload;
+      const m = out.get(e.spec.name) ?? new Map<string, number>();
+      m.set(ep, (m.get(ep) ?? 0) + 1);
+      out.set(e.spec.name, m);
+    }
     for (const c of this.conns.values()) {
       const name = c.service.spec.name;
       const ep = c.service.endpoints.find((e) => e.address.text === c.backendText)?.workload ?? c.backendText;
@@ -337,6 +520,8 @@ export class TenantServices {
   private sweep(now: number): void {
     this.lastSweep = now;
     for (const [k, c] of this.conns) if (c.expires <= now) this.conns.delete(k);
+    const pins = this.pins;
+    pins.removeWhere((at) => pins.expired(at, now));
   }
 
   private flowHash(buf: Buffer, srcAt: number, version: number, sport: number, proto: number): number {
