@@ -444,8 +444,8 @@ class OursCase {
  * The same flows sent to a service address (a UDP service on port 9000 whose endpoints are the
  * four servers): per packet, the NIC's service translation (TenantServices.translate: the
  * pinned connection's endpoint, destination rewritten with its checksum), the endpoint's
- * workload from the translated address (a Map lookup, as the forwarder's route lookup), then
- * PolicyEngine.check() as in OursCase.
+ * workload by the index translate() returns (the forwarder keeps each service's endpoint
+ * destinations resolved the same way), then PolicyEngine.check() as in OursCase.
  */
 class ServiceCase {
   readonly engine: PolicyEngine;
@@ -454,6 +454,8 @@ class ServiceCase {
   private readonly slab = Buffer.alloc(BATCH * PACKET);
   private readonly srcs: WorkloadRef[] = new Array(BATCH);
   private readonly byAddress = new Map<number, WorkloadRef>();
+  /** The workload of each endpoint index translate() returns (the forwarder keeps the same per service). */
+  private readonly endpointRefs: WorkloadRef[];
 
   constructor(
     readonly n: number,
@@ -481,6 +483,8 @@ class ServiceCase {
         })),
       },
     ]);
+    const entry = this.services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    this.endpointRefs = entry.endpoints.map((e) => servers.find((x) => x.workload === e.workload)!);
     const vip = addr(NET.serviceAddress);
     this.headers = flowHeaders(n, serviceFlowOf);
     for (let i = 0; i < n; i++) this.headers.writeUInt32BE(vip, i * HEADER + 16);
@@ -491,9 +495,11 @@ class ServiceCase {
     for (let i = 0; i < n; i++) {
       const f = serviceFlowOf(i);
       this.headers.copy(one, 0, i * HEADER, (i + 1) * HEADER);
-      if (!this.services.translate(one, 0, PACKET, 4, svc, now))
-        throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: not translated`);
+      const ep = this.services.translate(one, 0, PACKET, 4, svc, now);
+      if (ep < 0) throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: not translated`);
       const server = this.byAddress.get(one.readUInt32BE(16))!;
+      if (server !== this.endpointRefs[ep])
+        throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: endpoint index`);
       let r = this.engine.check(TENANT, clients[f.c], server, one, 0, PACKET, now, 'both');
       if (r.reason !== 'new') throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: ${r.reason} ${r.rule}`);
       writeHeader(one, 0, one.readUInt32BE(16), addr(NET.clientBase + f.c), f.dport, f.sport);
@@ -507,7 +513,7 @@ class ServiceCase {
 
   /** As OursCase.packets, with the service translation in the timed part. */
   packets(seconds: number, seq: Int32Array, pos: { at: number }, out: number[]): void {
-    const { slab, srcs, engine, headers, services, byAddress } = this;
+    const { slab, srcs, engine, headers, services, endpointRefs } = this;
     const svc = services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
     const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
     do {
@@ -522,9 +528,8 @@ class ServiceCase {
       const t0 = process.hrtime.bigint();
       for (let k = 0; k < BATCH; k++) {
         const at = k * PACKET;
-        if (!services.translate(slab, at, PACKET, 4, svc, now)) continue;
-        const dst = byAddress.get(slab.readUInt32BE(at + 16));
-        if (dst !== undefined && engine.check(TENANT, srcs[k], dst, slab, at, PACKET, now, 'both').allowed)
+        const ep = services.translate(slab, at, PACKET, 4, svc, now);
+        if (ep >= 0 && engine.check(TENANT, srcs[k], endpointRefs[ep], slab, at, PACKET, now, 'both').allowed)
           allowed++;
       }
       out.push(Number(process.hrtime.bigint() - t0) / BATCH);

@@ -143,6 +143,9 @@ class Destination {
     /** The service at this address (KIND_SERVICE). */
     readonly service: ServiceEntry | null = null,
   ) {}
+  /** KIND_SERVICE: the destination of each endpoint (service.endpoints order), as of `endpointsVersion`. */
+  endpointDests: (Destination | null)[] = [];
+  endpointsVersion = -1;
 }
 
 class TenantTable implements NameBook {
@@ -378,6 +381,8 @@ export class Forwarder {
   private readonly view: PacketView = { buf: Buffer.alloc(0), offset: 0, length: 0 };
   /** Leg limits (setLegLimits); 0: no limit known, nothing checked or clamped. */
   private tenantMtu = 0;
+  /** Bumped by every change of any routing table (services re-resolve their endpoints then). */
+  private routesVersion = 0;
   private mss4 = 0;
   private mss6 = 0;
 
@@ -432,6 +437,7 @@ export class Forwarder {
    * An address that is one of the tenant's workloads is refused (TG_ERR_CONFLICT).
    */
   setTenantNetwork(tenant: string, net: { dns: HostAddress | null; services: readonly ServiceSpec[] }): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     for (const a of [...(net.dns === null ? [] : [net.dns]), ...net.services.map((s) => s.address)]) {
       const owner = this.addressOwner(tenant, a);
@@ -474,6 +480,7 @@ export class Forwarder {
    * (whether a connection is allowed is the firewall's business, both ways).
    */
   setImports(tenant: string, imports: readonly ImportedWorkload[]): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     for (const d of t.imports) t.routes.removeByPeer(d);
     t.imports = [];
@@ -500,12 +507,14 @@ export class Forwarder {
   }
 
   addTenant(tenant: string): void {
+    this.routesVersion++;
     if (this.tenants.has(tenant)) throw new TgError('TG_ERR_CONFLICT', `tenant '${tenant}' exists`);
     this.tenants.set(tenant, new TenantTable(tenant));
   }
 
   /** Forgets a tenant with all its routes and sessions. */
   removeTenant(tenant: string): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
     for (const [peerId, s] of this.sources) if (s.tenant === t) this.sources.delete(peerId);
@@ -530,6 +539,7 @@ export class Forwarder {
 
   /** A local workload: its vSwitch session `peerId` carries packets from and to `address`. */
   addLocalWorkload(tenant: string, workload: string, peerId: number, address: HostAddress): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     if (t.byName.has(workload))
       throw new TgError('TG_ERR_CONFLICT', `workload '${workload}' exists in '${tenant}'`);
@@ -542,6 +552,7 @@ export class Forwarder {
   }
 
   removeLocalWorkload(tenant: string, workload: string): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     const d = t?.byName.get(workload);
     if (t === undefined || d === undefined || !d.ref.local) return;
@@ -559,6 +570,7 @@ export class Forwarder {
     peerId: number,
     workloads: readonly { workload: string; address: HostAddress }[],
   ): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     this.removeRemoteNic(tenant, peerId);
     this.sources.set(peerId, new Source(t, null, peerId));
@@ -571,6 +583,7 @@ export class Forwarder {
   }
 
   removeRemoteNic(tenant: string, peerId: number): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
     for (const [name, d] of [...t.byName]) {
@@ -662,11 +675,13 @@ export class Forwarder {
           this.answerDns(src, buf, off, len, version, now);
           continue;
         }
-        if (!src.tenant.services!.translate(buf, off, len, version, dst.service!, now)) {
+        const ep = src.tenant.services!.translate(buf, off, len, version, dst.service!, now);
+        if (ep < 0) {
           dropped.service++;
           continue;
         }
-        dst = version === 4 ? table.lookup4(buf.readUInt32BE(off + 16)) : table.lookup6At(buf, off + 24);
+        if (dst.endpointsVersion !== this.routesVersion) this.resolveEndpoints(table, dst);
+        dst = dst.endpointDests[ep];
         if (dst === null || dst.kind !== KIND_WORKLOAD) {
           dropped.noRoute++;
           continue;
@@ -769,6 +784,19 @@ export class Forwarder {
     r.peerIds = out.peerIds;
     r.extra.peerIds = extras.peerIds;
     return r;
+  }
+
+  /** Looks up the destination of each endpoint of a service destination (after a table change). */
+  private resolveEndpoints(table: AllowedIps<Destination>, d: Destination): void {
+    d.endpointDests = d.service!.endpoints.map((e) => {
+      const b = e.address.bytes;
+      const r =
+        b.length === 4
+          ? table.lookup4(((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0)
+          : table.lookup6At(Buffer.from(b), 0);
+      return r !== null && r.kind === KIND_WORKLOAD ? r : null;
+    });
+    d.endpointsVersion = this.routesVersion;
   }
 
   /** A packet to the tenant's DNS server: the answer goes into `extras` on the source's session. */

@@ -6,10 +6,12 @@
 // src/bench/conntrack.ts). Deletion shifts later entries of the probe run back (no
 // tombstones). The table doubles when half full, up to the capacity for `maxEntries`.
 //
-// Times are kept as milliseconds since the table's base (Date.now scale), 32 bits: the base
-// moves forward (rebase) long before they could wrap.
+// Every field is a signed 32-bit integer (addresses too, as `| 0` gives them), so that the
+// optimising compiler keeps them in registers without conversions. Times are milliseconds
+// since the table's base (Date.now scale): the base moves forward (rebase) long before they
+// could overflow.
 
-/** Fields of an entry (u32 each), at slot * STRIDE. */
+/** Fields of an entry (i32 each), at slot * STRIDE. */
 export const P_CLIENT = 0;
 /** proto << 16 | client port; EMPTY for a free slot. */
 export const P_KEY = 1;
@@ -19,15 +21,19 @@ export const P_VIP = 3;
 export const P_VPORT = 4;
 /** Expiry, ms since `base`. */
 export const P_EXPIRES = 5;
+/** The endpoint's index in its service's endpoint list (kept right when endpoints change). */
+export const P_EP = 6;
 const STRIDE = 8;
-const EMPTY = 0xffffffff;
+const EMPTY = -1;
 const INITIAL_SLOTS = 1024;
 /** Rebase when times get this far past the base (well below 2^32 ms). */
-const REBASE_AFTER_MS = 2 ** 31;
+export const REBASE_AFTER_MS = 2 ** 30;
 
 export class Pin4Table {
-  data: Uint32Array;
+  data: Int32Array;
   size = 0;
+  /** Bumped whenever entries move (remove, grow): offsets held across calls are stale then. */
+  moves = 0;
   /** Date.now() value that expiry times count from. */
   base = 0;
   private mask: number;
@@ -39,7 +45,7 @@ export class Pin4Table {
     this.maxSlots = max;
     const n = Math.min(INITIAL_SLOTS, max);
     this.mask = n - 1;
-    this.data = new Uint32Array(n * STRIDE).fill(EMPTY);
+    this.data = new Int32Array(n * STRIDE).fill(EMPTY);
   }
 
   get slots(): number {
@@ -107,6 +113,7 @@ export class Pin4Table {
     }
     d[i * STRIDE + P_KEY] = EMPTY;
     this.size--;
+    this.moves++;
   }
 
   /** Removes every entry `drop` says to (a full pass). */
@@ -124,7 +131,8 @@ export class Pin4Table {
     for (let i = 0; i <= this.mask; i++) if (this.data[i * STRIDE + P_KEY] !== EMPTY) yield i * STRIDE;
   }
 
-  private rebase(now: number): void {
+  /** Moves the base to `now` (expiry times stay the same instants). */
+  rebase(now: number): void {
     const d = this.data;
     const shift = now - this.base;
     for (let i = 0; i <= this.mask; i++) {
@@ -139,7 +147,7 @@ export class Pin4Table {
     const old = this.data;
     const n = this.slots * 2;
     this.mask = n - 1;
-    const d = new Uint32Array(n * STRIDE).fill(EMPTY);
+    const d = new Int32Array(n * STRIDE).fill(EMPTY);
     for (let s = 0; s < old.length; s += STRIDE) {
       if (old[s + P_KEY] === EMPTY) continue;
       let i = home(old[s + P_CLIENT], old[s + P_KEY], this.mask);
@@ -147,6 +155,7 @@ export class Pin4Table {
       d.set(old.subarray(s, s + STRIDE), i * STRIDE);
     }
     this.data = d;
+    this.moves++;
   }
 }
 

@@ -22,7 +22,7 @@
 // updates (RFC 1624) and no allocation; IPv6 a Map keyed by text (slower, same behaviour).
 import type { HostAddress } from './addresses.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE, mix32 } from './maglev.js';
-import { P_BACKEND, P_VIP, P_VPORT, Pin4Table } from './pin4.js';
+import { P_BACKEND, P_EP, P_EXPIRES, P_VIP, P_VPORT, Pin4Table, REBASE_AFTER_MS } from './pin4.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -88,7 +88,7 @@ export class ServiceEntry {
   /** IPv4: the service address, the ports served (proto << 16 | port), the endpoints' addresses. */
   readonly vip4: number;
   readonly ports4: Int32Array;
-  readonly endpoints4: Uint32Array;
+  readonly endpoints4: Int32Array;
   readonly endpointSet4: Set<number>;
   constructor(readonly spec: ServiceSpec) {
     this.served = new Set(
@@ -100,7 +100,7 @@ export class ServiceEntry {
     this.endpoints = [...spec.endpoints].sort((a, b) => (a.workload < b.workload ? -1 : 1));
     this.endpointSet = new Set(this.endpoints.map((e) => e.address.text));
     this.table = buildMaglevTable(this.endpoints.map((e) => e.workload));
-    this.endpoints4 = Uint32Array.from(this.endpoints, (e) =>
+    this.endpoints4 = Int32Array.from(this.endpoints, (e) =>
       e.address.family === 4 ? (addressKey(e.address.bytes) as number) : 0,
     );
     this.endpointSet4 = new Set([...this.endpoints4].filter((a) => a !== 0));
@@ -111,6 +111,8 @@ export class ServiceEntry {
 class ServiceConn {
   expires = 0;
   closing = false;
+  /** The endpoint's index in service.endpoints. */
+  index = 0;
   constructor(
     /** Replaced by the new entry of the same service when services are set again. */
     public service: ServiceEntry,
@@ -125,9 +127,7 @@ class ServiceConn {
 }
 
 function addressKey(a: Uint8Array): number | string {
-  return a.length === 4
-    ? ((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0
-    : Buffer.from(a).toString('hex');
+  return a.length === 4 ? (a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3] : Buffer.from(a).toString('hex');
 }
 
 function clientKey(buf: Buffer, addrAt: number, version: number, port: number): number | string {
@@ -224,6 +224,11 @@ export class TenantServices {
   private readonly pins = new Pin4Table(MAX_SERVICE_CONNECTIONS);
   private readonly conns = new Map<number | string, ServiceConn>();
   private lastSweep = 0;
+  /** The last IPv4 connection translated (client, key, entry offset, table moves then). */
+  private lastClient = -1;
+  private lastKey = -1;
+  private lastAt = -1;
+  private lastMoves = -1;
 
   /** Replaces the services; pinned connections to services or endpoints that left are dropped. */
   set(specs: readonly ServiceSpec[]): void {
@@ -233,13 +238,19 @@ export class TenantServices {
     const byName = new Map([...next.values()].map((e) => [e.spec.name, e] as const));
     for (const [k, c] of this.conns) {
       const now = byName.get(c.service.spec.name);
-      if (now === undefined || !now.endpointSet.has(c.backendText)) this.conns.delete(k);
-      else c.service = now;
+      const i = now === undefined ? -1 : now.endpoints.findIndex((e) => e.address.text === c.backendText);
+      if (now === undefined || i < 0) this.conns.delete(k);
+      else {
+        c.service = now;
+        c.index = i;
+      }
     }
     const pins = this.pins;
     pins.removeWhere((at) => {
       const e = next.get(pins.data[at + P_VIP]);
-      return e === undefined || !e.endpointSet4.has(pins.data[at + P_BACKEND]);
+      const i = e === undefined ? -1 : e.endpoints4.indexOf(pins.data[at + P_BACKEND]);
+      if (i >= 0) pins.data[at + P_EP] = i;
+      return i < 0;
     });
   }
 
@@ -254,22 +265,22 @@ export class TenantServices {
 
   /**
    * A packet from a local client to `svc`'s address: rewrites its destination to the
-   * connection's endpoint (picking and pinning one for a new connection). False: dropped
-   * (counted): not served, no endpoint, table full.
+   * connection's endpoint (picking and pinning one for a new connection) and returns the
+   * endpoint's index in svc.endpoints; -1: dropped (counted): not served, no endpoint, table full.
    */
-  translate(buf: Buffer, off: number, len: number, version: number, svc: ServiceEntry, now: number): boolean {
+  translate(buf: Buffer, off: number, len: number, version: number, svc: ServiceEntry, now: number): number {
     if (version === 4) return this.translate4(buf, off, len, svc, now);
     const l4 = l4Offset(buf, off, len, version);
     if (l4 < 0) {
       this.counters.dropped.notServed++;
-      return false;
+      return -1;
     }
     const proto = buf[off + (version === 4 ? 9 : 6)];
     const sport = buf.readUInt16BE(l4);
     const dport = buf.readUInt16BE(l4 + 2);
     if (!svc.served.has((proto << 16) | dport)) {
       this.counters.dropped.notServed++;
-      return false;
+      return -1;
     }
     const srcAt = off + (version === 4 ? 12 : 8);
     const key = clientKey(buf, srcAt, version, sport);
@@ -290,13 +301,13 @@ export class TenantServices {
       const n = svc.endpoints.length;
       if (n === 0) {
         this.counters.dropped.noEndpoint++;
-        return false;
+        return -1;
       }
       if (this.conns.size >= MAX_SERVICE_CONNECTIONS) {
         this.sweep(now);
         if (this.conns.size >= MAX_SERVICE_CONNECTIONS) {
           this.counters.dropped.tableFull++;
-          return false;
+          return -1;
         }
       }
       const ep =
@@ -304,8 +315,9 @@ export class TenantServices {
       const b = ep.address.bytes;
       if (b.length !== (version === 4 ? 4 : 16)) {
         this.counters.dropped.noEndpoint++;
-        return false;
+        return -1;
       }
+      const index = svc.endpoints.indexOf(ep);
       c = new ServiceConn(
         svc,
         proto,
@@ -314,6 +326,7 @@ export class TenantServices {
         ep.address.text,
         b.length === 4 ? (addressKey(b) as number) : 0,
       );
+      c.index = index;
       this.conns.set(key, c);
       this.counters.connections++;
     }
@@ -327,7 +340,7 @@ export class TenantServices {
       version === 4 && proto === IPPROTO_UDP,
     );
     this.counters.translated++;
-    return true;
+    return c.index;
   }
 
   /**
@@ -349,7 +362,7 @@ export class TenantServices {
     );
     if (c === undefined || c.proto !== proto || buf.readUInt16BE(l4) !== c.vport) return;
     const srcAt = off + (version === 4 ? 12 : 8);
-    if (version === 4 ? buf.readUInt32BE(srcAt) !== c.backend4 : !sameAt(buf, srcAt, c.backend)) return;
+    if (!sameAt(buf, srcAt, c.backend)) return;
     this.touch(c, proto, proto === IPPROTO_TCP ? buf[l4 + 13] : 0, now);
     rewriteAddress(
       buf,
@@ -362,8 +375,11 @@ export class TenantServices {
     this.counters.reversed++;
   }
 
-  /** translate() for IPv4: byte reads only, the typed-array table, no allocation. */
-  private translate4(buf: Buffer, off: number, len: number, svc: ServiceEntry, now: number): boolean {
+  /**
+   * translate() for IPv4: byte reads only, the typed-array table, no allocation. A packet of a
+   * pinned connection skips the port check (made when it was pinned).
+   */
+  private translate4(buf: Buffer, off: number, len: number, svc: ServiceEntry, now: number): number {
     const proto = buf[off + 9];
     const l4 = off + ((buf[off] & 0x0f) << 2);
     if (
@@ -371,64 +387,53 @@ export class TenantServices {
       (proto === IPPROTO_TCP ? l4 + 20 : proto === IPPROTO_UDP ? l4 + 8 : 0x7fffffff) > off + len
     ) {
       this.counters.dropped.notServed++;
-      return false;
+      return -1;
     }
     const sport = (buf[l4] << 8) | buf[l4 + 1];
     const dport = (buf[l4 + 2] << 8) | buf[l4 + 3];
-    const want = (proto << 16) | dport;
-    const ports = svc.ports4;
-    let served = false;
-    for (let i = 0; i < ports.length; i++) if (ports[i] === want) served = true;
-    if (!served) {
-      this.counters.dropped.notServed++;
-      return false;
-    }
     const flags = proto === IPPROTO_TCP ? buf[l4 + 13] : 0;
-    const client =
-      ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+    const client = (buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15];
     const key = (proto << 16) | sport;
     const t = this.pins;
-    let at = t.find(client, key);
+    let rel = now - t.base;
+    if (rel >= REBASE_AFTER_MS || rel < 0) {
+      t.rebase(now);
+      rel = 0;
+    }
+    // Packets of one connection come in trains: the last hit is tried before the table.
+    let at =
+      this.lastClient === client && this.lastKey === key && this.lastMoves === t.moves
+        ? this.lastAt
+        : t.find(client, key);
+    let d = t.data;
     if (
       at >= 0 &&
-      (t.data[at + P_VIP] !== svc.vip4 ||
-        (t.data[at + P_VPORT] & 0xffff) !== dport ||
-        t.expired(at, now) ||
-        (t.data[at + P_VPORT] > 0xffff && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN))
+      (d[at + P_VIP] !== svc.vip4 ||
+        (d[at + P_VPORT] & 0xffff) !== dport ||
+        d[at + P_EXPIRES] <= rel ||
+        (d[at + P_VPORT] > 0xffff && (flags & (TCP_SYN | TCP_ACK)) === TCP_SYN))
     ) {
       t.remove(at);
       at = -1;
     }
     if (at < 0) {
-      const n = svc.endpoints4.length;
-      const backend =
-        n === 0 ? 0 : svc.endpoints4[svc.table[this.flowHash4(client, sport, proto) % MAGLEV_TABLE_SIZE]];
-      if (backend === 0) {
-        this.counters.dropped.noEndpoint++;
-        return false;
-      }
-      if (t.size >= MAX_SERVICE_CONNECTIONS) this.sweep(now);
-      at = t.insert(client, key);
-      if (at < 0) {
-        this.counters.dropped.tableFull++;
-        return false;
-      }
-      t.data[at + P_BACKEND] = backend;
-      t.data[at + P_VIP] = svc.vip4;
-      t.data[at + P_VPORT] = dport;
-      this.counters.connections++;
+      at = this.pin4(client, key, proto, dport, svc, now);
+      if (at < 0) return -1;
+      d = t.data;
     }
-    const d = t.data;
+    this.lastClient = client;
+    this.lastKey = key;
+    this.lastAt = at;
+    this.lastMoves = t.moves;
     if ((flags & (TCP_FIN | TCP_RST)) !== 0) d[at + P_VPORT] |= 0x10000;
-    t.expireAt(
-      at,
-      now,
-      d[at + P_VPORT] > 0xffff
+    const expires =
+      rel +
+      (d[at + P_VPORT] > 0xffff
         ? SERVICE_CLOSING_MS
         : proto === IPPROTO_TCP
           ? SERVICE_TCP_IDLE_MS
-          : SERVICE_UDP_IDLE_MS,
-    );
+          : SERVICE_UDP_IDLE_MS);
+    if (d[at + P_EXPIRES] !== expires) d[at + P_EXPIRES] = expires;
     rewrite4(
       buf,
       off + 16,
@@ -437,8 +442,48 @@ export class TenantServices {
       l4 + (proto === IPPROTO_TCP ? 16 : 6),
       proto === IPPROTO_UDP,
     );
+    const e = d;
     this.counters.translated++;
-    return true;
+    return e[at + P_EP];
+  }
+
+  /** A new IPv4 connection: the port check, the Maglev pick, a new entry. Its offset, or -1 (counted). */
+  private pin4(
+    client: number,
+    key: number,
+    proto: number,
+    dport: number,
+    svc: ServiceEntry,
+    now: number,
+  ): number {
+    const want = (proto << 16) | dport;
+    const ports = svc.ports4;
+    let served = false;
+    for (let i = 0; i < ports.length; i++) if (ports[i] === want) served = true;
+    if (!served) {
+      this.counters.dropped.notServed++;
+      return -1;
+    }
+    const n = svc.endpoints4.length;
+    const index = n === 0 ? -1 : svc.table[this.flowHash4(client, key & 0xffff, proto) % MAGLEV_TABLE_SIZE];
+    const backend = index < 0 ? 0 : svc.endpoints4[index];
+    if (backend === 0) {
+      this.counters.dropped.noEndpoint++;
+      return -1;
+    }
+    const t = this.pins;
+    if (t.size >= MAX_SERVICE_CONNECTIONS) this.sweep(now);
+    const at = t.insert(client, key);
+    if (at < 0) {
+      this.counters.dropped.tableFull++;
+      return -1;
+    }
+    t.data[at + P_BACKEND] = backend;
+    t.data[at + P_VIP] = svc.vip4;
+    t.data[at + P_VPORT] = dport;
+    t.data[at + P_EP] = index;
+    this.counters.connections++;
+    return at;
   }
 
   /** reverse() for IPv4. */
@@ -449,13 +494,12 @@ export class TenantServices {
     if (((buf[off + 6] & 0x3f) | buf[off + 7]) !== 0 || l4 + (proto === IPPROTO_TCP ? 20 : 8) > off + len)
       return;
     const t = this.pins;
-    const client =
-      ((buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19]) >>> 0;
+    const client = (buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19];
     const at = t.find(client, (proto << 16) | (buf[l4 + 2] << 8) | buf[l4 + 3]);
     if (at < 0) return;
     const d = t.data;
     if ((d[at + P_VPORT] & 0xffff) !== ((buf[l4] << 8) | buf[l4 + 1])) return;
-    const src = ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+    const src = (buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15];
     if (src !== d[at + P_BACKEND]) return;
     if (proto === IPPROTO_TCP && (buf[l4 + 13] & (TCP_FIN | TCP_RST)) !== 0) d[at + P_VPORT] |= 0x10000;
     t.expireAt(
