@@ -103,6 +103,7 @@ export async function runDemo(
     };
     await phase('same-tenant traffic', () => s.sameTenant());
     await phase('cross-tenant traffic', () => s.crossTenant());
+    await phase('service by name', () => s.serviceByName());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());

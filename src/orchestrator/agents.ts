@@ -1,8 +1,7 @@
 // The orchestrator's reach into a host: the NIC agent's and vSwitch daemon's APIs (through
 // their typed clients) and the workload namespaces it creates itself. It only ever talks to
 // the agents' APIs; it never starts or ends their processes.
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
@@ -70,32 +69,6 @@ export async function nicHasNetworkApi(nic: NicClient): Promise<boolean> {
 }
 
 // --- Namespaces ---------------------------------------------------------------------------
-
-/** `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf. */
-const NETNS_ETC = '/etc/netns';
-const RESOLVER_MARK = '# tenguard: the tenant DNS server at the NIC';
-
-/** Writes a namespace's resolver configuration: the tenant's DNS server and search domain. */
-export function writeNetnsResolver(name: string, nameserver: string, search: string): void {
-  const dir = join(NETNS_ETC, name);
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
-  writeFileSync(join(dir, 'resolv.conf'), `${RESOLVER_MARK}\nnameserver ${nameserver}\nsearch ${search}\n`, {
-    mode: 0o644,
-  });
-}
-
-/** Removes a resolver configuration written by writeNetnsResolver (only that one), and its directory when empty. */
-export function removeNetnsResolver(name: string): void {
-  const dir = join(NETNS_ETC, name);
-  const file = join(dir, 'resolv.conf');
-  try {
-    if (!readFileSync(file, 'utf8').startsWith(RESOLVER_MARK)) return;
-    rmSync(file, { force: true });
-    if (readdirSync(dir).length === 0) rmdirSync(dir);
-  } catch {
-    // absent
-  }
-}
 
 export function netnsExists(name: string): boolean {
   return listNetns().includes(name);

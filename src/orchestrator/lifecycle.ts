@@ -27,6 +27,7 @@ import type { NicClient } from '../nic/client.js';
 import type { PskBox } from '../nic/psk-box.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { removeNetnsResolver, writeNetnsResolver } from '../util/netns.js';
 import type { VSwitchClient } from '../vswitch/client.js';
 import {
   type AgentDirectory,
@@ -35,8 +36,6 @@ import {
   netnsExists,
   nicHasNetworkApi,
   nicHasPolicyApi,
-  removeNetnsResolver,
-  writeNetnsResolver,
 } from './agents.js';
 import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
 import { type HostRecord, tenantDomain, type WorkloadRecord } from './model.js';

@@ -93,6 +93,11 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'podman rm wiped').length, 1);
   assert.equal(names(report, 'podman left nothing behind').length, 1);
   assert.equal(names(report, 'default deny: ').length, 1);
+  // A service by name across hosts: the name resolves at the tenant's DNS server, the connection
+  // reaches the endpoint on the other host, another tenant's name is unknown.
+  assert.equal(names(report, 'service name db.acme.tg resolves to the service address').length, 1);
+  assert.equal(names(report, 'service by name: acme-web (h1) to db.acme.tg:').length, 1);
+  assert.equal(names(report, "another tenant's name blue-db.blue.tg is unknown").length, 1);
   assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
   assert.equal(names(report, 'control: the marker is visible').length, 1);
   assert.equal(
