@@ -27,6 +27,8 @@ export class AgentDirectory {
     private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath,
     /** Sees every answer of an agent (tests scan them for secrets). */
     private readonly recorder?: ResponseRecorder,
+    /** Throws when agents must not be called (a replica that does not lead). */
+    private readonly gate: () => void = () => undefined,
   ) {}
 
   /** How to reach one agent's socket (also of a host not registered yet). */
@@ -36,6 +38,7 @@ export class AgentDirectory {
 
   /** The clients of a host's agents (made once per socket pair). */
   of(host: HostRecord): HostAgents {
+    this.gate();
     const key = `${host.nicApi}\0${host.vswitchApi}`;
     const c = this.clients.get(host.name);
     if (c !== undefined && c.key === key) return c;

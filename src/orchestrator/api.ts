@@ -28,10 +28,16 @@
 //   DELETE /v1/tenants/:tenant/services/:service   delete one
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
+//   GET    /metrics                                Prometheus text (store state, leadership)
+//
+// With several replicas every route but the store reads (LOCAL_READS) runs at the leader:
+// another replica forwards it there (replica.ts).
 import { z } from 'zod';
 import { nameSchema } from '../net/name.js';
-import { answer, bodyRoute, type Route } from '../util/http-json.js';
+import { TgError } from '../util/errors.js';
+import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
+import { metricsText, orchestratorMetrics } from './metrics.js';
 import {
   createServiceSchema,
   createTenantSchema,
@@ -96,22 +102,63 @@ const EXAMPLE_POLICY = {
   ],
 };
 
+/** Routes every replica answers from the store itself; all others run at the leader. */
+export const LOCAL_READS: ReadonlySet<string> = new Set([
+  'health',
+  'metrics',
+  'listTenants',
+  'showTenant',
+  'getPolicy',
+  'listHosts',
+  'showHost',
+  'listWorkloads',
+  'showWorkload',
+]);
+
 export function orchestratorRoutes(o: Orchestrator): Route[] {
+  const metrics = orchestratorMetrics(o);
   const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/health',
       operationId: 'health',
       summary: 'Liveness, counts and the last reconciliation pass',
-      handler: async () => ({
-        status: 'ok',
-        revision: await o.store.revision(),
-        tenants: (await o.service.listTenants()).length,
-        hosts: (await o.service.listHosts()).length,
-        workloads: (await o.service.listWorkloads()).length,
-        reconcilePasses: o.reconcilePasses,
-        lastReconcile: o.lastReconcile,
-      }),
+      handler: async () => {
+        // The store's state is reported, never thrown: health answers while the store cannot.
+        const counts = await Promise.all([
+          o.store.revision(),
+          o.service.listTenants(),
+          o.service.listHosts(),
+          o.service.listWorkloads(),
+        ]).catch((err: unknown) => (err instanceof TgError ? err : Promise.reject(err)));
+        const store = o.store.health();
+        return {
+          status: store.state === 'ok' ? 'ok' : 'degraded',
+          store,
+          ...(o.replica === undefined ? {} : { replica: o.replica.status() }),
+          ...(counts instanceof TgError
+            ? { storeError: { code: counts.code, message: counts.message } }
+            : {
+                revision: counts[0],
+                tenants: counts[1].length,
+                hosts: counts[2].length,
+                workloads: counts[3].length,
+              }),
+          reconcilePasses: o.reconcilePasses,
+          lastReconcile: o.lastReconcile,
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      operationId: 'metrics',
+      summary: "Prometheus text: the store's state and this replica's leadership",
+      produces: 'text/plain',
+      handler: async () => {
+        const m = await metricsText(metrics);
+        return textAnswer(m.text, m.contentType);
+      },
     },
     {
       method: 'GET',
@@ -329,5 +376,18 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       handler: () => o.reconcile(),
     },
   ];
-  return withOpenApi(ORCHESTRATOR_API, routes);
+  const replica = o.replica;
+  const placed =
+    replica === undefined
+      ? routes
+      : routes.map((r) =>
+          LOCAL_READS.has(r.operationId)
+            ? r
+            : {
+                ...r,
+                handler: (req: Parameters<Route['handler']>[0]) =>
+                  replica.atLeader(req, async () => r.handler(req)),
+              },
+        );
+  return withOpenApi(ORCHESTRATOR_API, placed);
 }

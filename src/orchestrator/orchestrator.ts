@@ -1,7 +1,11 @@
 // The orchestrator: the domain service over the store, the lifecycle that drives agents, and
 // the reconciler, wired together. Every operation that drives agents (spin-up, spin-down,
 // migration, policy distribution, a reconciliation pass) runs under one lock, so they never
-// interleave; reads go straight to the store.
+// interleave; reads go straight to the store. With a Replica (several orchestrators on one
+// etcd store), only the leader reconciles and drives agents: the API forwards writes to it,
+// and a replica that stops leading calls no agent and writes nothing more (the store refuses
+// its writes; the agent directory refuses its calls). On becoming leader it forgets what it
+// knew of every NIC and reconciles at once.
 import { performance } from 'node:perf_hooks';
 import { nameSchema } from '../net/name.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
@@ -19,6 +23,7 @@ import {
   type WorkloadRecord,
 } from './model.js';
 import { type ReconcileReport, Reconciler } from './reconcile.js';
+import type { Replica } from './replica.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';
 
@@ -50,23 +55,53 @@ export class Orchestrator {
   private closed = false;
   lastReconcile: ReconcileReport | null = null;
   reconcilePasses = 0;
+  readonly replica: Replica | undefined;
 
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder } = {},
+    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder; replica?: Replica } = {},
   ) {
-    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder);
+    this.replica = opts.replica;
+    this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder, () => this.mustLead());
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
     this.reconciler = new Reconciler(this.service, this.lifecycle, this.agents, log);
   }
 
-  /** Reconciles every `intervalMs` (0: only on demand). */
+  isLeader(): boolean {
+    return this.replica?.isLeader() ?? true;
+  }
+
+  /** Throws TG_ERR_NOT_LEADER unless this replica leads. */
+  mustLead(): void {
+    if (!this.isLeader())
+      throw new TgError('TG_ERR_NOT_LEADER', 'this orchestrator replica does not lead; it drives no agent');
+  }
+
+  /** Reconciles every `intervalMs` (0: only on demand), while this replica leads. */
   start(intervalMs = DEFAULT_RECONCILE_INTERVAL_MS): void {
+    let led = false;
+    this.replica?.leadership.onChange(() => {
+      const leads = this.isLeader();
+      if (leads && !led && !this.closed) {
+        // What this replica knew of the NICs may be stale: forget it and look again now.
+        this.lock
+          .run(async () => {
+            for (const h of await this.service.listHosts()) this.lifecycle.resetView(h.name, null);
+          })
+          .then(() => this.reconcile())
+          .catch((err) => this.log.error({ err }, 'reconciliation on taking the lead failed'));
+      }
+      led = leads;
+    });
     if (intervalMs <= 0) return;
     const tick = (): void => {
       if (this.closed) return;
+      if (!this.isLeader()) {
+        this.timer = setTimeout(tick, intervalMs);
+        return;
+      }
       this.reconcile()
         .catch((err) => this.log.error({ err }, 'reconciliation pass failed'))
         .finally(() => {
@@ -80,11 +115,13 @@ export class Orchestrator {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     await this.lock.run(async () => undefined);
+    await this.replica?.leadership.resign().catch(() => undefined);
     await this.store.close();
   }
 
   reconcile(): Promise<ReconcileReport> {
     return this.lock.run(async () => {
+      this.mustLead();
       const r = await this.reconciler.pass();
       this.lastReconcile = r;
       this.reconcilePasses++;
@@ -139,6 +176,8 @@ export class Orchestrator {
     const t0 = performance.now();
     return this.lock.run(async () => {
       const { workload, host } = await this.service.reserveWorkload(input);
+      // From the API call: the wait for the lock and the reservation.
+      const reserve = Math.round((performance.now() - t0) * 100) / 100;
       let timings: Record<string, number>;
       try {
         timings = await this.lifecycle.spinUp(workload, host, t0);
@@ -146,7 +185,7 @@ export class Orchestrator {
         await this.service.abandonWorkload(workload.name);
         throw err;
       }
-      return this.service.markRunning(workload.name, timings);
+      return this.service.markRunning(workload.name, { reserve, ...timings });
     });
   }
 

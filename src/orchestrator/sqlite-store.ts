@@ -2,7 +2,10 @@
 // One table of entries (kind, key, JSON value, create and mod revision) and a meta row with
 // the store revision; schema changes are versioned steps recorded in schema_migrations and
 // applied in order at open. Transactions are SQLite transactions: a thrown error rolls back
-// every write and the revision. Watchers are in-process (this store has one writer).
+// every write and the revision. Watchers are in-process (this store has one writer), and so
+// is leadership: the first campaign of this process leads until it resigns (one replica).
+// A write the disk cannot take (SQLITE_FULL) is TG_ERR_STORE_FULL, other I/O failures are
+// TG_ERR_STORE_UNAVAILABLE; health() keeps the failure until a write succeeds again.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -12,8 +15,10 @@ import type {
   Entry,
   Expect,
   Kind,
+  Leadership,
   Store,
   StoreDump,
+  StoreHealth,
   StoreTx,
   StoreView,
   WatchEvent,
@@ -57,9 +62,62 @@ function isKind(k: string): k is Kind {
   return (KINDS as readonly string[]).includes(k);
 }
 
+/** SQLite's failure as the store's code: a full disk, or a store that cannot be used. */
+export function storeFailure(err: unknown): TgError | null {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return null;
+  const cause = (err as Error).message;
+  if (code === 'SQLITE_FULL')
+    return new TgError(
+      'TG_ERR_STORE_FULL',
+      `the store's disk is full (${cause}); nothing of this change was written`,
+      { cause: err },
+    );
+  if (/^SQLITE_(IOERR|READONLY|CANTOPEN|BUSY|LOCKED|CORRUPT|NOTADB|PROTOCOL)/.test(code))
+    return new TgError(
+      'TG_ERR_STORE_UNAVAILABLE',
+      `the store cannot be written (${code}: ${cause}); nothing of this change was written`,
+      { cause: err },
+    );
+  return null;
+}
+
+/** In-process leadership: candidates in campaign order, the first leads. */
+class LocalLeadership implements Leadership {
+  private readonly listeners: (() => void)[] = [];
+  constructor(
+    readonly address: string,
+    private readonly queue: LocalLeadership[],
+  ) {
+    queue.push(this);
+  }
+  isLeader(): boolean {
+    return this.queue[0] === this;
+  }
+  leader(): string | undefined {
+    return this.queue[0]?.address;
+  }
+  onChange(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+  notify(): void {
+    for (const l of this.listeners) l();
+  }
+  async resign(): Promise<void> {
+    const i = this.queue.indexOf(this);
+    if (i < 0) return;
+    this.queue.splice(i, 1);
+    for (const c of [this, ...this.queue]) c.notify();
+  }
+}
+
 export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
   private readonly listeners = new Set<(events: WatchEvent[]) => void>();
   private readonly stmts;
+  private state: StoreHealth = { kind: 'sqlite', state: 'ok', since: new Date().toISOString() };
+  private readonly candidates: LocalLeadership[] = [];
+  private campaigning = false;
 
   private constructor(private readonly db: Database.Database) {
     this.stmts = {
@@ -121,16 +179,51 @@ export class SqliteStore implements Store {
   }
 
   async txn<T>(fn: (tx: StoreTx) => T): Promise<T> {
+    if (this.campaigning && this.candidates.length === 0)
+      throw new TgError(
+        'TG_ERR_NOT_LEADER',
+        'this replica does not hold the leadership; nothing was written',
+      );
     const events: WatchEvent[] = [];
-    const result = this.db.transaction(() => {
-      const revision = this.currentRevision() + 1;
-      const tx = this.writer(revision, events);
-      const r = fn(tx);
-      if (events.length > 0) this.stmts.setRevision.run(revision);
-      return r;
-    })();
-    if (events.length > 0) for (const l of this.listeners) l(events);
+    let result: T;
+    try {
+      result = this.db.transaction(() => {
+        const revision = this.currentRevision() + 1;
+        const tx = this.writer(revision, events);
+        const r = fn(tx);
+        if (events.length > 0) this.stmts.setRevision.run(revision);
+        return r;
+      })();
+    } catch (err) {
+      const failure = storeFailure(err);
+      if (failure === null) throw err;
+      this.setState(failure.code === 'TG_ERR_STORE_FULL' ? 'full' : 'unavailable', (err as Error).message);
+      throw failure;
+    }
+    if (events.length > 0) {
+      this.setState('ok');
+      for (const l of this.listeners) l(events);
+    }
     return result;
+  }
+
+  health(): StoreHealth {
+    return { ...this.state };
+  }
+
+  campaign(address: string, _ttlMs: number): Leadership {
+    this.campaigning = true;
+    return new LocalLeadership(address, this.candidates);
+  }
+
+  private setState(state: StoreHealth['state'], cause?: string): void {
+    if (state === this.state.state && cause === this.state.cause) return;
+    this.state = {
+      kind: 'sqlite',
+      state,
+      ...(cause === undefined ? {} : { cause }),
+      since: new Date().toISOString(),
+    };
   }
 
   watch(listener: (events: WatchEvent[]) => void): () => void {

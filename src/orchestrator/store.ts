@@ -8,7 +8,11 @@
 // - a transaction is a function over a read/write view that runs atomically and may be run
 //   again (etcd's software transactional memory retries on conflict), so it must not have side
 //   effects outside the view;
-// - watchers see every committed change, in revision order.
+// - watchers see every committed change, in revision order;
+// - leadership: replicas campaign on one lease; at most one holds it, and one that cannot renew
+//   it in time stops being leader before the lease can run out in the store (see Leadership);
+// - a store that cannot be reached or written answers TG_ERR_STORE_UNAVAILABLE (503) or, for
+//   a full disk, TG_ERR_STORE_FULL (507), never an internal error, and health() says so.
 // Contract: only public data enters the store (names, addresses, labels, policy documents,
 // timings); never a private key or PSK.
 import type {
@@ -80,7 +84,33 @@ export interface StoreDump {
   entries: { kind: Kind; key: string; value: unknown; createRevision: number; modRevision: number }[];
 }
 
+/** What the store's last operations showed: ok, or why it failed (kept until one succeeds). */
+export interface StoreHealth {
+  kind: 'sqlite' | 'etcd';
+  state: 'ok' | 'unavailable' | 'full';
+  /** The failure's cause as the store reported it (e.g. "database or disk is full"). */
+  cause?: string;
+  /** When the current state began (ISO time). */
+  since: string;
+}
+
+/**
+ * A replica's campaign for leadership. The holder is the one replica that reconciles and
+ * drives agents. isLeader() turns false at once when the lease cannot be renewed in time,
+ * before any other replica can be elected; the campaign then starts again.
+ */
+export interface Leadership {
+  isLeader(): boolean;
+  /** The address the current leader campaigned with; undefined while there is none. */
+  leader(): string | undefined;
+  /** Called on every change of this replica's leadership or of the known leader. */
+  onChange(listener: () => void): void;
+  /** Gives the lease up (another replica may be elected at once) and stops campaigning. */
+  resign(): Promise<void>;
+}
+
 export interface Store {
+  readonly kind: 'sqlite' | 'etcd';
   /** The revision of the last committed transaction (0 for an empty store). */
   revision(): Promise<number>;
   /** A consistent read. */
@@ -93,5 +123,13 @@ export interface Store {
   /** Calls `listener` after each committed change; returns the function that stops it. */
   watch(listener: (events: WatchEvent[]) => void): () => void;
   dump(): Promise<StoreDump>;
+  /** The state the store's last operations showed. */
+  health(): StoreHealth;
+  /**
+   * Campaigns for leadership as `address` (how other replicas reach this one) on a lease of
+   * `ttlMs`. While a campaign runs, this store's transactions commit only while it leads
+   * (TG_ERR_NOT_LEADER otherwise): a replica that lost its lease writes nothing more.
+   */
+  campaign(address: string, ttlMs: number): Leadership;
   close(): Promise<void>;
 }

@@ -25,6 +25,9 @@ export const ERROR_CODES = {
   TG_ERR_TOKEN: { exit: 1, http: 503, text: 'PKCS#11 token failure' },
   TG_ERR_POOL_EXHAUSTED: { exit: 1, http: 409, text: 'address pool exhausted' },
   TG_ERR_STEP_FAILED: { exit: 1, http: 502, text: 'a lifecycle step failed' },
+  TG_ERR_STORE_UNAVAILABLE: { exit: 1, http: 503, text: 'the store cannot be reached or has no quorum' },
+  TG_ERR_STORE_FULL: { exit: 1, http: 507, text: "the store's disk is full" },
+  TG_ERR_NOT_LEADER: { exit: 1, http: 503, text: 'this replica does not lead and no leader is known' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -46,8 +46,8 @@ export class OrchProcess {
       [
         BIN,
         'orchestrator',
-        '--data-dir',
-        this.dataDir,
+        // An empty data directory: the store comes with extraArgs (--store etcd:...).
+        ...(this.dataDir === '' ? [] : ['--data-dir', this.dataDir]),
         '--api-socket',
         this.socket,
         '--insecure',
