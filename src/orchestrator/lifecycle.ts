@@ -696,7 +696,7 @@ export class Lifecycle {
     if (verify) {
       const there = await nic.getTenantNetwork(tenant);
       const now = JSON.stringify({
-        dns: there.dns,
+        ...(there.dns !== null ? { dns: there.dns } : {}),
         services: there.services.map((s) => ({
           name: s.name,
           address: s.address,

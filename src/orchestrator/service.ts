@@ -48,6 +48,9 @@ function workloadOf(v: StoreView, workload: string): { value: WorkloadRecord; mo
   return w;
 }
 
+/** Pools up to this prefix length get a DNS server address (a /30 keeps its two for workloads). */
+export const DNS_MAX_POOL_PREFIX = 29;
+
 function checkNetns(netns: string, host: string): void {
   if (netns.length > NETNS_MAX)
     throw new TgError(
@@ -80,6 +83,7 @@ export class OrchestratorService {
       }
       const t: TenantRecord = { name: req.name, pool: pool.text, createdAt: this.now().toISOString() };
       tx.put('tenant', t.name, t, 'absent');
+      this.ensureDns(tx, t);
       return t;
     });
   }
@@ -228,7 +232,7 @@ export class OrchestratorService {
         lastError: null,
         ...(runtimeNetns !== undefined ? { netnsOwner: 'runtime' as const } : {}),
         ...(req.ifname !== undefined && req.ifname !== 'tg0' ? { ifname: req.ifname } : {}),
-        dns,
+        ...(dns !== undefined ? { dns } : {}),
       };
       tx.put(
         'allocation',
@@ -340,12 +344,19 @@ export class OrchestratorService {
 
   // --- Services and the tenant's DNS server ---------------------------------------------
 
-  /** The tenant's DNS server address, allocated (the highest free address) on first use. */
-  private ensureDns(tx: StoreTx, tenant: TenantRecord): string {
+  /**
+   * The tenant's DNS server address, allocated (the highest free address) with the tenant (on
+   * first use for a tenant recorded before tenants had one); none
+   * (undefined) for a pool smaller than /DNS_MIN_POOL_PREFIX, whose few addresses are left to
+   * workloads.
+   */
+  private ensureDns(tx: StoreTx, tenant: TenantRecord): string | undefined {
     const have = tx.list('allocation', `${tenant.name}/`).find((a) => a.value.purpose === 'dns');
     if (have !== undefined) return have.value.address;
+    const pool = parsePool(tenant.pool);
+    if (pool.prefix > DNS_MAX_POOL_PREFIX) return undefined;
     const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
-    const address = highestFree(parsePool(tenant.pool), taken, tenant.name);
+    const address = highestFree(pool, taken, tenant.name);
     tx.put(
       'allocation',
       `${tenant.name}/${address}`,
@@ -355,8 +366,8 @@ export class OrchestratorService {
     return address;
   }
 
-  /** The tenant's DNS server address (allocated now if the tenant had none). */
-  async tenantDns(tenant: string): Promise<string> {
+  /** The tenant's DNS server address (allocated now if the tenant had none; undefined for a tiny pool). */
+  async tenantDns(tenant: string): Promise<string | undefined> {
     return this.store.txn((tx) => this.ensureDns(tx, tenantOf(tx, tenant)));
   }
 
@@ -440,7 +451,7 @@ export class OrchestratorService {
 
   /** What every NIC holding the tenant is given: its DNS server and services. */
   async tenantNetwork(tenant: string): Promise<{
-    dns: string;
+    dns?: string;
     services: {
       name: string;
       address: string;
@@ -455,7 +466,7 @@ export class OrchestratorService {
       selector: s.selector,
       ports: s.ports,
     }));
-    return { dns, services };
+    return dns === undefined ? { services } : { dns, services };
   }
 
   // --- Policy ----------------------------------------------------------------------------
