@@ -274,7 +274,7 @@ export class Orchestrator {
     const n = parseBody(nameSchema, tenant, 'tenant');
     return this.lock.run(async () => {
       await this.service.getTenant(n);
-      const doc = this.service.checkPolicy(n, document);
+      const doc = this.service.checkPolicy(n, await this.service.expandServicePeers(n, document));
       const old = await this.service.getPolicy(n).catch(() => null);
       // Grants before the document: a NIC refuses a policy naming a workload it cannot route.
       await this.lifecycle.publishGrants({ override: { tenant: n, document: doc }, strict: [] });

@@ -449,6 +449,43 @@ export class OrchestratorService {
     });
   }
 
+  /**
+   * A policy document with every rule peer that names a service of the tenant
+   * ({"service": "web"}) replaced by that service's selector ({"labels": {...}}): the peer
+   * matches the service's endpoints, whatever host they are on. The NICs see plain labels.
+   * TG_ERR_POLICY_REJECTED for a service that does not exist or a service peer with other keys.
+   */
+  async expandServicePeers(tenant: string, document: unknown): Promise<unknown> {
+    const doc = document as { rules?: unknown };
+    if (typeof document !== 'object' || document === null || !Array.isArray(doc.rules)) return document;
+    const services = new Map((await this.listServices({ tenant })).map((s) => [s.name, s] as const));
+    const rules = (doc.rules as unknown[]).map((rule, i) => {
+      const r = rule as { peers?: unknown };
+      if (typeof rule !== 'object' || rule === null || !Array.isArray(r.peers)) return rule;
+      return {
+        ...r,
+        peers: (r.peers as unknown[]).map((peer, j) => {
+          if (typeof peer !== 'object' || peer === null || !('service' in peer)) return peer;
+          const p = peer as Record<string, unknown>;
+          const at = `rules[${i}].peers[${j}]`;
+          if (Object.keys(p).some((k) => k !== 'service' && !(k === 'tenant' && p.tenant === tenant)))
+            throw new TgError(
+              'TG_ERR_POLICY_REJECTED',
+              `policy of tenant '${tenant}' refused: ${at}: a "service" peer takes no other key (services are the tenant's own)`,
+            );
+          const svc = typeof p.service === 'string' ? services.get(p.service) : undefined;
+          if (svc === undefined)
+            throw new TgError(
+              'TG_ERR_POLICY_REJECTED',
+              `policy of tenant '${tenant}' refused: ${at}: no service '${String(p.service).slice(0, 64)}' in tenant '${tenant}'`,
+            );
+          return { labels: { ...svc.selector } };
+        }),
+      };
+    });
+    return { ...(document as Record<string, unknown>), rules };
+  }
+
   /** What every NIC holding the tenant is given: its DNS server and services. */
   async tenantNetwork(tenant: string): Promise<{
     dns?: string;

@@ -174,3 +174,35 @@ test('malformed DNS queries are counted drops', { timeout: 60_000 }, async () =>
   const after = (await L!.agents.nic('h1').getTenantNetwork('acme')).counters.dns as Record<string, number>;
   assert.equal(after.malformed - before.malformed, 2);
 });
+
+test('policy can name a service: the rule peer becomes its endpoints', { timeout: 60_000 }, async () => {
+  const rec = await L!.client.setPolicy('acme', {
+    version: 1,
+    tenant: 'acme',
+    rules: [
+      {
+        id: 'client-to-web',
+        direction: 'egress',
+        workloads: { labels: { app: 'client' } },
+        peers: [{ service: 'web' }],
+        protocol: 'tcp',
+        ports: [PORT],
+      },
+      { id: 'web-in', direction: 'ingress', workloads: { labels: { app: 'web' } }, peers: [{ labels: {} }] },
+    ],
+  });
+  const doc = rec.document as { rules: { peers: unknown[] }[] };
+  assert.deepEqual(doc.rules[0].peers, [{ labels: { app: 'web' } }]);
+  const r = await connectMany(W.get('client')!.netns, svc!.address, PORT, 20, { timeoutMs: 3000 });
+  assert.equal(r.failed, 0, r.errors.join('; '));
+  const refused = await L!.client
+    .setPolicy('acme', {
+      ...ALLOW_WITHIN('acme'),
+      rules: [{ ...ALLOW_WITHIN('acme').rules[0], peers: [{ service: 'nope' }] }],
+    })
+    .then(
+      () => null,
+      (e: Error & { code?: string }) => e.code,
+    );
+  assert.equal(refused, 'TG_ERR_POLICY_REJECTED');
+});
