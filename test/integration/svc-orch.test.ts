@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import dnsPacket from 'dns-packet';
 import type { ServiceRecord, WorkloadRecord } from '../../src/orchestrator/model.js';
@@ -45,6 +46,9 @@ before(async () => {
 after(async () => {
   for (const p of servers.values()) await stopServer(p).catch(() => undefined);
   await stopOrchLab(L, prefix);
+  // The resolver configurations written for the workloads' namespaces go with the lab.
+  const left = existsSync('/etc/netns') ? readdirSync('/etc/netns').filter((n) => n.startsWith(prefix)) : [];
+  assert.deepEqual(left, [], 'resolver configurations left under /etc/netns');
 });
 
 test('a service gets an address from the pool and endpoints on every NIC holding the tenant', async () => {
