@@ -174,7 +174,7 @@ test('malformed DNS queries are counted drops', { timeout: 60_000 }, async () =>
   assert.ok(reply !== null, 'a well-formed query got no answer');
   const decoded = dnsPacket.decode(Buffer.from(reply, 'hex'));
   assert.equal(decoded.id, 9);
-  assert.equal((decoded.answers?.[0] as { data: string }).data, W.get('web-1')!.address);
+  assert.equal((decoded.answers![0] as { data: string }).data, W.get('web-1')!.address);
   const after = (await L!.agents.nic('h1').getTenantNetwork('acme')).counters.dns as Record<string, number>;
   assert.equal(after.malformed - before.malformed, 2);
 });
