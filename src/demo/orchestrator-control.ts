@@ -68,7 +68,17 @@ export class OrchestratorControl implements DemoControl {
     const dataDir = `${lab.runDir}/orchestrator`;
     const socket = `${lab.runDir}/orchestrator.sock`;
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const args = [BIN, 'orchestrator', '--data-dir', dataDir, '--api-socket', socket];
+    // The web console on a free loopback port (its address comes with each login link).
+    const args = [
+      BIN,
+      'orchestrator',
+      '--data-dir',
+      dataDir,
+      '--api-socket',
+      socket,
+      '--console',
+      '127.0.0.1:0',
+    ];
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       TENGUARD_LOG_LEVEL: process.env.TENGUARD_LOG_LEVEL ?? 'warn',
@@ -166,6 +176,10 @@ export class OrchestratorControl implements DemoControl {
   async setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean> {
     await this.client.setPolicy(tenant, doc);
     return true;
+  }
+
+  consoleLogin(): Promise<{ url: string; expiresAt: string }> {
+    return this.client.consoleLogin();
   }
 
   async flows(): Promise<Record<string, unknown>[] | null> {
