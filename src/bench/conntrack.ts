@@ -60,6 +60,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PacketBatch } from '../native/batch.js';
 import { NativeTunDevice } from '../native/tun.js';
+import { parseHostAddress } from '../nic/addresses.js';
+import { TenantServices } from '../nic/services.js';
 import { WorkloadDirectory } from '../policy/directory.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { PolicyStore } from '../policy/store.js';
@@ -77,7 +79,14 @@ const PREFIX6 = Buffer.from([0xfd, 0x64, 0x64, 0x40, 0xfc, 0, 0, 0, 0, 0, 0, 0])
 const CLIENTS = 16;
 const SERVERS = 4;
 const TENANT = 'bench';
-const NET = { self: '100.64.252.1/24', clientBase: 10, serverBase: 40, untracked: 99, db: 50 };
+const NET = {
+  self: '100.64.252.1/24',
+  clientBase: 10,
+  serverBase: 40,
+  untracked: 99,
+  db: 50,
+  serviceAddress: 200,
+};
 const NET_PREFIX = (100 << 24) | (64 << 16) | (252 << 8);
 /** New flows measured per size on the kernel side: each leaves a conntrack entry behind. */
 const NFT_NEW_FLOWS = 40_000;
@@ -467,6 +476,124 @@ class OursCase {
   }
 }
 
+/**
+ * The same flows sent to a service address (a UDP service on port 9000 whose endpoints are the
+ * four servers): per packet, the NIC's service translation (TenantServices.translate: the
+ * pinned connection's endpoint, destination rewritten with its checksum), the endpoint's
+ * workload by the index translate() returns (the forwarder keeps each service's endpoint
+ * destinations resolved the same way), then PolicyEngine.check() as in OursCase.
+ */
+class ServiceCase {
+  readonly engine: PolicyEngine;
+  readonly headers: Buffer;
+  readonly services = new TenantServices();
+  private readonly slab = Buffer.alloc(BATCH * PACKET);
+  private readonly srcs: WorkloadRef[] = new Array(BATCH);
+  private readonly byAddress = new Map<number, WorkloadRef>();
+  /** The workload of each endpoint index translate() returns (the forwarder keeps the same per service). */
+  private readonly endpointRefs: WorkloadRef[];
+
+  constructor(
+    readonly n: number,
+    private readonly clients: WorkloadRef[],
+    servers: WorkloadRef[],
+    directory: WorkloadDirectory,
+    store: PolicyStore,
+  ) {
+    this.engine = new PolicyEngine({
+      directory,
+      store,
+      options: { maxFlowsPerZone: n + 2 * BATCH, initialFlowsPerZone: n + 2 * BATCH },
+    });
+    servers.forEach((s, i) => {
+      this.byAddress.set(addr(NET.serverBase + i), s);
+    });
+    this.services.set([
+      {
+        name: 'svc',
+        address: parseHostAddress(SERVICE_ADDRESS),
+        ports: [{ port: 9000, protocol: 'udp' }],
+        endpoints: servers.map((s, i) => ({
+          workload: s.workload,
+          address: parseHostAddress(formatAddr(addr(NET.serverBase + i))),
+        })),
+      },
+    ]);
+    const entry = this.services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    this.endpointRefs = entry.endpoints.map((e) => servers.find((x) => x.workload === e.workload)!);
+    const vip = addr(NET.serviceAddress);
+    this.headers = flowHeaders(n, serviceFlowOf);
+    for (let i = 0; i < n; i++) this.headers.writeUInt32BE(vip, i * HEADER + 16);
+    for (let i = 0; i < n; i++) writeChecksum(this.headers, i * HEADER);
+    const svc = this.services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    const now = Date.now();
+    const one = Buffer.alloc(PACKET);
+    for (let i = 0; i < n; i++) {
+      const f = serviceFlowOf(i);
+      this.headers.copy(one, 0, i * HEADER, (i + 1) * HEADER);
+      const ep = this.services.translate(one, 0, PACKET, 4, svc, now);
+      if (ep < 0) throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: not translated`);
+      const server = this.byAddress.get(one.readUInt32BE(16))!;
+      if (server !== this.endpointRefs[ep])
+        throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: endpoint index`);
+      let r = this.engine.check(TENANT, clients[f.c], server, one, 0, PACKET, now, 'both');
+      if (r.reason !== 'new') throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: ${r.reason} ${r.rule}`);
+      writeHeader(one, 0, one.readUInt32BE(16), addr(NET.clientBase + f.c), f.dport, f.sport);
+      r = this.engine.check(TENANT, server, clients[f.c], one, 0, PACKET, now, 'both');
+      if (r.reason !== 'reply') throw new TgError('TG_ERR_INTERNAL', `setup reply ${i}: ${r.reason}`);
+      this.services.reverse(one, 0, PACKET, 4, now);
+      if (one.readUInt32BE(12) !== vip)
+        throw new TgError('TG_ERR_INTERNAL', `setup reply ${i}: not reversed`);
+    }
+  }
+
+  /** As OursCase.packets, with the service translation in the timed part. */
+  packets(seconds: number, seq: Int32Array, pos: { at: number }, out: number[]): void {
+    const { slab, srcs, engine, headers, services, endpointRefs } = this;
+    const svc = services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
+    do {
+      for (let k = 0; k < BATCH; k++) {
+        const i = seq[pos.at];
+        pos.at = pos.at + 1 === seq.length ? 0 : pos.at + 1;
+        headers.copy(slab, k * PACKET, i * HEADER, (i + 1) * HEADER);
+        srcs[k] = this.clients[i % CLIENTS];
+      }
+      const now = Date.now();
+      let allowed = 0;
+      const t0 = process.hrtime.bigint();
+      for (let k = 0; k < BATCH; k++) {
+        const at = k * PACKET;
+        const ep = services.translate(slab, at, PACKET, 4, svc, now);
+        if (ep >= 0 && engine.check(TENANT, srcs[k], endpointRefs[ep], slab, at, PACKET, now, 'both').allowed)
+          allowed++;
+      }
+      out.push(Number(process.hrtime.bigint() - t0) / BATCH);
+      if (allowed !== BATCH)
+        throw new TgError('TG_ERR_INTERNAL', `${BATCH - allowed} tracked service packets denied`);
+    } while (process.hrtime.bigint() < end);
+  }
+}
+
+/** Flow i to the service: distinct client address and port per flow (the endpoint is the service's pick). */
+function serviceFlowOf(i: number): { c: number; s: number; sport: number; dport: number } {
+  return { c: i % CLIENTS, s: 0, sport: 1024 + (Math.floor(i / CLIENTS) % 60000), dport: 9000 };
+}
+
+/** The service address of ServiceCase. */
+const SERVICE_ADDRESS = '100.64.252.200';
+/** The size the service row is measured at. */
+export const SERVICE_FLOWS = 10_000;
+
+function formatAddr(a: number): string {
+  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+function writeChecksum(buf: Buffer, at: number): void {
+  buf.writeUInt16BE(0, at + 10);
+  buf.writeUInt16BE(ipv4Checksum(buf, at), at + 10);
+}
+
 function benchOurs(rounds: number, seconds: number, log: (s: string) => void) {
   const directory = new WorkloadDirectory();
   const clients: WorkloadRef[] = [];
@@ -485,6 +612,12 @@ function benchOurs(rounds: number, seconds: number, log: (s: string) => void) {
   log('ours: setting up 10, 10,000 and 100,000 tracked flows, IPv4 and IPv6');
   const cases = SIZES.map((n) => new OursCase(n, clients, servers, directory, store));
   const cases6 = SIZES.map((n) => new OursCase(n, clients, servers, directory, store, 6));
+  log(`ours: ${SERVICE_FLOWS} flows through a service`);
+  const svcCase = new ServiceCase(SERVICE_FLOWS, clients, servers, directory, store);
+  const svcAt = SIZES.indexOf(SERVICE_FLOWS as (typeof SIZES)[number]);
+  const seqService = schedule(SERVICE_FLOWS, TRAIN, 1 << 21);
+  const posService = { at: 0 };
+  const viaService: number[] = [];
   const seqTrain = cases.map((c) => schedule(c.n, TRAIN, 1 << 21));
   const seqUniform = cases.map((c) => schedule(c.n, 1, 1 << 21));
   const pos = cases.map(() => ({ at: 0 }));
@@ -503,8 +636,20 @@ function benchOurs(rounds: number, seconds: number, log: (s: string) => void) {
       c.packets(seconds / 2, seqUniform[i], posU[i], uniform[i]);
       c.newFlows(seconds / 2, fresh[i]);
       cases6[i].newFlows(seconds / 2, fresh6[i]);
+      if (i === svcAt) svcCase.packets(seconds, seqService, posService, viaService);
     });
+  const plain = median(train[svcAt]);
+  const via = median(viaService);
   return {
+    service: {
+      note: 'the same flows sent to a service address: service translation + check() per packet',
+      flows: SERVICE_FLOWS,
+      ns_per_packet: round(via),
+      ns_per_packet_without: round(plain),
+      ratio: Math.round((via / plain) * 1000) / 1000,
+      requirement_within_15pct: via / plain <= 1.15,
+      batches: viaService.length,
+    },
     points: Object.fromEntries(SIZES.map((n, i) => [String(n), point(median(train[i]), median(fresh[i]))])),
     points6: Object.fromEntries(
       SIZES.map((n, i) => [String(n), point(median(train6[i]), median(fresh6[i]))]),
@@ -847,6 +992,7 @@ export async function benchConntrack(opts: {
           nftables: nft === null ? null : ratio(nft.uniform),
         },
       },
+      service: ours.service,
       ours_samples: ours.samples,
       nftables: nft === null ? null : { per_size: nft.raw, kernel: nft.kernel },
     },
@@ -877,7 +1023,13 @@ function table(r: ConntrackBenchResult): string {
       lines.push(
         `${String(n).padEnd(9)} ${side.padEnd(8)} ${String(p.mbps ?? '-').padStart(7)} ${String(p.ns_per_packet ?? '-').padStart(11)} ${String(p.new_flows_per_s ?? '-').padStart(12)}`,
       );
+  const svc = r.details.service as { flows: number; ns_per_packet: number; ratio: number } | undefined;
+  if (svc !== undefined)
+    lines.push(
+      `${`${svc.flows}+svc`.padEnd(9)} ${'tenguard'.padEnd(8)} ${String(point(svc.ns_per_packet, null).mbps ?? '-').padStart(7)} ${String(svc.ns_per_packet).padStart(11)} ${'-'.padStart(12)}`,
+    );
   lines.push('', `throughput at 100k / at 10 flows: ${JSON.stringify(r.details.throughput_100k_over_10)}`);
+  if (svc !== undefined) lines.push(`per packet with a service / without, ${svc.flows} flows: ${svc.ratio}`);
   return lines.join('\n');
 }
 

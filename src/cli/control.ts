@@ -1,4 +1,4 @@
-// `tenguard tenant|host|workload|policy|flows|keys`: the orchestrator's command line, a thin
+// `tenguard tenant|host|workload|service|policy|flows|keys`: the orchestrator's command line, a thin
 // client of its API (--api PATH, default $TENGUARD_ORCHESTRATOR or /run/tenguard/orchestrator.sock).
 // Arguments are checked before anything is sent; a bad one exits 2 with TG_ERR_USAGE.
 // --json prints the API's answer as one JSON document.
@@ -29,6 +29,8 @@ export const CONTROL_USAGE = `usage:
   tenguard workload create <name> --tenant <t> --host <h> [--label k=v ...]
   tenguard workload list | show <name> | delete <name>
   tenguard workload migrate <name> --to <host>
+  tenguard service create <name> --tenant <t> --selector k=v [--selector k=v ...] --port 80/tcp [--port ...]
+  tenguard service list [--tenant T] | show <name> --tenant <t> | delete <name> --tenant <t>
   tenguard policy set <tenant> [--file F]      (the document from F, or from stdin)
   tenguard policy show <tenant>
   tenguard flows [--tenant T] [--since S] [--limit N]
@@ -289,11 +291,11 @@ async function host(sub: string | undefined, args: string[]): Promise<number> {
   throw new TgError('TG_ERR_USAGE', `unknown host command '${sub ?? ''}'\n${CONTROL_USAGE}`);
 }
 
-function parseLabels(list: string[]): Record<string, string> {
+function parseLabels(list: string[], option = 'label'): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const l of list) {
     const i = l.indexOf('=');
-    if (i <= 0) throw new TgError('TG_ERR_USAGE', `--label '${l}' is not key=value`);
+    if (i <= 0) throw new TgError('TG_ERR_USAGE', `--${option} '${l}' is not key=value`);
     labels[l.slice(0, i)] = l.slice(i + 1);
   }
   return labels;
@@ -425,6 +427,75 @@ async function keys(args: string[]): Promise<number> {
   );
 }
 
+async function service(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'create': {
+      const { values: v, positionals: p } = parse(
+        args,
+        {
+          tenant: { type: 'string' },
+          selector: { type: 'string', multiple: true },
+          port: { type: 'string', multiple: true },
+        },
+        1,
+      );
+      const selector = parseLabels((v.selector as string[] | undefined) ?? [], 'selector');
+      if (Object.keys(selector).length === 0)
+        throw new TgError('TG_ERR_USAGE', `--selector k=v is required\n${CONTROL_USAGE}`);
+      const ports = (v.port as string[] | undefined) ?? [];
+      if (ports.length === 0)
+        throw new TgError('TG_ERR_USAGE', `--port PORT/tcp|udp is required\n${CONTROL_USAGE}`);
+      const s = await client(v).createService({ tenant: required(v, 'tenant'), name: p[0], selector, ports });
+      return out(
+        v,
+        s,
+        () =>
+          `service ${s.name} created in tenant ${s.tenant}: ${s.address} (${s.name}.${s.tenant}.tg) ports ${s.ports
+            .map((x) => `${x.port}/${x.protocol}`)
+            .join(',')} selector ${labelsText(s.selector)}`,
+      );
+    }
+    case 'list': {
+      const { values: v } = parse(args, { tenant: { type: 'string' } }, 0);
+      const ss = await client(v).listServices(typeof v.tenant === 'string' ? v.tenant : undefined);
+      return out(v, { services: ss }, () =>
+        table([
+          ['TENANT', 'SERVICE', 'ADDRESS', 'PORTS', 'SELECTOR'],
+          ...ss.map((s) => [
+            s.tenant,
+            s.name,
+            s.address,
+            s.ports.map((x) => `${x.port}/${x.protocol}`).join(','),
+            labelsText(s.selector),
+          ]),
+        ]),
+      );
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, { tenant: { type: 'string' } }, 1);
+      const s = await client(v).showService(required(v, 'tenant'), p[0]);
+      return out(v, s, () =>
+        [
+          `service ${s.name} (${s.name}.${s.tenant}.tg)`,
+          `  address   ${s.address}`,
+          `  ports     ${s.ports.map((x) => `${x.port}/${x.protocol}`).join(',')}`,
+          `  selector  ${labelsText(s.selector)}`,
+          ...Object.entries(s.nics).map(([h, n]) => {
+            const eps = (n as { endpoints?: { workload: string }[] } | null)?.endpoints;
+            return `  ${h.padEnd(9)} ${eps === undefined ? String(n) : eps.map((e) => e.workload).join(',') || '-'}`;
+          }),
+        ].join('\n'),
+      );
+    }
+    case 'delete': {
+      const { values: v, positionals: p } = parse(args, { tenant: { type: 'string' } }, 1);
+      const s = await client(v).deleteService(required(v, 'tenant'), p[0]);
+      return out(v, s, () => `service ${s.name} deleted from tenant ${s.tenant}`);
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown service command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
 function duration(seconds: number): string {
   const s = Math.abs(seconds);
   const text =
@@ -495,7 +566,7 @@ async function consoleCommand(sub: string | undefined, args: string[]): Promise<
   return out(v, r, () => `${r.url}\n(one use, valid until ${r.expiresAt})`);
 }
 
-/** Runs one command group: `group` is tenant, host, workload, policy, flows, keys, status or console. */
+/** Runs one command group: `group` is tenant, host, workload, service, policy, flows, keys, status or console. */
 export async function runGroup(group: string, args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(`${CONTROL_USAGE}\n`);
@@ -509,6 +580,8 @@ export async function runGroup(group: string, args: string[]): Promise<number> {
       return host(sub, rest);
     case 'workload':
       return workload(sub, rest);
+    case 'service':
+      return service(sub, rest);
     case 'policy':
       return policy(sub, rest);
     case 'flows':

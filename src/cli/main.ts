@@ -54,6 +54,11 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'create, list, show, delete and migrate workloads (orchestrator client)',
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('workload', a) })),
   },
+  service: {
+    summary:
+      'create, list, show and delete services: a virtual address and name per service (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('service', a) })),
+  },
   policy: {
     summary: "set and show a tenant's policy document (orchestrator client)",
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('policy', a) })),

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { OrchestratorClient } from '../orchestrator/client.js';
-import type { WorkloadRecord } from '../orchestrator/model.js';
+import { tenantDomain, type WorkloadRecord } from '../orchestrator/model.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { type CniConfig, parseCniArgs, parseCniConfig } from './config.js';
@@ -159,7 +159,9 @@ function result(cfg: CniConfig, call: Call, w: WorkloadRecord): Record<string, u
         : []),
     ],
     routes: [{ dst: '0.0.0.0/0' }, ...(w.address6 !== undefined ? [{ dst: '::/0' }] : [])],
-    dns: {},
+    // The tenant's DNS server at the NIC, answering <name>.<tenant>.tg. (the runtime writes
+    // the container's resolv.conf from this).
+    dns: w.dns === undefined ? {} : { nameservers: [w.dns], search: [tenantDomain(w.tenant)] },
   };
 }
 

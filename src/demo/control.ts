@@ -32,6 +32,13 @@ export interface DemoControl {
     labels?: Record<string, string>;
   }): Promise<DemoWorkload>;
   deleteWorkload(name: string): Promise<void>;
+  /** Creates a service: a virtual address and the name <name>.<tenant>.tg, load-balanced over its selector's workloads. */
+  createService(req: {
+    tenant: string;
+    name: string;
+    selector: Record<string, string>;
+    port: string;
+  }): Promise<{ name: string; tenant: string; address: string }>;
   migrate(name: string, toHost: string): Promise<DemoWorkload>;
   /** The key inventory (metadata only) of a host's NIC. */
   keys(host: string): Promise<KeyMetadata[]>;

@@ -159,6 +159,21 @@ export class OrchestratorControl implements DemoControl {
     return (await this.client.keys(host)).keys as unknown as KeyMetadata[];
   }
 
+  async createService(req: {
+    tenant: string;
+    name: string;
+    selector: Record<string, string>;
+    port: string;
+  }): Promise<{ name: string; tenant: string; address: string }> {
+    const s = await this.client.createService({
+      tenant: req.tenant,
+      name: req.name,
+      selector: req.selector,
+      ports: [req.port],
+    });
+    return { name: s.name, tenant: s.tenant, address: s.address };
+  }
+
   async setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean> {
     await this.client.setPolicy(tenant, doc);
     return true;

@@ -25,10 +25,10 @@ export interface DemoOptions {
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the ten steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 16;
+export const TOTAL_STEPS = 17;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -112,6 +112,7 @@ export async function runDemo(
     await phase('same-tenant traffic', () => s.sameTenant());
     await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
+    await phase('service by name', () => s.serviceByName());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());

@@ -59,3 +59,17 @@ export const IPV6 = { from: 'acme-web', to: 'acme-db', otherTenant: 'blue-db' };
 
 /** The throughput run: same tenant, cross host. */
 export const THROUGHPUT = { from: 'acme-web', to: 'acme-db' };
+
+/**
+ * The service step: a service over acme's db workload(s), reached by name from acme-web on the
+ * other host; and another tenant's workload name, which acme's DNS server does not know.
+ */
+export const SERVICE = {
+  tenant: 'acme',
+  name: 'db',
+  selector: { app: 'db' },
+  port: 40400,
+  from: 'acme-web',
+  endpoint: 'acme-db',
+  foreignName: 'blue-db.blue.tg',
+};

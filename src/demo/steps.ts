@@ -21,12 +21,13 @@ import {
   MIGRATION,
   NO_POLICY,
   SAME_TENANT,
+  SERVICE,
   SPIN_DOWN,
   TENANTS,
   THROUGHPUT,
   WORKLOADS,
 } from './scenario.js';
-import { firstReply, iperf, ping, pingStream, stopIfAborted, tcpTransfer } from './traffic.js';
+import { firstReply, iperf, ping, pingStream, resolveName, stopIfAborted, tcpTransfer } from './traffic.js';
 
 /** The bytes of the TCP transfers: the 16-byte marker repeated this many times (64 KiB). */
 const TRANSFER_REPEAT = 4096;
@@ -289,6 +290,51 @@ export class DemoSteps {
       );
     }
     if (this.policyEnforced) await this.defaultDeny(port, since);
+  }
+
+  /**
+   * A service reached by name from the other host: the tenant's DNS server at the client's NIC
+   * answers <service>.<tenant>.tg with the service address (the namespace's resolv.conf names
+   * it), the client's NIC load-balances the connection to the endpoint behind the other NIC;
+   * another tenant's workload name is NXDOMAIN.
+   */
+  async serviceByName(): Promise<void> {
+    this.r.step(
+      `a service by name: ${SERVICE.name}.${SERVICE.tenant}.tg from ${SERVICE.from}, endpoint on the other host`,
+    );
+    const svc = await this.c.control.createService({
+      tenant: SERVICE.tenant,
+      name: SERVICE.name,
+      selector: SERVICE.selector,
+      port: `${SERVICE.port}/tcp`,
+    });
+    const a = this.w(SERVICE.from);
+    const b = this.w(SERVICE.endpoint);
+    const fqdn = `${svc.name}.${svc.tenant}.tg`;
+    const r = await resolveName(a.netns, fqdn, this.c.signal);
+    this.r.check(
+      `service name ${fqdn} resolves to the service address at ${a.name}`,
+      r.address === svc.address,
+      `${fqdn} -> ${r.address ?? r.error} (service address ${svc.address})`,
+    );
+    const t = await tcpTransfer(a.netns, b.netns, fqdn, this.marker.toString('hex'), {
+      repeat: TRANSFER_REPEAT,
+      port: SERVICE.port,
+      bind: b.address,
+      signal: this.c.signal,
+    });
+    this.r.check(
+      `service by name: ${a.name} (${a.host}) to ${fqdn}:${SERVICE.port} reaches ${b.name} (${b.host}) ${b.address}`,
+      t.intact,
+      `TCP ${t.sent / 1024} KiB ${t.intact ? `echoed intact in ${t.ms} ms` : `echoed ${t.echoed} bytes`}`,
+    );
+    if (t.intact) this.r.figure('service_by_name_tcp_ms', t.ms);
+    const f = await resolveName(a.netns, SERVICE.foreignName, this.c.signal);
+    this.r.check(
+      `another tenant's name ${SERVICE.foreignName} is unknown to ${svc.tenant}'s DNS server`,
+      f.address === null && f.error === 'ENOTFOUND',
+      `${SERVICE.foreignName} -> ${f.address ?? f.error}`,
+    );
   }
 
   /** A tenant with no policy document: even its own workloads cannot reach each other. */

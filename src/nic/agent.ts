@@ -40,6 +40,12 @@ import { bindIdentityKey, type CertificateBinding, type PeerTrust, verifyBinding
 import { Forwarder, type ImportedWorkload, type PolicyHook } from './forwarding.js';
 import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
 import { type KeyMetadata, KeyStore } from './keystore.js';
+import {
+  type KnownWorkload,
+  type TenantNetworkInput,
+  type TenantNetworkState,
+  TenantNetworks,
+} from './network.js';
 import { type PskBox, sealPsk } from './psk-box.js';
 
 export interface NicAgentOptions {
@@ -244,6 +250,8 @@ export class NicAgent {
   private grantIps = new Map<number, IpPrefix[]>();
   /** Directory entries this agent put there, as "tenant/workload". */
   private directoryKeys = new Set<string>();
+  /** Each tenant's DNS server and services (network.ts), kept while the tenant comes and goes. */
+  private readonly networks = new TenantNetworks();
 
   constructor(opts: NicAgentOptions) {
     if (parseEndpoint(opts.hostEndpoint) === null || parseEndpoint(opts.fabricEndpoint) === null)
@@ -311,6 +319,11 @@ export class NicAgent {
     if (shared === null)
       throw new TgError('TG_ERR_INVALID_ARGUMENT', 'vswitchPublicKey is not a usable X25519 key');
     shared.fill(0);
+    if (this.networks.addresses(req.tenant).has(address.text))
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `address ${address.text} is a service or DNS server address of tenant '${req.tenant}'`,
+      );
     const existing = this.tenants.get(req.tenant);
     if (existing !== undefined) {
       const remote = this.forwarder.workloadOf(req.tenant, req.workload);
@@ -682,6 +695,44 @@ export class NicAgent {
   }
 
   // ------------------------------------------------------------------------------------
+  // Tenant network: DNS server and services (network.ts)
+
+  /** Replaces a tenant's DNS server address and services; endpoints follow its workloads. */
+  setTenantNetwork(
+    tenant: string,
+    input: TenantNetworkInput,
+  ): { tenant: string; services: number; dns: string | null } {
+    this.checkOpen();
+    const r = this.networks.set(tenant, input);
+    const t = this.tenants.get(tenant);
+    try {
+      if (t !== undefined) this.networks.apply(this.forwarder, tenant, this.knownWorkloads(t));
+    } catch (err) {
+      this.networks.set(tenant, { services: [] });
+      if (t !== undefined) this.networks.apply(this.forwarder, tenant, this.knownWorkloads(t));
+      throw err;
+    }
+    this.log.info({ tenant, services: r.services, dns: r.dns }, 'tenant network set');
+    return r;
+  }
+
+  /** A tenant's network as set, with endpoints and counters. */
+  getTenantNetwork(tenant: string): TenantNetworkState {
+    return this.networks.describe(tenant, this.forwarder);
+  }
+
+  /** Every workload of a tenant this NIC knows (its own and its peers'), with labels. */
+  private knownWorkloads(t: Tenant): KnownWorkload[] {
+    const out: KnownWorkload[] = [];
+    for (const name of t.workloads) {
+      const w = this.workloads.get(name);
+      if (w !== undefined) out.push({ workload: w.workload, address: w.address, labels: w.labels });
+    }
+    for (const r of t.remotes.values()) for (const w of r.workloads) out.push(w);
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------------
   // Policy and flows
 
   /** Validates, compiles and tests a tenant's policy document; replaces the old one only if all holds. */
@@ -806,6 +857,7 @@ export class NicAgent {
       this.workloads.delete(name);
     }
     this.forwarder.removeTenant(t.name);
+    this.networks.forget(t.name);
     this.firewall.dropZone(t.name);
     try {
       this.engine.removeIdentity(t.identityId);
@@ -821,6 +873,13 @@ export class NicAgent {
   private tablesChanged(): void {
     this.refreshGrants();
     this.syncDirectory();
+    for (const t of this.tenants.values()) {
+      try {
+        this.networks.apply(this.forwarder, t.name, this.knownWorkloads(t));
+      } catch (err) {
+        this.log.warn({ tenant: t.name, err }, 'tenant network not applied');
+      }
+    }
   }
 
   /**

@@ -74,6 +74,7 @@ import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { NicAgent } from './agent.js';
 import { NIC_API_VERSION, nicHealth } from './health.js';
 import type { NicMetrics } from './metrics.js';
+import { tenantNetworkSchema } from './network.js';
 import {
   emptySchema,
   flowQuerySchema,
@@ -210,6 +211,35 @@ export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning
       summary: 'The grant list in force, each with `routed`',
       params: tenant,
       handler: (req) => agent.listGrants(req.params.tenant),
+    },
+    bodyRoute({
+      method: 'PUT',
+      path: '/v1/tenants/:tenant/network',
+      operationId: 'setTenantNetwork',
+      summary:
+        "The tenant's DNS server address and services (virtual address, selector, ports); endpoints follow its workloads",
+      params: tenant,
+      body: tenantNetworkSchema,
+      example: {
+        dns: '100.64.1.254',
+        services: [
+          {
+            name: 'web',
+            address: '100.64.1.253',
+            selector: { app: 'web' },
+            ports: [{ port: 80, protocol: 'tcp' }],
+          },
+        ],
+      },
+      handler: (req, body) => agent.setTenantNetwork(req.params.tenant, body),
+    }),
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/network',
+      operationId: 'getTenantNetwork',
+      summary: "The tenant's DNS server and services with their endpoints, pinned connections and counters",
+      params: tenant,
+      handler: (req) => agent.getTenantNetwork(req.params.tenant),
     },
     {
       method: 'PUT',

@@ -96,6 +96,12 @@ export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
   return Array.isArray(h.capabilities) && h.capabilities.includes('policy');
 }
 
+/** Whether a NIC serves the tenant network API (DNS server and services). */
+export async function nicHasNetworkApi(nic: NicClient): Promise<boolean> {
+  const h = await nic.health();
+  return Array.isArray(h.capabilities) && (h.capabilities as readonly string[]).includes('network');
+}
+
 // --- Namespaces ---------------------------------------------------------------------------
 
 export function netnsExists(name: string): boolean {

@@ -27,6 +27,10 @@
 //   GET    /v1/status                              the installation: hosts, NICs, tenants, workloads,
 //                                                  certificate expiry, drops
 //   GET    /v1/topology                            the legs of every workload with handshake age, bytes, drops
+//   GET    /v1/services[?tenant=T]                 services (virtual address, selector, ports)
+//   POST   /v1/services                            create one (address from the tenant's pool)
+//   GET    /v1/tenants/:tenant/services/:service   one service, with its endpoints per NIC
+//   DELETE /v1/tenants/:tenant/services/:service   delete one
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
 //   GET    /metrics                                Prometheus text (store state, leadership, agents' answers, host queues)
@@ -40,6 +44,7 @@ import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js'
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import { metricsText, orchestratorMetrics } from './metrics.js';
 import {
+  createServiceSchema,
   createTenantSchema,
   createWorkloadSchema,
   emptyBodySchema,
@@ -333,6 +338,46 @@ export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []
         const r = await o.ensureWorkload(req.body);
         return answer(r.created ? 201 : 200, r.workload);
       },
+    },
+    {
+      method: 'GET',
+      path: '/v1/services',
+      operationId: 'listServices',
+      summary: 'List services (optionally of one tenant)',
+      query: z.strictObject({ tenant: nameSchema.optional() }),
+      handler: async (req) => ({
+        services: await o.service.listServices({
+          tenant: (req.queryValues as { tenant?: string }).tenant,
+        }),
+      }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/services',
+      operationId: 'createService',
+      summary:
+        "Create a service: a virtual address from the tenant's pool, load-balanced across the workloads its selector matches",
+      body: createServiceSchema,
+      example: { tenant: 'acme', name: 'web', selector: { app: 'web' }, ports: ['80/tcp'] },
+      status: 201,
+      handler: async (req) => answer(201, await o.createService(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'showService',
+      summary: 'One service, with its endpoints and pinned connections on each NIC holding the tenant',
+      handler: (req) => o.showService(req.params.tenant, req.params.service),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'deleteService',
+      summary: 'Delete a service (its address is freed)',
+      body: emptyBodySchema,
+      handler: (req) => o.deleteService(req.params.tenant, req.params.service),
     },
     {
       method: 'GET',

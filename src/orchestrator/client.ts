@@ -7,6 +7,7 @@ import type {
   HostRecord,
   PolicyRecord,
   RegisterHost,
+  ServiceRecord,
   TenantRecord,
   WorkloadRecord,
 } from './model.js';
@@ -93,6 +94,26 @@ export class OrchestratorClient {
   }
   migrateWorkload(name: string, to: string): Promise<WorkloadRecord> {
     return this.call('POST', `/v1/workloads/${seg(name)}/migrate`, { to });
+  }
+
+  // services
+  createService(req: {
+    tenant: string;
+    name: string;
+    selector: Record<string, string>;
+    ports: (string | { port: number; protocol: 'tcp' | 'udp' })[];
+  }): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.call('POST', '/v1/services', req);
+  }
+  async listServices(tenant?: string): Promise<ServiceRecord[]> {
+    const q = tenant === undefined ? '' : `?tenant=${encodeURIComponent(tenant)}`;
+    return (await this.call<{ services: ServiceRecord[] }>('GET', `/v1/services${q}`)).services;
+  }
+  showService(tenant: string, name: string): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
+    return this.call('GET', `/v1/tenants/${seg(tenant)}/services/${seg(name)}`);
+  }
+  deleteService(tenant: string, name: string): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.call('DELETE', `/v1/tenants/${seg(tenant)}/services/${seg(name)}`);
   }
 
   // policy

@@ -27,11 +27,19 @@ import type { NicClient } from '../nic/client.js';
 import type { PskBox } from '../nic/psk-box.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { removeNetnsResolver, writeNetnsResolver } from '../util/netns.js';
 import type { VSwitchClient } from '../vswitch/client.js';
-import { type AgentDirectory, addNetns, delNetns, netnsExists, nicHasPolicyApi } from './agents.js';
+import {
+  type AgentDirectory,
+  addNetns,
+  delNetns,
+  netnsExists,
+  nicHasNetworkApi,
+  nicHasPolicyApi,
+} from './agents.js';
 import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
 import { HostQueues } from './host-queues.js';
-import type { HostRecord, WorkloadRecord } from './model.js';
+import { type HostRecord, tenantDomain, type WorkloadRecord } from './model.js';
 import type { OrchestratorService } from './service.js';
 
 /** What a NIC has registered, as the orchestrator last saw or made it. */
@@ -89,6 +97,9 @@ interface NicView {
   policy: Map<string, string>;
   /** tenant -> grantsDigest() of the grant list last put. */
   grants: Map<string, string>;
+  networkApi: boolean | null;
+  /** tenant -> the JSON of the network (DNS server, services) last put. */
+  network: Map<string, string>;
 }
 
 /**
@@ -129,6 +140,8 @@ export class Lifecycle {
         published: new Map(),
         policy: new Map(),
         grants: new Map(),
+        networkApi: null,
+        network: new Map(),
       };
       this.views.set(host, v);
     }
@@ -218,6 +231,8 @@ export class Lifecycle {
       await this.timed(timings, step, () => this.publishGrants({ strict: [host.name] }));
       step = 'policy';
       await this.timed(timings, step, () => this.ensurePolicy(host, w.tenant, false));
+      step = 'network';
+      await this.timed(timings, step, () => this.ensureNetwork(host, w.tenant, false));
     } catch (err) {
       await this.rollback(undo);
       if (undo.some((u) => u.step === 'nic-register'))
@@ -277,13 +292,16 @@ export class Lifecycle {
     }
     if (netnsExists(netns)) return false;
     await this.service.recordNamespace(netns, host.name, w.name);
-    return addNetns(netns);
+    const made = await addNetns(netns);
+    if (w.dns !== undefined) writeNetnsResolver(netns, w.dns, tenantDomain(w.tenant));
+    return made;
   }
 
   /** Removes a namespace tenguard made and its record; a runtime's namespace is left alone. */
   async removeNamespace(w: WorkloadRecord, netns: string): Promise<void> {
     if (w.netnsOwner === 'runtime') return;
     await delNetns(netns);
+    removeNetnsResolver(netns);
     await this.service.forgetNamespace(netns);
   }
 
@@ -337,6 +355,7 @@ export class Lifecycle {
       v.tenantKeys.delete(w.tenant);
       v.published.delete(w.tenant);
       v.policy.delete(w.tenant);
+      v.network.delete(w.tenant);
     }
     if (v.identityKey === null) v.identityKey = (await nic.identity()).identityKey;
     const labels = Object.keys(w.labels).length > 0 && (await this.policyApi(host)) ? w.labels : undefined;
@@ -403,6 +422,7 @@ export class Lifecycle {
     v.tenantKeys.delete(tenant);
     v.published.delete(tenant);
     v.policy.delete(tenant);
+    v.network.delete(tenant);
   }
 
   // --- Spin-down --------------------------------------------------------------------------
@@ -474,6 +494,8 @@ export class Lifecycle {
       await this.timed(timings, 'grantsDestination', () => this.publishGrants({ strict: [to.name] }));
       step = 'policy';
       await this.timed(timings, 'policy', () => this.ensurePolicy(to, w.tenant, false));
+      step = 'network';
+      await this.timed(timings, 'network', () => this.ensureNetwork(to, w.tenant, false));
     } catch (err) {
       await this.rollback(undo);
       await this.publishTenant(w.tenant).catch(() => undefined);
@@ -794,6 +816,58 @@ export class Lifecycle {
     }
     await putPolicy(nic, tenant, doc.document);
     v.policy.set(tenant, doc.updatedAt);
+  }
+
+  // --- Tenant network: DNS server and services ----------------------------------------------
+
+  /**
+   * Puts the tenant's DNS server address and services on a NIC that serves the network API,
+   * where they differ from what was last put (with `verify`, from what the NIC reports).
+   */
+  async ensureNetwork(host: HostRecord, tenant: string, verify: boolean): Promise<void> {
+    const v = this.view(host.name);
+    const nic = this.agents.of(host).nic;
+    if (v.networkApi === null) v.networkApi = await nicHasNetworkApi(nic);
+    if (!v.networkApi) return;
+    const net = await this.service.tenantNetwork(tenant);
+    const json = JSON.stringify(net);
+    if (verify) {
+      const there = await nic.getTenantNetwork(tenant);
+      const now = JSON.stringify({
+        ...(there.dns !== null ? { dns: there.dns } : {}),
+        services: there.services.map((s) => ({
+          name: s.name,
+          address: s.address,
+          selector: s.selector,
+          ports: s.ports,
+        })),
+      });
+      if (now === json) {
+        v.network.set(tenant, json);
+        return;
+      }
+    } else if (v.network.get(tenant) === json) return;
+    await nic.setTenantNetwork(tenant, net);
+    v.network.set(tenant, json);
+  }
+
+  /** ensureNetwork on every host holding the tenant; hosts that fail are left to the reconciler. */
+  async publishNetwork(tenant: string): Promise<string[]> {
+    const done: string[] = [];
+    for (const h of await this.service.listHosts()) {
+      if (!this.holdsTenant(h.name, tenant)) continue;
+      try {
+        await this.ensureNetwork(h, tenant, false);
+        done.push(h.name);
+      } catch (err) {
+        this.view(h.name).network.delete(tenant);
+        this.log.warn(
+          { host: h.name, tenant, err: messageOf(err) },
+          'network not put; the reconciler retries',
+        );
+      }
+    }
+    return done;
   }
 
   // ---------------------------------------------------------------------------------------

@@ -50,11 +50,43 @@ export const createWorkloadSchema = z.strictObject({
 
 export const migrateSchema = z.strictObject({ to: nameSchema });
 
+/** A service port as the CLI writes it ("80/tcp") or as an object. */
+export const servicePortSchema = z.union([
+  z
+    .string()
+    .regex(/^[1-9][0-9]{0,4}\/(?:tcp|udp)$/, 'must be PORT/tcp or PORT/udp')
+    .transform((s) => ({ port: Number(s.split('/')[0]), protocol: s.split('/')[1] as 'tcp' | 'udp' }))
+    .refine((p) => p.port <= 65535, 'port must be at most 65535'),
+  z.strictObject({ port: z.number().int().min(1).max(65535), protocol: z.enum(['tcp', 'udp']) }),
+]);
+
+export const createServiceSchema = z.strictObject({
+  tenant: nameSchema,
+  name: nameSchema,
+  /** The tenant's workloads whose labels include all of these are the service's endpoints. */
+  selector: labelsSchema.refine((l) => Object.keys(l).length > 0, 'a selector needs at least one label'),
+  ports: z.array(servicePortSchema).min(1).max(32),
+});
+
 export const emptyBodySchema = z.strictObject({}).optional();
 
 export type CreateTenant = z.infer<typeof createTenantSchema>;
 export type RegisterHost = z.infer<typeof registerHostSchema>;
 export type CreateWorkload = z.infer<typeof createWorkloadSchema>;
+export type CreateService = z.infer<typeof createServiceSchema>;
+
+/**
+ * A service: a virtual address from the tenant's pool, load-balanced by the NICs across the
+ * tenant's workloads its selector matches; named <name>.<tenant>.tg. by the tenant's DNS server.
+ */
+export interface ServiceRecord {
+  tenant: string;
+  name: string;
+  address: string;
+  selector: Record<string, string>;
+  ports: { port: number; protocol: 'tcp' | 'udp' }[];
+  createdAt: string;
+}
 
 export interface TenantRecord {
   name: string;
@@ -100,6 +132,8 @@ export interface WorkloadRecord {
   netnsOwner?: 'runtime';
   /** The interface's name inside the namespace when it is not tg0. */
   ifname?: string;
+  /** The tenant's DNS server (at the NIC) this workload resolves names with. */
+  dns?: string;
 }
 
 /**
@@ -122,7 +156,15 @@ export interface PolicyRecord {
 export interface AllocationRecord {
   tenant: string;
   address: string;
+  /** The workload holding the address; for a service its name; for the DNS server ''. */
   workload: string;
+  /** Absent: a workload's. */
+  purpose?: 'service' | 'dns';
+}
+
+/** The search domain of a tenant's names. */
+export function tenantDomain(tenant: string): string {
+  return `${tenant}.tg`;
 }
 
 /** The namespace of a workload on a host. */

@@ -27,6 +27,7 @@ import {
   type HostRecord,
   type PolicyRecord,
   registerHostSchema,
+  type ServiceRecord,
   sameCreateSpec,
   type WorkloadRecord,
 } from './model.js';
@@ -375,6 +376,46 @@ export class Orchestrator {
     });
   }
 
+  // --- Services ---------------------------------------------------------------------------
+
+  /** Records a service and puts the tenant's network on every NIC holding the tenant. */
+  async createService(input: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    const hosts = (await this.service.listHosts()).map((h) => h.name);
+    return this.queues.run(hosts, async () => {
+      const rec = await this.service.createService(input);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  async deleteService(tenant: unknown, service: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    const hosts = (await this.service.listHosts()).map((h) => h.name);
+    return this.queues.run(hosts, async () => {
+      const rec = await this.service.deleteService(tenant, service);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  /** A service with what each NIC holding its tenant has for it (endpoints, pinned connections). */
+  async showService(
+    tenant: unknown,
+    service: unknown,
+  ): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
+    const rec = await this.service.getService(tenant, service);
+    const nics: Record<string, unknown> = {};
+    for (const h of await this.service.listHosts()) {
+      if (!this.lifecycle.holdsTenant(h.name, rec.tenant)) continue;
+      try {
+        const net = await this.agents.of(h).nic.getTenantNetwork(rec.tenant);
+        nics[h.name] = net.services.find((s) => s.name === rec.name) ?? null;
+      } catch (err) {
+        nics[h.name] = (err as Error).message;
+      }
+    }
+    return { ...rec, nics };
+  }
+
   // --- Policy -----------------------------------------------------------------------------
 
   /**
@@ -387,7 +428,7 @@ export class Orchestrator {
     const hosts = (await this.service.listHosts()).map((h) => h.name);
     return this.queues.run(hosts, async () => {
       await this.service.getTenant(n);
-      const doc = this.service.checkPolicy(n, document);
+      const doc = this.service.checkPolicy(n, await this.service.expandServicePeers(n, document));
       // The built-in tests run here too, so a failing test blocks the save even for a tenant
       // that no NIC holds yet (the NICs run them again against what they know).
       const failed = (await this.testPolicy(n, doc)).errors.filter((e) => e.code === 'test-failed');

@@ -125,3 +125,20 @@ export function address6Of(pool6: string, v4: string): string {
   b[15] = a & 255;
   return formatIp(b);
 }
+
+/**
+ * The highest usable address of `pool` not in `taken` (services and the DNS server take
+ * addresses from the top, workloads from the bottom); TG_ERR_POOL_EXHAUSTED when none is left.
+ */
+export function highestFree(pool: Ipv4Cidr, taken: ReadonlySet<string>, tenant: string): string {
+  const first = pool.network + 1;
+  const last = pool.network + 2 ** (32 - pool.prefix) - 2;
+  for (let a = last; a >= first; a--) {
+    const text = formatIPv4Number(a);
+    if (!taken.has(text)) return text;
+  }
+  throw new TgError(
+    'TG_ERR_POOL_EXHAUSTED',
+    `tenant '${tenant}': every address of pool ${pool.text} (${poolSize(pool)}) is allocated`,
+  );
+}

@@ -318,6 +318,11 @@ export class Reconciler {
         } catch (err) {
           report.errors.push(`${a.host.name}/policy/${tenant}: ${msg(err)}`);
         }
+        try {
+          await this.lifecycle.ensureNetwork(a.host, tenant, true);
+        } catch (err) {
+          report.errors.push(`${a.host.name}/network/${tenant}: ${msg(err)}`);
+        }
       }
     }
   }

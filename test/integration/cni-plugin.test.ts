@@ -329,8 +329,11 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
     interfaces: { name: string; sandbox: string }[];
     ips: { address: string; interface: number }[];
     routes: { dst: string }[];
+    dns: { nameservers?: string[]; search?: string[] };
   };
   assert.equal(resA.cniVersion, '1.0.0');
+  // The tenant's DNS server at the NIC (the top address of acme's pool), names under acme.tg.
+  assert.deepEqual(resA.dns, { nameservers: ['100.64.30.254'], search: ['acme.tg'] });
   assert.deepEqual(resA.interfaces, [{ name: 'eth0', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${a}` }]);
   assert.match(resA.ips[0].address, /^100\.64\.30\.\d+\/32$/);
   assert.equal(resA.ips[0].interface, 0);

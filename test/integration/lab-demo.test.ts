@@ -102,6 +102,11 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'podman rm wiped').length, 1);
   assert.equal(names(report, 'podman left nothing behind').length, 1);
   assert.equal(names(report, 'default deny: ').length, 1);
+  // A service by name across hosts: the name resolves at the tenant's DNS server, the connection
+  // reaches the endpoint on the other host, another tenant's name is unknown.
+  assert.equal(names(report, 'service name db.acme.tg resolves to the service address').length, 1);
+  assert.equal(names(report, 'service by name: acme-web (h1) to db.acme.tg:').length, 1);
+  assert.equal(names(report, "another tenant's name blue-db.blue.tg is unknown").length, 1);
   assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
   assert.equal(names(report, 'control: the marker is visible').length, 1);
   assert.equal(
@@ -178,8 +183,8 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.deepEqual(report.notShown, []);
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
-  assert.match(r.stderr, /\[1\/16\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[16\/16\] teardown/);
+  assert.match(r.stderr, /\[1\/17\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[17\/17\] teardown/);
   assert.match(
     r.stderr,
     /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(served while the lab was up; `tenguard demo --keep` keeps it up to look around\)\n$/,
