@@ -101,10 +101,12 @@ export class EtcdCluster {
       'new',
       '--initial-cluster-token',
       this.members[0].name,
+      // Loopback members: a lost raft leader is replaced within about a second, well inside
+      // an orchestrator lease's 1.5 s of validity.
       '--heartbeat-interval',
-      '100',
+      '50',
       '--election-timeout',
-      '1000',
+      '500',
       '--logger',
       'zap',
       '--log-level',
@@ -157,6 +159,30 @@ export class EtcdCluster {
         client.close();
       }
     }
+  }
+
+  /** The index of the member that is raft leader now (-1 when none answers). */
+  async leaderIndex(): Promise<number> {
+    for (const m of this.members) {
+      if (m.proc === null) continue;
+      const client = new Etcd3({ hosts: m.clientUrl, dialTimeout: 1000 });
+      try {
+        const st = await client.maintenance.status().catch(() => null);
+        if (st !== null) {
+          const i = this.members.findIndex((x) => x === m);
+          return st.leader === st.header.member_id ? i : await this.indexOfMember(client, st.leader);
+        }
+      } finally {
+        client.close();
+      }
+    }
+    return -1;
+  }
+
+  private async indexOfMember(client: Etcd3, id: string): Promise<number> {
+    const list = await client.cluster.memberList({ linearizable: false }).catch(() => null);
+    const name = list?.members.find((x) => x.ID === id)?.name;
+    return this.members.findIndex((m) => m.name === name);
   }
 
   /** SIGKILLs member `i` (its data stays, for start()). */

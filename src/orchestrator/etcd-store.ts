@@ -22,6 +22,7 @@
 // a cluster without quorum is TG_ERR_STORE_UNAVAILABLE (503), and health() says so with the
 // cause until a call succeeds again. A write that timed out may still have committed (as with
 // any remote store): the API answers 503 and the caller reads before retrying.
+import { randomBytes } from 'node:crypto';
 import { Etcd3, type IKeyValue, type Lease, type Namespace, type Watcher } from 'etcd3';
 import { TgError } from '../util/errors.js';
 import type {
@@ -145,12 +146,26 @@ export class EtcdStore implements Store {
       if (writes.size === 0) return result;
       let cmp = this.ns.if(REV_KEY, 'Mod', '==', snap.rev);
       if (fence !== undefined) cmp = cmp.and(fence.key, 'Create', '==', fence.createRevision);
+      const id = randomBytes(8).toString('hex');
       const ops: (ReturnType<Namespace['put']> | ReturnType<Namespace['delete']>)[] = [
-        this.ns.put(REV_KEY).value(''),
+        this.ns.put(REV_KEY).value(id),
       ];
       for (const [k, w] of writes)
         ops.push(w.value === null ? this.ns.delete().key(k) : this.ns.put(k).value(JSON.stringify(w.value)));
-      const r = await this.call('commit a transaction', () => cmp.then(...ops).commit());
+      let r: Awaited<ReturnType<typeof cmp.commit>>;
+      try {
+        r = await this.call('commit a transaction', () => cmp.then(...ops).commit(), false);
+      } catch (err) {
+        // The answer was lost (a member died, an election ran): find out what happened.
+        const done = await this.applied(id, snap.rev).catch(() => null);
+        if (done === true) return result;
+        if (done === false) continue;
+        throw new TgError(
+          'TG_ERR_STORE_UNAVAILABLE',
+          `${(err as Error).message}; whether this change was written is unknown: read before retrying`,
+          { cause: err },
+        );
+      }
       this.seen(Number(r.header.revision));
       if (r.succeeded) return result;
       if (fence !== undefined && !(await this.leadership!.stillHeld()))
@@ -212,32 +227,56 @@ export class EtcdStore implements Store {
   }
 
   /** Runs one etcd call; its failure becomes TG_ERR_STORE_UNAVAILABLE and health says so. */
-  async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one etcd call; its failure becomes TG_ERR_STORE_UNAVAILABLE and health says so. An
+   * idempotent call (a read) is tried again until the deadline, so that an etcd leader
+   * election (a member lost) passes unnoticed; a write is tried once.
+   */
+  async call<T>(what: string, fn: () => Promise<T>, idempotent = true): Promise<T> {
     if (this.closed) throw new TgError('TG_ERR_STORE_UNAVAILABLE', 'the store is closed');
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // The client retries over members; the deadline bounds the whole call.
-      const r = await Promise.race([
-        fn(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`no answer within ${this.timeoutMs} ms (quorum lost?)`)),
-            this.timeoutMs + 500,
-          );
-        }),
-      ]);
-      this.setState('ok');
-      return r;
-    } catch (err) {
-      if (err instanceof TgError) throw err;
-      const cause = (err as Error).message;
-      this.setState('unavailable', cause);
-      throw new TgError('TG_ERR_STORE_UNAVAILABLE', `etcd at ${this.where}: cannot ${what}: ${cause}`, {
-        cause: err,
-      });
-    } finally {
-      clearTimeout(timer);
+    const end = Date.now() + this.timeoutMs;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const r = await Promise.race([
+          fn(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`no answer within ${this.timeoutMs} ms (quorum lost?)`)),
+              Math.max(100, end - Date.now()) + 500,
+            );
+          }),
+        ]);
+        this.setState('ok');
+        return r;
+      } catch (err) {
+        if (err instanceof TgError) throw err;
+        if (idempotent && !this.closed && Date.now() + 100 < end) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+        const cause = (err as Error).message;
+        this.setState('unavailable', cause);
+        throw new TgError('TG_ERR_STORE_UNAVAILABLE', `etcd at ${this.where}: cannot ${what}: ${cause}`, {
+          cause: err,
+        });
+      } finally {
+        clearTimeout(timer);
+      }
     }
+  }
+
+  /**
+   * After a commit whose answer was lost: whether it was applied. s/rev holds the id of the
+   * transaction that wrote it last; still at the snapshot's revision, it was not applied.
+   * (Only the leader writes, one transaction at a time, so no later one hides it.)
+   */
+  private async applied(id: string, snapRev: number): Promise<boolean | null> {
+    const r = await this.call('read the revision key', () => this.ns.get(REV_KEY).exec());
+    const kv = r.kvs[0];
+    if (kv !== undefined && kv.value.toString('utf8') === id) return true;
+    if ((kv === undefined ? 0 : Number(kv.mod_revision)) === snapRev) return false;
+    return null;
   }
 
   private setState(state: StoreHealth['state'], cause?: string): void {

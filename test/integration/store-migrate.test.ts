@@ -39,7 +39,11 @@ test('store migrate: SQLite to etcd through the CLI, the copy is exact, an orche
       });
     // Workload records with their allocations (no agents here: reserved, then marked running).
     for (let i = 0; i < 150; i++) {
-      const { workload } = await svc.reserveWorkload({ tenant: `t${(i % 3) + 1}`, name: `w${i}`, host: `h${(i % 2) + 1}` });
+      const { workload } = await svc.reserveWorkload({
+        tenant: `t${(i % 3) + 1}`,
+        name: `w${i}`,
+        host: `h${(i % 2) + 1}`,
+      });
       await svc.markRunning(workload.name, { total: 1 });
     }
     const source = await sq.dump();
@@ -48,11 +52,25 @@ test('store migrate: SQLite to etcd through the CLI, the copy is exact, an orche
     const url = cluster.endpoints[0];
     const r = await run(
       process.execPath,
-      [BIN, 'orchestrator', 'store', 'migrate', '--from', `sqlite:${join(dir, 'sqlite')}`, '--to', `etcd:${url}`, '--json'],
+      [
+        BIN,
+        'orchestrator',
+        'store',
+        'migrate',
+        '--from',
+        `sqlite:${join(dir, 'sqlite')}`,
+        '--to',
+        `etcd:${url}`,
+        '--json',
+      ],
       { timeoutMs: 60_000 },
     );
     assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout) as { entries: number; transactions: number; byKind: Record<string, number> };
+    const report = JSON.parse(r.stdout) as {
+      entries: number;
+      transactions: number;
+      byKind: Record<string, number>;
+    };
     assert.equal(report.entries, source.entries.length);
     assert.ok(report.transactions >= 3, 'more entries than one etcd transaction takes: several batches');
     assert.equal(report.byKind.workload, 150);
@@ -62,7 +80,16 @@ test('store migrate: SQLite to etcd through the CLI, the copy is exact, an orche
     // A second migration into the now non-empty store is refused and changes nothing.
     const again = await run(
       process.execPath,
-      [BIN, 'orchestrator', 'store', 'migrate', '--from', `sqlite:${join(dir, 'sqlite')}`, '--to', `etcd:${url}`],
+      [
+        BIN,
+        'orchestrator',
+        'store',
+        'migrate',
+        '--from',
+        `sqlite:${join(dir, 'sqlite')}`,
+        '--to',
+        `etcd:${url}`,
+      ],
       { timeoutMs: 60_000 },
     );
     assert.notEqual(again.code, 0);
