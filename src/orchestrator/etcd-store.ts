@@ -182,6 +182,12 @@ export class EtcdStore implements Store {
     if (this.watcher === null && this.watchStart === 0) this.startWatch();
     return () => {
       this.listeners.delete(listener);
+      if (this.listeners.size > 0 || this.watcher === null) return;
+      // The last listener gone: end the etcd watch (a watch left open would keep reconnecting).
+      const w = this.watcher;
+      this.watcher = null;
+      this.watchStart = 0;
+      w.cancel().catch(() => undefined);
     };
   }
 
