@@ -18,6 +18,9 @@ declare -A NEED=(
   [openssl]=openssl
   [podman]=podman
   [runc]=runc
+  [etcd]=etcd-server
+  [chromium]=chromium
+  [promtool]=prometheus
 )
 
 missing=()

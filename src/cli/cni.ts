@@ -4,11 +4,13 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { orchestratorClient } from '../cni/client.js';
-import { DEFAULT_BIN_DIR, DEFAULT_CONF_DIR, installCni } from '../cni/install.js';
 import { runCni } from '../cni/plugin.js';
 import { CniError } from '../cni/spec.js';
 import { defaultOrchestratorSocket } from '../orchestrator/client.js';
 import { TgError } from '../util/errors.js';
+
+/** With this set to 1 the plugin writes its stage times to stderr (one JSON line). */
+export const CNI_TRACE_ENV = 'TENGUARD_CNI_TRACE';
 
 export const CNI_USAGE = `usage:
   tenguard cni                      the CNI plugin (CNI_COMMAND etc. in the environment, config on stdin)
@@ -20,7 +22,9 @@ export const CNI_USAGE = `usage:
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 
-function install(args: string[]): number {
+async function install(args: string[]): Promise<number> {
+  // Loaded here only: the plugin's own path stays small (it is a process per runtime call).
+  const { DEFAULT_BIN_DIR, DEFAULT_CONF_DIR, installCni } = await import('../cni/install.js');
   const { values: v } = parseArgs({
     args,
     options: {
@@ -83,7 +87,29 @@ export async function run(args: string[]): Promise<number> {
   } catch {
     stdin = Buffer.alloc(0);
   }
-  const out = await runCni(process.env, stdin, orchestratorClient);
+  const trace = process.env[CNI_TRACE_ENV] === '1';
+  const loadedMs = performance.now();
+  let clientMs = 0;
+  const out = await runCni(process.env, stdin, (cfg) => {
+    const c = orchestratorClient(cfg);
+    clientMs = performance.now();
+    return c;
+  });
   process.stdout.write(out.stdout === '' ? '' : `${out.stdout}\n`);
+  if (trace) {
+    // ms since the process started: node's bootstrap, this code loaded, the orchestrator
+    // client made (configuration parsed, mTLS files read), the command done.
+    const r = (n: number): number => Math.round(n * 10) / 10;
+    process.stderr.write(
+      `${JSON.stringify({
+        cniTrace: {
+          bootstrap: r(performance.nodeTiming.bootstrapComplete),
+          loaded: r(loadedMs),
+          client: r(clientMs),
+          done: r(performance.now()),
+        },
+      })}\n`,
+    );
+  }
   return out.exitCode;
 }

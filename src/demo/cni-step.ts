@@ -1,9 +1,11 @@
 // The demo's podman step: containers of a real runtime (podman's CNI backend, an image made
 // with `podman import` of a busybox-static rootfs, no registry) attached to tenant networks
 // of the lab's two hosts through the tenguard CNI plugin: two containers of one tenant on two
-// hosts talk (ping, TCP), a container of another tenant gets nothing through, `podman rm`
+// hosts talk (ping, TCP), a container of another tenant gets nothing through, captures on the
+// host links and the fabric show only WireGuard while they talk, `podman rm`
 // wipes each container's keys on its NIC, and nothing of podman's is left behind (its state
 // lives in a temporary directory).
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,6 +14,7 @@ import { installCni } from '../cni/install.js';
 import type { LabCa } from '../lab/ca.js';
 import type { LabState } from '../lab/index.js';
 import { run } from '../util/exec.js';
+import { analyseCapture, type Capture, startCapture } from './capture.js';
 import { allowWithinTenant, type DemoControl } from './control.js';
 import { BUSYBOX, CNI_CACHE, cleanCniCache, Podman } from './podman.js';
 import type { DemoReporter } from './report.js';
@@ -72,6 +75,8 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-podman-`));
   const P = new Podman(dir);
   let identity: Awaited<ReturnType<typeof pluginIdentityFiles>> | undefined;
+  const captures: Capture[] = [];
+  const marker = `tgpod${randomBytes(12).toString('hex')}`;
   const image = `localhost/${prefix}-busybox`;
   const net = (t: string, h: string): string => `${prefix}-${t}-${h}`;
   try {
@@ -100,6 +105,20 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
     const psks = async (h: string): Promise<number> =>
       (await control.keys(h)).filter((k) => k.kind === 'workload-psk').length;
     const before = { h1: await psks('h1'), h2: await psks('h2') };
+    // From before the first container, so the handshakes are on them too.
+    for (const h of lab.hosts)
+      captures.push(
+        await startCapture(`host link ${h.name}`, h.hostNs, h.pcie.hostIf, join(dir, `${h.name}.pcap`)),
+      );
+    const h1 = lab.hosts[0];
+    captures.push(
+      await startCapture(
+        `fabric port of ${h1.name}'s NIC`,
+        lab.fabric.ns,
+        h1.fabric.bridgeIf,
+        join(dir, 'fabric.pcap'),
+      ),
+    );
     const boxes = [
       { name: `${prefix}-pa1`, network: net('pods-a', 'h1') },
       { name: `${prefix}-pa2`, network: net('pods-a', 'h2') },
@@ -131,11 +150,11 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
         await P.cmd(['exec', from, 'sh', '-c', `echo ${text} | nc -w 3 ${ips.get(to)} 7000`], 60_000)
       ).stdout.trim();
     const p = await ping(a1, a2, 3);
-    const t = await tcp(a1, a2, 'tenguard-podman');
+    const t = await tcp(a1, a2, marker);
     report.check(
       'pods-a across hosts: container on h1 -> container on h2',
-      p === 3 && t === 'tenguard-podman',
-      `ping ${p}/3; TCP echo ${t === 'tenguard-podman' ? 'intact' : `got '${t}'`}`,
+      p === 3 && t === marker,
+      `ping ${p}/3; TCP echo ${t === marker ? 'intact' : `got '${t}'`}`,
     );
     const xp = await ping(a1, b1, 2);
     const xt = await tcp(a1, b1, 'x');
@@ -144,6 +163,15 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
       xp === 0 && xt === '',
       `ping ${xp}/2; TCP ${xt === '' ? 'no connection' : 'answered'}`,
     );
+    for (const c of captures) await c.stop();
+    for (const c of captures) {
+      const a = await analyseCapture(c.where, c.file, Buffer.from(marker));
+      report.check(
+        `podman traffic on the ${a.where}: marker absent, every UDP packet is WireGuard`,
+        !a.markerFound && a.udpPackets > 0 && a.wgPackets === a.udpPackets && a.otherFrames === 0,
+        `${a.frames} frames, ${a.udpPackets} UDP, ${a.wgPackets} WireGuard; marker ${a.markerFound ? 'FOUND' : 'absent'}; ${a.otherFrames} other frames`,
+      );
+    }
     const during = { h1: await psks('h1'), h2: await psks('h2') };
     for (const b of boxes) await P.cmd(['rm', '-f', '-t', '2', b.name]);
     const after = { h1: await psks('h1'), h2: await psks('h2') };
@@ -156,6 +184,7 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
       `workload PSKs h1 ${before.h1} -> ${during.h1} -> ${after.h1}, h2 ${before.h2} -> ${during.h2} -> ${after.h2}`,
     );
   } finally {
+    for (const c of captures) await c.stop().catch(() => undefined);
     await P.cmd(['rm', '-f', '-a', '-t', '1']).catch(() => undefined);
     await P.cmd(['rmi', '-a', '-f']).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });

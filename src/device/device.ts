@@ -5,6 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { NativeAead } from '../native/aead.js';
 import { setDumpable } from '../native/dumpable.js';
+import { secretPool } from '../native/secret-pool.js';
 import { NativeTunDevice, tunCoalescingDefault } from '../native/tun.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
@@ -54,6 +55,7 @@ export class Device {
       aead: opts.aead ?? new NativeAead(),
       mtu: opts.mtu ?? DEFAULT_TUN_MTU,
       log: this.log,
+      secrets: secretPool(),
     });
     this.pump = new DevicePump({
       engine: this.engine,

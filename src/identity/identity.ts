@@ -2,10 +2,10 @@
 // process, and the X.509-SVID (with intermediates) the CA issued for it.
 import { KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import { TgError } from '../util/errors.js';
-import { OID_SAN, splitPemCertificates } from './certs.js';
+import { splitPemCertificates } from './certs.js';
+import { certificateUriSans } from './san.js';
 import { parseSpiffeId, type SpiffeId } from './spiffe.js';
 import { certDate } from './trust-bundle.js';
-import * as x509 from './x509.js';
 
 export interface Identity {
   readonly spiffeId: SpiffeId;
@@ -30,6 +30,8 @@ export interface KeyAndRequest {
 /** A fresh ECDSA P-256 key and a signed request for `spiffeId`. */
 export async function createKeyAndCsr(spiffeId: SpiffeId | string): Promise<KeyAndRequest> {
   const id = typeof spiffeId === 'string' ? parseSpiffeId(spiffeId) : spiffeId;
+  // The ASN.1 library is loaded only here, where a certificate request is made (san.ts says why).
+  const x509 = await import('./x509.js');
   const keys = (await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
     'sign',
     'verify',
@@ -46,15 +48,9 @@ export async function createKeyAndCsr(spiffeId: SpiffeId | string): Promise<KeyA
   return { privateKey: KeyObject.from(keys.privateKey), csrPem: csr.toString('pem') };
 }
 
-/** The URI SANs of a certificate (DER), read with a full ASN.1 parser. */
+/** The URI SANs of a certificate (DER), read from its ASN.1 structure (san.ts). */
 export function uriSans(der: Uint8Array): string[] {
-  const cert = new x509.X509Certificate(der);
-  const out: string[] = [];
-  for (const ext of cert.getExtensions(OID_SAN)) {
-    const san = new x509.SubjectAlternativeNameExtension(ext.rawData);
-    for (const n of san.names.items) if (n.type === 'url') out.push(n.value);
-  }
-  return out;
+  return certificateUriSans(der);
 }
 
 /** The one SPIFFE ID of an X.509-SVID; throws TG_ERR_FORBIDDEN if there is not exactly one URI SAN. */

@@ -9,8 +9,10 @@
 // - TLS private keys: the PEM text handed to tls.createSecureContext lives on inside OpenSSL;
 // - node:crypto KeyObjects and cipher contexts (X25519 DH, ChaCha20-Poly1305, HMAC) copy the
 //   key into OpenSSL's own memory for the length of the call or the object's life;
-// - the protocol engine's derived session keys and the copies it keeps of static keys
-//   (Uint8Arrays on the V8 heap; wiped by the engine when replaced, not locked);
+// - the protocol engine keeps its own key material here (the daemons pass this pool as its
+//   SecretStore, src/protocol/secrets.ts), but the intermediate outputs of each handshake
+//   step (DH results, KDF outputs, the per-message AEAD key) are short-lived heap Buffers,
+//   wiped right after use, not locked; see src/protocol/README.md;
 // - anything a caller turns into a string (base64 or hex text): V8 strings are immutable and
 //   stay until collected. No secret is sent as text in tenguard's APIs any more (PSKs cross
 //   as sealed boxes), but the UAPI text protocol (`wg set ... private-key`) still carries

@@ -21,6 +21,7 @@
 // leaves keys, engine and tables as they were.
 
 import type { Identity } from '../identity/identity.js';
+import { secretPool } from '../native/secret-pool.js';
 import { encodeEndpoint } from '../net/endpoint.js';
 import { parseEndpoint } from '../net/ip.js';
 import { WorkloadDirectory } from '../policy/directory.js';
@@ -239,6 +240,7 @@ export class NicAgent {
       aead: opts.aead,
       mtu: opts.mtu,
       log: opts.log.child({ component: 'nic-engine' }),
+      secrets: secretPool(),
     });
     this.policies = new PolicyStore(this.directory);
     this.flowLog = new FlowLog(opts.flowLog);

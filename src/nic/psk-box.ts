@@ -1,15 +1,13 @@
 // The PSK box: how a workload's PSK goes from the NIC to that workload's vSwitch instance
 // through the orchestrator, which relays only ciphertext and never holds the key.
 //
-// Construction (an anonymous-sender ECIES over the primitives WireGuard already uses, in the
-// shape of RFC 9180's base mode with X25519, a BLAKE2s HKDF and ChaCha20-Poly1305):
+// Construction: seal.ts's seal with the label of use `pskBox`:
 //   R           = the instance's X25519 public key (the WireGuard static key the NIC pins as
 //                 the workload's on-host peer); r its private key, held by the vSwitch daemon
 //   N           = the NIC's on-host public key (the peer the PSK is for)
-//   e, E        = a fresh X25519 key pair of the NIC, used once
-//   ad          = LABEL || len-prefixed(workload) || E || R || N
-//   k           = KDF2(HASH(ad), DH(e, R))[1]          (noise.ts's HMAC-BLAKE2s HKDF)
-//   box         = ChaCha20-Poly1305(k, nonce 0, psk, ad)   (k is used once)
+//   context     = len-prefixed(workload); trailer = N
+//   ad          = LABEL || context || E || R || N
+//   box         = seal(R, ad, psk)
 // Binding the workload, both ephemeral and recipient keys and the NIC's key into the
 // associated data means a box opens only for that instance, that workload and that NIC peer
 // (a box from a registration and one from a rotation are interchangeable: both set the PSK). Limits: the sender is not authenticated by the box itself (anyone may seal to R); the
@@ -18,20 +16,10 @@
 // label keeps the two uses apart (the DH here is always with a fresh ephemeral key, never
 // the static-static DH of the handshake).
 import { z } from 'zod';
-import {
-  aeadOpenZeroNonce,
-  aeadSealZeroNonce,
-  dh,
-  generatePrivateKey,
-  hash,
-  kdf2,
-  publicKeyOf,
-} from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';
 import { lengthPrefixed } from './identity.js';
+import { open, type SealBinding, seal } from './seal.js';
 
-const LABEL = Buffer.from('tenguard psk box v1');
-const TAG_SIZE = 16;
 export const PSK_SIZE = 32;
 
 /** What crosses the orchestrator: no key, only the box. */
@@ -55,8 +43,8 @@ export const pskBoxSchema = z.strictObject({
     .regex(/^[A-Za-z0-9+/]{64}$/),
 });
 
-function associatedData(workload: string, e: Uint8Array, r: Uint8Array, nic: Uint8Array): Buffer {
-  return Buffer.concat([LABEL, lengthPrefixed(workload), e, r, nic]);
+function binding(workload: string, nicPublicKey: Uint8Array): SealBinding {
+  return { use: 'pskBox', context: lengthPrefixed(workload), trailer: nicPublicKey };
 }
 
 /** Seals a workload's PSK to its instance's public key (NIC side). */
@@ -65,22 +53,8 @@ export function sealPsk(
   to: { workload: string; instanceKey: Uint8Array; nicPublicKey: Uint8Array },
 ): PskBox {
   if (psk.length !== PSK_SIZE) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'a PSK is 32 bytes');
-  const e = generatePrivateKey();
-  try {
-    const E = publicKeyOf(e);
-    const shared = dh(e, to.instanceKey);
-    if (shared === null) throw new TgError('TG_ERR_INVALID_ARGUMENT', "the instance's key is unusable");
-    const ad = associatedData(to.workload, E, to.instanceKey, to.nicPublicKey);
-    const [k1, k] = kdf2(hash(ad), shared);
-    shared.fill(0);
-    k1.fill(0);
-    const box = Buffer.alloc(PSK_SIZE + TAG_SIZE);
-    aeadSealZeroNonce(k, psk, ad, box, 0);
-    k.fill(0);
-    return { version: 1, ephemeral: E.toString('base64'), box: box.toString('base64') };
-  } finally {
-    e.fill(0);
-  }
+  const { ephemeral, ciphertext } = seal(to.instanceKey, binding(to.workload, to.nicPublicKey), psk);
+  return { version: 1, ephemeral: ephemeral.toString('base64'), box: ciphertext.toString('base64') };
 }
 
 /**
@@ -98,17 +72,10 @@ export function openPsk(
   if (!parsed.success) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'malformed PSK box');
   const E = Buffer.from(parsed.data.ephemeral, 'base64');
   const sealed = Buffer.from(parsed.data.box, 'base64');
-  const r = publicKeyOf(at.instancePrivateKey);
-  const shared = dh(at.instancePrivateKey, E);
-  if (shared === null)
+  const psk = open(at.instancePrivateKey, binding(at.workload, at.nicPublicKey), E, sealed);
+  if (psk === 'bad-ephemeral')
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the PSK box has an unusable ephemeral key');
-  const ad = associatedData(at.workload, E, r, at.nicPublicKey);
-  const [k1, k] = kdf2(hash(ad), shared);
-  shared.fill(0);
-  k1.fill(0);
-  const psk = aeadOpenZeroNonce(k, sealed, ad);
-  k.fill(0);
-  if (psk === null)
+  if (psk === 'not-authentic')
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the PSK box does not open for this instance and NIC');
   psk.copy(out);
   psk.fill(0);

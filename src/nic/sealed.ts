@@ -1,12 +1,11 @@
 // NIC-to-NIC sealed transfer: how a secret that must move between NICs (a migrating
 // workload's key, say) crosses the host and the orchestrator as ciphertext only.
 //
-// Construction (an ECIES over the primitives WireGuard already uses):
-//   e, E        = fresh X25519 key pair of the sender, used once
+// Construction: seal.ts's seal with the label of use `nicTransfer`, then a signature:
 //   R           = the receiving NIC's seal key (X25519), published signed by its identity key
-//   ad          = LABEL || len-prefixed(sender identity key, receiver identity key, purpose) || E || R
-//   k           = KDF2(HASH(ad), DH(e, R))[1]          (HMAC-BLAKE2s HKDF, noise.ts's KDF)
-//   ciphertext  = ChaCha20-Poly1305(k, nonce 0, plaintext, ad)    (k is never reused)
+//   context     = len-prefixed(sender identity key, receiver identity key, purpose)
+//   ad          = LABEL || context || E || R                      (seal.ts, no trailer)
+//   ciphertext  = seal(R, ad, plaintext)
 //   signature   = Ed25519(sender identity key, ad || ciphertext)
 // The receiver checks the signature against the sender identity it expects, that the envelope
 // names itself as receiver and the purpose it expects, then opens. Binding both identities and
@@ -16,20 +15,10 @@
 // across time; a receiver that must not accept the same transfer twice keeps the envelope's
 // ephemeral key as a one-time id.
 import { z } from 'zod';
-import {
-  aeadOpenZeroNonce,
-  aeadSealZeroNonce,
-  dh,
-  generatePrivateKey,
-  hash,
-  kdf2,
-  publicKeyOf,
-} from '../protocol/crypto.js';
+import { publicKeyOf } from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';
 import { lengthPrefixed, type NicIdentity, sealKeyStatement, verifySignature } from './identity.js';
-
-const LABEL = Buffer.from('tenguard sealed transfer v1');
-const TAG_SIZE = 16;
+import { open, type SealBinding, seal, sealAssociatedData, SEAL_TAG_SIZE as TAG_SIZE } from './seal.js';
 /** Largest secret a transfer carries. */
 export const MAX_SEALED_PLAINTEXT = 4096;
 
@@ -71,14 +60,8 @@ export interface SealRecipient {
   sealKeySignature: Uint8Array;
 }
 
-function associatedData(
-  sender: Uint8Array,
-  receiver: Uint8Array,
-  purpose: string,
-  e: Uint8Array,
-  r: Uint8Array,
-): Buffer {
-  return Buffer.concat([LABEL, lengthPrefixed(sender, receiver, purpose), e, r]);
+function binding(sender: Uint8Array, receiver: Uint8Array, purpose: string): SealBinding {
+  return { use: 'nicTransfer', context: lengthPrefixed(sender, receiver, purpose) };
 }
 
 /**
@@ -102,32 +85,22 @@ export function sealForNic(
     !verifySignature(recipient.identityKey, sealKeyStatement(recipient.sealKey), recipient.sealKeySignature)
   )
     throw new TgError('TG_ERR_BAD_SIGNATURE', "the receiver's seal key is not signed by its identity key");
-  const e = generatePrivateKey();
-  try {
-    const ephemeral = publicKeyOf(e);
-    const shared = dh(e, recipient.sealKey);
-    if (shared === null) throw new TgError('TG_ERR_INVALID_ARGUMENT', "the receiver's seal key is unusable");
-    const ad = associatedData(sender.publicKey, recipient.identityKey, purpose, ephemeral, recipient.sealKey);
-    const [k1, key] = kdf2(hash(ad), shared);
-    shared.fill(0);
-    k1.fill(0);
-    const ciphertext = Buffer.alloc(plaintext.length + TAG_SIZE);
-    aeadSealZeroNonce(key, plaintext, ad, ciphertext, 0);
-    key.fill(0);
-    const signature = sender.sign(Buffer.concat([ad, ciphertext]));
-    return {
-      version: 1,
-      sender: sender.publicKey.toString('base64'),
-      receiver: Buffer.from(recipient.identityKey).toString('base64'),
-      purpose,
-      ephemeral: ephemeral.toString('base64'),
-      sealKey: Buffer.from(recipient.sealKey).toString('base64'),
-      ciphertext: ciphertext.toString('base64'),
-      signature: signature.toString('base64'),
-    };
-  } finally {
-    e.fill(0);
-  }
+  const { ephemeral, ciphertext, ad } = seal(
+    recipient.sealKey,
+    binding(sender.publicKey, recipient.identityKey, purpose),
+    plaintext,
+  );
+  const signature = sender.sign(Buffer.concat([ad, ciphertext]));
+  return {
+    version: 1,
+    sender: sender.publicKey.toString('base64'),
+    receiver: Buffer.from(recipient.identityKey).toString('base64'),
+    purpose,
+    ephemeral: ephemeral.toString('base64'),
+    sealKey: Buffer.from(recipient.sealKey).toString('base64'),
+    ciphertext: ciphertext.toString('base64'),
+    signature: signature.toString('base64'),
+  };
 }
 
 export interface OpenOptions {
@@ -168,17 +141,14 @@ export function openFromNic(envelope: unknown, opts: OpenOptions): Buffer {
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the envelope is for another seal key');
   if (ephemeral.length !== 32 || ciphertext.length < TAG_SIZE)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'malformed sealed envelope');
-  const ad = associatedData(sender, receiver, env.purpose, ephemeral, sealKey);
+  const b = binding(sender, receiver, env.purpose);
+  const ad = sealAssociatedData(b, ephemeral, sealKey);
   if (!verifySignature(sender, Buffer.concat([ad, ciphertext]), signature))
     throw new TgError('TG_ERR_BAD_SIGNATURE', "the envelope's signature does not verify");
-  const shared = dh(opts.sealPrivateKey, ephemeral);
-  if (shared === null)
+  const plaintext = open(opts.sealPrivateKey, b, ephemeral, ciphertext, ownSealKey);
+  if (plaintext === 'bad-ephemeral')
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the envelope has an unusable ephemeral key');
-  const [k1, key] = kdf2(hash(ad), shared);
-  shared.fill(0);
-  k1.fill(0);
-  const plaintext = aeadOpenZeroNonce(key, ciphertext, ad);
-  key.fill(0);
-  if (plaintext === null) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the envelope does not decrypt');
+  if (plaintext === 'not-authentic')
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', 'the envelope does not decrypt');
   return plaintext;
 }

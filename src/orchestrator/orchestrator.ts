@@ -170,6 +170,8 @@ export class Orchestrator {
     const t0 = performance.now();
     return this.lock.run(async () => {
       const { workload, host } = await this.service.reserveWorkload(input);
+      // From the API call: the wait for the lock and the reservation.
+      const reserve = Math.round((performance.now() - t0) * 100) / 100;
       let timings: Record<string, number>;
       try {
         timings = await this.lifecycle.spinUp(workload, host, t0);
@@ -177,7 +179,7 @@ export class Orchestrator {
         await this.service.abandonWorkload(workload.name);
         throw err;
       }
-      return this.service.markRunning(workload.name, timings);
+      return this.service.markRunning(workload.name, { reserve, ...timings });
     });
   }
 

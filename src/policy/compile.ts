@@ -159,7 +159,12 @@ export class CompiledPolicy {
   private readonly classSets: Uint8Array[] = [];
   private readonly outsideIds = new Map<string, number>();
   private readonly outsideSets: Uint8Array[] = [];
-  private readonly workloadClass = new Map<number, { info: WorkloadInfo; cls: number }>();
+  /**
+   * Class per registered workload, keyed by its (frozen, replaced on any label change) entry:
+   * weak, so a workload removed from the directory leaves this cache with it. Keyed by id, a
+   * cache kept every workload a long-lived policy ever saw (a churning NIC grew without end).
+   */
+  private readonly workloadClass = new WeakMap<WorkloadInfo, number>();
   private readonly pairs = new Map<number, PairTable>();
 
   constructor(tenant: string, rules: readonly NormalRule[], names: RuleNames) {
@@ -209,11 +214,10 @@ export class CompiledPolicy {
 
   /** Class of a workload (of any tenant) in this policy. */
   classOf(w: WorkloadInfo): number {
-    const c = this.workloadClass.get(w.id);
-    if (c !== undefined && c.info === w) return c.cls;
+    const c = this.workloadClass.get(w);
+    if (c !== undefined) return c;
     const cls = this.classOfLabels(w);
-    if (this.workloadClass.size >= MAX_PAIRS) this.workloadClass.clear();
-    this.workloadClass.set(w.id, { info: w, cls });
+    this.workloadClass.set(w, cls);
     return cls;
   }
 

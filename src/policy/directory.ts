@@ -11,7 +11,13 @@ import { NAME_RE } from '../net/name.js';
 import { TgError } from '../util/errors.js';
 import { labelsSchema } from './model.js';
 
-const MAX_RETIRED = 65536;
+/**
+ * Removed workloads remembered for flow records (a connection outlives its workload until its
+ * conntrack entry ends). A record of a connection that ends after this many later removals
+ * names its workload by id (`#17`) instead. Small on purpose: it fills with churn, and a NIC's
+ * memory must stay flat under churn.
+ */
+export const MAX_RETIRED = 1024;
 
 export interface WorkloadInfo {
   /** Never reused within one directory, so a stale conntrack entry can never match a newcomer. */

@@ -106,6 +106,7 @@ import {
 } from './noise.js';
 import { Peer } from './peer.js';
 import { RateLimiter } from './ratelimiter.js';
+import { heapSecrets, type SecretStore } from './secrets.js';
 import {
   defaultJitter,
   type PeerTimers,
@@ -142,6 +143,12 @@ export interface EngineOptions {
   /** Tunnel MTU: transport padding never grows a packet beyond it (wireguard-go). Default 1420. */
   mtu?: number;
   log?: Logger;
+  /**
+   * Where key material lives (secrets.ts): static private keys, PSKs, the static-static DH,
+   * handshake state and session keys. Daemons pass the addon's locked pool; default: zeroed
+   * heap Buffers.
+   */
+  secrets?: SecretStore;
 }
 
 export interface IdentityOptions {
@@ -302,7 +309,18 @@ export class Engine {
   private readonly dropKeypair = (keypair: Keypair<Peer>): void => {
     this.index.delete(keypair.localIndex);
     keypair.wipe();
+    this.release(keypair.sendKey);
+    this.release(keypair.receiveKey);
   };
+  private readonly secrets: SecretStore;
+  /**
+   * Secrets wiped but not yet returned to the store: a batch being built may still hold a key
+   * (dataOut.keys, openKeys) of a keypair dropped in the same call, and must not find another
+   * session's key in that memory; they go back at the start of the next call, or at the end
+   * of a control-plane call (removePeer, removeIdentity: no batch is in progress then, and an
+   * engine whose last identity goes may never be called again).
+   */
+  private releasing: Buffer[] = [];
 
   constructor(options: EngineOptions) {
     this.aead = options.aead;
@@ -310,6 +328,7 @@ export class Engine {
     this.jitter = options.jitter ?? defaultJitter;
     this.mtu = options.mtu ?? DEFAULT_MTU;
     this.log = options.log ?? logger('protocol');
+    this.secrets = options.secrets ?? heapSecrets;
     if (!Number.isInteger(this.mtu) || this.mtu < 0 || this.mtu > MAX_CONTENT_SIZE) {
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `mtu must be 0..${MAX_CONTENT_SIZE}`);
     }
@@ -327,10 +346,12 @@ export class Engine {
       privateKey,
       options.isolatedPeers ?? false,
       this.cookieSecret,
+      this.secrets,
     );
     for (const other of this.identityList) {
       if (other.publicKey.equals(identity.publicKey)) {
         identity.wipe();
+        this.release(identity.privateKeyRaw);
         throw new TgError('TG_ERR_CONFLICT', 'an identity with this key already exists');
       }
     }
@@ -345,6 +366,8 @@ export class Engine {
     const identity = this.identityOrThrow(identityId);
     for (const peer of [...identity.peers.values()]) this.removePeer(peer.id);
     identity.wipe();
+    this.release(identity.privateKeyRaw);
+    this.returnReleased();
     this.identities.delete(identityId);
     this.identityList = this.identityList.filter((i) => i !== identity);
     if (this.identityList.length === 0) {
@@ -421,6 +444,7 @@ export class Engine {
       this.jitter,
       this.dropKeypair,
       identity.isolatedPeers ? new AllowedIps<Peer>() : null,
+      this.secrets,
     );
     identity.peers.set(hexKey, peer);
     this.peers.set(peer.id, peer);
@@ -476,7 +500,9 @@ export class Engine {
     peer.identity.peers.delete(peer.remoteStatic.toString('hex'));
     this.peers.delete(peerId);
     peer.wipe();
+    for (const b of peer.secretBuffers()) this.release(b);
     peer.removed = true;
+    this.returnReleased();
   }
 
   /** The id of an identity's peer with this public key, or undefined. */
@@ -1289,10 +1315,17 @@ export class Engine {
   private beginSymmetricSession(peer: Peer, now: number): boolean {
     const keys = deriveSessionKeys(peer.handshake);
     if (keys === null) return false;
+    // Into the secret store; the KDF's own outputs are wiped at once.
+    const sendKey = this.secrets.alloc(KEY_SIZE);
+    const receiveKey = this.secrets.alloc(KEY_SIZE);
+    sendKey.set(keys.sendKey);
+    receiveKey.set(keys.receiveKey);
+    keys.sendKey.fill(0);
+    keys.receiveKey.fill(0);
     const kp = new Keypair<Peer>(
       peer,
-      keys.sendKey,
-      keys.receiveKey,
+      sendKey,
+      receiveKey,
       keys.isInitiator,
       now,
       keys.localIndex,
@@ -1414,7 +1447,20 @@ export class Engine {
   // Helpers
   // ====================================================================================
 
+  /** Wipes a secret now and returns it to the store at the start of the next call. */
+  private release(b: Buffer): void {
+    b.fill(0);
+    this.releasing.push(b);
+  }
+
+  private returnReleased(): void {
+    if (this.releasing.length === 0) return;
+    for (const b of this.releasing) this.secrets.free(b);
+    this.releasing = [];
+  }
+
   private beginCall(): void {
+    this.returnReleased();
     this.control.reset();
     this.dataOut.count = 0;
     this.tunOut.count = 0;

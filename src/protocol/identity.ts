@@ -7,12 +7,16 @@ import { CookieChecker, type CookieSecret } from './cookie.js';
 import { clampPrivateKey, privateKeyObject, publicKeyOf } from './crypto.js';
 import type { LocalStatic } from './noise.js';
 import type { Peer } from './peer.js';
+import { heapSecrets, type SecretStore } from './secrets.js';
 
 export class Identity implements LocalStatic {
   privateKey: KeyObject;
   publicKey: Buffer;
   cookieChecker: CookieChecker;
-  /** Raw private key (clamped), kept for the UAPI's private_key and wiped on removal. */
+  /**
+   * Raw private key (clamped), from the engine's secret store; kept for the UAPI's private_key
+   * and the static-static DH, wiped on removal (its slot is then returned by the engine).
+   */
   readonly privateKeyRaw: Buffer;
   /** Peers by the hex of their public key. */
   readonly peers = new Map<string, Peer>();
@@ -33,8 +37,11 @@ export class Identity implements LocalStatic {
     privateKey: Uint8Array,
     readonly isolatedPeers: boolean,
     private readonly cookieSecret?: CookieSecret,
+    secrets: SecretStore = heapSecrets,
   ) {
-    this.privateKeyRaw = clampPrivateKey(Buffer.from(privateKey)) as Buffer;
+    this.privateKeyRaw = secrets.alloc(32);
+    this.privateKeyRaw.set(privateKey);
+    clampPrivateKey(this.privateKeyRaw);
     this.privateKey = privateKeyObject(this.privateKeyRaw);
     this.publicKey = publicKeyOf(this.privateKey);
     this.cookieChecker = new CookieChecker(this.publicKey, cookieSecret);

@@ -45,6 +45,7 @@ import {
   RESPONSE_OFFSET_RECEIVER,
   RESPONSE_OFFSET_SENDER,
 } from './messages.js';
+import { heapSecrets, type SecretStore } from './secrets.js';
 
 /** Ck0 = HASH(CONSTRUCTION). */
 export const INITIAL_CHAIN_KEY: Buffer = hash(Buffer.from(NOISE_CONSTRUCTION, 'latin1'));
@@ -59,12 +60,15 @@ export const HANDSHAKE_INITIATION_CONSUMED = 2;
 export const HANDSHAKE_RESPONSE_CREATED = 3;
 export const HANDSHAKE_RESPONSE_CONSUMED = 4;
 
-/** Per-peer handshake state (wireguard-go's Handshake). */
+/**
+ * Per-peer handshake state (wireguard-go's Handshake). The hash, chaining key and ephemeral
+ * private key come from the engine's secret store (secrets.ts); the remote ephemeral is public.
+ */
 export class Handshake {
   state = HANDSHAKE_ZEROED;
-  readonly hash = Buffer.alloc(32);
-  readonly chainKey = Buffer.alloc(32);
-  readonly localEphemeral = Buffer.alloc(KEY_SIZE);
+  readonly hash: Buffer;
+  readonly chainKey: Buffer;
+  readonly localEphemeral: Buffer;
   readonly remoteEphemeral = Buffer.alloc(KEY_SIZE);
   /** Our receiver index for this handshake (0: none). */
   localIndex = 0;
@@ -74,6 +78,17 @@ export class Handshake {
   readonly lastTimestamp = Buffer.alloc(TAI64N_SIZE);
   lastInitiationConsumption = Number.NEGATIVE_INFINITY;
   lastSentHandshake = Number.NEGATIVE_INFINITY;
+
+  constructor(secrets: SecretStore = heapSecrets) {
+    this.hash = secrets.alloc(32);
+    this.chainKey = secrets.alloc(32);
+    this.localEphemeral = secrets.alloc(KEY_SIZE);
+  }
+
+  /** The Buffers that came from the secret store (the owner returns them when done). */
+  secretBuffers(): Buffer[] {
+    return [this.hash, this.chainKey, this.localEphemeral];
+  }
 
   /** Wipes the ephemeral state; keeps the replay/flood and rate bookkeeping. */
   clear(): void {

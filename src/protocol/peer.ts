@@ -9,18 +9,21 @@ import { dh } from './crypto.js';
 import type { Identity } from './identity.js';
 import { type Keypair, Keypairs } from './keypair.js';
 import { Handshake, type NoisePeer } from './noise.js';
+import { heapSecrets, type SecretStore } from './secrets.js';
 import { PeerTimers, type TimerWheel } from './timers.js';
 import { QUEUE_STAGED_SIZE } from './tuning.js';
 
 export class Peer implements NoisePeer {
-  readonly handshake = new Handshake();
+  readonly handshake: Handshake;
   readonly keypairs: Keypairs<Peer>;
   readonly cookieGenerator: CookieGenerator;
   readonly timers: PeerTimers<Peer>;
   readonly remoteStatic: Buffer;
-  /** 32 bytes, all zero when none is configured. */
-  readonly presharedKey = Buffer.alloc(KEY_SIZE);
+  /** 32 bytes, all zero when none is configured (from the secret store). */
+  readonly presharedKey: Buffer;
+  /** DH(identity private, remote static): a view of staticStaticSlot, null when invalid. */
   precomputedStaticStatic: Buffer | null = null;
+  private readonly staticStaticSlot: Buffer;
   /** The peer's own prefixes when its identity isolates peers (see Identity.isolatedPeers). */
   readonly ownAllowedIps: AllowedIps<Peer> | null;
 
@@ -56,7 +59,11 @@ export class Peer implements NoisePeer {
     jitter: () => number,
     dropKeypair: (keypair: Keypair<Peer>) => void,
     ownAllowedIps: AllowedIps<Peer> | null,
+    secrets: SecretStore = heapSecrets,
   ) {
+    this.handshake = new Handshake(secrets);
+    this.presharedKey = secrets.alloc(KEY_SIZE);
+    this.staticStaticSlot = secrets.alloc(KEY_SIZE);
     this.remoteStatic = Buffer.from(remoteStatic);
     this.keypairs = new Keypairs<Peer>(dropKeypair);
     this.cookieGenerator = new CookieGenerator(this.remoteStatic);
@@ -67,8 +74,15 @@ export class Peer implements NoisePeer {
 
   /** DH(identity private, peer public); recomputed when the identity's key changes. */
   recomputeStaticStatic(): void {
-    this.precomputedStaticStatic?.fill(0);
-    this.precomputedStaticStatic = dh(this.identity.privateKey, this.remoteStatic);
+    this.staticStaticSlot.fill(0);
+    const ss = dh(this.identity.privateKey, this.remoteStatic);
+    if (ss === null) {
+      this.precomputedStaticStatic = null;
+      return;
+    }
+    this.staticStaticSlot.set(ss);
+    ss.fill(0);
+    this.precomputedStaticStatic = this.staticStaticSlot;
   }
 
   setPresharedKey(psk: Uint8Array | null): void {
@@ -103,10 +117,15 @@ export class Peer implements NoisePeer {
   /** Wipes what this peer holds of its own (keypairs and handshake are wiped by the engine). */
   wipe(): void {
     this.presharedKey.fill(0);
-    this.precomputedStaticStatic?.fill(0);
+    this.staticStaticSlot.fill(0);
     this.precomputedStaticStatic = null;
     this.cookieGenerator.wipe();
     this.handshake.clear();
     this.staged.length = 0;
+  }
+
+  /** The Buffers that came from the secret store (the engine returns them after wipe()). */
+  secretBuffers(): Buffer[] {
+    return [this.presharedKey, this.staticStaticSlot, ...this.handshake.secretBuffers()];
   }
 }

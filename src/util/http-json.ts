@@ -43,7 +43,7 @@ import {
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import type { ConnectionOptions, TlsOptions } from 'node:tls';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { ERROR_CODES, type ErrorCode, TgError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -646,7 +646,17 @@ export function apiRequest(
   });
 }
 
-const errorBody = z.object({ code: z.string(), message: z.string() });
+/**
+ * The {code, message} of an error answer with a code from the catalogue, else null. Checked by
+ * hand: a client (the CNI plugin runs as a process per call) must not pay for loading zod.
+ */
+function errorOf(body: unknown): { code: ErrorCode; message: string } | null {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return null;
+  const { code, message } = body as Record<string, unknown>;
+  if (typeof code !== 'string' || typeof message !== 'string' || !Object.hasOwn(ERROR_CODES, code))
+    return null;
+  return { code: code as ErrorCode, message };
+}
 
 /** Like apiRequest, but a status >= 300 throws a TgError with the server's code and message. */
 export async function apiCall(
@@ -663,9 +673,7 @@ export async function apiCall(
   const r = await apiRequest(endpoint, method, path, body, opts);
   opts.onResponse?.(method, path, r);
   if (r.status >= 200 && r.status < 300) return r.body;
-  const e = errorBody.safeParse(r.body);
-  if (e.success && Object.hasOwn(ERROR_CODES, e.data.code)) {
-    throw new TgError(e.data.code as ErrorCode, e.data.message);
-  }
+  const e = errorOf(r.body);
+  if (e !== null) throw new TgError(e.code, e.message);
   throw new TgError('TG_ERR_COMMAND_FAILED', `${method} ${path}: HTTP ${r.status}: ${r.raw.slice(0, 200)}`);
 }

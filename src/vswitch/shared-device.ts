@@ -17,6 +17,7 @@
 
 import { EngineUapiBackend } from '../device/engine-backend.js';
 import { checkTunMtu, DeviceIo, DevicePump } from '../device/pump.js';
+import { secretPool } from '../native/secret-pool.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import type { TransportAead } from '../protocol/aead.js';
 import { Engine } from '../protocol/engine.js';
@@ -55,7 +56,7 @@ export class SharedDevice {
     this.exited = new Promise((r) => {
       this.resolveExit = r;
     });
-    this.engine = new Engine({ aead: opts.aead, mtu: opts.mtu, log: opts.log });
+    this.engine = new Engine({ aead: opts.aead, mtu: opts.mtu, log: opts.log, secrets: secretPool() });
     this.pump = new DevicePump({
       engine: this.engine,
       tun: opts.tun,

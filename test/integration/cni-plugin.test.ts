@@ -1,8 +1,11 @@
 // The CNI plugin executable `tenguard cni install` writes, called exactly as the spec says
 // (environment + stdin) against a lab's orchestrator, agents and namespaces a "runtime" (this
-// test) made: valid and broken configurations, unknown tenant, missing or bad netns, ADD twice,
-// DEL twice, DEL without ADD, DEL after the namespace is gone, CHECK after the session died,
-// an unreachable orchestrator; traffic between attached namespaces; keys wiped by DEL; and
+// test) made: valid (0.4.0, 1.0.0, 1.1.0) and broken configurations and environments, unknown
+// tenant, missing or bad netns, a namespace whose eth0 is the runtime's, ADD twice (same and
+// another namespace), DEL twice, DEL without ADD, DEL after the namespace is gone, CHECK of an
+// unknown container and after the session died (device gone; key gone from the NIC), STATUS
+// and GC of 1.1, an unreachable orchestrator; after each, nothing left in the orchestrator, on
+// a vSwitch or on a NIC; traffic between attached namespaces; keys wiped by DEL; and
 // reconciliation that removes only namespaces the orchestrator made.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -50,6 +53,21 @@ const cfg = (over: Record<string, unknown> = {}) => JSON.stringify({ ...conf, ..
 async function pskOf(host: string, workload: string): Promise<number> {
   const { keys } = await L!.client.keys(host);
   return keys.filter((k) => k.kind === 'workload-psk' && k.workload === workload).length;
+}
+
+/** No container workload anywhere: not in the orchestrator, on a vSwitch or on a NIC. */
+async function nothingLeft(what: string): Promise<void> {
+  assert.deepEqual(
+    (await L!.client.listWorkloads()).map((w) => w.name),
+    [],
+    `${what}: no workload in the orchestrator`,
+  );
+  for (const h of ['h1', 'h2']) {
+    const inst = (await L!.agents.vswitch(h).list()).map((i) => i.workload).filter((n) => n.startsWith('c-'));
+    assert.deepEqual(inst, [], `${what}: no vSwitch instance on ${h}`);
+    const nic = (await L!.agents.nic(h).workloads()).map((w) => String(w.workload));
+    assert.deepEqual(nic, [], `${what}: no workload on the NIC of ${h}`);
+  }
 }
 
 before(async () => {
@@ -173,6 +191,57 @@ test('broken configurations and environments: the spec error codes, nothing crea
       code: 7,
       msg: /prevResult/,
     },
+    {
+      what: 'CHECK of a container never added',
+      env: envOf('CHECK', 'bad1', ns),
+      stdin: cfg({ prevResult: { cniVersion: '1.0.0', ips: [] } }),
+      code: 3,
+      msg: /no workload c-bad1/,
+    },
+    {
+      what: 'CNI_CONTAINERID missing',
+      env: { ...envOf('ADD', 'bad1', ns), CNI_CONTAINERID: '' },
+      stdin: cfg(),
+      code: 4,
+      msg: /CNI_CONTAINERID/,
+    },
+    {
+      what: 'CNI_IFNAME not an interface name',
+      env: envOf('ADD', 'bad1', ns, { CNI_IFNAME: 'eth0/../x' }),
+      stdin: cfg(),
+      code: 4,
+      msg: /CNI_IFNAME/,
+    },
+    {
+      what: 'CNI_ARGS not KEY=VALUE',
+      env: envOf('ADD', 'bad1', ns, { CNI_ARGS: 'novalue' }),
+      stdin: cfg(),
+      code: 4,
+      msg: /CNI_ARGS/,
+    },
+    {
+      what: 'mTLS files missing',
+      env: envOf('ADD', 'bad1', ns),
+      stdin: cfg({
+        mtls: { cert: join(dir, 'no.pem'), key: join(dir, 'no.key'), caBundle: join(dir, 'no.ca') },
+      }),
+      code: 5,
+      msg: /cannot read the mTLS key/,
+    },
+    {
+      what: 'GC list of the wrong type (1.1.0)',
+      env: envOf('GC', 'bad1', null),
+      stdin: cfg({ cniVersion: '1.1.0', 'cni.dev/valid-attachments': 'all' }),
+      code: 7,
+      msg: /valid-attachments/,
+    },
+    {
+      what: 'STATUS with the orchestrator unreachable (1.1.0)',
+      env: { CNI_COMMAND: 'STATUS' },
+      stdin: cfg({ cniVersion: '1.1.0', orchestrator: join(dir, 'nothere.sock') }),
+      code: 50,
+      msg: /does not answer/,
+    },
   ];
   for (const c of cases) {
     const r = await callPlugin(plugin, c.env, c.stdin);
@@ -181,9 +250,66 @@ test('broken configurations and environments: the spec error codes, nothing crea
     assert.match(String(r.out?.msg), c.msg, c.what);
     assert.equal(typeof r.out?.cniVersion, 'string', `${c.what}: error object has cniVersion`);
   }
-  assert.deepEqual(await L!.client.listWorkloads(), [], 'no workload left by a failed ADD');
+  await nothingLeft('after the broken calls');
+  assert.equal((await run('ip', ['-n', ns, 'link', 'show', 'eth0'])).code, 1, 'no eth0 in the namespace');
   const del = await callPlugin(plugin, envOf('DEL', 'bad1', ns), cfg());
   assert.equal(del.code, 0, `DEL after a failed ADD: ${del.stdout}`);
+});
+
+test("ADD into a namespace whose eth0 is the runtime's: refused, the runtime's interface kept, nothing left", async () => {
+  const ns = await newNs('busy');
+  // A veth pair inside the namespace stands for the runtime's own interface.
+  const made = await run('ip', ['-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'rtpeer']);
+  assert.equal(made.code, 0, made.stderr);
+  const r = await callPlugin(plugin, envOf('ADD', 'abababababab0a', ns), cfg());
+  assert.equal(r.code, 1, r.stdout);
+  assert.equal(r.out?.code, 100, r.stdout);
+  assert.match(String(r.out?.msg), /eth0/);
+  const link = await run('ip', ['-n', ns, '-d', '-o', 'link', 'show', 'eth0']);
+  assert.match(link.stdout, / veth /, "the runtime's eth0 is still there");
+  await nothingLeft('after the refused ADD');
+  const del = await callPlugin(plugin, envOf('DEL', 'abababababab0a', ns), cfg());
+  assert.equal(del.code, 0, del.stdout);
+  assert.equal(
+    (await run('ip', ['-n', ns, 'link', 'show', 'eth0'])).code,
+    0,
+    'DEL left the runtime eth0 alone',
+  );
+});
+
+test('1.1.0: STATUS answers, GC removes the attachments the runtime no longer lists and keeps the rest', async () => {
+  const v11 = (over: Record<string, unknown> = {}) => cfg({ cniVersion: '1.1.0', ...over });
+  const st = await callPlugin(plugin, { CNI_COMMAND: 'STATUS' }, v11());
+  assert.equal(st.code, 0, `STATUS: ${st.stdout}`);
+  const g1 = await newNs('g1');
+  const g2 = await newNs('g2');
+  const r1 = await callPlugin(plugin, envOf('ADD', 'a1a1a1a1a1a1', g1), v11());
+  assert.equal(r1.code, 0, r1.stdout);
+  assert.equal((r1.out as { cniVersion: string }).cniVersion, '1.1.0');
+  const r2 = await callPlugin(plugin, envOf('ADD', 'a2a2a2a2a2a2', g2), v11());
+  assert.equal(r2.code, 0, r2.stdout);
+  // The same container ID again, into another namespace: refused; the first attachment stays.
+  const moved = await callPlugin(plugin, envOf('ADD', 'a1a1a1a1a1a1', g2), v11());
+  assert.equal(moved.code, 1, moved.stdout);
+  assert.equal(moved.out?.code, 100, moved.stdout);
+  assert.match(String(moved.out?.msg), /c-a1a1a1a1a1a1/);
+  const gc = await callPlugin(
+    plugin,
+    { CNI_COMMAND: 'GC' },
+    v11({ 'cni.dev/valid-attachments': [{ containerID: 'a1a1a1a1a1a1', ifname: 'eth0' }] }),
+  );
+  assert.equal(gc.code, 0, `GC: ${gc.stdout}`);
+  assert.deepEqual(
+    (await L!.client.listWorkloads()).map((w) => w.name),
+    ['c-a1a1a1a1a1a1'],
+    'GC kept the listed attachment only',
+  );
+  assert.equal(await pskOf('h1', 'c-a2a2a2a2a2a2'), 0, "GC wiped the unlisted attachment's key");
+  assert.equal((await run('ip', ['-n', g2, 'link', 'show', 'eth0'])).code, 1, 'its eth0 is gone');
+  assert.ok((await listNamespaces()).includes(g2), "GC does not delete the runtime's namespace");
+  const d = await callPlugin(plugin, envOf('DEL', 'a1a1a1a1a1a1', g1), v11());
+  assert.equal(d.code, 0, d.stdout);
+  await nothingLeft('after GC and DEL');
 });
 
 test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime namespace survives', async () => {
@@ -250,7 +376,7 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
   assert.equal(await pskOf('h1', 'c-bbbbbbbbbbbb'), 0);
   const d5 = await callPlugin(plugin, envOf('DEL', 'cccccccccccc03', other), cfg({ tenant: 'blue' }));
   assert.equal(d5.code, 0, d5.stdout);
-  assert.deepEqual(await L!.client.listWorkloads(), []);
+  await nothingLeft('after DEL of every container');
 });
 
 test('CHECK after the session died fails with a message naming it; DEL still cleans', async () => {
@@ -277,6 +403,18 @@ test('CHECK after the session died fails with a message naming it; DEL still cle
   const d = await callPlugin(plugin, envOf('DEL', 'dddddddddddd04', ns), cfg());
   assert.equal(d.code, 0, d.stdout);
   assert.equal(await pskOf('h1', 'c-dddddddddddd'), 0);
+  // The session's key gone from the NIC while the interface stays.
+  const ns2 = await newNs('k2');
+  const r2 = await callPlugin(plugin, envOf('ADD', 'dddddddddddd06', ns2), cfg());
+  assert.equal(r2.code, 0, r2.stdout);
+  await L!.agents.nic('h1').removeWorkload('c-dddddddddddd');
+  const chk2 = await callPlugin(plugin, envOf('CHECK', 'dddddddddddd06', ns2), cfg({ prevResult: r2.out }));
+  assert.equal(chk2.code, 1, chk2.stdout);
+  assert.equal(chk2.out?.code, 100);
+  assert.match(String(chk2.out?.msg), /no session key of c-dddddddddddd/);
+  const d2 = await callPlugin(plugin, envOf('DEL', 'dddddddddddd06', ns2), cfg());
+  assert.equal(d2.code, 0, d2.stdout);
+  await nothingLeft('after CHECKs of dead sessions and DEL');
   await L!.orch.stop();
   L!.orch = normal;
   await L!.orch.start();

@@ -1,14 +1,20 @@
 // podman (Debian 4.3.1) with its CNI backend runs containers from a locally imported busybox
 // image on tenant networks of two lab hosts through the tenguard plugin: same tenant on one
-// host and across hosts ping and exchange TCP, cross-tenant is blocked, `podman rm` wipes the
-// container's keys on the NIC, `podman stop` + `start` works, nothing is left behind. All of
-// podman's state lives in a temporary directory.
+// host and across hosts ping and exchange TCP, cross-tenant is blocked (same host and across
+// hosts), captures on both host links and both NICs' fabric ports carry only WireGuard (a
+// random marker sent over TCP is absent there and present in a capture inside a container),
+// `podman rm` wipes each container's keys on its NIC (the inventory before/after),
+// `podman stop` + `start` works, nothing is left behind (no namespace, workload, vSwitch
+// instance, NIC workload, capture or podman state). All of podman's state lives in a
+// temporary directory.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { analyseCapture, type Capture, startCapture } from '../../src/demo/capture.js';
 import { listNamespaces } from '../../src/lab/index.js';
 import { run } from '../../src/util/exec.js';
 import { cniPrefix } from '../helpers/cni.js';
@@ -24,6 +30,9 @@ let dir = '';
 let netnsBefore = new Set<string>();
 let cacheExisted = true;
 const figures: Record<string, number> = {};
+const captures: Capture[] = [];
+/** Sent over TCP between containers; must never appear on a host link or the fabric. */
+const MARKER = `tgcn${randomBytes(12).toString('hex')}`;
 
 const net = (tenant: string, host: string) => `${prefix}-${tenant}-${host}`;
 
@@ -49,7 +58,29 @@ async function tcpEcho(name: string, ip: string, text: string): Promise<string> 
 
 async function psks(host: string): Promise<string[]> {
   const { keys } = await L!.client.keys(host);
-  return keys.filter((k) => k.kind === 'workload-psk').map((k) => String(k.workload));
+  return keys
+    .filter((k) => k.kind === 'workload-psk')
+    .map((k) => String(k.workload))
+    .sort();
+}
+
+/** The tenguard workload of a container (the plugin names it after the container's ID). */
+async function workloadOf(name: string): Promise<string> {
+  const r = await P!.cmd(['inspect', '--format', '{{.Id}}', name]);
+  assert.equal(r.code, 0, r.stderr);
+  return `c-${r.stdout.trim().slice(0, 12)}`;
+}
+
+async function netnsOf(name: string): Promise<string> {
+  const r = await P!.cmd(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', name]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim().replace('/run/netns/', '');
+}
+
+async function capture(where: string, ns: string, iface: string): Promise<Capture> {
+  const c = await startCapture(where, ns, iface, join(dir, `${captures.length}.pcap`));
+  captures.push(c);
+  return c;
 }
 
 async function start(name: string, network: string): Promise<void> {
@@ -98,6 +129,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const c of captures) await c.stop().catch(() => undefined);
   if (P !== undefined) {
     await P.cmd(['rm', '-f', '-a', '-t', '5']).catch(() => undefined);
     await P.cmd(['rmi', '-a', '-f']).catch(() => undefined);
@@ -117,6 +149,13 @@ after(async () => {
 test('podman containers on tenant networks of two hosts: traffic, isolation, keys, stop/start, rm', async () => {
   const before1 = await psks('h1');
   const before2 = await psks('h2');
+  // Captures from before the first container, so the handshakes are on them too.
+  const lab = L!.lab;
+  const links: Capture[] = [];
+  for (const h of lab.hosts) {
+    links.push(await capture(`host link ${h.name}`, h.hostNs, h.pcie.hostIf));
+    links.push(await capture(`fabric port of ${h.name}'s NIC`, lab.fabric.ns, h.fabric.bridgeIf));
+  }
   const a1 = `${prefix}-a1`;
   const a2 = `${prefix}-a2`;
   const a3 = `${prefix}-a3`;
@@ -126,14 +165,33 @@ test('podman containers on tenant networks of two hosts: traffic, isolation, key
   await start(a3, net('acme', 'h2'));
   await start(b1, net('blue', 'h1'));
   const [ip2, ip3, ipb] = [await ipOf(a2), await ipOf(a3), await ipOf(b1)];
+  // Positive control: inside a container the marker is plaintext.
+  const control = await capture(`eth0 inside ${a2}`, await netnsOf(a2), 'eth0');
   assert.equal(await pingFrom(a1, ip2), 3, 'same tenant, same host: ping');
   assert.equal(await pingFrom(a1, ip3), 3, 'same tenant, across hosts: ping');
-  assert.equal(await tcpEcho(a1, ip2, 'tgcn-same-host'), 'tgcn-same-host', 'TCP same host');
-  assert.equal(await tcpEcho(a1, ip3, 'tgcn-cross-host'), 'tgcn-cross-host', 'TCP across hosts');
-  assert.equal(await pingFrom(a1, ipb, 2), 0, 'cross-tenant ping blocked');
-  assert.equal(await tcpEcho(a1, ipb, 'tgcn-x'), '', 'cross-tenant TCP blocked');
+  assert.equal(await tcpEcho(a1, ip2, `${MARKER}-h`), `${MARKER}-h`, 'TCP same host');
+  assert.equal(await tcpEcho(a1, ip3, `${MARKER}-x`), `${MARKER}-x`, 'TCP across hosts');
+  assert.equal(await pingFrom(a1, ipb, 2), 0, 'cross-tenant ping blocked (same host)');
+  assert.equal(await tcpEcho(a1, ipb, MARKER), '', 'cross-tenant TCP blocked (same host)');
+  assert.equal(await pingFrom(b1, ip3, 2), 0, 'cross-tenant ping blocked (across hosts)');
+  for (const c of [control, ...links]) await c.stop();
+  const ctl = await analyseCapture(control.where, control.file, Buffer.from(MARKER));
+  assert.ok(ctl.markerFound, `control: the marker is plaintext on ${ctl.where} (${ctl.frames} frames)`);
+  for (const c of links) {
+    const a = await analyseCapture(c.where, c.file, Buffer.from(MARKER));
+    const detail = `${a.where}: ${JSON.stringify(a)}`;
+    assert.ok(!a.markerFound, `no plaintext marker on ${detail}`);
+    assert.ok(a.udpPackets > 0 && a.wgPackets === a.udpPackets, `every UDP packet is WireGuard on ${detail}`);
+    assert.ok((a.types['1'] ?? 0) > 0 && (a.types['4'] ?? 0) > 0, `handshakes and transport on ${detail}`);
+    assert.equal(a.otherFrames, 0, `nothing but WireGuard, ARP and ICMP on ${detail}`);
+    figures[`wg_packets_${a.where.replaceAll(/[^a-z0-9]+/gi, '_')}`] = a.wgPackets;
+  }
   const during1 = await psks('h1');
   assert.equal(during1.length, before1.length + 3, 'one session key per container on h1');
+  const w = new Map<string, string>();
+  for (const c of [a1, a2, a3, b1]) w.set(c, await workloadOf(c));
+  for (const c of [a1, a2, b1]) assert.ok(during1.includes(w.get(c)!), `${c}'s key on NIC h1`);
+  assert.ok((await psks('h2')).includes(w.get(a3)!), `${a3}'s key on NIC h2`);
   // stop + start: DEL, then ADD in a new namespace.
   const stop = await P!.cmd(['stop', '-t', '2', a3]);
   assert.equal(stop.code, 0, stop.stderr);
@@ -143,12 +201,25 @@ test('podman containers on tenant networks of two hosts: traffic, isolation, key
   const ip3b = await ipOf(a3);
   assert.equal(await pingFrom(a1, ip3b), 3, 'ping after stop + start');
   assert.equal(await tcpEcho(a1, ip3b, 'tgcn-restarted'), 'tgcn-restarted');
-  // rm wipes each container's keys.
-  for (const c of [a1, a2, a3, b1]) {
+  // rm wipes each container's keys, and only its own.
+  const left = [a1, a2, a3, b1];
+  const hostOf = (c: string): string => (c === a3 ? 'h2' : 'h1');
+  while (left.length > 0) {
+    const c = left.shift()!;
     const r = await P!.cmd(['rm', '-f', '-t', '2', c]);
     assert.equal(r.code, 0, r.stderr);
+    const inv = await psks(hostOf(c));
+    assert.ok(!inv.includes(w.get(c)!), `podman rm ${c}: its key gone from NIC ${hostOf(c)}`);
+    for (const o of left.filter((x) => hostOf(x) === hostOf(c)))
+      assert.ok(inv.includes(w.get(o)!), `podman rm ${c}: the key of ${o} is still there`);
   }
   assert.deepEqual(await psks('h1'), before1, 'NIC h1 inventory back to before');
   assert.deepEqual(await psks('h2'), before2, 'NIC h2 inventory back to before');
   assert.deepEqual(await L!.client.listWorkloads(), [], 'no workload left');
+  for (const h of ['h1', 'h2']) {
+    assert.deepEqual(await L!.agents.vswitch(h).list(), [], `no vSwitch instance left on ${h}`);
+    assert.deepEqual(await L!.agents.nic(h).workloads(), [], `no workload left on the NIC of ${h}`);
+  }
+  const ps = await P!.cmd(['ps', '-a', '--format', '{{.Names}}']);
+  assert.equal(ps.stdout.trim(), '', 'no container left');
 });

@@ -100,6 +100,8 @@ interface Sample {
   at: number;
   rss: number;
   heapUsed: number;
+  /** Memory of C++ objects bound to JS ones (Buffers, the addon's arenas): RSS beyond the heap. */
+  external: number;
   fds: number;
   handles: number;
   timers: number;
@@ -136,6 +138,7 @@ async function probe(pid: number, request?: { gc: boolean; snapshot?: string }):
       const j = JSON.parse(readFileSync(file, 'utf8')) as {
         rss: number;
         heapUsed: number;
+        external: number;
         fds: number;
         resources: Record<string, number>;
         heapAfterGc?: number;
@@ -146,6 +149,7 @@ async function probe(pid: number, request?: { gc: boolean; snapshot?: string }):
         at: Date.now(),
         rss: j.rss,
         heapUsed: j.heapUsed,
+        external: j.external,
         fds: j.fds,
         handles: all,
         timers: j.resources.Timeout ?? 0,
@@ -340,7 +344,13 @@ async function main(): Promise<number> {
       }
     };
     const snapDir = values['heap-snapshots'];
-    if (snapDir !== undefined) mkdirSync(snapDir, { recursive: true });
+    if (snapDir !== undefined) {
+      mkdirSync(snapDir, { recursive: true });
+      // Writing a snapshot roughly doubles a process's RSS for the rest of its life.
+      say(
+        'heap snapshots requested: RSS after the warm-up is not comparable (use them to find growers, not to measure)',
+      );
+    }
     let warmCollected = false;
     const sample = async (final = false): Promise<void> => {
       // A forced collection (and with --heap-snapshots a snapshot) at the end of the warm-up
@@ -368,7 +378,7 @@ async function main(): Promise<number> {
         .map((w) => {
           const s = w.samples.at(-1);
           return s
-            ? `${w.name} ${(s.rss / 1e6).toFixed(1)}MB/${(s.heapUsed / 1e6).toFixed(1)}MB${s.heapAfterGc === undefined ? '' : ` (gc ${(s.heapAfterGc / 1e6).toFixed(1)}MB)`} fd${s.fds} h${s.handles} t${s.timers}`
+            ? `${w.name} ${(s.rss / 1e6).toFixed(1)}MB/${(s.heapUsed / 1e6).toFixed(1)}MB/x${(s.external / 1e6).toFixed(1)}MB${s.heapAfterGc === undefined ? '' : ` (gc ${(s.heapAfterGc / 1e6).toFixed(1)}MB)`} fd${s.fds} h${s.handles} t${s.timers}`
             : `${w.name} -`;
         })
         .join('; ');

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { parseCniArgs, parseCniConfig } from '../../src/cni/config.js';
+import { MAX_CONFIG_DEPTH, parseCniArgs, parseCniConfig } from '../../src/cni/config.js';
 import { workloadName } from '../../src/cni/plugin.js';
 import { CNI_ERR, CniError } from '../../src/cni/spec.js';
 
@@ -65,6 +65,21 @@ test('configurations: accepted, or refused with the spec code', () => {
     }
   })();
   assert.match(e!.message, /host/, 'the message names the key');
+});
+
+test('a configuration nested too deep is refused with 6 (fuzz cni: an accepted prevResult could not be serialised again)', () => {
+  const nested = (d: number) => `{"x":${'['.repeat(d)}${']'.repeat(d)}}`;
+  const withPrev = (d: number) =>
+    Buffer.from(`${JSON.stringify(base).slice(0, -1)},"prevResult":${nested(d)}}`, 'utf8');
+  // The whole document counts: itself, prevResult, the array levels.
+  assert.equal(codeOf(withPrev(MAX_CONFIG_DEPTH - 2)), 'ok');
+  assert.equal(codeOf(withPrev(MAX_CONFIG_DEPTH - 1)), CNI_ERR.DECODE_FAILURE);
+  assert.equal(codeOf(withPrev(120_000)), CNI_ERR.DECODE_FAILURE);
+  // Brackets inside strings (escaped quotes included) are text, not nesting.
+  const inString = { ...base, args: { s: `\\"${'['.repeat(200)}` } };
+  assert.equal(codeOf(bytes(inString)), 'ok');
+  const accepted = parseCniConfig(withPrev(MAX_CONFIG_DEPTH - 2));
+  assert.deepEqual(parseCniConfig(Buffer.from(JSON.stringify(accepted))), accepted);
 });
 
 test('CNI_ARGS and workload names', () => {

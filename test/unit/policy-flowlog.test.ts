@@ -5,6 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { PolicyEngine } from '../../src/policy/engine.js';
 import { FlowLog, type FlowRecord, parseSince } from '../../src/policy/flowlog.js';
 import { registerPolicyMetrics } from '../../src/policy/metrics.js';
@@ -257,4 +259,60 @@ test('Prometheus metrics: verdicts, table occupancy and limits, evictions, drops
   assert.ok(
     (await registry.metrics()).includes('tenguard_policy_packets_total{tenant="acme",verdict="allow"} 4'),
   );
+});
+
+test('the in-memory ring gives records back exactly, newest first, filtered, and wraps', () => {
+  const log = new FlowLog({ ringSize: 8 });
+  const odd: FlowRecord[] = [
+    rec(1, {
+      family: 6,
+      src: 'fd00::1',
+      dst: '2001:db8::5:0:0:1',
+      protocol: 'icmpv6',
+      srcPort: null,
+      dstPort: null,
+      icmpId: 7,
+    }),
+    rec(2, { kind: 'interim', state: 'SYN_SENT', reason: '', icmpType: 3, srcPort: null }),
+    // Texts that the columns would not give back as they came: kept verbatim.
+    rec(3, {
+      src: '100.064.1.1',
+      start: 'not a time',
+      observed: 'ingress',
+      egressRule: 'acme/e',
+      ingressRule: 'blue/i',
+    }),
+    rec(4, { srcTenant: null, srcWorkload: null, dstWorkload: '#17', verdict: 'deny' }),
+  ];
+  for (const r of odd) log.add(r);
+  assert.deepEqual(log.query(), [...odd].reverse());
+  assert.deepEqual(log.query({ verdict: 'deny' }), odd.filter((r) => r.verdict === 'deny').reverse());
+  assert.deepEqual(log.query({ tenant: 'blue' }), odd.filter((r) => r.tenant === 'blue').reverse());
+  assert.deepEqual(log.query({ since: odd[2].endMs }), [odd[3], odd[2]]);
+  assert.deepEqual(log.query({ limit: 1 }), [odd[3]]);
+  // 'active' snapshots are not kept.
+  log.add(rec(5, { kind: 'active' }));
+  assert.equal(log.query().length, 4);
+  for (let i = 10; i < 30; i++) log.add(rec(i));
+  const got = log.query({ limit: 100 });
+  assert.equal(got.length, 8, 'the ring keeps ringSize records');
+  assert.deepEqual(
+    got,
+    Array.from({ length: 8 }, (_, k) => rec(29 - k)),
+  );
+});
+
+test('a full ring costs what an empty one does (columns allocated at construction)', (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const n = 5000;
+  const log = new FlowLog({ ringSize: n });
+  gc();
+  const empty = process.memoryUsage().heapUsed;
+  for (let i = 0; i < n; i++) log.add(rec(i, { src: `100.64.${(i >> 8) & 255}.${i & 255}` }));
+  gc();
+  const perRecord = (process.memoryUsage().heapUsed - empty) / n;
+  t.diagnostic(`heap per record once full: ${perRecord.toFixed(1)} bytes (record objects: about 440)`);
+  assert.ok(perRecord < 100, `the ring grew by ${perRecord.toFixed(1)} bytes a record as it filled`);
+  assert.equal(log.query({ limit: n }).length, n);
 });
