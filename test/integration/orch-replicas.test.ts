@@ -126,7 +126,12 @@ test('two replicas on one etcd: one leads, writes forwarded, reads local, failov
   // The killed replica comes back as a follower and forwards to the new leader.
   leader.proc = null;
   await leader.start();
-  const back = await health(leader);
+  // Its campaign learns the leader shortly after its API answers.
+  let back = await health(leader);
+  for (let i = 0; i < 100 && back.replica.leaderAddress === null; i++) {
+    await new Promise((res) => setTimeout(res, 50));
+    back = await health(leader);
+  }
   assert.equal(back.replica.leader, false);
   assert.equal(back.replica.leaderAddress, follower.socket);
   const viaOld = await apiRequest(leader.socket, 'DELETE', '/v1/tenants/blue');
