@@ -10,7 +10,7 @@ import { validatePrefix } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
-const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure]
+const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure] [--store sqlite|etcd]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
@@ -21,6 +21,10 @@ const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [-
   --iperf-seconds S   length of the throughput run, 0..30 (default 3; 0 skips it)
   --insecure          run every API as plain HTTP instead of mTLS (logged as a warning; by
                       default the lab gets its own CA and every service a SPIFFE identity)
+  --store etcd        the orchestrator on a 3-member etcd cluster (loopback ports, data in the
+                      lab's run directory) as 2 replicas; after the migration the leading one
+                      is killed and the demo checks that the other takes over (default sqlite:
+                      one orchestrator on SQLite)
   --json              print one JSON object {control, policy, security, checks, figures, pids,
                       notShown}; progress goes to stderr`;
 
@@ -29,6 +33,7 @@ interface Options {
   prefix: string;
   iperfSeconds: number;
   insecure: boolean;
+  store: 'sqlite' | 'etcd';
   help: boolean;
 }
 
@@ -42,6 +47,7 @@ function parse(args: string[]): Options {
         prefix: { type: 'string' },
         'iperf-seconds': { type: 'string' },
         insecure: { type: 'boolean' },
+        store: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -56,8 +62,12 @@ function parse(args: string[]): Options {
       'TG_ERR_INVALID_ARGUMENT',
       `--iperf-seconds ${JSON.stringify(secondsText)} must be 0..30`,
     );
+  const store = (values.store as string | undefined) ?? 'sqlite';
+  if (store !== 'sqlite' && store !== 'etcd')
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--store ${JSON.stringify(store)} must be sqlite or etcd`);
   return {
     json: values.json === true,
+    store,
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
     insecure: values.insecure === true,
@@ -87,7 +97,9 @@ export async function run(args: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    await runDemo(opts, report, ac.signal, startOrchestratorControl);
+    await runDemo(opts, report, ac.signal, (lab, agents) =>
+      startOrchestratorControl(lab, agents, { store: opts.store }),
+    );
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
