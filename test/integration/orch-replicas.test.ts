@@ -139,4 +139,27 @@ test('two replicas on one etcd: one leads, writes forwarded, reads local, failov
   assert.equal((await health(leader)).replica.forwarded, 1);
   assert.equal((await apiRequest(follower.socket, 'GET', '/v1/tenants/blue')).status, 404);
   process.stderr.write(`replica takeover after SIGKILL of the leader: ${takeoverMs} ms\n`);
+
+  // etcd freezes: the leader cannot renew its lease and stops leading at once (no store call
+  // is needed to see it in /metrics), before the lease could run out in etcd.
+  const pid = cluster!.members[0].proc!.pid!;
+  const tStop = Date.now();
+  process.kill(pid, 'SIGSTOP');
+  let stoppedMs = -1;
+  try {
+    while (Date.now() - tStop < 5000) {
+      const m = await apiRequest(follower.socket, 'GET', '/metrics', undefined, { timeoutMs: 2000 });
+      if (/^tenguard_orchestrator_leader 0$/m.test(m.raw)) {
+        stoppedMs = Date.now() - tStop;
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  process.stderr.write(`the leader stopped leading ${stoppedMs} ms after etcd froze\n`);
+  assert.ok(stoppedMs >= 0 && stoppedMs <= 2000, `stopped leading after ${stoppedMs} ms`);
+  // etcd back: a replica leads again.
+  await leaderOf(replicas, 15_000);
 });
