@@ -39,11 +39,20 @@ export function freeLoopbackPort(): Promise<number> {
 const live = new Set<ChildProcess>();
 let exitHook = false;
 
+/** PEM files of a TLS member: its certificate and key, and the CA its clients must present. */
+export interface EtcdServerTls {
+  cert: string;
+  key: string;
+  /** With it, members demand client certificates signed by this CA. */
+  clientCa?: string;
+}
+
 export class EtcdCluster {
   private constructor(
     readonly dir: string,
     readonly members: EtcdMember[],
     private readonly initialCluster: string,
+    private readonly tls: EtcdServerTls | undefined,
   ) {}
 
   /** The client URLs of all members. */
@@ -52,7 +61,11 @@ export class EtcdCluster {
   }
 
   /** Starts `size` members and waits until the cluster answers. */
-  static async start(prefix: string, size = 1, opts: { baseDir?: string } = {}): Promise<EtcdCluster> {
+  static async start(
+    prefix: string,
+    size = 1,
+    opts: { baseDir?: string; tls?: EtcdServerTls } = {},
+  ): Promise<EtcdCluster> {
     if (!/^[a-z][a-z0-9-]{1,20}$/.test(prefix))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad etcd cluster prefix '${prefix}'`);
     const dir = mkdtempSync(join(opts.baseDir ?? tmpdir(), `${prefix}-etcd-`));
@@ -63,17 +76,23 @@ export class EtcdCluster {
       mkdirSync(dataDir, { mode: 0o700 });
       members.push({
         name,
-        clientUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
+        clientUrl: `${opts.tls === undefined ? 'http' : 'https'}://127.0.0.1:${await freeLoopbackPort()}`,
         peerUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
         dataDir,
         proc: null,
         log: '',
       });
     }
-    const c = new EtcdCluster(dir, members, members.map((m) => `${m.name}=${m.peerUrl}`).join(','));
+    const c = new EtcdCluster(
+      dir,
+      members,
+      members.map((m) => `${m.name}=${m.peerUrl}`).join(','),
+      opts.tls,
+    );
     try {
       for (const m of members) c.spawnMember(m);
-      await c.waitReady(20_000);
+      // A TLS cluster is checked by its caller, who holds the client identity.
+      if (opts.tls === undefined) await c.waitReady(20_000);
       return c;
     } catch (err) {
       await c.stop();
@@ -112,6 +131,11 @@ export class EtcdCluster {
       '--log-level',
       'warn',
     ];
+    if (this.tls !== undefined) {
+      args.push('--cert-file', this.tls.cert, '--key-file', this.tls.key);
+      if (this.tls.clientCa !== undefined)
+        args.push('--client-cert-auth', '--trusted-ca-file', this.tls.clientCa);
+    }
     const p = spawn(ETCD_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     p.stderr?.on('data', (d: Buffer) => {
       if (m.log.length < 1_000_000) m.log += d.toString();
