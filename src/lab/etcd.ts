@@ -83,12 +83,7 @@ export class EtcdCluster {
         log: '',
       });
     }
-    const c = new EtcdCluster(
-      dir,
-      members,
-      members.map((m) => `${m.name}=${m.peerUrl}`).join(','),
-      opts.tls,
-    );
+    const c = new EtcdCluster(dir, members, members.map((m) => `${m.name}=${m.peerUrl}`).join(','), opts.tls);
     try {
       for (const m of members) c.spawnMember(m);
       // A TLS cluster is checked by its caller, who holds the client identity.
