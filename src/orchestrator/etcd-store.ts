@@ -261,7 +261,7 @@ export class EtcdStore implements Store {
           await new Promise((r) => setTimeout(r, 100));
           continue;
         }
-        const cause = (err as Error).message;
+        const cause = causeOf(err as Error);
         this.setState('unavailable', cause);
         throw new TgError('TG_ERR_STORE_UNAVAILABLE', `etcd at ${this.where}: cannot ${what}: ${cause}`, {
           cause: err,
@@ -418,6 +418,17 @@ export class EtcdStore implements Store {
       },
     );
   }
+}
+
+/** What a failed etcd call says about the cluster, in an operator's words, with the client's. */
+function causeOf(err: Error): string {
+  const m = err.message;
+  if (/circuit breaker is open/i.test(m))
+    return `no etcd member answers (the client holds calls back after failures: ${m})`;
+  if (/DEADLINE_EXCEEDED|no answer within/i.test(m))
+    return `etcd does not answer in time: quorum lost or members stalled (${m})`;
+  if (/UNAVAILABLE|ECONNREFUSED/i.test(m)) return `no etcd member reachable (${m})`;
+  return m;
 }
 
 /** `s/d/<kind>/<key>` -> [kind, key] (kind null for any other key). */
