@@ -91,6 +91,8 @@ export class EtcdStore implements Store {
   private watcher: Watcher | null = null;
   private watchStart = 0;
   private lastHeader = 0;
+  /** The last snapshot read or written by this process (see snapshot()). */
+  private cache: Snapshot | null = null;
   private state: StoreHealth = { kind: 'etcd', state: 'ok', since: new Date().toISOString() };
   private leadership: EtcdLeadership | null = null;
   private closed = false;
@@ -167,7 +169,10 @@ export class EtcdStore implements Store {
         );
       }
       this.seen(Number(r.header.revision));
-      if (r.succeeded) return result;
+      if (r.succeeded) {
+        this.committed(snap, writes, Number(r.header.revision));
+        return result;
+      }
       if (fence !== undefined && !(await this.leadership!.stillHeld()))
         throw new TgError('TG_ERR_NOT_LEADER', 'this replica lost the leadership; nothing was written');
     }
@@ -300,7 +305,20 @@ export class EtcdStore implements Store {
     if (header > this.lastHeader) this.lastHeader = header;
   }
 
+  /**
+   * A consistent snapshot of the store. Every store transaction rewrites s/rev, so when a
+   * linearizable read of s/rev finds the revision of the last snapshot this process read or
+   * wrote, that snapshot is still the store: one small read instead of the whole store.
+   */
   private async snapshot(): Promise<Snapshot> {
+    const cached = this.cache;
+    if (cached !== null) {
+      const g = await this.call('read the store', () => this.ns.get(REV_KEY).exec());
+      const header = Number(g.header.revision);
+      this.seen(header);
+      const rev = g.kvs.length === 0 ? 0 : Number(g.kvs[0].mod_revision);
+      if (rev === cached.rev) return { header, rev, entries: cached.entries };
+    }
     const r = await this.call('read the store', () => this.ns.getAll().prefix('s/').exec());
     const header = Number(r.header.revision);
     this.seen(header);
@@ -312,7 +330,35 @@ export class EtcdStore implements Store {
       if (k === REV_KEY) rev = Number(kv.mod_revision);
       else entries.set(k, kv);
     }
-    return { header, rev, entries };
+    const snap = { header, rev, entries };
+    this.cache = snap;
+    return snap;
+  }
+
+  /** The snapshot after this process's own commit at `revision` (entries never mutated in place). */
+  private committed(
+    snap: Snapshot,
+    writes: Map<string, { kind: Kind; key: string; value: unknown | null }>,
+    revision: number,
+  ): void {
+    if (this.cache !== snap && this.cache?.rev !== snap.rev) return;
+    const entries = new Map(snap.entries);
+    for (const [k, w] of writes) {
+      if (w.value === null) {
+        entries.delete(k);
+        continue;
+      }
+      const old = entries.get(k);
+      entries.set(k, {
+        key: Buffer.from(k),
+        value: Buffer.from(JSON.stringify(w.value)),
+        create_revision: old === undefined ? String(revision) : old.create_revision,
+        mod_revision: String(revision),
+        version: String(Number(old?.version ?? 0) + 1),
+        lease: '0',
+      });
+    }
+    this.cache = { header: revision, rev: revision, entries };
   }
 
   private reader(
