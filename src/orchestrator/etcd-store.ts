@@ -13,15 +13,17 @@
 // transaction is serialisable and its writes share one etcd revision. Store revisions are etcd
 // revisions: increasing with every committed transaction, not dense.
 //
-// Limits: each view and transaction reads the whole store (fine for a control plane's
+// Limits: a view or transaction reads the whole store when another process wrote since this
+// one last read or wrote it (else one read of s/rev; fine for a control plane's
 // thousands of entries, not for millions); etcd's --max-txn-ops (128 by default) bounds the
 // writes of one transaction. Watches are etcd watches on `s/d/`: every replica sees every
 // committed change, in revision order, one call per revision.
 //
 // Failures: every etcd call has a deadline (`timeoutMs`); a member that cannot be reached or
 // a cluster without quorum is TG_ERR_STORE_UNAVAILABLE (503), and health() says so with the
-// cause until a call succeeds again. A write that timed out may still have committed (as with
-// any remote store): the API answers 503 and the caller reads before retrying.
+// cause until a call succeeds again. A commit whose answer was lost is resolved through s/rev,
+// which holds the id of the transaction that wrote it last (applied()); when that cannot tell,
+// the write answers 503 saying its outcome is unknown.
 import { randomBytes } from 'node:crypto';
 import { Etcd3, type IKeyValue, type Lease, type Namespace, type Watcher } from 'etcd3';
 import { TgError } from '../util/errors.js';
