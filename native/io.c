@@ -268,6 +268,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_create_object(env, &o);
   napi_set_named_property(env, o, "rxTruncated", tg_uint(env, io->stats.rx_truncated));
   napi_set_named_property(env, o, "rxErrors", tg_uint(env, io->stats.rx_errors));
+  napi_set_named_property(env, o, "rxStale", tg_uint(env, io->stats.rx_stale));
   napi_set_named_property(env, o, "txDropped", tg_uint(env, io->stats.tx_dropped));
   napi_set_named_property(env, o, "txRejected", tg_uint(env, io->stats.tx_rejected));
   const char *name = io->stats.last_errno != 0 ? strerrorname_np(io->stats.last_errno) : NULL;

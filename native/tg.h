@@ -40,6 +40,7 @@
 typedef struct tg_stats {
   uint64_t rx_truncated; /* longer than a slot: dropped */
   uint64_t rx_errors;    /* transient receive errors (e.g. ICMP reported on the socket) */
+  uint64_t rx_stale;     /* UDP: waited in the receive queue longer than the socket's max age: dropped */
   uint64_t tx_dropped;   /* EAGAIN/ENOBUFS: no room in a kernel queue */
   uint64_t tx_rejected;  /* refused for this packet only (EINVAL, EMSGSIZE, unreachable...) */
   int last_errno;        /* errno behind the most recent counted drop, 0 if none */

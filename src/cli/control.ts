@@ -13,6 +13,11 @@ import { serviceId } from '../identity/spiffe.js';
 import { TrustBundle } from '../identity/trust-bundle.js';
 import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
+import {
+  type CertificateExpiry,
+  certificateExpiry,
+  type InstallationStatus,
+} from '../orchestrator/observe.js';
 import { TgError } from '../util/errors.js';
 import type { ApiEndpoint } from '../util/http-json.js';
 
@@ -28,6 +33,10 @@ export const CONTROL_USAGE = `usage:
   tenguard policy show <tenant>
   tenguard flows [--tenant T] [--since S] [--limit N]
   tenguard keys <host>
+  tenguard status                              the installation at a glance: orchestrator, hosts
+                                               with NIC and vSwitch, tenants, workloads,
+                                               certificate expiry, drops
+  tenguard console login                       a one-time login link to the web console
 
   every command takes --json (print the API's answer) and --api PATH (the orchestrator's socket;
   default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock).
@@ -120,6 +129,12 @@ export function operatorDir(env: NodeJS.ProcessEnv = process.env): string {
   if (home !== undefined && home !== '') return join(home, 'operator');
   if (process.getuid?.() === 0) return '/etc/tenguard/operator';
   return join(homedir(), '.config', 'tenguard', 'operator');
+}
+
+/** The operator certificate (PEM file) a command would use; null with --insecure. */
+function operatorCertFile(v: Values): string | null {
+  if (v.insecure === true) return null;
+  return typeof v.cert === 'string' ? v.cert : join(operatorDir(), 'cert.pem');
 }
 
 function client(v: Values): OrchestratorClient {
@@ -399,7 +414,77 @@ async function keys(args: string[]): Promise<number> {
   );
 }
 
-/** Runs one command group: `group` is tenant, host, workload, policy, flows or keys. */
+function duration(seconds: number): string {
+  const s = Math.abs(seconds);
+  const text =
+    s < 120
+      ? `${s}s`
+      : s < 7200
+        ? `${Math.round(s / 60)}m`
+        : s < 172800
+          ? `${Math.round(s / 3600)}h`
+          : `${Math.round(s / 86400)}d`;
+  return seconds < 0 ? `${text} ago` : text;
+}
+
+export function statusText(st: InstallationStatus): string {
+  const o = st.orchestrator;
+  const last =
+    o.lastReconcile === null
+      ? 'none yet'
+      : `last ${o.lastReconcile.ms} ms, ${o.lastReconcile.errors} errors${o.lastReconcile.unreachable.length > 0 ? `, unreachable: ${o.lastReconcile.unreachable.join(', ')}` : ''}`;
+  const lines = [
+    `orchestrator  ok, revision ${o.revision}, up ${duration(o.uptimeSeconds)}, API ${o.tls ? 'over mTLS' : 'plain HTTP (--insecure)'}; ${o.reconcilePasses} reconciliation passes (${last})`,
+    `hosts         ${st.hosts.length}`,
+  ];
+  for (const h of st.hosts) {
+    const nic = h.nic.reachable
+      ? `NIC ok (data plane ${h.nic.dataPlane ? 'on' : 'OFF'}, up ${duration(h.nic.uptimeSeconds)}, ${h.nic.workloads} workloads, ${h.nic.tenants} tenants, ${h.nic.remotePeers} fabric peers, ${h.nic.keys} keys, ${h.nic.drops.total} drops)`
+      : `NIC UNREACHABLE (${h.nic.error})`;
+    const vs = h.vswitch.reachable
+      ? `vSwitch ok (${h.vswitch.instances} instances)`
+      : `vSwitch UNREACHABLE (${h.vswitch.error})`;
+    lines.push(`  ${h.name}  ${nic}; ${vs}`);
+  }
+  const states = Object.entries(st.workloads.byState)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  lines.push(
+    `tenants       ${st.tenants.count} (${st.tenants.withPolicy} with a policy)`,
+    `workloads     ${st.workloads.count}${states === '' ? '' : ` (${states})`}`,
+    `certificates  ${st.certificates.length === 0 ? 'none (no mTLS)' : ''}`.trimEnd(),
+  );
+  for (const c of st.certificates)
+    lines.push(
+      `  ${c.holder}  ${c.spiffeId ?? '-'}  expires ${c.notAfter} (${c.secondsLeft < 0 ? `EXPIRED ${duration(c.secondsLeft)}` : `in ${duration(c.secondsLeft)}`})`,
+    );
+  const byHost = Object.entries(st.drops.byHost)
+    .map(([h, n]) => `${h} ${n}`)
+    .join(', ');
+  lines.push(`drops         ${st.drops.total}${byHost === '' ? '' : ` (${byHost})`}`);
+  return lines.join('\n');
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values: v } = parse(args, {}, 0);
+  const st = await client(v).status();
+  const certFile = operatorCertFile(v);
+  if (certFile !== null && existsSync(certFile)) {
+    const c: CertificateExpiry | null = certificateExpiry('operator', readText(certFile, 'the certificate'));
+    if (c !== null) st.certificates.push(c);
+  }
+  return out(v, st, () => statusText(st));
+}
+
+async function consoleCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub !== 'login')
+    throw new TgError('TG_ERR_USAGE', `unknown console command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+  const { values: v } = parse(args, {}, 0);
+  const r = await client(v).consoleLogin();
+  return out(v, r, () => `${r.url}\n(one use, valid until ${r.expiresAt})`);
+}
+
+/** Runs one command group: `group` is tenant, host, workload, policy, flows, keys, status or console. */
 export async function runGroup(group: string, args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(`${CONTROL_USAGE}\n`);
@@ -419,6 +504,10 @@ export async function runGroup(group: string, args: string[]): Promise<number> {
       return flows(args);
     case 'keys':
       return keys(args);
+    case 'status':
+      return status(args);
+    case 'console':
+      return consoleCommand(sub, rest);
   }
   throw new TgError('TG_ERR_USAGE', `unknown command '${group}'\n${CONTROL_USAGE}`);
 }

@@ -66,6 +66,14 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'the CNI plugin (ADD, DEL, CHECK, VERSION, STATUS, GC) and `cni install`',
     load: () => import('./cni.js'),
   },
+  status: {
+    summary: 'the installation at a glance: hosts, NICs, tenants, workloads, certificates, drops',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('status', a) })),
+  },
+  console: {
+    summary: "a one-time login link to the orchestrator's web console",
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('console', a) })),
+  },
   keys: {
     summary: "a host NIC's key inventory, metadata only (orchestrator client)",
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('keys', a) })),

@@ -49,6 +49,8 @@ export interface DemoControl {
    * are kept apart by per-tenant routing alone and nothing is enforced beyond it).
    */
   setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean>;
+  /** A one-time login link to the orchestrator's web console; absent when it serves none. */
+  consoleLogin?(): Promise<{ url: string; expiresAt: string }>;
   /** Flow records merged from the NICs (DESIGN.md section 6); null when the NICs keep none. */
   flows(): Promise<Record<string, unknown>[] | null>;
   /**

@@ -109,7 +109,8 @@ export class OrchestratorControl implements DemoControl {
         const socket = `${lab.runDir}/orchestrator${i === 0 ? '' : `-${i + 1}`}.sock`;
         const store =
           cluster === null ? ['--data-dir', dataDir] : ['--store', `etcd:${cluster.endpoints.join(',')}`];
-        const args = [BIN, 'orchestrator', ...store, '--api-socket', socket];
+        // The web console on a free loopback port (its address comes with each login link).
+        const args = [BIN, 'orchestrator', ...store, '--api-socket', socket, '--console', '127.0.0.1:0'];
         const env: NodeJS.ProcessEnv = {
           ...process.env,
           TENGUARD_LOG_LEVEL: process.env.TENGUARD_LOG_LEVEL ?? 'warn',
@@ -234,6 +235,10 @@ export class OrchestratorControl implements DemoControl {
   async setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean> {
     await this.client.setPolicy(tenant, doc);
     return true;
+  }
+
+  consoleLogin(): Promise<{ url: string; expiresAt: string }> {
+    return this.client.consoleLogin();
   }
 
   async flows(): Promise<Record<string, unknown>[] | null> {

@@ -10,6 +10,7 @@ import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest } from '../util/http-json.js';
 import { podmanStep } from './cni-step.js';
+import { consoleStep, keepUp } from './console-step.js';
 import type { DemoControl } from './control.js';
 import type { DemoReporter } from './report.js';
 import { DemoSteps } from './steps.js';
@@ -19,6 +20,8 @@ export interface DemoOptions {
   iperfSeconds: number;
   /** Plain HTTP everywhere instead of mTLS. */
   insecure?: boolean;
+  /** After the checks, keep the lab (and its web console) up until the signal aborts. */
+  keep?: boolean;
 }
 
 /** Kills the leading orchestrator replica mid-demo and checks that the other takes over. */
@@ -39,18 +42,23 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
   );
 }
 
-/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
-export const TOTAL_STEPS = 14;
+/**
+ * Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the
+ * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
+ */
+export const TOTAL_STEPS = 15;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
 
+/** `kept`: the run ended by the signal while the lab was kept up (--keep), as it should. */
 export async function runDemo(
   opts: DemoOptions,
   report: DemoReporter,
   signal: AbortSignal,
   startOrchestrator: OrchestratorStarter,
-): Promise<void> {
+): Promise<{ kept: boolean }> {
+  let kept = false;
   const { prefix } = opts;
   await clearLeftovers(prefix, report);
   let agents: LabAgents | null = null;
@@ -131,6 +139,14 @@ export async function runDemo(
     await phase('podman', () =>
       podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),
     );
+    let consoleUrl: string | null = null;
+    await phase('web console', async () => {
+      consoleUrl = await consoleStep(control!, report);
+    });
+    if (opts.keep === true && consoleUrl !== null && !signal.aborted) {
+      await keepUp(control, consoleUrl, report, signal);
+      kept = true;
+    }
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
       ours = false;
@@ -146,6 +162,7 @@ export async function runDemo(
     if (ours) await tearDown(prefix, report, { agents, control, steps, pids, ca });
     report.figure('total_ms', Math.round(performance.now() - t0));
   }
+  return { kept };
 }
 
 async function tearDown(

@@ -48,6 +48,7 @@ export interface RawUdp extends RawIo {
   bufferSizes(): { rcvBuf: number; sndBuf: number };
   segmentation(enable?: boolean): boolean;
   receiveOffload(enable?: boolean): boolean;
+  receiveMaxAge(ms?: number): number;
 }
 
 export interface RawAead {

@@ -557,6 +557,8 @@ export class NicAgent {
           session: this.engine.sessionInfo(r.peerId).hasCurrent,
           lastHandshake:
             info.lastHandshakeWallMs > 0 ? new Date(info.lastHandshakeWallMs).toISOString() : null,
+          rxBytes: info.rxBytes,
+          txBytes: info.txBytes,
         };
       }),
     }));

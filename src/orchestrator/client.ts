@@ -1,6 +1,6 @@
 // A typed client of the orchestrator's API (CLI, demo, tests). Errors come back as TgError
 // with the orchestrator's code and message.
-import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
+import { type ApiEndpoint, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
 import type {
   CreateTenant,
   CreateWorkload,
@@ -10,6 +10,8 @@ import type {
   TenantRecord,
   WorkloadRecord,
 } from './model.js';
+import type { InstallationStatus, Topology } from './observe.js';
+import type { PolicyTestReport } from './orchestrator.js';
 import type { ReconcileReport } from './reconcile.js';
 
 export const DEFAULT_ORCHESTRATOR_SOCKET = '/run/tenguard/orchestrator.sock';
@@ -37,6 +39,12 @@ export class OrchestratorClient {
 
   openapi(): Promise<Record<string, unknown>> {
     return this.call('GET', '/openapi.json');
+  }
+
+  /** Prometheus text. */
+  async metrics(): Promise<string> {
+    const r = await apiRequest(this.endpoint, 'GET', '/metrics', undefined, { timeoutMs: this.timeoutMs });
+    return r.raw;
   }
 
   // tenants
@@ -93,6 +101,21 @@ export class OrchestratorClient {
   }
   getPolicy(tenant: string): Promise<PolicyRecord> {
     return this.call('GET', `/v1/tenants/${seg(tenant)}/policy`);
+  }
+  testPolicy(tenant: string, document: unknown): Promise<PolicyTestReport> {
+    return this.call('POST', `/v1/tenants/${seg(tenant)}/policy/test`, document);
+  }
+
+  // the operator's view
+  status(): Promise<InstallationStatus> {
+    return this.call('GET', '/v1/status');
+  }
+  topology(): Promise<Topology> {
+    return this.call('GET', '/v1/topology');
+  }
+  /** A one-time login link to the web console (served only when the orchestrator runs it). */
+  consoleLogin(): Promise<{ url: string; expiresAt: string }> {
+    return this.call('POST', '/v1/console/login');
   }
 
   // observation

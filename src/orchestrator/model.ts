@@ -124,3 +124,23 @@ export interface AllocationRecord {
 export function workloadNetns(host: HostRecord, workload: string): string {
   return `${host.netnsPrefix}${workload}`;
 }
+
+/**
+ * Whether a create request asks for what an existing workload of that name is: the same
+ * tenant, host, labels, namespace owner and interface. A retried create (its first answer
+ * lost) is answered with the workload instead of a conflict; any difference is a conflict.
+ */
+export function sameCreateSpec(req: CreateWorkload, w: WorkloadRecord): boolean {
+  const labels = req.labels ?? {};
+  const keys = Object.keys(labels);
+  return (
+    req.tenant === w.tenant &&
+    req.host === w.host &&
+    keys.length === Object.keys(w.labels).length &&
+    keys.every((k) => w.labels[k] === labels[k]) &&
+    (req.netns === undefined
+      ? w.netnsOwner !== 'runtime'
+      : w.netnsOwner === 'runtime' && w.netns === req.netns) &&
+    (req.ifname ?? 'tg0') === (w.ifname ?? 'tg0')
+  );
+}

@@ -701,7 +701,7 @@ export class Engine {
       return;
     }
     if (kp === null || !kp.canSend(now)) {
-      if (!peer.stage(Buffer.from(buf.subarray(off, off + len)))) this.counters.dropped.stagedOverflow++;
+      if (!peer.stage(Buffer.from(buf.subarray(off, off + len)), now)) this.counters.dropped.stagedOverflow++;
       this.sendHandshakeInitiation(peer, false, now);
       return;
     }
@@ -1338,13 +1338,16 @@ export class Engine {
 
   /** Stages a keepalive unless packets are already staged, then sends what is staged. */
   private sendKeepalive(peer: Peer, now: number): void {
-    if (peer.staged.length === 0) peer.stage(EMPTY);
+    this.counters.dropped.stagedStale += peer.dropStaleStaged(now);
+    if (peer.staged.length === 0) peer.stage(EMPTY, now);
     this.sendStaged(peer, now);
   }
 
   /** Sends staged packets under the current keypair, or asks for a handshake when there is none. */
   private sendStaged(peer: Peer, now: number): void {
     if (peer.staged.length === 0 || peer.removed) return;
+    this.counters.dropped.stagedStale += peer.dropStaleStaged(now);
+    if (peer.staged.length === 0) return;
     const kp = peer.keypairs.current;
     if (kp === null || !kp.canSend(now)) {
       this.sendHandshakeInitiation(peer, false, now);
@@ -1374,7 +1377,7 @@ export class Engine {
         this.counters.keepalivesSent++;
       }
     }
-    peer.staged.splice(0, sent);
+    peer.shiftStaged(sent);
     this.afterSent(peer, dataSent, now);
   }
 
