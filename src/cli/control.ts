@@ -195,7 +195,7 @@ function workloadText(w: WorkloadRecord): string {
     `workload ${w.name}`,
     `  tenant   ${w.tenant}`,
     `  host     ${w.host}${w.migratingTo ? ` (migrating to ${w.migratingTo})` : ''}`,
-    `  address  ${w.address}`,
+    `  address  ${w.address}${w.address6 !== undefined ? `, ${w.address6}` : ''}`,
     `  netns    ${w.netns}`,
     `  labels   ${labelsText(w.labels) || '-'}`,
     `  state    ${w.state}`,
@@ -209,13 +209,16 @@ async function tenant(sub: string | undefined, args: string[]): Promise<number> 
     case 'create': {
       const { values: v, positionals: p } = parse(args, { pool: { type: 'string' } }, 1);
       const t = await client(v).createTenant({ name: p[0], pool: required(v, 'pool') });
-      return out(v, t, () => `tenant ${t.name} created, pool ${t.pool}`);
+      return out(v, t, () => `tenant ${t.name} created, pool ${t.pool}, IPv6 prefix ${t.pool6 ?? '-'}`);
     }
     case 'list': {
       const { values: v } = parse(args, {}, 0);
       const ts = await client(v).listTenants();
       return out(v, { tenants: ts }, () =>
-        table([['TENANT', 'POOL', 'CREATED'], ...ts.map((t) => [t.name, t.pool, t.createdAt])]),
+        table([
+          ['TENANT', 'POOL', 'POOL6', 'CREATED'],
+          ...ts.map((t) => [t.name, t.pool, t.pool6 ?? '-', t.createdAt]),
+        ]),
       );
     }
     case 'show': {
@@ -225,7 +228,7 @@ async function tenant(sub: string | undefined, args: string[]): Promise<number> 
         v,
         t,
         () =>
-          `tenant ${t.name}\n  pool       ${t.pool}\n  workloads  ${t.workloads}\n  allocated  ${t.allocated}`,
+          `tenant ${t.name}\n  pool       ${t.pool}\n  pool6      ${t.pool6 ?? '-'}\n  workloads  ${t.workloads}\n  allocated  ${t.allocated}`,
       );
     }
     case 'delete': {
@@ -318,8 +321,16 @@ async function workload(sub: string | undefined, args: string[]): Promise<number
       const ws = await client(v).listWorkloads();
       return out(v, { workloads: ws }, () =>
         table([
-          ['WORKLOAD', 'TENANT', 'HOST', 'ADDRESS', 'STATE', 'LABELS'],
-          ...ws.map((w) => [w.name, w.tenant, w.host, w.address, w.state, labelsText(w.labels)]),
+          ['WORKLOAD', 'TENANT', 'HOST', 'ADDRESS', 'ADDRESS6', 'STATE', 'LABELS'],
+          ...ws.map((w) => [
+            w.name,
+            w.tenant,
+            w.host,
+            w.address,
+            w.address6 ?? '-',
+            w.state,
+            labelsText(w.labels),
+          ]),
         ]),
       );
     }

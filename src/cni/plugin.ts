@@ -152,8 +152,13 @@ function result(cfg: CniConfig, call: Call, w: WorkloadRecord): Record<string, u
     // A TUN has no MAC; the zero MAC is given because podman 4.3 refuses a result without one
     // ("invalid MAC address") although the spec makes `mac` optional.
     interfaces: [{ name: call.ifname, mac: '00:00:00:00:00:00', sandbox: call.netnsPath }],
-    ips: [{ ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 }],
-    routes: [{ dst: '0.0.0.0/0' }],
+    ips: [
+      { ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 },
+      ...(w.address6 !== undefined
+        ? [{ ...(v0 ? { version: '6' } : {}), address: `${w.address6}/128`, interface: 0 }]
+        : []),
+    ],
+    routes: [{ dst: '0.0.0.0/0' }, ...(w.address6 !== undefined ? [{ dst: '::/0' }] : [])],
     dns: {},
   };
 }
@@ -226,6 +231,15 @@ async function check(cfg: CniConfig, call: Call, client: OrchestratorClient): Pr
     );
   if (!link.stdout.includes(` ${w.address}/32 `))
     throw new CniError(100, `CHECK: ${call.ifname} in '${call.netns}' does not have ${w.address}/32`);
+  if (w.address6 !== undefined) {
+    if (cfg.prevResult !== undefined && !ips.some((i) => i.address === `${w.address6}/128`))
+      throw new CniError(100, `CHECK: prevResult does not list ${w.address6}/128`);
+    const link6 = await run('ip', ['-n', call.netns, '-o', '-6', 'addr', 'show', 'dev', call.ifname], {
+      timeoutMs: 10_000,
+    });
+    if (!link6.stdout.includes(` ${w.address6}/128 `))
+      throw new CniError(100, `CHECK: ${call.ifname} in '${call.netns}' does not have ${w.address6}/128`);
+  }
   const inv = await client.keys(cfg.host).catch((err) => {
     throw fromOrchestrator(err, `CHECK of ${name}`);
   });

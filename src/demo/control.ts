@@ -9,6 +9,8 @@ export interface DemoWorkload {
   tenant: string;
   host: string;
   address: string;
+  /** Its IPv6 address from the tenant's ULA prefix (dual stack). */
+  address6?: string;
   /** The workload's network namespace. */
   netns: string;
   /** Milliseconds per step of its last spin-up or migration, as the control plane measured them. */

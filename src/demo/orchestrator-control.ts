@@ -35,6 +35,7 @@ function toDemo(w: WorkloadRecord): DemoWorkload {
     tenant: w.tenant,
     host: w.host,
     address: w.address,
+    ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
     netns: w.netns,
     timings: w.timings,
   };

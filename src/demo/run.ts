@@ -43,10 +43,10 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the ten steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 15;
+export const TOTAL_STEPS = 16;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -128,6 +128,7 @@ export async function runDemo(
       }
     };
     await phase('same-tenant traffic', () => s.sameTenant());
+    await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());

@@ -64,6 +64,11 @@ export interface LabAgentsOptions {
   nicNodeArgs?: string[];
   /** Restart a vSwitch daemon that exits unasked (default true). */
   superviseVswitchd?: boolean;
+  /**
+   * The family of the fabric's (outer) addresses the NICs reach each other at: 4 (default,
+   * 198.18.0.0/24) or 6 (the lab's ULA fabric fd00:198:18::/64; plan.ts).
+   */
+  fabricFamily?: 4 | 6;
 }
 
 export class LabAgents {
@@ -138,7 +143,7 @@ export class LabAgents {
       '--host-address',
       h.pcie.nicV4,
       '--fabric-address',
-      h.fabric.nicV4,
+      this.opts.fabricFamily === 6 ? h.fabric.nicV6 : h.fabric.nicV4,
       ...this.linkMtuArgs(),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;

@@ -8,7 +8,7 @@
 //   GET    /v1/identity                    identity key, signed seal key, on-host key, endpoints
 //   GET    /v1/keys                        key inventory (metadata only)
 //   GET    /v1/workloads                   registered workloads (no secrets)
-//   POST   /v1/workloads                   register {tenant, workload, address, vswitchPublicKey, labels?}
+//   POST   /v1/workloads                   register {tenant, workload, address, address6?, vswitchPublicKey, labels?}
 //                                          -> 201 {nicPublicKey, sealedPsk, nicEndpoint, ...}
 //                                          (the PSK sealed to vswitchPublicKey: psk-box.ts)
 //   DELETE /v1/workloads/:workload         remove (keys wiped, session ends at once)
@@ -16,7 +16,7 @@
 //   GET    /v1/tenants                     tenants, their off-host public keys and peers
 //   GET    /v1/tenants/:tenant/key         the tenant's off-host public key, signed
 //   PUT    /v1/tenants/:tenant/peers       {peers: [...]}: the tenant's remote NICs (signatures
-//                                          verified); peers[].workloads[] carry {workload, address, labels?}
+//                                          verified); peers[].workloads[] carry {workload, address, address6?, labels?}
 //   PUT    /v1/tenants/:tenant/grants      {workloads: [...]}: other tenants' workloads (below)
 //   GET    /v1/tenants/:tenant/grants      the list in force, each with `routed`
 //   PUT    /v1/policy/:tenant              a policy document (src/policy/model.ts) -> 200

@@ -72,6 +72,7 @@ export class NicClient {
     tenant: string;
     workload: string;
     address: string;
+    address6?: string;
     vswitchPublicKey: string;
     labels?: Labels;
   }): Promise<WorkloadCrypto> {

@@ -76,6 +76,8 @@ export interface ImportedWorkload {
   tenant: string;
   workload: string;
   address: HostAddress;
+  /** The workload's IPv6 address beside an IPv4 `address` (dual stack). */
+  address6?: HostAddress;
   /** On this NIC's host (then peerId is its vSwitch session). */
   local: boolean;
   /** Engine peer id: the workload's vSwitch, or the off-host session that carries the grant. */
@@ -126,7 +128,24 @@ class Destination {
     /** Engine peer id: the workload's vSwitch (local) or the remote NIC's off-host peer. */
     readonly peerId: number,
     readonly address: HostAddress,
+    /** The IPv6 address of a dual-stack workload, routed like `address`. */
+    readonly address6: HostAddress | null = null,
   ) {}
+
+  /** Whether `a` is one of this destination's addresses. */
+  has(a: HostAddress): boolean {
+    return sameAddress(this.address, a) || (this.address6 !== null && sameAddress(this.address6, a));
+  }
+
+  /** Installs this destination's host prefixes in `routes`. */
+  route(routes: AllowedIps<Destination>): void {
+    routes.insert(hostPrefix(this.address), this);
+    if (this.address6 !== null) routes.insert(hostPrefix(this.address6), this);
+  }
+}
+
+function sameAddress(a: HostAddress, b: HostAddress): boolean {
+  return Buffer.from(a.bytes).equals(Buffer.from(b.bytes));
 }
 
 class TenantTable {
@@ -383,8 +402,8 @@ export class Forwarder {
         own !== undefined && own.ref.local === w.local
           ? own.ref
           : Object.freeze({ tenant: w.tenant, workload: w.workload, local: w.local });
-      const d = new Destination(ref, w.peerId, w.address);
-      t.routes.insert(hostPrefix(w.address), d);
+      const d = new Destination(ref, w.peerId, w.address, w.address6 ?? null);
+      d.route(t.routes);
       t.imports.push(d);
     }
   }
@@ -412,9 +431,17 @@ export class Forwarder {
   }
 
   /** The workload (local or remote) of this tenant with this name, if any. */
-  workloadOf(tenant: string, workload: string): { local: boolean; address: string } | undefined {
+  workloadOf(
+    tenant: string,
+    workload: string,
+  ): { local: boolean; address: string; address6?: string } | undefined {
     const d = this.tenants.get(tenant)?.byName.get(workload);
-    return d === undefined ? undefined : { local: d.ref.local, address: d.address.text };
+    if (d === undefined) return undefined;
+    return {
+      local: d.ref.local,
+      address: d.address.text,
+      ...(d.address6 !== null ? { address6: d.address6.text } : {}),
+    };
   }
 
   /** The workload of this tenant that has this address, if any. */
@@ -422,20 +449,28 @@ export class Forwarder {
     const t = this.tenants.get(tenant);
     if (t === undefined) return undefined;
     for (const d of t.byName.values())
-      if (Buffer.from(d.address.bytes).equals(Buffer.from(address.bytes)))
-        return { workload: d.ref.workload, local: d.ref.local };
+      if (d.has(address)) return { workload: d.ref.workload, local: d.ref.local };
     return undefined;
   }
 
-  /** A local workload: its vSwitch session `peerId` carries packets from and to `address`. */
-  addLocalWorkload(tenant: string, workload: string, peerId: number, address: HostAddress): void {
+  /**
+   * A local workload: its vSwitch session `peerId` carries packets from and to `address` (and
+   * `address6`, the IPv6 address of a dual-stack workload).
+   */
+  addLocalWorkload(
+    tenant: string,
+    workload: string,
+    peerId: number,
+    address: HostAddress,
+    address6: HostAddress | null = null,
+  ): void {
     const t = this.tableOrThrow(tenant);
     if (t.byName.has(workload))
       throw new TgError('TG_ERR_CONFLICT', `workload '${workload}' exists in '${tenant}'`);
     if (this.sources.has(peerId)) throw new TgError('TG_ERR_CONFLICT', `session ${peerId} is in use`);
     const ref: WorkloadRef = Object.freeze({ tenant, workload, local: true });
-    const d = new Destination(ref, peerId, address);
-    t.routes.insert(hostPrefix(address), d);
+    const d = new Destination(ref, peerId, address, address6);
+    d.route(t.routes);
     t.byName.set(workload, d);
     this.sources.set(peerId, new Source(t, ref, peerId));
   }
@@ -456,15 +491,15 @@ export class Forwarder {
   setRemoteNic(
     tenant: string,
     peerId: number,
-    workloads: readonly { workload: string; address: HostAddress }[],
+    workloads: readonly { workload: string; address: HostAddress; address6?: HostAddress }[],
   ): void {
     const t = this.tableOrThrow(tenant);
     this.removeRemoteNic(tenant, peerId);
     this.sources.set(peerId, new Source(t, null, peerId));
     for (const w of workloads) {
       const ref: WorkloadRef = Object.freeze({ tenant, workload: w.workload, local: false });
-      const d = new Destination(ref, peerId, w.address);
-      t.routes.insert(hostPrefix(w.address), d);
+      const d = new Destination(ref, peerId, w.address, w.address6 ?? null);
+      d.route(t.routes);
       t.byName.set(w.workload, d);
     }
   }

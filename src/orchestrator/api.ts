@@ -198,7 +198,8 @@ export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []
       method: 'POST',
       path: '/v1/tenants',
       operationId: 'createTenant',
-      summary: 'Create a tenant with its IPv4 address pool inside 100.64.0.0/10',
+      summary:
+        'Create a tenant with its IPv4 address pool inside 100.64.0.0/10 (its IPv6 ULA /64 is derived from it)',
       body: createTenantSchema,
       example: { name: 'acme', pool: '100.64.1.0/24' },
       status: 201,

@@ -38,6 +38,8 @@ import type { OrchestratorService } from './service.js';
 export interface Registration {
   tenant: string;
   address: string;
+  /** The IPv6 address of a dual-stack workload. */
+  address6?: string;
   vswitchPublicKey: string;
 }
 
@@ -165,6 +167,7 @@ export class Lifecycle {
       v.registrations.set(String(x.workload), {
         tenant: String(x.tenant),
         address: String(x.address),
+        ...(typeof x.address6 === 'string' ? { address6: x.address6 } : {}),
         vswitchPublicKey: String(x.vswitchPublicKey),
       });
     v.registrationsKnown = true;
@@ -244,7 +247,7 @@ export class Lifecycle {
     if (created) undo.push({ step: 'namespace', fn: () => this.removeNamespace(w, netns) });
     at('vswitch-create');
     const inst = await this.timed(timings, 'vswitchCreate', () =>
-      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname),
+      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6),
     );
     undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
     if (beforeRegister !== undefined) {
@@ -284,15 +287,25 @@ export class Lifecycle {
     await this.service.forgetNamespace(netns);
   }
 
-  /** A running instance for the workload in `netns` with `address`; restarts or replaces others. */
+  /**
+   * A running instance for the workload in `netns` with `address` (and `address6`, dual
+   * stack); restarts or replaces others.
+   */
   async ensureInstance(
     vswitch: VSwitchClient,
     workload: string,
     netns: string,
     address: string,
     netnsIfname?: string,
+    address6?: string,
   ): Promise<{ publicKey: string; restarted: boolean }> {
-    const req = { workload, netns, address, ...(netnsIfname !== undefined ? { netnsIfname } : {}) };
+    const req = {
+      workload,
+      netns,
+      address,
+      ...(address6 !== undefined ? { address6 } : {}),
+      ...(netnsIfname !== undefined ? { netnsIfname } : {}),
+    };
     try {
       const c = await vswitch.create(req);
       return { publicKey: c.publicKey, restarted: true };
@@ -300,7 +313,7 @@ export class Lifecycle {
       if (codeOf(err) !== 'TG_ERR_CONFLICT') throw err;
       const info = await vswitch.get(workload).catch(() => undefined);
       if (info === undefined) throw err;
-      if (info.netns === netns && info.address === address) {
+      if (info.netns === netns && info.address === address && info.address6 === address6) {
         if (info.state === 'created' || info.state === 'configured')
           return { publicKey: info.publicKey, restarted: false };
         const r = await vswitch.restart(workload);
@@ -331,6 +344,7 @@ export class Lifecycle {
       tenant: w.tenant,
       workload: w.name,
       address: w.address,
+      ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
       vswitchPublicKey,
       ...(labels !== undefined ? { labels } : {}),
     };
@@ -345,7 +359,8 @@ export class Lifecycle {
       if (
         there.vswitchPublicKey === vswitchPublicKey &&
         there.tenant === w.tenant &&
-        there.address === w.address
+        there.address === w.address &&
+        there.address6 === w.address6
       ) {
         const id = await nic.identity();
         const { sealedPsk } = await nic.rotatePsk(w.name);
@@ -355,7 +370,12 @@ export class Lifecycle {
         crypto = await reg();
       }
     }
-    v.registrations.set(w.name, { tenant: w.tenant, address: w.address, vswitchPublicKey });
+    v.registrations.set(w.name, {
+      tenant: w.tenant,
+      address: w.address,
+      ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
+      vswitchPublicKey,
+    });
     return {
       nicPublicKey: crypto.nicPublicKey,
       sealedPsk: crypto.sealedPsk,
@@ -589,9 +609,10 @@ export class Lifecycle {
           })
           .map(([name, r]) => {
             const wl = records.get(name)?.labels;
+            const a6 = r.address6 !== undefined ? { address6: r.address6 } : {};
             return labels && wl !== undefined && Object.keys(wl).length > 0
-              ? { workload: name, address: r.address, labels: wl }
-              : { workload: name, address: r.address };
+              ? { workload: name, address: r.address, ...a6, labels: wl }
+              : { workload: name, address: r.address, ...a6 };
           })
           .sort((a, b) => (a.workload < b.workload ? -1 : 1));
         return {
@@ -664,6 +685,7 @@ export class Lifecycle {
           tenant: r.tenant,
           workload: name,
           address: r.address,
+          ...(r.address6 !== undefined ? { address6: r.address6 } : {}),
           labels: rec?.labels ?? {},
           host: h.name,
         });
@@ -818,14 +840,14 @@ export function peersDigest(
   peers: readonly {
     publicKey: string;
     endpoint: string;
-    workloads: readonly { workload: string; address: string }[];
+    workloads: readonly { workload: string; address: string; address6?: string }[];
   }[],
 ): string {
   return peers
     .map(
       (p) =>
         `${p.publicKey}@${p.endpoint}:${p.workloads
-          .map((w) => `${w.workload}=${w.address}`)
+          .map((w) => `${w.workload}=${w.address}${w.address6 !== undefined ? `,${w.address6}` : ''}`)
           .sort()
           .join(',')}`,
     )

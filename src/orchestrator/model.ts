@@ -60,6 +60,8 @@ export interface TenantRecord {
   name: string;
   /** Canonical CIDR inside 100.64.0.0/10. */
   pool: string;
+  /** The tenant's IPv6 ULA prefix, derived from `pool` (pool.ts: pool6Of); the service fills it in for records stored before dual stack. */
+  pool6?: string;
   createdAt: string;
 }
 
@@ -81,7 +83,10 @@ export interface WorkloadRecord {
   name: string;
   tenant: string;
   host: string;
+  /** IPv4 address from the tenant's pool. */
   address: string;
+  /** IPv6 address from the tenant's ULA prefix (pool.ts: address6Of); absent on records made before dual stack. */
+  address6?: string;
   netns: string;
   labels: Record<string, string>;
   state: WorkloadState;

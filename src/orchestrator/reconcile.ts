@@ -39,7 +39,11 @@ interface HostActual {
   tenants: {
     tenant: string;
     publicKey: string;
-    peers: { publicKey: string; endpoint: string; workloads: { workload: string; address: string }[] }[];
+    peers: {
+      publicKey: string;
+      endpoint: string;
+      workloads: { workload: string; address: string; address6?: string }[];
+    }[];
   }[];
 }
 
@@ -210,9 +214,17 @@ export class Reconciler {
       instance === undefined ||
       instance.netns !== w.netns ||
       instance.address !== w.address ||
+      instance.address6 !== w.address6 ||
       (instance.state !== 'created' && instance.state !== 'configured')
     ) {
-      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address, w.ifname);
+      const r = await this.lifecycle.ensureInstance(
+        vswitch,
+        w.name,
+        w.netns,
+        w.address,
+        w.ifname,
+        w.address6,
+      );
       publicKey = r.publicKey;
       did.push(instance?.state === 'crashed' ? 'vswitch-restart' : 'vswitch-create');
     } else {
@@ -226,7 +238,10 @@ export class Reconciler {
     const reg = view.registrations.get(w.name);
     if (
       reg !== undefined &&
-      (reg.vswitchPublicKey !== publicKey || reg.tenant !== w.tenant || reg.address !== w.address)
+      (reg.vswitchPublicKey !== publicKey ||
+        reg.tenant !== w.tenant ||
+        reg.address !== w.address ||
+        reg.address6 !== w.address6)
     ) {
       await this.lifecycle.unregister(h, w.name);
       did.push('nic-remove');

@@ -21,17 +21,22 @@ import {
   type WorkloadRecord,
   workloadNetns,
 } from './model.js';
-import { lowestFree, overlaps, parseIpv4Cidr, parsePool } from './pool.js';
+import { address6Of, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
 import type { Store, StoreTx, StoreView } from './store.js';
 
 function name(value: unknown, what: string): string {
   return parseBody(nameSchema, value, what);
 }
 
+/** A tenant record with its IPv6 prefix (derived for records stored before dual stack). */
+function withPool6(t: TenantRecord): TenantRecord {
+  return t.pool6 !== undefined ? t : { ...t, pool6: pool6Of(parsePool(t.pool)) };
+}
+
 function tenantOf(v: StoreView, tenant: string): TenantRecord {
   const t = v.get('tenant', tenant);
   if (t === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no tenant '${tenant}'`);
-  return t.value;
+  return withPool6(t.value);
 }
 
 function hostOf(v: StoreView, host: string): HostRecord {
@@ -76,14 +81,19 @@ export class OrchestratorService {
             `pool ${pool.text} overlaps pool ${o.text} of tenant '${other.value.name}'`,
           );
       }
-      const t: TenantRecord = { name: req.name, pool: pool.text, createdAt: this.now().toISOString() };
+      const t: TenantRecord = {
+        name: req.name,
+        pool: pool.text,
+        pool6: pool6Of(pool),
+        createdAt: this.now().toISOString(),
+      };
       tx.put('tenant', t.name, t, 'absent');
       return t;
     });
   }
 
   listTenants(): Promise<TenantRecord[]> {
-    return this.store.view((v) => v.list('tenant').map((e) => e.value));
+    return this.store.view((v) => v.list('tenant').map((e) => withPool6(e.value)));
   }
 
   async getTenant(tenant: unknown): Promise<TenantRecord & { workloads: number; allocated: number }> {
@@ -214,6 +224,7 @@ export class OrchestratorService {
         tenant: tenant.name,
         host: host.name,
         address,
+        address6: address6Of(tenant.pool6 ?? pool6Of(parsePool(tenant.pool)), address),
         netns,
         labels: req.labels ?? {},
         state: 'creating',

@@ -48,6 +48,8 @@ export interface Plumbing {
   /** 'a.b.c.d/32' or 'x::y/128'. */
   addressCidr: string;
   family: 4 | 6;
+  /** A dual-stack workload's IPv6 address beside an IPv4 `addressCidr`: 'x::y/128'. */
+  address6Cidr?: string;
   routes: string[];
   mtu: number;
 }
@@ -178,6 +180,7 @@ export class ProcessPlatform implements VSwitchPlatform {
     const lines = [
       `link set dev ${p.ifname} name ${dev}`,
       `addr add ${p.addressCidr} dev ${dev}${p.family === 6 ? ' nodad' : ''}`,
+      ...(p.address6Cidr !== undefined ? [`addr add ${p.address6Cidr} dev ${dev} nodad`] : []),
       `link set dev ${dev} mtu ${p.mtu} up`,
       ...p.routes.map((r) => `route replace ${r} dev ${dev}`),
     ];

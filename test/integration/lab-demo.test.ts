@@ -80,10 +80,16 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'tenant ').length, 2);
   assert.equal(names(report, 'policy of ').length, 2);
   assert.equal(
-    report.checks.filter((c) => / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked'))
-      .length,
+    report.checks.filter(
+      (c) =>
+        / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked') && !c.name.startsWith('IPv6'),
+    ).length,
     4,
   );
+  // Dual stack: both addresses everywhere, IPv6 across hosts (ping6 + TCP), another tenant blocked.
+  assert.equal(names(report, "every workload has an IPv6 address from its tenant's ULA prefix").length, 1);
+  assert.equal(names(report, 'IPv6 cross host: acme-web (h1) -> acme-db (h2) fd64:6440:100::').length, 1);
+  assert.equal(names(report, 'IPv6 cross tenant: acme-web (acme) -> blue-db (blue)').length, 1);
   assert.equal(
     report.checks.filter((c) => c.name.endsWith(' blocked') && !c.name.startsWith('pods-')).length,
     3,
@@ -142,6 +148,8 @@ function assertFullRun(report: Report): void {
     'spinup_ms_median',
     'first_packet_ms_median',
     'migration_gap_ms',
+    'ipv6_rtt_ms',
+    'ipv6_tcp_echo_ms',
     'migration_lost_packets',
     'migration_ms',
     'spindown_ms',
@@ -170,8 +178,8 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.deepEqual(report.notShown, []);
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
-  assert.match(r.stderr, /\[1\/15\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[15\/15\] teardown/);
+  assert.match(r.stderr, /\[1\/16\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[16\/16\] teardown/);
   assert.match(
     r.stderr,
     /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(served while the lab was up; `tenguard demo --keep` keeps it up to look around\)\n$/,
