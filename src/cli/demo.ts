@@ -11,6 +11,7 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure] [--keep]
+                     [--store sqlite|etcd]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
@@ -24,6 +25,10 @@ const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [-
                       default the lab gets its own CA and every service a SPIFFE identity)
   --keep              after the checks, keep the lab up and print the web console's address
                       with a one-time login link; Ctrl-C then removes everything
+  --store etcd        the orchestrator on a 3-member etcd cluster (loopback ports, data in the
+                      lab's run directory) as 2 replicas; after the migration the leading one
+                      is killed and the demo checks that the other takes over (default sqlite:
+                      one orchestrator on SQLite)
   --json              print one JSON object {control, policy, security, checks, figures, pids,
                       notShown, console}; progress goes to stderr`;
 
@@ -33,6 +38,7 @@ interface Options {
   iperfSeconds: number;
   insecure: boolean;
   keep: boolean;
+  store: 'sqlite' | 'etcd';
   help: boolean;
 }
 
@@ -47,6 +53,7 @@ function parse(args: string[]): Options {
         'iperf-seconds': { type: 'string' },
         insecure: { type: 'boolean' },
         keep: { type: 'boolean' },
+        store: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -61,8 +68,12 @@ function parse(args: string[]): Options {
       'TG_ERR_INVALID_ARGUMENT',
       `--iperf-seconds ${JSON.stringify(secondsText)} must be 0..30`,
     );
+  const store = (values.store as string | undefined) ?? 'sqlite';
+  if (store !== 'sqlite' && store !== 'etcd')
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--store ${JSON.stringify(store)} must be sqlite or etcd`);
   return {
     json: values.json === true,
+    store,
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
     insecure: values.insecure === true,
@@ -94,7 +105,9 @@ export async function run(args: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   let kept = false;
   try {
-    ({ kept } = await runDemo(opts, report, ac.signal, startOrchestratorControl));
+    ({ kept } = await runDemo(opts, report, ac.signal, (lab, agents) =>
+      startOrchestratorControl(lab, agents, { store: opts.store }),
+    ));
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

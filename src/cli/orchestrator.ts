@@ -193,6 +193,7 @@ export async function run(args: string[]): Promise<number> {
     spec.kind === 'etcd'
       ? new Replica(store.campaign(socket, leaseMs), {
           address: socket,
+          probe: () => store.revision(),
           endpointOf:
             mtls === undefined || td === undefined
               ? undefined

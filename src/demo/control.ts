@@ -17,6 +17,17 @@ export interface DemoWorkload {
   timings: Record<string, number>;
 }
 
+/** What killing the leading orchestrator replica showed. */
+export interface DemoTakeover {
+  killedPid: number;
+  leaderPid: number;
+  /** From the SIGKILL until another replica answered as leader. */
+  takeoverMs: number;
+  /** Workloads (name@host) before and after. */
+  workloadsBefore: string[];
+  workloadsAfter: string[];
+}
+
 export interface DemoControl {
   /** One line saying what drives the NICs and vSwitches (shown in the report). */
   describe(): string;
@@ -51,6 +62,11 @@ export interface DemoControl {
   consoleLogin?(): Promise<{ url: string; expiresAt: string }>;
   /** Flow records merged from the NICs (DESIGN.md section 6); null when the NICs keep none. */
   flows(): Promise<Record<string, unknown>[] | null>;
+  /**
+   * Kills the leading replica and waits for another to lead (present only when the control
+   * plane has several replicas).
+   */
+  readonly takeover?: () => Promise<DemoTakeover>;
   /** Ends what this control plane started. Idempotent. */
   close(): Promise<void>;
 }

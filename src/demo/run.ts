@@ -24,6 +24,24 @@ export interface DemoOptions {
   keep?: boolean;
 }
 
+/** Kills the leading orchestrator replica mid-demo and checks that the other takes over. */
+async function leaderTakeover(control: DemoControl, report: DemoReporter): Promise<void> {
+  if (control.takeover === undefined) return;
+  report.say('      the leading orchestrator replica is killed (SIGKILL); the other one must take over');
+  const t = await control.takeover();
+  report.figure('leader_takeover_ms', t.takeoverMs);
+  report.check(
+    'leader takeover: another orchestrator replica leads within 3 s of the leader being killed',
+    t.takeoverMs <= 3000,
+    `pid ${t.killedPid} killed; pid ${t.leaderPid} leads after ${t.takeoverMs} ms`,
+  );
+  report.check(
+    'leader takeover: the new leader serves the same workloads',
+    JSON.stringify(t.workloadsBefore) === JSON.stringify(t.workloadsAfter),
+    `${t.workloadsAfter.length} workloads: ${t.workloadsAfter.join(', ')}`,
+  );
+}
+
 /**
  * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
@@ -118,6 +136,7 @@ export async function runDemo(
     await phase('throughput', () => s.throughput());
     await phase('migration', () => s.migrate());
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
+    await phase('leader takeover', () => leaderTakeover(control!, report));
     await phase('spin-down', () => s.spinDown());
     await phase('podman', () =>
       podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),
