@@ -6,6 +6,7 @@
         "native/addon.c",
         "native/aead.c",
         "native/coalesce.c",
+        "native/crypto_pool.c",
         "native/endpoint.c",
         "native/io.c",
         "native/process.c",

@@ -5,6 +5,7 @@
 
 static napi_value init(napi_env env, napi_value exports) {
   if (tg_init_tun(env, exports) == NULL || tg_init_udp(env, exports) == NULL || tg_init_aead(env, exports) == NULL ||
+      tg_init_crypto_pool(env, exports) == NULL ||
       tg_init_process(env, exports) == NULL || tg_init_slab(env, exports) == NULL ||
       tg_init_secret(env, exports) == NULL)
     return NULL;

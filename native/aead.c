@@ -8,7 +8,8 @@
  * One EVP_CIPHER_CTX per Aead object, reused for every packet: per packet only the key
  * (when it differs from the previous packet's) and the nonce are set, so there is no
  * allocation on the hot path. The context holds the last key used until the next batch
- * or close(); EVP_CIPHER_CTX_free wipes it. */
+ * or close(); EVP_CIPHER_CTX_free wipes it. A large batch is split across the crypto pool's
+ * threads (crypto_pool.c), each with a context of its own; small ones run inline. */
 #include <errno.h>
 #include <limits.h>
 #include <openssl/err.h>
@@ -136,6 +137,57 @@ static bool start_packet(EVP_CIPHER_CTX *ctx, const uint8_t *key, const uint8_t 
   return EVP_CipherInit_ex(ctx, NULL, NULL, k, nonce, enc) == 1;
 }
 
+/* One batch as the range functions see it (the pool hands out [from, to) ranges of it). */
+typedef struct batch_job {
+  uint8_t *buf;
+  const uint32_t *offsets;
+  const uint32_t *lengths; /* plaintext lengths to seal, whole message lengths to open */
+  const uint8_t *const *keys;
+  uint8_t *ok; /* open only */
+} batch_job;
+
+static bool seal_range(EVP_CIPHER_CTX *ctx, const void *arg, uint32_t from, uint32_t to) {
+  const batch_job *j = arg;
+  const uint8_t *last_key = NULL;
+  for (uint32_t i = from; i < to; i++) {
+    uint8_t *h = j->buf + j->offsets[i];
+    uint8_t *p = h + WG_HEADER_LEN;
+    int len = (int)j->lengths[i], outl;
+    if (!start_packet(ctx, j->keys[i], &last_key, h, 1) || (len > 0 && EVP_CipherUpdate(ctx, p, &outl, p, len) != 1) ||
+        EVP_CipherFinal_ex(ctx, p + len, &outl) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, p + len) != 1) {
+      ERR_clear_error();
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool open_range(EVP_CIPHER_CTX *ctx, const void *arg, uint32_t from, uint32_t to) {
+  const batch_job *j = arg;
+  const uint8_t *last_key = NULL;
+  for (uint32_t i = from; i < to; i++) {
+    uint8_t *h = j->buf + j->offsets[i];
+    uint8_t *p = h + WG_HEADER_LEN;
+    int len = (int)j->lengths[i] - WG_HEADER_LEN - WG_TAG_LEN, outl;
+    /* SET_TAG copies the tag, so decrypting in place cannot disturb it. */
+    if (!start_packet(ctx, j->keys[i], &last_key, h, 0) ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, p + len) != 1 ||
+        (len > 0 && EVP_CipherUpdate(ctx, p, &outl, p, len) != 1)) {
+      ERR_clear_error();
+      return false;
+    }
+    uint8_t scratch[WG_TAG_LEN];
+    j->ok[i] = EVP_CipherFinal_ex(ctx, scratch, &outl) == 1;
+    if (!j->ok[i]) {
+      /* Forged or corrupt: never leave unauthenticated plaintext behind. */
+      memset(p, 0, (size_t)len);
+      ERR_clear_error();
+    }
+  }
+  return true;
+}
+
 static napi_value crypto_failure(napi_env env, const char *what) {
   ERR_clear_error(); /* leave no stale entries for node:crypto to trip over */
   return tg_throw_plain(env, "ERR_TG_CRYPTO", what);
@@ -166,17 +218,10 @@ static napi_value aead_seal_batch(napi_env env, napi_callback_info info) {
   tg_aead *a = aead_unwrap(env, this_arg, true);
   if (a == NULL || !collect_keys(env, a, argv[3], count)) return NULL;
 
-  const uint8_t *last_key = NULL;
-  for (uint32_t i = 0; i < count; i++) {
-    uint8_t *h = buf + offsets[i];
-    uint8_t *p = h + WG_HEADER_LEN;
-    int len = (int)plain[i], outl;
-    if (!start_packet(a->ctx, a->keys[i], &last_key, h, 1) ||
-        (len > 0 && EVP_CipherUpdate(a->ctx, p, &outl, p, len) != 1) ||
-        EVP_CipherFinal_ex(a->ctx, p + len, &outl) != 1 ||
-        EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, p + len) != 1)
-      return crypto_failure(env, "chacha20-poly1305 seal failed");
-  }
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < count; i++) bytes += plain[i];
+  batch_job job = {buf, offsets, plain, a->keys, NULL};
+  if (!tg_pool_run(seal_range, &job, count, bytes, a->ctx)) return crypto_failure(env, "chacha20-poly1305 seal failed");
   return tg_undefined(env);
 }
 
@@ -206,24 +251,10 @@ static napi_value aead_open_batch(napi_env env, napi_callback_info info) {
   tg_aead *a = aead_unwrap(env, this_arg, true);
   if (a == NULL || !collect_keys(env, a, argv[3], count)) return NULL;
 
-  const uint8_t *last_key = NULL;
-  for (uint32_t i = 0; i < count; i++) {
-    uint8_t *h = buf + offsets[i];
-    uint8_t *p = h + WG_HEADER_LEN;
-    int len = (int)lengths[i] - WG_HEADER_LEN - WG_TAG_LEN, outl;
-    /* SET_TAG copies the tag, so decrypting in place cannot disturb it. */
-    if (!start_packet(a->ctx, a->keys[i], &last_key, h, 0) ||
-        EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, p + len) != 1 ||
-        (len > 0 && EVP_CipherUpdate(a->ctx, p, &outl, p, len) != 1))
-      return crypto_failure(env, "chacha20-poly1305 open failed");
-    uint8_t scratch[WG_TAG_LEN];
-    ok[i] = EVP_CipherFinal_ex(a->ctx, scratch, &outl) == 1;
-    if (!ok[i]) {
-      /* Forged or corrupt: never leave unauthenticated plaintext behind. */
-      memset(p, 0, (size_t)len);
-      ERR_clear_error();
-    }
-  }
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < count; i++) bytes += lengths[i];
+  batch_job job = {buf, offsets, lengths, a->keys, ok};
+  if (!tg_pool_run(open_range, &job, count, bytes, a->ctx)) return crypto_failure(env, "chacha20-poly1305 open failed");
   return tg_undefined(env);
 }
 

@@ -87,10 +87,10 @@ bool tg_io_attach(napi_env env, napi_value obj, tg_io *io) {
 }
 
 tg_io *tg_io_unwrap(napi_env env, napi_value this_arg, tg_kind kind, const char *syscall) {
-  bool is_tun = false, is_udp = false;
-  napi_check_object_type_tag(env, this_arg, &tg_tag_tun, &is_tun);
-  napi_check_object_type_tag(env, this_arg, &tg_tag_udp, &is_udp);
-  bool ok = kind == TG_KIND_TUN ? is_tun : kind == TG_KIND_UDP ? is_udp : (is_tun || is_udp);
+  /* One tag lookup when the kind is known (every packet call): each is a property lookup. */
+  bool ok = false;
+  if (kind != TG_KIND_UDP) napi_check_object_type_tag(env, this_arg, &tg_tag_tun, &ok);
+  if (!ok && kind != TG_KIND_TUN) napi_check_object_type_tag(env, this_arg, &tg_tag_udp, &ok);
   void *p = NULL;
   if (!ok || napi_unwrap(env, this_arg, &p) != napi_ok || p == NULL) {
     tg_throw_type(env, "receiver is not a native %s handle", kind == TG_KIND_TUN ? "TUN" : kind == TG_KIND_UDP ? "UDP" : "I/O");
@@ -268,6 +268,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_create_object(env, &o);
   napi_set_named_property(env, o, "rxTruncated", tg_uint(env, io->stats.rx_truncated));
   napi_set_named_property(env, o, "rxErrors", tg_uint(env, io->stats.rx_errors));
+  napi_set_named_property(env, o, "rxStale", tg_uint(env, io->stats.rx_stale));
   napi_set_named_property(env, o, "txDropped", tg_uint(env, io->stats.tx_dropped));
   napi_set_named_property(env, o, "txRejected", tg_uint(env, io->stats.tx_rejected));
   const char *name = io->stats.last_errno != 0 ? strerrorname_np(io->stats.last_errno) : NULL;

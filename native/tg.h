@@ -40,6 +40,7 @@
 typedef struct tg_stats {
   uint64_t rx_truncated; /* longer than a slot: dropped */
   uint64_t rx_errors;    /* transient receive errors (e.g. ICMP reported on the socket) */
+  uint64_t rx_stale;     /* UDP: waited in the receive queue longer than the socket's max age: dropped */
   uint64_t tx_dropped;   /* EAGAIN/ENOBUFS: no room in a kernel queue */
   uint64_t tx_rejected;  /* refused for this packet only (EINVAL, EMSGSIZE, unreachable...) */
   int last_errno;        /* errno behind the most recent counted drop, 0 if none */
@@ -145,11 +146,25 @@ void tg_ep_from_sockaddr(const void *sa, uint8_t *ep);
  * an address of the other family is ignored. */
 void tg_ep_set_source(uint8_t *ep, const void *addr, size_t len);
 
+/* --- crypto_pool.c: large AEAD batches on several threads ------------------------------ */
+
+/* Parts per batch at most (the calling thread plus worker threads). */
+#define TG_POOL_MAX_THREADS 16
+/* A batch is split only into parts of at least this many bytes: smaller ones stay inline. */
+#define TG_POOL_MIN_PART_BYTES (16 * 1024)
+struct evp_cipher_ctx_st;
+/* Processes items [from, to) of `job` with the given cipher context; false on a crypto failure. */
+typedef bool (*tg_pool_fn)(struct evp_cipher_ctx_st *ctx, const void *job, uint32_t from, uint32_t to);
+/* Runs fn over [0, count) of job (`bytes` in all), split across the pool when it is large
+ * enough, else inline with ctx; returns false if any part failed. */
+bool tg_pool_run(tg_pool_fn fn, const void *job, uint32_t count, uint64_t bytes, struct evp_cipher_ctx_st *ctx);
+
 /* --- module parts --------------------------------------------------------------------- */
 
 napi_value tg_init_tun(napi_env env, napi_value exports);
 napi_value tg_init_udp(napi_env env, napi_value exports);
 napi_value tg_init_aead(napi_env env, napi_value exports);
+napi_value tg_init_crypto_pool(napi_env env, napi_value exports);
 napi_value tg_init_process(napi_env env, napi_value exports);
 napi_value tg_init_secret(napi_env env, napi_value exports);
 napi_value tg_init_slab(napi_env env, napi_value exports);

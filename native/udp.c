@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tg.h"
@@ -53,6 +54,11 @@
 #endif
 #define TG_GRO_SEGMENTS 64
 
+/* Receive age limit (receiveMaxAge): with SO_TIMESTAMPNS the kernel stamps each datagram
+ * when it is queued on the socket; a datagram that waited longer than the limit (its
+ * process was stopped or starved, say) is dropped and counted (rxStale) instead of handed
+ * over seconds late. Stamps and the limit are CLOCK_REALTIME, read once per recvmmsg. */
+
 /* Preallocated per socket so that a batch costs no allocation; freed at close (io.c), not
  * when V8 gets round to collecting the wrapper. sockaddr_in6 is large enough for
  * sockaddr_in as well. */
@@ -63,7 +69,7 @@ typedef struct tg_udp_bufs {
    * packet-info messages (one of each family at most) and the GRO segment size. */
   union {
     char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(struct in6_pktinfo)) +
-             CMSG_SPACE(sizeof(struct in_pktinfo))];
+             CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct timespec))];
     struct cmsghdr align;
   } ctrl[TG_MMSG_CHUNK];
   struct mmsghdr msgs[TG_MMSG_CHUNK];
@@ -82,6 +88,8 @@ typedef struct tg_udp {
    * of them, as it does when a segment exceeds the route's MTU (such datagrams leave as IP
    * fragments, one by one). */
   uint32_t gso_refused_size;
+  /* Receive age limit in ns; 0: none (see receiveMaxAge). */
+  uint64_t max_age_ns;
   tg_udp_bufs *b; /* == io.bufs */
 } tg_udp;
 
@@ -124,6 +132,22 @@ static void read_source(struct msghdr *h, uint8_t *ep) {
       return;
     }
   }
+}
+
+/* Whether a received message waited longer than max_age_ns before `now` (SO_TIMESTAMPNS);
+ * a message without a stamp is not stale. */
+static bool rx_is_stale(struct msghdr *h, const struct timespec *now, uint64_t max_age_ns) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+        c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+      struct timespec ts;
+      memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      int64_t age = ((int64_t)now->tv_sec - (int64_t)ts.tv_sec) * 1000000000LL +
+                    ((int64_t)now->tv_nsec - (int64_t)ts.tv_nsec);
+      return age > 0 && (uint64_t)age > max_age_ns;
+    }
+  }
+  return false;
 }
 
 /* The segment size of a received message from its UDP_GRO control message; 0 without one. */
@@ -385,12 +409,19 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       if (n > 0) break;
       return tg_throw_errno(env, err, "recvmmsg");
     }
+    struct timespec now = {0, 0};
+    if (u->max_age_ns != 0) clock_gettime(CLOCK_REALTIME, &now);
     for (uint32_t k = 0; k < (uint32_t)r; k++) {
       if (u->b->msgs[k].msg_hdr.msg_flags & MSG_TRUNC) {
         tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
         continue;
       }
       uint32_t len = u->b->msgs[k].msg_len;
+      if (u->max_age_ns != 0 && rx_is_stale(&u->b->msgs[k].msg_hdr, &now, u->max_age_ns)) {
+        uint32_t seg = u->gro ? read_gro_size(&u->b->msgs[k].msg_hdr) : 0;
+        io->stats.rx_stale += seg == 0 || seg >= len ? 1 : (len + seg - 1) / seg;
+        continue;
+      }
       if (offsets == NULL) {
         if (n != slot + k) memmove(slab + (size_t)n * slot_size + headroom, u->b->iov[k].iov_base, len);
         lengths[n] = len;
@@ -623,8 +654,33 @@ static napi_value udp_receive_offload(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* receiveMaxAge(ms?: number) -> the limit in ms (0: none). With an argument, sets it first:
+ * datagrams that waited longer in the receive queue are dropped and counted (rxStale). The
+ * kernel stamps datagrams (SO_TIMESTAMPNS) only while a limit is set. */
+static napi_value udp_receive_max_age(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], this_arg;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "receiveMaxAge");
+  if (io == NULL) return NULL;
+  tg_udp *u = (tg_udp *)io;
+  if (argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, argv[0], &t);
+    if (t != napi_undefined) {
+      uint32_t ms;
+      if (!tg_arg_u32(env, argv[0], "ms", &ms)) return NULL;
+      int v = ms > 0 ? 1 : 0;
+      if (setsockopt(io->fd, SOL_SOCKET, SO_TIMESTAMPNS, &v, sizeof v) != 0)
+        return tg_throw_errno(env, errno, "setsockopt SO_TIMESTAMPNS");
+      u->max_age_ns = (uint64_t)ms * 1000000ULL;
+    }
+  }
+  return tg_uint(env, u->max_age_ns / 1000000ULL);
+}
+
 napi_value tg_init_udp(napi_env env, napi_value exports) {
-  napi_property_descriptor props[13];
+  napi_property_descriptor props[14];
   size_t n = 0;
   for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
   props[n++] = (napi_property_descriptor){"recvBatch", NULL, udp_recv_batch, NULL, NULL, NULL, napi_default, NULL};
@@ -634,6 +690,8 @@ napi_value tg_init_udp(napi_env env, napi_value exports) {
   props[n++] = (napi_property_descriptor){"segmentation", NULL, udp_segmentation, NULL, NULL, NULL, napi_default, NULL};
   props[n++] =
       (napi_property_descriptor){"receiveOffload", NULL, udp_receive_offload, NULL, NULL, NULL, napi_default, NULL};
+  props[n++] =
+      (napi_property_descriptor){"receiveMaxAge", NULL, udp_receive_max_age, NULL, NULL, NULL, napi_default, NULL};
   napi_value cls;
   if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, udp_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "UdpHandle", cls);

@@ -19,6 +19,9 @@
 //             (timed), then removed again untimed so the table stays at N.
 //             The three sizes are measured in short slices taken in turn (ROUNDS times), so
 //             that they see the same load.
+//   ours IPv6 The same on IPv6/UDP packets (`flows_ipv6`): the same flows at the tenants'
+//             derived IPv6 addresses (fd64:6440:fc00::/64, orchestrator/pool.ts), measured in
+//             the same rounds as the IPv4 row, so the two compare within one run.
 //   nftables  One namespace tgct... per size, each with a TUN device, forwarding on, and an
 //             nftables ruleset with conntrack (`ct state established,related accept`, then the
 //             same rules as the tenant policy, policy drop). This process writes the same
@@ -57,6 +60,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PacketBatch } from '../native/batch.js';
 import { NativeTunDevice } from '../native/tun.js';
+import { parseHostAddress } from '../nic/addresses.js';
+import { TenantServices } from '../nic/services.js';
 import { WorkloadDirectory } from '../policy/directory.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { PolicyStore } from '../policy/store.js';
@@ -68,10 +73,20 @@ const PACKET = 1400;
 const BATCH = 256;
 const TRAIN = 46;
 const HEADER = 28; // IPv4 + UDP
+const HEADER6 = 48; // IPv6 + UDP
+/** The benchmark tenant's IPv6 prefix (pool 100.64.252.0/24 -> fd64:6440:fc00::/64): the first 12 bytes. */
+const PREFIX6 = Buffer.from([0xfd, 0x64, 0x64, 0x40, 0xfc, 0, 0, 0, 0, 0, 0, 0]);
 const CLIENTS = 16;
 const SERVERS = 4;
 const TENANT = 'bench';
-const NET = { self: '100.64.252.1/24', clientBase: 10, serverBase: 40, untracked: 99, db: 50 };
+const NET = {
+  self: '100.64.252.1/24',
+  clientBase: 10,
+  serverBase: 40,
+  untracked: 99,
+  db: 50,
+  serviceAddress: 200,
+};
 const NET_PREFIX = (100 << 24) | (64 << 16) | (252 << 8);
 /** New flows measured per size on the kernel side: each leaves a conntrack entry behind. */
 const NFT_NEW_FLOWS = 40_000;
@@ -84,6 +99,8 @@ export interface Point {
 
 export interface ConntrackBenchResult {
   flows: Record<string, Point>;
+  /** Ours on IPv6 packets of the same flows. */
+  flows_ipv6: Record<string, Point>;
   nftables: Record<string, Point>;
   details: Record<string, unknown>;
 }
@@ -114,6 +131,22 @@ function writeHeader(buf: Buffer, at: number, src: number, dst: number, sport: n
   buf.writeUInt16BE(PACKET - 20, at + 24);
 }
 
+/** IPv6/UDP header of a PACKET-byte packet at buf[at ...]: the IPv4 addresses under PREFIX6. */
+function writeHeader6(buf: Buffer, at: number, src: number, dst: number, sport: number, dport: number): void {
+  buf.fill(0, at, at + HEADER6);
+  buf[at] = 0x60;
+  buf.writeUInt16BE(PACKET - 40, at + 4);
+  buf[at + 6] = 17;
+  buf[at + 7] = 64;
+  PREFIX6.copy(buf, at + 8);
+  buf.writeUInt32BE(src, at + 20);
+  PREFIX6.copy(buf, at + 24);
+  buf.writeUInt32BE(dst, at + 36);
+  buf.writeUInt16BE(sport, at + 40);
+  buf.writeUInt16BE(dport, at + 42);
+  buf.writeUInt16BE(PACKET - 40, at + 44);
+}
+
 /** Flow i of the tracked set: client, server and ports (distinct for i < 16 * 4 * 60000 * 500). */
 function flowOf(i: number): { c: number; s: number; sport: number; dport: number } {
   const j = Math.floor(i / (CLIENTS * SERVERS));
@@ -136,15 +169,22 @@ function newFlowOf(m: number): { c: number; s: number; sport: number; dport: num
   };
 }
 
-/** Headers of flows [0, n), HEADER bytes each. */
-function flowHeaders(n: number, of: (i: number) => ReturnType<typeof flowOf>, reply = false): Buffer {
-  const buf = Buffer.alloc(n * HEADER);
+/** Headers of flows [0, n), HEADER (IPv4) or HEADER6 (IPv6) bytes each. */
+function flowHeaders(
+  n: number,
+  of: (i: number) => ReturnType<typeof flowOf>,
+  reply = false,
+  family: 4 | 6 = 4,
+): Buffer {
+  const size = family === 4 ? HEADER : HEADER6;
+  const write = family === 4 ? writeHeader : writeHeader6;
+  const buf = Buffer.alloc(n * size);
   for (let i = 0; i < n; i++) {
     const f = of(i);
     const cl = addr(NET.clientBase + f.c);
     const sv = addr(NET.serverBase + f.s);
-    if (reply) writeHeader(buf, i * HEADER, sv, cl, f.dport, f.sport);
-    else writeHeader(buf, i * HEADER, cl, sv, f.sport, f.dport);
+    if (reply) write(buf, i * size, sv, cl, f.dport, f.sport);
+    else write(buf, i * size, cl, sv, f.sport, f.dport);
   }
   return buf;
 }
@@ -341,6 +381,8 @@ interface WorkloadRef {
 class OursCase {
   readonly engine: PolicyEngine;
   readonly headers: Buffer;
+  /** Header bytes per flow in `headers`. */
+  private readonly hsize: number;
   private readonly slab = Buffer.alloc(BATCH * PACKET);
   private readonly srcs: WorkloadRef[] = new Array(BATCH);
   private readonly dsts: WorkloadRef[] = new Array(BATCH);
@@ -353,22 +395,25 @@ class OursCase {
     private readonly servers: WorkloadRef[],
     directory: WorkloadDirectory,
     store: PolicyStore,
+    readonly family: 4 | 6 = 4,
   ) {
     this.engine = new PolicyEngine({
       directory,
       store,
       options: { maxFlowsPerZone: n + 2 * BATCH, initialFlowsPerZone: n + 2 * BATCH },
     });
-    this.headers = flowHeaders(n, flowOf);
-    const replies = flowHeaders(n, flowOf, true);
+    const h = family === 4 ? HEADER : HEADER6;
+    this.hsize = h;
+    this.headers = flowHeaders(n, flowOf, false, family);
+    const replies = flowHeaders(n, flowOf, true, family);
     const now = Date.now();
     const one = Buffer.alloc(PACKET);
     for (let i = 0; i < n; i++) {
       const f = flowOf(i);
-      this.headers.copy(one, 0, i * HEADER, (i + 1) * HEADER);
+      this.headers.copy(one, 0, i * h, (i + 1) * h);
       let r = this.engine.check(TENANT, clients[f.c], servers[f.s], one, 0, PACKET, now, 'both');
       if (r.reason !== 'new') throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: ${r.reason} ${r.rule}`);
-      replies.copy(one, 0, i * HEADER, (i + 1) * HEADER);
+      replies.copy(one, 0, i * h, (i + 1) * h);
       r = this.engine.check(TENANT, servers[f.s], clients[f.c], one, 0, PACKET, now, 'both');
       if (r.reason !== 'reply') throw new TgError('TG_ERR_INTERNAL', `setup reply ${i}: ${r.reason}`);
     }
@@ -376,13 +421,13 @@ class OursCase {
 
   /** Runs batches following `seq` from `pos.at` for `seconds`; pushes ns per packet of each batch. */
   packets(seconds: number, seq: Int32Array, pos: { at: number }, out: number[]): void {
-    const { slab, srcs, dsts, engine, headers } = this;
+    const { slab, srcs, dsts, engine, headers, hsize } = this;
     const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
     do {
       for (let k = 0; k < BATCH; k++) {
         const i = seq[pos.at];
         pos.at = pos.at + 1 === seq.length ? 0 : pos.at + 1;
-        headers.copy(slab, k * PACKET, i * HEADER, (i + 1) * HEADER);
+        headers.copy(slab, k * PACKET, i * hsize, (i + 1) * hsize);
         srcs[k] = this.clients[i % CLIENTS];
         dsts[k] = this.servers[Math.floor(i / CLIENTS) % SERVERS];
       }
@@ -406,7 +451,7 @@ class OursCase {
     do {
       for (let k = 0; k < BATCH; k++) {
         const f = newFlowOf(this.nextNew++);
-        writeHeader(
+        (this.family === 4 ? writeHeader : writeHeader6)(
           slab,
           k * PACKET,
           addr(NET.clientBase + f.c),
@@ -431,6 +476,124 @@ class OursCase {
   }
 }
 
+/**
+ * The same flows sent to a service address (a UDP service on port 9000 whose endpoints are the
+ * four servers): per packet, the NIC's service translation (TenantServices.translate: the
+ * pinned connection's endpoint, destination rewritten with its checksum), the endpoint's
+ * workload by the index translate() returns (the forwarder keeps each service's endpoint
+ * destinations resolved the same way), then PolicyEngine.check() as in OursCase.
+ */
+class ServiceCase {
+  readonly engine: PolicyEngine;
+  readonly headers: Buffer;
+  readonly services = new TenantServices();
+  private readonly slab = Buffer.alloc(BATCH * PACKET);
+  private readonly srcs: WorkloadRef[] = new Array(BATCH);
+  private readonly byAddress = new Map<number, WorkloadRef>();
+  /** The workload of each endpoint index translate() returns (the forwarder keeps the same per service). */
+  private readonly endpointRefs: WorkloadRef[];
+
+  constructor(
+    readonly n: number,
+    private readonly clients: WorkloadRef[],
+    servers: WorkloadRef[],
+    directory: WorkloadDirectory,
+    store: PolicyStore,
+  ) {
+    this.engine = new PolicyEngine({
+      directory,
+      store,
+      options: { maxFlowsPerZone: n + 2 * BATCH, initialFlowsPerZone: n + 2 * BATCH },
+    });
+    servers.forEach((s, i) => {
+      this.byAddress.set(addr(NET.serverBase + i), s);
+    });
+    this.services.set([
+      {
+        name: 'svc',
+        address: parseHostAddress(SERVICE_ADDRESS),
+        ports: [{ port: 9000, protocol: 'udp' }],
+        endpoints: servers.map((s, i) => ({
+          workload: s.workload,
+          address: parseHostAddress(formatAddr(addr(NET.serverBase + i))),
+        })),
+      },
+    ]);
+    const entry = this.services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    this.endpointRefs = entry.endpoints.map((e) => servers.find((x) => x.workload === e.workload)!);
+    const vip = addr(NET.serviceAddress);
+    this.headers = flowHeaders(n, serviceFlowOf);
+    for (let i = 0; i < n; i++) this.headers.writeUInt32BE(vip, i * HEADER + 16);
+    for (let i = 0; i < n; i++) writeChecksum(this.headers, i * HEADER);
+    const svc = this.services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    const now = Date.now();
+    const one = Buffer.alloc(PACKET);
+    for (let i = 0; i < n; i++) {
+      const f = serviceFlowOf(i);
+      this.headers.copy(one, 0, i * HEADER, (i + 1) * HEADER);
+      const ep = this.services.translate(one, 0, PACKET, 4, svc, now);
+      if (ep < 0) throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: not translated`);
+      const server = this.byAddress.get(one.readUInt32BE(16))!;
+      if (server !== this.endpointRefs[ep])
+        throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: endpoint index`);
+      let r = this.engine.check(TENANT, clients[f.c], server, one, 0, PACKET, now, 'both');
+      if (r.reason !== 'new') throw new TgError('TG_ERR_INTERNAL', `setup flow ${i}: ${r.reason} ${r.rule}`);
+      writeHeader(one, 0, one.readUInt32BE(16), addr(NET.clientBase + f.c), f.dport, f.sport);
+      r = this.engine.check(TENANT, server, clients[f.c], one, 0, PACKET, now, 'both');
+      if (r.reason !== 'reply') throw new TgError('TG_ERR_INTERNAL', `setup reply ${i}: ${r.reason}`);
+      this.services.reverse(one, 0, PACKET, 4, now);
+      if (one.readUInt32BE(12) !== vip)
+        throw new TgError('TG_ERR_INTERNAL', `setup reply ${i}: not reversed`);
+    }
+  }
+
+  /** As OursCase.packets, with the service translation in the timed part. */
+  packets(seconds: number, seq: Int32Array, pos: { at: number }, out: number[]): void {
+    const { slab, srcs, engine, headers, services, endpointRefs } = this;
+    const svc = services.serviceAt(parseHostAddress(SERVICE_ADDRESS).bytes)!;
+    const end = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
+    do {
+      for (let k = 0; k < BATCH; k++) {
+        const i = seq[pos.at];
+        pos.at = pos.at + 1 === seq.length ? 0 : pos.at + 1;
+        headers.copy(slab, k * PACKET, i * HEADER, (i + 1) * HEADER);
+        srcs[k] = this.clients[i % CLIENTS];
+      }
+      const now = Date.now();
+      let allowed = 0;
+      const t0 = process.hrtime.bigint();
+      for (let k = 0; k < BATCH; k++) {
+        const at = k * PACKET;
+        const ep = services.translate(slab, at, PACKET, 4, svc, now);
+        if (ep >= 0 && engine.check(TENANT, srcs[k], endpointRefs[ep], slab, at, PACKET, now, 'both').allowed)
+          allowed++;
+      }
+      out.push(Number(process.hrtime.bigint() - t0) / BATCH);
+      if (allowed !== BATCH)
+        throw new TgError('TG_ERR_INTERNAL', `${BATCH - allowed} tracked service packets denied`);
+    } while (process.hrtime.bigint() < end);
+  }
+}
+
+/** Flow i to the service: distinct client address and port per flow (the endpoint is the service's pick). */
+function serviceFlowOf(i: number): { c: number; s: number; sport: number; dport: number } {
+  return { c: i % CLIENTS, s: 0, sport: 1024 + (Math.floor(i / CLIENTS) % 60000), dport: 9000 };
+}
+
+/** The service address of ServiceCase. */
+const SERVICE_ADDRESS = '100.64.252.200';
+/** The size the service row is measured at. */
+export const SERVICE_FLOWS = 10_000;
+
+function formatAddr(a: number): string {
+  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+function writeChecksum(buf: Buffer, at: number): void {
+  buf.writeUInt16BE(0, at + 10);
+  buf.writeUInt16BE(ipv4Checksum(buf, at), at + 10);
+}
+
 function benchOurs(rounds: number, seconds: number, log: (s: string) => void) {
   const directory = new WorkloadDirectory();
   const clients: WorkloadRef[] = [];
@@ -446,24 +609,51 @@ function benchOurs(rounds: number, seconds: number, log: (s: string) => void) {
   directory.upsert(TENANT, 'db-0', { role: 'db' });
   const store = new PolicyStore(directory);
   store.replace(POLICY);
-  log('ours: setting up 10, 10,000 and 100,000 tracked flows');
+  log('ours: setting up 10, 10,000 and 100,000 tracked flows, IPv4 and IPv6');
   const cases = SIZES.map((n) => new OursCase(n, clients, servers, directory, store));
+  const cases6 = SIZES.map((n) => new OursCase(n, clients, servers, directory, store, 6));
+  log(`ours: ${SERVICE_FLOWS} flows through a service`);
+  const svcCase = new ServiceCase(SERVICE_FLOWS, clients, servers, directory, store);
+  const svcAt = SIZES.indexOf(SERVICE_FLOWS as (typeof SIZES)[number]);
+  const seqService = schedule(SERVICE_FLOWS, TRAIN, 1 << 21);
+  const posService = { at: 0 };
+  const viaService: number[] = [];
   const seqTrain = cases.map((c) => schedule(c.n, TRAIN, 1 << 21));
   const seqUniform = cases.map((c) => schedule(c.n, 1, 1 << 21));
   const pos = cases.map(() => ({ at: 0 }));
   const posU = cases.map(() => ({ at: 0 }));
+  const pos6 = cases.map(() => ({ at: 0 }));
   const train = cases.map((): number[] => []);
   const uniform = cases.map((): number[] => []);
   const fresh = cases.map((): number[] => []);
-  log(`ours: ${rounds} rounds, sizes interleaved`);
+  const train6 = cases.map((): number[] => []);
+  const fresh6 = cases.map((): number[] => []);
+  log(`ours: ${rounds} rounds, sizes and families interleaved`);
   for (let r = 0; r < rounds; r++)
     cases.forEach((c, i) => {
       c.packets(seconds, seqTrain[i], pos[i], train[i]);
+      cases6[i].packets(seconds, seqTrain[i], pos6[i], train6[i]);
       c.packets(seconds / 2, seqUniform[i], posU[i], uniform[i]);
       c.newFlows(seconds / 2, fresh[i]);
+      cases6[i].newFlows(seconds / 2, fresh6[i]);
+      if (i === svcAt) svcCase.packets(seconds, seqService, posService, viaService);
     });
+  const plain = median(train[svcAt]);
+  const via = median(viaService);
   return {
+    service: {
+      note: 'the same flows sent to a service address: service translation + check() per packet',
+      flows: SERVICE_FLOWS,
+      ns_per_packet: round(via),
+      ns_per_packet_without: round(plain),
+      ratio: Math.round((via / plain) * 1000) / 1000,
+      requirement_within_15pct: via / plain <= 1.15,
+      batches: viaService.length,
+    },
     points: Object.fromEntries(SIZES.map((n, i) => [String(n), point(median(train[i]), median(fresh[i]))])),
+    points6: Object.fromEntries(
+      SIZES.map((n, i) => [String(n), point(median(train6[i]), median(fresh6[i]))]),
+    ),
     uniform: Object.fromEntries(SIZES.map((n, i) => [String(n), point(median(uniform[i]), null)])),
     samples: Object.fromEntries(
       SIZES.map((n, i) => [
@@ -778,6 +968,7 @@ export async function benchConntrack(opts: {
   const empty = Object.fromEntries(SIZES.map((n) => [String(n), point(null, null)]));
   return {
     flows: ours.points,
+    flows_ipv6: ours.points6,
     nftables: nft?.points ?? empty,
     details: {
       packet_bytes: PACKET,
@@ -801,6 +992,7 @@ export async function benchConntrack(opts: {
           nftables: nft === null ? null : ratio(nft.uniform),
         },
       },
+      service: ours.service,
       ours_samples: ours.samples,
       nftables: nft === null ? null : { per_size: nft.raw, kernel: nft.kernel },
     },
@@ -825,12 +1017,19 @@ function table(r: ConntrackBenchResult): string {
   for (const n of SIZES)
     for (const [side, p] of [
       ['tenguard', r.flows[String(n)]],
+      ['tg IPv6', r.flows_ipv6[String(n)]],
       ['nftables', r.nftables[String(n)]],
     ] as const)
       lines.push(
         `${String(n).padEnd(9)} ${side.padEnd(8)} ${String(p.mbps ?? '-').padStart(7)} ${String(p.ns_per_packet ?? '-').padStart(11)} ${String(p.new_flows_per_s ?? '-').padStart(12)}`,
       );
+  const svc = r.details.service as { flows: number; ns_per_packet: number; ratio: number } | undefined;
+  if (svc !== undefined)
+    lines.push(
+      `${`${svc.flows}+svc`.padEnd(9)} ${'tenguard'.padEnd(8)} ${String(point(svc.ns_per_packet, null).mbps ?? '-').padStart(7)} ${String(svc.ns_per_packet).padStart(11)} ${'-'.padStart(12)}`,
+    );
   lines.push('', `throughput at 100k / at 10 flows: ${JSON.stringify(r.details.throughput_100k_over_10)}`);
+  if (svc !== undefined) lines.push(`per packet with a service / without, ${svc.flows} flows: ${svc.ratio}`);
   return lines.join('\n');
 }
 
@@ -866,10 +1065,12 @@ export async function run(args: string[]): Promise<number> {
   const seconds = num(values.seconds, 0.05, 0.01, 10, 'seconds');
   const log = (s: string) => process.stderr.write(`bench conntrack: ${s}\n`);
   const result = await benchConntrack({ rounds, seconds, nftables: !values['no-nftables'], log });
-  // --json prints exactly {"flows": ..., "nftables": ...}; the details go to stderr.
+  // --json prints exactly {"flows": ..., "flows_ipv6": ..., "nftables": ...}; the details go to stderr.
   if (values.json) {
     log(`details ${JSON.stringify(result.details)}`);
-    process.stdout.write(`${JSON.stringify({ flows: result.flows, nftables: result.nftables })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ flows: result.flows, flows_ipv6: result.flows_ipv6, nftables: result.nftables })}\n`,
+    );
   } else process.stdout.write(`${table(result)}\n`);
   return 0;
 }

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import { uapiGet } from '../uapi/client.js';
 import { TgError } from '../util/errors.js';
 import { endChild, run, runInOk, runOk } from '../util/exec.js';
@@ -121,7 +122,9 @@ export function deviceArgv(
   wireguardGo = DEFAULT_WIREGUARD_GO,
 ): string[] {
   const f = foreground ? ['-f'] : [];
-  return impl === 'wireguard-go' ? [wireguardGo, ...f, tun] : [process.execPath, BIN, 'device', ...f, tun];
+  return impl === 'wireguard-go'
+    ? [wireguardGo, ...f, tun]
+    : [process.execPath, ...DATA_PLANE_NODE_ARGS, BIN, 'device', ...f, tun];
 }
 
 /** Creates namespace `<prefix>-<tag>` (loopback up), removed with the testbed. */

@@ -28,6 +28,10 @@ const BENCHES: Record<string, BenchEntry> = {
     summary: 'ping round trips every 5 and 200 ms: one tenguard leg, one wireguard-go hop, the full path',
     load: () => import('../bench/latency.js'),
   },
+  spinup: {
+    summary: 'spin-up to first packet through the orchestrator on SQLite and on etcd, in one run',
+    load: () => import('../bench/spinup-store.js'),
+  },
   path: {
     summary: 'iperf3 TCP workload to workload (same host, cross host) vs one wireguard-go hop',
     load: () => import('../bench/path.js'),

@@ -2,7 +2,7 @@
 // key lives in a PKCS#11 token. Output (certificates, tables, JSON) goes to stdout; logs go
 // to stderr. The token PIN comes from the environment variable or file the configuration
 // names, never from the command line.
-import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runCaBench } from '../bench/ca.js';
 import { CertificateAuthority, type InitResult } from '../ca/authority.js';
@@ -10,6 +10,7 @@ import { CONFIG_ENV, loadCaConfig } from '../ca/config.js';
 import { CsrService } from '../ca/csr-api.js';
 import { csrAuthorize, csrRoutes, localAdminAuthenticator, MAX_BODY_BYTES } from '../ca/csr-http.js';
 import { CsrServer } from '../ca/csr-server.js';
+import { DEFAULT_PIN_ENV, defaultCaConfigPath, defaultCaStateDir, ensureDefaultCa } from '../ca/defaults.js';
 import { orchestratorPlacement } from '../ca/placement.js';
 import { verifyCsr } from '../ca/svid.js';
 import { splitPemCertificates } from '../identity/certs.js';
@@ -22,11 +23,17 @@ import { logger } from '../util/log.js';
 
 const USAGE = `usage: tenguard ca [--config FILE] <command> [options]
 
-The configuration (JSON, see src/ca/config.ts) is --config FILE or $${CONFIG_ENV}.
+The configuration (JSON, see src/ca/config.ts) is --config FILE, or $${CONFIG_ENV}, or else
+the default CA: an embedded SoftHSM2 token in the default state directory ($TENGUARD_HOME/ca,
+/var/lib/tenguard/ca for root, else ~/.local/state/tenguard/ca), which \`init\` creates with
+its configuration (config.json there). Its PIN is $${DEFAULT_PIN_ENV} when set at init, else a
+generated one kept in the pin file there (mode 0600).
 
 commands:
-  init [--intermediate]      create or find the signing key and the CA certificate in the
-                             token; --intermediate prints a request (PEM) for an external root
+  init [--intermediate] [--trust-domain TD]
+                             create or find the signing key and the CA certificate in the
+                             token; --intermediate prints a request (PEM) for an external root;
+                             --trust-domain only for a new default CA (default tenguard.local)
   install --cert FILE --root FILE [--chain FILE]
                              activate the intermediate certificate the external root issued
   root                       print the trusted root certificates (PEM)
@@ -75,6 +82,7 @@ function parse(args: string[]) {
       socket: { type: 'string' },
       'tls-socket': { type: 'string' },
       'orchestrator-socket': { type: 'string' },
+      'trust-domain': { type: 'string' },
       count: { type: 'string' },
       seconds: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -102,14 +110,33 @@ function positiveInt(text: string | undefined, name: string, dflt: number, max: 
   return n;
 }
 
-function openCa(values: Values): CertificateAuthority {
+/**
+ * The CA of --config, $TENGUARD_CA_CONFIG, or the default one (created by `init` when
+ * absent; any other command needs it to exist).
+ */
+function openCa(values: Values, command: string): CertificateAuthority {
   const path = values.config ?? process.env[CONFIG_ENV];
-  if (path === undefined)
+  if (path !== undefined) {
+    if (values['trust-domain'] !== undefined)
+      throw new TgError('TG_ERR_USAGE', `--trust-domain is for the default CA (no --config)\n${USAGE}`);
+    return CertificateAuthority.open(loadCaConfig(path));
+  }
+  if (command === 'init') {
+    const d = ensureDefaultCa({ trustDomain: values['trust-domain'] });
+    if (d.created)
+      process.stderr.write(
+        `default CA in ${d.config.stateDir}: trust domain ${d.config.trustDomain}, embedded SoftHSM2 token, PIN from ${d.pinSource}\n`,
+      );
+    return CertificateAuthority.open(d.config);
+  }
+  if (values['trust-domain'] !== undefined)
+    throw new TgError('TG_ERR_USAGE', `--trust-domain goes with init\n${USAGE}`);
+  if (!existsSync(defaultCaConfigPath()))
     throw new TgError(
       'TG_ERR_USAGE',
-      `no CA configuration: give --config FILE or set ${CONFIG_ENV}\n${USAGE}`,
+      `no CA: run \`tenguard ca init\` (default CA in ${defaultCaStateDir()}), or give --config FILE or set ${CONFIG_ENV}`,
     );
-  return CertificateAuthority.open(loadCaConfig(path));
+  return CertificateAuthority.open(ensureDefaultCa().config);
 }
 
 function out(text: string): void {
@@ -141,7 +168,7 @@ export async function run(args: string[]): Promise<number> {
   }
   if (command === 'bench') return bench(values);
   if (command === 'join-token') return joinToken(values);
-  const ca = openCa(values);
+  const ca = openCa(values, command);
   try {
     switch (command) {
       case 'init': {

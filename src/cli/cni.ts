@@ -18,7 +18,8 @@ export const CNI_USAGE = `usage:
                        [--orchestrator SOCKET] [--cert F --key F --ca-bundle F] [--json]
                        [--exec-node PATH --exec-tenguard PATH]  (what the shim runs; default: this node and tenguard)
   Without --tenant the tenant is K8S_POD_NAMESPACE from CNI_ARGS (Kubernetes: tenant = namespace);
-  pass --tenant-from-namespace to write such a configuration.`;
+  pass --tenant-from-namespace to write such a configuration.
+  With ${CNI_TRACE_ENV}=1 the plugin writes its stage times (ms since it started) to stderr.`;
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 
@@ -81,6 +82,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   if (args.length > 0) throw new TgError('TG_ERR_USAGE', CNI_USAGE);
+  const loadedMs = performance.now();
   let stdin: Buffer;
   try {
     stdin = process.env.CNI_COMMAND === 'VERSION' && process.stdin.isTTY ? Buffer.alloc(0) : readFileSync(0);
@@ -88,7 +90,6 @@ export async function run(args: string[]): Promise<number> {
     stdin = Buffer.alloc(0);
   }
   const trace = process.env[CNI_TRACE_ENV] === '1';
-  const loadedMs = performance.now();
   let clientMs = 0;
   const out = await runCni(process.env, stdin, (cfg) => {
     const c = orchestratorClient(cfg);
@@ -98,7 +99,7 @@ export async function run(args: string[]): Promise<number> {
   process.stdout.write(out.stdout === '' ? '' : `${out.stdout}\n`);
   if (trace) {
     // ms since the process started: node's bootstrap, this code loaded, the orchestrator
-    // client made (configuration parsed, mTLS files read), the command done.
+    // client made (stdin read, configuration parsed, mTLS files read), the command done.
     const r = (n: number): number => Math.round(n * 10) / 10;
     process.stderr.write(
       `${JSON.stringify({

@@ -1,4 +1,4 @@
-// `tenguard tenant|host|workload|policy|flows|keys`: the orchestrator's command line, a thin
+// `tenguard tenant|host|workload|service|policy|flows|keys`: the orchestrator's command line, a thin
 // client of its API (--api PATH, default $TENGUARD_ORCHESTRATOR or /run/tenguard/orchestrator.sock).
 // Arguments are checked before anything is sent; a bad one exits 2 with TG_ERR_USAGE.
 // --json prints the API's answer as one JSON document.
@@ -13,6 +13,11 @@ import { serviceId } from '../identity/spiffe.js';
 import { TrustBundle } from '../identity/trust-bundle.js';
 import { defaultOrchestratorSocket, OrchestratorClient } from '../orchestrator/client.js';
 import type { WorkloadRecord } from '../orchestrator/model.js';
+import {
+  type CertificateExpiry,
+  certificateExpiry,
+  type InstallationStatus,
+} from '../orchestrator/observe.js';
 import { TgError } from '../util/errors.js';
 import type { ApiEndpoint } from '../util/http-json.js';
 
@@ -24,10 +29,16 @@ export const CONTROL_USAGE = `usage:
   tenguard workload create <name> --tenant <t> --host <h> [--label k=v ...]
   tenguard workload list | show <name> | delete <name>
   tenguard workload migrate <name> --to <host>
+  tenguard service create <name> --tenant <t> --selector k=v [--selector k=v ...] --port 80/tcp [--port ...]
+  tenguard service list [--tenant T] | show <name> --tenant <t> | delete <name> --tenant <t>
   tenguard policy set <tenant> [--file F]      (the document from F, or from stdin)
   tenguard policy show <tenant>
   tenguard flows [--tenant T] [--since S] [--limit N]
   tenguard keys <host>
+  tenguard status                              the installation at a glance: orchestrator, hosts
+                                               with NIC and vSwitch, tenants, workloads,
+                                               certificate expiry, drops
+  tenguard console login                       a one-time login link to the web console
 
   every command takes --json (print the API's answer) and --api PATH (the orchestrator's socket;
   default $TENGUARD_ORCHESTRATOR, else /run/tenguard/orchestrator.sock).
@@ -122,6 +133,12 @@ export function operatorDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(homedir(), '.config', 'tenguard', 'operator');
 }
 
+/** The operator certificate (PEM file) a command would use; null with --insecure. */
+function operatorCertFile(v: Values): string | null {
+  if (v.insecure === true) return null;
+  return typeof v.cert === 'string' ? v.cert : join(operatorDir(), 'cert.pem');
+}
+
 function client(v: Values): OrchestratorClient {
   const socket = typeof v.api === 'string' ? v.api : defaultOrchestratorSocket();
   const flags = v.cert !== undefined || v.key !== undefined || v['ca-bundle'] !== undefined;
@@ -180,7 +197,7 @@ function workloadText(w: WorkloadRecord): string {
     `workload ${w.name}`,
     `  tenant   ${w.tenant}`,
     `  host     ${w.host}${w.migratingTo ? ` (migrating to ${w.migratingTo})` : ''}`,
-    `  address  ${w.address}`,
+    `  address  ${w.address}${w.address6 !== undefined ? `, ${w.address6}` : ''}`,
     `  netns    ${w.netns}`,
     `  labels   ${labelsText(w.labels) || '-'}`,
     `  state    ${w.state}`,
@@ -194,13 +211,16 @@ async function tenant(sub: string | undefined, args: string[]): Promise<number> 
     case 'create': {
       const { values: v, positionals: p } = parse(args, { pool: { type: 'string' } }, 1);
       const t = await client(v).createTenant({ name: p[0], pool: required(v, 'pool') });
-      return out(v, t, () => `tenant ${t.name} created, pool ${t.pool}`);
+      return out(v, t, () => `tenant ${t.name} created, pool ${t.pool}, IPv6 prefix ${t.pool6 ?? '-'}`);
     }
     case 'list': {
       const { values: v } = parse(args, {}, 0);
       const ts = await client(v).listTenants();
       return out(v, { tenants: ts }, () =>
-        table([['TENANT', 'POOL', 'CREATED'], ...ts.map((t) => [t.name, t.pool, t.createdAt])]),
+        table([
+          ['TENANT', 'POOL', 'POOL6', 'CREATED'],
+          ...ts.map((t) => [t.name, t.pool, t.pool6 ?? '-', t.createdAt]),
+        ]),
       );
     }
     case 'show': {
@@ -210,7 +230,7 @@ async function tenant(sub: string | undefined, args: string[]): Promise<number> 
         v,
         t,
         () =>
-          `tenant ${t.name}\n  pool       ${t.pool}\n  workloads  ${t.workloads}\n  allocated  ${t.allocated}`,
+          `tenant ${t.name}\n  pool       ${t.pool}\n  pool6      ${t.pool6 ?? '-'}\n  workloads  ${t.workloads}\n  allocated  ${t.allocated}`,
       );
     }
     case 'delete': {
@@ -271,11 +291,11 @@ async function host(sub: string | undefined, args: string[]): Promise<number> {
   throw new TgError('TG_ERR_USAGE', `unknown host command '${sub ?? ''}'\n${CONTROL_USAGE}`);
 }
 
-function parseLabels(list: string[]): Record<string, string> {
+function parseLabels(list: string[], option = 'label'): Record<string, string> {
   const labels: Record<string, string> = {};
   for (const l of list) {
     const i = l.indexOf('=');
-    if (i <= 0) throw new TgError('TG_ERR_USAGE', `--label '${l}' is not key=value`);
+    if (i <= 0) throw new TgError('TG_ERR_USAGE', `--${option} '${l}' is not key=value`);
     labels[l.slice(0, i)] = l.slice(i + 1);
   }
   return labels;
@@ -303,8 +323,16 @@ async function workload(sub: string | undefined, args: string[]): Promise<number
       const ws = await client(v).listWorkloads();
       return out(v, { workloads: ws }, () =>
         table([
-          ['WORKLOAD', 'TENANT', 'HOST', 'ADDRESS', 'STATE', 'LABELS'],
-          ...ws.map((w) => [w.name, w.tenant, w.host, w.address, w.state, labelsText(w.labels)]),
+          ['WORKLOAD', 'TENANT', 'HOST', 'ADDRESS', 'ADDRESS6', 'STATE', 'LABELS'],
+          ...ws.map((w) => [
+            w.name,
+            w.tenant,
+            w.host,
+            w.address,
+            w.address6 ?? '-',
+            w.state,
+            labelsText(w.labels),
+          ]),
         ]),
       );
     }
@@ -399,7 +427,146 @@ async function keys(args: string[]): Promise<number> {
   );
 }
 
-/** Runs one command group: `group` is tenant, host, workload, policy, flows or keys. */
+async function service(sub: string | undefined, args: string[]): Promise<number> {
+  switch (sub) {
+    case 'create': {
+      const { values: v, positionals: p } = parse(
+        args,
+        {
+          tenant: { type: 'string' },
+          selector: { type: 'string', multiple: true },
+          port: { type: 'string', multiple: true },
+        },
+        1,
+      );
+      const selector = parseLabels((v.selector as string[] | undefined) ?? [], 'selector');
+      if (Object.keys(selector).length === 0)
+        throw new TgError('TG_ERR_USAGE', `--selector k=v is required\n${CONTROL_USAGE}`);
+      const ports = (v.port as string[] | undefined) ?? [];
+      if (ports.length === 0)
+        throw new TgError('TG_ERR_USAGE', `--port PORT/tcp|udp is required\n${CONTROL_USAGE}`);
+      const s = await client(v).createService({ tenant: required(v, 'tenant'), name: p[0], selector, ports });
+      return out(
+        v,
+        s,
+        () =>
+          `service ${s.name} created in tenant ${s.tenant}: ${s.address} (${s.name}.${s.tenant}.tg) ports ${s.ports
+            .map((x) => `${x.port}/${x.protocol}`)
+            .join(',')} selector ${labelsText(s.selector)}`,
+      );
+    }
+    case 'list': {
+      const { values: v } = parse(args, { tenant: { type: 'string' } }, 0);
+      const ss = await client(v).listServices(typeof v.tenant === 'string' ? v.tenant : undefined);
+      return out(v, { services: ss }, () =>
+        table([
+          ['TENANT', 'SERVICE', 'ADDRESS', 'PORTS', 'SELECTOR'],
+          ...ss.map((s) => [
+            s.tenant,
+            s.name,
+            s.address,
+            s.ports.map((x) => `${x.port}/${x.protocol}`).join(','),
+            labelsText(s.selector),
+          ]),
+        ]),
+      );
+    }
+    case 'show': {
+      const { values: v, positionals: p } = parse(args, { tenant: { type: 'string' } }, 1);
+      const s = await client(v).showService(required(v, 'tenant'), p[0]);
+      return out(v, s, () =>
+        [
+          `service ${s.name} (${s.name}.${s.tenant}.tg)`,
+          `  address   ${s.address}`,
+          `  ports     ${s.ports.map((x) => `${x.port}/${x.protocol}`).join(',')}`,
+          `  selector  ${labelsText(s.selector)}`,
+          ...Object.entries(s.nics).map(([h, n]) => {
+            const eps = (n as { endpoints?: { workload: string }[] } | null)?.endpoints;
+            return `  ${h.padEnd(9)} ${eps === undefined ? String(n) : eps.map((e) => e.workload).join(',') || '-'}`;
+          }),
+        ].join('\n'),
+      );
+    }
+    case 'delete': {
+      const { values: v, positionals: p } = parse(args, { tenant: { type: 'string' } }, 1);
+      const s = await client(v).deleteService(required(v, 'tenant'), p[0]);
+      return out(v, s, () => `service ${s.name} deleted from tenant ${s.tenant}`);
+    }
+  }
+  throw new TgError('TG_ERR_USAGE', `unknown service command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+}
+
+function duration(seconds: number): string {
+  const s = Math.abs(seconds);
+  const text =
+    s < 120
+      ? `${s}s`
+      : s < 7200
+        ? `${Math.round(s / 60)}m`
+        : s < 172800
+          ? `${Math.round(s / 3600)}h`
+          : `${Math.round(s / 86400)}d`;
+  return seconds < 0 ? `${text} ago` : text;
+}
+
+export function statusText(st: InstallationStatus): string {
+  const o = st.orchestrator;
+  const last =
+    o.lastReconcile === null
+      ? 'none yet'
+      : `last ${o.lastReconcile.ms} ms, ${o.lastReconcile.errors} errors${o.lastReconcile.unreachable.length > 0 ? `, unreachable: ${o.lastReconcile.unreachable.join(', ')}` : ''}`;
+  const lines = [
+    `orchestrator  ok, revision ${o.revision}, up ${duration(o.uptimeSeconds)}, API ${o.tls ? 'over mTLS' : 'plain HTTP (--insecure)'}; ${o.reconcilePasses} reconciliation passes (${last})`,
+    `hosts         ${st.hosts.length}`,
+  ];
+  for (const h of st.hosts) {
+    const nic = h.nic.reachable
+      ? `NIC ok (data plane ${h.nic.dataPlane ? 'on' : 'OFF'}, up ${duration(h.nic.uptimeSeconds)}, ${h.nic.workloads} workloads, ${h.nic.tenants} tenants, ${h.nic.remotePeers} fabric peers, ${h.nic.keys} keys, ${h.nic.drops.total} drops)`
+      : `NIC UNREACHABLE (${h.nic.error})`;
+    const vs = h.vswitch.reachable
+      ? `vSwitch ok (${h.vswitch.instances} instances)`
+      : `vSwitch UNREACHABLE (${h.vswitch.error})`;
+    lines.push(`  ${h.name}  ${nic}; ${vs}`);
+  }
+  const states = Object.entries(st.workloads.byState)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  lines.push(
+    `tenants       ${st.tenants.count} (${st.tenants.withPolicy} with a policy)`,
+    `workloads     ${st.workloads.count}${states === '' ? '' : ` (${states})`}`,
+    `certificates  ${st.certificates.length === 0 ? 'none (no mTLS)' : ''}`.trimEnd(),
+  );
+  for (const c of st.certificates)
+    lines.push(
+      `  ${c.holder}  ${c.spiffeId ?? '-'}  expires ${c.notAfter} (${c.secondsLeft < 0 ? `EXPIRED ${duration(c.secondsLeft)}` : `in ${duration(c.secondsLeft)}`})`,
+    );
+  const byHost = Object.entries(st.drops.byHost)
+    .map(([h, n]) => `${h} ${n}`)
+    .join(', ');
+  lines.push(`drops         ${st.drops.total}${byHost === '' ? '' : ` (${byHost})`}`);
+  return lines.join('\n');
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values: v } = parse(args, {}, 0);
+  const st = await client(v).status();
+  const certFile = operatorCertFile(v);
+  if (certFile !== null && existsSync(certFile)) {
+    const c: CertificateExpiry | null = certificateExpiry('operator', readText(certFile, 'the certificate'));
+    if (c !== null) st.certificates.push(c);
+  }
+  return out(v, st, () => statusText(st));
+}
+
+async function consoleCommand(sub: string | undefined, args: string[]): Promise<number> {
+  if (sub !== 'login')
+    throw new TgError('TG_ERR_USAGE', `unknown console command '${sub ?? ''}'\n${CONTROL_USAGE}`);
+  const { values: v } = parse(args, {}, 0);
+  const r = await client(v).consoleLogin();
+  return out(v, r, () => `${r.url}\n(one use, valid until ${r.expiresAt})`);
+}
+
+/** Runs one command group: `group` is tenant, host, workload, service, policy, flows, keys, status or console. */
 export async function runGroup(group: string, args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(`${CONTROL_USAGE}\n`);
@@ -413,12 +580,18 @@ export async function runGroup(group: string, args: string[]): Promise<number> {
       return host(sub, rest);
     case 'workload':
       return workload(sub, rest);
+    case 'service':
+      return service(sub, rest);
     case 'policy':
       return policy(sub, rest);
     case 'flows':
       return flows(args);
     case 'keys':
       return keys(args);
+    case 'status':
+      return status(args);
+    case 'console':
+      return consoleCommand(sub, rest);
   }
   throw new TgError('TG_ERR_USAGE', `unknown command '${group}'\n${CONTROL_USAGE}`);
 }

@@ -10,25 +10,35 @@ import { validatePrefix } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
-const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure]
+const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure] [--keep]
+                     [--store sqlite|etcd]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
   with real traffic: same-tenant flows (same host, cross host), cross-tenant flows blocked,
   captures free of plaintext, per-NIC key inventories, a live migration with its gap, a
-  spin-down wiping keys, and a throughput figure. Then it removes everything.
+  spin-down wiping keys, a throughput figure, and the orchestrator's web console. Then it
+  removes everything, and ends by printing the console's address.
   --prefix P          lab prefix (default tgdemo); an earlier run's leftovers are removed first
   --iperf-seconds S   length of the throughput run, 0..30 (default 3; 0 skips it)
   --insecure          run every API as plain HTTP instead of mTLS (logged as a warning; by
                       default the lab gets its own CA and every service a SPIFFE identity)
+  --keep              after the checks, keep the lab up and print the web console's address
+                      with a one-time login link; Ctrl-C then removes everything
+  --store etcd        the orchestrator on a 3-member etcd cluster (loopback ports, data in the
+                      lab's run directory) as 2 replicas; after the migration the leading one
+                      is killed and the demo checks that the other takes over (default sqlite:
+                      one orchestrator on SQLite)
   --json              print one JSON object {control, policy, security, checks, figures, pids,
-                      notShown}; progress goes to stderr`;
+                      notShown, console}; progress goes to stderr`;
 
 interface Options {
   json: boolean;
   prefix: string;
   iperfSeconds: number;
   insecure: boolean;
+  keep: boolean;
+  store: 'sqlite' | 'etcd';
   help: boolean;
 }
 
@@ -42,6 +52,8 @@ function parse(args: string[]): Options {
         prefix: { type: 'string' },
         'iperf-seconds': { type: 'string' },
         insecure: { type: 'boolean' },
+        keep: { type: 'boolean' },
+        store: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -56,11 +68,16 @@ function parse(args: string[]): Options {
       'TG_ERR_INVALID_ARGUMENT',
       `--iperf-seconds ${JSON.stringify(secondsText)} must be 0..30`,
     );
+  const store = (values.store as string | undefined) ?? 'sqlite';
+  if (store !== 'sqlite' && store !== 'etcd')
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--store ${JSON.stringify(store)} must be sqlite or etcd`);
   return {
     json: values.json === true,
+    store,
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
     insecure: values.insecure === true,
+    keep: values.keep === true,
     help: values.help === true,
   };
 }
@@ -86,13 +103,23 @@ export async function run(args: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let kept = false;
   try {
-    await runDemo(opts, report, ac.signal, startOrchestratorControl);
+    ({ kept } = await runDemo(opts, report, ac.signal, (lab, agents) =>
+      startOrchestratorControl(lab, agents, { store: opts.store }),
+    ));
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
   report.finish();
-  if (ac.signal.aborted) return 130;
+  const url = report.result.console;
+  if (url !== null && !kept)
+    report.say(
+      `\nweb console: ${url} (served while the lab was up; \`tenguard demo --keep\` keeps it up to look around)`,
+    );
+  else if (url !== null) report.say(`\nweb console: ${url} (stopped with the lab)`);
+  // Ctrl-C while the lab is kept up is how a --keep run ends, not an interruption.
+  if (ac.signal.aborted && !kept) return 130;
   return report.passed() ? 0 : 1;
 }

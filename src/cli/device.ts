@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Device } from '../device/device.js';
 import { checkTunMtu } from '../device/pump.js';
-import { tuneRuntimeForDataPlane } from '../device/runtime.js';
+import { DATA_PLANE_NODE_ARGS, tuneRuntimeForDataPlane } from '../device/runtime.js';
 import { validateIfname } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
@@ -78,7 +78,7 @@ function parse(args: string[]) {
 /** Starts the same command in the foreground as a detached child and waits until it serves. */
 function detach(args: string[]): Promise<number> {
   const bin = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
-  const child = spawn(process.execPath, [bin, 'device', '-f', ...args], {
+  const child = spawn(process.execPath, [...DATA_PLANE_NODE_ARGS, bin, 'device', '-f', ...args], {
     detached: true,
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     env: { ...process.env, [NOTIFY_ENV]: '1' },

@@ -54,6 +54,11 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'create, list, show, delete and migrate workloads (orchestrator client)',
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('workload', a) })),
   },
+  service: {
+    summary:
+      'create, list, show and delete services: a virtual address and name per service (orchestrator client)',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('service', a) })),
+  },
   policy: {
     summary: "set and show a tenant's policy document (orchestrator client)",
     load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('policy', a) })),
@@ -65,6 +70,14 @@ const COMMANDS: Record<string, CommandEntry> = {
   cni: {
     summary: 'the CNI plugin (ADD, DEL, CHECK, VERSION, STATUS, GC) and `cni install`',
     load: () => import('./cni.js'),
+  },
+  status: {
+    summary: 'the installation at a glance: hosts, NICs, tenants, workloads, certificates, drops',
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('status', a) })),
+  },
+  console: {
+    summary: "a one-time login link to the orchestrator's web console",
+    load: () => import('./control.js').then((m) => ({ run: (a: string[]) => m.runGroup('console', a) })),
   },
   keys: {
     summary: "a host NIC's key inventory, metadata only (orchestrator client)",

@@ -3,6 +3,8 @@
 // reconciliation pass every interval; `tenguard orchestrator store migrate` copies a store. Ends
 // cleanly on SIGTERM/SIGINT (the agents and workloads keep running: a restarted
 // orchestrator reloads the store and changes nothing that is right).
+import { readFileSync } from 'node:fs';
+import { consoleApiRoutes, parseListen, WebConsole } from '../console/server.js';
 import { wipeTlsKey } from '../identity/mtls.js';
 import {
   INSECURE_WARNING,
@@ -27,8 +29,9 @@ import { logger } from '../util/log.js';
 import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard orchestrator (--data-dir DIR | --store SPEC) --api-socket PATH [--reconcile-ms N]
-                             [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-prefix P] [--lease-ms N]
-                             (mTLS options | --insecure)
+                              [--etcd-ca F [--etcd-cert F --etcd-key F]] [--etcd-prefix P] [--lease-ms N]
+                              [--console HOST:PORT [--console-cert FILE --console-key FILE]]
+                              (mTLS options | --insecure)
        tenguard orchestrator store migrate --from SPEC --to SPEC [--etcd-ca F ...] [--json]
 
 Runs the orchestrator: tenants, hosts, workloads and policy in a store, REST+JSON (OpenAPI at
@@ -50,6 +53,10 @@ With mTLS the orchestrator enrols as spiffe://TD/service/orchestrator, serves it
 mTLS to the allowed clients only (default .../service/operator), and calls every NIC agent
 (which must prove spiffe://TD/nic/HOST) and vSwitch daemon (.../service/vswitchd-HOST) over
 mTLS as itself. --host-name does not apply.
+
+--console HOST:PORT serves the web console there (port 0: any free port; its address is
+logged): plain HTTP on a loopback address, or HTTPS with --console-cert and --console-key
+(PEM). Log in with the one-time link \`tenguard console login\` prints.
 
 ${MTLS_USAGE}`;
 
@@ -119,6 +126,9 @@ export async function run(args: string[]): Promise<number> {
       ...ETCD_OPTIONS,
       'api-socket': { type: 'string' },
       'reconcile-ms': { type: 'string' },
+      console: { type: 'string' },
+      'console-cert': { type: 'string' },
+      'console-key': { type: 'string' },
       ...MTLS_ARG_OPTIONS,
     },
     USAGE,
@@ -148,6 +158,14 @@ export async function run(args: string[]): Promise<number> {
         ? [serviceId(td, 'operator').uri, serviceId(td, 'orchestrator').uri]
         : [serviceId(td, 'operator').uri],
   });
+  const consoleText = values.console as string | undefined;
+  const consoleListen = consoleText === undefined ? undefined : parseListen(consoleText);
+  const consoleCert = values['console-cert'] as string | undefined;
+  const consoleKey = values['console-key'] as string | undefined;
+  if ((consoleCert === undefined) !== (consoleKey === undefined))
+    throw new TgError('TG_ERR_USAGE', `--console-cert and --console-key go together\n${USAGE}`);
+  if (consoleCert !== undefined && consoleListen === undefined)
+    throw new TgError('TG_ERR_USAGE', `--console-cert needs --console\n${USAGE}`);
   requireRoot('tenguard orchestrator');
   startHeapTrim();
 
@@ -177,24 +195,45 @@ export async function run(args: string[]): Promise<number> {
     spec.kind === 'etcd'
       ? new Replica(store.campaign(socket, leaseMs), {
           address: socket,
+          probe: () => store.revision(),
           endpointOf:
             mtls === undefined || td === undefined
               ? undefined
               : (address) => mtls.clientEndpoint(address, [serviceId(td, 'orchestrator').uri]),
         })
       : undefined;
-  const orch = new Orchestrator(store, log, { agentEndpoint, replica });
+  const orch = new Orchestrator(store, log, {
+    agentEndpoint,
+    replica,
+    certificate: () => mtls?.identity.certificatePem ?? null,
+  });
   const tls = mtls?.serverTls();
   let api: JsonApiServer;
+  let web: WebConsole | null = null;
   try {
+    if (consoleListen !== undefined) {
+      let key: Buffer | undefined;
+      try {
+        key = consoleKey === undefined ? undefined : readFileSync(consoleKey);
+        const cert = consoleCert === undefined ? undefined : readFileSync(consoleCert, 'utf8');
+        web = await WebConsole.start(orch, {
+          listen: consoleListen,
+          log: log.child({ part: 'console' }),
+          ...(cert === undefined || key === undefined ? {} : { tls: { cert, key } }),
+        });
+      } finally {
+        key?.fill(0);
+      }
+    }
     api = await JsonApiServer.listen({
       socketPath: socket,
       tls,
-      routes: orchestratorRoutes(orch),
+      routes: orchestratorRoutes(orch, consoleApiRoutes(web)),
       log,
       maxBodyBytes: ORCHESTRATOR_MAX_BODY_BYTES,
     });
   } catch (err) {
+    await web?.close();
     mtls?.stop();
     await store.close();
     throw err;
@@ -209,13 +248,16 @@ export async function run(args: string[]): Promise<number> {
       'leadership changed',
     ),
   );
-  log.info({ api: socket, store: spec, reconcileMs: interval }, 'orchestrator serving');
+  log.info({ api: socket, store: spec, reconcileMs: interval, console: web?.url }, 'orchestrator serving');
+  // The console's address on stdout too, for whoever started the orchestrator.
+  if (web !== null) process.stdout.write(`tenguard orchestrator: web console at ${web.url}\n`);
   const why = await new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   log.info({ why }, 'orchestrator stopping');
   await api.close();
+  await web?.close();
   await orch.close();
   mtls?.stop();
   return 0;

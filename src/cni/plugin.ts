@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { OrchestratorClient } from '../orchestrator/client.js';
-import type { WorkloadRecord } from '../orchestrator/model.js';
+import { tenantDomain, type WorkloadRecord } from '../orchestrator/model.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { type CniConfig, parseCniArgs, parseCniConfig } from './config.js';
@@ -152,9 +152,16 @@ function result(cfg: CniConfig, call: Call, w: WorkloadRecord): Record<string, u
     // A TUN has no MAC; the zero MAC is given because podman 4.3 refuses a result without one
     // ("invalid MAC address") although the spec makes `mac` optional.
     interfaces: [{ name: call.ifname, mac: '00:00:00:00:00:00', sandbox: call.netnsPath }],
-    ips: [{ ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 }],
-    routes: [{ dst: '0.0.0.0/0' }],
-    dns: {},
+    ips: [
+      { ...(v0 ? { version: '4' } : {}), address: `${w.address}/32`, interface: 0 },
+      ...(w.address6 !== undefined
+        ? [{ ...(v0 ? { version: '6' } : {}), address: `${w.address6}/128`, interface: 0 }]
+        : []),
+    ],
+    routes: [{ dst: '0.0.0.0/0' }, ...(w.address6 !== undefined ? [{ dst: '::/0' }] : [])],
+    // The tenant's DNS server at the NIC, answering <name>.<tenant>.tg. (the runtime writes
+    // the container's resolv.conf from this).
+    dns: w.dns === undefined ? {} : { nameservers: [w.dns], search: [tenantDomain(w.tenant)] },
   };
 }
 
@@ -226,6 +233,15 @@ async function check(cfg: CniConfig, call: Call, client: OrchestratorClient): Pr
     );
   if (!link.stdout.includes(` ${w.address}/32 `))
     throw new CniError(100, `CHECK: ${call.ifname} in '${call.netns}' does not have ${w.address}/32`);
+  if (w.address6 !== undefined) {
+    if (cfg.prevResult !== undefined && !ips.some((i) => i.address === `${w.address6}/128`))
+      throw new CniError(100, `CHECK: prevResult does not list ${w.address6}/128`);
+    const link6 = await run('ip', ['-n', call.netns, '-o', '-6', 'addr', 'show', 'dev', call.ifname], {
+      timeoutMs: 10_000,
+    });
+    if (!link6.stdout.includes(` ${w.address6}/128 `))
+      throw new CniError(100, `CHECK: ${call.ifname} in '${call.netns}' does not have ${w.address6}/128`);
+  }
   const inv = await client.keys(cfg.host).catch((err) => {
     throw fromOrchestrator(err, `CHECK of ${name}`);
   });

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installCni } from '../cni/install.js';
 import type { LabCa } from '../lab/ca.js';
@@ -70,7 +70,8 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
     return;
   }
   const prefix = lab.prefix;
-  const netnsBefore = new Set(existsSync('/run/netns') ? readdirSync('/run/netns') : []);
+  // The namespaces podman made for this step's containers (other podman users may run now).
+  const sandboxes: string[] = [];
   const cacheExisted = existsSync(CNI_CACHE);
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-podman-`));
   const P = new Podman(dir);
@@ -132,6 +133,8 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
       );
       if (r.code !== 0) throw new Error(`podman run ${b.name}: ${r.stderr.trim()}`);
       runMs.push(Math.round(r.ms));
+      const sk = await P.cmd(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', b.name]);
+      if (sk.stdout.trim() !== '') sandboxes.push(basename(sk.stdout.trim()));
       const i = await P.cmd(['inspect', '--format', '{{json .NetworkSettings.Networks}}', b.name]);
       ips.set(
         b.name,
@@ -191,9 +194,8 @@ export async function podmanStep(x: PodmanStepContext): Promise<void> {
     if (identity !== undefined) rmSync(identity.dir, { recursive: true, force: true });
     cleanCniCache(prefix, cacheExisted);
   }
-  const left = (existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter(
-    (n) => n.startsWith('netns-') && !netnsBefore.has(n),
-  );
+  const now = new Set(existsSync('/run/netns') ? readdirSync('/run/netns') : []);
+  const left = sandboxes.filter((n) => now.has(n));
   report.check(
     'podman left nothing behind',
     left.length === 0,

@@ -9,10 +9,23 @@ export interface DemoWorkload {
   tenant: string;
   host: string;
   address: string;
+  /** Its IPv6 address from the tenant's ULA prefix (dual stack). */
+  address6?: string;
   /** The workload's network namespace. */
   netns: string;
   /** Milliseconds per step of its last spin-up or migration, as the control plane measured them. */
   timings: Record<string, number>;
+}
+
+/** What killing the leading orchestrator replica showed. */
+export interface DemoTakeover {
+  killedPid: number;
+  leaderPid: number;
+  /** From the SIGKILL until another replica answered as leader. */
+  takeoverMs: number;
+  /** Workloads (name@host) before and after. */
+  workloadsBefore: string[];
+  workloadsAfter: string[];
 }
 
 export interface DemoControl {
@@ -30,6 +43,13 @@ export interface DemoControl {
     labels?: Record<string, string>;
   }): Promise<DemoWorkload>;
   deleteWorkload(name: string): Promise<void>;
+  /** Creates a service: a virtual address and the name <name>.<tenant>.tg, load-balanced over its selector's workloads. */
+  createService(req: {
+    tenant: string;
+    name: string;
+    selector: Record<string, string>;
+    port: string;
+  }): Promise<{ name: string; tenant: string; address: string }>;
   migrate(name: string, toHost: string): Promise<DemoWorkload>;
   /** The key inventory (metadata only) of a host's NIC. */
   keys(host: string): Promise<KeyMetadata[]>;
@@ -38,8 +58,15 @@ export interface DemoControl {
    * are kept apart by per-tenant routing alone and nothing is enforced beyond it).
    */
   setPolicy(tenant: string, doc: PolicyDocument): Promise<boolean>;
+  /** A one-time login link to the orchestrator's web console; absent when it serves none. */
+  consoleLogin?(): Promise<{ url: string; expiresAt: string }>;
   /** Flow records merged from the NICs (DESIGN.md section 6); null when the NICs keep none. */
   flows(): Promise<Record<string, unknown>[] | null>;
+  /**
+   * Kills the leading replica and waits for another to lead (present only when the control
+   * plane has several replicas).
+   */
+  readonly takeover?: () => Promise<DemoTakeover>;
   /** Ends what this control plane started. Idempotent. */
   close(): Promise<void>;
 }

@@ -2,12 +2,16 @@
 //
 //   ip netns exec <ns> node probe-program.js tcp-echo <bind> <port> <ms>
 //   ip netns exec <ns> node probe-program.js tcp-send <dst> <port> <hex> <repeat> <ms>
+//   ip netns exec <ns> node probe-program.js resolve <name>
 //
 // tcp-echo prints "ready" once listening, echoes what one client sends and, after <ms>, one
 // JSON line {received: <bytes>, sha: <hex>}. tcp-send sends <hex> repeated <repeat> times,
 // reads the echo back and prints {sent, echoed, sha, ms} (echoed 0 when nothing came back
-// within <ms>). Only the program entry point runs anything; importing this file does not.
+// within <ms>); <dst> may be a name, resolved by the namespace's resolver. resolve prints
+// {address} (IPv4, by the system resolver, i.e. the namespace's resolv.conf) or {error} with the
+// resolver's code. Only the program entry point runs anything; importing this file does not.
 import { createHash } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import { realpathSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -93,6 +97,13 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
     if (payload.length === 0 || payload.length * repeat > MAX_TRANSFER_BYTES)
       throw new Error(`payload of ${payload.length * repeat} bytes is out of range`);
     return tcpSend(a[0] ?? '', num(a[1], 'port', 65535), payload, repeat, num(a[4], 'ms', 120_000));
+  }
+  if (mode === 'resolve') {
+    try {
+      return { address: (await lookup(a[0] ?? '', { family: 4 })).address };
+    } catch (err) {
+      return { error: (err as NodeJS.ErrnoException).code ?? String(err) };
+    }
   }
   throw new Error(`unknown probe mode '${mode}'`);
 }

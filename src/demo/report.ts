@@ -21,6 +21,8 @@ export interface DemoResult {
   pids: number[];
   /** What the demo could not show in this run, and why. */
   notShown: string[];
+  /** The web console's address during the run (…/console/); null when it served none. */
+  console: string | null;
 }
 
 export interface DemoSecurity {
@@ -43,6 +45,7 @@ export class DemoReporter {
     figures: {},
     pids: [],
     notShown: [],
+    console: null,
   };
   private stepNo = 0;
 

@@ -10,6 +10,7 @@ import { UAPI_SOCKET_DIR } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { apiRequest } from '../util/http-json.js';
 import { podmanStep } from './cni-step.js';
+import { consoleStep, keepUp } from './console-step.js';
 import type { DemoControl } from './control.js';
 import type { DemoReporter } from './report.js';
 import { DemoSteps } from './steps.js';
@@ -19,20 +20,45 @@ export interface DemoOptions {
   iperfSeconds: number;
   /** Plain HTTP everywhere instead of mTLS. */
   insecure?: boolean;
+  /** After the checks, keep the lab (and its web console) up until the signal aborts. */
+  keep?: boolean;
 }
 
-/** Steps shown as [n/N]: lab, agents, control plane, then the nine steps of DemoSteps, the podman step (cni-step.ts), then teardown. */
-export const TOTAL_STEPS = 14;
+/** Kills the leading orchestrator replica mid-demo and checks that the other takes over. */
+async function leaderTakeover(control: DemoControl, report: DemoReporter): Promise<void> {
+  if (control.takeover === undefined) return;
+  report.say('      the leading orchestrator replica is killed (SIGKILL); the other one must take over');
+  const t = await control.takeover();
+  report.figure('leader_takeover_ms', t.takeoverMs);
+  report.check(
+    'leader takeover: another orchestrator replica leads within 3 s of the leader being killed',
+    t.takeoverMs <= 3000,
+    `pid ${t.killedPid} killed; pid ${t.leaderPid} leads after ${t.takeoverMs} ms`,
+  );
+  report.check(
+    'leader takeover: the new leader serves the same workloads',
+    JSON.stringify(t.workloadsBefore) === JSON.stringify(t.workloadsAfter),
+    `${t.workloadsAfter.length} workloads: ${t.workloadsAfter.join(', ')}`,
+  );
+}
+
+/**
+ * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
+ * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
+ */
+export const TOTAL_STEPS = 17;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
 
+/** `kept`: the run ended by the signal while the lab was kept up (--keep), as it should. */
 export async function runDemo(
   opts: DemoOptions,
   report: DemoReporter,
   signal: AbortSignal,
   startOrchestrator: OrchestratorStarter,
-): Promise<void> {
+): Promise<{ kept: boolean }> {
+  let kept = false;
   const { prefix } = opts;
   await clearLeftovers(prefix, report);
   let agents: LabAgents | null = null;
@@ -102,16 +128,27 @@ export async function runDemo(
       }
     };
     await phase('same-tenant traffic', () => s.sameTenant());
+    await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
+    await phase('service by name', () => s.serviceByName());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());
     await phase('migration', () => s.migrate());
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
+    await phase('leader takeover', () => leaderTakeover(control!, report));
     await phase('spin-down', () => s.spinDown());
     await phase('podman', () =>
       podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),
     );
+    let consoleUrl: string | null = null;
+    await phase('web console', async () => {
+      consoleUrl = await consoleStep(control!, report);
+    });
+    if (opts.keep === true && consoleUrl !== null && !signal.aborted) {
+      await keepUp(control, consoleUrl, report, signal);
+      kept = true;
+    }
   } catch (err) {
     if (err instanceof TgError && err.code === 'TG_ERR_LAB_EXISTS') {
       ours = false;
@@ -127,6 +164,7 @@ export async function runDemo(
     if (ours) await tearDown(prefix, report, { agents, control, steps, pids, ca });
     report.figure('total_ms', Math.round(performance.now() - t0));
   }
+  return { kept };
 }
 
 async function tearDown(

@@ -54,5 +54,22 @@ export const MIGRATION = { workload: 'acme-api', to: 'h2', streamFrom: 'acme-web
 /** The spin-down: the only workload of its tenant on its host, so the tenant's off-host key goes too. */
 export const SPIN_DOWN = { workload: 'blue-db', checkFrom: 'blue-web' };
 
+/** Dual stack: IPv6 within a tenant across hosts, and to another tenant (blocked). */
+export const IPV6 = { from: 'acme-web', to: 'acme-db', otherTenant: 'blue-db' };
+
 /** The throughput run: same tenant, cross host. */
 export const THROUGHPUT = { from: 'acme-web', to: 'acme-db' };
+
+/**
+ * The service step: a service over acme's db workload(s), reached by name from acme-web on the
+ * other host; and another tenant's workload name, which acme's DNS server does not know.
+ */
+export const SERVICE = {
+  tenant: 'acme',
+  name: 'db',
+  selector: { app: 'db' },
+  port: 40400,
+  from: 'acme-web',
+  endpoint: 'acme-db',
+  foreignName: 'blue-db.blue.tg',
+};

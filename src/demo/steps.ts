@@ -17,15 +17,17 @@ import { keyNeedles, type Needle, scanProcessMemory } from './memscan.js';
 import { type DemoReporter, median, table } from './report.js';
 import {
   CROSS_TENANT,
+  IPV6,
   MIGRATION,
   NO_POLICY,
   SAME_TENANT,
+  SERVICE,
   SPIN_DOWN,
   TENANTS,
   THROUGHPUT,
   WORKLOADS,
 } from './scenario.js';
-import { firstReply, iperf, ping, pingStream, stopIfAborted, tcpTransfer } from './traffic.js';
+import { firstReply, iperf, ping, pingStream, resolveName, stopIfAborted, tcpTransfer } from './traffic.js';
 
 /** The bytes of the TCP transfers: the 16-byte marker repeated this many times (64 KiB). */
 const TRANSFER_REPEAT = 4096;
@@ -225,6 +227,49 @@ export class DemoSteps {
     }
   }
 
+  /**
+   * IPv6: every workload has its tenant's IPv6 address beside the IPv4 one; ping6 (with the
+   * marker, so the captures cover it) and a 64 KiB TCP echo across hosts; another tenant's
+   * IPv6 address unreachable.
+   */
+  async ipv6(): Promise<void> {
+    this.r.step('IPv6 (dual stack): ping6 + 64 KiB TCP echo across hosts; another tenant blocked');
+    const ws = [...this.workloads.values()];
+    const missing = ws.filter((w) => w.address6 === undefined || !w.address6.startsWith('fd'));
+    this.r.check(
+      "every workload has an IPv6 address from its tenant's ULA prefix beside its IPv4 one",
+      ws.length > 0 && missing.length === 0,
+      missing.length === 0
+        ? ws.map((w) => `${w.name} ${w.address} ${w.address6}`).join(', ')
+        : `without: ${missing.map((w) => w.name).join(', ')}`,
+    );
+    const a = this.w(IPV6.from);
+    const b = this.w(IPV6.to);
+    const o = this.w(IPV6.otherTenant);
+    if (a.address6 === undefined || b.address6 === undefined || o.address6 === undefined) return;
+    const marker = this.marker.toString('hex');
+    const p = await ping(a.netns, b.address6, { count: 5, pattern: marker, signal: this.c.signal });
+    const t = await tcpTransfer(a.netns, b.netns, b.address6, marker, {
+      repeat: TRANSFER_REPEAT,
+      port: 40250,
+      signal: this.c.signal,
+    });
+    this.r.check(
+      `IPv6 cross host: ${a.name} (${a.host}) -> ${b.name} (${b.host}) ${b.address6}`,
+      p.received === 5 && t.intact,
+      `ping6 ${p.received}/5${p.rttAvgMs !== null ? ` rtt ${p.rttAvgMs.toFixed(2)} ms` : ''}; ` +
+        `TCP ${t.sent / 1024} KiB ${t.intact ? `echoed intact in ${t.ms} ms` : `echoed ${t.echoed} bytes`}`,
+    );
+    if (p.rttAvgMs !== null) this.r.figure('ipv6_rtt_ms', Math.round(p.rttAvgMs * 100) / 100);
+    if (t.intact) this.r.figure('ipv6_tcp_echo_ms', t.ms);
+    const x = await ping(a.netns, o.address6, { count: 3, waitS: 1, signal: this.c.signal });
+    this.r.check(
+      `IPv6 cross tenant: ${a.name} (${a.tenant}) -> ${o.name} (${o.tenant}) ${o.address6} blocked over IPv6`,
+      x.received === 0,
+      `ping6 ${x.received}/${x.sent}`,
+    );
+  }
+
   async crossTenant(): Promise<void> {
     this.r.step(
       this.policyEnforced
@@ -245,6 +290,51 @@ export class DemoSteps {
       );
     }
     if (this.policyEnforced) await this.defaultDeny(port, since);
+  }
+
+  /**
+   * A service reached by name from the other host: the tenant's DNS server at the client's NIC
+   * answers <service>.<tenant>.tg with the service address (the namespace's resolv.conf names
+   * it), the client's NIC load-balances the connection to the endpoint behind the other NIC;
+   * another tenant's workload name is NXDOMAIN.
+   */
+  async serviceByName(): Promise<void> {
+    this.r.step(
+      `a service by name: ${SERVICE.name}.${SERVICE.tenant}.tg from ${SERVICE.from}, endpoint on the other host`,
+    );
+    const svc = await this.c.control.createService({
+      tenant: SERVICE.tenant,
+      name: SERVICE.name,
+      selector: SERVICE.selector,
+      port: `${SERVICE.port}/tcp`,
+    });
+    const a = this.w(SERVICE.from);
+    const b = this.w(SERVICE.endpoint);
+    const fqdn = `${svc.name}.${svc.tenant}.tg`;
+    const r = await resolveName(a.netns, fqdn, this.c.signal);
+    this.r.check(
+      `service name ${fqdn} resolves to the service address at ${a.name}`,
+      r.address === svc.address,
+      `${fqdn} -> ${r.address ?? r.error} (service address ${svc.address})`,
+    );
+    const t = await tcpTransfer(a.netns, b.netns, fqdn, this.marker.toString('hex'), {
+      repeat: TRANSFER_REPEAT,
+      port: SERVICE.port,
+      bind: b.address,
+      signal: this.c.signal,
+    });
+    this.r.check(
+      `service by name: ${a.name} (${a.host}) to ${fqdn}:${SERVICE.port} reaches ${b.name} (${b.host}) ${b.address}`,
+      t.intact,
+      `TCP ${t.sent / 1024} KiB ${t.intact ? `echoed intact in ${t.ms} ms` : `echoed ${t.echoed} bytes`}`,
+    );
+    if (t.intact) this.r.figure('service_by_name_tcp_ms', t.ms);
+    const f = await resolveName(a.netns, SERVICE.foreignName, this.c.signal);
+    this.r.check(
+      `another tenant's name ${SERVICE.foreignName} is unknown to ${svc.tenant}'s DNS server`,
+      f.address === null && f.error === 'ENOTFOUND',
+      `${SERVICE.foreignName} -> ${f.address ?? f.error}`,
+    );
   }
 
   /** A tenant with no policy document: even its own workloads cannot reach each other. */

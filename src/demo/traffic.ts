@@ -150,11 +150,13 @@ export async function tcpTransfer(
   toNs: string,
   target: string,
   payload: string,
-  opts: { repeat?: number; port?: number; timeoutMs?: number; signal?: AbortSignal } = {},
+  opts: { repeat?: number; port?: number; timeoutMs?: number; signal?: AbortSignal; bind?: string } = {},
 ): Promise<TransferResult> {
   const port = String(opts.port ?? 40200);
   const ms = opts.timeoutMs ?? 5000;
-  const server = probe(toNs, ['tcp-echo', target, port, String(ms + 1500)], opts.signal);
+  // The server listens on `bind` (default: the target), e.g. an endpoint's own address when
+  // the target is a service's name or address.
+  const server = probe(toNs, ['tcp-echo', opts.bind ?? target, port, String(ms + 1500)], opts.signal);
   const serverResult = childJsonResult(server, ms + 20_000, 'TCP probe');
   await childReady(server, 'TCP echo server');
   const client = await childJsonResult(
@@ -169,6 +171,19 @@ export async function tcpTransfer(
     intact: client.intact === true,
     serverReceived: Number(s.received ?? 0),
     ms: Number(client.ms ?? 0),
+  };
+}
+
+/** Resolves `name` inside `ns` with the system resolver: its IPv4 address, or the resolver's error code. */
+export async function resolveName(
+  ns: string,
+  name: string,
+  signal?: AbortSignal,
+): Promise<{ address: string | null; error: string | null }> {
+  const r = await childJsonResult(probe(ns, ['resolve', name], signal), 20_000, 'resolve probe');
+  return {
+    address: typeof r.address === 'string' ? r.address : null,
+    error: typeof r.error === 'string' ? r.error : null,
   };
 }
 

@@ -72,6 +72,7 @@ export class Device {
         rebind: (port) => this.pump.rebind(port),
         listenPort: () => this.pump.localPort,
         ioCounters: () => this.pump.ioCounters(),
+        keepaliveNow: (peerId) => this.pump.keepaliveNow(peerId),
       },
       now,
     );

@@ -20,6 +20,12 @@ export interface DevicePorts {
   listenPort(): number;
   /** Counters of the I/O layer, merged into the stats answer. */
   ioCounters(): Record<string, number>;
+  /**
+   * A keepalive to the peer now (it opens the session): called after a change that turned its
+   * persistent keepalive on, as wireguard-go does at once, so a new peer's first packet does
+   * not wait for a handshake. Without it the timer sends the keepalive on its next tick.
+   */
+  keepaliveNow?(peerId: number): void;
 }
 
 function placeholderKey(): Buffer {
@@ -90,6 +96,7 @@ export class EngineUapiBackend implements UapiBackend {
     if (change.fwmark !== undefined) this.fwmark = change.fwmark;
     if (change.replacePeers) for (const p of engine.listPeers(id)) engine.removePeer(p.id);
     const own = engine.identityInfo(id).publicKey;
+    const keepalives: number[] = [];
     for (const pc of change.peers) {
       if (own.equals(pc.publicKey)) continue;
       let peerId = engine.findPeer(id, pc.publicKey);
@@ -107,6 +114,7 @@ export class EngineUapiBackend implements UapiBackend {
       const remove = pc.allowedIps
         .filter((a) => a.remove)
         .map((a) => ({ address: a.cidr.address, bits: a.cidr.bits }));
+      const keepaliveWasOff = engine.peerInfo(peerId).persistentKeepalive === 0;
       engine.updatePeer(
         peerId,
         {
@@ -119,7 +127,10 @@ export class EngineUapiBackend implements UapiBackend {
         },
         now,
       );
+      if (keepaliveWasOff && (pc.persistentKeepalive ?? 0) > 0) keepalives.push(peerId);
     }
+    // After every change is in (the peer's key, PSK and endpoint), so the handshake uses them.
+    if (this.hasPrivateKey) for (const p of keepalives) this.ports.keepaliveNow?.(p);
   }
 
   counters(): Record<string, number> {

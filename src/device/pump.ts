@@ -42,6 +42,7 @@ import type { PacketSocket, TunDevice } from '../native/types.js';
 import { receiveOffloadDefault } from '../native/udp.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { type Engine, MAX_PADDED_SIZE } from '../protocol/engine.js';
+import { RECEIVE_MAX_AGE } from '../protocol/tuning.js';
 import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -223,7 +224,7 @@ export class DevicePump {
   private readonly onFatal: (reason: string) => void;
   private closed = false;
   private started = false;
-  private retired = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0 };
+  private retired = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0, rxStale: 0 };
   private readonly onTunEvent = (err: Error | null): void => this.tunEvent(err);
   private readonly onSocketEvent = (err: Error | null): void => this.socketEvent(err);
 
@@ -244,6 +245,8 @@ export class DevicePump {
   private open(port: number): PacketSocket {
     const s = this.openSocket(port);
     if (receiveOffloadDefault()) s.receiveOffload?.(true);
+    // Datagrams that waited out a stall (of this process or its NIC) are dropped, not delivered late.
+    s.receiveMaxAge?.(RECEIVE_MAX_AGE);
     return s;
   }
 
@@ -265,6 +268,16 @@ export class DevicePump {
     } catch (err) {
       this.fatal('start', err);
     }
+  }
+
+  /**
+   * A keepalive to a peer now, opening its session (Engine.keepaliveNow): the owner calls it
+   * when a persistent keepalive is turned on, rather than leaving it to the next timer tick.
+   */
+  keepaliveNow(peerId: number): void {
+    const id = this.identity;
+    if (this.closed || id === null || !id.hasPrivateKey) return;
+    this.send(this.engine.keepaliveNow(peerId, this.now()));
   }
 
   /** The timer step; the owner calls it every timer tick (the engine's wheel is 100 ms). */
@@ -324,6 +337,7 @@ export class DevicePump {
       'dropped.udpOversized': u.rxTruncated + c.rxTruncated,
       'dropped.tunOversized': this.tunOversized + t.rxTruncated,
       'io.udpRxErrors': u.rxErrors + c.rxErrors,
+      'dropped.udpStale': u.rxStale + c.rxStale,
       'io.udpTxDropped': u.txDropped + c.txDropped,
       'io.udpTxRejected': u.txRejected + c.txRejected,
       'io.tunTxDropped': t.txDropped + this.tunWriteLost,
@@ -466,6 +480,7 @@ export class DevicePump {
     this.retired.txRejected += st.txRejected;
     this.retired.rxTruncated += st.rxTruncated;
     this.retired.rxErrors += st.rxErrors;
+    this.retired.rxStale += st.rxStale;
     try {
       s.close();
     } catch {

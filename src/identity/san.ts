@@ -93,12 +93,37 @@ function generalNameUris(b: Uint8Array, value: Tlv): string[] {
 }
 
 /** The URI SANs of a certificate (DER), in order. Throws DerError on anything malformed. */
+/**
+ * TBSCertificate's fields in RFC 5280's order: [0] version (optional), serialNumber, signature, issuer,
+ * validity, subject, subjectPublicKeyInfo, then [1], [2], [3] each at most once, in order. A
+ * changed length that still parses as some TLV sequence fails here instead of hiding the
+ * extensions.
+ */
+function checkTbsShape(fields: readonly Tlv[]): void {
+  // The version is absent in a version 1 certificate (which has no extensions either).
+  const required = [0x02, TAG_SEQUENCE, TAG_SEQUENCE, TAG_SEQUENCE, TAG_SEQUENCE, TAG_SEQUENCE];
+  const first = fields.length > 0 && fields[0].tag === 0xa0 ? 1 : 0;
+  if (fields.length < first + required.length) throw new DerError('a TBSCertificate with missing fields');
+  for (let i = 0; i < required.length; i++)
+    if (fields[first + i].tag !== required[i])
+      throw new DerError(`TBSCertificate field ${first + i} of the wrong type`);
+  let last = 0;
+  for (const f of fields.slice(first + required.length)) {
+    if (f.tag !== 0xa1 && f.tag !== 0xa2 && f.tag !== TAG_EXTENSIONS)
+      throw new DerError('an unknown TBSCertificate field');
+    if (f.tag <= last) throw new DerError('TBSCertificate fields out of order');
+    last = f.tag;
+  }
+}
+
 export function certificateUriSans(der: Uint8Array): string[] {
   const cert = expect(read(der, 0, der.length), TAG_SEQUENCE, 'Certificate');
   if (cert.end !== der.length) throw new DerError('bytes after the certificate');
   const tbs = expect(read(der, cert.start, cert.end), TAG_SEQUENCE, 'TBSCertificate');
   const out: string[] = [];
-  for (const field of children(der, tbs)) {
+  const fields = children(der, tbs);
+  checkTbsShape(fields);
+  for (const field of fields) {
     if (field.tag !== TAG_EXTENSIONS) continue;
     const list = expect(read(der, field.start, field.end), TAG_SEQUENCE, 'Extensions');
     if (list.end !== field.end) throw new DerError('bytes after Extensions');

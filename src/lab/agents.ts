@@ -6,9 +6,17 @@
 //
 // Every process's log output is kept in memory, and every answer its clients receive is
 // recorded, for tests (secret scans).
+//
+// The vSwitch daemons are supervised, as systemd's Restart= does on a real host
+// (deploy/systemd): one that exits without being stopped here (a crash, SIGKILL) is started
+// again at once with the same arguments and environment (after a second failure within
+// RESTART_WINDOW_MS with a growing delay, up to RESTART_MAX_DELAY_MS). It comes back with no
+// devices; the orchestrator's reconciliation re-adopts its workloads (new instances and keys,
+// registered and configured as in a spin-up).
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import type { Identity } from '../identity/identity.js';
 import { JOIN_TOKEN_ENV } from '../identity/service-mtls.js';
 import { nicId, serviceId } from '../identity/spiffe.js';
@@ -25,6 +33,10 @@ const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const START_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 5000;
 const MAX_LOG_BYTES = 16 * 1024 * 1024;
+/** A daemon that dies again within this long after a restart is restarted after a delay. */
+const RESTART_WINDOW_MS = 10_000;
+const RESTART_FIRST_DELAY_MS = 250;
+const RESTART_MAX_DELAY_MS = 5000;
 
 export interface AgentProcess {
   host: string;
@@ -33,6 +45,10 @@ export interface AgentProcess {
   proc: ChildProcess;
   pid: number;
   exited: Promise<void>;
+  /** Date.now() when it was spawned. */
+  startedAt: number;
+  /** The environment it was started with (a supervised restart reuses it). */
+  env: NodeJS.ProcessEnv;
 }
 
 export interface LabAgentsOptions {
@@ -47,6 +63,13 @@ export interface LabAgentsOptions {
   ca?: LabCa;
   /** Node options for the NIC agents' processes (e.g. --cpu-prof, --cpu-prof-dir=DIR). */
   nicNodeArgs?: string[];
+  /** Restart a vSwitch daemon that exits unasked (default true). */
+  superviseVswitchd?: boolean;
+  /**
+   * The family of the fabric's (outer) addresses the NICs reach each other at: 4 (default,
+   * 198.18.0.0/24) or 6 (the lab's ULA fabric fd00:198:18::/64; plan.ts).
+   */
+  fabricFamily?: 4 | 6;
 }
 
 export class LabAgents {
@@ -54,6 +77,10 @@ export class LabAgents {
   readonly vswitchds = new Map<string, AgentProcess & { client: VSwitchClient }>();
   /** Every API answer received by these clients or `record`, as received (for secret scans). */
   readonly responses: string[] = [];
+  /** Supervised restarts of each host's vSwitch daemon. */
+  readonly vswitchdRestarts = new Map<string, number>();
+  private readonly restartDelay = new Map<string, number>();
+  private stopping = false;
   private readonly logChunks: string[] = [];
   private logBytes = 0;
   private responseBytes = 0;
@@ -109,6 +136,7 @@ export class LabAgents {
   async startNic(host: string): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const args = [
+      ...DATA_PLANE_NODE_ARGS,
       ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
@@ -117,7 +145,7 @@ export class LabAgents {
       '--host-address',
       h.pcie.nicV4,
       '--fabric-address',
-      h.fabric.nicV4,
+      this.opts.fabricFamily === 6 ? h.fabric.nicV6 : h.fabric.nicV4,
       ...this.linkMtuArgs(),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
@@ -128,10 +156,11 @@ export class LabAgents {
     return entry;
   }
 
-  async startVswitchd(host: string): Promise<AgentProcess> {
+  async startVswitchd(host: string, env?: NodeJS.ProcessEnv): Promise<AgentProcess> {
     const h = this.hostPlan(host);
     const socket = this.vswitchSocket(host);
     const args = [
+      ...DATA_PLANE_NODE_ARGS,
       BIN,
       'vswitchd',
       '--api-socket',
@@ -142,10 +171,51 @@ export class LabAgents {
     ];
     const id = this.opts.ca === undefined ? '' : serviceId(this.opts.ca.trustDomain, `vswitchd-${host}`).uri;
     const endpoint = this.endpoint(socket, id);
-    const p = await this.spawnAgent(host, 'vswitchd', h.name, endpoint, socket, args, id);
+    const p = await this.spawnAgent(host, 'vswitchd', h.name, endpoint, socket, args, id, env);
     const entry = { ...p, client: new VSwitchClient(endpoint, this.record) };
     this.vswitchds.set(host, entry);
+    if (this.opts.superviseVswitchd !== false) void this.supervise(entry);
     return entry;
+  }
+
+  /** Starts the daemon again when it exits while still this host's (not stopped here). */
+  private async supervise(p: AgentProcess): Promise<void> {
+    await p.exited;
+    const current = (): boolean => !this.stopping && this.vswitchds.get(p.host) === p;
+    if (!current()) return;
+    const quick = Date.now() - p.startedAt < RESTART_WINDOW_MS && this.vswitchdRestarts.has(p.host);
+    const delay = quick
+      ? Math.min(
+          RESTART_MAX_DELAY_MS,
+          Math.max(RESTART_FIRST_DELAY_MS, 2 * (this.restartDelay.get(p.host) ?? 0)),
+        )
+      : 0;
+    this.restartDelay.set(p.host, delay);
+    this.note(
+      `supervisor: the vswitchd of ${p.host} (pid ${p.pid}) exited (${p.proc.exitCode ?? p.proc.signalCode}); restarting in ${delay} ms\n`,
+    );
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    if (!current()) return;
+    try {
+      const next = await this.startVswitchd(p.host, p.env);
+      this.vswitchdRestarts.set(p.host, (this.vswitchdRestarts.get(p.host) ?? 0) + 1);
+      this.note(`supervisor: the vswitchd of ${p.host} runs again (pid ${next.pid})\n`);
+    } catch (err) {
+      this.note(`supervisor: restarting the vswitchd of ${p.host} failed: ${(err as Error).message}\n`);
+      // Try again later (the entry stays the dead one, so stop() and current() still see it).
+      if (current()) {
+        await new Promise((r) => setTimeout(r, RESTART_MAX_DELAY_MS));
+        if (current()) void this.supervise(p);
+      }
+    }
+  }
+
+  private note(text: string): void {
+    if (this.logBytes < MAX_LOG_BYTES) {
+      this.logChunks.push(text);
+      this.logBytes += text.length;
+    }
+    if (this.opts.echoLogs) process.stderr.write(`[lab] ${text}`);
   }
 
   /** Ends a host's vSwitch daemon by pid (SIGKILL: a crash; in shared mode its devices die with it). */
@@ -190,6 +260,7 @@ export class LabAgents {
 
   /** Ends every process started here and removes the sockets they leave behind. */
   async stop(): Promise<void> {
+    this.stopping = true;
     const all = [...this.vswitchds.values(), ...this.nics.values()];
     this.vswitchds.clear();
     this.nics.clear();
@@ -233,8 +304,12 @@ export class LabAgents {
     socket: string,
     args: string[],
     spiffeId: string,
+    baseEnv?: NodeJS.ProcessEnv,
   ): Promise<AgentProcess> {
-    const env: NodeJS.ProcessEnv = { ...process.env, TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info' };
+    const env: NodeJS.ProcessEnv = {
+      ...(baseEnv ?? process.env),
+      TENGUARD_LOG_LEVEL: this.opts.logLevel ?? 'info',
+    };
     const ca = this.opts.ca;
     if (ca === undefined) args.push('--insecure');
     else {
@@ -266,7 +341,16 @@ export class LabAgents {
     const pid = proc.pid;
     if (pid === undefined)
       throw new TgError('TG_ERR_COMMAND_FAILED', `could not start the ${kind} of ${host}`);
-    const p: AgentProcess = { host, kind, socket, proc, pid, exited };
+    const p: AgentProcess = {
+      host,
+      kind,
+      socket,
+      proc,
+      pid,
+      exited,
+      startedAt: Date.now(),
+      env: baseEnv ?? { ...process.env },
+    };
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null)

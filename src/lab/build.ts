@@ -6,7 +6,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
-import { listNamespaces } from '../util/netns.js';
+import { listNamespaces, removeNetnsResolvers } from '../util/netns.js';
 import {
   deleteNamespaces,
   deleteRootLinks,
@@ -344,6 +344,8 @@ export async function destroyLab(prefix: string): Promise<DestroyReport> {
       log.debug({ prefix, round, err: (err as Error).message }, 'lab teardown round incomplete; again');
     }
   }
+  // Resolver configurations the orchestrator wrote for namespaces of the lab.
+  removeNetnsResolvers(prefix);
   // The record goes last, once nothing it describes is left.
   const stateFile = removeLabState(prefix);
   const ms = Math.round(performance.now() - t0);

@@ -36,6 +36,8 @@ export interface PlacedWorkload {
   tenant: string;
   host: string;
   address: string;
+  /** The IPv6 address (dual stack); absent for a workload placed at a fixed address. */
+  address6?: string;
   ns: string;
   labels: Record<string, string>;
 }
@@ -77,7 +79,15 @@ export function plannedWorkloads(lab: LabState): WorkloadSpec[] {
 }
 
 function placed(r: WorkloadRecord): PlacedWorkload {
-  return { name: r.name, tenant: r.tenant, host: r.host, address: r.address, ns: r.netns, labels: r.labels };
+  return {
+    name: r.name,
+    tenant: r.tenant,
+    host: r.host,
+    address: r.address,
+    ...(r.address6 !== undefined ? { address6: r.address6 } : {}),
+    ns: r.netns,
+    labels: r.labels,
+  };
 }
 
 export class LabControlPlane {

@@ -39,11 +39,20 @@ export function freeLoopbackPort(): Promise<number> {
 const live = new Set<ChildProcess>();
 let exitHook = false;
 
+/** PEM files of a TLS member: its certificate and key, and the CA its clients must present. */
+export interface EtcdServerTls {
+  cert: string;
+  key: string;
+  /** With it, members demand client certificates signed by this CA. */
+  clientCa?: string;
+}
+
 export class EtcdCluster {
   private constructor(
     readonly dir: string,
     readonly members: EtcdMember[],
     private readonly initialCluster: string,
+    private readonly tls: EtcdServerTls | undefined,
   ) {}
 
   /** The client URLs of all members. */
@@ -52,7 +61,11 @@ export class EtcdCluster {
   }
 
   /** Starts `size` members and waits until the cluster answers. */
-  static async start(prefix: string, size = 1, opts: { baseDir?: string } = {}): Promise<EtcdCluster> {
+  static async start(
+    prefix: string,
+    size = 1,
+    opts: { baseDir?: string; tls?: EtcdServerTls } = {},
+  ): Promise<EtcdCluster> {
     if (!/^[a-z][a-z0-9-]{1,20}$/.test(prefix))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad etcd cluster prefix '${prefix}'`);
     const dir = mkdtempSync(join(opts.baseDir ?? tmpdir(), `${prefix}-etcd-`));
@@ -63,17 +76,18 @@ export class EtcdCluster {
       mkdirSync(dataDir, { mode: 0o700 });
       members.push({
         name,
-        clientUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
+        clientUrl: `${opts.tls === undefined ? 'http' : 'https'}://127.0.0.1:${await freeLoopbackPort()}`,
         peerUrl: `http://127.0.0.1:${await freeLoopbackPort()}`,
         dataDir,
         proc: null,
         log: '',
       });
     }
-    const c = new EtcdCluster(dir, members, members.map((m) => `${m.name}=${m.peerUrl}`).join(','));
+    const c = new EtcdCluster(dir, members, members.map((m) => `${m.name}=${m.peerUrl}`).join(','), opts.tls);
     try {
       for (const m of members) c.spawnMember(m);
-      await c.waitReady(20_000);
+      // A TLS cluster is checked by its caller, who holds the client identity.
+      if (opts.tls === undefined) await c.waitReady(20_000);
       return c;
     } catch (err) {
       await c.stop();
@@ -101,15 +115,22 @@ export class EtcdCluster {
       'new',
       '--initial-cluster-token',
       this.members[0].name,
+      // Loopback members: a lost raft leader is replaced within about a second, well inside
+      // an orchestrator lease's 1.5 s of validity.
       '--heartbeat-interval',
-      '100',
+      '50',
       '--election-timeout',
-      '1000',
+      '500',
       '--logger',
       'zap',
       '--log-level',
       'warn',
     ];
+    if (this.tls !== undefined) {
+      args.push('--cert-file', this.tls.cert, '--key-file', this.tls.key);
+      if (this.tls.clientCa !== undefined)
+        args.push('--client-cert-auth', '--trusted-ca-file', this.tls.clientCa);
+    }
     const p = spawn(ETCD_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     p.stderr?.on('data', (d: Buffer) => {
       if (m.log.length < 1_000_000) m.log += d.toString();
@@ -157,6 +178,30 @@ export class EtcdCluster {
         client.close();
       }
     }
+  }
+
+  /** The index of the member that is raft leader now (-1 when none answers). */
+  async leaderIndex(): Promise<number> {
+    for (const m of this.members) {
+      if (m.proc === null) continue;
+      const client = new Etcd3({ hosts: m.clientUrl, dialTimeout: 1000 });
+      try {
+        const st = await client.maintenance.status().catch(() => null);
+        if (st !== null) {
+          const i = this.members.findIndex((x) => x === m);
+          return st.leader === st.header.member_id ? i : await this.indexOfMember(client, st.leader);
+        }
+      } finally {
+        client.close();
+      }
+    }
+    return -1;
+  }
+
+  private async indexOfMember(client: Etcd3, id: string): Promise<number> {
+    const list = await client.cluster.memberList({ linearizable: false }).catch(() => null);
+    const name = list?.members.find((x) => x.ID === id)?.name;
+    return this.members.findIndex((m) => m.name === name);
   }
 
   /** SIGKILLs member `i` (its data stays, for start()). */

@@ -8,9 +8,13 @@
 // Addresses (all inside lab namespaces only; the root namespace gets none of them):
 //   fabric          198.18.0.0/24        fd00:198:18::/64      bridge .1 / ::1, NIC h at .(10+h) / ::(10+h)
 //   PCIe link of h  198.19.h.0/30        fd00:198:19:h::/64    host .1 / ::1, NIC .2 / ::2
-//   overlay of t    100.64.t.0/24        fd00:100:64:t::/64    workload hN-tT-wW at .(10N+W) / ::N:W
+//   overlay of t    100.64.t.0/24        fd64:6440:t00::/64    workload hN-tT-wW at .(10N+W) / the
+//                                                             IPv6 address derived from it
+//                                                             (orchestrator/pool.ts: t=1 ->
+//                                                             fd64:6440:100::/64, .11 -> ::6440:10b)
 // The overlay addresses are planned and recorded only: until the tunnel exists the lab
 // configures no overlay.
+import { address6Of, OVERLAY6_RANGE, parsePool, pool6Of } from '../orchestrator/pool.js';
 import { TgError } from '../util/errors.js';
 
 /** Upper bounds that keep names within 15 characters and a lab buildable in seconds. */
@@ -135,7 +139,7 @@ export const LAB_RANGES: readonly string[] = Object.freeze([
   '100.64.0.0/10',
   'fd00:198:18::/48',
   'fd00:198:19::/48',
-  'fd00:100:64::/48',
+  OVERLAY6_RANGE,
 ]);
 
 export function validatePrefix(prefix: unknown): string {
@@ -266,7 +270,7 @@ export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): L
       name: `t${t}`,
       index: t,
       overlayV4: `100.64.${t}.0/24`,
-      overlayV6: `fd00:100:64:${t}::/64`,
+      overlayV6: pool6Of(parsePool(`100.64.${t}.0/24`)),
     });
   }
   const workloads: WorkloadPlan[] = [];
@@ -281,7 +285,7 @@ export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): L
           tenant: `t${t}`,
           index: w,
           overlayV4: `100.64.${t}.${10 * h + w}`,
-          overlayV6: `fd00:100:64:${t}::${h}:${w}`,
+          overlayV6: address6Of(pool6Of(parsePool(`100.64.${t}.0/24`)), `100.64.${t}.${10 * h + w}`),
         });
       }
     }

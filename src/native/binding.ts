@@ -48,6 +48,7 @@ export interface RawUdp extends RawIo {
   bufferSizes(): { rcvBuf: number; sndBuf: number };
   segmentation(enable?: boolean): boolean;
   receiveOffload(enable?: boolean): boolean;
+  receiveMaxAge(ms?: number): number;
 }
 
 export interface RawAead {
@@ -69,10 +70,24 @@ export interface RawAead {
   close(): void;
 }
 
+export interface CryptoPoolStats {
+  /** Configured parts per batch at most (setCryptoThreads). */
+  threads: number;
+  /** Worker threads started so far. */
+  workers: number;
+  /** Batches that were split. */
+  parallelBatches: number;
+  /** Parts that ran on a worker thread (the rest ran on the calling thread). */
+  workerParts: number;
+}
+
 export interface NativeBinding {
   TunHandle: new (name: string, multiQueue: boolean, vnetHdr: boolean) => RawTun;
   UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
   Aead: new () => RawAead;
+  /** Parts a large AEAD batch is split into at most (1..16, calling thread included). */
+  setCryptoThreads(threads: number): void;
+  cryptoPoolStats(): CryptoPoolStats;
   setDumpable(on: boolean): void;
   /** Zero-filled anonymous memory, resident only where written; unmapped when collected. */
   allocSlab(bytes: number): Buffer;

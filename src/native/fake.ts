@@ -21,7 +21,7 @@ import type { IoStats, PacketSocket, ReadableCallback, TunDevice } from './types
 import { checkEndpointFamilies, checkEndpoints, checkExtents, checkSlots, errnoError } from './validate.js';
 
 function emptyStats(): IoStats {
-  return { rxTruncated: 0, rxErrors: 0, txDropped: 0, txRejected: 0, lastError: null };
+  return { rxTruncated: 0, rxErrors: 0, rxStale: 0, txDropped: 0, txRejected: 0, lastError: null };
 }
 
 function countDrop(

@@ -2,7 +2,15 @@
 // on the event loop, batched AEAD with node's OpenSSL, prctl), behind the interfaces in
 // types.ts, plus in-memory fakes for tests (fake.ts, imported separately). The endpoint record
 // endpoint the sockets read and write is src/net/endpoint.ts.
-export { NativeAead } from './aead.js';
+
+export type { CryptoPoolStats } from './aead.js';
+export {
+  CRYPTO_THREADS_ENV,
+  cryptoPoolStats,
+  cryptoThreadsDefault,
+  NativeAead,
+  setCryptoThreads,
+} from './aead.js';
 export { DEFAULT_BATCH, DEFAULT_SLOT_SIZE, PacketBatch, WG_HEADROOM } from './batch.js';
 export { loadNative } from './binding.js';
 export { isDumpable, setDumpable } from './dumpable.js';

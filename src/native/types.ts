@@ -28,6 +28,8 @@ export interface IoStats {
   rxTruncated: number;
   /** Transient receive errors reported on a socket (ICMP unreachable and the like): skipped. */
   rxErrors: number;
+  /** Datagrams that waited in a socket's receive queue longer than its receiveMaxAge: dropped. */
+  rxStale: number;
   /** EAGAIN/ENOBUFS: no room in a kernel queue; the packet was dropped. */
   txDropped: number;
   /** The kernel refused this packet alone (EINVAL, EMSGSIZE, unreachable, firewall): dropped. */
@@ -92,6 +94,12 @@ export interface PacketSocket extends PacketIo {
    * whether it is on (a kernel that refuses leaves it off). Sockets without it leave this out.
    */
   receiveOffload?(enable?: boolean): boolean;
+  /**
+   * Receive age limit in ms (0: none): with an argument sets it first. Datagrams that waited
+   * longer in the kernel's receive queue (the process was stopped, say) are dropped and
+   * counted (rxStale) instead of handed over late. Sockets without it leave this out.
+   */
+  receiveMaxAge?(ms?: number): number;
   /**
    * Sends datagram i = slab[offsets[i] .. +lengths[i]) to the endpoint record at
    * endpoints[i*ENDPOINT_SIZE ...], from the record's source address when it has one and

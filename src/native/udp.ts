@@ -125,6 +125,10 @@ export class NativeUdpSocket implements PacketSocket {
     return this.raw.receiveOffload(enable);
   }
 
+  receiveMaxAge(ms?: number): number {
+    return this.raw.receiveMaxAge(ms);
+  }
+
   sendBatch(
     slab: Buffer,
     offsets: Uint32Array,

@@ -1,6 +1,7 @@
 // Workload addresses as the NIC accepts them: one unicast host address (IPv4 or IPv6) per
-// workload. Its prefix (/32 or /128) is the workload's only allowed IP on its on-host session,
-// which is what makes a forged source address a cryptokey-routing drop.
+// workload, or a dual-stack pair (IPv4 `address` and IPv6 `address6`). Their prefixes (/32,
+// /128) are the workload's only allowed IPs on its on-host session, which is what makes a
+// forged source address a cryptokey-routing drop.
 import { formatIp, parseIp } from '../net/ip.js';
 import type { IpPrefix } from '../protocol/allowedips.js';
 import { TgError } from '../util/errors.js';
@@ -53,4 +54,25 @@ export function parseHostAddress(text: string, what = 'address'): HostAddress {
 /** The host prefix of an address (/32 or /128). */
 export function hostPrefix(a: HostAddress): IpPrefix {
   return { address: a.bytes, bits: a.bytes.length * 8 };
+}
+
+/**
+ * A dual-stack workload's second address: `address6` must be IPv6 and `primary` IPv4 (a
+ * workload has at most one address per family). null when `address6` is absent.
+ */
+export function parseAddress6(
+  primary: HostAddress,
+  address6: string | undefined,
+  what = 'address6',
+): HostAddress | null {
+  if (address6 === undefined) return null;
+  const a = parseHostAddress(address6, what);
+  if (a.family !== 6)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `${what} ${a.text} is not an IPv6 address`);
+  if (primary.family !== 4)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `${what} is given, so the address must be IPv4 (got ${primary.text})`,
+    );
+  return a;
 }

@@ -35,11 +35,17 @@ import { dh, generatePrivateKey, isZero, keyFingerprint } from '../protocol/cryp
 import { Engine } from '../protocol/engine.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { type HostAddress, hostPrefix, parseHostAddress } from './addresses.js';
+import { type HostAddress, hostPrefix, parseAddress6, parseHostAddress } from './addresses.js';
 import { bindIdentityKey, type CertificateBinding, type PeerTrust, verifyBinding } from './cert-binding.js';
 import { Forwarder, type ImportedWorkload, type PolicyHook } from './forwarding.js';
 import { NicIdentity, sealKeyStatement, tenantKeyStatement, verifySignature } from './identity.js';
 import { type KeyMetadata, KeyStore } from './keystore.js';
+import {
+  type KnownWorkload,
+  type TenantNetworkInput,
+  type TenantNetworkState,
+  TenantNetworks,
+} from './network.js';
 import { type PskBox, sealPsk } from './psk-box.js';
 
 export interface NicAgentOptions {
@@ -69,6 +75,8 @@ export interface RegisterWorkloadRequest {
   tenant: string;
   workload: string;
   address: string;
+  /** The IPv6 address of a dual-stack workload (then `address` is its IPv4 one). */
+  address6?: string;
   /** base64 */
   vswitchPublicKey: string;
   /** The workload's labels, which policy rules select on. */
@@ -79,6 +87,7 @@ export interface WorkloadCrypto {
   tenant: string;
   workload: string;
   address: string;
+  address6?: string;
   /** The NIC's on-host public key, base64. */
   nicPublicKey: string;
   /**
@@ -105,12 +114,13 @@ export interface SignedTenantKey {
 }
 
 export interface TenantPeer extends SignedTenantKey {
-  workloads: { workload: string; address: string; labels?: Labels }[];
+  workloads: { workload: string; address: string; address6?: string; labels?: Labels }[];
 }
 
 export interface RemoteWorkloadInput {
   workload: string;
   address: string;
+  address6?: string;
   labels?: Labels;
 }
 
@@ -119,6 +129,7 @@ export interface GrantWorkloadInput {
   tenant: string;
   workload: string;
   address: string;
+  address6?: string;
   labels?: Labels;
   /** Identity key (base64) of the NIC it sits behind; absent or this NIC's own: on this host. */
   nicIdentityKey?: string;
@@ -128,6 +139,7 @@ interface GrantWorkload {
   tenant: string;
   workload: string;
   address: HostAddress;
+  address6: HostAddress | null;
   labels: Labels;
   /** null: on this host. */
   nic: Buffer | null;
@@ -147,6 +159,7 @@ interface LocalWorkload {
   tenant: string;
   workload: string;
   address: HostAddress;
+  address6: HostAddress | null;
   vswitchPublicKey: Buffer;
   peerId: number;
   pskId: string;
@@ -159,7 +172,7 @@ interface RemoteNic {
   publicKey: Buffer;
   endpoint: string;
   peerId: number;
-  workloads: { workload: string; address: HostAddress; labels: Labels }[];
+  workloads: { workload: string; address: HostAddress; address6: HostAddress | null; labels: Labels }[];
 }
 
 interface Tenant {
@@ -189,6 +202,16 @@ function parseLabels(labels: Labels | undefined, what: string): Labels {
       `${what}: ${r.error.issues.map((i) => `${i.path.join('.') || '(labels)'}: ${i.message}`).join('; ')}`,
     );
   return { ...r.data };
+}
+
+/** The host prefixes of a workload's addresses (one, or two for dual stack). */
+function prefixesOf(w: { address: HostAddress; address6: HostAddress | null }): IpPrefix[] {
+  return w.address6 === null ? [hostPrefix(w.address)] : [hostPrefix(w.address), hostPrefix(w.address6)];
+}
+
+/** `address6` in API answers: present only for a dual-stack workload. */
+function address6Field(a: HostAddress | null): { address6?: string } {
+  return a === null ? {} : { address6: a.text };
 }
 
 function decodeSignature(text: string): Buffer {
@@ -227,6 +250,8 @@ export class NicAgent {
   private grantIps = new Map<number, IpPrefix[]>();
   /** Directory entries this agent put there, as "tenant/workload". */
   private directoryKeys = new Set<string>();
+  /** Each tenant's DNS server and services (network.ts), kept while the tenant comes and goes. */
+  private readonly networks = new TenantNetworks();
 
   constructor(opts: NicAgentOptions) {
     if (parseEndpoint(opts.hostEndpoint) === null || parseEndpoint(opts.fabricEndpoint) === null)
@@ -278,6 +303,7 @@ export class NicAgent {
     this.checkOpen();
     const vsKey = decodeKey(req.vswitchPublicKey, 'vswitchPublicKey');
     const address = parseHostAddress(req.address);
+    const address6 = parseAddress6(address, req.address6);
     const labels = parseLabels(req.labels, 'labels');
     if (this.workloads.has(req.workload))
       throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' is already registered`);
@@ -293,17 +319,24 @@ export class NicAgent {
     if (shared === null)
       throw new TgError('TG_ERR_INVALID_ARGUMENT', 'vswitchPublicKey is not a usable X25519 key');
     shared.fill(0);
+    if (this.networks.addresses(req.tenant).has(address.text))
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `address ${address.text} is a service or DNS server address of tenant '${req.tenant}'`,
+      );
     const existing = this.tenants.get(req.tenant);
     if (existing !== undefined) {
       const remote = this.forwarder.workloadOf(req.tenant, req.workload);
       if (remote !== undefined)
         throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' already exists behind another NIC`);
-      const owner = this.forwarder.addressOwner(req.tenant, address);
-      if (owner !== undefined)
-        throw new TgError(
-          'TG_ERR_CONFLICT',
-          `address ${address.text} is taken by workload '${owner.workload}' in tenant '${req.tenant}'`,
-        );
+      for (const a of address6 === null ? [address] : [address, address6]) {
+        const owner = this.forwarder.addressOwner(req.tenant, a);
+        if (owner !== undefined)
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `address ${a.text} is taken by workload '${owner.workload}' in tenant '${req.tenant}'`,
+          );
+      }
     }
 
     const tenant = existing ?? this.createTenant(req.tenant);
@@ -312,10 +345,10 @@ export class NicAgent {
     try {
       peerId = this.engine.addPeer(
         this.onHostIdentityId,
-        { publicKey: vsKey, presharedKey: psk.secret, allowedIps: [hostPrefix(address)] },
+        { publicKey: vsKey, presharedKey: psk.secret, allowedIps: prefixesOf({ address, address6 }) },
         this.now(),
       );
-      this.forwarder.addLocalWorkload(req.tenant, req.workload, peerId, address);
+      this.forwarder.addLocalWorkload(req.tenant, req.workload, peerId, address, address6);
     } catch (err) {
       this.keys.remove(psk.id);
       if (existing === undefined) this.destroyTenant(tenant);
@@ -325,6 +358,7 @@ export class NicAgent {
       tenant: req.tenant,
       workload: req.workload,
       address,
+      address6,
       vswitchPublicKey: vsKey,
       peerId,
       pskId: psk.id,
@@ -335,13 +369,20 @@ export class NicAgent {
     tenant.workloads.add(req.workload);
     this.tablesChanged();
     this.log.info(
-      { tenant: req.tenant, workload: req.workload, address: address.text, vswitch: keyFingerprint(vsKey) },
+      {
+        tenant: req.tenant,
+        workload: req.workload,
+        address: address.text,
+        ...address6Field(address6),
+        vswitch: keyFingerprint(vsKey),
+      },
       'workload registered',
     );
     return {
       tenant: req.tenant,
       workload: req.workload,
       address: address.text,
+      ...address6Field(address6),
       nicPublicKey: this.onHostPublicKey.toString('base64'),
       sealedPsk: sealPsk(psk.secret, {
         workload: req.workload,
@@ -397,6 +438,7 @@ export class NicAgent {
         tenant: w.tenant,
         workload: w.workload,
         address: w.address.text,
+        ...address6Field(w.address6),
         labels: w.labels,
         vswitchPublicKey: w.vswitchPublicKey.toString('base64'),
         created: w.created,
@@ -484,7 +526,9 @@ export class NicAgent {
       const workloads: RemoteNic['workloads'] = [];
       for (const [j, w] of p.workloads.entries()) {
         const address = parseHostAddress(w.address, `peers.${i}.workloads.${j}.address`);
-        if (names.has(w.workload) || addrs.has(address.text))
+        const address6 = parseAddress6(address, w.address6, `peers.${i}.workloads.${j}.address6`);
+        const both = address6 === null ? [address] : [address, address6];
+        if (names.has(w.workload) || both.some((a) => addrs.has(a.text)))
           throw new TgError(
             'TG_ERR_INVALID_ARGUMENT',
             `peers.${i}.workloads.${j} repeats a workload or address`,
@@ -492,16 +536,18 @@ export class NicAgent {
         const local = this.workloads.get(w.workload);
         if (local !== undefined)
           throw new TgError('TG_ERR_CONFLICT', `remote workload '${w.workload}' is registered on this NIC`);
-        const owner = this.forwarder.addressOwner(tenant, address);
-        if (owner?.local)
-          throw new TgError(
-            'TG_ERR_CONFLICT',
-            `remote address ${address.text} is taken by local workload '${owner.workload}'`,
-          );
+        for (const a of both) {
+          const owner = this.forwarder.addressOwner(tenant, a);
+          if (owner?.local)
+            throw new TgError(
+              'TG_ERR_CONFLICT',
+              `remote address ${a.text} is taken by local workload '${owner.workload}'`,
+            );
+        }
         const labels = parseLabels(w.labels, `peers.${i}.workloads.${j}.labels`);
         names.add(w.workload);
-        addrs.add(address.text);
-        workloads.push({ workload: w.workload, address, labels });
+        for (const a of both) addrs.add(a.text);
+        workloads.push({ workload: w.workload, address, address6, labels });
       }
       next.push({ nicIdentityKey, publicKey, endpoint: ep.text, peerId: 0, workloads });
     }
@@ -523,14 +569,22 @@ export class NicAgent {
       const hex = r.publicKey.toString('hex');
       const old = keep.get(hex);
       const endpoint = encodeEndpoint(r.endpoint);
-      const allowedIps = r.workloads.map((w) => hostPrefix(w.address));
+      const allowedIps = r.workloads.flatMap(prefixesOf);
       if (old !== undefined) {
         r.peerId = old.peerId;
         this.engine.updatePeer(r.peerId, { endpoint, addAllowedIps: allowedIps }, now);
       } else {
         r.peerId = this.engine.addPeer(t.identityId, { publicKey: r.publicKey, endpoint, allowedIps }, now);
       }
-      this.forwarder.setRemoteNic(tenant, r.peerId, r.workloads);
+      this.forwarder.setRemoteNic(
+        tenant,
+        r.peerId,
+        r.workloads.map((w) => ({
+          workload: w.workload,
+          address: w.address,
+          ...(w.address6 !== null ? { address6: w.address6 } : {}),
+        })),
+      );
       t.remotes.set(hex, r);
     }
     this.tablesChanged();
@@ -552,11 +606,14 @@ export class NicAgent {
           workloads: r.workloads.map((w) => ({
             workload: w.workload,
             address: w.address.text,
+            ...address6Field(w.address6),
             labels: w.labels,
           })),
           session: this.engine.sessionInfo(r.peerId).hasCurrent,
           lastHandshake:
             info.lastHandshakeWallMs > 0 ? new Date(info.lastHandshakeWallMs).toISOString() : null,
+          rxBytes: info.rxBytes,
+          txBytes: info.txBytes,
         };
       }),
     }));
@@ -584,26 +641,31 @@ export class NicAgent {
           `workloads.${i}: '${g.workload}' is of tenant '${tenant}' itself; grants name other tenants' workloads`,
         );
       const address = parseHostAddress(g.address, `workloads.${i}.address`);
+      const address6 = parseAddress6(address, g.address6, `workloads.${i}.address6`);
+      const both = address6 === null ? [address] : [address, address6];
       const key = `${g.tenant}/${g.workload}`;
-      if (seen.has(key) || addrs.has(address.text))
+      if (seen.has(key) || both.some((a) => addrs.has(a.text)))
         throw new TgError('TG_ERR_INVALID_ARGUMENT', `workloads.${i} repeats a workload or an address`);
-      const owner = this.forwarder.addressOwner(tenant, address);
-      if (owner !== undefined)
-        throw new TgError(
-          'TG_ERR_CONFLICT',
-          `workloads.${i}: address ${address.text} is workload '${owner.workload}' of tenant '${tenant}' itself`,
-        );
+      for (const a of both) {
+        const owner = this.forwarder.addressOwner(tenant, a);
+        if (owner !== undefined)
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `workloads.${i}: address ${a.text} is workload '${owner.workload}' of tenant '${tenant}' itself`,
+          );
+      }
       let nic: Buffer | null = null;
       if (g.nicIdentityKey !== undefined) {
         nic = decodeKey(g.nicIdentityKey, `workloads.${i}.nicIdentityKey`);
         if (nic.equals(this.identity.publicKey)) nic = null;
       }
       seen.add(key);
-      addrs.add(address.text);
+      for (const a of both) addrs.add(a.text);
       next.push({
         tenant: g.tenant,
         workload: g.workload,
         address,
+        address6,
         labels: parseLabels(g.labels, `workloads.${i}.labels`),
         nic,
       });
@@ -624,11 +686,50 @@ export class NicAgent {
         tenant: g.tenant,
         workload: g.workload,
         address: g.address.text,
+        ...address6Field(g.address6),
         labels: g.labels,
         ...(g.nic === null ? {} : { nicIdentityKey: g.nic.toString('base64') }),
         routed: routed.has(`${g.tenant}/${g.workload}`),
       })),
     };
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Tenant network: DNS server and services (network.ts)
+
+  /** Replaces a tenant's DNS server address and services; endpoints follow its workloads. */
+  setTenantNetwork(
+    tenant: string,
+    input: TenantNetworkInput,
+  ): { tenant: string; services: number; dns: string | null } {
+    this.checkOpen();
+    const r = this.networks.set(tenant, input);
+    const t = this.tenants.get(tenant);
+    try {
+      if (t !== undefined) this.networks.apply(this.forwarder, tenant, this.knownWorkloads(t));
+    } catch (err) {
+      this.networks.set(tenant, { services: [] });
+      if (t !== undefined) this.networks.apply(this.forwarder, tenant, this.knownWorkloads(t));
+      throw err;
+    }
+    this.log.info({ tenant, services: r.services, dns: r.dns }, 'tenant network set');
+    return r;
+  }
+
+  /** A tenant's network as set, with endpoints and counters. */
+  getTenantNetwork(tenant: string): TenantNetworkState {
+    return this.networks.describe(tenant, this.forwarder);
+  }
+
+  /** Every workload of a tenant this NIC knows (its own and its peers'), with labels. */
+  private knownWorkloads(t: Tenant): KnownWorkload[] {
+    const out: KnownWorkload[] = [];
+    for (const name of t.workloads) {
+      const w = this.workloads.get(name);
+      if (w !== undefined) out.push({ workload: w.workload, address: w.address, labels: w.labels });
+    }
+    for (const r of t.remotes.values()) for (const w of r.workloads) out.push(w);
+    return out;
   }
 
   // ------------------------------------------------------------------------------------
@@ -756,6 +857,7 @@ export class NicAgent {
       this.workloads.delete(name);
     }
     this.forwarder.removeTenant(t.name);
+    this.networks.forget(t.name);
     this.firewall.dropZone(t.name);
     try {
       this.engine.removeIdentity(t.identityId);
@@ -771,6 +873,13 @@ export class NicAgent {
   private tablesChanged(): void {
     this.refreshGrants();
     this.syncDirectory();
+    for (const t of this.tenants.values()) {
+      try {
+        this.networks.apply(this.forwarder, t.name, this.knownWorkloads(t));
+      } catch (err) {
+        this.log.warn({ tenant: t.name, err }, 'tenant network not applied');
+      }
+    }
   }
 
   /**
@@ -793,7 +902,11 @@ export class NicAgent {
     for (const t of this.tenants.values()) {
       const imports: ImportedWorkload[] = [];
       for (const g of this.grants.get(t.name) ?? []) {
-        if (this.forwarder.addressOwner(t.name, g.address) !== undefined) continue;
+        if (
+          this.forwarder.addressOwner(t.name, g.address) !== undefined ||
+          (g.address6 !== null && this.forwarder.addressOwner(t.name, g.address6) !== undefined)
+        )
+          continue;
         if (g.nic === null) {
           const w = this.workloads.get(g.workload);
           if (w === undefined || w.tenant !== g.tenant) continue;
@@ -801,6 +914,7 @@ export class NicAgent {
             tenant: g.tenant,
             workload: g.workload,
             address: w.address,
+            ...(w.address6 !== null ? { address6: w.address6 } : {}),
             local: true,
             peerId: w.peerId,
           });
@@ -812,12 +926,13 @@ export class NicAgent {
           tenant: g.tenant,
           workload: g.workload,
           address: g.address,
+          ...(g.address6 !== null ? { address6: g.address6 } : {}),
           local: false,
           peerId: carrier.peerId,
         });
         if (carrier.tenant === t.name) {
           const list = ips.get(carrier.peerId) ?? [];
-          list.push(hostPrefix(g.address));
+          list.push(...prefixesOf(g));
           ips.set(carrier.peerId, list);
         }
       }

@@ -8,7 +8,7 @@
 //   GET    /v1/identity                    identity key, signed seal key, on-host key, endpoints
 //   GET    /v1/keys                        key inventory (metadata only)
 //   GET    /v1/workloads                   registered workloads (no secrets)
-//   POST   /v1/workloads                   register {tenant, workload, address, vswitchPublicKey, labels?}
+//   POST   /v1/workloads                   register {tenant, workload, address, address6?, vswitchPublicKey, labels?}
 //                                          -> 201 {nicPublicKey, sealedPsk, nicEndpoint, ...}
 //                                          (the PSK sealed to vswitchPublicKey: psk-box.ts)
 //   DELETE /v1/workloads/:workload         remove (keys wiped, session ends at once)
@@ -16,7 +16,7 @@
 //   GET    /v1/tenants                     tenants, their off-host public keys and peers
 //   GET    /v1/tenants/:tenant/key         the tenant's off-host public key, signed
 //   PUT    /v1/tenants/:tenant/peers       {peers: [...]}: the tenant's remote NICs (signatures
-//                                          verified); peers[].workloads[] carry {workload, address, labels?}
+//                                          verified); peers[].workloads[] carry {workload, address, address6?, labels?}
 //   PUT    /v1/tenants/:tenant/grants      {workloads: [...]}: other tenants' workloads (below)
 //   GET    /v1/tenants/:tenant/grants      the list in force, each with `routed`
 //   PUT    /v1/policy/:tenant              a policy document (src/policy/model.ts) -> 200
@@ -74,6 +74,7 @@ import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import type { NicAgent } from './agent.js';
 import { NIC_API_VERSION, nicHealth } from './health.js';
 import type { NicMetrics } from './metrics.js';
+import { tenantNetworkSchema } from './network.js';
 import {
   emptySchema,
   flowQuerySchema,
@@ -210,6 +211,35 @@ export function nicRoutes(agent: NicAgent, metrics: NicMetrics, dataPlaneRunning
       summary: 'The grant list in force, each with `routed`',
       params: tenant,
       handler: (req) => agent.listGrants(req.params.tenant),
+    },
+    bodyRoute({
+      method: 'PUT',
+      path: '/v1/tenants/:tenant/network',
+      operationId: 'setTenantNetwork',
+      summary:
+        "The tenant's DNS server address and services (virtual address, selector, ports); endpoints follow its workloads",
+      params: tenant,
+      body: tenantNetworkSchema,
+      example: {
+        dns: '100.64.1.254',
+        services: [
+          {
+            name: 'web',
+            address: '100.64.1.253',
+            selector: { app: 'web' },
+            ports: [{ port: 80, protocol: 'tcp' }],
+          },
+        ],
+      },
+      handler: (req, body) => agent.setTenantNetwork(req.params.tenant, body),
+    }),
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/network',
+      operationId: 'getTenantNetwork',
+      summary: "The tenant's DNS server and services with their endpoints, pinned connections and counters",
+      params: tenant,
+      handler: (req) => agent.getTenantNetwork(req.params.tenant),
     },
     {
       method: 'PUT',

@@ -14,6 +14,7 @@ import type {
 } from './agent.js';
 import type { NicHealth } from './health.js';
 import type { KeyMetadata } from './keystore.js';
+import type { TenantNetworkInput, TenantNetworkState } from './network.js';
 import type { PskBox } from './psk-box.js';
 
 export interface NicPublicIdentity {
@@ -72,6 +73,7 @@ export class NicClient {
     tenant: string;
     workload: string;
     address: string;
+    address6?: string;
     vswitchPublicKey: string;
     labels?: Labels;
   }): Promise<WorkloadCrypto> {
@@ -117,6 +119,18 @@ export class NicClient {
         `/v1/tenants/${seg(tenant)}/grants`,
       )
     ).workloads;
+  }
+
+  /** A tenant's DNS server address and services (network.ts); endpoints follow its workloads. */
+  setTenantNetwork(
+    tenant: string,
+    network: TenantNetworkInput,
+  ): Promise<{ tenant: string; services: number; dns: string | null }> {
+    return this.call('PUT', `/v1/tenants/${seg(tenant)}/network`, network);
+  }
+
+  getTenantNetwork(tenant: string): Promise<TenantNetworkState> {
+    return this.call('GET', `/v1/tenants/${seg(tenant)}/network`);
   }
 
   /** Throws TgError TG_ERR_POLICY_REJECTED (every reason in the message) when refused. */

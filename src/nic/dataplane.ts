@@ -29,6 +29,7 @@ import type { PacketSocket } from '../native/types.js';
 import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { DatagramBatch, OutgoingDatagrams } from '../protocol/batch.js';
 import type { Engine } from '../protocol/engine.js';
+import { RECEIVE_MAX_AGE } from '../protocol/tuning.js';
 import type { Logger } from '../util/log.js';
 import type { Forwarder } from './forwarding.js';
 
@@ -59,10 +60,12 @@ export interface DataPlaneOptions {
 export interface IoCounters {
   hostRxTruncated: number;
   hostRxErrors: number;
+  hostRxStale: number;
   hostTxDropped: number;
   hostTxRejected: number;
   fabricRxTruncated: number;
   fabricRxErrors: number;
+  fabricRxStale: number;
   fabricTxDropped: number;
   fabricTxRejected: number;
 }
@@ -123,6 +126,9 @@ export class NicDataPlane {
     this.forwarder = opts.forwarder;
     this.host = opts.hostSocket;
     this.fabric = opts.fabricSocket;
+    // Datagrams that waited out a stall of this process are dropped, not forwarded late.
+    this.host.receiveMaxAge?.(RECEIVE_MAX_AGE);
+    this.fabric.receiveMaxAge?.(RECEIVE_MAX_AGE);
     this.onHost = opts.onHostIdentity;
     this.log = opts.log;
     this.now = opts.now ?? (() => performance.now());
@@ -180,10 +186,12 @@ export class NicDataPlane {
     return {
       hostRxTruncated: h.rxTruncated,
       hostRxErrors: h.rxErrors,
+      hostRxStale: h.rxStale,
       hostTxDropped: h.txDropped,
       hostTxRejected: h.txRejected,
       fabricRxTruncated: f.rxTruncated,
       fabricRxErrors: f.rxErrors,
+      fabricRxStale: f.rxStale,
       fabricTxDropped: f.txDropped,
       fabricTxRejected: f.txRejected,
     };

@@ -37,6 +37,7 @@ import type { PacketBatch, TunBatch } from '../protocol/batch.js';
 import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
+import { dnsQueryPayload, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
 import { IPV6_MIN_MTU } from './mtu.js';
 import {
   clampMss,
@@ -46,6 +47,7 @@ import {
   writeFragNeeded,
   writePacketTooBig,
 } from './pmtu.js';
+import { type ServiceEntry, type ServiceSpec, TenantServices } from './services.js';
 
 /** A workload as the policy hook sees it. */
 export interface WorkloadRef {
@@ -76,6 +78,8 @@ export interface ImportedWorkload {
   tenant: string;
   workload: string;
   address: HostAddress;
+  /** The workload's IPv6 address beside an IPv4 `address` (dual stack). */
+  address6?: HostAddress;
   /** On this NIC's host (then peerId is its vSwitch session). */
   local: boolean;
   /** Engine peer id: the workload's vSwitch, or the off-host session that carries the grant. */
@@ -107,7 +111,13 @@ export class ForwardCounters {
      * IPv6 above 1,280 bytes): answered with ICMP (counters.icmpTooBig) unless rate-limited.
      */
     tooBig: 0,
+    /** To a service address: not served, no endpoint, table full (services.ts counts why). */
+    service: 0,
+    /** To the tenant's DNS server address: not a UDP query, malformed, over rate (dns.ts counts why). */
+    dns: 0,
   };
+  /** DNS answers sent by the tenant DNS servers. */
+  dnsAnswers = 0;
   /** ICMP "fragmentation needed" / "packet too big" answers sent to local workloads. */
   icmpTooBig = 0;
   /** Answers not sent: the source session was over TOO_BIG_PER_S, or the packet was an ICMP error. */
@@ -120,28 +130,84 @@ export class ForwardCounters {
   fragmentsFollowed = 0;
 }
 
+/** What an address of a tenant's table is: a workload, a service address, the DNS server. */
+const KIND_WORKLOAD = 0;
+const KIND_SERVICE = 1;
+const KIND_DNS = 2;
+
 class Destination {
   constructor(
     readonly ref: WorkloadRef,
     /** Engine peer id: the workload's vSwitch (local) or the remote NIC's off-host peer. */
     readonly peerId: number,
     readonly address: HostAddress,
+    /** The IPv6 address of a dual-stack workload, routed like `address`. */
+    readonly address6: HostAddress | null = null,
+    readonly kind = KIND_WORKLOAD,
+    /** The service at this address (KIND_SERVICE). */
+    readonly service: ServiceEntry | null = null,
   ) {}
+
+  /** KIND_SERVICE: the destination of each endpoint (service.endpoints order), as of `endpointsVersion`. */
+  endpointDests: (Destination | null)[] = [];
+  endpointsVersion = -1;
+
+  /** Whether `a` is one of this destination's addresses. */
+  has(a: HostAddress): boolean {
+    return sameAddress(this.address, a) || (this.address6 !== null && sameAddress(this.address6, a));
+  }
+
+  /** Installs this destination's host prefixes in `routes`. */
+  route(routes: AllowedIps<Destination>): void {
+    routes.insert(hostPrefix(this.address), this);
+    if (this.address6 !== null) routes.insert(hostPrefix(this.address6), this);
+  }
 }
 
-class TenantTable {
+function sameAddress(a: HostAddress, b: HostAddress): boolean {
+  return Buffer.from(a.bytes).equals(Buffer.from(b.bytes));
+}
+
+class TenantTable implements NameBook {
   readonly routes = new AllowedIps<Destination>();
   /** Workload name -> destination, for both local and remote workloads. */
   readonly byName = new Map<string, Destination>();
   /** Other tenants' workloads reachable by grants (not in byName: names are per tenant). */
   imports: Destination[] = [];
+  /** Services (null: none, and nothing on the path costs more than this check). */
+  services: TenantServices | null = null;
+  /** The tenant's DNS server (null: none). */
+  dns: TenantDns | null = null;
+  /** The service and DNS server destinations in `routes`. */
+  network: Destination[] = [];
   constructor(readonly name: string) {}
+
+  addressesOf(name: string): readonly HostAddress[] | undefined {
+    for (const d of this.network)
+      if (d.kind === KIND_SERVICE && d.service!.spec.name === name) return [d.address];
+    const w = this.byName.get(name);
+    return w === undefined ? undefined : [w.address];
+  }
+
+  nameAt(address: Uint8Array): string | undefined {
+    const d =
+      address.length === 4
+        ? this.routes.lookup4(
+            ((address[0] << 24) | (address[1] << 16) | (address[2] << 8) | address[3]) >>> 0,
+          )
+        : this.routes.lookup6At(Buffer.from(address), 0);
+    if (d === null || d.ref.tenant !== this.name || d.kind === KIND_DNS) return undefined;
+    return d.kind === KIND_SERVICE ? d.service!.spec.name : d.ref.workload;
+  }
 }
 
 class Source {
   /** ICMP "too big" answers this session may still get now (token bucket, TOO_BIG_PER_S). */
   tooBigTokens = TOO_BIG_PER_S;
   tooBigRefilled = 0;
+  /** DNS queries this session may still make now (token bucket, DNS_QUERIES_PER_S). */
+  dnsTokens = DNS_QUERIES_PER_S;
+  dnsRefilled = 0;
   constructor(
     readonly tenant: TenantTable,
     /** The local workload of a vSwitch session; null for a remote NIC's session. */
@@ -160,6 +226,18 @@ class Source {
     this.tooBigTokens -= 1;
     return true;
   }
+
+  /** Takes a token for one DNS query at `now` (ms); false when the session is over its rate. */
+  takeDnsToken(now: number): boolean {
+    const elapsed = now - this.dnsRefilled;
+    if (elapsed > 0) {
+      this.dnsTokens = Math.min(DNS_QUERIES_PER_S, this.dnsTokens + (elapsed * DNS_QUERIES_PER_S) / 1000);
+      this.dnsRefilled = now;
+    }
+    if (this.dnsTokens < 1) return false;
+    this.dnsTokens -= 1;
+    return true;
+  }
 }
 
 /** Smallest slot of an output slab: headroom for the transport header, packet, padding and tag. */
@@ -173,6 +251,8 @@ const IPV6_HEADER = 40;
 const TCP_HEADER = 20;
 /** ICMP "too big" answers per second per source session (and the burst allowed). */
 export const TOO_BIG_PER_S = 10;
+/** DNS queries per second per source session to its tenant's DNS server (and the burst allowed). */
+export const DNS_QUERIES_PER_S = 500;
 
 /** Packets for engine.outboundToPeers(): packet i for engine peer peerIds[i]. */
 export interface ForwardBatch {
@@ -321,6 +401,8 @@ export class Forwarder {
   private readonly view: PacketView = { buf: Buffer.alloc(0), offset: 0, length: 0 };
   /** Leg limits (setLegLimits); 0: no limit known, nothing checked or clamped. */
   private tenantMtu = 0;
+  /** Bumped by every change of any routing table (services re-resolve their endpoints then). */
+  private routesVersion = 0;
   private mss4 = 0;
   private mss6 = 0;
 
@@ -366,6 +448,58 @@ export class Forwarder {
   tick(now: number): void {
     this.engine?.tick(now);
     this.fragments.expire(now);
+    for (const t of this.tenants.values()) t.services?.tick(now);
+  }
+
+  /**
+   * Replaces a tenant's network services: its DNS server address (null: none) and its services
+   * with their endpoints now. Connections pinned to endpoints that are still endpoints stay.
+   * An address that is one of the tenant's workloads is refused (TG_ERR_CONFLICT).
+   */
+  setTenantNetwork(tenant: string, net: { dns: HostAddress | null; services: readonly ServiceSpec[] }): void {
+    this.routesVersion++;
+    const t = this.tableOrThrow(tenant);
+    for (const a of [...(net.dns === null ? [] : [net.dns]), ...net.services.map((s) => s.address)]) {
+      const owner = this.addressOwner(tenant, a);
+      if (owner !== undefined)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `address ${a.text} is workload '${owner.workload}' of '${tenant}'`,
+        );
+    }
+    for (const d of t.network) t.routes.removeByPeer(d);
+    t.network = [];
+    if (net.services.length === 0) t.services = null;
+    else {
+      t.services ??= new TenantServices();
+      t.services.set(net.services);
+    }
+    const ref: WorkloadRef = Object.freeze({ tenant, workload: '', local: true });
+    for (const s of net.services) {
+      const d = new Destination(
+        ref,
+        0,
+        s.address,
+        null,
+        KIND_SERVICE,
+        t.services!.serviceAt(s.address.bytes)!,
+      );
+      t.routes.insert(hostPrefix(s.address), d);
+      t.network.push(d);
+    }
+    if (net.dns === null) t.dns = null;
+    else {
+      if (t.dns === null || t.dns.address.text !== net.dns.text) t.dns = new TenantDns(tenant, net.dns, t);
+      const d = new Destination(ref, 0, net.dns, null, KIND_DNS);
+      t.routes.insert(hostPrefix(net.dns), d);
+      t.network.push(d);
+    }
+  }
+
+  /** A tenant's DNS server and services as the data path has them (diagnostics, metrics). */
+  tenantNetwork(tenant: string): { dns: TenantDns | null; services: TenantServices | null } | undefined {
+    const t = this.tenants.get(tenant);
+    return t === undefined ? undefined : { dns: t.dns, services: t.services };
   }
 
   /**
@@ -373,6 +507,7 @@ export class Forwarder {
    * (whether a connection is allowed is the firewall's business, both ways).
    */
   setImports(tenant: string, imports: readonly ImportedWorkload[]): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     for (const d of t.imports) t.routes.removeByPeer(d);
     t.imports = [];
@@ -383,8 +518,8 @@ export class Forwarder {
         own !== undefined && own.ref.local === w.local
           ? own.ref
           : Object.freeze({ tenant: w.tenant, workload: w.workload, local: w.local });
-      const d = new Destination(ref, w.peerId, w.address);
-      t.routes.insert(hostPrefix(w.address), d);
+      const d = new Destination(ref, w.peerId, w.address, w.address6 ?? null);
+      d.route(t.routes);
       t.imports.push(d);
     }
   }
@@ -399,12 +534,14 @@ export class Forwarder {
   }
 
   addTenant(tenant: string): void {
+    this.routesVersion++;
     if (this.tenants.has(tenant)) throw new TgError('TG_ERR_CONFLICT', `tenant '${tenant}' exists`);
     this.tenants.set(tenant, new TenantTable(tenant));
   }
 
   /** Forgets a tenant with all its routes and sessions. */
   removeTenant(tenant: string): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
     for (const [peerId, s] of this.sources) if (s.tenant === t) this.sources.delete(peerId);
@@ -412,9 +549,17 @@ export class Forwarder {
   }
 
   /** The workload (local or remote) of this tenant with this name, if any. */
-  workloadOf(tenant: string, workload: string): { local: boolean; address: string } | undefined {
+  workloadOf(
+    tenant: string,
+    workload: string,
+  ): { local: boolean; address: string; address6?: string } | undefined {
     const d = this.tenants.get(tenant)?.byName.get(workload);
-    return d === undefined ? undefined : { local: d.ref.local, address: d.address.text };
+    if (d === undefined) return undefined;
+    return {
+      local: d.ref.local,
+      address: d.address.text,
+      ...(d.address6 !== null ? { address6: d.address6.text } : {}),
+    };
   }
 
   /** The workload of this tenant that has this address, if any. */
@@ -422,25 +567,35 @@ export class Forwarder {
     const t = this.tenants.get(tenant);
     if (t === undefined) return undefined;
     for (const d of t.byName.values())
-      if (Buffer.from(d.address.bytes).equals(Buffer.from(address.bytes)))
-        return { workload: d.ref.workload, local: d.ref.local };
+      if (d.has(address)) return { workload: d.ref.workload, local: d.ref.local };
     return undefined;
   }
 
-  /** A local workload: its vSwitch session `peerId` carries packets from and to `address`. */
-  addLocalWorkload(tenant: string, workload: string, peerId: number, address: HostAddress): void {
+  /**
+   * A local workload: its vSwitch session `peerId` carries packets from and to `address` (and
+   * `address6`, the IPv6 address of a dual-stack workload).
+   */
+  addLocalWorkload(
+    tenant: string,
+    workload: string,
+    peerId: number,
+    address: HostAddress,
+    address6: HostAddress | null = null,
+  ): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     if (t.byName.has(workload))
       throw new TgError('TG_ERR_CONFLICT', `workload '${workload}' exists in '${tenant}'`);
     if (this.sources.has(peerId)) throw new TgError('TG_ERR_CONFLICT', `session ${peerId} is in use`);
     const ref: WorkloadRef = Object.freeze({ tenant, workload, local: true });
-    const d = new Destination(ref, peerId, address);
-    t.routes.insert(hostPrefix(address), d);
+    const d = new Destination(ref, peerId, address, address6);
+    d.route(t.routes);
     t.byName.set(workload, d);
     this.sources.set(peerId, new Source(t, ref, peerId));
   }
 
   removeLocalWorkload(tenant: string, workload: string): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     const d = t?.byName.get(workload);
     if (t === undefined || d === undefined || !d.ref.local) return;
@@ -456,20 +611,22 @@ export class Forwarder {
   setRemoteNic(
     tenant: string,
     peerId: number,
-    workloads: readonly { workload: string; address: HostAddress }[],
+    workloads: readonly { workload: string; address: HostAddress; address6?: HostAddress }[],
   ): void {
+    this.routesVersion++;
     const t = this.tableOrThrow(tenant);
     this.removeRemoteNic(tenant, peerId);
     this.sources.set(peerId, new Source(t, null, peerId));
     for (const w of workloads) {
       const ref: WorkloadRef = Object.freeze({ tenant, workload: w.workload, local: false });
-      const d = new Destination(ref, peerId, w.address);
-      t.routes.insert(hostPrefix(w.address), d);
+      const d = new Destination(ref, peerId, w.address, w.address6 ?? null);
+      d.route(t.routes);
       t.byName.set(w.workload, d);
     }
   }
 
   removeRemoteNic(tenant: string, peerId: number): void {
+    this.routesVersion++;
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
     for (const [name, d] of [...t.byName]) {
@@ -511,6 +668,7 @@ export class Forwarder {
       out.buf = buf;
     } else {
       copies.ensure(n, maxLen);
+      copies.count = 0;
       out = copies;
     }
     const dropped = this.counters.dropped;
@@ -549,6 +707,28 @@ export class Forwarder {
       if (dst === null) {
         dropped.noRoute++;
         continue;
+      }
+      if (dst.kind !== KIND_WORKLOAD) {
+        // A service address or the DNS server: both serve the tenant's local workloads only.
+        if (src.workload === null) {
+          dropped.noRoute++;
+          continue;
+        }
+        if (dst.kind === KIND_DNS) {
+          this.answerDns(src, buf, off, len, version, now);
+          continue;
+        }
+        const ep = src.tenant.services!.translate(buf, off, len, version, dst.service!, now);
+        if (ep < 0) {
+          dropped.service++;
+          continue;
+        }
+        if (dst.endpointsVersion !== this.routesVersion) this.resolveEndpoints(table, dst);
+        dst = dst.endpointDests[ep];
+        if (dst === null || dst.kind !== KIND_WORKLOAD) {
+          dropped.noRoute++;
+          continue;
+        }
       }
       let from: WorkloadRef;
       if (src.workload !== null) from = src.workload;
@@ -606,6 +786,9 @@ export class Forwarder {
         continue;
       }
       if (frag !== null && frag.charCodeAt(0) === 0x31) this.fragments.allow(frag.slice(1), now);
+      // A reply from a service's endpoint gets the service address back as its source.
+      if (dst.ref.local && src.tenant.services !== null)
+        src.tenant.services.reverse(buf, off, len, version, now);
       if (tenantMtu > 0) {
         if (len > tenantMtu) {
           // Too big for one outer datagram: answered from here when it must not be fragmented
@@ -644,6 +827,53 @@ export class Forwarder {
     r.peerIds = out.peerIds;
     r.extra.peerIds = extras.peerIds;
     return r;
+  }
+
+  /** Looks up the destination of each endpoint of a service destination (after a table change). */
+  private resolveEndpoints(table: AllowedIps<Destination>, d: Destination): void {
+    d.endpointDests = d.service!.endpoints.map((e) => {
+      const b = e.address.bytes;
+      const r =
+        b.length === 4
+          ? table.lookup4(((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0)
+          : table.lookup6At(Buffer.from(b), 0);
+      return r !== null && r.kind === KIND_WORKLOAD ? r : null;
+    });
+    d.endpointsVersion = this.routesVersion;
+  }
+
+  /** A packet to the tenant's DNS server: the answer goes into `extras` on the source's session. */
+  private answerDns(src: Source, buf: Buffer, off: number, len: number, version: number, now: number): void {
+    const dns = src.tenant.dns!;
+    const at = dnsQueryPayload(buf, off, len, version);
+    if (at < 0) {
+      dns.counters.notServed++;
+      this.counters.dropped.dns++;
+      return;
+    }
+    if (!src.takeDnsToken(now)) {
+      dns.counters.rateLimited++;
+      this.counters.dropped.dns++;
+      return;
+    }
+    const answer = dns.respond(buf.subarray(at, off + len));
+    if (answer === null) {
+      this.counters.dropped.dns++;
+      return;
+    }
+    const extras = this.extras;
+    const k = extras.count;
+    const slotAt = k * extras.slot + MESSAGE_TRANSPORT_HEADER_SIZE;
+    if (slotAt + IPV6_HEADER + 8 + answer.length + TAIL_ROOM > (k + 1) * extras.slot) {
+      this.counters.dropped.dns++;
+      return;
+    }
+    const n = writeDnsAnswer(buf, off, version, answer, extras.buf, slotAt);
+    extras.count = k + 1;
+    extras.offsets[k] = slotAt;
+    extras.lengths[k] = n;
+    extras.peerIds[k] = src.peerId;
+    this.counters.dnsAnswers++;
   }
 
   /**

@@ -4,14 +4,15 @@
 // fingerprints.
 import type { NicAgent } from './agent.js';
 
-export const NIC_API_VERSION = '1.1.0';
+export const NIC_API_VERSION = '1.2.0';
 
 /**
  * What this NIC's API serves beyond registration and peers: 'policy' (PUT/GET/DELETE
  * /v1/policy/:tenant, workload labels), 'flows' (GET /v1/flows), 'grants' (cross-tenant
- * grants), 'openapi' (GET /openapi.json).
+ * grants), 'openapi' (GET /openapi.json), 'network' (PUT/GET /v1/tenants/:tenant/network: the
+ * tenant's DNS server and services).
  */
-export const NIC_CAPABILITIES = ['policy', 'flows', 'grants', 'openapi'] as const;
+export const NIC_CAPABILITIES = ['policy', 'flows', 'grants', 'openapi', 'network'] as const;
 export type NicCapability = (typeof NIC_CAPABILITIES)[number];
 
 export interface NicHealth {

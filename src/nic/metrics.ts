@@ -33,7 +33,14 @@ export class NicMetrics {
 
   constructor(src: NicMetricsSources) {
     const r = this.registry;
-    if (src.processMetrics) collectDefaultMetrics({ register: r, prefix: 'tenguard_nic_' });
+    if (src.processMetrics) {
+      collectDefaultMetrics({ register: r, prefix: 'tenguard_nic_' });
+      // prom-client names these three gauges with a counter's `_total` suffix, which Prometheus
+      // tooling refuses (`promtool check metrics`); their per-type gauges without the suffix
+      // (nodejs_active_handles{type}, ...) carry the same counts.
+      for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total'])
+        r.removeSingleMetric(`tenguard_nic_nodejs_${name}`);
+    }
     const agent = src.agent;
     new Gauge({
       name: 'tenguard_nic_workloads',

@@ -19,6 +19,8 @@ export const registerWorkloadSchema = z.strictObject({
   tenant: nameSchema,
   workload: nameSchema,
   address: addressSchema,
+  /** The IPv6 address of a dual-stack workload (`address` is then its IPv4 one). */
+  address6: addressSchema.optional(),
   vswitchPublicKey: keySchema,
   labels: labelsSchema.optional(),
 });
@@ -42,7 +44,12 @@ export const tenantPeersSchema = z.strictObject({
           .optional(),
         workloads: z
           .array(
-            z.strictObject({ workload: nameSchema, address: addressSchema, labels: labelsSchema.optional() }),
+            z.strictObject({
+              workload: nameSchema,
+              address: addressSchema,
+              address6: addressSchema.optional(),
+              labels: labelsSchema.optional(),
+            }),
           )
           .max(MAX_REMOTE_WORKLOADS),
       }),
@@ -73,6 +80,7 @@ export const tenantGrantsSchema = z.strictObject({
         tenant: nameSchema,
         workload: nameSchema,
         address: addressSchema,
+        address6: addressSchema.optional(),
         labels: labelsSchema.optional(),
         nicIdentityKey: keySchema.optional(),
       }),

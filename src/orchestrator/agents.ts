@@ -1,13 +1,23 @@
 // The orchestrator's reach into a host: the NIC agent's and vSwitch daemon's APIs (through
 // their typed clients) and the workload namespaces it creates itself. It only ever talks to
-// the agents' APIs; it never starts or ends their processes.
+// the agents' APIs; it never starts or ends their processes. Every call has a short deadline
+// and is recorded in AgentHealth (a hung agent costs one deadline, then is reported by name).
 import { readdirSync } from 'node:fs';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
 import { TgError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
+import { AgentHealth, observed } from './agent-health.js';
 import type { HostRecord } from './model.js';
+
+/**
+ * Deadlines of one agent call (the whole request). A NIC agent answers in milliseconds; a
+ * vSwitch daemon may start a device process (create, restart), which takes longer on a
+ * loaded machine.
+ */
+export const NIC_CALL_DEADLINE_MS = 3000;
+export const VSWITCH_CALL_DEADLINE_MS = 6000;
 
 /** Where `ip netns add` puts named namespaces. */
 const NETNS_DIR = '/run/netns';
@@ -22,6 +32,8 @@ export type AgentEndpointOf = (host: string, agent: 'nic' | 'vswitch', socketPat
 
 export class AgentDirectory {
   private readonly clients = new Map<string, HostAgents & { key: string }>();
+  /** How every agent answered its calls so far. */
+  readonly health = new AgentHealth();
 
   constructor(
     private readonly endpointOf: AgentEndpointOf = (_h, _a, socketPath) => socketPath,
@@ -42,10 +54,23 @@ export class AgentDirectory {
     const key = `${host.nicApi}\0${host.vswitchApi}`;
     const c = this.clients.get(host.name);
     if (c !== undefined && c.key === key) return c;
+    const h = host.name;
     const made = {
       key,
-      nic: new NicClient(this.endpointOf(host.name, 'nic', host.nicApi), this.recorder),
-      vswitch: new VSwitchClient(this.endpointOf(host.name, 'vswitch', host.vswitchApi), this.recorder),
+      nic: observed(
+        new NicClient(this.endpointOf(h, 'nic', host.nicApi), this.recorder, NIC_CALL_DEADLINE_MS),
+        (ms, err) => this.health.record(h, 'nic', ms, err),
+        (ms) => this.health.waiting(h, 'nic', ms),
+      ),
+      vswitch: observed(
+        new VSwitchClient(
+          this.endpointOf(h, 'vswitch', host.vswitchApi),
+          this.recorder,
+          VSWITCH_CALL_DEADLINE_MS,
+        ),
+        (ms, err) => this.health.record(h, 'vswitch', ms, err),
+        (ms) => this.health.waiting(h, 'vswitch', ms),
+      ),
     };
     this.clients.set(host.name, made);
     return made;
@@ -53,6 +78,12 @@ export class AgentDirectory {
 
   forget(host: string): void {
     this.clients.delete(host);
+    this.health.forget(host);
+  }
+
+  /** Whether a host's NIC agent answered its last call and none waits long (fan-outs skip it otherwise). */
+  nicReachable(host: string): boolean {
+    return !this.health.unreachable(host, 'nic');
   }
 }
 
@@ -63,6 +94,12 @@ export class AgentDirectory {
 export async function nicHasPolicyApi(nic: NicClient): Promise<boolean> {
   const h = await nic.health();
   return Array.isArray(h.capabilities) && h.capabilities.includes('policy');
+}
+
+/** Whether a NIC serves the tenant network API (DNS server and services). */
+export async function nicHasNetworkApi(nic: NicClient): Promise<boolean> {
+  const h = await nic.health();
+  return Array.isArray(h.capabilities) && (h.capabilities as readonly string[]).includes('network');
 }
 
 // --- Namespaces ---------------------------------------------------------------------------

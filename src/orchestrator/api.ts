@@ -2,7 +2,7 @@
 // carries its schemas and OpenAPI description (summary, example), and GET /openapi.json is
 // generated from this same list (src/util/openapi.ts).
 //
-//   GET    /v1/health                              liveness, counts, last reconciliation
+//   GET    /v1/health                              liveness, counts, last reconciliation, sick agents
 //   GET    /openapi.json                           this API's OpenAPI 3.1 document
 //   GET    /v1/tenants                             tenants
 //   POST   /v1/tenants                             {name, pool} -> 201 tenant
@@ -17,14 +17,23 @@
 //   GET    /v1/hosts/:host/keys                    the host NIC's key inventory (metadata only)
 //   GET    /v1/workloads                           workloads
 //   POST   /v1/workloads                           {tenant, name, host, labels?} -> 201 running workload
+//                                                  (200 with it: a retry of the same spec)
 //   GET    /v1/workloads/:workload                 one workload (address, netns, state, timings)
 //   DELETE /v1/workloads/:workload                 spin-down -> {name, timings}
 //   POST   /v1/workloads/:workload/migrate         {to} -> the workload on its new host, with timings
 //   GET    /v1/flows                               flow records merged from the NICs
 //   POST   /v1/flows/query                         {tenant?, since?, limit?} -> the same, filtered
+//   POST   /v1/tenants/:tenant/policy/test         a policy document -> checked, its tests run (nothing saved)
+//   GET    /v1/status                              the installation: hosts, NICs, tenants, workloads,
+//                                                  certificate expiry, drops
+//   GET    /v1/topology                            the legs of every workload with handshake age, bytes, drops
+//   GET    /v1/services[?tenant=T]                 services (virtual address, selector, ports)
+//   POST   /v1/services                            create one (address from the tenant's pool)
+//   GET    /v1/tenants/:tenant/services/:service   one service, with its endpoints per NIC
+//   DELETE /v1/tenants/:tenant/services/:service   delete one
 //   GET    /v1/reconcile                           the last reconciliation pass
 //   POST   /v1/reconcile                           run a pass now -> its report
-//   GET    /metrics                                Prometheus text (store state, leadership)
+//   GET    /metrics                                Prometheus text (store state, leadership, agents' answers, host queues)
 //
 // With several replicas every route but the store reads (LOCAL_READS) runs at the leader:
 // another replica forwards it there (replica.ts).
@@ -35,6 +44,7 @@ import { answer, bodyRoute, type Route, textAnswer } from '../util/http-json.js'
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
 import { metricsText, orchestratorMetrics } from './metrics.js';
 import {
+  createServiceSchema,
   createTenantSchema,
   createWorkloadSchema,
   emptyBodySchema,
@@ -97,6 +107,25 @@ const EXAMPLE_POLICY = {
   ],
 };
 
+/**
+ * The agents in the health answer: while one is slow, stalled or did not answer its last call
+ * it is named in `agentProblems` ('host/agent: condition (detail)') and the status is 'degraded'.
+ */
+function healthOfAgents(o: Orchestrator): {
+  agentProblems: string[];
+  agents: unknown[];
+  queued: Record<string, number>;
+  hostPasses: Record<string, number>;
+} {
+  const h = o.agentHealth();
+  return {
+    agentProblems: h.problems,
+    agents: h.agents,
+    queued: h.queued,
+    hostPasses: h.hostPasses,
+  };
+}
+
 /** Routes every replica answers from the store itself; all others run at the leader. */
 export const LOCAL_READS: ReadonlySet<string> = new Set([
   'health',
@@ -110,14 +139,19 @@ export const LOCAL_READS: ReadonlySet<string> = new Set([
   'showWorkload',
 ]);
 
-export function orchestratorRoutes(o: Orchestrator): Route[] {
+/**
+ * The orchestrator's routes, with `extra` ones in the same document (the console's login
+ * link: always answered by the replica it is asked, whose console the link is for).
+ */
+export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []): Route[] {
   const metrics = orchestratorMetrics(o);
   const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/health',
       operationId: 'health',
-      summary: 'Liveness, counts and the last reconciliation pass',
+      summary:
+        "Liveness, counts, the store's state, the last reconciliation pass, and agents that are slow or do not answer ('degraded')",
       handler: async () => {
         // The store's state is reported, never thrown: health answers while the store cannot.
         const counts = await Promise.all([
@@ -127,9 +161,11 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
           o.service.listWorkloads(),
         ]).catch((err: unknown) => (err instanceof TgError ? err : Promise.reject(err)));
         const store = o.store.health();
+        const agents = healthOfAgents(o);
         return {
-          status: store.state === 'ok' ? 'ok' : 'degraded',
+          status: store.state === 'ok' && agents.agentProblems.length === 0 ? 'ok' : 'degraded',
           store,
+          ...agents,
           ...(o.replica === undefined ? {} : { replica: o.replica.status() }),
           ...(counts instanceof TgError
             ? { storeError: { code: counts.code, message: counts.message } }
@@ -148,7 +184,8 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       method: 'GET',
       path: '/metrics',
       operationId: 'metrics',
-      summary: "Prometheus text: the store's state and this replica's leadership",
+      summary:
+        "Prometheus text: the store's state, this replica's leadership, each agent's answers (up, slow, last call, failures), work queued per host",
       produces: 'text/plain',
       handler: async () => {
         const m = await metricsText(metrics);
@@ -166,7 +203,8 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       method: 'POST',
       path: '/v1/tenants',
       operationId: 'createTenant',
-      summary: 'Create a tenant with its IPv4 address pool inside 100.64.0.0/10',
+      summary:
+        'Create a tenant with its IPv4 address pool inside 100.64.0.0/10 (its IPv6 ULA /64 is derived from it)',
       body: createTenantSchema,
       example: { name: 'acme', pool: '100.64.1.0/24' },
       status: 201,
@@ -206,6 +244,32 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       body: policyBodySchema,
       example: EXAMPLE_POLICY,
       handler: (req) => o.setPolicy(req.params.tenant, req.body),
+    },
+    {
+      method: 'POST',
+      path: '/v1/tenants/:tenant/policy/test',
+      params: tenantParam,
+      operationId: 'testPolicy',
+      summary:
+        "Check a policy document and run its built-in tests against the store's workloads; nothing is saved",
+      body: policyBodySchema,
+      example: EXAMPLE_POLICY,
+      handler: (req) => o.testPolicy(req.params.tenant, req.body),
+    },
+    {
+      method: 'GET',
+      path: '/v1/status',
+      operationId: 'status',
+      summary:
+        'The installation: orchestrator, hosts with NIC and vSwitch, tenants, workloads, certificate expiry, drops',
+      handler: () => o.status(),
+    },
+    {
+      method: 'GET',
+      path: '/v1/topology',
+      operationId: 'topology',
+      summary: 'The legs of every workload (workload - vSwitch - NIC - fabric): handshake age, bytes, drops',
+      handler: () => o.topology(),
     },
     {
       method: 'GET',
@@ -265,11 +329,55 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
       method: 'POST',
       path: '/v1/workloads',
       operationId: 'createWorkload',
-      summary: 'Create a workload and spin it up (answers when it is configured)',
+      summary:
+        'Create a workload and spin it up (answers when it is configured); a retry of the same spec answers 200 with the workload',
       body: createWorkloadSchema,
       example: { tenant: 'acme', name: 'web-1', host: 'h1', labels: { app: 'web' } },
       status: 201,
-      handler: async (req) => answer(201, await o.createWorkload(req.body)),
+      handler: async (req) => {
+        const r = await o.ensureWorkload(req.body);
+        return answer(r.created ? 201 : 200, r.workload);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/services',
+      operationId: 'listServices',
+      summary: 'List services (optionally of one tenant)',
+      query: z.strictObject({ tenant: nameSchema.optional() }),
+      handler: async (req) => ({
+        services: await o.service.listServices({
+          tenant: (req.queryValues as { tenant?: string }).tenant,
+        }),
+      }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/services',
+      operationId: 'createService',
+      summary:
+        "Create a service: a virtual address from the tenant's pool, load-balanced across the workloads its selector matches",
+      body: createServiceSchema,
+      example: { tenant: 'acme', name: 'web', selector: { app: 'web' }, ports: ['80/tcp'] },
+      status: 201,
+      handler: async (req) => answer(201, await o.createService(req.body)),
+    },
+    {
+      method: 'GET',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'showService',
+      summary: 'One service, with its endpoints and pinned connections on each NIC holding the tenant',
+      handler: (req) => o.showService(req.params.tenant, req.params.service),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/tenants/:tenant/services/:service',
+      params: { tenant: nameSchema, service: nameSchema },
+      operationId: 'deleteService',
+      summary: 'Delete a service (its address is freed)',
+      body: emptyBodySchema,
+      handler: (req) => o.deleteService(req.params.tenant, req.params.service),
     },
     {
       method: 'GET',
@@ -344,5 +452,5 @@ export function orchestratorRoutes(o: Orchestrator): Route[] {
                   replica.atLeader(req, async () => r.handler(req)),
               },
         );
-  return withOpenApi(ORCHESTRATOR_API, placed);
+  return withOpenApi(ORCHESTRATOR_API, [...placed, ...extra]);
 }

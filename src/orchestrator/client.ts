@@ -1,15 +1,18 @@
 // A typed client of the orchestrator's API (CLI, demo, tests). Errors come back as TgError
 // with the orchestrator's code and message.
-import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
+import { type ApiEndpoint, apiCall, apiRequest, type HttpMethod } from '../util/http-json.js';
 import type {
   CreateTenant,
   CreateWorkload,
   HostRecord,
   PolicyRecord,
   RegisterHost,
+  ServiceRecord,
   TenantRecord,
   WorkloadRecord,
 } from './model.js';
+import type { InstallationStatus, Topology } from './observe.js';
+import type { PolicyTestReport } from './orchestrator.js';
 import type { ReconcileReport } from './reconcile.js';
 
 export const DEFAULT_ORCHESTRATOR_SOCKET = '/run/tenguard/orchestrator.sock';
@@ -37,6 +40,12 @@ export class OrchestratorClient {
 
   openapi(): Promise<Record<string, unknown>> {
     return this.call('GET', '/openapi.json');
+  }
+
+  /** Prometheus text. */
+  async metrics(): Promise<string> {
+    const r = await apiRequest(this.endpoint, 'GET', '/metrics', undefined, { timeoutMs: this.timeoutMs });
+    return r.raw;
   }
 
   // tenants
@@ -87,12 +96,47 @@ export class OrchestratorClient {
     return this.call('POST', `/v1/workloads/${seg(name)}/migrate`, { to });
   }
 
+  // services
+  createService(req: {
+    tenant: string;
+    name: string;
+    selector: Record<string, string>;
+    ports: (string | { port: number; protocol: 'tcp' | 'udp' })[];
+  }): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.call('POST', '/v1/services', req);
+  }
+  async listServices(tenant?: string): Promise<ServiceRecord[]> {
+    const q = tenant === undefined ? '' : `?tenant=${encodeURIComponent(tenant)}`;
+    return (await this.call<{ services: ServiceRecord[] }>('GET', `/v1/services${q}`)).services;
+  }
+  showService(tenant: string, name: string): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
+    return this.call('GET', `/v1/tenants/${seg(tenant)}/services/${seg(name)}`);
+  }
+  deleteService(tenant: string, name: string): Promise<ServiceRecord & { pushedTo: string[] }> {
+    return this.call('DELETE', `/v1/tenants/${seg(tenant)}/services/${seg(name)}`);
+  }
+
   // policy
   setPolicy(tenant: string, document: unknown): Promise<PolicyRecord & { pushedTo: string[] }> {
     return this.call('PUT', `/v1/tenants/${seg(tenant)}/policy`, document);
   }
   getPolicy(tenant: string): Promise<PolicyRecord> {
     return this.call('GET', `/v1/tenants/${seg(tenant)}/policy`);
+  }
+  testPolicy(tenant: string, document: unknown): Promise<PolicyTestReport> {
+    return this.call('POST', `/v1/tenants/${seg(tenant)}/policy/test`, document);
+  }
+
+  // the operator's view
+  status(): Promise<InstallationStatus> {
+    return this.call('GET', '/v1/status');
+  }
+  topology(): Promise<Topology> {
+    return this.call('GET', '/v1/topology');
+  }
+  /** A one-time login link to the web console (served only when the orchestrator runs it). */
+  consoleLogin(): Promise<{ url: string; expiresAt: string }> {
+    return this.call('POST', '/v1/console/login');
   }
 
   // observation

@@ -13,15 +13,18 @@
 // transaction is serialisable and its writes share one etcd revision. Store revisions are etcd
 // revisions: increasing with every committed transaction, not dense.
 //
-// Limits: each view and transaction reads the whole store (fine for a control plane's
+// Limits: a view or transaction reads the whole store when another process wrote since this
+// one last read or wrote it (else one read of s/rev; fine for a control plane's
 // thousands of entries, not for millions); etcd's --max-txn-ops (128 by default) bounds the
 // writes of one transaction. Watches are etcd watches on `s/d/`: every replica sees every
 // committed change, in revision order, one call per revision.
 //
 // Failures: every etcd call has a deadline (`timeoutMs`); a member that cannot be reached or
 // a cluster without quorum is TG_ERR_STORE_UNAVAILABLE (503), and health() says so with the
-// cause until a call succeeds again. A write that timed out may still have committed (as with
-// any remote store): the API answers 503 and the caller reads before retrying.
+// cause until a call succeeds again. A commit whose answer was lost is resolved through s/rev,
+// which holds the id of the transaction that wrote it last (applied()); when that cannot tell,
+// the write answers 503 saying its outcome is unknown.
+import { randomBytes } from 'node:crypto';
 import { Etcd3, type IKeyValue, type Lease, type Namespace, type Watcher } from 'etcd3';
 import { TgError } from '../util/errors.js';
 import type {
@@ -90,6 +93,8 @@ export class EtcdStore implements Store {
   private watcher: Watcher | null = null;
   private watchStart = 0;
   private lastHeader = 0;
+  /** The last snapshot read or written by this process (see snapshot()). */
+  private cache: Snapshot | null = null;
   private state: StoreHealth = { kind: 'etcd', state: 'ok', since: new Date().toISOString() };
   private leadership: EtcdLeadership | null = null;
   private closed = false;
@@ -145,14 +150,31 @@ export class EtcdStore implements Store {
       if (writes.size === 0) return result;
       let cmp = this.ns.if(REV_KEY, 'Mod', '==', snap.rev);
       if (fence !== undefined) cmp = cmp.and(fence.key, 'Create', '==', fence.createRevision);
+      const id = randomBytes(8).toString('hex');
       const ops: (ReturnType<Namespace['put']> | ReturnType<Namespace['delete']>)[] = [
-        this.ns.put(REV_KEY).value(''),
+        this.ns.put(REV_KEY).value(id),
       ];
       for (const [k, w] of writes)
         ops.push(w.value === null ? this.ns.delete().key(k) : this.ns.put(k).value(JSON.stringify(w.value)));
-      const r = await this.call('commit a transaction', () => cmp.then(...ops).commit());
+      let r: Awaited<ReturnType<typeof cmp.commit>>;
+      try {
+        r = await this.call('commit a transaction', () => cmp.then(...ops).commit(), false);
+      } catch (err) {
+        // The answer was lost (a member died, an election ran): find out what happened.
+        const done = await this.applied(id, snap.rev).catch(() => null);
+        if (done === true) return result;
+        if (done === false) continue;
+        throw new TgError(
+          'TG_ERR_STORE_UNAVAILABLE',
+          `${(err as Error).message}; whether this change was written is unknown: read before retrying`,
+          { cause: err },
+        );
+      }
       this.seen(Number(r.header.revision));
-      if (r.succeeded) return result;
+      if (r.succeeded) {
+        this.committed(snap, writes, Number(r.header.revision));
+        return result;
+      }
       if (fence !== undefined && !(await this.leadership!.stillHeld()))
         throw new TgError('TG_ERR_NOT_LEADER', 'this replica lost the leadership; nothing was written');
     }
@@ -167,6 +189,12 @@ export class EtcdStore implements Store {
     if (this.watcher === null && this.watchStart === 0) this.startWatch();
     return () => {
       this.listeners.delete(listener);
+      if (this.listeners.size > 0 || this.watcher === null) return;
+      // The last listener gone: end the etcd watch (a watch left open would keep reconnecting).
+      const w = this.watcher;
+      this.watcher = null;
+      this.watchStart = 0;
+      w.cancel().catch(() => undefined);
     };
   }
 
@@ -212,32 +240,56 @@ export class EtcdStore implements Store {
   }
 
   /** Runs one etcd call; its failure becomes TG_ERR_STORE_UNAVAILABLE and health says so. */
-  async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one etcd call; its failure becomes TG_ERR_STORE_UNAVAILABLE and health says so. An
+   * idempotent call (a read) is tried again until the deadline, so that an etcd leader
+   * election (a member lost) passes unnoticed; a write is tried once.
+   */
+  async call<T>(what: string, fn: () => Promise<T>, idempotent = true): Promise<T> {
     if (this.closed) throw new TgError('TG_ERR_STORE_UNAVAILABLE', 'the store is closed');
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // The client retries over members; the deadline bounds the whole call.
-      const r = await Promise.race([
-        fn(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`no answer within ${this.timeoutMs} ms (quorum lost?)`)),
-            this.timeoutMs + 500,
-          );
-        }),
-      ]);
-      this.setState('ok');
-      return r;
-    } catch (err) {
-      if (err instanceof TgError) throw err;
-      const cause = (err as Error).message;
-      this.setState('unavailable', cause);
-      throw new TgError('TG_ERR_STORE_UNAVAILABLE', `etcd at ${this.where}: cannot ${what}: ${cause}`, {
-        cause: err,
-      });
-    } finally {
-      clearTimeout(timer);
+    const end = Date.now() + this.timeoutMs;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const r = await Promise.race([
+          fn(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`no answer within ${this.timeoutMs} ms (quorum lost?)`)),
+              Math.max(100, end - Date.now()) + 500,
+            );
+          }),
+        ]);
+        this.setState('ok');
+        return r;
+      } catch (err) {
+        if (err instanceof TgError) throw err;
+        if (idempotent && !this.closed && Date.now() + 100 < end) {
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
+        const cause = causeOf(err as Error);
+        this.setState('unavailable', cause);
+        throw new TgError('TG_ERR_STORE_UNAVAILABLE', `etcd at ${this.where}: cannot ${what}: ${cause}`, {
+          cause: err,
+        });
+      } finally {
+        clearTimeout(timer);
+      }
     }
+  }
+
+  /**
+   * After a commit whose answer was lost: whether it was applied. s/rev holds the id of the
+   * transaction that wrote it last; still at the snapshot's revision, it was not applied.
+   * (Only the leader writes, one transaction at a time, so no later one hides it.)
+   */
+  private async applied(id: string, snapRev: number): Promise<boolean | null> {
+    const r = await this.call('read the revision key', () => this.ns.get(REV_KEY).exec());
+    const kv = r.kvs[0];
+    if (kv !== undefined && kv.value.toString('utf8') === id) return true;
+    if ((kv === undefined ? 0 : Number(kv.mod_revision)) === snapRev) return false;
+    return null;
   }
 
   private setState(state: StoreHealth['state'], cause?: string): void {
@@ -255,7 +307,20 @@ export class EtcdStore implements Store {
     if (header > this.lastHeader) this.lastHeader = header;
   }
 
+  /**
+   * A consistent snapshot of the store. Every store transaction rewrites s/rev, so when a
+   * linearizable read of s/rev finds the revision of the last snapshot this process read or
+   * wrote, that snapshot is still the store: one small read instead of the whole store.
+   */
   private async snapshot(): Promise<Snapshot> {
+    const cached = this.cache;
+    if (cached !== null) {
+      const g = await this.call('read the store', () => this.ns.get(REV_KEY).exec());
+      const header = Number(g.header.revision);
+      this.seen(header);
+      const rev = g.kvs.length === 0 ? 0 : Number(g.kvs[0].mod_revision);
+      if (rev === cached.rev) return { header, rev, entries: cached.entries };
+    }
     const r = await this.call('read the store', () => this.ns.getAll().prefix('s/').exec());
     const header = Number(r.header.revision);
     this.seen(header);
@@ -267,7 +332,35 @@ export class EtcdStore implements Store {
       if (k === REV_KEY) rev = Number(kv.mod_revision);
       else entries.set(k, kv);
     }
-    return { header, rev, entries };
+    const snap = { header, rev, entries };
+    this.cache = snap;
+    return snap;
+  }
+
+  /** The snapshot after this process's own commit at `revision` (entries never mutated in place). */
+  private committed(
+    snap: Snapshot,
+    writes: Map<string, { kind: Kind; key: string; value: unknown | null }>,
+    revision: number,
+  ): void {
+    if (this.cache !== snap && this.cache?.rev !== snap.rev) return;
+    const entries = new Map(snap.entries);
+    for (const [k, w] of writes) {
+      if (w.value === null) {
+        entries.delete(k);
+        continue;
+      }
+      const old = entries.get(k);
+      entries.set(k, {
+        key: Buffer.from(k),
+        value: Buffer.from(JSON.stringify(w.value)),
+        create_revision: old === undefined ? String(revision) : old.create_revision,
+        mod_revision: String(revision),
+        version: String(Number(old?.version ?? 0) + 1),
+        lease: '0',
+      });
+    }
+    this.cache = { header: revision, rev: revision, entries };
   }
 
   private reader(
@@ -373,6 +466,17 @@ export class EtcdStore implements Store {
       },
     );
   }
+}
+
+/** What a failed etcd call says about the cluster, in an operator's words, with the client's. */
+function causeOf(err: Error): string {
+  const m = err.message;
+  if (/circuit breaker is open/i.test(m))
+    return `no etcd member answers (the client holds calls back after failures: ${m})`;
+  if (/DEADLINE_EXCEEDED|no answer within/i.test(m))
+    return `etcd does not answer in time: quorum lost or members stalled (${m})`;
+  if (/UNAVAILABLE|ECONNREFUSED/i.test(m)) return `no etcd member reachable (${m})`;
+  return m;
 }
 
 /** `s/d/<kind>/<key>` -> [kind, key] (kind null for any other key). */

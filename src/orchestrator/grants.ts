@@ -10,6 +10,7 @@ export interface GrantSource {
   tenant: string;
   workload: string;
   address: string;
+  address6?: string;
   labels: Record<string, string>;
   host: string;
 }
@@ -18,6 +19,7 @@ export interface GrantEntry {
   tenant: string;
   workload: string;
   address: string;
+  address6?: string;
   labels: Record<string, string>;
   nicIdentityKey?: string;
 }
@@ -65,7 +67,13 @@ export function grantList(
   const out: GrantEntry[] = [];
   for (const w of placed) {
     if (!linked.has(w.tenant)) continue;
-    const e: GrantEntry = { tenant: w.tenant, workload: w.workload, address: w.address, labels: w.labels };
+    const e: GrantEntry = {
+      tenant: w.tenant,
+      workload: w.workload,
+      address: w.address,
+      ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
+      labels: w.labels,
+    };
     if (w.host !== host) {
       const id = identityOf(w.host);
       if (id === null) continue;
@@ -80,10 +88,19 @@ export function grantList(
 
 /** A comparable summary of a grant list (what the NIC reports back has extra fields). */
 export function grantsDigest(
-  list: readonly { tenant: string; workload: string; address: string; nicIdentityKey?: string }[],
+  list: readonly {
+    tenant: string;
+    workload: string;
+    address: string;
+    address6?: string;
+    nicIdentityKey?: string;
+  }[],
 ): string {
   return list
-    .map((g) => `${g.tenant}/${g.workload}=${g.address}@${g.nicIdentityKey ?? ''}`)
+    .map(
+      (g) =>
+        `${g.tenant}/${g.workload}=${g.address}${g.address6 !== undefined ? `,${g.address6}` : ''}@${g.nicIdentityKey ?? ''}`,
+    )
     .sort()
     .join(';');
 }

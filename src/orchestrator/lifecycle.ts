@@ -27,16 +27,27 @@ import type { NicClient } from '../nic/client.js';
 import type { PskBox } from '../nic/psk-box.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { removeNetnsResolver, writeNetnsResolver } from '../util/netns.js';
 import type { VSwitchClient } from '../vswitch/client.js';
-import { type AgentDirectory, addNetns, delNetns, netnsExists, nicHasPolicyApi } from './agents.js';
+import {
+  type AgentDirectory,
+  addNetns,
+  delNetns,
+  netnsExists,
+  nicHasNetworkApi,
+  nicHasPolicyApi,
+} from './agents.js';
 import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
-import type { HostRecord, WorkloadRecord } from './model.js';
+import { HostQueues } from './host-queues.js';
+import { type HostRecord, tenantDomain, type WorkloadRecord } from './model.js';
 import type { OrchestratorService } from './service.js';
 
 /** What a NIC has registered, as the orchestrator last saw or made it. */
 export interface Registration {
   tenant: string;
   address: string;
+  /** The IPv6 address of a dual-stack workload. */
+  address6?: string;
   vswitchPublicKey: string;
 }
 
@@ -69,6 +80,12 @@ export function stepFailed(what: string, step: string, err: unknown): TgError {
 /** Per-host knowledge that is only valid for one NIC identity (cleared when it changes). */
 interface NicView {
   identityKey: string | null;
+  /**
+   * `registrations` holds every workload on the NIC (read from it since the orchestrator
+   * started), not only the ones registered here: peer and grant lists, which name other
+   * hosts' workloads, are computed only from known views.
+   */
+  registrationsKnown: boolean;
   policyApi: boolean | null;
   /** workload -> registration, as on the NIC. */
   registrations: Map<string, Registration>;
@@ -80,10 +97,28 @@ interface NicView {
   policy: Map<string, string>;
   /** tenant -> grantsDigest() of the grant list last put. */
   grants: Map<string, string>;
+  networkApi: boolean | null;
+  /** tenant -> the JSON of the network (DNS server, services) last put. */
+  network: Map<string, string>;
+}
+
+/**
+ * How long an operation on one host waits for a put to another (non-strict) host's NIC before
+ * going on without it: a healthy NIC answers in milliseconds, and the put itself goes on.
+ */
+export const OTHER_HOST_WAIT_MS = 1000;
+
+/** Resolves when `p` settles or after `ms`, whichever is first (`p` must not reject). */
+async function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((r) => (t = setTimeout(r, ms)))]);
+  clearTimeout(t);
 }
 
 export class Lifecycle {
   private readonly views = new Map<string, NicView>();
+  /** Peer puts, one at a time per NIC. */
+  private readonly peerPuts = new HostQueues();
 
   constructor(
     private readonly service: OrchestratorService,
@@ -98,16 +133,63 @@ export class Lifecycle {
     if (v === undefined) {
       v = {
         identityKey: null,
+        registrationsKnown: false,
         policyApi: null,
         registrations: new Map(),
         tenantKeys: new Map(),
         published: new Map(),
         policy: new Map(),
         grants: new Map(),
+        networkApi: null,
+        network: new Map(),
       };
       this.views.set(host, v);
     }
     return v;
+  }
+
+  /**
+   * Reads a NIC's registrations into its view if they are not known yet (the first use after
+   * the orchestrator started); false when its NIC does not answer.
+   */
+  async know(host: HostRecord): Promise<boolean> {
+    const v = this.view(host.name);
+    if (v.registrationsKnown) return true;
+    if (!this.agents.nicReachable(host.name)) return false;
+    try {
+      const nic = this.agents.of(host).nic;
+      const id = await nic.identity();
+      const regs = await nic.workloads();
+      const now = this.view(host.name);
+      if (now.registrationsKnown) return true;
+      if (now.identityKey !== null && now.identityKey !== id.identityKey) return false;
+      this.learnRegistrations(host.name, id.identityKey, regs);
+      return true;
+    } catch (err) {
+      this.log.warn({ host: host.name, err: messageOf(err) }, 'NIC registrations not readable');
+      return false;
+    }
+  }
+
+  /** Sets a view's registrations to what its NIC reported (all of them). */
+  learnRegistrations(host: string, identityKey: string, regs: readonly Record<string, unknown>[]): void {
+    const v = this.view(host);
+    v.identityKey = identityKey;
+    v.registrations.clear();
+    for (const x of regs)
+      v.registrations.set(String(x.workload), {
+        tenant: String(x.tenant),
+        address: String(x.address),
+        ...(typeof x.address6 === 'string' ? { address6: x.address6 } : {}),
+        vswitchPublicKey: String(x.vswitchPublicKey),
+      });
+    v.registrationsKnown = true;
+  }
+
+  /** Whether every host's registrations are known (read when not); false if one's are not readable. */
+  private async knowAll(hosts: readonly HostRecord[]): Promise<boolean> {
+    const r = await Promise.all(hosts.map((h) => this.know(h)));
+    return r.every(Boolean);
   }
 
   /** Forgets everything about a NIC (it restarted, or its host was deregistered). */
@@ -149,6 +231,8 @@ export class Lifecycle {
       await this.timed(timings, step, () => this.publishGrants({ strict: [host.name] }));
       step = 'policy';
       await this.timed(timings, step, () => this.ensurePolicy(host, w.tenant, false));
+      step = 'network';
+      await this.timed(timings, step, () => this.ensureNetwork(host, w.tenant, false));
     } catch (err) {
       await this.rollback(undo);
       if (undo.some((u) => u.step === 'nic-register'))
@@ -178,7 +262,7 @@ export class Lifecycle {
     if (created) undo.push({ step: 'namespace', fn: () => this.removeNamespace(w, netns) });
     at('vswitch-create');
     const inst = await this.timed(timings, 'vswitchCreate', () =>
-      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname),
+      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6),
     );
     undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
     if (beforeRegister !== undefined) {
@@ -208,25 +292,38 @@ export class Lifecycle {
     }
     if (netnsExists(netns)) return false;
     await this.service.recordNamespace(netns, host.name, w.name);
-    return addNetns(netns);
+    const made = await addNetns(netns);
+    if (w.dns !== undefined) writeNetnsResolver(netns, w.dns, tenantDomain(w.tenant));
+    return made;
   }
 
   /** Removes a namespace tenguard made and its record; a runtime's namespace is left alone. */
   async removeNamespace(w: WorkloadRecord, netns: string): Promise<void> {
     if (w.netnsOwner === 'runtime') return;
     await delNetns(netns);
+    removeNetnsResolver(netns);
     await this.service.forgetNamespace(netns);
   }
 
-  /** A running instance for the workload in `netns` with `address`; restarts or replaces others. */
+  /**
+   * A running instance for the workload in `netns` with `address` (and `address6`, dual
+   * stack); restarts or replaces others.
+   */
   async ensureInstance(
     vswitch: VSwitchClient,
     workload: string,
     netns: string,
     address: string,
     netnsIfname?: string,
+    address6?: string,
   ): Promise<{ publicKey: string; restarted: boolean }> {
-    const req = { workload, netns, address, ...(netnsIfname !== undefined ? { netnsIfname } : {}) };
+    const req = {
+      workload,
+      netns,
+      address,
+      ...(address6 !== undefined ? { address6 } : {}),
+      ...(netnsIfname !== undefined ? { netnsIfname } : {}),
+    };
     try {
       const c = await vswitch.create(req);
       return { publicKey: c.publicKey, restarted: true };
@@ -234,7 +331,7 @@ export class Lifecycle {
       if (codeOf(err) !== 'TG_ERR_CONFLICT') throw err;
       const info = await vswitch.get(workload).catch(() => undefined);
       if (info === undefined) throw err;
-      if (info.netns === netns && info.address === address) {
+      if (info.netns === netns && info.address === address && info.address6 === address6) {
         if (info.state === 'created' || info.state === 'configured')
           return { publicKey: info.publicKey, restarted: false };
         const r = await vswitch.restart(workload);
@@ -258,6 +355,7 @@ export class Lifecycle {
       v.tenantKeys.delete(w.tenant);
       v.published.delete(w.tenant);
       v.policy.delete(w.tenant);
+      v.network.delete(w.tenant);
     }
     if (v.identityKey === null) v.identityKey = (await nic.identity()).identityKey;
     const labels = Object.keys(w.labels).length > 0 && (await this.policyApi(host)) ? w.labels : undefined;
@@ -265,6 +363,7 @@ export class Lifecycle {
       tenant: w.tenant,
       workload: w.name,
       address: w.address,
+      ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
       vswitchPublicKey,
       ...(labels !== undefined ? { labels } : {}),
     };
@@ -279,7 +378,8 @@ export class Lifecycle {
       if (
         there.vswitchPublicKey === vswitchPublicKey &&
         there.tenant === w.tenant &&
-        there.address === w.address
+        there.address === w.address &&
+        there.address6 === w.address6
       ) {
         const id = await nic.identity();
         const { sealedPsk } = await nic.rotatePsk(w.name);
@@ -289,7 +389,12 @@ export class Lifecycle {
         crypto = await reg();
       }
     }
-    v.registrations.set(w.name, { tenant: w.tenant, address: w.address, vswitchPublicKey });
+    v.registrations.set(w.name, {
+      tenant: w.tenant,
+      address: w.address,
+      ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
+      vswitchPublicKey,
+    });
     return {
       nicPublicKey: crypto.nicPublicKey,
       sealedPsk: crypto.sealedPsk,
@@ -317,6 +422,7 @@ export class Lifecycle {
     v.tenantKeys.delete(tenant);
     v.published.delete(tenant);
     v.policy.delete(tenant);
+    v.network.delete(tenant);
   }
 
   // --- Spin-down --------------------------------------------------------------------------
@@ -388,6 +494,8 @@ export class Lifecycle {
       await this.timed(timings, 'grantsDestination', () => this.publishGrants({ strict: [to.name] }));
       step = 'policy';
       await this.timed(timings, 'policy', () => this.ensurePolicy(to, w.tenant, false));
+      step = 'network';
+      await this.timed(timings, 'network', () => this.ensureNetwork(to, w.tenant, false));
     } catch (err) {
       await this.rollback(undo);
       await this.publishTenant(w.tenant).catch(() => undefined);
@@ -430,88 +538,130 @@ export class Lifecycle {
       /** host -> peersDigest() of what the NIC reports now: a match is not put again. */
       actual?: ReadonlyMap<string, string>;
       /**
-       * Hosts whose failure fails the call (default: all). Another host that does not answer
-       * is left out (logged; the reconciler puts its peers when it answers again).
+       * Hosts whose failure fails the call (default: all). Another host is not waited on for
+       * more than OTHER_HOST_WAIT_MS, and one whose NIC did not answer its last call is left
+       * out (logged; the reconciler puts its peers when it answers again).
        */
       strict?: readonly string[];
     } = {},
   ): Promise<void> {
     const strict = (h: string): boolean => opts.strict === undefined || opts.strict.includes(h);
     const hosts = await this.service.listHosts();
+    const targets = hosts.filter(
+      (h) => this.holdsTenant(h.name, tenant) && (opts.only === undefined || opts.only.includes(h.name)),
+    );
+    const puts = targets.map(async (h) => {
+      const v = this.view(h.name);
+      if (!strict(h.name) && !this.agents.nicReachable(h.name)) {
+        // Not waited on: the reconciler puts its peers when it answers again.
+        v.published.delete(tenant);
+        return;
+      }
+      // One put at a time per NIC, each computed when it runs: the last put is the newest.
+      const put = this.peerPuts.run([h.name], () => this.putPeers(h, tenant, opts, strict));
+      if (strict(h.name)) return put;
+      const late = put.catch((err) => {
+        v.published.delete(tenant);
+        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'peers not put; the reconciler retries');
+      });
+      await waitAtMost(late, OTHER_HOST_WAIT_MS);
+    });
+    const results = await Promise.allSettled(puts);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  }
+
+  /** Computes the peers of `tenant` for host `h` from the views as they are now and puts them if they changed. */
+  private async putPeers(
+    h: HostRecord,
+    tenant: string,
+    opts: {
+      localAlso?: { host: string; workload: string };
+      force?: boolean;
+      actual?: ReadonlyMap<string, string>;
+    },
+    strict: (h: string) => boolean,
+  ): Promise<void> {
+    const hosts = await this.service.listHosts();
+    if (!(await this.knowAll(hosts))) {
+      // A list computed without some host's workloads would take them away from this NIC.
+      this.view(h.name).published.delete(tenant);
+      this.log.warn(
+        { host: h.name, tenant },
+        'peers not put: a NIC whose workloads are unknown does not answer',
+      );
+      return;
+    }
     const records = new Map((await this.service.listWorkloads({ tenant })).map((r) => [r.name, r] as const));
-    const holding = hosts.filter((h) => this.holdsTenant(h.name, tenant));
-    const placements = new Map<string, Set<string>>();
-    for (const h of holding)
-      for (const [name, r] of this.view(h.name).registrations)
-        if (r.tenant === tenant) placements.set(name, (placements.get(name) ?? new Set()).add(h.name));
+    const holding = hosts.filter((x) => this.holdsTenant(x.name, tenant));
     const keys = new Map<string, SignedTenantKey>();
     const holders: HostRecord[] = [];
-    for (const h of holding) {
-      try {
-        keys.set(h.name, await this.tenantKey(h, tenant));
-        holders.push(h);
-      } catch (err) {
-        if (strict(h.name)) throw err;
-        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'tenant key unavailable; host left out');
-      }
-    }
-    for (const h of holders) {
-      if (opts.only !== undefined && !opts.only.includes(h.name)) continue;
-      let labels: boolean;
-      try {
-        labels = await this.policyApi(h);
-      } catch (err) {
-        if (strict(h.name)) throw err;
-        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'NIC unavailable; peers not put');
+    for (const x of holding) {
+      const cached = this.view(x.name).tenantKeys.get(tenant);
+      if (x.name !== h.name && !strict(x.name) && !this.agents.nicReachable(x.name) && cached === undefined) {
+        this.log.warn({ host: x.name, tenant }, 'NIC unreachable and its tenant key unknown; host left out');
         continue;
       }
-      const local = (name: string): boolean =>
-        this.view(h.name).registrations.has(name) ||
-        (opts.localAlso?.host === h.name && opts.localAlso.workload === name);
-      const peers: TenantPeerInput[] = holders
-        .filter((o) => o.name !== h.name)
-        .map((o) => {
-          const k = keys.get(o.name)!;
-          const workloads = [...this.view(o.name).registrations]
-            .filter(([name, r]) => {
-              if (r.tenant !== tenant || local(name)) return false;
-              const at = placements.get(name)!;
-              return at.size === 1 || records.get(name)?.host === o.name;
-            })
-            .map(([name, r]) => {
-              const wl = records.get(name)?.labels;
-              return labels && wl !== undefined && Object.keys(wl).length > 0
-                ? { workload: name, address: r.address, labels: wl }
-                : { workload: name, address: r.address };
-            })
-            .sort((a, b) => (a.workload < b.workload ? -1 : 1));
-          return {
-            nicIdentityKey: k.nicIdentityKey,
-            endpoint: k.endpoint,
-            publicKey: k.publicKey,
-            signature: k.signature,
-            ...(k.nicCertificate !== undefined ? { nicCertificate: k.nicCertificate } : {}),
-            ...(k.identityBinding !== undefined ? { identityBinding: k.identityBinding } : {}),
-            workloads,
-          };
-        });
-      const json = JSON.stringify(peers);
-      const v = this.view(h.name);
-      const actual = opts.actual?.get(h.name);
-      if (actual !== undefined) {
-        if (actual === peersDigest(peers)) {
-          v.published.set(tenant, json);
-          continue;
-        }
-      } else if (!opts.force && v.published.get(tenant) === json) continue;
       try {
-        await this.agents.of(h).nic.setTenantPeers(tenant, peers);
-        v.published.set(tenant, json);
+        keys.set(x.name, await this.tenantKey(x, tenant));
+        holders.push(x);
       } catch (err) {
-        v.published.delete(tenant);
-        if (strict(h.name)) throw err;
-        this.log.warn({ host: h.name, tenant, err: messageOf(err) }, 'peers not put; the reconciler retries');
+        if (strict(x.name) || x.name === h.name) throw err;
+        this.log.warn({ host: x.name, tenant, err: messageOf(err) }, 'tenant key unavailable; host left out');
       }
+    }
+    if (!holders.some((x) => x.name === h.name)) return;
+    const labels = await this.policyApi(h);
+    // From here on no await: the views are read as one snapshot.
+    const placements = new Map<string, Set<string>>();
+    for (const x of holding)
+      for (const [name, r] of this.view(x.name).registrations)
+        if (r.tenant === tenant) placements.set(name, (placements.get(name) ?? new Set()).add(x.name));
+    const local = (name: string): boolean =>
+      this.view(h.name).registrations.has(name) ||
+      (opts.localAlso?.host === h.name && opts.localAlso.workload === name);
+    const peers: TenantPeerInput[] = holders
+      .filter((o) => o.name !== h.name)
+      .map((o) => {
+        const k = keys.get(o.name)!;
+        const workloads = [...this.view(o.name).registrations]
+          .filter(([name, r]) => {
+            if (r.tenant !== tenant || local(name)) return false;
+            const at = placements.get(name);
+            return at === undefined || at.size === 1 || records.get(name)?.host === o.name;
+          })
+          .map(([name, r]) => {
+            const wl = records.get(name)?.labels;
+            const a6 = r.address6 !== undefined ? { address6: r.address6 } : {};
+            return labels && wl !== undefined && Object.keys(wl).length > 0
+              ? { workload: name, address: r.address, ...a6, labels: wl }
+              : { workload: name, address: r.address, ...a6 };
+          })
+          .sort((a, b) => (a.workload < b.workload ? -1 : 1));
+        return {
+          nicIdentityKey: k.nicIdentityKey,
+          endpoint: k.endpoint,
+          publicKey: k.publicKey,
+          signature: k.signature,
+          ...(k.nicCertificate !== undefined ? { nicCertificate: k.nicCertificate } : {}),
+          ...(k.identityBinding !== undefined ? { identityBinding: k.identityBinding } : {}),
+          workloads,
+        };
+      });
+    const json = JSON.stringify(peers);
+    const v = this.view(h.name);
+    const actual = opts.actual?.get(h.name);
+    if (actual !== undefined) {
+      if (actual === peersDigest(peers)) {
+        v.published.set(tenant, json);
+        return;
+      }
+    } else if (!opts.force && v.published.get(tenant) === json) return;
+    try {
+      await this.agents.of(h).nic.setTenantPeers(tenant, peers);
+      v.published.set(tenant, json);
+    } catch (err) {
+      v.published.delete(tenant);
+      throw err;
     }
   }
 
@@ -536,6 +686,12 @@ export class Lifecycle {
     if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
     const links = tenantLinks(docs);
     const hosts = await this.service.listHosts();
+    if (!(await this.knowAll(hosts))) {
+      this.log.warn(
+        'grants not put: a NIC whose workloads are unknown does not answer; the reconciler retries',
+      );
+      return;
+    }
     const anyPut = hosts.some((h) => this.view(h.name).grants.size > 0);
     if (links.size === 0 && !anyPut && opts.actual === undefined) return;
     const records = new Map((await this.service.listWorkloads()).map((r) => [r.name, r] as const));
@@ -551,11 +707,15 @@ export class Lifecycle {
           tenant: r.tenant,
           workload: name,
           address: r.address,
+          ...(r.address6 !== undefined ? { address6: r.address6 } : {}),
           labels: rec?.labels ?? {},
           host: h.name,
         });
       }
     for (const h of hosts) {
+      const strictHost = opts.strict === undefined || opts.strict.includes(h.name);
+      // A NIC that did not answer its last call is caught up by its reconciliation (actual digests).
+      if (!strictHost && !this.agents.nicReachable(h.name)) continue;
       const v = this.view(h.name);
       const tenants = new Set<string>([...v.grants.keys()]);
       for (const r of v.registrations.values()) tenants.add(r.tenant);
@@ -575,7 +735,7 @@ export class Lifecycle {
           else v.grants.delete(tenant);
         } catch (err) {
           v.grants.delete(tenant);
-          if (opts.strict === undefined || opts.strict.includes(h.name)) throw err;
+          if (strictHost) throw err;
           this.log.warn(
             { host: h.name, tenant, err: messageOf(err) },
             'grants not put; the reconciler retries',
@@ -658,6 +818,58 @@ export class Lifecycle {
     v.policy.set(tenant, doc.updatedAt);
   }
 
+  // --- Tenant network: DNS server and services ----------------------------------------------
+
+  /**
+   * Puts the tenant's DNS server address and services on a NIC that serves the network API,
+   * where they differ from what was last put (with `verify`, from what the NIC reports).
+   */
+  async ensureNetwork(host: HostRecord, tenant: string, verify: boolean): Promise<void> {
+    const v = this.view(host.name);
+    const nic = this.agents.of(host).nic;
+    if (v.networkApi === null) v.networkApi = await nicHasNetworkApi(nic);
+    if (!v.networkApi) return;
+    const net = await this.service.tenantNetwork(tenant);
+    const json = JSON.stringify(net);
+    if (verify) {
+      const there = await nic.getTenantNetwork(tenant);
+      const now = JSON.stringify({
+        ...(there.dns !== null ? { dns: there.dns } : {}),
+        services: there.services.map((s) => ({
+          name: s.name,
+          address: s.address,
+          selector: s.selector,
+          ports: s.ports,
+        })),
+      });
+      if (now === json) {
+        v.network.set(tenant, json);
+        return;
+      }
+    } else if (v.network.get(tenant) === json) return;
+    await nic.setTenantNetwork(tenant, net);
+    v.network.set(tenant, json);
+  }
+
+  /** ensureNetwork on every host holding the tenant; hosts that fail are left to the reconciler. */
+  async publishNetwork(tenant: string): Promise<string[]> {
+    const done: string[] = [];
+    for (const h of await this.service.listHosts()) {
+      if (!this.holdsTenant(h.name, tenant)) continue;
+      try {
+        await this.ensureNetwork(h, tenant, false);
+        done.push(h.name);
+      } catch (err) {
+        this.view(h.name).network.delete(tenant);
+        this.log.warn(
+          { host: h.name, tenant, err: messageOf(err) },
+          'network not put; the reconciler retries',
+        );
+      }
+    }
+    return done;
+  }
+
   // ---------------------------------------------------------------------------------------
 
   private async timed<T>(timings: Timings, name: string, fn: () => Promise<T>): Promise<T> {
@@ -702,14 +914,14 @@ export function peersDigest(
   peers: readonly {
     publicKey: string;
     endpoint: string;
-    workloads: readonly { workload: string; address: string }[];
+    workloads: readonly { workload: string; address: string; address6?: string }[];
   }[],
 ): string {
   return peers
     .map(
       (p) =>
         `${p.publicKey}@${p.endpoint}:${p.workloads
-          .map((w) => `${w.workload}=${w.address}`)
+          .map((w) => `${w.workload}=${w.address}${w.address6 !== undefined ? `,${w.address6}` : ''}`)
           .sort()
           .join(',')}`,
     )

@@ -1,6 +1,9 @@
 // Prometheus metrics of the orchestrator (prom-client, one registry per orchestrator), read
-// when /metrics is scraped: the store's state with its cause, and this replica's leadership.
-import { Gauge, Registry } from 'prom-client';
+// when /metrics is scraped: the store's state with its cause, this replica's leadership, how
+// each agent answers (up, slow, last call duration, transport failures), the work queued per
+// host and reconciliation passes.
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { AgentStatus } from './agent-health.js';
 import type { Orchestrator } from './orchestrator.js';
 
 const STATES = ['ok', 'unavailable', 'full'] as const;
@@ -38,7 +41,71 @@ export function orchestratorMetrics(o: Orchestrator): Registry {
       this.set(o.replica?.forwarded ?? 0);
     },
   });
+  agentMetrics(o, registry);
   return registry;
+}
+
+function agentMetrics(o: Orchestrator, registers: Registry): void {
+  const each = (g: Gauge<'host' | 'agent'>, value: (a: AgentStatus) => number): void => {
+    g.reset();
+    for (const a of o.agentHealth().agents) g.set({ host: a.host, agent: a.agent }, value(a));
+  };
+  new Gauge({
+    name: 'tenguard_orchestrator_agent_up',
+    help: 'Whether the agent answered its last call within the deadline and none waits long (1) or not (0)',
+    labelNames: ['host', 'agent'],
+    registers: [registers],
+    collect() {
+      each(this, (a) => (a.condition === 'unreachable' || a.condition === 'stalled' ? 0 : 1));
+    },
+  });
+  new Gauge({
+    name: 'tenguard_orchestrator_agent_slow',
+    help: 'Whether the agent answered its last call slowly (1) or not (0)',
+    labelNames: ['host', 'agent'],
+    registers: [registers],
+    collect() {
+      each(this, (a) => (a.condition === 'slow' ? 1 : 0));
+    },
+  });
+  new Gauge({
+    name: 'tenguard_orchestrator_agent_last_call_ms',
+    help: "Duration of the agent's last call in milliseconds, answered or not",
+    labelNames: ['host', 'agent'],
+    registers: [registers],
+    collect() {
+      each(this, (a) => a.lastCallMs);
+    },
+  });
+  new Counter({
+    name: 'tenguard_orchestrator_agent_failures_total',
+    help: 'Calls to the agent that got no answer (deadline passed, connection refused)',
+    labelNames: ['host', 'agent'],
+    registers: [registers],
+    collect() {
+      this.reset();
+      for (const a of o.agentHealth().agents) this.inc({ host: a.host, agent: a.agent }, a.failures);
+    },
+  });
+  new Gauge({
+    name: 'tenguard_orchestrator_host_queue_depth',
+    help: "Operations queued or running on the host's work queue",
+    labelNames: ['host'],
+    registers: [registers],
+    collect() {
+      this.reset();
+      for (const [host, n] of Object.entries(o.agentHealth().queued)) this.set({ host }, n);
+    },
+  });
+  new Counter({
+    name: 'tenguard_orchestrator_reconcile_passes_total',
+    help: 'Host reconciliation passes finished',
+    registers: [registers],
+    collect() {
+      this.reset();
+      this.inc(o.reconcilePasses);
+    },
+  });
 }
 
 /** The registry's text and content type. */

@@ -50,16 +50,50 @@ export const createWorkloadSchema = z.strictObject({
 
 export const migrateSchema = z.strictObject({ to: nameSchema });
 
+/** A service port as the CLI writes it ("80/tcp") or as an object. */
+export const servicePortSchema = z.union([
+  z
+    .string()
+    .regex(/^[1-9][0-9]{0,4}\/(?:tcp|udp)$/, 'must be PORT/tcp or PORT/udp')
+    .transform((s) => ({ port: Number(s.split('/')[0]), protocol: s.split('/')[1] as 'tcp' | 'udp' }))
+    .refine((p) => p.port <= 65535, 'port must be at most 65535'),
+  z.strictObject({ port: z.number().int().min(1).max(65535), protocol: z.enum(['tcp', 'udp']) }),
+]);
+
+export const createServiceSchema = z.strictObject({
+  tenant: nameSchema,
+  name: nameSchema,
+  /** The tenant's workloads whose labels include all of these are the service's endpoints. */
+  selector: labelsSchema.refine((l) => Object.keys(l).length > 0, 'a selector needs at least one label'),
+  ports: z.array(servicePortSchema).min(1).max(32),
+});
+
 export const emptyBodySchema = z.strictObject({}).optional();
 
 export type CreateTenant = z.infer<typeof createTenantSchema>;
 export type RegisterHost = z.infer<typeof registerHostSchema>;
 export type CreateWorkload = z.infer<typeof createWorkloadSchema>;
+export type CreateService = z.infer<typeof createServiceSchema>;
+
+/**
+ * A service: a virtual address from the tenant's pool, load-balanced by the NICs across the
+ * tenant's workloads its selector matches; named <name>.<tenant>.tg. by the tenant's DNS server.
+ */
+export interface ServiceRecord {
+  tenant: string;
+  name: string;
+  address: string;
+  selector: Record<string, string>;
+  ports: { port: number; protocol: 'tcp' | 'udp' }[];
+  createdAt: string;
+}
 
 export interface TenantRecord {
   name: string;
   /** Canonical CIDR inside 100.64.0.0/10. */
   pool: string;
+  /** The tenant's IPv6 ULA prefix, derived from `pool` (pool.ts: pool6Of); the service fills it in for records stored before dual stack. */
+  pool6?: string;
   createdAt: string;
 }
 
@@ -81,7 +115,10 @@ export interface WorkloadRecord {
   name: string;
   tenant: string;
   host: string;
+  /** IPv4 address from the tenant's pool. */
   address: string;
+  /** IPv6 address from the tenant's ULA prefix (pool.ts: address6Of); absent on records made before dual stack. */
+  address6?: string;
   netns: string;
   labels: Record<string, string>;
   state: WorkloadState;
@@ -95,6 +132,8 @@ export interface WorkloadRecord {
   netnsOwner?: 'runtime';
   /** The interface's name inside the namespace when it is not tg0. */
   ifname?: string;
+  /** The tenant's DNS server (at the NIC) this workload resolves names with. */
+  dns?: string;
 }
 
 /**
@@ -117,10 +156,38 @@ export interface PolicyRecord {
 export interface AllocationRecord {
   tenant: string;
   address: string;
+  /** The workload holding the address; for a service its name; for the DNS server ''. */
   workload: string;
+  /** Absent: a workload's. */
+  purpose?: 'service' | 'dns';
+}
+
+/** The search domain of a tenant's names. */
+export function tenantDomain(tenant: string): string {
+  return `${tenant}.tg`;
 }
 
 /** The namespace of a workload on a host. */
 export function workloadNetns(host: HostRecord, workload: string): string {
   return `${host.netnsPrefix}${workload}`;
+}
+
+/**
+ * Whether a create request asks for what an existing workload of that name is: the same
+ * tenant, host, labels, namespace owner and interface. A retried create (its first answer
+ * lost) is answered with the workload instead of a conflict; any difference is a conflict.
+ */
+export function sameCreateSpec(req: CreateWorkload, w: WorkloadRecord): boolean {
+  const labels = req.labels ?? {};
+  const keys = Object.keys(labels);
+  return (
+    req.tenant === w.tenant &&
+    req.host === w.host &&
+    keys.length === Object.keys(w.labels).length &&
+    keys.every((k) => w.labels[k] === labels[k]) &&
+    (req.netns === undefined
+      ? w.netnsOwner !== 'runtime'
+      : w.netnsOwner === 'runtime' && w.netns === req.netns) &&
+    (req.ifname ?? 'tg0') === (w.ifname ?? 'tg0')
+  );
 }

@@ -1,37 +1,45 @@
 // The orchestrator: the domain service over the store, the lifecycle that drives agents, and
 // the reconciler, wired together. Every operation that drives agents (spin-up, spin-down,
-// migration, policy distribution, a reconciliation pass) runs under one lock, so they never
-// interleave; reads go straight to the store. With a Replica (several orchestrators on one
-// etcd store), only the leader reconciles and drives agents: the API forwards writes to it,
-// and a replica that stops leading calls no agent and writes nothing more (the store refuses
-// its writes; the agent directory refuses its calls). On becoming leader it forgets what it
-// knew of every NIC and reconciles at once.
+// migration, policy distribution, a reconciliation pass) runs on the queue of each host it
+// changes (host-queues.ts): operations on one host never interleave, and a hung or slow host
+// (every agent call has a deadline, agents.ts) delays only its own work. Each host is
+// reconciled on its own timer. Reads go straight to the store.
+// With a Replica (several orchestrators on one etcd store), only the leader reconciles and
+// drives agents: the API forwards writes to it, and a replica that stops leading calls no
+// agent and writes nothing more (the store refuses its writes; the agent directory refuses
+// its calls). On becoming leader it forgets what it knew of every NIC and reconciles at once.
 import { performance } from 'node:perf_hooks';
 import { nameSchema } from '../net/name.js';
 import { NicClient, type ResponseRecorder } from '../nic/client.js';
+import { WorkloadDirectory } from '../policy/directory.js';
+import type { PolicyIssue } from '../policy/model.js';
+import { PolicyStore } from '../policy/store.js';
 import { TgError } from '../util/errors.js';
 import { parseBody } from '../util/http-json.js';
 import type { Logger } from '../util/log.js';
 import { VSwitchClient } from '../vswitch/client.js';
+import type { AgentStatus } from './agent-health.js';
 import { AgentDirectory, type AgentEndpointOf } from './agents.js';
+import { HostQueues } from './host-queues.js';
 import { Lifecycle, putPolicy } from './lifecycle.js';
-import { type HostRecord, type PolicyRecord, registerHostSchema, type WorkloadRecord } from './model.js';
-import { type ReconcileReport, Reconciler } from './reconcile.js';
+import {
+  createWorkloadSchema,
+  type HostRecord,
+  type PolicyRecord,
+  registerHostSchema,
+  type ServiceRecord,
+  sameCreateSpec,
+  type WorkloadRecord,
+} from './model.js';
+import { type InstallationStatus, installationStatus, type Topology, topology } from './observe.js';
+import { mergeReports, type ReconcileReport, Reconciler } from './reconcile.js';
 import type { Replica } from './replica.js';
 import { OrchestratorService } from './service.js';
 import type { Store } from './store.js';
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 1000;
-
-/** One lock: a promise chain run in arrival order. */
-class Mutex {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.tail.then(fn, fn);
-    this.tail = next.catch(() => undefined);
-    return next;
-  }
-}
+/** How soon a host whose agent did not answer in its last pass is tried again. */
+export const UNREACHABLE_RETRY_MS = 250;
 
 export interface FlowQuery {
   tenant?: string;
@@ -39,24 +47,54 @@ export interface FlowQuery {
   limit?: number;
 }
 
+/** A policy document checked and its built-in tests run against the workloads the store knows. */
+export interface PolicyTestReport {
+  tenant: string;
+  ok: boolean;
+  /** Test cases in the document. */
+  tests: number;
+  /** Problems, each with its path; 'test-failed' and 'test-invalid' are the tests' own. */
+  errors: PolicyIssue[];
+  warnings: PolicyIssue[];
+}
+
 export class Orchestrator {
   readonly service: OrchestratorService;
   readonly lifecycle: Lifecycle;
   readonly reconciler: Reconciler;
   private readonly agents: AgentDirectory;
-  private readonly lock = new Mutex();
+  private readonly queues = new HostQueues();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Hosts whose timed reconciliation pass is queued or running. */
+  private readonly reconciling = new Set<string>();
+  /** The last pass of each host. */
+  private readonly lastByHost = new Map<string, ReconcileReport>();
+  /** The last passes of every host, merged (revision and ms: the newest and the longest). */
   lastReconcile: ReconcileReport | null = null;
+  /** Host passes finished. */
   reconcilePasses = 0;
+  /** Passes finished per host. */
+  private readonly passesByHost = new Map<string, number>();
+  /** performance.now() when each host's last timed pass ended. */
+  private readonly lastPassAt = new Map<string, number>();
   readonly replica: Replica | undefined;
+  readonly startedAt = Date.now();
+  private readonly certificate: () => string | null;
 
   constructor(
     readonly store: Store,
     private readonly log: Logger,
-    opts: { agentEndpoint?: AgentEndpointOf; agentRecorder?: ResponseRecorder; replica?: Replica } = {},
+    opts: {
+      agentEndpoint?: AgentEndpointOf;
+      agentRecorder?: ResponseRecorder;
+      replica?: Replica;
+      /** The orchestrator's own certificate (PEM) when it serves over mTLS, for its status. */
+      certificate?: () => string | null;
+    } = {},
   ) {
     this.replica = opts.replica;
+    this.certificate = opts.certificate ?? (() => null);
     this.agents = new AgentDirectory(opts.agentEndpoint, opts.agentRecorder, () => this.mustLead());
     this.service = new OrchestratorService(store);
     this.lifecycle = new Lifecycle(this.service, this.agents, log);
@@ -73,33 +111,61 @@ export class Orchestrator {
       throw new TgError('TG_ERR_NOT_LEADER', 'this orchestrator replica does not lead; it drives no agent');
   }
 
-  /** Reconciles every `intervalMs` (0: only on demand), while this replica leads. */
+  /**
+   * Reconciles each host every `intervalMs` (0: only on demand): a host whose pass is still
+   * queued or running (its agents hang, say) is skipped, the others go on. A host whose last
+   * pass found an agent not answering is tried again every UNREACHABLE_RETRY_MS, so that a
+   * restarted agent is caught up as soon as it answers.
+   */
   start(intervalMs = DEFAULT_RECONCILE_INTERVAL_MS): void {
     let led = false;
     this.replica?.leadership.onChange(() => {
       const leads = this.isLeader();
       if (leads && !led && !this.closed) {
         // What this replica knew of the NICs may be stale: forget it and look again now.
-        this.lock
-          .run(async () => {
-            for (const h of await this.service.listHosts()) this.lifecycle.resetView(h.name, null);
-          })
+        this.service
+          .listHosts()
+          .then((hosts) =>
+            Promise.all(
+              hosts.map((h) => this.queues.run([h.name], async () => this.lifecycle.resetView(h.name, null))),
+            ),
+          )
           .then(() => this.reconcile())
           .catch((err) => this.log.error({ err }, 'reconciliation on taking the lead failed'));
       }
       led = leads;
     });
     if (intervalMs <= 0) return;
+    const step = Math.min(intervalMs, UNREACHABLE_RETRY_MS);
     const tick = (): void => {
       if (this.closed) return;
       if (!this.isLeader()) {
         this.timer = setTimeout(tick, intervalMs);
         return;
       }
-      this.reconcile()
-        .catch((err) => this.log.error({ err }, 'reconciliation pass failed'))
+      this.service
+        .listHosts()
+        .then((hosts) => {
+          const now = performance.now();
+          for (const h of hosts) {
+            if (this.reconciling.has(h.name)) continue;
+            const last = this.lastByHost.get(h.name);
+            const since = now - (this.lastPassAt.get(h.name) ?? Number.NEGATIVE_INFINITY);
+            const down = last !== undefined && Object.keys(last.unreachable).length > 0;
+            if (since < intervalMs && !(down && since >= step)) continue;
+            this.reconciling.add(h.name);
+            this.queues
+              .run([h.name], () => this.hostPass(h))
+              .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
+              .finally(() => {
+                this.reconciling.delete(h.name);
+                this.lastPassAt.set(h.name, performance.now());
+              });
+          }
+        })
+        .catch((err) => this.log.error({ err }, 'reconciliation: hosts not listed'))
         .finally(() => {
-          if (!this.closed) this.timer = setTimeout(tick, intervalMs);
+          if (!this.closed) this.timer = setTimeout(tick, step);
         });
     };
     this.timer = setTimeout(tick, 0);
@@ -108,19 +174,58 @@ export class Orchestrator {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
-    await this.lock.run(async () => undefined);
+    await this.queues.drain();
     await this.replica?.leadership.resign().catch(() => undefined);
     await this.store.close();
   }
 
-  reconcile(): Promise<ReconcileReport> {
-    return this.lock.run(async () => {
-      this.mustLead();
-      const r = await this.reconciler.pass();
-      this.lastReconcile = r;
-      this.reconcilePasses++;
-      return r;
-    });
+  /**
+   * A pass over every host now, each on its own queue, side by side. When one changed
+   * something, a second round follows, so that a change on one host (a NIC that restarted
+   * with new keys) reaches the others' NICs before this returns.
+   */
+  async reconcile(): Promise<ReconcileReport> {
+    this.mustLead();
+    const round = async (): Promise<ReconcileReport> => {
+      const hosts = await this.service.listHosts();
+      const reports = await Promise.all(hosts.map((h) => this.queues.run([h.name], () => this.hostPass(h))));
+      return mergeReports(reports, await this.store.revision());
+    };
+    const first = await round();
+    if (first.actions.length === 0 && first.nicRestarts.length === 0) return first;
+    const second = await round();
+    return {
+      ...second,
+      ms: first.ms + second.ms,
+      actions: [...first.actions, ...second.actions],
+      nicRestarts: [...first.nicRestarts, ...second.nicRestarts],
+    };
+  }
+
+  /** Agents that are slow or did not answer, and the work queued per host. */
+  agentHealth(): {
+    agents: AgentStatus[];
+    problems: string[];
+    queued: Record<string, number>;
+    hostPasses: Record<string, number>;
+  } {
+    return {
+      agents: this.agents.health.list(),
+      problems: this.agents.health.problems(),
+      queued: this.queues.depths(),
+      hostPasses: Object.fromEntries(this.passesByHost),
+    };
+  }
+
+  private async hostPass(h: HostRecord): Promise<ReconcileReport> {
+    const r = await this.reconciler.passHost(h);
+    this.lastByHost.set(h.name, r);
+    const names = new Set((await this.service.listHosts()).map((x) => x.name));
+    for (const k of this.lastByHost.keys()) if (!names.has(k)) this.lastByHost.delete(k);
+    this.lastReconcile = mergeReports([...this.lastByHost.values()], r.revision);
+    this.reconcilePasses++;
+    this.passesByHost.set(h.name, (this.passesByHost.get(h.name) ?? 0) + 1);
+    return r;
   }
 
   // --- Hosts ------------------------------------------------------------------------------
@@ -147,7 +252,7 @@ export class Orchestrator {
           `host '${req.name}': the ${what} at ${socket} does not answer (${problem})`,
         );
     }
-    return this.lock.run(async () => {
+    return this.queues.run([req.name], async () => {
       const h = await this.service.registerHost(req);
       this.lifecycle.resetView(h.name, null);
       return h;
@@ -155,8 +260,9 @@ export class Orchestrator {
   }
 
   async deregisterHost(host: unknown): Promise<{ name: string }> {
-    return this.lock.run(async () => {
-      const r = await this.service.deregisterHost(host);
+    const n = parseBody(nameSchema, host, 'host');
+    return this.queues.run([n], async () => {
+      const r = await this.service.deregisterHost(n);
       this.lifecycle.resetView(r.name, null);
       this.agents.forget(r.name);
       return r;
@@ -167,27 +273,76 @@ export class Orchestrator {
 
   /** Creates a workload and spins it up; on failure nothing of it remains. */
   async createWorkload(input: unknown): Promise<WorkloadRecord> {
+    return (await this.ensureWorkload(input)).workload;
+  }
+
+  /**
+   * Creates a workload and spins it up (`created`), or, when a workload of that name with the
+   * same spec exists (a retried create whose answer was lost), finishes its spin-up if it is
+   * still 'creating' and answers it (`created` false). A different spec is a conflict.
+   */
+  async ensureWorkload(input: unknown): Promise<{ workload: WorkloadRecord; created: boolean }> {
     const t0 = performance.now();
-    return this.lock.run(async () => {
-      const { workload, host } = await this.service.reserveWorkload(input);
-      // From the API call: the wait for the lock and the reservation.
-      const reserve = Math.round((performance.now() - t0) * 100) / 100;
-      let timings: Record<string, number>;
+    const req = parseBody(createWorkloadSchema, input);
+    return this.queues.run([req.host], async () => {
+      let reserved: { workload: WorkloadRecord; host: HostRecord };
       try {
-        timings = await this.lifecycle.spinUp(workload, host, t0);
+        reserved = await this.service.reserveWorkload(req);
       } catch (err) {
-        await this.service.abandonWorkload(workload.name);
-        throw err;
+        if (!(err instanceof TgError) || err.code !== 'TG_ERR_CONFLICT') throw err;
+        const there = await this.service.getWorkload(req.name).catch(() => null);
+        if (there === null || !sameCreateSpec(req, there)) throw err;
+        if (there.state === 'deleting')
+          throw new TgError('TG_ERR_CONFLICT', `workload '${req.name}' is being deleted`);
+        if (there.state !== 'creating') return { workload: there, created: false };
+        reserved = { workload: there, host: await this.service.getHost(there.host) };
+        return { workload: await this.spinUpReserved(reserved, t0), created: false };
       }
-      return this.service.markRunning(workload.name, { reserve, ...timings });
+      return { workload: await this.spinUpReserved(reserved, t0), created: true };
     });
+  }
+
+  private async spinUpReserved(
+    r: { workload: WorkloadRecord; host: HostRecord },
+    t0: number,
+  ): Promise<WorkloadRecord> {
+    // From the API call: the wait for the host's queue and the reservation.
+    const reserve = Math.round((performance.now() - t0) * 100) / 100;
+    let timings: Record<string, number>;
+    try {
+      timings = await this.lifecycle.spinUp(r.workload, r.host, t0);
+    } catch (err) {
+      await this.service.abandonWorkload(r.workload.name);
+      throw err;
+    }
+    return this.service.markRunning(r.workload.name, { reserve, ...timings });
+  }
+
+  /**
+   * Runs `fn` on the queues of the hosts a workload is on (and `also`), checking once they
+   * are held that it has not moved meanwhile (then it tries again with the new host).
+   */
+  private async onWorkloadHosts<T>(name: string, also: string[], fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const w = await this.service.getWorkload(name);
+      const hosts = [w.host, ...(w.migratingTo !== null ? [w.migratingTo] : []), ...also];
+      const moved = Symbol('moved');
+      const r = await this.queues.run(hosts, async () => {
+        const now = await this.service.getWorkload(name);
+        if (now.host !== w.host || now.migratingTo !== w.migratingTo) return moved;
+        return fn();
+      });
+      if (r !== moved) return r as T;
+      if (attempt >= 3) throw new TgError('TG_ERR_CONFLICT', `workload '${name}' keeps moving; try again`);
+    }
   }
 
   /** Spins a workload down and forgets it. A failed step leaves it 'deleting' for the reconciler. */
   async deleteWorkload(name: unknown): Promise<{ name: string; timings: Record<string, number> }> {
     const t0 = performance.now();
-    return this.lock.run(async () => {
-      const { workload, host } = await this.service.beginDelete(name);
+    const n = parseBody(nameSchema, name, 'workload');
+    return this.onWorkloadHosts(n, [], async () => {
+      const { workload, host } = await this.service.beginDelete(n);
       let timings: Record<string, number>;
       try {
         timings = await this.lifecycle.spinDown(workload, host);
@@ -203,8 +358,10 @@ export class Orchestrator {
 
   async migrateWorkload(name: unknown, to: unknown): Promise<WorkloadRecord> {
     const t0 = performance.now();
-    return this.lock.run(async () => {
-      const m = await this.service.beginMigrate(name, to);
+    const n = parseBody(nameSchema, name, 'workload');
+    const dest = parseBody(nameSchema, to, 'to');
+    return this.onWorkloadHosts(n, [dest], async () => {
+      const m = await this.service.beginMigrate(n, dest);
       let result: Awaited<ReturnType<Lifecycle['migrate']>>;
       try {
         result = await this.lifecycle.migrate(m.workload, m.from, m.to, m.netns, t0);
@@ -219,6 +376,46 @@ export class Orchestrator {
     });
   }
 
+  // --- Services ---------------------------------------------------------------------------
+
+  /** Records a service and puts the tenant's network on every NIC holding the tenant. */
+  async createService(input: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    const hosts = (await this.service.listHosts()).map((h) => h.name);
+    return this.queues.run(hosts, async () => {
+      const rec = await this.service.createService(input);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  async deleteService(tenant: unknown, service: unknown): Promise<ServiceRecord & { pushedTo: string[] }> {
+    const hosts = (await this.service.listHosts()).map((h) => h.name);
+    return this.queues.run(hosts, async () => {
+      const rec = await this.service.deleteService(tenant, service);
+      const pushedTo = await this.lifecycle.publishNetwork(rec.tenant);
+      return { ...rec, pushedTo };
+    });
+  }
+
+  /** A service with what each NIC holding its tenant has for it (endpoints, pinned connections). */
+  async showService(
+    tenant: unknown,
+    service: unknown,
+  ): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
+    const rec = await this.service.getService(tenant, service);
+    const nics: Record<string, unknown> = {};
+    for (const h of await this.service.listHosts()) {
+      if (!this.lifecycle.holdsTenant(h.name, rec.tenant)) continue;
+      try {
+        const net = await this.agents.of(h).nic.getTenantNetwork(rec.tenant);
+        nics[h.name] = net.services.find((s) => s.name === rec.name) ?? null;
+      } catch (err) {
+        nics[h.name] = (err as Error).message;
+      }
+    }
+    return { ...rec, nics };
+  }
+
   // --- Policy -----------------------------------------------------------------------------
 
   /**
@@ -228,9 +425,21 @@ export class Orchestrator {
    */
   async setPolicy(tenant: unknown, document: unknown): Promise<PolicyRecord & { pushedTo: string[] }> {
     const n = parseBody(nameSchema, tenant, 'tenant');
-    return this.lock.run(async () => {
+    const hosts = (await this.service.listHosts()).map((h) => h.name);
+    return this.queues.run(hosts, async () => {
       await this.service.getTenant(n);
-      const doc = this.service.checkPolicy(n, document);
+      const doc = this.service.checkPolicy(n, await this.service.expandServicePeers(n, document));
+      // The built-in tests run here too, so a failing test blocks the save even for a tenant
+      // that no NIC holds yet (the NICs run them again against what they know).
+      const failed = (await this.testPolicy(n, doc)).errors.filter((e) => e.code === 'test-failed');
+      if (failed.length > 0)
+        throw new TgError(
+          'TG_ERR_POLICY_REJECTED',
+          `policy of tenant '${n}' refused: ${failed
+            .slice(0, 8)
+            .map((e) => `${e.path}: ${e.message}`)
+            .join('; ')}`,
+        );
       const old = await this.service.getPolicy(n).catch(() => null);
       // Grants before the document: a NIC refuses a policy naming a workload it cannot route.
       await this.lifecycle.publishGrants({ override: { tenant: n, document: doc }, strict: [] });
@@ -287,6 +496,44 @@ export class Orchestrator {
     const start = (f: Record<string, unknown>): string => String(f.start ?? f.startedAt ?? '');
     out.sort((a, b) => (start(a) < start(b) ? -1 : start(a) > start(b) ? 1 : 0));
     return { flows: q.limit !== undefined ? out.slice(-q.limit) : out, hosts };
+  }
+
+  /**
+   * Checks a policy document and runs its built-in tests against the workloads in the store
+   * (their names and labels), changing nothing: what the policy editor shows before a save.
+   */
+  async testPolicy(tenant: unknown, document: unknown): Promise<PolicyTestReport> {
+    const n = parseBody(nameSchema, tenant, 'tenant');
+    await this.service.getTenant(n);
+    const directory = new WorkloadDirectory();
+    for (const w of await this.service.listWorkloads()) directory.upsert(w.tenant, w.name, w.labels);
+    const r = new PolicyStore(directory).check(document, n);
+    const tests = (document as { tests?: unknown } | null)?.tests;
+    return {
+      tenant: n,
+      ok: r.ok,
+      tests: Array.isArray(tests) ? tests.length : 0,
+      errors: r.errors,
+      warnings: r.warnings,
+    };
+  }
+
+  /** The installation at a glance: hosts, NICs, tenants, workloads, certificate expiry, drops. */
+  async status(): Promise<InstallationStatus> {
+    return installationStatus({
+      service: this.service,
+      agents: this.agents,
+      revision: await this.store.revision(),
+      startedAt: this.startedAt,
+      reconcilePasses: this.reconcilePasses,
+      lastReconcile: this.lastReconcile,
+      certificatePem: this.certificate(),
+    });
+  }
+
+  /** The legs of every workload (workload - vSwitch - NIC - fabric) with their counters. */
+  topology(): Promise<Topology> {
+    return topology(this.service, this.agents);
   }
 
   /** A host's NIC key inventory (metadata only). */

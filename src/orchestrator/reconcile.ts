@@ -39,11 +39,31 @@ interface HostActual {
   tenants: {
     tenant: string;
     publicKey: string;
-    peers: { publicKey: string; endpoint: string; workloads: { workload: string; address: string }[] }[];
+    peers: {
+      publicKey: string;
+      endpoint: string;
+      workloads: { workload: string; address: string; address6?: string }[];
+    }[];
   }[];
 }
 
 const msg = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** Workloads of one host brought to their desired state at a time in a pass. */
+export const ENSURE_CONCURRENCY = 8;
+
+/** Runs `fn` over `items` with at most `limit` in flight (`fn` must not reject). */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
 
 export class Reconciler {
   constructor(
@@ -53,8 +73,12 @@ export class Reconciler {
     private readonly log: Logger,
   ) {}
 
-  /** One pass over every host. The caller holds the orchestrator's lock. */
-  async pass(): Promise<ReconcileReport> {
+  /**
+   * One pass over one host: its agents, its workloads' deletions, and the peers and policies
+   * on its NIC. The caller holds the host's queue; other hosts' agents are called only to
+   * read a tenant key they have not given yet (a reachable one, with a deadline).
+   */
+  async passHost(h: HostRecord): Promise<ReconcileReport> {
     const t0 = performance.now();
     const report: ReconcileReport = {
       revision: await this.service.store.revision(),
@@ -68,20 +92,21 @@ export class Reconciler {
     const workloads = await this.service.listWorkloads();
     const wantedNetns = new Set(workloads.filter((w) => w.state !== 'deleting').map((w) => w.netns));
     const actuals: HostActual[] = [];
-    for (const h of hosts) {
-      try {
-        const a = await this.host(h, workloads, wantedNetns, report);
-        actuals.push(a);
-      } catch (err) {
-        report.unreachable[h.name] = msg(err);
-      }
+    try {
+      actuals.push(await this.host(h, workloads, wantedNetns, report));
+    } catch (err) {
+      report.unreachable[h.name] = msg(err);
     }
-    await this.finishDeletes(hosts, workloads, report);
+    const known = new Set(hosts.map((x) => x.name));
+    const mine = workloads.filter(
+      (w) => w.host === h.name || (!known.has(w.host) && hosts[0]?.name === h.name),
+    );
+    await this.finishDeletes(hosts, mine, report);
     await this.peersAndPolicy(actuals, report);
     report.ms = Math.round(performance.now() - t0);
     if (report.actions.length > 0 || report.errors.length > 0)
       this.log.info(
-        { actions: report.actions.length, errors: report.errors, ms: report.ms },
+        { host: h.name, actions: report.actions.length, errors: report.errors, ms: report.ms },
         'reconciliation made changes',
       );
     return report;
@@ -104,19 +129,15 @@ export class Reconciler {
       view = this.lifecycle.resetView(h.name, identity.identityKey);
     }
     const nicWorkloads = await nic.workloads();
-    view.registrations.clear();
-    for (const x of nicWorkloads)
-      view.registrations.set(String(x.workload), {
-        tenant: String(x.tenant),
-        address: String(x.address),
-        vswitchPublicKey: String(x.vswitchPublicKey),
-      });
+    this.lifecycle.learnRegistrations(h.name, identity.identityKey, nicWorkloads);
     const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
     const present = new Set(listNetns());
     const desired = workloads.filter((w) => w.host === h.name && w.state !== 'deleting');
     const desiredNames = new Set(desired.map((w) => w.name));
 
-    for (const w of desired) {
+    // Several workloads at a time: a vSwitch daemon that came back empty (every device lost)
+    // has all of its workloads re-adopted in a fraction of the time one by one would take.
+    await eachLimited(desired, ENSURE_CONCURRENCY, async (w) => {
       try {
         const did = await this.ensure(h, w, identity, instances.get(w.name), present);
         for (const d of did) report.actions.push(`${h.name}/${d}/${w.name}`);
@@ -125,7 +146,7 @@ export class Reconciler {
       } catch (err) {
         report.errors.push(`${h.name}/${w.name}: ${msg(err)}`);
       }
-    }
+    });
     for (const name of [...view.registrations.keys()]) {
       if (desiredNames.has(name) || workloads.some((w) => w.name === name && w.state === 'deleting'))
         continue;
@@ -193,9 +214,17 @@ export class Reconciler {
       instance === undefined ||
       instance.netns !== w.netns ||
       instance.address !== w.address ||
+      instance.address6 !== w.address6 ||
       (instance.state !== 'created' && instance.state !== 'configured')
     ) {
-      const r = await this.lifecycle.ensureInstance(vswitch, w.name, w.netns, w.address, w.ifname);
+      const r = await this.lifecycle.ensureInstance(
+        vswitch,
+        w.name,
+        w.netns,
+        w.address,
+        w.ifname,
+        w.address6,
+      );
       publicKey = r.publicKey;
       did.push(instance?.state === 'crashed' ? 'vswitch-restart' : 'vswitch-create');
     } else {
@@ -209,7 +238,10 @@ export class Reconciler {
     const reg = view.registrations.get(w.name);
     if (
       reg !== undefined &&
-      (reg.vswitchPublicKey !== publicKey || reg.tenant !== w.tenant || reg.address !== w.address)
+      (reg.vswitchPublicKey !== publicKey ||
+        reg.tenant !== w.tenant ||
+        reg.address !== w.address ||
+        reg.address6 !== w.address6)
     ) {
       await this.lifecycle.unregister(h, w.name);
       did.push('nic-remove');
@@ -265,7 +297,8 @@ export class Reconciler {
         actuals.map((a) => [a.host.name, this.lifecycle.published(a.host.name, tenant)]),
       );
       try {
-        await this.lifecycle.publishTenant(tenant, { actual });
+        const here = actuals.map((a) => a.host.name);
+        await this.lifecycle.publishTenant(tenant, { actual, only: here, strict: here });
         for (const a of actuals) {
           const now = this.lifecycle.published(a.host.name, tenant);
           if (
@@ -285,7 +318,25 @@ export class Reconciler {
         } catch (err) {
           report.errors.push(`${a.host.name}/policy/${tenant}: ${msg(err)}`);
         }
+        try {
+          await this.lifecycle.ensureNetwork(a.host, tenant, true);
+        } catch (err) {
+          report.errors.push(`${a.host.name}/network/${tenant}: ${msg(err)}`);
+        }
       }
     }
   }
+}
+
+/** Host passes as one report: their findings together, the longest pass's ms. */
+export function mergeReports(reports: readonly ReconcileReport[], revision: number): ReconcileReport {
+  const out: ReconcileReport = { revision, ms: 0, actions: [], unreachable: {}, errors: [], nicRestarts: [] };
+  for (const r of reports) {
+    out.ms = Math.max(out.ms, r.ms);
+    out.actions.push(...r.actions);
+    out.errors.push(...r.errors);
+    out.nicRestarts.push(...r.nicRestarts);
+    Object.assign(out.unreachable, r.unreachable);
+  }
+  return out;
 }

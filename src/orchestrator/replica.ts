@@ -9,6 +9,9 @@ import { TgError } from '../util/errors.js';
 import { type ApiEndpoint, type ApiRequest, answer, apiRequest } from '../util/http-json.js';
 import type { Leadership } from './store.js';
 
+/** In the message of a forwarded request refused before any work: safe to send again. */
+const REFUSED = 'refused a forwarded request';
+
 /** Marks a request one replica forwarded to another. */
 export const FORWARDED_HEADER = 'x-tenguard-forwarded-by';
 export const DEFAULT_LEADER_WAIT_MS = 5000;
@@ -21,6 +24,11 @@ export interface ReplicaOptions {
   /** How to reach another replica's address (plain, or over mTLS as this orchestrator). */
   endpointOf?: (address: string) => ApiEndpoint;
   waitMs?: number;
+  /**
+   * A read of the store: when no leader answers, it tells "the store fails" (its
+   * TG_ERR_STORE_UNAVAILABLE is answered instead) from "an election is running".
+   */
+  probe?: () => Promise<unknown>;
 }
 
 export class Replica {
@@ -58,12 +66,23 @@ export class Replica {
    * answers what it answered.
    */
   async atLeader(req: ApiRequest, local: () => Promise<unknown>): Promise<unknown> {
+    try {
+      return await this.route(req, local);
+    } catch (err) {
+      // No leader to be found: when the store itself fails, that is the answer.
+      if (err instanceof TgError && err.code === 'TG_ERR_NOT_LEADER' && this.opts.probe !== undefined)
+        await this.opts.probe();
+      throw err;
+    }
+  }
+
+  private async route(req: ApiRequest, local: () => Promise<unknown>): Promise<unknown> {
     if (this.isLeader()) return local();
     const from = req.headers?.[FORWARDED_HEADER];
     if (from !== undefined)
       throw new TgError(
         'TG_ERR_NOT_LEADER',
-        `replica ${this.opts.address} was asked by ${String(from)} as the leader but does not lead; retry`,
+        `replica ${this.opts.address} ${REFUSED} from ${String(from)}: it does not lead; retry`,
       );
     const query = req.query?.toString() ?? '';
     const path = query.length > 0 ? `${req.path}?${query}` : req.path;
@@ -78,7 +97,13 @@ export class Replica {
           headers: { [FORWARDED_HEADER]: this.opts.address },
         });
         this.forwarded++;
-        return answer(r.status, r.raw.length === 0 ? undefined : r.body);
+        // The replica asked had stopped leading and did nothing: ask the next leader.
+        const refused =
+          r.status === 503 &&
+          (r.body as { code?: unknown })?.code === 'TG_ERR_NOT_LEADER' &&
+          String((r.body as { message?: unknown }).message).includes(REFUSED);
+        if (!refused || Date.now() >= end) return answer(r.status, r.raw.length === 0 ? undefined : r.body);
+        await this.changeOrTimeout(Math.min(250, end - Date.now()));
       } catch (err) {
         // Not delivered (the leader's socket is gone or refuses): wait for the next leader.
         const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code;

@@ -10,6 +10,7 @@ import { TgError } from '../util/errors.js';
 import { parseBody } from '../util/http-json.js';
 import {
   type CreateWorkload,
+  createServiceSchema,
   createTenantSchema,
   createWorkloadSchema,
   type HostRecord,
@@ -17,21 +18,27 @@ import {
   NETNS_MAX,
   type PolicyRecord,
   registerHostSchema,
+  type ServiceRecord,
   type TenantRecord,
   type WorkloadRecord,
   workloadNetns,
 } from './model.js';
-import { lowestFree, overlaps, parseIpv4Cidr, parsePool } from './pool.js';
+import { address6Of, highestFree, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
 import type { Store, StoreTx, StoreView } from './store.js';
 
 function name(value: unknown, what: string): string {
   return parseBody(nameSchema, value, what);
 }
 
+/** A tenant record with its IPv6 prefix (derived for records stored before dual stack). */
+function withPool6(t: TenantRecord): TenantRecord {
+  return t.pool6 !== undefined ? t : { ...t, pool6: pool6Of(parsePool(t.pool)) };
+}
+
 function tenantOf(v: StoreView, tenant: string): TenantRecord {
   const t = v.get('tenant', tenant);
   if (t === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no tenant '${tenant}'`);
-  return t.value;
+  return withPool6(t.value);
 }
 
 function hostOf(v: StoreView, host: string): HostRecord {
@@ -45,6 +52,9 @@ function workloadOf(v: StoreView, workload: string): { value: WorkloadRecord; mo
   if (w === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no workload '${workload}'`);
   return w;
 }
+
+/** Pools up to this prefix length get a DNS server address (a /30 keeps its two for workloads). */
+export const DNS_MAX_POOL_PREFIX = 29;
 
 function checkNetns(netns: string, host: string): void {
   if (netns.length > NETNS_MAX)
@@ -76,14 +86,20 @@ export class OrchestratorService {
             `pool ${pool.text} overlaps pool ${o.text} of tenant '${other.value.name}'`,
           );
       }
-      const t: TenantRecord = { name: req.name, pool: pool.text, createdAt: this.now().toISOString() };
+      const t: TenantRecord = {
+        name: req.name,
+        pool: pool.text,
+        pool6: pool6Of(pool),
+        createdAt: this.now().toISOString(),
+      };
       tx.put('tenant', t.name, t, 'absent');
+      this.ensureDns(tx, t);
       return t;
     });
   }
 
   listTenants(): Promise<TenantRecord[]> {
-    return this.store.view((v) => v.list('tenant').map((e) => e.value));
+    return this.store.view((v) => v.list('tenant').map((e) => withPool6(e.value)));
   }
 
   async getTenant(tenant: unknown): Promise<TenantRecord & { workloads: number; allocated: number }> {
@@ -111,6 +127,8 @@ export class OrchestratorService {
         );
       tx.delete('tenant', n);
       if (tx.get('policy', n) !== undefined) tx.delete('policy', n);
+      for (const s of tx.list('service', `${n}/`)) tx.delete('service', s.key);
+      for (const a of tx.list('allocation', `${n}/`)) tx.delete('allocation', a.key);
       return { name: n };
     });
   }
@@ -207,6 +225,7 @@ export class OrchestratorService {
               'TG_ERR_CONFLICT',
               `namespace '${runtimeNetns}' already holds workload '${o.value.name}'`,
             );
+      const dns = this.ensureDns(tx, tenant);
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
       const w: WorkloadRecord = {
@@ -214,6 +233,7 @@ export class OrchestratorService {
         tenant: tenant.name,
         host: host.name,
         address,
+        address6: address6Of(tenant.pool6 ?? pool6Of(parsePool(tenant.pool)), address),
         netns,
         labels: req.labels ?? {},
         state: 'creating',
@@ -223,6 +243,7 @@ export class OrchestratorService {
         lastError: null,
         ...(runtimeNetns !== undefined ? { netnsOwner: 'runtime' as const } : {}),
         ...(req.ifname !== undefined && req.ifname !== 'tg0' ? { ifname: req.ifname } : {}),
+        ...(dns !== undefined ? { dns } : {}),
       };
       tx.put(
         'allocation',
@@ -330,6 +351,170 @@ export class OrchestratorService {
   /** A migration that failed before its switch: the workload stays where it was. */
   async abortMigrate(workload: string, message: string): Promise<void> {
     await this.update(workload, (w) => ({ ...w, state: 'running', migratingTo: null, lastError: message }));
+  }
+
+  // --- Services and the tenant's DNS server ---------------------------------------------
+
+  /**
+   * The tenant's DNS server address, allocated (the highest free address) with the tenant (on
+   * first use for a tenant recorded before tenants had one); none
+   * (undefined) for a pool smaller than /DNS_MIN_POOL_PREFIX, whose few addresses are left to
+   * workloads.
+   */
+  private ensureDns(tx: StoreTx, tenant: TenantRecord): string | undefined {
+    const have = tx.list('allocation', `${tenant.name}/`).find((a) => a.value.purpose === 'dns');
+    if (have !== undefined) return have.value.address;
+    const pool = parsePool(tenant.pool);
+    if (pool.prefix > DNS_MAX_POOL_PREFIX) return undefined;
+    const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
+    const address = highestFree(pool, taken, tenant.name);
+    tx.put(
+      'allocation',
+      `${tenant.name}/${address}`,
+      { tenant: tenant.name, address, workload: '', purpose: 'dns' },
+      'absent',
+    );
+    return address;
+  }
+
+  /** The tenant's DNS server address (allocated now if the tenant had none; undefined for a tiny pool). */
+  async tenantDns(tenant: string): Promise<string | undefined> {
+    return this.store.txn((tx) => this.ensureDns(tx, tenantOf(tx, tenant)));
+  }
+
+  /**
+   * Records a service with a virtual address from the tenant's pool (the highest free one).
+   * Its name must not be a workload's of the tenant (both are <name>.<tenant>.tg.).
+   */
+  async createService(input: unknown): Promise<ServiceRecord> {
+    const req = parseBody(createServiceSchema, input);
+    return this.store.txn((tx) => {
+      const tenant = tenantOf(tx, req.tenant);
+      const key = `${tenant.name}/${req.name}`;
+      if (tx.get('service', key) !== undefined)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `service '${req.name}' of tenant '${tenant.name}' already exists`,
+        );
+      const w = tx.get('workload', req.name);
+      if (w !== undefined && w.value.tenant === tenant.name)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `'${req.name}' is a workload of tenant '${tenant.name}'; a service needs a name of its own`,
+        );
+      const ports = new Set(req.ports.map((p) => `${p.port}/${p.protocol}`));
+      if (ports.size !== req.ports.length)
+        throw new TgError('TG_ERR_INVALID_ARGUMENT', 'ports: a port is listed twice');
+      this.ensureDns(tx, tenant);
+      const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
+      const address = highestFree(parsePool(tenant.pool), taken, tenant.name);
+      const rec: ServiceRecord = {
+        tenant: tenant.name,
+        name: req.name,
+        address,
+        selector: { ...req.selector },
+        ports: req.ports.map((p) => ({ port: p.port, protocol: p.protocol })),
+        createdAt: this.now().toISOString(),
+      };
+      tx.put(
+        'allocation',
+        `${tenant.name}/${address}`,
+        { tenant: tenant.name, address, workload: req.name, purpose: 'service' },
+        'absent',
+      );
+      tx.put('service', key, rec, 'absent');
+      return rec;
+    });
+  }
+
+  listServices(filter: { tenant?: string } = {}): Promise<ServiceRecord[]> {
+    return this.store.view((v) =>
+      v
+        .list('service', filter.tenant === undefined ? '' : `${filter.tenant}/`)
+        .map((e) => e.value)
+        .filter((s) => filter.tenant === undefined || s.tenant === filter.tenant),
+    );
+  }
+
+  async getService(tenant: unknown, service: unknown): Promise<ServiceRecord> {
+    const t = name(tenant, 'tenant');
+    const n = name(service, 'service');
+    return this.store.view((v) => {
+      const s = v.get('service', `${t}/${n}`);
+      if (s === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no service '${n}' in tenant '${t}'`);
+      return s.value;
+    });
+  }
+
+  /** The service and its address go. */
+  async deleteService(tenant: unknown, service: unknown): Promise<ServiceRecord> {
+    const t = name(tenant, 'tenant');
+    const n = name(service, 'service');
+    return this.store.txn((tx) => {
+      const s = tx.get('service', `${t}/${n}`);
+      if (s === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no service '${n}' in tenant '${t}'`);
+      tx.delete('service', s.key);
+      const a = tx.get('allocation', `${t}/${s.value.address}`);
+      if (a !== undefined && a.value.purpose === 'service') tx.delete('allocation', a.key);
+      return s.value;
+    });
+  }
+
+  /**
+   * A policy document with every rule peer that names a service of the tenant
+   * ({"service": "web"}) replaced by that service's selector ({"labels": {...}}): the peer
+   * matches the service's endpoints, whatever host they are on. The NICs see plain labels.
+   * TG_ERR_POLICY_REJECTED for a service that does not exist or a service peer with other keys.
+   */
+  async expandServicePeers(tenant: string, document: unknown): Promise<unknown> {
+    const doc = document as { rules?: unknown };
+    if (typeof document !== 'object' || document === null || !Array.isArray(doc.rules)) return document;
+    const services = new Map((await this.listServices({ tenant })).map((s) => [s.name, s] as const));
+    const rules = (doc.rules as unknown[]).map((rule, i) => {
+      const r = rule as { peers?: unknown };
+      if (typeof rule !== 'object' || rule === null || !Array.isArray(r.peers)) return rule;
+      return {
+        ...r,
+        peers: (r.peers as unknown[]).map((peer, j) => {
+          if (typeof peer !== 'object' || peer === null || !('service' in peer)) return peer;
+          const p = peer as Record<string, unknown>;
+          const at = `rules[${i}].peers[${j}]`;
+          if (Object.keys(p).some((k) => k !== 'service' && !(k === 'tenant' && p.tenant === tenant)))
+            throw new TgError(
+              'TG_ERR_POLICY_REJECTED',
+              `policy of tenant '${tenant}' refused: ${at}: a "service" peer takes no other key (services are the tenant's own)`,
+            );
+          const svc = typeof p.service === 'string' ? services.get(p.service) : undefined;
+          if (svc === undefined)
+            throw new TgError(
+              'TG_ERR_POLICY_REJECTED',
+              `policy of tenant '${tenant}' refused: ${at}: no service '${String(p.service).slice(0, 64)}' in tenant '${tenant}'`,
+            );
+          return { labels: { ...svc.selector } };
+        }),
+      };
+    });
+    return { ...(document as Record<string, unknown>), rules };
+  }
+
+  /** What every NIC holding the tenant is given: its DNS server and services. */
+  async tenantNetwork(tenant: string): Promise<{
+    dns?: string;
+    services: {
+      name: string;
+      address: string;
+      selector: Record<string, string>;
+      ports: ServiceRecord['ports'];
+    }[];
+  }> {
+    const dns = await this.tenantDns(tenant);
+    const services = (await this.listServices({ tenant })).map((s) => ({
+      name: s.name,
+      address: s.address,
+      selector: s.selector,
+      ports: s.ports,
+    }));
+    return dns === undefined ? { services } : { dns, services };
   }
 
   // --- Policy ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import type {
   HostRecord,
   NamespaceRecord,
   PolicyRecord,
+  ServiceRecord,
   TenantRecord,
   WorkloadRecord,
 } from './model.js';
@@ -33,10 +34,20 @@ export interface Collections {
   allocation: AllocationRecord;
   /** Namespaces the orchestrator created, keyed by name. */
   namespace: NamespaceRecord;
+  /** Keyed `<tenant>/<name>`. */
+  service: ServiceRecord;
 }
 
 export type Kind = keyof Collections;
-export const KINDS: readonly Kind[] = ['tenant', 'host', 'workload', 'policy', 'allocation', 'namespace'];
+export const KINDS: readonly Kind[] = [
+  'tenant',
+  'host',
+  'workload',
+  'policy',
+  'allocation',
+  'namespace',
+  'service',
+];
 
 export interface Entry<K extends Kind> {
   key: string;

@@ -6,6 +6,10 @@
 //                          per workload and policy (workloads with the same labels share one).
 //   outside peer -> class  The set of the policy's CIDRs that contain the address (a short
 //                          scan of the CIDR list, not of the rules), interned the same way.
+//   workload peer at an    A workload peer whose address (IPv4 or IPv6, as in the packet) lies
+//   address -> class       in some of the policy's CIDRs: the pair (its workload class, that
+//                          CIDR set), interned apart; a rule matches it by selector or by CIDR.
+//                          A policy without CIDRs never makes one (no cost).
 //   (side, class of the selected workload, class of the peer) -> pair table, built on first
 //                          use from the rules that can match that pair, then cached.
 //   pair table             per protocol bucket (tcp, udp, icmp, other) the winning rule of
@@ -37,6 +41,10 @@ export const BUCKET_OTHER = 3;
 const BUCKET_MASKS = [PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_OTHER];
 /** Outside classes are numbered apart from workload classes. */
 const OUTSIDE = 1 << 21;
+/** So are workload-at-an-address classes (workload class + CIDR set). */
+const ADDRESSED = 1 << 20;
+/** Bound on the cache of workload addresses' CIDR sets: beyond it the cache starts over. */
+const MAX_ADDRESS_CACHE = 16_384;
 /** Bound on cached pair tables per policy: beyond it the cache starts over. */
 const MAX_PAIRS = 1 << 18;
 
@@ -165,6 +173,15 @@ export class CompiledPolicy {
    * cache kept every workload a long-lived policy ever saw (a churning NIC grew without end).
    */
   private readonly workloadClass = new WeakMap<WorkloadInfo, number>();
+  /** Workload-at-an-address classes: key cls * 2^21 + outside id -> index into addressedParts. */
+  private readonly addressedIds = new Map<number, number>();
+  private addressedParts: [cls: number, outside: number][] = [];
+  /** The outside class of workload addresses seen (IPv4 by number, IPv6 by text of its words). */
+  private readonly addressOutside4 = new Map<number, number>();
+  private readonly addressOutside6 = new Map<string, number>();
+  /** Whether the policy has CIDRs of each family (none: addresses of that family never matter). */
+  private hasCidr4 = false;
+  private hasCidr6 = false;
   private readonly pairs = new Map<number, PairTable>();
 
   constructor(tenant: string, rules: readonly NormalRule[], names: RuleNames) {
@@ -196,6 +213,8 @@ export class CompiledPolicy {
     this.ruleSel = Int32Array.from(rules.map((r) => sel(r.selected)));
     this.rulePeers = rules.map((r) => Int32Array.from(r.peers.map(sel)));
     this.ruleCidrs = rules.map((r) => Int32Array.from(r.cidrs.map(cidr)));
+    this.hasCidr4 = this.cidrs.some((c) => c.family === 4);
+    this.hasCidr6 = this.cidrs.some((c) => c.family === 6);
     // Class 0 is "matches no selector": every lookup with it is a default deny.
     this.intern(this.classIds, this.classSets, new Uint8Array(this.selectors.length));
     this.intern(this.outsideIds, this.outsideSets, new Uint8Array(this.cidrs.length));
@@ -247,6 +266,48 @@ export class CompiledPolicy {
   }
 
   /**
+   * The class of a workload peer (class `cls`) seen at an address: `cls` itself unless the
+   * address lies in one of the policy's CIDRs, else the class that lets rules match it by
+   * selector or by CIDR.
+   */
+  addressedClass(cls: number, family: Family, a0: number, a1: number, a2: number, a3: number): number {
+    let out: number | undefined;
+    if (family === 4) {
+      if (!this.hasCidr4) return cls;
+      out = this.addressOutside4.get(a0);
+      if (out === undefined) {
+        out = this.outsideClass(4, a0, 0, 0, 0);
+        if (this.addressOutside4.size >= MAX_ADDRESS_CACHE) this.addressOutside4.clear();
+        this.addressOutside4.set(a0, out);
+      }
+    } else {
+      if (!this.hasCidr6) return cls;
+      const k = `${a0},${a1},${a2},${a3}`;
+      out = this.addressOutside6.get(k);
+      if (out === undefined) {
+        out = this.outsideClass(6, a0, a1, a2, a3);
+        if (this.addressOutside6.size >= MAX_ADDRESS_CACHE) this.addressOutside6.clear();
+        this.addressOutside6.set(k, out);
+      }
+    }
+    if (out === OUTSIDE) return cls;
+    const key = cls * OUTSIDE + (out & (OUTSIDE - 1));
+    let id = this.addressedIds.get(key);
+    if (id === undefined) {
+      if (this.addressedParts.length >= ADDRESSED - 1) {
+        // The ids are part of the pair cache's keys: both start over.
+        this.addressedIds.clear();
+        this.addressedParts = [];
+        this.pairs.clear();
+      }
+      id = this.addressedParts.length;
+      this.addressedParts.push([cls, out]);
+      this.addressedIds.set(key, id);
+    }
+    return ADDRESSED | id;
+  }
+
+  /**
    * The index of the rule that decides `side` of the connection for the selected workload's
    * class and the peer's class, protocol bucket and destination port; -1 when no rule
    * matches (default deny).
@@ -265,13 +326,20 @@ export class CompiledPolicy {
 
   private buildPair(side: Side, selCls: number, peerCls: number): PairTable {
     const selSet = this.classSets[selCls];
-    const outside = (peerCls & OUTSIDE) !== 0;
-    const peerSet = outside ? this.outsideSets[peerCls & (OUTSIDE - 1)] : this.classSets[peerCls];
+    let workloadSet: Uint8Array | null = null;
+    let cidrSet: Uint8Array | null = null;
+    if ((peerCls & OUTSIDE) !== 0) cidrSet = this.outsideSets[peerCls & (OUTSIDE - 1)];
+    else if ((peerCls & ADDRESSED) !== 0) {
+      const [cls, out] = this.addressedParts[peerCls & (ADDRESSED - 1)];
+      workloadSet = this.classSets[cls];
+      cidrSet = this.outsideSets[out & (OUTSIDE - 1)];
+    } else workloadSet = this.classSets[peerCls];
     const dir = side === SIDE_EGRESS ? 'egress' : 'ingress';
     const candidates = this.rules.filter((r) => {
       if (r.direction !== dir || selSet[this.ruleSel[r.index]] !== 1) return false;
-      const list = outside ? this.ruleCidrs[r.index] : this.rulePeers[r.index];
-      for (const i of list) if (peerSet[i] === 1) return true;
+      if (workloadSet !== null)
+        for (const i of this.rulePeers[r.index]) if (workloadSet[i] === 1) return true;
+      if (cidrSet !== null) for (const i of this.ruleCidrs[r.index]) if (cidrSet[i] === 1) return true;
       return false;
     });
     if (candidates.length === 0) return EMPTY_PAIR;

@@ -36,7 +36,9 @@ function classIn(p: CompiledPolicy, w: WorkloadInfo): number {
 
 /**
  * Decides a connection src -> dst (null: an outside peer, known by its address words), IP
- * protocol bucket and destination port. Writes the verdict into `out`.
+ * protocol bucket and destination port. Writes the verdict into `out`. With `addressed` a
+ * workload peer is matched by CIDR rules at its address words too (the packet's addresses);
+ * without (policy tests, which name workloads without addresses) only by selectors.
  */
 export function decide(
   source: PolicySource,
@@ -55,6 +57,7 @@ export function decide(
   port: number,
   scope: number,
   out: Decision,
+  addressed = true,
 ): void {
   out.allowed = false;
   out.egress = 0;
@@ -68,7 +71,12 @@ export function decide(
       out.egress = out.rule = source.defaultDenyOf(src.tenant);
       return;
     }
-    const peer = dst !== null ? classIn(p, dst) : p.outsideClass(family, d0, d1, d2, d3);
+    const peer =
+      dst === null
+        ? p.outsideClass(family, d0, d1, d2, d3)
+        : addressed
+          ? p.addressedClass(classIn(p, dst), family, d0, d1, d2, d3)
+          : classIn(p, dst);
     const i = p.lookup(SIDE_EGRESS, classIn(p, src), peer, bucket, port);
     out.egress = out.rule = i < 0 ? p.defaultDeny : p.handles[i];
     if (i < 0 || p.actions[i] === 0) return;
@@ -80,7 +88,12 @@ export function decide(
       out.ingress = out.rule = source.defaultDenyOf(dst.tenant);
       return;
     }
-    const peer = src !== null ? classIn(p, src) : p.outsideClass(family, s0, s1, s2, s3);
+    const peer =
+      src === null
+        ? p.outsideClass(family, s0, s1, s2, s3)
+        : addressed
+          ? p.addressedClass(classIn(p, src), family, s0, s1, s2, s3)
+          : classIn(p, src);
     const i = p.lookup(SIDE_INGRESS, classIn(p, dst), peer, bucket, port);
     out.ingress = out.rule = i < 0 ? p.defaultDeny : p.handles[i];
     if (i < 0 || p.actions[i] === 0) return;

@@ -30,8 +30,12 @@
 // - A rule peer naming another tenant is an explicit cross-tenant grant, one way: it lets
 //   this tenant's side accept (ingress) or open (egress) that connection; the other tenant's
 //   policy decides its own side. Replies of an allowed connection pass through conntrack.
-// - CIDR peers match only outside peers (ends that are no workload). Workloads are matched by
-//   identity (tenant, name, labels), never by address, so policy follows a migrating workload.
+// - CIDR peers (IPv4 or IPv6) match outside peers (ends that are no workload) by address, and
+//   a workload end by the address it uses in the packet (its IPv4 or its IPv6 one): a rule
+//   `{ "cidr": "fd64:6440:100::6440:103/128" }` denies or allows a dual-stack workload's IPv6
+//   traffic only. Selector peers match workloads by identity (tenant, name, labels), never by
+//   address, so such rules follow a migrating workload (which keeps its addresses anyway).
+//   Policy tests name workloads without addresses: there only selectors match them.
 // - `ports` are destination ports of the connection (the initiator's destination) and are
 //   only allowed with protocol tcp or udp; absent means every port. `icmp` covers ICMP and
 //   ICMPv6; `any` every IP protocol.

@@ -116,6 +116,7 @@ export function runPolicyTests(
       tc.port ?? 0,
       scope,
       out,
+      false,
     );
     const got = out.allowed ? 'allow' : 'deny';
     if (got !== tc.expect) {

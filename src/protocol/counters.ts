@@ -57,6 +57,8 @@ export class DropCounters {
   stagedOverflow = 0;
   /** Staged packets dropped when a handshake gave up or keys were zeroed. */
   stagedFlushed = 0;
+  /** Staged packets older than QUEUE_STAGED_MAX_AGE when a session came (dropped, not sent late). */
+  stagedStale = 0;
   /** Unexpected exception caught at the packet-path boundary (should stay 0). */
   internal = 0;
 }

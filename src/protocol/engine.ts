@@ -293,6 +293,9 @@ export class Engine {
   private readonly dataOut = new DataOut();
   private readonly tunOut = new TunOut();
   private readonly control = new ControlOut();
+  /** The results handed back by every data-path call: no object per call. */
+  private readonly outboundResult: OutboundResult = { data: this.dataOut, control: this.control };
+  private readonly inboundResult: InboundResult = { tun: this.tunOut, control: this.control };
   private epoch = 0;
   private touched: Peer[] = [];
   private touchedCount = 0;
@@ -592,6 +595,25 @@ export class Engine {
     return this.control;
   }
 
+  /**
+   * Sends a peer a keepalive now, which opens a session first when there is none (a handshake
+   * initiation, unless one went out within REKEY_TIMEOUT): what wireguard-go does at once when
+   * a persistent keepalive is turned on over its UAPI. A driver calls it then, so that the
+   * first packet of a new session does not wait for the handshake. Returns what to send.
+   */
+  keepaliveNow(peerId: number, now: number): OutgoingDatagrams {
+    this.beginCall();
+    try {
+      const peer = this.peerOrThrow(peerId);
+      // As the persistent keepalive timer does it (tick()).
+      if (peer.hasEndpoint && !peer.removed) this.sendKeepalive(peer, now);
+      this.control.finish(this.aead);
+    } catch (err) {
+      this.failCall(err);
+    }
+    return this.control;
+  }
+
   /** Peers known to the engine (for tests and stats). */
   get peerCount(): number {
     return this.peers.size;
@@ -624,7 +646,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { data: this.dataOut, control: this.control };
+    return this.outboundResult;
   }
 
   /**
@@ -654,7 +676,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { data: this.dataOut, control: this.control };
+    return this.outboundResult;
   }
 
   private outboundRouted(identity: Identity, batch: PacketBatch, count: number, now: number): void {
@@ -701,7 +723,7 @@ export class Engine {
       return;
     }
     if (kp === null || !kp.canSend(now)) {
-      if (!peer.stage(Buffer.from(buf.subarray(off, off + len)))) this.counters.dropped.stagedOverflow++;
+      if (!peer.stage(Buffer.from(buf.subarray(off, off + len)), now)) this.counters.dropped.stagedOverflow++;
       this.sendHandshakeInitiation(peer, false, now);
       return;
     }
@@ -797,7 +819,7 @@ export class Engine {
     } catch (err) {
       this.failCall(err);
     }
-    return { tun: this.tunOut, control: this.control };
+    return this.inboundResult;
   }
 
   /** Pass 1: sorts datagrams into the transport open batch and the handshake list. */
@@ -1338,13 +1360,16 @@ export class Engine {
 
   /** Stages a keepalive unless packets are already staged, then sends what is staged. */
   private sendKeepalive(peer: Peer, now: number): void {
-    if (peer.staged.length === 0) peer.stage(EMPTY);
+    this.counters.dropped.stagedStale += peer.dropStaleStaged(now);
+    if (peer.staged.length === 0) peer.stage(EMPTY, now);
     this.sendStaged(peer, now);
   }
 
   /** Sends staged packets under the current keypair, or asks for a handshake when there is none. */
   private sendStaged(peer: Peer, now: number): void {
     if (peer.staged.length === 0 || peer.removed) return;
+    this.counters.dropped.stagedStale += peer.dropStaleStaged(now);
+    if (peer.staged.length === 0) return;
     const kp = peer.keypairs.current;
     if (kp === null || !kp.canSend(now)) {
       this.sendHandshakeInitiation(peer, false, now);
@@ -1374,7 +1399,7 @@ export class Engine {
         this.counters.keepalivesSent++;
       }
     }
-    peer.staged.splice(0, sent);
+    peer.shiftStaged(sent);
     this.afterSent(peer, dataSent, now);
   }
 

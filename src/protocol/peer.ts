@@ -11,7 +11,7 @@ import { type Keypair, Keypairs } from './keypair.js';
 import { Handshake, type NoisePeer } from './noise.js';
 import { heapSecrets, type SecretStore } from './secrets.js';
 import { PeerTimers, type TimerWheel } from './timers.js';
-import { QUEUE_STAGED_SIZE } from './tuning.js';
+import { QUEUE_STAGED_MAX_AGE, QUEUE_STAGED_SIZE } from './tuning.js';
 
 export class Peer implements NoisePeer {
   readonly handshake: Handshake;
@@ -35,6 +35,8 @@ export class Peer implements NoisePeer {
 
   /** Packets waiting for a session, oldest first; a zero-length entry is a keepalive. */
   readonly staged: Buffer[] = [];
+  /** When each staged packet was staged (engine time, ms), in the same order. */
+  readonly stagedAt: number[] = [];
 
   rxBytes = 0;
   txBytes = 0;
@@ -96,14 +98,38 @@ export class Peer implements NoisePeer {
   }
 
   /** Queues a copy of a packet (or a keepalive) for when a session exists; false when the oldest was pushed out. */
-  stage(packet: Buffer): boolean {
+  stage(packet: Buffer, now: number): boolean {
     let kept = true;
     if (this.staged.length >= QUEUE_STAGED_SIZE) {
       this.staged.shift();
+      this.stagedAt.shift();
       kept = false;
     }
     this.staged.push(packet);
+    this.stagedAt.push(now);
     return kept;
+  }
+
+  /**
+   * Drops staged packets older than QUEUE_STAGED_MAX_AGE at `now` (a packet that late is of
+   * no use to its sender, and a burst of them after a stall does harm); returns how many
+   * real (non-keepalive) packets were dropped.
+   */
+  dropStaleStaged(now: number): number {
+    let k = 0;
+    while (k < this.stagedAt.length && now - this.stagedAt[k] > QUEUE_STAGED_MAX_AGE) k++;
+    if (k === 0) return 0;
+    let n = 0;
+    for (let i = 0; i < k; i++) if (this.staged[i].length > 0) n++;
+    this.staged.splice(0, k);
+    this.stagedAt.splice(0, k);
+    return n;
+  }
+
+  /** Drops the first `n` staged packets (sent). */
+  shiftStaged(n: number): void {
+    this.staged.splice(0, n);
+    this.stagedAt.splice(0, n);
   }
 
   /** Drops every staged packet; returns how many real (non-keepalive) packets were dropped. */
@@ -111,6 +137,7 @@ export class Peer implements NoisePeer {
     let n = 0;
     for (const p of this.staged) if (p.length > 0) n++;
     this.staged.length = 0;
+    this.stagedAt.length = 0;
     return n;
   }
 
@@ -122,6 +149,7 @@ export class Peer implements NoisePeer {
     this.cookieGenerator.wipe();
     this.handshake.clear();
     this.staged.length = 0;
+    this.stagedAt.length = 0;
   }
 
   /** The Buffers that came from the secret store (the engine returns them after wipe()). */

@@ -3,6 +3,19 @@
 
 /** Packets kept per peer while it has no session (wireguard-go: conn.IdealBatchSize). */
 export const QUEUE_STAGED_SIZE = 128;
+/**
+ * How long a staged packet may wait for a session before it is dropped (counted as
+ * stagedStale) instead of sent. wireguard-go keeps them until the handshake gives up; a
+ * handshake with a live peer takes milliseconds, and one that waits on a stalled peer (a NIC
+ * stopped for seconds) would otherwise deliver a burst of packets seconds late when it resumes.
+ */
+export const QUEUE_STAGED_MAX_AGE = 1_000;
+/**
+ * How long a datagram may wait in a UDP socket's receive queue (PacketSocket.receiveMaxAge)
+ * before the driver drops it (rxStale) instead of handing it to the engine: after a process
+ * stall, seconds-old packets are not delivered in a burst.
+ */
+export const RECEIVE_MAX_AGE = 1_000;
 /** How long the engine stays "under load" after the driver or the engine detected load (wireguard-go). */
 export const UNDER_LOAD_AFTER_TIME = 1_000;
 /**

@@ -73,6 +73,8 @@ export interface ApiAnswer {
   /** A text answer (for /metrics) instead of JSON. */
   text?: string;
   contentType?: string;
+  /** More response headers (a redirect's Location, Set-Cookie). */
+  headers?: Readonly<Record<string, string>>;
 }
 
 type Handler = (req: ApiRequest) => unknown | ApiAnswer | Promise<unknown | ApiAnswer>;
@@ -129,6 +131,11 @@ export interface JsonServerTls {
   options: TlsOptions;
   /** The hook that goes with these options (pass it as JsonServerOptions.authorize). */
   authorize?: Authorize;
+  /**
+   * Ask every client for a certificate (default true). False for a server whose clients are
+   * browsers that authenticate otherwise (the web console): they would be shown a picker.
+   */
+  requestCert?: boolean;
 }
 
 export interface JsonServerOptions {
@@ -146,6 +153,8 @@ export interface JsonServerOptions {
   onAnswer?: (route: string, method: string, status: number) => void;
   /** Time limits (tests shorten them); default DEFAULT_TIMEOUTS. */
   timeouts?: Partial<ServerTimeouts>;
+  /** Headers sent with every answer, errors included (the console's Content-Security-Policy). */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
@@ -174,6 +183,11 @@ export function answer(status: number, json?: unknown): ApiAnswer & { [ANSWER]: 
 
 export function textAnswer(text: string, contentType: string): ApiAnswer & { [ANSWER]: true } {
   return { [ANSWER]: true, status: 200, text, contentType };
+}
+
+/** An answer with its own status, headers and a text or JSON body. */
+export function fullAnswer(a: Omit<ApiAnswer, never>): ApiAnswer & { [ANSWER]: true } {
+  return { ...a, [ANSWER]: true };
 }
 
 function isAnswer(v: unknown): v is ApiAnswer {
@@ -278,7 +292,7 @@ export class JsonApiServer {
             ...limits,
             // A TLS handshake that does not complete is cut off like a slow request head.
             handshakeTimeout: t.headersTimeoutMs,
-            requestCert: true,
+            requestCert: opts.tls.requestCert ?? true,
             rejectUnauthorized: false,
           });
     // A half-closed client (FIN after its request) gets the answer, then the connection ends.
@@ -328,9 +342,19 @@ export class JsonApiServer {
     const method = req.method ?? 'GET';
     const path = (req.url ?? '/').split('?')[0];
     let routeName = 'unknown';
-    const send = (status: number, body: string, contentType: string): void => {
+    const send = (
+      status: number,
+      body: string,
+      contentType: string,
+      headers?: Readonly<Record<string, string>>,
+    ): void => {
       opts.onAnswer?.(routeName, method, status);
-      res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+      res.writeHead(status, {
+        ...opts.headers,
+        ...headers,
+        'content-type': contentType,
+        'content-length': Buffer.byteLength(body),
+      });
       res.end(body);
     };
     const sendError = (err: unknown): void => {
@@ -406,9 +430,11 @@ export class JsonApiServer {
         result = await next;
       }
       if (isAnswer(result)) {
-        if (result.text !== undefined) send(result.status, result.text, result.contentType ?? 'text/plain');
-        else if (result.json === undefined) send(result.status, '', 'application/json');
-        else send(result.status, JSON.stringify(result.json), 'application/json');
+        const h = result.headers;
+        if (result.text !== undefined)
+          send(result.status, result.text, result.contentType ?? 'text/plain', h);
+        else if (result.json === undefined) send(result.status, '', 'application/json', h);
+        else send(result.status, JSON.stringify(result.json), 'application/json', h);
       } else {
         send(200, JSON.stringify(result ?? {}), 'application/json');
       }
@@ -637,7 +663,16 @@ export function apiRequest(
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${name} within the timeout`)));
+    // A deadline for the whole exchange, not only for silence between packets: a peer that
+    // trickles its answer (or is stopped after accepting) still costs at most timeoutMs.
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`no answer from ${name} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    deadline.unref();
+    req.on('close', () => clearTimeout(deadline));
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${name} within ${timeoutMs} ms`)));
     req.on('error', (err) =>
       reject(new TgError('TG_ERR_COMMAND_FAILED', `API ${name}: ${err.message}`, { cause: err })),
     );

@@ -24,6 +24,8 @@ export const createInstanceSchema = z.strictObject({
   workload: nameSchema,
   netns: z.string().min(1).max(64),
   address: z.string().min(2).max(64),
+  /** The IPv6 address of a dual-stack workload (`address` is then its IPv4 one). */
+  address6: z.string().min(2).max(64).optional(),
   routes: z.array(z.string().max(64)).max(64).optional(),
   /** The interface's name inside the namespace (default tg0), e.g. the CNI_IFNAME a runtime asks for. */
   netnsIfname: z

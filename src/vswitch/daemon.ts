@@ -4,7 +4,7 @@
 // engine, TUN and socket inside this daemon (SharedPlatform): either way one crashing leaves
 // the others running.
 import { parseCidr } from '../net/ip.js';
-import { type HostAddress, parseHostAddress } from '../nic/addresses.js';
+import { type HostAddress, parseAddress6, parseHostAddress } from '../nic/addresses.js';
 import type { PskBox } from '../nic/psk-box.js';
 import { keyFromBase64 } from '../protocol/crypto.js';
 import { TgError } from '../util/errors.js';
@@ -23,7 +23,9 @@ export interface CreateInstanceRequest {
   workload: string;
   netns: string;
   address: string;
-  /** Prefixes routed via tg0; default: the default route of the address's family. */
+  /** The IPv6 address of a dual-stack workload (`address` is then its IPv4 one). */
+  address6?: string;
+  /** Prefixes routed via tg0; default: the default route of each address's family. */
   routes?: string[];
   /** The interface's name inside the namespace (default tg0). */
   netnsIfname?: string;
@@ -75,7 +77,8 @@ export class VSwitchDaemon {
     if (!NETNS_RE.test(req.netns))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad namespace name '${req.netns.slice(0, 64)}'`);
     const address = parseHostAddress(req.address);
-    const routes = this.routes(req.routes, address);
+    const address6 = parseAddress6(address, req.address6);
+    const routes = this.routes(req.routes, address, address6);
     if (!this.platform.netnsExists(req.netns))
       throw new TgError('TG_ERR_NOT_FOUND', `no namespace '${req.netns}'`);
     for (const other of this.instances.values())
@@ -96,6 +99,7 @@ export class VSwitchDaemon {
       req.workload,
       req.netns,
       address,
+      address6,
       routes,
       this.newIfname(),
       netnsIfname,
@@ -131,7 +135,15 @@ export class VSwitchDaemon {
     await old.stop(this.platform);
     this.instances.delete(workload);
     const s = old.spec;
-    const inst = await this.startInstance(workload, s.netns, s.address, s.routes, s.ifname, s.netnsIfname);
+    const inst = await this.startInstance(
+      workload,
+      s.netns,
+      s.address,
+      s.address6,
+      s.routes,
+      s.ifname,
+      s.netnsIfname,
+    );
     return { workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
   }
 
@@ -177,13 +189,14 @@ export class VSwitchDaemon {
     workload: string,
     netns: string,
     address: HostAddress,
+    address6: HostAddress | null,
     routes: string[],
     ifname: string,
     netnsIfname: string,
   ): Promise<VSwitchInstance> {
     const inst = await VSwitchInstance.start(
       this.platform,
-      { workload, netns, address, routes, ifname, netnsIfname, mtu: this.mtu },
+      { workload, netns, address, address6, routes, ifname, netnsIfname, mtu: this.mtu },
       this.log,
       () => {
         this.crashes++;
@@ -193,8 +206,11 @@ export class VSwitchDaemon {
     return inst;
   }
 
-  private routes(given: string[] | undefined, address: HostAddress): string[] {
-    const list = given ?? [address.family === 4 ? '0.0.0.0/0' : '::/0'];
+  private routes(given: string[] | undefined, address: HostAddress, address6: HostAddress | null): string[] {
+    const list = given ?? [
+      address.family === 4 ? '0.0.0.0/0' : '::/0',
+      ...(address6 !== null ? ['::/0'] : []),
+    ];
     if (list.length > MAX_ROUTES)
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `at most ${MAX_ROUTES} routes`);
     return list.map((r) => {

@@ -30,6 +30,8 @@ export interface InstanceSpec {
   workload: string;
   netns: string;
   address: HostAddress;
+  /** The IPv6 address of a dual-stack workload; null for one address only. */
+  address6: HostAddress | null;
   routes: string[];
   ifname: string;
   /** The interface's name inside the namespace (tg0 unless a CNI runtime asked for another). */
@@ -48,6 +50,7 @@ export interface InstanceInfo {
   workload: string;
   netns: string;
   address: string;
+  address6?: string;
   ifname: string;
   netnsIfname: string;
   publicKey: string;
@@ -115,11 +118,12 @@ export class VSwitchInstance {
         handed.fill(0);
       }
       await platform.plumb({
-        ifname: spec.ifname,
+        ifname: device.linkName ?? spec.ifname,
         netns: spec.netns,
         netnsIfname: spec.netnsIfname,
         addressCidr: `${spec.address.text}/${spec.address.family === 4 ? 32 : 128}`,
         family: spec.address.family,
+        ...(spec.address6 !== null ? { address6Cidr: `${spec.address6.text}/128` } : {}),
         routes: spec.routes,
         mtu: spec.mtu,
       });
@@ -259,6 +263,7 @@ export class VSwitchInstance {
       workload: this.spec.workload,
       netns: this.spec.netns,
       address: this.spec.address.text,
+      ...(this.spec.address6 !== null ? { address6: this.spec.address6.text } : {}),
       ifname: this.spec.ifname,
       netnsIfname: this.spec.netnsIfname,
       publicKey: this.publicKey.toString('base64'),

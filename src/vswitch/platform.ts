@@ -10,6 +10,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import { uapiGet, uapiSet } from '../uapi/client.js';
 import type { UapiChangeSet } from '../uapi/protocol.js';
 import { uapiSocketPath } from '../uapi/server.js';
@@ -30,6 +31,11 @@ export interface DeviceExit {
 
 export interface DeviceHandle {
   readonly ifname: string;
+  /**
+   * The TUN's name in the daemon's namespace when it is not `ifname`: a warm device keeps the
+   * name it started with until it is plumbed (which moves and renames it in one go).
+   */
+  readonly linkName?: string;
   /** The device's own process; undefined when it runs inside the daemon (shared isolation). */
   readonly pid: number | undefined;
   /** Settles once, when the device process has ended. */
@@ -40,7 +46,7 @@ export interface DeviceHandle {
 }
 
 export interface Plumbing {
-  /** The name of the TUN in the daemon's namespace. */
+  /** The name of the TUN in the daemon's namespace (the device's linkName, else its ifname). */
   ifname: string;
   netns: string;
   /** The interface's name inside the namespace (default tg0; a CNI runtime names its own). */
@@ -48,6 +54,8 @@ export interface Plumbing {
   /** 'a.b.c.d/32' or 'x::y/128'. */
   addressCidr: string;
   family: 4 | 6;
+  /** A dual-stack workload's IPv6 address beside an IPv4 `addressCidr`: 'x::y/128'. */
+  address6Cidr?: string;
   routes: string[];
   mtu: number;
 }
@@ -128,9 +136,13 @@ export class ProcessPlatform implements VSwitchPlatform {
     const sock = uapiSocketPath(ifname);
     // A socket left by a device that was killed: ours by name, nobody serves it.
     rmSync(sock, { force: true });
-    const child = spawn(process.execPath, [BIN, 'device', '-f', '--mtu', String(mtu), ifname], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--mtu', String(mtu), ifname],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     const dev = new ChildDevice(ifname, child);
     let tail = '';
     child.stderr?.on('data', (d: Buffer) => {
@@ -178,6 +190,7 @@ export class ProcessPlatform implements VSwitchPlatform {
     const lines = [
       `link set dev ${p.ifname} name ${dev}`,
       `addr add ${p.addressCidr} dev ${dev}${p.family === 6 ? ' nodad' : ''}`,
+      ...(p.address6Cidr !== undefined ? [`addr add ${p.address6Cidr} dev ${dev} nodad`] : []),
       `link set dev ${dev} mtu ${p.mtu} up`,
       ...p.routes.map((r) => `route replace ${r} dev ${dev}`),
     ];

@@ -73,6 +73,7 @@ export class SharedDevice {
           rebind: (port) => this.pump.rebind(port),
           listenPort: () => this.pump.localPort,
           ioCounters: () => this.pump.ioCounters(),
+          keepaliveNow: (peerId) => this.pump.keepaliveNow(peerId),
         },
         opts.now,
       );

@@ -2,27 +2,27 @@
 // workload's instance does not wait for a process to start (about 200 ms of Node start-up
 // on a busy host, most of a spin-up). A warm device holds no key: it has only created its
 // TUN (down, in the daemon's namespace) and serves its UAPI. launch() takes one, renames its
-// TUN and its UAPI socket to the name the daemon chose, and starts another in the background; the key is set
-// afterwards over UAPI, as for a cold device. When the pool is empty, launch() starts one
-// itself, as without the pool.
+// UAPI socket to the name the daemon chose, and starts another in the background; the key is
+// set afterwards over UAPI, as for a cold device. Its TUN keeps its warm name (the handle's
+// linkName) until plumbing moves it into the workload's namespace and renames it there, one
+// `ip` call fewer per spin-up. When the pool is empty, launch() starts one itself, as without
+// the pool.
 import { renameSync, rmSync } from 'node:fs';
 import { uapiSet } from '../uapi/client.js';
 import type { UapiChangeSet } from '../uapi/protocol.js';
 import { uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
 import type { Logger } from '../util/log.js';
 import type { DeviceExit, DeviceHandle, Plumbing, VSwitchPlatform } from './platform.js';
 
-/** Renames a started device: its TUN (down, in the daemon's namespace) and its UAPI socket. */
+/** Renames a started device's UAPI socket (its TUN is renamed when it is plumbed). */
 export type RenameDevice = (from: string, to: string) => Promise<void>;
 
 /**
- * The interface, then the socket file: the device follows its socket to the new name (see
- * UapiServer), so `wg show <name>` and the vSwitch reach it under the instance's name.
+ * The socket file: the device follows its socket to the new name (see UapiServer), so
+ * `wg show <name>` and the vSwitch reach it under the instance's name.
  */
 export const renameDevice: RenameDevice = async (from, to) => {
-  await runOk('ip', ['link', 'set', 'dev', from, 'name', to]);
   renameSync(uapiSocketPath(from), uapiSocketPath(to));
 };
 
@@ -42,7 +42,7 @@ export interface WarmPoolOptions {
   uapiAt?: UapiAt;
 }
 
-/** A warm device handed out under the daemon's name; its UAPI socket keeps the warm name. */
+/** A warm device handed out under the daemon's name (its UAPI socket renamed to it). */
 class RenamedDevice implements DeviceHandle {
   private readonly uapi: (change: UapiChangeSet) => Promise<void>;
 
@@ -52,6 +52,11 @@ class RenamedDevice implements DeviceHandle {
     uapiAt: UapiAt,
   ) {
     this.uapi = uapiAt(ifname, inner);
+  }
+
+  /** The TUN still has its warm name until it is plumbed. */
+  get linkName(): string {
+    return this.inner.ifname;
   }
 
   get pid(): number | undefined {

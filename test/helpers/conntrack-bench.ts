@@ -1,5 +1,5 @@
 // `tenguard bench conntrack --json` run as a child process and checked for its exact shape:
-// {"flows": {...}, "nftables": {...}} with three sizes and three keys each, and the nftables
+// {"flows": {...}, "flows_ipv6": {...}, "nftables": {...}} with three sizes and three keys each, and the nftables
 // side measured in tg-prefixed namespaces that are gone afterwards. Shared by the main-tier
 // check (one short run) and the slow-tier throughput ratio (three runs).
 import assert from 'node:assert/strict';
@@ -19,6 +19,7 @@ export interface ConntrackPoint {
 
 export interface ConntrackOut {
   flows: Record<string, ConntrackPoint>;
+  flows_ipv6: Record<string, ConntrackPoint>;
   nftables: Record<string, ConntrackPoint>;
 }
 
@@ -37,13 +38,13 @@ export async function benchConntrackChecked(): Promise<ConntrackOut> {
   assert.equal(lines.length, 1, 'stdout is not one JSON line');
   const namespaces = [...r.stderr.matchAll(/flows in (tgct[0-9a-f]+)/g)].map((m) => m[1]);
   const out = JSON.parse(lines[0]) as ConntrackOut;
-  assert.deepEqual(Object.keys(out).sort(), ['flows', 'nftables']);
-  for (const side of ['flows', 'nftables'] as const) {
+  assert.deepEqual(Object.keys(out).sort(), ['flows', 'flows_ipv6', 'nftables']);
+  for (const side of ['flows', 'flows_ipv6', 'nftables'] as const) {
     assert.deepEqual(Object.keys(out[side]), SIZES, `${side}: sizes`);
     for (const n of SIZES) {
       const p = out[side][n];
       assert.deepEqual(Object.keys(p).sort(), KEYS, `${side}.${n}: keys`);
-      if (side === 'flows')
+      if (side !== 'nftables')
         for (const key of KEYS)
           assert.ok(
             Number.isFinite(p[key as keyof ConntrackPoint]) && p[key as keyof ConntrackPoint] > 0,

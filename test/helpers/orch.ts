@@ -146,12 +146,17 @@ export interface OrchLab {
 }
 
 /** Builds the lab, starts agents and the orchestrator, registers every host (h1's NIC behind the proxy). */
-export async function startOrchLab(prefix: string, hosts = 2): Promise<OrchLab> {
+export async function startOrchLab(
+  prefix: string,
+  hosts = 2,
+  /** More `tenguard orchestrator` options (e.g. --console 127.0.0.1:0). */
+  orchArgs: readonly string[] = [],
+): Promise<OrchLab> {
   const lab = await buildLab({ prefix, hosts, tenants: 1, workloads: 0 });
   const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-data-`));
   let agents: LabAgents | undefined;
   let proxy: RecordingProxy | undefined;
-  const orch = new OrchProcess(dataDir, `${lab.runDir}/orch.sock`);
+  const orch = new OrchProcess(dataDir, `${lab.runDir}/orch.sock`, orchArgs);
   try {
     agents = await LabAgents.start(lab, { echoLogs: process.env.TG_NIC_ECHO === '1' });
     proxy = await RecordingProxy.start(`${lab.runDir}/nic-proxy-h1.sock`, lab.hosts[0].nicApiSocket);

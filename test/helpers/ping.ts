@@ -60,6 +60,8 @@ export interface PingStreamResult extends PingResult {
   lost: number;
   /** The longest time between two consecutive replies, in milliseconds. */
   maxGapMs: number;
+  /** The longest round trip of a reply (a reply held somewhere and delivered late shows here). */
+  maxRttMs: number;
 }
 
 export interface PingStream {
@@ -106,7 +108,13 @@ export function pingStream(ns: string, target: string, intervalS: number, maxSec
         maxGapMs = Math.max(maxGapMs, (r.replyTimes[i] - r.replyTimes[i - 1]) * 1000);
       const seqs = new Set([...out.matchAll(REPLY_RE)].map((x) => Number(x[2])));
       const last = Math.max(0, ...seqs);
-      return { ...r, lost: last - seqs.size, maxGapMs: Math.round(maxGapMs) };
+      const rtts = [...out.matchAll(/icmp_seq=\d+ ttl=\d+ time=([0-9.]+) ms/g)].map((x) => Number(x[1]));
+      return {
+        ...r,
+        lost: last - seqs.size,
+        maxGapMs: Math.round(maxGapMs),
+        maxRttMs: Math.round(Math.max(0, ...rtts)),
+      };
     },
   };
 }

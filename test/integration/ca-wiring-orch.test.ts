@@ -195,3 +195,61 @@ test('the CLI speaks mTLS with the operator certificate; without it the orchestr
   assert.equal(empty.status, 2);
   assert.match(empty.stderr, /no operator credentials/);
 });
+
+test('tenguard status over mTLS: certificate expiry of the orchestrator, each NIC and the operator', async () => {
+  const operator = await issue(ca.ca, OPERATOR, 600);
+  const certFile = join(dataDir, 'status-operator.pem');
+  const keyFile = join(dataDir, 'status-operator.key');
+  writeFileSync(certFile, [operator.certificatePem, ...operator.chainPem].join(''), { mode: 0o600 });
+  writeFileSync(keyFile, operator.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, {
+    mode: 0o600,
+  });
+  const tlsArgs = ['--cert', certFile, '--key', keyFile, '--ca-bundle', ca.bundleFile];
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [BIN, 'status', '--json', '--api', socket, ...tlsArgs], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  const t1 = Date.now();
+  assert.equal(r.status, 0, `${r.error?.message ?? ''} ${r.stderr}`);
+  const st = JSON.parse(r.stdout) as {
+    orchestrator: { tls: boolean };
+    hosts: { name: string; nic: { reachable: boolean } }[];
+    certificates: { holder: string; spiffeId: string; notAfter: string; secondsLeft: number }[];
+  };
+  assert.equal(st.orchestrator.tls, true);
+  assert.deepEqual(
+    st.hosts.map((h) => [h.name, h.nic.reachable]),
+    [
+      ['h1', true],
+      ['h2', true],
+    ],
+  );
+  const certs = new Map(st.certificates.map((c) => [c.holder, c]));
+  assert.deepEqual([...certs.keys()].sort(), ['nic h1', 'nic h2', 'operator', 'orchestrator']);
+  assert.equal(certs.get('orchestrator')?.spiffeId, ORCHESTRATOR_ID);
+  assert.equal(certs.get('nic h1')?.spiffeId, `spiffe://${TD}/nic/h1`);
+  assert.equal(certs.get('operator')?.spiffeId, OPERATOR);
+  for (const c of certs.values()) {
+    assert.ok(c.secondsLeft > 0 && c.secondsLeft <= 86_400, `${c.holder}: ${c.secondsLeft} s left`);
+    // secondsLeft was counted at some moment while the command ran.
+    const at = Date.parse(c.notAfter) - c.secondsLeft * 1000;
+    assert.ok(at >= t0 - 2000 && at <= t1 + 2000, `${c.holder}: counted at ${at}, ran ${t0}..${t1}`);
+  }
+  const text = spawnSync(process.execPath, [BIN, 'status', '--api', socket, ...tlsArgs], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.match(text.stdout, /API over mTLS/);
+  assert.match(
+    text.stdout,
+    /\n {2}orchestrator {2}spiffe:\/\/lab\.test\/service\/orchestrator {2}expires \S+ \(in \d+/,
+  );
+  // This orchestrator runs no console: a login link is refused with the reason.
+  const login = spawnSync(process.execPath, [BIN, 'console', 'login', '--api', socket, ...tlsArgs], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(login.status, 1);
+  assert.match(login.stderr, /TG_ERR_CONFLICT: this orchestrator serves no web console/);
+});

@@ -329,12 +329,24 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
     interfaces: { name: string; sandbox: string }[];
     ips: { address: string; interface: number }[];
     routes: { dst: string }[];
+    dns: { nameservers?: string[]; search?: string[] };
   };
   assert.equal(resA.cniVersion, '1.0.0');
+  // The tenant's DNS server at the NIC (the top address of acme's pool), names under acme.tg.
+  assert.deepEqual(resA.dns, { nameservers: ['100.64.30.254'], search: ['acme.tg'] });
   assert.deepEqual(resA.interfaces, [{ name: 'eth0', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${a}` }]);
   assert.match(resA.ips[0].address, /^100\.64\.30\.\d+\/32$/);
   assert.equal(resA.ips[0].interface, 0);
-  assert.deepEqual(resA.routes, [{ dst: '0.0.0.0/0' }]);
+  // Dual stack: the IPv6 address derived from the IPv4 one (pool 100.64.30.0/24 -> fd64:6440:1e00::/64).
+  assert.equal(resA.ips.length, 2);
+  assert.equal(
+    resA.ips[1].address,
+    `fd64:6440:1e00::6440:1e${Number(resA.ips[0].address.split('/')[0].split('.')[3])
+      .toString(16)
+      .padStart(2, '0')}/128`,
+  );
+  assert.equal(resA.ips[1].interface, 0);
+  assert.deepEqual(resA.routes, [{ dst: '0.0.0.0/0' }, { dst: '::/0' }]);
   const again = await callPlugin(plugin, envOf('ADD', 'aaaaaaaaaaaa01', a), cfg());
   assert.equal(again.code, 0, `ADD twice: ${again.stdout}`);
   assert.deepEqual(again.out, ra.out, 'ADD twice answers the same');
@@ -347,6 +359,7 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
   assert.equal(rb.code, 0, rb.stdout);
   const resB = rb.out as { ips: { version: string; address: string }[] };
   assert.equal(resB.ips[0].version, '4');
+  assert.equal(resB.ips[1].version, '6');
   const ro = await callPlugin(plugin, envOf('ADD', 'cccccccccccc03', other), cfg({ tenant: 'blue' }));
   assert.equal(ro.code, 0, ro.stdout);
   const addrB = resB.ips[0].address.split('/')[0];
@@ -355,6 +368,8 @@ test('ADD (twice), traffic, CHECK, DEL (twice) wipes the keys; the runtime names
   assert.match(link.stdout, new RegExp(` ${resA.ips[0].address.replaceAll('.', '\\.')} `));
   const p = await ping(a, addrB, { count: 3 });
   assert.equal(p.received, 3, 'same tenant ping a -> b');
+  const p6 = await ping(a, resB.ips[1].address.split('/')[0], { count: 3 });
+  assert.equal(p6.received, 3, 'same tenant ping a -> b over IPv6');
   const x = await ping(a, addrO, { count: 2, waitS: 1 });
   assert.equal(x.received, 0, 'cross-tenant ping blocked');
   const chk = await callPlugin(plugin, envOf('CHECK', 'aaaaaaaaaaaa01', a), cfg({ prevResult: ra.out }));

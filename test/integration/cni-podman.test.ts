@@ -9,7 +9,7 @@
 // temporary directory.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -27,7 +27,8 @@ const IMAGE = `localhost/${prefix}-busybox`;
 let L: OrchLab | undefined;
 let P: Podman | undefined;
 let dir = '';
-let netnsBefore = new Set<string>();
+/** The namespaces podman made for this test's containers (other podman users may run now). */
+const sandboxes = new Set<string>();
 let cacheExisted = true;
 const figures: Record<string, number> = {};
 const captures: Capture[] = [];
@@ -74,7 +75,9 @@ async function workloadOf(name: string): Promise<string> {
 async function netnsOf(name: string): Promise<string> {
   const r = await P!.cmd(['inspect', '--format', '{{.NetworkSettings.SandboxKey}}', name]);
   assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim().replace('/run/netns/', '');
+  const ns = r.stdout.trim().replace('/run/netns/', '');
+  sandboxes.add(ns);
+  return ns;
 }
 
 async function capture(where: string, ns: string, iface: string): Promise<Capture> {
@@ -89,10 +92,10 @@ async function start(name: string, network: string): Promise<void> {
   );
   assert.equal(r.code, 0, `podman run ${name}: ${r.stderr}`);
   figures[`podman_run_ms_${name.slice(prefix.length + 1)}`] = Math.round(r.ms);
+  await netnsOf(name);
 }
 
 before(async () => {
-  netnsBefore = new Set(readdirSync('/run/netns'));
   cacheExisted = existsSync(CNI_CACHE);
   L = await startOrchLab(prefix);
   await L.client.createTenant({ name: 'acme', pool: '100.64.40.0/24' });
@@ -140,9 +143,7 @@ after(async () => {
   // directory itself when this test made it.
   cleanCniCache(prefix, cacheExisted);
   process.stderr.write(`cni-podman figures: ${JSON.stringify(figures)}\n`);
-  const left = (await listNamespaces()).filter(
-    (n) => n.startsWith(prefix) || (n.startsWith('netns-') && !netnsBefore.has(n)),
-  );
+  const left = (await listNamespaces()).filter((n) => n.startsWith(prefix) || sandboxes.has(n));
   assert.deepEqual(left, [], 'namespaces left behind');
 });
 
@@ -198,6 +199,7 @@ test('podman containers on tenant networks of two hosts: traffic, isolation, key
   assert.deepEqual(await psks('h2'), before2, 'stop wiped the key on h2');
   const st = await P!.cmd(['start', a3]);
   assert.equal(st.code, 0, st.stderr);
+  await netnsOf(a3);
   const ip3b = await ipOf(a3);
   assert.equal(await pingFrom(a1, ip3b), 3, 'ping after stop + start');
   assert.equal(await tcpEcho(a1, ip3b, 'tgcn-restarted'), 'tgcn-restarted');

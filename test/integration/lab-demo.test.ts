@@ -1,10 +1,11 @@
 // The demo end to end (`tenguard demo --json`): every claim it makes passes, its figures are
 // there and plausible, and afterwards nothing of it is left: no namespace, link, state file,
-// process or socket. Run through the orchestrator, after a crashed earlier run, and
-// interrupted with Ctrl-C.
+// process or socket. Run through the orchestrator, after a crashed earlier run (kept up with
+// --keep, its web console used, then ended with Ctrl-C), and interrupted with Ctrl-C.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { after, test } from 'node:test';
 import { UAPI_SOCKET_DIR } from '../../src/uapi/server.js';
 import { BIN, cleanup, cli, leftovers, testPrefix } from '../helpers/lab.js';
@@ -23,6 +24,7 @@ interface Report {
   figures: Record<string, number>;
   pids: number[];
   notShown: string[];
+  console: string | null;
 }
 
 const used = new Set<string>();
@@ -78,10 +80,16 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'tenant ').length, 2);
   assert.equal(names(report, 'policy of ').length, 2);
   assert.equal(
-    report.checks.filter((c) => / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked'))
-      .length,
+    report.checks.filter(
+      (c) =>
+        / (same|cross) host: .*->/.test(c.name) && !c.name.includes('blocked') && !c.name.startsWith('IPv6'),
+    ).length,
     4,
   );
+  // Dual stack: both addresses everywhere, IPv6 across hosts (ping6 + TCP), another tenant blocked.
+  assert.equal(names(report, "every workload has an IPv6 address from its tenant's ULA prefix").length, 1);
+  assert.equal(names(report, 'IPv6 cross host: acme-web (h1) -> acme-db (h2) fd64:6440:100::').length, 1);
+  assert.equal(names(report, 'IPv6 cross tenant: acme-web (acme) -> blue-db (blue)').length, 1);
   assert.equal(
     report.checks.filter((c) => c.name.endsWith(' blocked') && !c.name.startsWith('pods-')).length,
     3,
@@ -94,6 +102,11 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'podman rm wiped').length, 1);
   assert.equal(names(report, 'podman left nothing behind').length, 1);
   assert.equal(names(report, 'default deny: ').length, 1);
+  // A service by name across hosts: the name resolves at the tenant's DNS server, the connection
+  // reaches the endpoint on the other host, another tenant's name is unknown.
+  assert.equal(names(report, 'service name db.acme.tg resolves to the service address').length, 1);
+  assert.equal(names(report, 'service by name: acme-web (h1) to db.acme.tg:').length, 1);
+  assert.equal(names(report, "another tenant's name blue-db.blue.tg is unknown").length, 1);
   assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
   assert.equal(names(report, 'control: the marker is visible').length, 1);
   assert.equal(
@@ -117,6 +130,8 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, "acme-api's on-host key moved").length, 1);
   assert.equal(names(report, "blue-db's PSK and blue's off-host key on h2 are wiped").length, 1);
   assert.equal(names(report, 'teardown leaves nothing behind').length, 1);
+  assert.equal(names(report, 'the web console serves the installation behind the API login').length, 1);
+  assert.match(report.console ?? '', /^http:\/\/127\.0\.0\.1:\d+\/console\/$/);
   assert.match(report.policy, /enforced by each NIC/);
   // Secure by default: mTLS everywhere, a NIC refuses a client without a certificate, and the
   // orchestrator's memory holds no PSK after each of the 6 spin-ups and after the migration.
@@ -138,6 +153,8 @@ function assertFullRun(report: Report): void {
     'spinup_ms_median',
     'first_packet_ms_median',
     'migration_gap_ms',
+    'ipv6_rtt_ms',
+    'ipv6_tcp_echo_ms',
     'migration_lost_packets',
     'migration_ms',
     'spindown_ms',
@@ -166,13 +183,45 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.deepEqual(report.notShown, []);
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
-  assert.match(r.stderr, /\[1\/14\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[14\/14\] teardown/);
+  assert.match(r.stderr, /\[1\/17\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[17\/17\] teardown/);
+  assert.match(
+    r.stderr,
+    /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(served while the lab was up; `tenguard demo --keep` keeps it up to look around\)\n$/,
+  );
   t.diagnostic(`figures: ${JSON.stringify(report.figures)}`);
   assert.deepEqual(await everythingLeft(prefix, report), []);
 });
 
-test('demo after a crashed earlier run: leftovers removed first', {
+/** GET on the console; the session cookie of a login answer. */
+function consoleGet(
+  url: string,
+  cookie?: string,
+): Promise<{ status: number; cookie: string | null; body: string }> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, headers: cookie ? { cookie } : {} },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            cookie: res.headers['set-cookie']?.[0]?.split(';')[0] ?? null,
+            body,
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('demo --keep after a crashed earlier run: leftovers removed first, the lab kept up with its console until Ctrl-C', {
   timeout: 300_000,
 }, async () => {
   const prefix = testPrefix();
@@ -182,19 +231,54 @@ test('demo after a crashed earlier run: leftovers removed first', {
     { env: { TENGUARD_LAB_CRASH_AFTER: '2' } },
   );
   assert.equal(crash.signal, 'SIGKILL');
-  const r = await cli(['demo', '--json', '--prefix', prefix, '--iperf-seconds', '0'], {
-    timeoutMs: 280_000,
+  const child = spawn(
+    process.execPath,
+    [BIN, 'demo', '--json', '--keep', '--prefix', prefix, '--iperf-seconds', '0'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  let kept: () => void = () => undefined;
+  const keptUp = new Promise<void>((r) => {
+    kept = r;
   });
-  assert.match(r.stderr, /removing what an earlier run left/);
-  const report = JSON.parse(r.stdout) as Report;
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (stderr.includes('Ctrl-C ends the demo')) kept();
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 280_000);
+  const closed = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  await Promise.race([keptUp, closed]);
+  assert.match(stderr, /removing what an earlier run left/);
+  const link = /log in with (http:\/\/127\.0\.0\.1:\d+\/console\/login\?token=\S+)/.exec(stderr)?.[1];
+  assert.ok(link, `no login link while the lab is kept up: ${stderr.slice(-2000)}`);
+  assert.match(stderr, /the lab stays up \(--keep\): web console at http:\/\/127\.0\.0\.1:\d+\/console\//);
+  // The lab is still there, and the console shows it.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(child.exitCode === null, 'the demo did not stay up');
+  const login = await consoleGet(link);
+  assert.equal(login.status, 303);
+  const workloads = await consoleGet(new URL('/v1/workloads', link).href, login.cookie ?? '');
+  assert.equal(workloads.status, 200);
+  assert.ok((JSON.parse(workloads.body) as { workloads: unknown[] }).workloads.length >= 4, workloads.body);
+  child.kill('SIGINT');
+  const code = await closed;
+  clearTimeout(timer);
+  assert.equal(code, 0, `a --keep run ended by Ctrl-C after passing exits 0: ${stderr.slice(-2000)}`);
+  const report = JSON.parse(stdout) as Report;
   assertFullRun(report);
-  assert.equal(r.code, 0, r.stderr);
   assert.match(report.control, /^orchestrator \(tenguard orchestrator, pid \d+/);
   assert.ok(
     report.notShown.some((n) => n.startsWith('throughput')),
     'it says the throughput run was skipped',
   );
   assert.equal(report.figures.mbps_cross_host, undefined);
+  assert.match(stderr, /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(stopped with the lab\)\n$/);
   assert.deepEqual(await everythingLeft(prefix, report), []);
 });
 

@@ -98,6 +98,7 @@ test('datagrams sent inside the namespace are read back in batches through readi
     assert.deepEqual(tun.stats(), {
       rxTruncated: 0,
       rxErrors: 0,
+      rxStale: 0,
       txDropped: 0,
       txRejected: 0,
       lastError: null,

@@ -105,6 +105,7 @@ test('native dual-stack sockets exchange IPv4 and IPv6 batches larger than one s
     assert.deepEqual(b.stats(), {
       rxTruncated: 0,
       rxErrors: 0,
+      rxStale: 0,
       txDropped: 0,
       txRejected: 0,
       lastError: null,
@@ -145,6 +146,7 @@ test('IPv4-only and v6Only sockets count unreachable families as refusals, nativ
       assert.deepEqual(v4.stats(), {
         rxTruncated: 0,
         rxErrors: 0,
+        rxStale: 0,
         txDropped: 0,
         txRejected: 2,
         lastError: 'EAFNOSUPPORT',

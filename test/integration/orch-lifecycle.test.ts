@@ -148,6 +148,9 @@ test('a cross-tenant grant: red may ping blue (same host and cross host), not th
   const a1 = W.get('a1')!;
   assert.ok(await pingUntilReply(a1.netns, W.get('b1')!.address, 10_000), 'red -> blue same host');
   assert.ok(await pingUntilReply(a1.netns, W.get('b2')!.address, 10_000), 'red -> blue cross host');
+  // Grants route both addresses of a dual-stack workload.
+  assert.ok(await pingUntilReply(a1.netns, W.get('b1')!.address6!, 10_000), 'red -> blue same host, IPv6');
+  assert.ok(await pingUntilReply(a1.netns, W.get('b2')!.address6!, 10_000), 'red -> blue cross host, IPv6');
   assert.equal(
     (await ping(W.get('b1')!.netns, a1.address, { count: 2, waitS: 1 })).received,
     0,
@@ -207,7 +210,7 @@ test('bad input through the CLI: clear errors, exit codes, state and traffic unc
   assert.equal((await ping(W.get('a1')!.netns, W.get('a3')!.address, { count: 3 })).received, 3);
   const list = await cli(['workload', 'list']);
   assert.equal(list.code, 0);
-  assert.match(list.stdout, /a1\s+red\s+h1\s+100\.64\.10\.1\s+running\s+app=web/);
+  assert.match(list.stdout, /a1\s+red\s+h1\s+100\.64\.10\.1\s+fd64:6440:a00::6440:a01\s+running\s+app=web/);
 });
 
 test('spin-down wipes the workload keys on its NIC and removes its namespace', async () => {

@@ -3,7 +3,14 @@
 // test made as a runtime would, each timed from the call to the first echo reply from a
 // same-tenant anchor, alternating between two hosts; beside it, in the same run, the
 // orchestrator API's spin-up to first packet (no plugin process) and PODMAN (default 5)
-// `podman run` to first packet. Prints medians and the ratio CNI/API.
+// `podman run` to first packet. Prints medians, the ratio CNI/API and where the time goes: the
+// plugin's own stages (TENGUARD_CNI_TRACE), the orchestrator's spin-up steps, and the wait from
+// the plugin's answer to the first reply next to the same probe with the sessions up.
+//
+// The target is a median under 250 ms on a quiet machine (measured under
+// `flock /tmp/tg-bench.lock`; the figures are in src/cni/README.md). On a loaded 2-core CI
+// machine everything here is a process start or a round trip through other processes, so the
+// median asserted is TG_CNI_ADD_MEDIAN_MS (default 1000); the figure is in the diagnostic.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +29,7 @@ import { CNI_CACHE, cleanCniCache, Podman } from '../helpers/podman.js';
 
 const COUNT = Number(process.env.TG_CNI_ADD_COUNT ?? 50);
 const PODMAN = Number(process.env.TG_CNI_PODMAN_COUNT ?? 5);
+const MEDIAN_BOUND_MS = Number(process.env.TG_CNI_ADD_MEDIAN_MS ?? 1000);
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 const prefix = cniPrefix();
 let L: OrchLab | undefined;
@@ -107,7 +115,7 @@ after(async () => {
 
 test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside it`, {
   timeout: 30 * 60_000,
-}, async () => {
+}, async (t) => {
   const c = L!.client;
   const anchor: WorkloadRecord = await c.createWorkload({ tenant: 'bench', name: 'anchor', host: 'h1' });
   const cni: number[] = [];
@@ -117,6 +125,7 @@ test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside 
   const plugin: Record<string, number>[] = [];
   const orch: Record<string, number>[] = [];
   const afterAdd: number[] = [];
+  const probe: number[] = [];
   for (let i = 0; i < COUNT; i++) {
     const host = i % 2 === 0 ? 'h1' : 'h2';
     const ns = `${prefix}-rt-${i}`;
@@ -143,6 +152,11 @@ test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside 
     assert.ok(ms !== null, `ADD ${i}: no reply`);
     cni.push(ms);
     afterAdd.push(Math.round(ms - r.ms));
+    // The same probe once the sessions are up: what of afterAdd is the probe itself.
+    const t1 = performance.now();
+    const again = await firstReply(ns, anchor.address, t1);
+    assert.ok(again !== null, `ADD ${i}: no second reply`);
+    probe.push(again);
     const tr = /\{"cniTrace":(\{[^}]*\})\}/.exec(r.stderr);
     assert.ok(tr !== null, `ADD ${i}: no trace on stderr: ${r.stderr.slice(0, 300)}`);
     const stages = JSON.parse(tr[1]) as Record<string, number>;
@@ -195,6 +209,7 @@ test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside 
     ),
     cni_add_call_ms_median: med(addMs),
     cni_after_add_to_first_reply_ms_median: med(afterAdd),
+    probe_with_sessions_up_ms_median: med(probe),
     cni_plugin_stage_ms_medians: medians(plugin),
     cni_orchestrator_step_ms_medians: medians(orch),
     api_orchestrator_step_ms_medians: medians(apiSteps),
@@ -205,5 +220,14 @@ test(`CNI ADD to first packet over ${COUNT} ADDs, API spin-up and podman beside 
     podman_count: PODMAN,
   };
   process.stderr.write(`cni-add-latency figures (shared 2-core machine, noisy): ${JSON.stringify(fig)}\n`);
+  t.diagnostic(
+    `CNI ADD-to-first-packet median ${fig.cni_add_to_first_packet_ms_median} ms over ${COUNT} ADDs ` +
+      `(target 250 ms quiet; bound here ${MEDIAN_BOUND_MS} ms); API ${fig.api_spinup_to_first_packet_ms_median} ms; ` +
+      `podman run ${fig.podman_run_to_first_packet_ms_median} ms (same run)`,
+  );
   assert.equal(cni.length, COUNT);
+  assert.ok(
+    fig.cni_add_to_first_packet_ms_median < MEDIAN_BOUND_MS,
+    `median ${fig.cni_add_to_first_packet_ms_median} ms over ${COUNT} ADDs, bound ${MEDIAN_BOUND_MS} ms`,
+  );
 });

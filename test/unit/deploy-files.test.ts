@@ -45,6 +45,17 @@ const CAPS: Record<string, string> = {
   'tenguard-orchestrator.service': 'CAP_SYS_ADMIN CAP_NET_ADMIN',
 };
 
+test('systemd units: every daemon is restarted when it fails; the vSwitch daemon within a second', () => {
+  for (const u of units) {
+    const svc = parseUnit(readFileSync(join(SYSTEMD, u), 'utf8')).get('Service');
+    assert.deepEqual(svc?.get('Restart'), ['on-failure'], `${u}: Restart=`);
+    assert.ok((svc?.get('RestartSec') ?? []).length === 1, `${u}: RestartSec=`);
+  }
+  const v = parseUnit(readFileSync(join(SYSTEMD, 'tenguard-vswitchd.service'), 'utf8'));
+  assert.deepEqual(v.get('Service')?.get('RestartSec'), ['500ms']);
+  assert.deepEqual(v.get('Unit')?.get('StartLimitBurst'), ['10']);
+});
+
 test('systemd units: one per daemon, hardened, with only the capabilities each needs', () => {
   assert.deepEqual(units.sort(), Object.keys(CAPS).sort());
   for (const u of units) {

@@ -101,7 +101,7 @@ test('2/2/2 plan: names as documented', () => {
   const w = p.workloads.find((x) => x.name === 'h2-t1-w2')!;
   assert.deepEqual(
     [w.ns, w.host, w.tenant, w.overlayV4, w.overlayV6],
-    ['tglab-h2-t1-w2', 'h2', 't1', '100.64.1.22', 'fd00:100:64:1::2:2'],
+    ['tglab-h2-t1-w2', 'h2', 't1', '100.64.1.22', 'fd64:6440:100::6440:116'],
   );
   const nodes = planNodes(p);
   assert.equal(nodes.size, planNamespaces(p).length);

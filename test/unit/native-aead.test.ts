@@ -5,7 +5,13 @@ import assert from 'node:assert/strict';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { NativeAead } from '../../src/native/index.js';
+import {
+  CRYPTO_THREADS_ENV,
+  cryptoPoolStats,
+  cryptoThreadsDefault,
+  NativeAead,
+  setCryptoThreads,
+} from '../../src/native/index.js';
 
 const HEADER = 16;
 const TAG = 16;
@@ -276,4 +282,109 @@ test('a closed context refuses work; close is idempotent', () => {
     () => aead.sealBatch(buf, Uint32Array.of(0), Uint32Array.of(0), [Buffer.alloc(32)], 1),
     (err: Error & { code?: string }) => err.code === 'ERR_TG_CLOSED',
   );
+});
+
+/** A batch of `count` packets of `size` bytes under rotating keys, sealed by node:crypto for comparison. */
+function bigBatch(count: number, size: number) {
+  const keys = [randomBytes(32), randomBytes(32)];
+  const slot = (HEADER + size + TAG + 63) & ~63;
+  const buf = Buffer.alloc(count * slot);
+  const offsets = new Uint32Array(count);
+  const plainLengths = new Uint32Array(count).fill(size);
+  const lengths = new Uint32Array(count).fill(HEADER + size + TAG);
+  const batchKeys: Buffer[] = [];
+  const plains: Buffer[] = [];
+  const expected: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    offsets[i] = i * slot;
+    const plain = randomBytes(size);
+    writeHeader(buf, offsets[i], i, BigInt(i) + 7n);
+    plain.copy(buf, offsets[i] + HEADER);
+    batchKeys.push(keys[Math.floor(i / 5) % 2]);
+    plains.push(plain);
+    expected.push(nodeSeal(batchKeys[i], BigInt(i) + 7n, plain));
+  }
+  return { buf, offsets, plainLengths, lengths, batchKeys, plains, expected };
+}
+
+test('with 2 crypto threads a large batch is split, seals and opens exactly as inline, forgeries still caught', () => {
+  const before = cryptoPoolStats();
+  setCryptoThreads(2);
+  try {
+    const aead = new NativeAead();
+    const deadline = Date.now() + 5000;
+    // Until a worker thread has taken a part at least once (a loaded host may let the calling
+    // thread take both parts of a batch; that is allowed, and the results must not differ).
+    for (let round = 0; ; round++) {
+      const b = bigBatch(64, 1420);
+      aead.sealBatch(b.buf, b.offsets, b.plainLengths, b.batchKeys, 64);
+      for (let i = 0; i < 64; i++)
+        assert.deepEqual(
+          b.buf.subarray(b.offsets[i] + HEADER, b.offsets[i] + HEADER + 1420 + TAG),
+          b.expected[i],
+          `round ${round} packet ${i}`,
+        );
+      b.buf[b.offsets[50] + HEADER + 3] ^= 1; // a forgery in the second half
+      const ok = new Uint8Array(64);
+      aead.openBatch(b.buf, b.offsets, b.lengths, b.batchKeys, 64, ok);
+      for (let i = 0; i < 64; i++) {
+        const out = b.buf.subarray(b.offsets[i] + HEADER, b.offsets[i] + HEADER + 1420);
+        if (i === 50) {
+          assert.equal(ok[i], 0);
+          assert.ok(out.every((x) => x === 0));
+        } else {
+          assert.equal(ok[i], 1, `round ${round} packet ${i} opens`);
+          assert.deepEqual(out, b.plains[i]);
+        }
+      }
+      if (cryptoPoolStats().workerParts > before.workerParts || Date.now() > deadline) break;
+    }
+    const after = cryptoPoolStats();
+    assert.equal(after.threads, 2);
+    assert.ok(after.workers >= 1);
+    assert.ok(after.parallelBatches > before.parallelBatches, 'large batches were split');
+    assert.ok(after.workerParts > before.workerParts, 'a worker thread did part of a batch');
+    aead.close();
+  } finally {
+    setCryptoThreads(before.threads);
+  }
+});
+
+test('with 2 crypto threads single packets and small batches stay on the calling thread', () => {
+  const before = cryptoPoolStats();
+  setCryptoThreads(2);
+  try {
+    const aead = new NativeAead();
+    for (const [count, size] of [
+      [1, 1420],
+      [1, 9000],
+      [16, 1420], // 22 KiB: below two 16 KiB parts
+    ]) {
+      const b = bigBatch(count, size);
+      aead.sealBatch(b.buf, b.offsets, b.plainLengths, b.batchKeys, count);
+      assert.deepEqual(b.buf.subarray(HEADER, HEADER + size + TAG), b.expected[0]);
+    }
+    assert.equal(cryptoPoolStats().parallelBatches, before.parallelBatches);
+    aead.close();
+  } finally {
+    setCryptoThreads(before.threads);
+  }
+});
+
+test('setCryptoThreads refuses counts outside 1..16; the environment default is checked', () => {
+  assert.throws(() => setCryptoThreads(0), RangeError);
+  assert.throws(() => setCryptoThreads(17), RangeError);
+  const saved = process.env[CRYPTO_THREADS_ENV];
+  try {
+    process.env[CRYPTO_THREADS_ENV] = '3';
+    assert.equal(cryptoThreadsDefault(), 3);
+    process.env[CRYPTO_THREADS_ENV] = 'lots';
+    assert.throws(() => cryptoThreadsDefault(), /TENGUARD_CRYPTO_THREADS must be an integer/);
+    delete process.env[CRYPTO_THREADS_ENV];
+    const d = cryptoThreadsDefault();
+    assert.ok(d >= 1 && d <= 4);
+  } finally {
+    if (saved === undefined) delete process.env[CRYPTO_THREADS_ENV];
+    else process.env[CRYPTO_THREADS_ENV] = saved;
+  }
 });

@@ -178,6 +178,7 @@ test('FakeUdpSocket counts what a real socket would refuse, and the network what
   assert.deepEqual(v4.stats(), {
     rxTruncated: 0,
     rxErrors: 0,
+    rxStale: 0,
     txDropped: 0,
     txRejected: 1,
     lastError: 'EAFNOSUPPORT',

@@ -265,3 +265,15 @@ test('tables: removal takes routes and sessions away', () => {
   assert.throws(() => f.addLocalWorkload('t1', 'w1', 7, A('100.64.1.77')), { code: 'TG_ERR_CONFLICT' });
   assert.throws(() => f.addLocalWorkload('nope', 'w', 8, A('100.64.1.78')), { code: 'TG_ERR_NOT_FOUND' });
 });
+
+test('copy mode: each batch holds its own packets (the slab count starts again at every call)', () => {
+  const f = setup();
+  const p1 = ipv4('100.64.1.11', '100.64.1.12', Buffer.from('first'));
+  const p2 = ipv4('100.64.1.12', '100.64.1.11', Buffer.from('second'));
+  assert.equal(f.forward(tun([[1, p1]])).batch.count, 1);
+  const out = f.forward(tun([[2, p2]]));
+  assert.equal(out.batch.count, 1);
+  assert.equal(out.peerIds[0], 1);
+  const off = out.batch.offsets[0];
+  assert.deepEqual(out.batch.buf.subarray(off, off + out.batch.lengths[0]), p2);
+});

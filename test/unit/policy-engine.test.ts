@@ -475,3 +475,60 @@ test('the hook adapter: direction from where the workloads are', () => {
     false,
   );
 });
+
+test('a CIDR rule matches a workload end at the address it uses: an IPv6 /128 denies only its IPv6 traffic', () => {
+  const w = world();
+  const doc = {
+    version: 1,
+    tenant: 'acme',
+    rules: [
+      {
+        id: 'no-db-v6',
+        action: 'deny',
+        direction: 'egress',
+        workloads: { labels: {} },
+        peers: [{ cidr: 'fd00:1::4/128' }],
+      },
+      {
+        id: 'no-v6-from-api',
+        action: 'deny',
+        direction: 'ingress',
+        workloads: { labels: {} },
+        peers: [{ cidr: 'fd00:1::3/128' }],
+      },
+      { id: 'out', direction: 'egress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+      { id: 'in', direction: 'ingress', workloads: { labels: {} }, peers: [{ labels: {} }] },
+    ],
+  };
+  w.store.replace(doc);
+  const cases: [name: string, p: Pkt, allowed: boolean, rule: string][] = [
+    ['web-1 -> db-1 IPv4', { from: 'web-1', to: 'db-1', proto: 'icmp', icmpId: 1 }, true, 'acme/in'],
+    [
+      'web-1 -> db-1 IPv6',
+      { from: 'web-1', to: 'db-1', proto: 'icmp', icmpId: 2, v6: true },
+      false,
+      'acme/no-db-v6',
+    ],
+    [
+      'web-1 -> web-2 IPv6',
+      { from: 'web-1', to: 'web-2', proto: 'tcp', dport: 80, flags: SYN, v6: true },
+      true,
+      'acme/in',
+    ],
+    [
+      'api-1 -> web-1 IPv6 (ingress side)',
+      { from: 'api-1', to: 'web-1', proto: 'udp', dport: 53, v6: true },
+      false,
+      'acme/no-v6-from-api',
+    ],
+    ['api-1 -> web-1 IPv4', { from: 'api-1', to: 'web-1', proto: 'udp', dport: 53 }, true, 'acme/in'],
+  ];
+  for (const [name, p, allowed, rule] of cases) {
+    const v = verdict(send(w, p));
+    assert.equal(v.allowed, allowed, name);
+    assert.equal(v.rule, rule, name);
+  }
+  // A policy without CIDRs is unaffected by addresses: every workload pair decided by selectors.
+  w.store.replace({ ...doc, rules: doc.rules.slice(2) });
+  assert.equal(send(w, { from: 'web-1', to: 'db-1', proto: 'icmp', icmpId: 3, v6: true }).allowed, true);
+});

@@ -11,6 +11,7 @@ import {
 } from '../../src/net/endpoint.js';
 import { REKEY_AFTER_TIME, REKEY_TIMEOUT } from '../../src/protocol/constants.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/protocol/crypto.js';
+import { QUEUE_STAGED_MAX_AGE } from '../../src/protocol/tuning.js';
 import {
   ipv4Packet,
   ipv6Packet,
@@ -423,15 +424,58 @@ test('packets for a peer without an endpoint are dropped and counted', () => {
 test('the staged queue is bounded and keeps the newest packets', () => {
   const p = pair();
   const { net, a, aId, b } = p;
-  net.up = false;
   const packets = Array.from({ length: 200 }, (_, i) => ipv4Packet('10.0.0.1', '10.0.0.2', 4, i));
   a.send(aId, packets);
   assert.equal(a.engine.counters.dropped.stagedOverflow, 72);
-  net.up = true;
-  net.run(6_000);
+  net.flush();
   assert.equal(b.received.length, 128);
   assert.equal(b.received[0].packet.at(-1), 72);
   assert.equal(b.received[127].packet.at(-1), 199);
+});
+
+test('staged packets are bounded in age: ones older than QUEUE_STAGED_MAX_AGE are dropped and counted, not sent late', () => {
+  const p = pair();
+  const { net, a, aId, b } = p;
+  // The peer does not answer (its NIC stalled): 10 packets wait for a session.
+  net.up = false;
+  a.send(
+    aId,
+    Array.from({ length: 10 }, (_, i) => ipv4Packet('10.0.0.1', '10.0.0.2', 4, i)),
+  );
+  assert.equal(a.engine.counters.dropped.stagedStale, 0);
+  net.up = true;
+  // The handshake is retried after REKEY_TIMEOUT and succeeds: the packets are 5 s old by then.
+  net.run(REKEY_TIMEOUT + 1_000);
+  assert.equal(a.engine.sessionInfo(p.aPeer).hasCurrent, true);
+  assert.equal(b.received.filter((x) => x.packet.length > 0).length, 0, 'stale packets were delivered');
+  assert.equal(a.engine.counters.dropped.stagedStale, 10);
+  // A fresh packet passes on the session.
+  a.send(aId, [ipv4Packet('10.0.0.1', '10.0.0.2', 4, 0x77)]);
+  net.flush();
+  assert.equal(b.received.at(-1)?.packet.at(-1), 0x77);
+});
+
+test('staged packets: the stale ones are dropped, the fresh ones behind them are sent (fake clock)', () => {
+  const p = pair();
+  const { net, a, aId, b } = p;
+  // Five packets staged at t0, their initiation held in the network...
+  a.send(
+    aId,
+    Array.from({ length: 5 }, (_, i) => ipv4Packet('10.0.0.1', '10.0.0.2', 4, i)),
+  );
+  assert.equal(net.queue.length, 1);
+  net.clock.advance(QUEUE_STAGED_MAX_AGE + 500);
+  // ...three more staged 1.5 s later, then the handshake completes at once.
+  a.send(
+    aId,
+    Array.from({ length: 3 }, (_, i) => ipv4Packet('10.0.0.1', '10.0.0.2', 4, 0x50 + i)),
+  );
+  net.flush();
+  assert.equal(a.engine.counters.dropped.stagedStale, 5);
+  assert.deepEqual(
+    b.received.filter((x) => x.packet.length > 0).map((x) => x.packet.at(-1)),
+    [0x50, 0x51, 0x52],
+  );
 });
 
 test('sticky source: the local address a packet came to travels with the endpoint, is no roam, and is forgotten on a handshake retry', () => {
@@ -470,3 +514,28 @@ function withSource(ep: Buffer, address: Uint8Array): Buffer {
   out.set(address, ENDPOINT_OFFSET_SOURCE);
   return out;
 }
+
+test('keepaliveNow opens the session at once: an initiation, then the keepalive confirms it for the responder', () => {
+  const p = pair();
+  const { net, a, b, aPeer, bPeer } = p;
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1, 'no packet to send and no timer needed');
+  // Again within REKEY_TIMEOUT: no second initiation.
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1);
+  net.flush();
+  assert.equal(a.engine.sessionInfo(aPeer).hasCurrent, true);
+  assert.equal(b.engine.sessionInfo(bPeer).hasCurrent, true, 'the staged keepalive confirmed it');
+  assert.equal(b.received.length, 0, 'a keepalive reaches no TUN');
+  // With the session up it is a keepalive only.
+  const before = a.engine.counters.keepalivesSent;
+  net.collect(a, a.engine.keepaliveNow(aPeer, net.clock.now));
+  assert.equal(a.engine.counters.keepalivesSent, before + 1);
+  assert.equal(a.engine.counters.handshakeInitiationsSent, 1);
+  // A peer without an endpoint: nothing.
+  const out = b.engine.keepaliveNow(
+    b.engine.addPeer(p.bId, { publicKey: publicKeyOf(generatePrivateKey()) }),
+    0,
+  );
+  assert.equal(out.count, 0);
+});
