@@ -69,12 +69,12 @@ function agentMetrics(o: Orchestrator, registers: Registry): void {
     },
   });
   new Gauge({
-    name: 'tenguard_orchestrator_agent_last_call_ms',
-    help: "Duration of the agent's last call in milliseconds, answered or not",
+    name: 'tenguard_orchestrator_agent_last_call_seconds',
+    help: "Duration of the agent's last call in seconds, answered or not",
     labelNames: ['host', 'agent'],
     registers: [registers],
     collect() {
-      each(this, (a) => a.lastCallMs);
+      each(this, (a) => a.lastCallMs / 1000);
     },
   });
   new Counter({

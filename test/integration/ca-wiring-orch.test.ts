@@ -4,7 +4,7 @@
 // vSwitch daemons that themselves run mTLS and accept only the orchestrator, so a tenant's
 // workloads on two hosts are created through it and reach each other.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +75,29 @@ after(async () => {
   await ca?.close();
   rmSync(dataDir, { recursive: true, force: true });
 });
+
+/**
+ * Runs the CLI without blocking this process: the agents of the lab answer from here, so a
+ * synchronous spawn would leave the orchestrator's calls to them unanswered while it runs.
+ */
+function runCli(
+  args: string[],
+  opts: { encoding: 'utf8'; timeout: number; env?: NodeJS.ProcessEnv },
+): Promise<{ status: number | null; stdout: string; stderr: string; error?: Error }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      args,
+      { encoding: 'utf8', timeout: opts.timeout, env: opts.env ?? process.env, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        const code = (err as { code?: unknown } | null)?.code;
+        if (err === null) resolve({ status: 0, stdout, stderr });
+        else if (typeof code === 'number') resolve({ status: code, stdout, stderr });
+        else resolve({ status: null, stdout, stderr, error: err });
+      },
+    );
+  });
+}
 
 function client(identity: Identity | null): OrchestratorClient {
   return new OrchestratorClient(
@@ -154,7 +177,7 @@ test('the CLI speaks mTLS with the operator certificate; without it the orchestr
     mode: 0o600,
   });
   const tlsArgs = ['--cert', certFile, '--key', keyFile, '--ca-bundle', ca.bundleFile];
-  const ok = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--json', '--api', socket, ...tlsArgs], {
+  const ok = await runCli([BIN, 'tenant', 'list', '--json', '--api', socket, ...tlsArgs], {
     encoding: 'utf8',
     timeout: 30_000,
   });
@@ -164,12 +187,12 @@ test('the CLI speaks mTLS with the operator certificate; without it the orchestr
     tenants.some((t) => t.name === 'acme'),
     ok.stdout,
   );
-  const plain = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket], {
+  const plain = await runCli([BIN, 'tenant', 'list', '--api', socket], {
     encoding: 'utf8',
     timeout: 30_000,
   });
   assert.notEqual(plain.status, 0, 'plain HTTP is not served');
-  const half = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket, '--cert', certFile], {
+  const half = await runCli([BIN, 'tenant', 'list', '--api', socket, '--cert', certFile], {
     encoding: 'utf8',
     timeout: 30_000,
   });
@@ -181,13 +204,13 @@ test('the CLI speaks mTLS with the operator certificate; without it the orchestr
   copyFileSync(certFile, join(home, 'operator', 'cert.pem'));
   copyFileSync(keyFile, join(home, 'operator', 'key.pem'));
   copyFileSync(ca.bundleFile, join(home, 'operator', 'bundle.pem'));
-  const byHome = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--json', '--api', socket], {
+  const byHome = await runCli([BIN, 'tenant', 'list', '--json', '--api', socket], {
     encoding: 'utf8',
     timeout: 30_000,
     env: { ...process.env, TENGUARD_HOME: home },
   });
   assert.equal(byHome.status, 0, byHome.stderr);
-  const empty = spawnSync(process.execPath, [BIN, 'tenant', 'list', '--api', socket], {
+  const empty = await runCli([BIN, 'tenant', 'list', '--api', socket], {
     encoding: 'utf8',
     timeout: 30_000,
     env: { ...process.env, TENGUARD_HOME: join(dataDir, 'nowhere') },
@@ -206,7 +229,7 @@ test('tenguard status over mTLS: certificate expiry of the orchestrator, each NI
   });
   const tlsArgs = ['--cert', certFile, '--key', keyFile, '--ca-bundle', ca.bundleFile];
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [BIN, 'status', '--json', '--api', socket, ...tlsArgs], {
+  const r = await runCli([BIN, 'status', '--json', '--api', socket, ...tlsArgs], {
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -224,6 +247,7 @@ test('tenguard status over mTLS: certificate expiry of the orchestrator, each NI
       ['h1', true],
       ['h2', true],
     ],
+    r.stdout,
   );
   const certs = new Map(st.certificates.map((c) => [c.holder, c]));
   assert.deepEqual([...certs.keys()].sort(), ['nic h1', 'nic h2', 'operator', 'orchestrator']);
@@ -236,7 +260,7 @@ test('tenguard status over mTLS: certificate expiry of the orchestrator, each NI
     const at = Date.parse(c.notAfter) - c.secondsLeft * 1000;
     assert.ok(at >= t0 - 2000 && at <= t1 + 2000, `${c.holder}: counted at ${at}, ran ${t0}..${t1}`);
   }
-  const text = spawnSync(process.execPath, [BIN, 'status', '--api', socket, ...tlsArgs], {
+  const text = await runCli([BIN, 'status', '--api', socket, ...tlsArgs], {
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -246,7 +270,7 @@ test('tenguard status over mTLS: certificate expiry of the orchestrator, each NI
     /\n {2}orchestrator {2}spiffe:\/\/lab\.test\/service\/orchestrator {2}expires \S+ \(in \d+/,
   );
   // This orchestrator runs no console: a login link is refused with the reason.
-  const login = spawnSync(process.execPath, [BIN, 'console', 'login', '--api', socket, ...tlsArgs], {
+  const login = await runCli([BIN, 'console', 'login', '--api', socket, ...tlsArgs], {
     encoding: 'utf8',
     timeout: 120_000,
   });
