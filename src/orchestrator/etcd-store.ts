@@ -40,7 +40,7 @@ import type {
   StoreView,
   WatchEvent,
 } from './store.js';
-import { KINDS } from './store.js';
+import { checkWrite, isKind } from './store.js';
 
 export const DEFAULT_ETCD_PREFIX = 'tenguard/';
 export const DEFAULT_ETCD_TIMEOUT_MS = 3000;
@@ -66,10 +66,6 @@ interface Snapshot {
   /** Mod revision of s/rev (0: no transaction yet). */
   rev: number;
   entries: Map<string, IKeyValue>;
-}
-
-function isKind(k: string): k is Kind {
-  return (KINDS as readonly string[]).includes(k);
 }
 
 const dataKey = (kind: Kind, key: string): string => `${DATA}${kind}/${key}`;
@@ -407,18 +403,8 @@ export class EtcdStore implements Store {
   ): StoreTx {
     const view = this.reader(snap, writes);
     const check = (kind: Kind, key: string, expect: Expect | undefined): Entry<Kind> | undefined => {
-      if (!isKind(kind)) throw new TgError('TG_ERR_INTERNAL', `unknown collection '${String(kind)}'`);
-      const cur = view.get(kind, key);
-      if (expect === 'absent' && cur !== undefined)
-        throw new TgError('TG_ERR_CONFLICT', `${kind} '${key}' already exists`);
-      if (expect !== undefined && expect !== 'absent') {
-        if (cur === undefined) throw new TgError('TG_ERR_NOT_FOUND', `${kind} '${key}' does not exist`);
-        if (cur.modRevision !== expect.modRevision)
-          throw new TgError(
-            'TG_ERR_CONFLICT',
-            `${kind} '${key}' changed (revision ${cur.modRevision}, expected ${expect.modRevision})`,
-          );
-      }
+      const cur = isKind(kind) ? view.get(kind, key) : undefined;
+      checkWrite(kind, key, cur?.modRevision, expect);
       return cur;
     };
     return {

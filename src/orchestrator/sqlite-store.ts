@@ -23,7 +23,7 @@ import type {
   StoreView,
   WatchEvent,
 } from './store.js';
-import { KINDS } from './store.js';
+import { checkWrite, isKind } from './store.js';
 
 export const STORE_FILE = 'orchestrator.db';
 
@@ -56,10 +56,6 @@ interface Row {
   value: string;
   create_revision: number;
   mod_revision: number;
-}
-
-function isKind(k: string): k is Kind {
-  return (KINDS as readonly string[]).includes(k);
 }
 
 /** SQLite's failure as the store's code: a full disk, or a store that cannot be used. */
@@ -278,18 +274,8 @@ export class SqliteStore implements Store {
   private writer(revision: number, events: WatchEvent[]): StoreTx {
     const view = this.reader();
     const check = (kind: Kind, key: string, expect: Expect | undefined): Row | undefined => {
-      if (!isKind(kind)) throw new TgError('TG_ERR_INTERNAL', `unknown collection '${String(kind)}'`);
-      const cur = this.stmts.get.get(kind, key);
-      if (expect === 'absent' && cur !== undefined)
-        throw new TgError('TG_ERR_CONFLICT', `${kind} '${key}' already exists`);
-      if (expect !== undefined && expect !== 'absent') {
-        if (cur === undefined) throw new TgError('TG_ERR_NOT_FOUND', `${kind} '${key}' does not exist`);
-        if (cur.mod_revision !== expect.modRevision)
-          throw new TgError(
-            'TG_ERR_CONFLICT',
-            `${kind} '${key}' changed (revision ${cur.mod_revision}, expected ${expect.modRevision})`,
-          );
-      }
+      const cur = isKind(kind) ? this.stmts.get.get(kind, key) : undefined;
+      checkWrite(kind, key, cur?.mod_revision, expect);
       return cur;
     };
     return {

@@ -15,6 +15,7 @@
 //   a full disk, TG_ERR_STORE_FULL (507), never an internal error, and health() says so.
 // Contract: only public data enters the store (names, addresses, labels, policy documents,
 // timings); never a private key or PSK.
+import { TgError } from '../util/errors.js';
 import type {
   AllocationRecord,
   HostRecord,
@@ -58,6 +59,33 @@ export interface Entry<K extends Kind> {
 
 /** A condition on a write: the entry's current modRevision, or that there is no entry. */
 export type Expect = { modRevision: number } | 'absent';
+
+export function isKind(k: string): k is Kind {
+  return (KINDS as readonly string[]).includes(k);
+}
+
+/**
+ * The contract's checks of one write, for every store: a known collection, and `expect` met by
+ * the entry's current modRevision (`current`, undefined when there is no entry).
+ */
+export function checkWrite(
+  kind: Kind,
+  key: string,
+  current: number | undefined,
+  expect: Expect | undefined,
+): void {
+  if (!isKind(kind)) throw new TgError('TG_ERR_INTERNAL', `unknown collection '${String(kind)}'`);
+  if (expect === 'absent' && current !== undefined)
+    throw new TgError('TG_ERR_CONFLICT', `${kind} '${key}' already exists`);
+  if (expect !== undefined && expect !== 'absent') {
+    if (current === undefined) throw new TgError('TG_ERR_NOT_FOUND', `${kind} '${key}' does not exist`);
+    if (current !== expect.modRevision)
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        `${kind} '${key}' changed (revision ${current}, expected ${expect.modRevision})`,
+      );
+  }
+}
 
 export interface StoreView {
   get<K extends Kind>(kind: K, key: string): Entry<K> | undefined;
