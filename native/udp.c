@@ -606,23 +606,34 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return tg_uint(env, sent);
 }
 
-/* segmentation(enable?: boolean) -> whether sends use UDP_SEGMENT. With an argument, turns
- * it on or off first (on is a request: the first refusal by the kernel turns it off). */
-static napi_value udp_segmentation(napi_env env, napi_callback_info info) {
+/* The preamble of an option accessor: the UDP handle `this` and, when the first argument is
+ * given (not undefined), that argument in *arg. Returns the handle, or NULL with an exception
+ * pending. */
+static tg_udp *udp_option_call(napi_env env, napi_callback_info info, const char *what, napi_value *arg) {
   size_t argc = 1;
   napi_value argv[1], this_arg;
+  *arg = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "segmentation");
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, what);
   if (io == NULL) return NULL;
-  tg_udp *u = (tg_udp *)io;
   if (argc >= 1) {
     napi_valuetype t;
     napi_typeof(env, argv[0], &t);
-    if (t != napi_undefined) {
-      bool on;
-      if (!tg_arg_bool(env, argv[0], "enable", &on)) return NULL;
-      u->gso = on;
-    }
+    if (t != napi_undefined) *arg = argv[0];
+  }
+  return (tg_udp *)io;
+}
+
+/* segmentation(enable?: boolean) -> whether sends use UDP_SEGMENT. With an argument, turns
+ * it on or off first (on is a request: the first refusal by the kernel turns it off). */
+static napi_value udp_segmentation(napi_env env, napi_callback_info info) {
+  napi_value arg;
+  tg_udp *u = udp_option_call(env, info, "segmentation", &arg);
+  if (u == NULL) return NULL;
+  if (arg != NULL) {
+    bool on;
+    if (!tg_arg_bool(env, arg, "enable", &on)) return NULL;
+    u->gso = on;
   }
   napi_value v;
   napi_get_boolean(env, u->gso, &v);
@@ -632,22 +643,15 @@ static napi_value udp_segmentation(napi_env env, napi_callback_info info) {
 /* receiveOffload(enable?: boolean) -> whether UDP_GRO is on (see recvBatch). With an
  * argument, turns it on or off first; a kernel that refuses leaves it off. */
 static napi_value udp_receive_offload(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], this_arg;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "receiveOffload");
-  if (io == NULL) return NULL;
-  tg_udp *u = (tg_udp *)io;
-  if (argc >= 1) {
-    napi_valuetype t;
-    napi_typeof(env, argv[0], &t);
-    if (t != napi_undefined) {
-      bool on;
-      if (!tg_arg_bool(env, argv[0], "enable", &on)) return NULL;
-      int v = on ? 1 : 0;
-      if (setsockopt(io->fd, SOL_UDP, UDP_GRO, &v, sizeof v) == 0) u->gro = on;
-      else if (!on) u->gro = false;
-    }
+  napi_value arg;
+  tg_udp *u = udp_option_call(env, info, "receiveOffload", &arg);
+  if (u == NULL) return NULL;
+  if (arg != NULL) {
+    bool on;
+    if (!tg_arg_bool(env, arg, "enable", &on)) return NULL;
+    int v = on ? 1 : 0;
+    if (setsockopt(u->io.fd, SOL_UDP, UDP_GRO, &v, sizeof v) == 0) u->gro = on;
+    else if (!on) u->gro = false;
   }
   napi_value v;
   napi_get_boolean(env, u->gro, &v);
@@ -658,23 +662,16 @@ static napi_value udp_receive_offload(napi_env env, napi_callback_info info) {
  * datagrams that waited longer in the receive queue are dropped and counted (rxStale). The
  * kernel stamps datagrams (SO_TIMESTAMPNS) only while a limit is set. */
 static napi_value udp_receive_max_age(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], this_arg;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok) return NULL;
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "receiveMaxAge");
-  if (io == NULL) return NULL;
-  tg_udp *u = (tg_udp *)io;
-  if (argc >= 1) {
-    napi_valuetype t;
-    napi_typeof(env, argv[0], &t);
-    if (t != napi_undefined) {
-      uint32_t ms;
-      if (!tg_arg_u32(env, argv[0], "ms", &ms)) return NULL;
-      int v = ms > 0 ? 1 : 0;
-      if (setsockopt(io->fd, SOL_SOCKET, SO_TIMESTAMPNS, &v, sizeof v) != 0)
-        return tg_throw_errno(env, errno, "setsockopt SO_TIMESTAMPNS");
-      u->max_age_ns = (uint64_t)ms * 1000000ULL;
-    }
+  napi_value arg;
+  tg_udp *u = udp_option_call(env, info, "receiveMaxAge", &arg);
+  if (u == NULL) return NULL;
+  if (arg != NULL) {
+    uint32_t ms;
+    if (!tg_arg_u32(env, arg, "ms", &ms)) return NULL;
+    int v = ms > 0 ? 1 : 0;
+    if (setsockopt(u->io.fd, SOL_SOCKET, SO_TIMESTAMPNS, &v, sizeof v) != 0)
+      return tg_throw_errno(env, errno, "setsockopt SO_TIMESTAMPNS");
+    u->max_age_ns = (uint64_t)ms * 1000000ULL;
   }
   return tg_uint(env, u->max_age_ns / 1000000ULL);
 }
