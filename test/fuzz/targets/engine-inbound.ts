@@ -12,17 +12,16 @@
 // Findings: anything thrown, the engine's `internal` drop counter moving (an exception caught at
 // its boundary), a delivered packet outside the slab, or one whose inner source is outside the
 // sending peer's allowed IPs.
-import { ENDPOINT_SIZE, makeEndpoint } from '../../../src/net/endpoint.js';
+import { makeEndpoint } from '../../../src/net/endpoint.js';
 import { JsTransportAead } from '../../../src/protocol/aead.js';
-import type { DatagramBatch, OutgoingDatagrams, PacketBatch } from '../../../src/protocol/batch.js';
+import type { DatagramBatch, OutgoingDatagrams } from '../../../src/protocol/batch.js';
 import type { DropCounters } from '../../../src/protocol/counters.js';
 import { publicKeyOf } from '../../../src/protocol/crypto.js';
 import { Engine } from '../../../src/protocol/engine.js';
+import { datagramSlab, packetSlab } from '../../helpers/protocol-harness.js';
 import { FuzzFinding, type FuzzTarget } from '../target.js';
 
 const HEADER = 19;
-const HEADROOM = 16;
-const TAILROOM = 32;
 const KEY_A = Buffer.alloc(32, 0x41);
 const KEY_B = Buffer.alloc(32, 0x42);
 const KEY_C = Buffer.alloc(32, 0x43);
@@ -33,35 +32,6 @@ const PSK_AB = Buffer.alloc(32, 0x55);
 
 function v4(a: number, b: number, c: number, d: number): Uint8Array {
   return Uint8Array.from([a, b, c, d]);
-}
-
-function slab(packets: Buffer[]): PacketBatch {
-  const buf = Buffer.alloc(packets.reduce((n, p) => n + HEADROOM + p.length + TAILROOM, 0));
-  const offsets = new Uint32Array(packets.length);
-  const lengths = new Uint32Array(packets.length);
-  let at = 0;
-  packets.forEach((p, i) => {
-    offsets[i] = at + HEADROOM;
-    lengths[i] = p.length;
-    p.copy(buf, at + HEADROOM);
-    at += HEADROOM + p.length + TAILROOM;
-  });
-  return { buf, offsets, lengths, count: packets.length };
-}
-
-function datagrams(items: { data: Buffer; from: Buffer }[]): DatagramBatch {
-  const buf = Buffer.concat(items.map((d) => d.data));
-  const offsets = new Uint32Array(items.length);
-  const lengths = new Uint32Array(items.length);
-  const endpoints = Buffer.alloc(items.length * ENDPOINT_SIZE);
-  let at = 0;
-  items.forEach((d, i) => {
-    offsets[i] = at;
-    lengths[i] = d.data.length;
-    d.from.copy(endpoints, i * ENDPOINT_SIZE);
-    at += d.data.length;
-  });
-  return { buf, offsets, lengths, endpoints, count: items.length };
 }
 
 function copyOut(out: OutgoingDatagrams): Buffer[] {
@@ -172,21 +142,21 @@ export class EngineInboundTarget implements FuzzTarget {
     // A -> B initiation, B's response to A, A's first transport message (the staged packet).
     const init = copyOut(
       this.a.outboundToPeers(
-        slab([ipv4(v4(10, 0, 0, 1), v4(172, 16, 0, 9), 32)]),
+        packetSlab([ipv4(v4(10, 0, 0, 1), v4(172, 16, 0, 9), 32)]),
         Uint32Array.of(this.peerBatA),
         this.now,
       ).control,
     );
     seeds.push(...init.map((d) => frame(1, null, d)));
     const resp = copyOut(
-      this.b.inbound(datagrams(init.map((data) => ({ data, from: EP_A }))), this.now).control,
+      this.b.inbound(datagramSlab(init.map((data) => ({ data, from: EP_A }))), this.now).control,
     );
-    const aIn = this.a.inbound(datagrams(resp.map((data) => ({ data, from: EP_B }))), this.now);
+    const aIn = this.a.inbound(datagramSlab(resp.map((data) => ({ data, from: EP_B }))), this.now);
     seeds.push(...copyOut(aIn.control).map((d) => frame(1, null, d)));
     // More transport messages from A, IPv4 and keepalive-sized.
     for (const n of [0, 1, 64, 1300]) {
       const out = this.a.outboundToPeers(
-        slab([ipv4(v4(10, 0, 0, 1), v4(172, 16, 0, 9), n)]),
+        packetSlab([ipv4(v4(10, 0, 0, 1), v4(172, 16, 0, 9), n)]),
         Uint32Array.of(this.peerBatA),
         this.now,
       );
@@ -195,18 +165,18 @@ export class EngineInboundTarget implements FuzzTarget {
     // B -> C initiation; C's response (for B's pending handshake); C under load: a cookie reply.
     const bInit = copyOut(
       this.b.outboundToPeers(
-        slab([ipv4(v4(10, 0, 0, 2), v4(172, 16, 0, 9), 8)]),
+        packetSlab([ipv4(v4(10, 0, 0, 2), v4(172, 16, 0, 9), 8)]),
         Uint32Array.of(peerCatB),
         this.now,
       ).control,
     );
     const cResp = copyOut(
-      this.c.inbound(datagrams(bInit.map((data) => ({ data, from: EP_B }))), this.now).control,
+      this.c.inbound(datagramSlab(bInit.map((data) => ({ data, from: EP_B }))), this.now).control,
     );
     seeds.push(...cResp.map((d) => frame(0, EP_C, d)));
     this.c.setUnderLoad(true, this.now);
     const cCookie = copyOut(
-      this.c.inbound(datagrams(bInit.map((data) => ({ data, from: EP_B }))), this.now).control,
+      this.c.inbound(datagramSlab(bInit.map((data) => ({ data, from: EP_B }))), this.now).control,
     );
     seeds.push(...cCookie.map((d) => frame(0, EP_C, d)));
     this.c.setUnderLoad(false, this.now);
@@ -249,10 +219,10 @@ export class EngineInboundTarget implements FuzzTarget {
     let batch: DatagramBatch;
     if (kind === 2) {
       // A seals the payload; a packet A's engine refuses to send is no input for B.
-      const out = this.a.outboundToPeers(slab([payload]), Uint32Array.of(this.peerBatA), this.now);
+      const out = this.a.outboundToPeers(packetSlab([payload]), Uint32Array.of(this.peerBatA), this.now);
       const items = [...copyOut(out.data), ...copyOut(out.control)].map((data) => ({ data, from: EP_A }));
       if (items.length === 0) return 'a-refused';
-      batch = datagrams(items);
+      batch = datagramSlab(items);
     } else if (kind === 3) {
       const items: { data: Buffer; from: Buffer }[] = [];
       let at = 0;
@@ -263,9 +233,9 @@ export class EngineInboundTarget implements FuzzTarget {
         at += n;
       }
       if (items.length === 0) return 'empty-batch';
-      batch = datagrams(items);
+      batch = datagramSlab(items);
     } else {
-      batch = datagrams([{ data: payload, from: kind === 1 ? EP_A : source }]);
+      batch = datagramSlab([{ data: payload, from: kind === 1 ? EP_A : source }]);
     }
 
     const counters = this.b.counters;
