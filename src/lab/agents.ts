@@ -104,9 +104,7 @@ export class LabAgents {
     const operator = opts.ca === undefined ? null : await opts.ca.issue(opts.ca.operatorId);
     const agents = new LabAgents(lab, opts, operator);
     try {
-      await Promise.all(
-        lab.hosts.flatMap((h) => hostNics(h).map((n) => agents.startNic(h.name, n.name))),
-      );
+      await Promise.all(lab.hosts.flatMap((h) => hostNics(h).map((n) => agents.startNic(h.name, n.name))));
       await Promise.all(lab.hosts.map((h) => agents.startVswitchd(h.name)));
       return agents;
     } catch (err) {

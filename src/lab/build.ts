@@ -19,9 +19,9 @@ import { mapLimit } from './parallel.js';
 import {
   belongsToLab,
   type HostPlan,
+  hostNics,
   type LabPlan,
   planInterfaces,
-  hostNics,
   planLab,
   stateFilePath,
   validatePrefix,

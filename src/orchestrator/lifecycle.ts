@@ -540,9 +540,7 @@ export class Lifecycle {
     const tSwitch = performance.now();
     try {
       step = 'peers-switch';
-      await this.timed(timings, 'peersSwitch', () =>
-        this.publishTenant(w.tenant, { strict: [to.name] }),
-      );
+      await this.timed(timings, 'peersSwitch', () => this.publishTenant(w.tenant, { strict: [to.name] }));
       await this.timed(timings, 'grantsSwitch', () => this.publishGrants({ strict: [] }));
       step = 'source';
       if (sameHost) {

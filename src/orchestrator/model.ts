@@ -40,7 +40,7 @@ export const registerHostSchema = z
     /** Every NIC of the host, the first one at `nicApi`; absent: one NIC, `nic1`, at `nicApi`. */
     nics: z.array(hostNicSchema).min(1).max(MAX_HOST_NICS).optional(),
   })
-  .refine((h) => h.nics === undefined || h.nics[0].api === h.nicApi, {
+  .refine((h) => h.nics === undefined || h.nics[0]?.api === h.nicApi, {
     message: 'the first of nics must be the NIC at nicApi',
     path: ['nics'],
   })

@@ -85,7 +85,11 @@ export function nicLoads(h: HostRecord, workloads: readonly WorkloadRecord[]): M
  * The NIC a new (or moving) workload goes to on host `h` (the rule in the header); `except`
  * is left out (the NIC it leaves). Null when no NIC may take it.
  */
-export function placeOnNic(h: HostRecord, workloads: readonly WorkloadRecord[], except?: string): string | null {
+export function placeOnNic(
+  h: HostRecord,
+  workloads: readonly WorkloadRecord[],
+  except?: string,
+): string | null {
   const loads = nicLoads(h, workloads);
   let best: { name: string; load: number } | null = null;
   for (const n of hostNics(h)) {

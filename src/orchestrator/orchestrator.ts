@@ -309,7 +309,11 @@ export class Orchestrator {
     if (`${host}/vswitch` in r.unreachable) return;
     const answered = (s: NicSite): boolean => !(s.name in r.unreachable);
     for (const s of sites) {
-      if (s.nicState === 'ok' && !answered(s) && sites.some((o) => o !== s && o.nicState === 'ok' && answered(o))) {
+      if (
+        s.nicState === 'ok' &&
+        !answered(s) &&
+        sites.some((o) => o !== s && o.nicState === 'ok' && answered(o))
+      ) {
         this.log.warn({ host, nic: s.nic, cause: r.unreachable[s.name] }, 'NIC failed: moving its workloads');
         h = await this.service.setNicState(host, s.nic, 'failed');
       } else if (s.nicState === 'failed' && answered(s)) {
@@ -368,10 +372,7 @@ export class Orchestrator {
    * Drains a NIC: it takes no new workload and every workload on it moves to another NIC of
    * its host with new keys. Refused when no other NIC of the host takes workloads.
    */
-  async drainNic(
-    host: unknown,
-    nic: unknown,
-  ): Promise<DrainNicResult> {
+  async drainNic(host: unknown, nic: unknown): Promise<DrainNicResult> {
     const t0 = performance.now();
     const hn = parseBody(nameSchema, host, 'host');
     const nn = parseBody(nameSchema, nic, 'nic');
@@ -380,7 +381,10 @@ export class Orchestrator {
       if (!hostNics(h).some((n) => n.name === nn))
         throw new TgError('TG_ERR_NOT_FOUND', `host '${hn}' has no NIC '${nn}'`);
       if (!hostNics(h).some((n) => n.name !== nn && n.state === 'ok'))
-        throw new TgError('TG_ERR_CONFLICT', `host '${hn}' has no other NIC taking workloads; '${nn}' cannot be drained`);
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${hn}' has no other NIC taking workloads; '${nn}' cannot be drained`,
+        );
       const drained = await this.service.setNicState(hn, nn, 'draining');
       const errors: string[] = [];
       const moved = await this.evacuate(drained, nn, errors);

@@ -241,7 +241,10 @@ export class OrchestratorService {
         tx.list('workload').map((o) => o.value),
       );
       if (nic === null)
-        throw new TgError('TG_ERR_CONFLICT', `host '${host.name}' has no NIC taking workloads (all failed or draining)`);
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${host.name}' has no NIC taking workloads (all failed or draining)`,
+        );
       const dns = this.ensureDns(tx, tenant);
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
@@ -361,7 +364,10 @@ export class OrchestratorService {
         tx.list('workload').map((o) => o.value),
       );
       if (nic === null)
-        throw new TgError('TG_ERR_CONFLICT', `host '${t}' has no NIC taking workloads (all failed or draining)`);
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${t}' has no NIC taking workloads (all failed or draining)`,
+        );
       const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };
       tx.put('workload', n, next, { modRevision: w.modRevision });
       return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns, nic };

@@ -141,7 +141,10 @@ test('SIGKILL of a NIC agent: its workloads pass again through the other NIC, ne
   const moved = (await L.agents.nic('h1', 'nic2').keys()).filter(
     (k) => k.workload === 'wa' || k.workload === 'wc' || (k.tenant === 't1' && k.workload === null),
   );
-  assert.ok(moved.some((k) => k.workload === 'wa'), JSON.stringify(moved));
+  assert.ok(
+    moved.some((k) => k.workload === 'wa'),
+    JSON.stringify(moved),
+  );
   for (const k of moved) assert.ok(!oldKeys.has(k.fingerprint), `nic1 had ${k.kind} ${k.fingerprint}`);
   const inst = await L.agents.vswitch('h1').get('wa');
   assert.notEqual(inst.nicPublicKey, oldOnHost);
@@ -183,7 +186,9 @@ test('drain-nic moves a NIC’s workloads with new keys while traffic flows; und
     await until('first replies', 10_000, async () => stream.replies().length >= 5);
     drain = await L.control.orchestrator.drainNic('h1', 'nic2');
     const doneAt = Date.now();
-    await until('replies after the drain', 10_000, async () => stream.replies().some((x) => x > doneAt + 200));
+    await until('replies after the drain', 10_000, async () =>
+      stream.replies().some((x) => x > doneAt + 200),
+    );
   } finally {
     r = await stream.stop();
   }
