@@ -19,6 +19,7 @@ import {
   CROSS_TENANT,
   IPV6,
   MIGRATION,
+  NIC_FAILOVER,
   NO_POLICY,
   SAME_TENANT,
   SERVICE,
@@ -592,6 +593,104 @@ export class DemoSteps {
             (found.length === 0
               ? 'no copy as raw bytes, base64 or hex'
               : `found ${found.map(([k, v]) => `${k} x${v}`).join(', ')}`),
+    );
+  }
+
+  // --- NIC failover (--nics N > 1) -------------------------------------------------------
+
+  /**
+   * Kills (SIGKILL) the agent of the NIC carrying a workload while a workload on the other
+   * host pings it: the orchestrator marks the NIC failed and moves its workloads to the host's
+   * other NIC with new keys; then the agent is started again and, reconciled, takes workloads
+   * again.
+   */
+  async nicFailover(): Promise<void> {
+    const f = NIC_FAILOVER;
+    const w = this.w(f.workload);
+    const src = this.w(f.streamFrom);
+    const host = w.host;
+    const before = await this.c.control.showWorkload(w.name);
+    const victim = before.nic ?? 'nic1';
+    this.r.step(
+      `NIC failover: the agent of ${host}'s ${victim} (carrying ${w.name}) is killed while ${src.name} pings ${w.name} every ${f.intervalMs} ms`,
+    );
+    const keysBefore = new Set(
+      (await this.c.control.keys(host)).filter((k) => (k.nic ?? 'nic1') === victim).map((k) => k.fingerprint),
+    );
+    const carried = (
+      await Promise.all(
+        [...this.workloads.values()]
+          .filter((x) => x.host === host)
+          .map((x) => this.c.control.showWorkload(x.name)),
+      )
+    )
+      .filter((x) => (x.nic ?? 'nic1') === victim)
+      .map((x) => x.name);
+    this.r.say(`      ${victim} carries ${carried.join(', ')}`);
+    const stream = pingStream(src.netns, w.address, f.intervalMs, 60);
+    if (stream.pid !== undefined) this.c.pids.push(stream.pid);
+    let after: DemoWorkload | null = null;
+    try {
+      const until = performance.now() + 5000;
+      while (stream.replies() < 25 && performance.now() < until) await sleep(50);
+      stopIfAborted(this.c.signal);
+      const atKill = stream.replies();
+      await this.c.agents.stopNic(host, 'SIGKILL', victim);
+      const by = performance.now() + 20_000;
+      while (performance.now() < by) {
+        after = await this.c.control.showWorkload(w.name);
+        if ((after.nic ?? 'nic1') !== victim && stream.replies() >= atKill + 50) break;
+        await sleep(100);
+      }
+    } finally {
+      const s = await stream.stop();
+      this.r.figure('nic_failover_gap_ms', s.gapMs);
+      this.r.figure('nic_failover_lost_packets', s.lost);
+      this.r.check(
+        `NIC failover: traffic to ${w.name} passes again within ${f.boundMs / 1000} s of ${victim}'s agent being killed`,
+        s.received > 0 && s.longestSilenceMs <= f.boundMs,
+        `${s.sent} sent, ${s.received} replies, ${s.lost} lost; gap ${s.gapMs} ms (longest silence ${s.longestSilenceMs} ms at a ${s.intervalMs} ms interval)`,
+      );
+    }
+    stopIfAborted(this.c.signal);
+    const now = await Promise.all(carried.map((n) => this.c.control.showWorkload(n)));
+    const nics = await this.c.control.hostNics(host);
+    this.r.check(
+      `NIC failover: ${host}'s ${victim} is failed and its workloads are carried by another NIC of ${host}`,
+      now.every((x) => x.host === host && (x.nic ?? 'nic1') !== victim) &&
+        nics.some((n) => n.name === victim && n.state === 'failed'),
+      `${now.map((x) => `${x.name} on ${x.nic ?? 'nic1'}`).join(', ')}; NICs: ${nics.map((n) => `${n.name} ${n.state}`).join(', ')}`,
+    );
+    const to = after?.nic ?? 'nic1';
+    const newKeys = (await this.c.control.keys(host)).filter(
+      (k) =>
+        (k.nic ?? 'nic1') === to && (k.workload === w.name || (k.tenant === w.tenant && k.workload === null)),
+    );
+    this.r.check(
+      `NIC failover: ${w.name}'s keys on ${to} are new (none of them was ever on ${victim})`,
+      newKeys.some((k) => k.workload === w.name) && newKeys.every((k) => !keysBefore.has(k.fingerprint)),
+      newKeys.map((k) => `${k.kind} ${k.fingerprint}`).join(', '),
+    );
+    const p = await ping(src.netns, w.address, { count: 3, signal: this.c.signal });
+    this.r.check(
+      `${src.name} reaches ${w.name} through ${host}'s ${to}`,
+      p.received === 3,
+      `ping ${p.received}/3`,
+    );
+    // The killed agent comes back (a person or systemd restarts it): reconciled, it takes workloads again.
+    const again = await this.c.agents.startNic(host, victim);
+    this.c.pids.push(again.pid);
+    const by = performance.now() + 15_000;
+    let state = '';
+    while (performance.now() < by) {
+      state = (await this.c.control.hostNics(host)).find((n) => n.name === victim)?.state ?? '';
+      if (state === 'ok') break;
+      await sleep(200);
+    }
+    this.r.check(
+      `NIC failover: ${victim}'s restarted agent is reconciled and takes workloads again`,
+      state === 'ok',
+      `pid ${again.pid}; ${victim} ${state}`,
     );
   }
 
