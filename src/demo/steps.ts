@@ -429,28 +429,50 @@ export class DemoSteps {
     const offHost: string[] = [];
     for (const h of this.c.lab.hosts) {
       const inv = await this.c.control.keys(h.name);
-      this.r.say(`      NIC of ${h.name}:`);
+      // On a host with several NICs every entry names its NIC; each NIC has its own keys.
+      const multi = inv.some((k) => k.nic !== undefined);
+      this.r.say(multi ? `      NICs of ${h.name}:` : `      NIC of ${h.name}:`);
       this.r.show(
         table([
-          ['kind', 'tenant', 'workload', 'fingerprint'],
-          ...sortKeys(inv).map((k) => [k.kind, k.tenant ?? '-', k.workload ?? '-', k.fingerprint]),
+          ['kind', 'tenant', 'workload', 'fingerprint', ...(multi ? ['nic'] : [])],
+          ...sortKeys(inv).map((k) => [
+            k.kind,
+            k.tenant ?? '-',
+            k.workload ?? '-',
+            k.fingerprint,
+            ...(multi ? [k.nic ?? '-'] : []),
+          ]),
         ]),
         '        ',
       );
-      const onHost = inv.filter((k) => k.kind === 'nic-on-host');
       const tenantKeys = inv.filter((k) => k.kind === 'tenant-off-host');
       const psks = inv.filter((k) => k.kind === 'workload-psk');
       const here = [...this.workloads.values()].filter((w) => w.host === h.name);
       const tenantsHere = new Set(here.map((w) => w.tenant));
       offHost.push(...tenantKeys.map((k) => k.fingerprint));
       const fps = inv.map((k) => k.fingerprint);
+      const byNic = new Map<string, typeof inv>();
+      for (const k of inv) byNic.set(k.nic ?? 'nic1', [...(byNic.get(k.nic ?? 'nic1') ?? []), k]);
+      let apart = new Set(fps).size === fps.length;
+      const perNic: string[] = [];
+      for (const [nic, ks] of byNic) {
+        const onHost = ks.filter((k) => k.kind === 'nic-on-host');
+        const tk = ks.filter((k) => k.kind === 'tenant-off-host');
+        const tenantsOn = new Set(here.filter((w) => (w.nic ?? 'nic1') === nic).map((w) => w.tenant));
+        apart &&=
+          onHost.length === 1 &&
+          tk.length === tenantsOn.size &&
+          tk.every((k) => k.fingerprint !== onHost[0].fingerprint);
+        perNic.push(
+          `${nic}: 1 on-host key, ${tk.length} off-host (${[...tenantsOn].join(', ') || 'no tenant'})`,
+        );
+      }
       this.r.check(
         `${h.name}: on-host and off-host keys are different keys`,
-        onHost.length === 1 &&
-          tenantKeys.length === tenantsHere.size &&
-          tenantKeys.every((k) => k.fingerprint !== onHost[0].fingerprint) &&
-          new Set(fps).size === fps.length,
-        `1 on-host key, ${tenantKeys.length} off-host keys (one per tenant here: ${[...tenantsHere].join(', ')}), all fingerprints distinct`,
+        apart,
+        multi
+          ? `${perNic.join('; ')}; all fingerprints distinct`
+          : `1 on-host key, ${tenantKeys.length} off-host keys (one per tenant here: ${[...tenantsHere].join(', ')}), all fingerprints distinct`,
       );
       this.r.check(
         `${h.name}: one PSK per workload on this host`,
@@ -517,6 +539,10 @@ export class DemoSteps {
         (x) => x.tenant === w.tenant && x.host === m.to && x.name !== w.name,
       ),
     ]) {
+      // A peer on a NIC that had no session with the new host's NIC yet: the first reply
+      // waits for the off-host handshake (hosts with several NICs).
+      if (this.c.lab.hosts.some((h) => (h.extraNics ?? []).length > 0))
+        await firstReply(peer.netns, w.address, performance.now(), 5000, this.c.signal);
       const p = await ping(peer.netns, w.address, { count: 3, signal: this.c.signal });
       this.r.check(
         `${peer.name} (${peer.host}) reaches ${w.name} on its new host`,
@@ -767,7 +793,7 @@ const WG_TYPES: Record<string, string> = {
 
 const KIND_ORDER = ['nic-identity', 'nic-seal', 'nic-on-host', 'tenant-off-host', 'workload-psk'];
 
-function sortKeys(inv: KeyMetadata[]): KeyMetadata[] {
+function sortKeys<K extends KeyMetadata>(inv: K[]): K[] {
   const rank = (k: string): number => {
     const i = KIND_ORDER.indexOf(k);
     return i < 0 ? KIND_ORDER.length : i;

@@ -284,9 +284,21 @@ export class Lifecycle {
     const created = await this.timed(timings, 'namespace', () => this.ensureNamespace(w, host, netns));
     if (created) undo.push({ step: 'namespace', fn: () => this.removeNamespace(w, netns) });
     at('vswitch-create');
-    const inst = await this.timed(timings, 'vswitchCreate', () =>
-      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6),
-    );
+    const inst = await this.timed(timings, 'vswitchCreate', async () => {
+      if (keepInstance) {
+        // A move between NICs: the running instance is kept (one call instead of two).
+        const there = await vswitch.get(w.name).catch(() => undefined);
+        if (
+          there !== undefined &&
+          there.netns === netns &&
+          there.address === w.address &&
+          there.address6 === w.address6 &&
+          (there.state === 'created' || there.state === 'configured')
+        )
+          return { publicKey: there.publicKey, restarted: false };
+      }
+      return this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6);
+    });
     if (!keepInstance) undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
     if (beforeRegister !== undefined) {
       at('peers-prepare');

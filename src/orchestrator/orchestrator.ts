@@ -78,6 +78,8 @@ export class Orchestrator {
   private closed = false;
   /** Hosts whose timed reconciliation pass is queued or running. */
   private readonly reconciling = new Set<string>();
+  /** Hosts whose NICs are being probed between passes (probeNics). */
+  private readonly probing = new Set<string>();
   /** The last pass of each host. */
   private readonly lastByHost = new Map<string, ReconcileReport>();
   /** The last passes of every host, merged (revision and ms: the newest and the longest). */
@@ -151,6 +153,17 @@ export class Orchestrator {
     });
     if (intervalMs <= 0) return;
     const step = Math.min(intervalMs, UNREACHABLE_RETRY_MS);
+    const pass = (h: HostRecord): void => {
+      if (this.reconciling.has(h.name) || this.closed) return;
+      this.reconciling.add(h.name);
+      this.queues
+        .run([h.name], () => this.hostPass(h))
+        .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
+        .finally(() => {
+          this.reconciling.delete(h.name);
+          this.lastPassAt.set(h.name, performance.now());
+        });
+    };
     const tick = (): void => {
       if (this.closed) return;
       if (!this.isLeader()) {
@@ -166,15 +179,11 @@ export class Orchestrator {
             const last = this.lastByHost.get(h.name);
             const since = now - (this.lastPassAt.get(h.name) ?? Number.NEGATIVE_INFINITY);
             const down = last !== undefined && Object.keys(last.unreachable).length > 0;
-            if (since < intervalMs && !(down && since >= step)) continue;
-            this.reconciling.add(h.name);
-            this.queues
-              .run([h.name], () => this.hostPass(h))
-              .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
-              .finally(() => {
-                this.reconciling.delete(h.name);
-                this.lastPassAt.set(h.name, performance.now());
-              });
+            if (since < intervalMs && !(down && since >= step)) {
+              this.probeNics(h, () => pass(h));
+              continue;
+            }
+            pass(h);
           }
         })
         .catch((err) => this.log.error({ err }, 'reconciliation: hosts not listed'))
@@ -183,6 +192,34 @@ export class Orchestrator {
         });
     };
     this.timer = setTimeout(tick, 0);
+  }
+
+  /**
+   * Between passes, the NICs of a host with several are asked for their health every tick
+   * (UNREACHABLE_RETRY_MS): one that does not answer (refused, gone, or stalled past the
+   * agent health's bound) has its host passed at once, so that its workloads move to another
+   * NIC within a tick and a pass rather than at the next timed pass.
+   */
+  private probeNics(h: HostRecord, passNow: () => void): void {
+    if (hostNics(h).length < 2 || this.probing.has(h.name)) return;
+    const sites = sitesOf(h).filter((s) => s.nicState === 'ok');
+    this.probing.add(h.name);
+    Promise.all(
+      sites.map((s) =>
+        this.agents
+          .of(s)
+          .nic.health()
+          .then(
+            () => this.agents.nicReachable(s.name),
+            () => false,
+          ),
+      ),
+    )
+      .then((ok) => {
+        if (ok.some((x) => !x)) passNow();
+      })
+      .catch(() => undefined)
+      .finally(() => this.probing.delete(h.name));
   }
 
   async close(): Promise<void> {
@@ -677,18 +714,27 @@ export class Orchestrator {
    * A host's NIC key inventory (metadata only): of every NIC of the host, each entry tagged
    * with its NIC (`nic`) when the host has several; `nic` limits it to one of them.
    */
-  async keys(host: unknown, nic?: unknown): Promise<{ host: string; keys: unknown[] }> {
+  async keys(
+    host: unknown,
+    nic?: unknown,
+  ): Promise<{ host: string; keys: unknown[]; unreachable?: Record<string, string> }> {
     const h = await this.service.getHost(host);
     const n = nic === undefined ? undefined : parseBody(nameSchema, nic, 'nic');
-    const sites = sitesOf(h);
-    if (n !== undefined && !sites.some((s) => s.nic === n))
-      throw new TgError('TG_ERR_NOT_FOUND', `host '${h.name}' has no NIC '${n}'`);
+    const sites = sitesOf(h).filter((s) => n === undefined || s.nic === n);
+    if (sites.length === 0) throw new TgError('TG_ERR_NOT_FOUND', `host '${h.name}' has no NIC '${n}'`);
+    // One NIC asked: its answer or its error. Several: the ones that answer, and why others did not.
+    if (sites.length === 1 && hostNics(h).length === 1)
+      return { host: h.name, keys: await this.agents.of(sites[0]).nic.keys() };
     const keys: unknown[] = [];
+    const unreachable: Record<string, string> = {};
     for (const s of sites) {
-      if (n !== undefined && s.nic !== n) continue;
-      const list = await this.agents.of(s).nic.keys();
-      keys.push(...(sites.length > 1 ? list.map((k) => ({ nic: s.nic, ...k })) : list));
+      try {
+        keys.push(...(await this.agents.of(s).nic.keys()).map((k) => ({ nic: s.nic, ...k })));
+      } catch (err) {
+        if (n !== undefined) throw err;
+        unreachable[s.nic] = (err as Error).message;
+      }
     }
-    return { host: h.name, keys };
+    return { host: h.name, keys, ...(Object.keys(unreachable).length > 0 ? { unreachable } : {}) };
   }
 }
