@@ -178,7 +178,13 @@ export class Orchestrator {
             if (this.reconciling.has(h.name)) continue;
             const last = this.lastByHost.get(h.name);
             const since = now - (this.lastPassAt.get(h.name) ?? Number.NEGATIVE_INFINITY);
-            const down = last !== undefined && Object.keys(last.unreachable).length > 0;
+            // A NIC already failed over is tried at the usual interval (its return is not urgent).
+            const failed = new Set(
+              sitesOf(h)
+                .filter((x) => x.nicState === 'failed')
+                .map((x) => x.name),
+            );
+            const down = last !== undefined && Object.keys(last.unreachable).some((k) => !failed.has(k));
             if (since < intervalMs && !(down && since >= step)) {
               this.probeNics(h, () => pass(h));
               continue;
