@@ -5,8 +5,11 @@
 // packet instead of 12, a round trip over one tunnel 0.27 ms instead of 0.11 (ftrace, ping
 // every 5 ms, right after start and after 3,000 round trips). So a process that carries
 // packets first sends round trips through a throwaway pair of engines in memory, with the
-// classes, the native AEAD and the batch shapes of the device pump, and then discards them
-// (keys wiped). The pump's own few lines tier up through runtime.ts's lower interrupt budget.
+// classes, the native AEAD and the batch shapes of the device pump, and keeps them, idle, for
+// the life of the process (see `kept` below for why). The pump's own few lines (pump.ts) are
+// not run here, so they tier up through runtime.ts's lower interrupt budget, in baseline code
+// for their first few hundred packets (a known limit: with in-memory fakes of the TUN and the
+// socket their call sites would be optimised for the fakes' classes instead).
 // The warm-up's engines are made and configured exactly as a device's are (device.ts's engine
 // options, the secret pool, EngineUapiBackend fed a `wg set` request through the UAPI's
 // parser), so that its peers, keypairs, identities, endpoints and keys get the hidden classes
