@@ -90,6 +90,8 @@ export class ServiceEntry {
   readonly ports4: Int32Array;
   readonly endpoints4: Int32Array;
   readonly endpointSet4: Set<number>;
+  /** The service address's NAT id in the policy engine (0: none; the forwarder sets it). */
+  natId = 0;
   constructor(readonly spec: ServiceSpec) {
     this.served = new Set(
       spec.ports.map((p) => ((p.protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP) << 16) | p.port),
@@ -105,6 +107,31 @@ export class ServiceEntry {
     );
     this.endpointSet4 = new Set([...this.endpoints4].filter((a) => a !== 0));
   }
+
+  /** The index of the endpoint with address words w0..w3 (conntrack.ts layout) of `family`, or -1. */
+  endpointIndex(family: number, w0: number, w1: number, w2: number, w3: number): number {
+    return endpointIndexOf(this.endpoints, family, w0, w1, w2, w3);
+  }
+}
+
+/** ServiceEntry.endpointIndex(): the index of the endpoint whose address is the words w0..w3. */
+function endpointIndexOf(
+  endpoints: readonly ServiceEndpoint[],
+  family: number,
+  w0: number,
+  w1: number,
+  w2: number,
+  w3: number,
+): number {
+  const words = [w0, w1, w2, w3];
+  return endpoints.findIndex((e) => {
+    const b = e.address.bytes;
+    if (e.address.family !== family) return false;
+    for (let i = 0; i < b.length; i += 4)
+      if (((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0 !== words[i / 4] >>> 0)
+        return false;
+    return true;
+  });
 }
 
 /** A pinned connection: client (key) to service address and port, sent to an endpoint. */
@@ -229,6 +256,11 @@ export class TenantServices {
   private lastKey = -1;
   private lastAt = -1;
   private lastMoves = -1;
+  /**
+   * Connections translated here that the policy engine could not bind to their translation
+   * (its table's slots too full): their replies are translated back here (reverse()).
+   */
+  unbound = 0;
 
   /** Replaces the services; pinned connections to services or endpoints that left are dropped. */
   set(specs: readonly ServiceSpec[]): void {
@@ -252,6 +284,11 @@ export class TenantServices {
       if (i >= 0) pins.data[at + P_EP] = i;
       return i < 0;
     });
+  }
+
+  /** The services (the entries the data path uses). */
+  entries(): IterableIterator<ServiceEntry> {
+    return this.byAddress.values();
   }
 
   /** The service at an address, if any. */
