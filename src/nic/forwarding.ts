@@ -47,7 +47,7 @@ import {
   writeFragNeeded,
   writePacketTooBig,
 } from './pmtu.js';
-import { IPPROTO_UDP, type ServiceEntry, type ServiceSpec, TenantServices } from './services.js';
+import { IPPROTO_UDP, type ServiceEntry, type ServiceSpec, serviceKey, TenantServices } from './services.js';
 
 /** A workload as the policy hook sees it. */
 export interface WorkloadRef {
@@ -183,10 +183,10 @@ class TenantTable implements NameBook {
   constructor(readonly name: string) {}
 
   addressesOf(name: string): readonly HostAddress[] | undefined {
-    for (const d of this.network)
-      if (d.kind === KIND_SERVICE && d.service!.spec.name === name) return [d.address];
+    const service = this.network.filter((d) => d.kind === KIND_SERVICE && d.service!.spec.name === name);
+    if (service.length > 0) return service.map((d) => d.address);
     const w = this.byName.get(name);
-    return w === undefined ? undefined : [w.address];
+    return w === undefined ? undefined : w.address6 === null ? [w.address] : [w.address, w.address6];
   }
 
   nameAt(address: Uint8Array): string | undefined {
@@ -457,7 +457,7 @@ export class Forwarder {
     const prefix = `${t.name}/`;
     const live = new Set<string>();
     for (const svc of services?.entries() ?? []) {
-      const key = prefix + svc.spec.name;
+      const key = prefix + serviceKey(svc);
       live.add(key);
       const had = nat.idOf(key);
       const id = had !== 0 ? had : nat.acquire(key);

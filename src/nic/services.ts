@@ -153,6 +153,11 @@ class ServiceConn {
   ) {}
 }
 
+/** A service entry's name and address family (a dual-stack service has one entry of each). */
+export function serviceKey(e: ServiceEntry): string {
+  return `${e.spec.name}/${e.spec.address.family}`;
+}
+
 function addressKey(a: Uint8Array): number | string {
   return a.length === 4 ? (a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3] : Buffer.from(a).toString('hex');
 }
@@ -267,9 +272,10 @@ export class TenantServices {
     const next = new Map<number | string, ServiceEntry>();
     for (const s of specs) next.set(addressKey(s.address.bytes), new ServiceEntry(s));
     this.byAddress = next;
-    const byName = new Map([...next.values()].map((e) => [e.spec.name, e] as const));
+    // A dual-stack service is two entries of one name: one per address family.
+    const byName = new Map([...next.values()].map((e) => [serviceKey(e), e] as const));
     for (const [k, c] of this.conns) {
-      const now = byName.get(c.service.spec.name);
+      const now = byName.get(serviceKey(c.service));
       const i = now === undefined ? -1 : now.endpoints.findIndex((e) => e.address.text === c.backendText);
       if (now === undefined || i < 0) this.conns.delete(k);
       else {

@@ -8,6 +8,7 @@ import { parseHostAddress } from '../../src/nic/addresses.js';
 import { reverseName, reverseNameAddress } from '../../src/nic/dns.js';
 import { Forwarder } from '../../src/nic/forwarding.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE } from '../../src/nic/maglev.js';
+import { TenantNetworks } from '../../src/nic/network.js';
 import type { ServiceSpec } from '../../src/nic/services.js';
 import { WorkloadDirectory } from '../../src/policy/directory.js';
 import { PolicyEngine } from '../../src/policy/engine.js';
@@ -440,4 +441,82 @@ test('service with the engine: pinned connections stay when an endpoint leaves, 
   );
   assert.equal(gone.batch.count, 0);
   assert.equal(f.counters.dropped.noRoute, 1);
+});
+
+test('a dual-stack service: its IPv6 address is served by the IPv6 addresses of its endpoints, DNS answers A and AAAA', () => {
+  const f = new Forwarder(8);
+  f.addTenant('t1');
+  f.addLocalWorkload('t1', 'client', 1, A('100.64.1.1'), A('fd00:1::1'));
+  f.addLocalWorkload('t1', 'web-a', 2, A('100.64.1.2'), A('fd00:1::2'));
+  f.setRemoteNic('t1', 10, [{ workload: 'web-c', address: A('100.64.1.4'), address6: A('fd00:1::4') }]);
+  const nets = new TenantNetworks();
+  const service = {
+    name: 'web',
+    address: VIP,
+    address6: VIP6,
+    selector: { app: 'web' },
+    ports: [{ port: 80, protocol: 'tcp' as const }],
+  };
+  assert.throws(
+    () => nets.set('t1', { dns: DNS, services: [{ ...service, address6: '100.64.1.201' }] }),
+    /address6 must be an IPv6 address/,
+  );
+  assert.throws(
+    () =>
+      nets.set('t1', {
+        dns: DNS,
+        services: [
+          { ...service, address6: VIP6 },
+          { ...service, name: 'x', address: '100.64.1.201' },
+        ],
+      }),
+    /repeats a name or an address/,
+  );
+  nets.set('t1', { dns: DNS, services: [service] });
+  const workloads = [
+    { workload: 'client', address: A('100.64.1.1'), address6: A('fd00:1::1'), labels: { app: 'client' } },
+    { workload: 'web-a', address: A('100.64.1.2'), address6: A('fd00:1::2'), labels: { app: 'web' } },
+    { workload: 'web-c', address: A('100.64.1.4'), address6: A('fd00:1::4'), labels: { app: 'web' } },
+  ];
+  nets.apply(f, 't1', workloads);
+  const seen = new Set<string>();
+  for (let p = 1; p <= 30; p++) {
+    const r = f.forward(tun([[1, checkedPacket('tcp', 'fd00:1::1', VIP6, 43000 + p, 80, Buffer.alloc(0))]]));
+    assert.equal(r.batch.count, 1);
+    const o = outPacket(r);
+    assert.ok(checksumsOk46(o));
+    seen.add(addressAt(o, 'dst'));
+    // The reply comes back from the IPv6 service address.
+    const back = f.forward(
+      tun([
+        [
+          r.peerIds[0],
+          checkedPacket('tcp', addressAt(o, 'dst'), 'fd00:1::1', 80, 43000 + p, Buffer.alloc(0), {
+            tcpFlags: 0x12,
+          }),
+        ],
+      ]),
+    );
+    assert.equal(addressAt(outPacket(back), 'src'), A(VIP6).text);
+    assert.ok(checksumsOk46(outPacket(back)));
+  }
+  assert.deepEqual([...seen].sort(), ['fd00:1::2', 'fd00:1::4']);
+  const state = nets.describe('t1', f);
+  assert.equal(state.services[0].address6, A(VIP6).text);
+  // DNS: A and AAAA of the service and of a dual-stack workload, PTR of the IPv6 service address.
+  const ask = (type: 'A' | 'AAAA' | 'PTR', name: string) => {
+    const q = dnsPacket.encode({
+      type: 'query',
+      id: 7,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type, name }],
+    });
+    const r = f.forward(tun([[1, packet4(17, '100.64.1.1', DNS, 5353, 53, q)]]));
+    const a = outPacket(r.extra);
+    return dnsPacket.decode(a.subarray(28)).answers?.map((x) => (x as { data: string }).data);
+  };
+  assert.deepEqual(ask('A', 'web.t1.tg'), [VIP]);
+  assert.deepEqual(ask('AAAA', 'web.t1.tg'), [A(VIP6).text]);
+  assert.deepEqual(ask('AAAA', 'web-a.t1.tg'), ['fd00:1::2']);
+  assert.deepEqual(ask('PTR', reverseName(A(VIP6).bytes)), ['web.t1.tg']);
 });
