@@ -17,9 +17,20 @@
 // dropped and counted.
 //
 // Hot path: a tenant without services has no TenantServices (the forwarder checks one null).
-// With services: IPv4 takes a path of byte reads and one lookup in a typed-array table keyed
-// by client address and port (pin4.ts) per packet in each direction, with incremental checksum
-// updates (RFC 1624) and no allocation; IPv6 a Map keyed by text (slower, same behaviour).
+// With the policy engine in the path (as the NIC agent runs it), this file translates only a
+// connection's first packet (and the first after its conntrack entry ended or its endpoint
+// left): the forwarder then binds the translation to the connection's conntrack entry
+// (src/policy/nat.ts: the endpoint, its index here and the precomputed checksum deltas), and
+// every later packet and every reply is translated by the engine from that entry, in the one
+// parse and table lookup it makes anyway, for IPv4 and IPv6 alike. The pins here stay the
+// record of which endpoint a client's connection went to (new packets of a connection whose
+// entry ended go back to it while the pin lasts: pins are not refreshed by packets translated
+// from the entry, so a pin may expire before its entry does; the entry is what keeps the
+// connection on its endpoint). Without an engine (and for replies of connections the engine
+// could not bind, TenantServices.unbound), every packet comes here: IPv4 takes a path of byte
+// reads and one lookup in a typed-array table keyed by client address and port (pin4.ts) per
+// packet in each direction, with incremental checksum updates (RFC 1624) and no allocation;
+// IPv6 a Map keyed by text (slower, same behaviour).
 import type { HostAddress } from './addresses.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE, mix32 } from './maglev.js';
 import { P_BACKEND, P_EP, P_EXPIRES, P_VIP, P_VPORT, Pin4Table, REBASE_AFTER_MS } from './pin4.js';

@@ -19,8 +19,13 @@
 // must be called periodically (every 100 ms to 1 s): it expires idle connections a slice of
 // the table at a time, writes interim records of long connections and flushes the flow log.
 //
-// Nothing thrown escapes check(): bad packets are verdicts (malformed, fragment, invalid),
-// counted per zone or in `drops`.
+// Destination NAT (nat.ts): a connection the caller translated to a service's endpoint can be
+// bound to its translation (bindNat); checkNat() then finds its later packets by their original
+// tuple and rewrites them from the entry, and check() gives its replies the service address
+// back, so a translated connection costs one parse and one lookup per packet like any other.
+//
+// Nothing thrown escapes check() or checkNat(): bad packets are verdicts (malformed, fragment,
+// invalid), counted per zone or in `drops`.
 import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { type Family, formatWords } from './address.js';

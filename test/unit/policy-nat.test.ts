@@ -292,7 +292,7 @@ for (const v6 of [false, true])
       for (let n = 0; n < 20; n++) {
         const p = send(ACK, n * 13);
         const r = e.checkNat('acme', web1, id, p, 0, p.length, now);
-        assert.ok(r !== null && r.allowed, `packet ${n}`);
+        assert.ok(r?.allowed, `packet ${n}`);
         assert.equal(r.reason, 'established');
         assert.equal(r.natEndpoint, 5);
         assert.equal(addressAt(p, 'dst'), parseHostAddress(endpoint).text);
