@@ -857,8 +857,9 @@ export class Forwarder {
       // A reply from a service's endpoint gets the service address back as its source: from
       // the engine when the connection is bound to its translation (natReversed), else here.
       const services = src.tenant.services;
-      if (natReversed) services!.counters.reversed++;
-      else if (dst.ref.local && services !== null && (engine === null || services.unbound > 0))
+      if (natReversed) {
+        if (services !== null) services.counters.reversed++;
+      } else if (dst.ref.local && services !== null && (engine === null || services.unbound > 0))
         services.reverse(buf, off, len, version, now);
       if (tenantMtu > 0) {
         if (len > tenantMtu) {
