@@ -479,7 +479,7 @@ async function service(sub: string | undefined, args: string[]): Promise<number>
         v,
         s,
         () =>
-          `service ${s.name} created in tenant ${s.tenant}: ${s.address} (${s.name}.${s.tenant}.tg) ports ${s.ports
+          `service ${s.name} created in tenant ${s.tenant}: ${s.address}${s.address6 !== undefined ? `, ${s.address6}` : ''} (${s.name}.${s.tenant}.tg) ports ${s.ports
             .map((x) => `${x.port}/${x.protocol}`)
             .join(',')} selector ${labelsText(s.selector)}`,
       );
@@ -506,7 +506,7 @@ async function service(sub: string | undefined, args: string[]): Promise<number>
       return out(v, s, () =>
         [
           `service ${s.name} (${s.name}.${s.tenant}.tg)`,
-          `  address   ${s.address}`,
+          `  address   ${s.address}${s.address6 !== undefined ? `, ${s.address6}` : ''}`,
           `  ports     ${s.ports.map((x) => `${x.port}/${x.protocol}`).join(',')}`,
           `  selector  ${labelsText(s.selector)}`,
           ...Object.entries(s.nics).map(([h, n]) => {

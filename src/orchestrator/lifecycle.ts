@@ -903,6 +903,7 @@ export class Lifecycle {
         services: there.services.map((s) => ({
           name: s.name,
           address: s.address,
+          ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
           selector: s.selector,
           ports: s.ports,
         })),

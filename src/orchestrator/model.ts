@@ -112,6 +112,8 @@ export interface ServiceRecord {
   tenant: string;
   name: string;
   address: string;
+  /** The IPv6 virtual address, derived from `address` in the tenant's IPv6 prefix (pool.ts: address6Of); the service fills it in for records stored before it. */
+  address6?: string;
   selector: Record<string, string>;
   ports: { port: number; protocol: 'tcp' | 'udp' }[];
   createdAt: string;

@@ -43,6 +43,14 @@ function tenantOf(v: StoreView, tenant: string): TenantRecord {
   return withPool6(t.value);
 }
 
+/** A service record with its IPv6 address (derived for records stored before it was). */
+function withAddress6(v: StoreView, s: ServiceRecord): ServiceRecord {
+  if (s.address6 !== undefined) return s;
+  const t = v.get('tenant', s.tenant);
+  if (t === undefined) return s;
+  return { ...s, address6: address6Of(withPool6(t.value).pool6!, s.address) };
+}
+
 function hostOf(v: StoreView, host: string): HostRecord {
   const h = v.get('host', host);
   if (h === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no host '${host}'`);
@@ -467,6 +475,7 @@ export class OrchestratorService {
         tenant: tenant.name,
         name: req.name,
         address,
+        address6: address6Of(tenant.pool6 ?? pool6Of(parsePool(tenant.pool)), address),
         selector: { ...req.selector },
         ports: req.ports.map((p) => ({ port: p.port, protocol: p.protocol })),
         createdAt: this.now().toISOString(),
@@ -486,7 +495,7 @@ export class OrchestratorService {
     return this.store.view((v) =>
       v
         .list('service', filter.tenant === undefined ? '' : `${filter.tenant}/`)
-        .map((e) => e.value)
+        .map((e) => withAddress6(v, e.value))
         .filter((s) => filter.tenant === undefined || s.tenant === filter.tenant),
     );
   }
@@ -497,7 +506,7 @@ export class OrchestratorService {
     return this.store.view((v) => {
       const s = v.get('service', `${t}/${n}`);
       if (s === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no service '${n}' in tenant '${t}'`);
-      return s.value;
+      return withAddress6(v, s.value);
     });
   }
 
@@ -558,6 +567,7 @@ export class OrchestratorService {
     services: {
       name: string;
       address: string;
+      address6?: string;
       selector: Record<string, string>;
       ports: ServiceRecord['ports'];
     }[];
@@ -566,6 +576,7 @@ export class OrchestratorService {
     const services = (await this.listServices({ tenant })).map((s) => ({
       name: s.name,
       address: s.address,
+      ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
       selector: s.selector,
       ports: s.ports,
     }));
