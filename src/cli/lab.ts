@@ -26,7 +26,7 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 export const LAB_USAGE = `usage:
-  tenguard lab up --hosts H --tenants T --workloads W [--prefix P] [--mtu M] [--json]
+  tenguard lab up --hosts H --tenants T --workloads W [--prefix P] [--mtu M] [--outside] [--json]
   tenguard lab status [--prefix P] [--json]
   tenguard lab exec [--prefix P] <node> -- <command> [args...]
   tenguard lab down [--prefix P] [--json]
@@ -35,7 +35,9 @@ export const LAB_USAGE = `usage:
      (at most ${LAB_LIMITS.totalWorkloads} workloads in all)
   M: MTU of every link, fabric and host links, ${LAB_MTU_RANGE.min}..${LAB_MTU_RANGE.max} (default ${LAB_MTU})
   P: 'tg' then up to 5 of a-z0-9 (default ${DEFAULT_PREFIX}); the lab owns every namespace and link named P or P-*
-  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic) or fabric`;
+  --outside: also an outside namespace (node outside) with a web and a DNS server, reachable
+     only through an uplink per NIC (egress)
+  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic), fabric or outside`;
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean' }>;
 
@@ -142,6 +144,7 @@ async function up(args: string[]): Promise<number> {
       workloads: { type: 'string' },
       prefix: { type: 'string' },
       mtu: { type: 'string' },
+      outside: { type: 'boolean' },
       json: { type: 'boolean' },
     },
     true,
@@ -164,6 +167,7 @@ async function up(args: string[]): Promise<number> {
       prefix,
       ...size,
       mtu,
+      outside: values.outside === true,
       signal,
       crashAfterSteps,
       onProgress: json

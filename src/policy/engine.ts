@@ -55,7 +55,14 @@ import {
   W_STATE,
   W_SWL,
 } from './conntrack.js';
-import { Decision, decide, SCOPE_BOTH, SCOPE_EGRESS, SCOPE_INGRESS } from './decide.js';
+import {
+  Decision,
+  decide,
+  type OutsideNames,
+  SCOPE_BOTH,
+  SCOPE_EGRESS,
+  SCOPE_INGRESS,
+} from './decide.js';
 import type { WorkloadDirectory, WorkloadInfo } from './directory.js';
 import type { FlowLog, FlowQuery, FlowRecord } from './flowlog.js';
 import { matches } from './flowlog.js';
@@ -237,6 +244,8 @@ export class PolicyEngine {
   private lastTenant: string | null = null;
   private lastTable: Map<string, WorkloadInfo> | undefined = undefined;
   private lastZone: Zone = NO_ZONE;
+  /** DNS names of outside addresses (the NIC's DNS answers): live ones decide, known ones name records. */
+  private outsideNames: { live: OutsideNames; known: OutsideNames } | null = null;
 
   constructor(deps: PolicyEngineDeps) {
     this.directory = deps.directory;
@@ -255,6 +264,27 @@ export class PolicyEngine {
 
   zone(tenant: string): Zone | undefined {
     return this.zones.get(tenant);
+  }
+
+  /**
+   * Where FQDN peers get the names of outside addresses: `live` (answers within their TTL)
+   * decides new connections, `known` (also expired answers still remembered) re-decides
+   * tracked ones after a policy change and names the outside end in flow records.
+   */
+  setOutsideNames(names: { live: OutsideNames; known: OutsideNames } | null): void {
+    this.outsideNames = names;
+  }
+
+  /**
+   * Whether `tenant`'s egress policy lets its workload `workload` resolve the canonical name
+   * `name` (some egress rule selecting it has an FQDN peer matching the name). Never throws.
+   */
+  fqdnAllowed(tenant: string, workload: WorkloadArg, name: string): { allowed: boolean; rule: string } {
+    const w = workload === null ? undefined : this.resolve(tenant, workload);
+    const p = this.store.policyOf(tenant);
+    if (w === undefined || p === undefined) return { allowed: false, rule: '' };
+    const r = p.fqdnAllows(p.classOf(w), name);
+    return { allowed: r.allowed, rule: r.rule < 0 ? this.names.name(p.defaultDeny) : this.names.name(p.handles[r.rule]) };
   }
 
   zoneList(): Zone[] {
@@ -567,6 +597,8 @@ export class PolicyEngine {
       pkt.dport,
       scope,
       dec,
+      true,
+      this.outsideNames?.live ?? null,
     );
     const t = dec.allowed ? zone.allowed : dt;
     const e = this.insert(zone, t, hash, key, now);
@@ -637,6 +669,8 @@ export class PolicyEngine {
       proto === IPPROTO_TCP || proto === IPPROTO_UDP ? u[b + W_DPORT] : 0,
       u[b + W_FLAGS],
       dec,
+      true,
+      this.outsideNames?.known ?? null,
     );
     if (!dec.allowed) return false;
     u[b + W_GEN] = gen;
@@ -757,6 +791,10 @@ export class PolicyEngine {
     const endMs = kind === 'end' ? d[f + F_LAST] : Math.max(now, d[f + F_LAST]);
     const scope = u[b + W_FLAGS];
     const ruleName = (h: number) => (h === 0 ? null : this.names.name(h));
+    const outsideName =
+      this.outsideNames !== null && (swl === 0) !== (dwl === 0)
+        ? this.nameOfOutside(zone.tenant, t.cold32[cb + C_RULE_E], family, u, b + (swl === 0 ? W_S0 : W_D0))
+        : null;
     return {
       kind,
       start: new Date(startMs).toISOString(),
@@ -787,6 +825,23 @@ export class PolicyEngine {
       state: STATE_NAMES[st],
       reason,
       observed: scope === SCOPE_EGRESS ? 'egress' : scope === SCOPE_INGRESS ? 'ingress' : 'both',
+      ...(outsideName !== null ? { outsideName } : {}),
     };
+  }
+
+  /**
+   * The DNS name of a record's outside end: the one the deciding egress rule's FQDN peer
+   * matched, else the first name known for the address; null when none is known.
+   */
+  private nameOfOutside(tenant: string, egressRule: number, family: Family, u: Uint32Array, at: number): string | null {
+    const names = this.outsideNames!.known(tenant, family, u[at], u[at + 1], u[at + 2], u[at + 3]);
+    if (names === null || names.length === 0) return null;
+    const p = this.store.policyOf(tenant);
+    if (p !== undefined && egressRule !== 0) {
+      const i = p.handles.indexOf(egressRule);
+      const n = i < 0 ? null : p.fqdnOfRule(i, names);
+      if (n !== null) return n;
+    }
+    return names[0];
   }
 }
