@@ -115,7 +115,10 @@ export async function run(args: string[]): Promise<number> {
   )[];
   const given = egressArgs.filter((v) => v !== undefined).length;
   if (given !== 0 && given !== 3)
-    throw new TgError('TG_ERR_USAGE', `give all of --uplink-tun, --uplink-address and --upstream-dns, or none\n${USAGE}`);
+    throw new TgError(
+      'TG_ERR_USAGE',
+      `give all of --uplink-tun, --uplink-address and --upstream-dns, or none\n${USAGE}`,
+    );
   const egress =
     given === 3
       ? {

@@ -409,7 +409,10 @@ export function planInterfaces(plan: LabPlan): PlannedInterface[] {
     out.push({ ns: o.ns, name: o.bridge, addrs: [`${o.bridgeV4}/24`] });
     for (const u of o.uplinks) {
       const h = plan.hosts.find((x) => x.name === u.host)!;
-      out.push({ ns: h.nicNs, name: u.nicIf, addrs: [`${u.nicV4}/24`] }, { ns: o.ns, name: u.outsideIf, addrs: [] });
+      out.push(
+        { ns: h.nicNs, name: u.nicIf, addrs: [`${u.nicV4}/24`] },
+        { ns: o.ns, name: u.outsideIf, addrs: [] },
+      );
     }
   }
   return out;

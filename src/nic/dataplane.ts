@@ -322,7 +322,12 @@ export class NicDataPlane {
       }
       if (n === 0) return;
       try {
-        const fwd = this.forwarder.fromUplink({ buf: b.slab, offsets: b.offsets, lengths: b.lengths, count: n });
+        const fwd = this.forwarder.fromUplink({
+          buf: b.slab,
+          offsets: b.offsets,
+          lengths: b.lengths,
+          count: n,
+        });
         if (fwd.batch.count > 0) {
           const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, this.now());
           this.send(out.data);

@@ -110,7 +110,7 @@ export class TenantDns {
     else if (name === TENANT_ZONE || name.endsWith(`.${TENANT_ZONE}`)) answers = this.forward(name, question);
     else {
       const canon = canonicalName(name);
-      if (canon !== null && upstream !== null && upstream(canon)) {
+      if (canon !== null && upstream?.(canon) === true) {
         this.counters.forwarded++;
         this.forwarded = { id: q.id, name: canon, type: question.type };
         return FORWARD_UPSTREAM;

@@ -101,18 +101,21 @@ export class NameCache {
   live(key: string, now: number): string[] | null {
     const names = this.byAddress.get(key);
     if (names === undefined) return null;
-    let out: string[] | null = null;
-    for (const [n, t] of names) if (t > now) (out ??= []).push(n);
-    return out;
+    return this.pick(names, now);
   }
 
   /** Names of the address, also expired ones still kept; null when none. */
   known(key: string, now: number): string[] | null {
     const names = this.byAddress.get(key);
     if (names === undefined) return null;
-    let out: string[] | null = null;
-    for (const [n, t] of names) if (t + KEEP_EXPIRED_MS > now) (out ??= []).push(n);
-    return out;
+    return this.pick(names, now - KEEP_EXPIRED_MS);
+  }
+
+  /** The names that expire after `after`; null when none. */
+  private pick(names: Map<string, number>, after: number): string[] | null {
+    const out: string[] = [];
+    for (const [n, t] of names) if (t > after) out.push(n);
+    return out.length === 0 ? null : out;
   }
 
   /** Forgets what expired more than KEEP_EXPIRED_MS ago. */
@@ -300,7 +303,7 @@ export class SnatTable {
     const l4 = off + ihl;
     const need = proto === IPPROTO_TCP ? 20 : 8;
     if (
-      (buf[off] >> 4) !== 4 ||
+      buf[off] >> 4 !== 4 ||
       ihl < 20 ||
       l4 + need > off + len ||
       (buf.readUInt16BE(off + 6) & 0x1fff) !== 0 ||

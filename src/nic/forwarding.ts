@@ -42,7 +42,7 @@ import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
 import { dnsQueryPayload, FORWARD_UPSTREAM, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
-import { addressKeyOf, Egress, isOverlayAddress, type SnatOwner } from './egress.js';
+import { addressKeyOf, type Egress, isOverlayAddress, type SnatOwner } from './egress.js';
 import { IPV6_MIN_MTU } from './mtu.js';
 import {
   clampMss,
@@ -755,7 +755,11 @@ export class Forwarder {
         continue;
       }
       if (dst === null) {
-        if (this.egress !== null && src.workload !== null && !isOverlayAddress(buf, off + (version === 4 ? 16 : 24), version))
+        if (
+          this.egress !== null &&
+          src.workload !== null &&
+          !isOverlayAddress(buf, off + (version === 4 ? 16 : 24), version)
+        )
           this.toUplink(src, buf, off, len, version, now);
         else dropped.noRoute++;
         continue;
@@ -967,8 +971,7 @@ export class Forwarder {
     const egress = this.egress!;
     const engine = this.engine;
     const from = src.workload!;
-    const allowed =
-      engine !== null && engine.check(src.tenant.name, from, null, buf, off, len, now, 'egress').allowed;
+    const allowed = engine?.check(src.tenant.name, from, null, buf, off, len, now, 'egress').allowed === true;
     if (!allowed) {
       egress.counters.denied++;
       this.counters.dropped.egress++;
@@ -1016,14 +1019,19 @@ export class Forwarder {
       const at = out.add(tun.buf, tun.offsets[i], len, 0);
       const e = egress.snat.inbound(out.buf, at, len, now);
       const src = e === null ? undefined : this.sources.get(e.owner.peerId);
-      if (e === null || src === undefined || src.workload === null || src.workload.workload !== e.owner.ref.workload) {
+      if (
+        e === null ||
+        src === undefined ||
+        src.workload === null ||
+        src.workload.workload !== e.owner.ref.workload
+      ) {
         out.count--;
         if (e !== null) this.counters.dropped.egress++;
         continue;
       }
       const engine = this.engine;
       const allowed =
-        engine !== null && engine.check(src.tenant.name, null, src.workload, out.buf, at, len, now, 'ingress').allowed;
+        engine?.check(src.tenant.name, null, src.workload, out.buf, at, len, now, 'ingress').allowed === true;
       if (!allowed) {
         out.count--;
         egress.counters.denied++;

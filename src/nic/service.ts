@@ -15,10 +15,10 @@ import { ServiceMtls, type ServiceMtlsConfig } from '../identity/service-mtls.js
 import { NativeAead } from '../native/aead.js';
 import { NativeTunDevice } from '../native/tun.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
-import { parseIp } from '../net/ip.js';
-import { TgError } from '../util/errors.js';
 import { NativeUdpSocket } from '../native/udp.js';
+import { parseIp } from '../net/ip.js';
 import type { TransportAead } from '../protocol/aead.js';
+import { TgError } from '../util/errors.js';
 import { JsonApiServer } from '../util/http-json.js';
 import { type Logger, logger } from '../util/log.js';
 import { NicAgent } from './agent.js';
@@ -72,7 +72,10 @@ export interface EgressOptions {
 function checkEgress(e: EgressOptions): Uint8Array {
   const a = parseIp(e.uplinkAddress);
   if (a === null || a.length !== 4)
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', `uplink address '${e.uplinkAddress}' is not an IPv4 address`);
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `uplink address '${e.uplinkAddress}' is not an IPv4 address`,
+    );
   if (isIP(e.upstreamDns) === 0)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `upstream DNS '${e.upstreamDns}' is not an IP address`);
   return a;

@@ -55,14 +55,7 @@ import {
   W_STATE,
   W_SWL,
 } from './conntrack.js';
-import {
-  Decision,
-  decide,
-  type OutsideNames,
-  SCOPE_BOTH,
-  SCOPE_EGRESS,
-  SCOPE_INGRESS,
-} from './decide.js';
+import { Decision, decide, type OutsideNames, SCOPE_BOTH, SCOPE_EGRESS, SCOPE_INGRESS } from './decide.js';
 import type { WorkloadDirectory, WorkloadInfo } from './directory.js';
 import type { FlowLog, FlowQuery, FlowRecord } from './flowlog.js';
 import { matches } from './flowlog.js';
@@ -284,7 +277,10 @@ export class PolicyEngine {
     const p = this.store.policyOf(tenant);
     if (w === undefined || p === undefined) return { allowed: false, rule: '' };
     const r = p.fqdnAllows(p.classOf(w), name);
-    return { allowed: r.allowed, rule: r.rule < 0 ? this.names.name(p.defaultDeny) : this.names.name(p.handles[r.rule]) };
+    return {
+      allowed: r.allowed,
+      rule: r.rule < 0 ? this.names.name(p.defaultDeny) : this.names.name(p.handles[r.rule]),
+    };
   }
 
   zoneList(): Zone[] {
@@ -833,7 +829,13 @@ export class PolicyEngine {
    * The DNS name of a record's outside end: the one the deciding egress rule's FQDN peer
    * matched, else the first name known for the address; null when none is known.
    */
-  private nameOfOutside(tenant: string, egressRule: number, family: Family, u: Uint32Array, at: number): string | null {
+  private nameOfOutside(
+    tenant: string,
+    egressRule: number,
+    family: Family,
+    u: Uint32Array,
+    at: number,
+  ): string | null {
     const names = this.outsideNames!.known(tenant, family, u[at], u[at + 1], u[at + 2], u[at + 3]);
     if (names === null || names.length === 0) return null;
     const p = this.store.policyOf(tenant);

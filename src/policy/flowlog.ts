@@ -351,7 +351,8 @@ class FlowRing {
     if (!this.putAddress(i * 32, r.family, r.src)) keep('src', r.src);
     if (!this.putAddress(i * 32 + 16, r.family, r.dst)) keep('dst', r.dst);
     const n = i * NAME_FIELDS.length;
-    for (let k = 0; k < NAME_FIELDS.length; k++) this.names[n + k] = (r[NAME_FIELDS[k]] ?? null) as string | null;
+    for (let k = 0; k < NAME_FIELDS.length; k++)
+      this.names[n + k] = (r[NAME_FIELDS[k]] ?? null) as string | null;
     this.verbatim[i] = v;
   }
 

@@ -27,7 +27,6 @@ export function parseFqdn(text: string): FqdnMatcher | string {
   if (text.startsWith('*.')) {
     const rest = canonicalName(text.slice(2));
     if (rest === null) return `'${text}' is not a DNS name pattern ("*." then a DNS name)`;
-    if (!rest.includes('.')) return `pattern '${text}' is too wide: it needs at least two labels after "*."`;
     return { text: `*.${rest}`, suffix: `.${rest}` };
   }
   if (text.includes('*')) return `'${text}': "*" is allowed only as the whole first label ("*.example.com")`;

@@ -10,9 +10,9 @@
 // port unions of all covering earlier rules) and conservative otherwise: a rule is called
 // shadowed only when that is certain from the document and the registered workloads.
 import { cidrCovers, cidrOverlaps } from './address.js';
-import { fqdnCovers, fqdnOverlaps } from './fqdn.js';
 import { selectorMatches } from './compile.js';
 import type { WorkloadDirectory } from './directory.js';
+import { fqdnCovers, fqdnOverlaps } from './fqdn.js';
 import { formatPath, type PolicyDocument, type PolicyIssue, policyDocumentSchema } from './model.js';
 import {
   mergeRanges,
@@ -106,7 +106,8 @@ function checkReferences(
   doc.rules.forEach((r, i) => {
     check(selectorOf(doc.tenant, r.workloads), `rules[${i}].workloads`);
     r.peers.forEach((p, j) => {
-      if (p.cidr === undefined && p.fqdn === undefined) check(selectorOf(p.tenant ?? doc.tenant, p), `rules[${i}].peers[${j}]`);
+      if (p.cidr === undefined && p.fqdn === undefined)
+        check(selectorOf(p.tenant ?? doc.tenant, p), `rules[${i}].peers[${j}]`);
     });
   });
 }

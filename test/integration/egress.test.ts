@@ -12,12 +12,12 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import dnsPacket from 'dns-packet';
 import { analyseCapture, startCapture } from '../../src/demo/capture.js';
 import type { WorkloadRecord } from '../../src/orchestrator/model.js';
 import type { FlowRecord } from '../../src/policy/flowlog.js';
 import { run, runOk } from '../../src/util/exec.js';
 import { type OrchLab, startOrchLab, stopOrchLab } from '../helpers/orch.js';
-import dnsPacket from 'dns-packet';
 import { resolveIn, udpRaw } from '../helpers/svc.js';
 
 const prefix = `tge${[...randomBytes(4)].map((b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('')}`;
@@ -71,14 +71,21 @@ before(async () => {
   L = await startOrchLab(prefix, 1, [], { outside: true });
   await L.client.createTenant({ name: 'acme', pool: '100.64.70.0/24' });
   await L.client.setPolicy('acme', policy(WEB_OUT, BAD_UPSTREAM));
-  client = await L.client.createWorkload({ tenant: 'acme', name: 'client', host: 'h1', labels: { app: 'client' } });
+  client = await L.client.createWorkload({
+    tenant: 'acme',
+    name: 'client',
+    host: 'h1',
+    labels: { app: 'client' },
+  });
 });
 
 after(async () => {
   await stopOrchLab(L, prefix);
 });
 
-test('the tenant DNS server forwards allowed names upstream and refuses the others', { timeout: 60_000 }, async () => {
+test('the tenant DNS server forwards allowed names upstream and refuses the others', {
+  timeout: 60_000,
+}, async () => {
   const o = L!.lab.outside!;
   const res = await resolveIn(client!.netns, client!.dns!, [
     { type: 'A', name: 'allowed.example' },
@@ -116,7 +123,10 @@ test('HTTP to the allowed name passes, source-NATed; captures show plaintext onl
   }
   t.diagnostic(`GET http://allowed.example/ -> ${JSON.stringify(r.body)}`);
   assert.ok(r.ok, 'HTTP to allowed.example failed');
-  assert.match(r.body, new RegExp(`tenguard outside web A:allowed\\.example at ${o.webA.replace(/\./g, '\\.')}`));
+  assert.match(
+    r.body,
+    new RegExp(`tenguard outside web A:allowed\\.example at ${o.webA.replace(/\./g, '\\.')}`),
+  );
   const marker = Buffer.from('tenguard outside web A');
   const [host, fabric, uplink] = await Promise.all(caps.map((c) => analyseCapture(c.where, c.file, marker)));
   t.diagnostic(JSON.stringify({ host, fabric, uplink }));
@@ -127,7 +137,16 @@ test('HTTP to the allowed name passes, source-NATed; captures show plaintext onl
   }
   assert.ok(host.wgPackets > 0, 'no WireGuard on the host link');
   assert.equal(uplink.markerFound, true, 'the positive control: the body is plaintext on the uplink');
-  const addrs = await runOk('tshark', ['-r', join(dir, 'uplink.pcap'), '-T', 'fields', '-e', 'ip.src', '-e', 'ip.dst']);
+  const addrs = await runOk('tshark', [
+    '-r',
+    join(dir, 'uplink.pcap'),
+    '-T',
+    'fields',
+    '-e',
+    'ip.src',
+    '-e',
+    'ip.dst',
+  ]);
   const seen = new Set(addrs.split(/\s+/).filter((a) => a !== ''));
   t.diagnostic(`addresses on the uplink: ${[...seen].join(', ')}`);
   assert.ok(seen.has(up.snatV4), 'the uplink address (SNAT) is on the uplink');
@@ -196,7 +215,11 @@ test('malformed and huge upstream answers are counted drops', { timeout: 60_000 
   const before = (await egressCounters()).upstream as Record<string, number>;
   for (const name of ['malformed.example', 'huge.example']) {
     const q = dnsPacket.encode({ type: 'query', id: 11, questions: [{ type: 'A', name }] });
-    assert.equal(await udpRaw(client!.netns, client!.dns!, 53, q.toString('hex')), null, `${name} got an answer`);
+    assert.equal(
+      await udpRaw(client!.netns, client!.dns!, 53, q.toString('hex')),
+      null,
+      `${name} got an answer`,
+    );
   }
   const after = (await egressCounters()).upstream as Record<string, number>;
   assert.ok(after.malformed > before.malformed, `malformed: ${JSON.stringify(after)}`);
