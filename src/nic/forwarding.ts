@@ -121,7 +121,7 @@ export class ForwardCounters {
     /** To the tenant's DNS server address: not a UDP query, malformed, over rate (dns.ts counts why). */
     dns: 0,
     /** To an outside address: denied by the egress policy, not translatable (egress.ts counts why). */
-    egress: 0,
+    outside: 0,
   };
   /** Packets sent to the uplink (egress) and received from it for workloads. */
   uplinkOut = 0;
@@ -974,12 +974,12 @@ export class Forwarder {
     const allowed = engine?.check(src.tenant.name, from, null, buf, off, len, now, 'egress').allowed === true;
     if (!allowed) {
       egress.counters.denied++;
-      this.counters.dropped.egress++;
+      this.counters.dropped.outside++;
       return;
     }
     if (version !== 4) {
       egress.snat.counters.dropped.ipv6++;
-      this.counters.dropped.egress++;
+      this.counters.dropped.outside++;
       return;
     }
     const out = this.uplinkOut;
@@ -989,7 +989,7 @@ export class Forwarder {
       this.counters.mssClamped++;
     if (egress.snat.outbound(src.owner, out.buf, at, len, now) === null) {
       out.count--;
-      this.counters.dropped.egress++;
+      this.counters.dropped.outside++;
       return;
     }
     egress.counters.toUplink++;
@@ -1026,7 +1026,7 @@ export class Forwarder {
         src.workload.workload !== e.owner.ref.workload
       ) {
         out.count--;
-        if (e !== null) this.counters.dropped.egress++;
+        if (e !== null) this.counters.dropped.outside++;
         continue;
       }
       const engine = this.engine;
@@ -1035,7 +1035,7 @@ export class Forwarder {
       if (!allowed) {
         out.count--;
         egress.counters.denied++;
-        this.counters.dropped.egress++;
+        this.counters.dropped.outside++;
         continue;
       }
       out.peerIds[out.count - 1] = src.peerId;
