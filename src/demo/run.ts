@@ -43,10 +43,10 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the thirteen steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 17;
+export const TOTAL_STEPS = 19;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -69,10 +69,10 @@ export async function runDemo(
   let ours = true;
   const t0 = performance.now();
   try {
-    report.step('lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge');
+    report.step('lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge, an outside namespace');
     const tl = performance.now();
     // No workload namespaces from the lab: the control plane creates each workload's own.
-    const lab = await buildLab({ prefix, hosts: 2, tenants: 1, workloads: 0, signal });
+    const lab = await buildLab({ prefix, hosts: 2, tenants: 1, workloads: 0, outside: true, signal });
     report.figure('lab_up_ms', Math.round(performance.now() - tl));
     report.check(
       'lab built',
@@ -131,6 +131,8 @@ export async function runDemo(
     await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
     await phase('service by name', () => s.serviceByName());
+    await phase('egress allowed', () => s.egressAllowed());
+    await phase('egress denied', () => s.egressDenied());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());

@@ -73,3 +73,16 @@ export const SERVICE = {
   endpoint: 'acme-db',
   foreignName: 'blue-db.blue.tg',
 };
+
+/**
+ * Egress from acme-web to the lab's outside namespace: allowed to one DNS name (its answer is
+ * what the NIC lets through, source-NATed to its uplink address), denied to another name and to
+ * that name's raw address.
+ */
+export const EGRESS = {
+  tenant: 'acme',
+  from: 'acme-web',
+  allowedName: 'allowed.example',
+  deniedName: 'other.example',
+  port: 80,
+};
