@@ -96,13 +96,14 @@ export class DemoSteps {
       this.r.check(`tenant ${t.name} created`, true, `address pool ${t.pool}`);
     }
     for (const t of TENANTS) {
-      const set = await this.c.control.setPolicy(t.name, allowWithinTenant(t.name));
+      const egress = t.name === EGRESS.tenant && this.c.lab.outside !== undefined;
+      const set = await this.c.control.setPolicy(t.name, tenantPolicy(t.name, egress));
       this.policyEnforced = set;
       if (set)
         this.r.check(
           `policy of ${t.name} set`,
           true,
-          'allow any protocol between its own workloads; everything else default deny',
+          `allow any protocol between its own workloads${egress ? `; its web workloads may reach ${EGRESS.allowedName}:${EGRESS.port} (toFQDN)` : ''}; everything else default deny`,
         );
     }
     if (this.policyEnforced) {
@@ -366,17 +367,6 @@ export class DemoSteps {
       `egress allowed: ${EGRESS.from} to http://${EGRESS.allowedName}/ by a toFQDN rule, source-NATed at the NIC's uplink`,
     );
     const a = this.w(EGRESS.from);
-    const doc = allowWithinTenant(EGRESS.tenant);
-    doc.rules.push({
-      id: 'web-egress',
-      action: 'allow',
-      direction: 'egress',
-      workloads: { labels: { app: 'web' } },
-      peers: [{ fqdn: EGRESS.allowedName }],
-      protocol: 'tcp',
-      ports: [EGRESS.port],
-    });
-    await this.c.control.setPolicy(EGRESS.tenant, doc);
     const r = await resolveName(a.netns, EGRESS.allowedName, this.c.signal);
     this.r.check(
       `${EGRESS.allowedName} resolves through ${EGRESS.tenant}'s DNS server at the NIC (forwarded upstream: the policy allows the name)`,
@@ -432,7 +422,7 @@ export class DemoSteps {
       `${EGRESS.deniedName} -> ${r.address ?? r.error}`,
     );
     const byName = await httpGet(a.netns, `http://${EGRESS.deniedName}:${EGRESS.port}/`, 2000, this.c.signal);
-    const byAddress = await httpGet(a.netns, `http://${o.webB}:${EGRESS.port}/`, 2000, this.c.signal);
+    const byAddress = await httpGet(a.netns, `http://${o.webB}:${EGRESS.port}/`, 1500, this.c.signal);
     this.r.check(
       `HTTP to ${EGRESS.deniedName} and to its raw address ${o.webB} is blocked at the NIC`,
       byName.status === null && byAddress.status === null,
@@ -791,6 +781,25 @@ function sortKeys(inv: KeyMetadata[]): KeyMetadata[] {
       (a.tenant ?? '').localeCompare(b.tenant ?? '') ||
       (a.workload ?? '').localeCompare(b.workload ?? ''),
   );
+}
+
+/**
+ * A tenant's policy: its own workloads may talk to each other; with `egress`, its web
+ * workloads may also reach EGRESS.allowedName on EGRESS.port (a toFQDN rule).
+ */
+function tenantPolicy(tenant: string, egress: boolean): ReturnType<typeof allowWithinTenant> {
+  const doc = allowWithinTenant(tenant);
+  if (egress)
+    doc.rules.push({
+      id: 'web-egress',
+      action: 'allow',
+      direction: 'egress',
+      workloads: { labels: { app: 'web' } },
+      peers: [{ fqdn: EGRESS.allowedName }],
+      protocol: 'tcp',
+      ports: [EGRESS.port],
+    });
+  return doc;
 }
 
 /** The IPv4 source and destination addresses in a capture file (tshark). */

@@ -92,6 +92,7 @@ test('the tenant DNS server forwards allowed names upstream and refuses the othe
     { type: 'A', name: 'other.example' },
     { type: 'A', name: 'client.acme.tg' },
   ]);
+
   assert.deepEqual(res[0].answers, [o.webA]);
   assert.equal(res[1].error, 'EREFUSED', 'a name no egress rule allows must be refused');
   assert.deepEqual(res[2].answers, [client!.address]);
