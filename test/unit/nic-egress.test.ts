@@ -23,10 +23,12 @@ import {
   UPSTREAM_TIMEOUT_MS,
   UpstreamDns,
 } from '../../src/nic/egress.js';
+import { Forwarder } from '../../src/nic/forwarding.js';
 import { craftPacket } from '../../src/policy/craft.js';
 import { canonicalName, fqdnMatches, parseFqdn } from '../../src/policy/fqdn.js';
 import { policyDocumentSchema } from '../../src/policy/model.js';
 import { normalizeRules } from '../../src/policy/normalize.js';
+import type { TunBatch } from '../../src/protocol/batch.js';
 import { SYN, send, verdict, world } from '../helpers/policy-harness.js';
 
 const UPLINK = Uint8Array.of(198, 18, 252, 11);
@@ -412,4 +414,111 @@ test('the firewall decides egress by the names the cache holds, and names the fl
     named.some((r) => r.verdict === 'deny' && r.dstPort === 443 && r.outsideName === 'allowed.example'),
   );
   assert.ok(active.some((r) => r.dst === '198.18.251.20' && r.outsideName === undefined));
+});
+
+/** One packet as engine.inbound() hands it over: at an odd offset, tagged with its session. */
+function inbound(peer: number, p: Buffer): TunBatch {
+  const buf = Buffer.alloc(2048);
+  p.copy(buf, 33);
+  return {
+    buf,
+    offsets: Uint32Array.of(33),
+    lengths: Uint32Array.of(p.length),
+    peerIds: Uint32Array.of(peer),
+    count: 1,
+  };
+}
+
+function udpQuery(src: string, dns: string, name: string): Buffer {
+  const q = dnsPacket.encode({ type: 'query', id: 77, questions: [{ type: 'A', name }] });
+  const p = craftPacket({ src, dst: dns, proto: 'udp', sport: 33333, dport: 53, length: 28 + q.length });
+  p.writeUInt16BE(8 + q.length, 24);
+  q.copy(p, 28);
+  return p;
+}
+
+test('the forwarder: outside traffic is denied until the name resolves, then source-NATed both ways', () => {
+  const w = world();
+  w.store.replace({
+    version: 1,
+    tenant: 'acme',
+    rules: [
+      {
+        id: 'web-out',
+        direction: 'egress',
+        workloads: { labels: { app: 'web' } },
+        peers: [{ fqdn: 'allowed.example' }],
+        protocol: 'tcp',
+        ports: [80],
+      },
+    ],
+  });
+  const f = new Forwarder(4);
+  f.attachEngine(w.engine);
+  const egress = new Egress({ uplinkAddress: UPLINK });
+  f.setEgress(egress);
+  f.addTenant('acme');
+  f.addLocalWorkload('acme', 'web-1', 1, parseHostAddress('100.64.1.1'));
+  f.setTenantNetwork('acme', { dns: parseHostAddress('100.64.1.250'), services: [] });
+  const now = Date.now();
+  // Before any answer: denied and counted; nothing for the uplink.
+  let r = f.forward(inbound(1, tcp('100.64.1.1', '198.18.251.10', 40000, 80)), now);
+  assert.equal(r.uplink.count, 0);
+  assert.equal(f.counters.dropped.outside, 1);
+  assert.equal(egress.counters.denied, 1);
+  // A name the policy does not name is refused at once; the allowed one goes upstream.
+  r = f.forward(inbound(1, udpQuery('100.64.1.1', '100.64.1.250', 'other.example')), now);
+  assert.equal(r.upstream.length, 0);
+  assert.equal(r.extra.batch.count, 1, 'the REFUSED answer goes back on the session');
+  r = f.forward(inbound(1, udpQuery('100.64.1.1', '100.64.1.250', 'allowed.example')), now);
+  assert.equal(r.upstream.length, 1);
+  const up = dnsPacket.decode(r.upstream[0]);
+  const reply = f.upstreamAnswer(
+    answer(up.id as number, 'allowed.example', [
+      { type: 'A', name: 'allowed.example', ttl: 60, data: '198.18.251.10' },
+    ]),
+    now,
+  );
+  assert.ok(reply);
+  assert.equal(reply.peerIds[0], 1);
+  const pkt = reply.batch.buf.subarray(
+    reply.batch.offsets[0],
+    reply.batch.offsets[0] + reply.batch.lengths[0],
+  );
+  assert.equal(pkt.subarray(12, 16).join('.'), '100.64.1.250', 'the answer comes from the tenant DNS server');
+  assert.equal(dnsPacket.decode(pkt.subarray(28)).id, 77, "the workload's own message id");
+  assert.equal(egress.cacheOf('acme').size, 1);
+  // Now the flow passes, translated to the uplink address.
+  r = f.forward(inbound(1, tcp('100.64.1.1', '198.18.251.10', 40001, 80)), now);
+  assert.equal(r.uplink.count, 1);
+  const out = r.uplink.buf.subarray(r.uplink.offsets[0], r.uplink.offsets[0] + r.uplink.lengths[0]);
+  assert.equal(out.subarray(12, 16).join('.'), '198.18.252.11');
+  assert.ok(checksumsValid(out));
+  const natPort = out.readUInt16BE(20);
+  // The reply from the uplink goes back to the workload's session, de-NATed.
+  const back = tcp('198.18.251.10', '198.18.252.11', 80, natPort, 0x12);
+  const rb = f.fromUplink(
+    { buf: back, offsets: Uint32Array.of(0), lengths: Uint32Array.of(back.length), count: 1 },
+    now,
+  );
+  assert.equal(rb.batch.count, 1);
+  assert.equal(rb.peerIds[0], 1);
+  const inb = rb.batch.buf.subarray(rb.batch.offsets[0], rb.batch.offsets[0] + rb.batch.lengths[0]);
+  assert.equal(inb.subarray(16, 20).join('.'), '100.64.1.1');
+  assert.equal(inb.readUInt16BE(22), 40001);
+  // An unsolicited packet to the uplink address is dropped.
+  const stray = tcp('198.18.251.10', '198.18.252.11', 80, natPort + 1, SYN);
+  assert.equal(
+    f.fromUplink(
+      { buf: stray, offsets: Uint32Array.of(0), lengths: Uint32Array.of(stray.length), count: 1 },
+      now,
+    ).batch.count,
+    0,
+  );
+  // The overlay range never leaves: an unknown tenant-pool address is no route.
+  f.forward(inbound(1, tcp('100.64.1.1', '100.64.9.9', 40002, 80)), now);
+  assert.equal(f.counters.dropped.noRoute, 1);
+  // The workload leaves: its translations go with it.
+  f.removeLocalWorkload('acme', 'web-1');
+  assert.equal(egress.snat.size, 0);
 });
