@@ -34,6 +34,8 @@
 // trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), and
 // no copy: in place (the NIC data plane) the packet stays in its receive slot for the engine to
 // re-encrypt. No allocation except for fragments (rare). The clock is read once per batch.
+// Egress (to the uplink) is off this path: one string key and Map lookup per packet for the
+// source NAT, a copy into the uplink batch, and objects only for new translations.
 
 import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';

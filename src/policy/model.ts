@@ -44,7 +44,8 @@
 //   any name one label under example.com (as Cilium's matchPattern: `*` stands for one label,
 //   never a dot). Names are compared in lower case without the trailing dot. The same rules
 //   decide which names the NIC's DNS server forwards upstream for the selected workloads:
-//   any other name outside tg. is REFUSED.
+//   any other name outside tg. is REFUSED. Policy tests have no DNS answers: an "address" end
+//   matches CIDR peers only, never FQDN peers.
 // - `ports` are destination ports of the connection (the initiator's destination) and are
 //   only allowed with protocol tcp or udp; absent means every port. `icmp` covers ICMP and
 //   ICMPv6; `any` every IP protocol.
