@@ -1062,6 +1062,7 @@ export class Forwarder {
     if (src === undefined || src.tenant.name !== q.tenant) return null;
     const cache = egress.cacheOf(q.tenant);
     for (const r of a.addresses) cache.learn(q.name, addressKeyOf(r.bytes), r.ttl, now);
+    if (a.addresses.length > 0) this.engine?.outsideNamesChanged();
     const out = this.uplinkIn;
     out.ensure(1, IPV6_HEADER + 8 + a.reply.length);
     out.count = 0;

@@ -239,6 +239,8 @@ export class PolicyEngine {
   private lastZone: Zone = NO_ZONE;
   /** DNS names of outside addresses (the NIC's DNS answers): live ones decide, known ones name records. */
   private outsideNames: { live: OutsideNames; known: OutsideNames } | null = null;
+  /** Moves when outside names were learned: denied flows with an outside end are decided again. */
+  private namesGeneration = 0;
 
   constructor(deps: PolicyEngineDeps) {
     this.directory = deps.directory;
@@ -266,6 +268,15 @@ export class PolicyEngine {
    */
   setOutsideNames(names: { live: OutsideNames; known: OutsideNames } | null): void {
     this.outsideNames = names;
+  }
+
+  /**
+   * Outside names changed (a DNS answer was learned): a flow with an outside end that was
+   * denied is decided again on its next packet (a SYN retried after the name resolved passes),
+   * without touching allowed connections.
+   */
+  outsideNamesChanged(): void {
+    this.namesGeneration = (this.namesGeneration + 1) >>> 0;
   }
 
   /**
@@ -544,12 +555,14 @@ export class PolicyEngine {
     const pkt = this.pkt;
     const key = pkt.words;
     const dt = zone.denied;
+    // A denied flow with an outside end also waits for the names it might be allowed by.
+    const dgen = src === null || dst === null ? (gen + this.namesGeneration) >>> 0 : gen;
     const di = dt.find(hash, key, true);
     if (di >= 0) {
       const e = di >> 1;
       const b = e * STRIDE;
       const f = b >> 1;
-      if (dt.u32[b + W_GEN] === gen && now - dt.f64[f + F_LAST] <= this.timeouts[ST_DENIED]) {
+      if (dt.u32[b + W_GEN] === dgen && now - dt.f64[f + F_LAST] <= this.timeouts[ST_DENIED]) {
         dt.f64[f + F_PKTS_O]++;
         dt.f64[f + F_BYTES_O] += len;
         dt.f64[f + F_LAST] = now;
@@ -557,7 +570,7 @@ export class PolicyEngine {
         c.bytesDenied += len;
         return this.verdict(false, dt.u32[b + W_RULE], 'policy');
       }
-      this.endFlow(zone, dt, e, dt.u32[b + W_GEN] === gen ? 'expired' : 'revoked');
+      this.endFlow(zone, dt, e, dt.u32[b + W_GEN] === dgen ? 'expired' : 'revoked');
     }
 
     let state: number;
@@ -602,7 +615,7 @@ export class PolicyEngine {
     const f = b >> 1;
     const u = t.u32;
     u[b + W_STATE] = dec.allowed ? state : ST_DENIED;
-    u[b + W_GEN] = gen;
+    u[b + W_GEN] = dec.allowed ? gen : dgen;
     u[b + W_RULE] = dec.rule;
     u[b + W_FLAGS] = scope;
     t.cold32[e * COLD_STRIDE + C_RULE_E] = dec.egress;

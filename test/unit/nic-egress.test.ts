@@ -488,8 +488,8 @@ test('the forwarder: outside traffic is denied until the name resolves, then sou
   assert.equal(pkt.subarray(12, 16).join('.'), '100.64.1.250', 'the answer comes from the tenant DNS server');
   assert.equal(dnsPacket.decode(pkt.subarray(28)).id, 77, "the workload's own message id");
   assert.equal(egress.cacheOf('acme').size, 1);
-  // Now the flow passes, translated to the uplink address.
-  r = f.forward(inbound(1, tcp('100.64.1.1', '198.18.251.10', 40001, 80)), now);
+  // Now the flow passes (the SYN retried on the same ports too), translated to the uplink address.
+  r = f.forward(inbound(1, tcp('100.64.1.1', '198.18.251.10', 40000, 80)), now);
   assert.equal(r.uplink.count, 1);
   const out = r.uplink.buf.subarray(r.uplink.offsets[0], r.uplink.offsets[0] + r.uplink.lengths[0]);
   assert.equal(out.subarray(12, 16).join('.'), '198.18.252.11');
@@ -505,7 +505,7 @@ test('the forwarder: outside traffic is denied until the name resolves, then sou
   assert.equal(rb.peerIds[0], 1);
   const inb = rb.batch.buf.subarray(rb.batch.offsets[0], rb.batch.offsets[0] + rb.batch.lengths[0]);
   assert.equal(inb.subarray(16, 20).join('.'), '100.64.1.1');
-  assert.equal(inb.readUInt16BE(22), 40001);
+  assert.equal(inb.readUInt16BE(22), 40000);
   // An unsolicited packet to the uplink address is dropped.
   const stray = tcp('198.18.251.10', '198.18.252.11', 80, natPort + 1, SYN);
   assert.equal(
