@@ -193,8 +193,8 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.deepEqual(report.notShown, []);
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
-  assert.match(r.stderr, /\[1\/17\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[17\/17\] teardown/);
+  assert.match(r.stderr, /\[1\/19\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[19\/19\] teardown/);
   assert.match(
     r.stderr,
     /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(served while the lab was up; `tenguard demo --keep` keeps it up to look around\)\n$/,
