@@ -8,22 +8,11 @@ import { test } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { parseHostAddress } from '../../src/nic/addresses.js';
 import { FORWARD_UPSTREAM, type NameBook, TenantDns } from '../../src/nic/dns.js';
-import {
-  addressKey,
-  addressKeyOf,
-  Egress,
-  KEEP_EXPIRED_MS,
-  MAX_UPSTREAM_ANSWER,
-  NameCache,
-  SNAT_CLOSING_MS,
-  SNAT_PORT_MAX,
-  SNAT_PORT_MIN,
-  SNAT_UDP_MS,
-  SnatTable,
-  UPSTREAM_TIMEOUT_MS,
-  UpstreamDns,
-} from '../../src/nic/egress.js';
+import { Egress } from '../../src/nic/egress.js';
+import { addressKey, addressKeyOf, KEEP_EXPIRED_MS, NameCache } from '../../src/nic/egress-names.js';
 import { Forwarder } from '../../src/nic/forwarding.js';
+import { SNAT_CLOSING_MS, SNAT_PORT_MAX, SNAT_PORT_MIN, SNAT_UDP_MS, SnatTable } from '../../src/nic/snat.js';
+import { MAX_UPSTREAM_ANSWER, UPSTREAM_TIMEOUT_MS, UpstreamDns } from '../../src/nic/upstream-dns.js';
 import { craftPacket } from '../../src/policy/craft.js';
 import { canonicalName, fqdnMatches, parseFqdn } from '../../src/policy/fqdn.js';
 import { policyDocumentSchema } from '../../src/policy/model.js';
