@@ -75,6 +75,13 @@ export const SERVICE = {
 };
 
 /**
+ * The NIC failover (`--nics 2`): the agent of the NIC carrying the workload is killed while a
+ * workload on the other host pings it; the orchestrator moves its workloads to the host's
+ * other NIC, and traffic must pass again within `boundMs`.
+ */
+export const NIC_FAILOVER = { workload: 'acme-web', streamFrom: 'acme-db', intervalMs: 20, boundMs: 3000 };
+
+/**
  * Egress from acme-web to the lab's outside namespace: allowed to one DNS name (its answer is
  * what the NIC lets through, source-NATed to its uplink address), denied to another name and to
  * that name's raw address.
