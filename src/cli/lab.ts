@@ -26,7 +26,7 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 export const LAB_USAGE = `usage:
-  tenguard lab up --hosts H --tenants T --workloads W [--nics N] [--prefix P] [--mtu M] [--json]
+  tenguard lab up --hosts H --tenants T --workloads W [--nics N] [--prefix P] [--mtu M] [--outside] [--json]
   tenguard lab status [--prefix P] [--json]
   tenguard lab exec [--prefix P] <node> -- <command> [args...]
   tenguard lab down [--prefix P] [--json]
@@ -36,7 +36,9 @@ export const LAB_USAGE = `usage:
   N: 1..${LAB_LIMITS.nics} NICs per host (default 1; NIC K > 1 is node hH-nicK)
   M: MTU of every link, fabric and host links, ${LAB_MTU_RANGE.min}..${LAB_MTU_RANGE.max} (default ${LAB_MTU})
   P: 'tg' then up to 5 of a-z0-9 (default ${DEFAULT_PREFIX}); the lab owns every namespace and link named P or P-*
-  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic, h1-nic2) or fabric`;
+  --outside: also an outside namespace (node outside) with a web and a DNS server, reachable
+     only through an uplink of each host's first NIC (egress)
+  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic, h1-nic2), fabric or outside`;
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean' }>;
 
@@ -144,6 +146,7 @@ async function up(args: string[]): Promise<number> {
       nics: { type: 'string' },
       prefix: { type: 'string' },
       mtu: { type: 'string' },
+      outside: { type: 'boolean' },
       json: { type: 'boolean' },
     },
     true,
@@ -167,6 +170,7 @@ async function up(args: string[]): Promise<number> {
       prefix,
       ...size,
       mtu,
+      outside: values.outside === true,
       signal,
       crashAfterSteps,
       onProgress: json

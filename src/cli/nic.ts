@@ -21,6 +21,7 @@ import { apiSocketArg, parseDaemonArgs } from './daemon-args.js';
 
 const USAGE = `usage: tenguard nic --api-socket PATH --host-address ADDR --fabric-address ADDR
                     [--host-port N] [--fabric-port N] [--host-mtu N] [--fabric-mtu N]
+                    [--uplink-tun NAME --uplink-address ADDR --upstream-dns ADDR]
                     (--ca-socket PATH --ca-bundle FILE --trust-domain TD --host-name NAME
                      [--allow-client ID]... [--cert-ttl S] [--bundle-refresh S] | --insecure)
 
@@ -32,6 +33,11 @@ the management API (HTTP+JSON) on the Unix socket PATH. Stops on SIGTERM/SIGINT.
 the legs carry: TCP SYNs get their MSS clamped to fit both, and a larger packet from a local
 workload that must not be fragmented is answered with ICMP "fragmentation needed" / "packet
 too big" (README, "MTUs of the legs").
+
+Egress (all three or none): flows the tenants' egress policies allow leave source-NATed to
+--uplink-address through the TUN device --uplink-tun (made beforehand, that address routed to
+it), and the tenant DNS servers forward the names the policies allow to --upstream-dns (port
+53). Without them every address outside the fabric is dropped.
 
 With mTLS the agent enrols as spiffe://TD/nic/NAME, serves its API over mTLS to the allowed
 clients only, publishes its tenant keys bound to its certificate, and accepts a tenant peer
@@ -89,6 +95,9 @@ export async function run(args: string[]): Promise<number> {
       'fabric-port': { type: 'string' },
       'host-mtu': { type: 'string' },
       'fabric-mtu': { type: 'string' },
+      'uplink-tun': { type: 'string' },
+      'uplink-address': { type: 'string' },
+      'upstream-dns': { type: 'string' },
       ...MTLS_ARG_OPTIONS,
     },
     USAGE,
@@ -100,6 +109,24 @@ export async function run(args: string[]): Promise<number> {
   const hostPort = port(values['host-port'] as string | undefined, '--host-port');
   const fabricPort = port(values['fabric-port'] as string | undefined, '--fabric-port');
   const mtls = mtlsConfigFromArgs(values, (td, host) => nicId(td, host).uri);
+  const egressArgs = [values['uplink-tun'], values['uplink-address'], values['upstream-dns']] as (
+    | string
+    | undefined
+  )[];
+  const given = egressArgs.filter((v) => v !== undefined).length;
+  if (given !== 0 && given !== 3)
+    throw new TgError(
+      'TG_ERR_USAGE',
+      `give all of --uplink-tun, --uplink-address and --upstream-dns, or none\n${USAGE}`,
+    );
+  const egress =
+    given === 3
+      ? {
+          uplinkTun: egressArgs[0] as string,
+          uplinkAddress: address(egressArgs[1], '--uplink-address'),
+          upstreamDns: address(egressArgs[2], '--upstream-dns'),
+        }
+      : undefined;
   requireRoot('tenguard nic');
   if (mtls === undefined) logger('nic').warn(INSECURE_WARNING);
   tuneRuntimeForDataPlane();
@@ -119,6 +146,7 @@ export async function run(args: string[]): Promise<number> {
     processMetrics: true,
     mtls,
     linkMtus,
+    egress,
   });
   const stopped = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

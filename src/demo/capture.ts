@@ -22,7 +22,9 @@ export async function startCapture(where: string, ns: string, iface: string, fil
   rmSync(file, { force: true });
   const child: ChildProcess = spawn(
     'ip',
-    ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-n', '-U', '-s', '0', '-w', file],
+    // --immediate-mode: each packet is handed over as it comes, so a short capture stopped
+    // right after its traffic still holds it (buffered blocks are lost on SIGINT).
+    ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-n', '-U', '--immediate-mode', '-s', '0', '-w', file],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const closed = new Promise<void>((r) => child.once('close', () => r()));

@@ -3,16 +3,19 @@
 //   ip netns exec <ns> node probe-program.js tcp-echo <bind> <port> <ms>
 //   ip netns exec <ns> node probe-program.js tcp-send <dst> <port> <hex> <repeat> <ms>
 //   ip netns exec <ns> node probe-program.js resolve <name>
+//   ip netns exec <ns> node probe-program.js http-get <url> <ms>
 //
 // tcp-echo prints "ready" once listening, echoes what one client sends and, after <ms>, one
 // JSON line {received: <bytes>, sha: <hex>}. tcp-send sends <hex> repeated <repeat> times,
 // reads the echo back and prints {sent, echoed, sha, ms} (echoed 0 when nothing came back
 // within <ms>); <dst> may be a name, resolved by the namespace's resolver. resolve prints
 // {address} (IPv4, by the system resolver, i.e. the namespace's resolv.conf) or {error} with the
-// resolver's code. Only the program entry point runs anything; importing this file does not.
+// resolver's code. http-get prints {status, body, ms} (the body up to 4 KiB) or {error, ms}.
+// Only the program entry point runs anything; importing this file does not.
 import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { realpathSync } from 'node:fs';
+import { get } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -98,6 +101,7 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
       throw new Error(`payload of ${payload.length * repeat} bytes is out of range`);
     return tcpSend(a[0] ?? '', num(a[1], 'port', 65535), payload, repeat, num(a[4], 'ms', 120_000));
   }
+  if (mode === 'http-get') return httpGet(a[0] ?? '', Number(a[1] ?? 2000));
   if (mode === 'resolve') {
     try {
       return { address: (await lookup(a[0] ?? '', { family: 4 })).address };
@@ -106,6 +110,25 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
     }
   }
   throw new Error(`unknown probe mode '${mode}'`);
+}
+
+/** One GET; the body up to 4 KiB. */
+function httpGet(url: string, ms: number): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const took = () => Math.round(performance.now() - t0);
+  return new Promise((resolve) => {
+    const req = get(url, { timeout: ms }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (body.length < 4096) body += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.slice(0, 4096), ms: took() }));
+      res.on('error', (err) => resolve({ error: err.message, ms: took() }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message, ms: took() }));
+  });
 }
 
 function isMain(): boolean {

@@ -45,10 +45,10 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the thirteen steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 17;
+export const TOTAL_STEPS = 19;
 
 /** The steps of a run: one more (the NIC failover) with several NICs per host. */
 export function totalSteps(nics = 1): number {
@@ -79,8 +79,8 @@ export async function runDemo(
     const nics = opts.nics ?? 1;
     report.step(
       nics > 1
-        ? `lab: 2 hosts with ${nics} NICs each (host + NIC namespaces, PCIe veth per NIC), a fabric bridge`
-        : 'lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge',
+        ? `lab: 2 hosts with ${nics} NICs each (host + NIC namespaces, PCIe veth per NIC), a fabric bridge, an outside namespace`
+        : 'lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge, an outside namespace',
     );
     const tl = performance.now();
     // No workload namespaces from the lab: the control plane creates each workload's own.
@@ -89,6 +89,7 @@ export async function runDemo(
       hosts: 2,
       tenants: 1,
       workloads: 0,
+      outside: true,
       signal,
       ...(nics > 1 ? { nics } : {}),
     });
@@ -150,6 +151,8 @@ export async function runDemo(
     await phase('IPv6', () => s.ipv6());
     await phase('cross-tenant traffic', () => s.crossTenant());
     await phase('service by name', () => s.serviceByName());
+    await phase('egress allowed', () => s.egressAllowed());
+    await phase('egress denied', () => s.egressDenied());
     await phase('captures', () => s.analyseCaptures());
     await phase('key inventory', () => s.keyInventory());
     await phase('throughput', () => s.throughput());

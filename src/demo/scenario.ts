@@ -80,3 +80,16 @@ export const SERVICE = {
  * other NIC, and traffic must pass again within `boundMs`.
  */
 export const NIC_FAILOVER = { workload: 'acme-web', streamFrom: 'acme-db', intervalMs: 20, boundMs: 3000 };
+
+/**
+ * Egress from acme-web to the lab's outside namespace: allowed to one DNS name (its answer is
+ * what the NIC lets through, source-NATed to its uplink address), denied to another name and to
+ * that name's raw address.
+ */
+export const EGRESS = {
+  tenant: 'acme',
+  from: 'acme-web',
+  allowedName: 'allowed.example',
+  deniedName: 'other.example',
+  port: 80,
+};

@@ -11,12 +11,14 @@ import { isZero } from '../protocol/crypto.js';
 import { uapiGet } from '../uapi/client.js';
 import { uapiSocketPath } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
+import { runOk } from '../util/exec.js';
 import { analyseCapture, type Capture, startCapture } from './capture.js';
 import { allowWithinTenant, type DemoControl, type DemoWorkload } from './control.js';
 import { keyNeedles, type Needle, scanProcessMemory } from './memscan.js';
 import { type DemoReporter, median, table } from './report.js';
 import {
   CROSS_TENANT,
+  EGRESS,
   IPV6,
   MIGRATION,
   NIC_FAILOVER,
@@ -28,7 +30,16 @@ import {
   THROUGHPUT,
   WORKLOADS,
 } from './scenario.js';
-import { firstReply, iperf, ping, pingStream, resolveName, stopIfAborted, tcpTransfer } from './traffic.js';
+import {
+  firstReply,
+  httpGet,
+  iperf,
+  ping,
+  pingStream,
+  resolveName,
+  stopIfAborted,
+  tcpTransfer,
+} from './traffic.js';
 
 /** The bytes of the TCP transfers: the 16-byte marker repeated this many times (64 KiB). */
 const TRANSFER_REPEAT = 4096;
@@ -53,6 +64,8 @@ export class DemoSteps {
   /** 16 random bytes sent in pings and TCP transfers, then looked for in the captures. */
   private readonly marker = randomBytes(16);
   private policyEnforced = false;
+  /** False when the egress steps could not run (the workload's NIC has no uplink). */
+  private egressShown = true;
 
   constructor(private readonly c: StepContext) {}
 
@@ -86,13 +99,14 @@ export class DemoSteps {
       this.r.check(`tenant ${t.name} created`, true, `address pool ${t.pool}`);
     }
     for (const t of TENANTS) {
-      const set = await this.c.control.setPolicy(t.name, allowWithinTenant(t.name));
+      const egress = t.name === EGRESS.tenant && this.c.lab.outside !== undefined;
+      const set = await this.c.control.setPolicy(t.name, tenantPolicy(t.name, egress));
       this.policyEnforced = set;
       if (set)
         this.r.check(
           `policy of ${t.name} set`,
           true,
-          'allow any protocol between its own workloads; everything else default deny',
+          `allow any protocol between its own workloads${egress ? `; its web workloads may reach ${EGRESS.allowedName}:${EGRESS.port} (toFQDN)` : ''}; everything else default deny`,
         );
     }
     if (this.policyEnforced) {
@@ -335,6 +349,102 @@ export class DemoSteps {
       `another tenant's name ${SERVICE.foreignName} is unknown to ${svc.tenant}'s DNS server`,
       f.address === null && f.error === 'ENOTFOUND',
       `${SERVICE.foreignName} -> ${f.address ?? f.error}`,
+    );
+  }
+
+  // --- Egress ------------------------------------------------------------------------------
+
+  /**
+   * Egress by DNS name: acme's policy lets its web workloads reach allowed.example on port 80
+   * (a toFQDN rule); the name resolves through acme's DNS server at the NIC, which forwards it
+   * upstream because the policy allows it; the NIC lets through the address that answer gave,
+   * source-NATed to its uplink address: the uplink carries the plaintext, from that address only.
+   */
+  async egressAllowed(): Promise<void> {
+    const o = this.c.lab.outside;
+    if (o === undefined) {
+      this.r.notShown('egress (the lab was built without its outside namespace)');
+      return;
+    }
+    this.r.step(
+      `egress allowed: ${EGRESS.from} to http://${EGRESS.allowedName}/ by a toFQDN rule, source-NATed at the NIC's uplink`,
+    );
+    const a = this.w(EGRESS.from);
+    if (a.nic !== undefined && a.nic !== 'nic1') {
+      // The lab gives each host's first NIC an uplink; another NIC has none.
+      this.r.notShown(`egress (${a.name} runs on ${a.host}'s ${a.nic}, which has no uplink in the lab)`);
+      this.egressShown = false;
+      return;
+    }
+    const r = await resolveName(a.netns, EGRESS.allowedName, this.c.signal);
+    this.r.check(
+      `${EGRESS.allowedName} resolves through ${EGRESS.tenant}'s DNS server at the NIC (forwarded upstream: the policy allows the name)`,
+      r.address === o.webA,
+      `${EGRESS.allowedName} -> ${r.address ?? r.error}`,
+    );
+    const nic = this.c.lab.hosts.find((h) => h.name === a.host)!;
+    const up = o.uplinks.find((u) => u.host === a.host)!;
+    const file = this.pcap('uplink');
+    const cap = await startCapture(`uplink of ${a.host}'s NIC`, nic.nicNs, up.nicIf, file);
+    if (cap.pid !== undefined) this.c.pids.push(cap.pid);
+    let g: Awaited<ReturnType<typeof httpGet>>;
+    try {
+      g = await httpGet(a.netns, `http://${EGRESS.allowedName}:${EGRESS.port}/`, 3000, this.c.signal);
+    } finally {
+      await cap.stop();
+    }
+    this.r.check(
+      `HTTP GET http://${EGRESS.allowedName}/ from ${a.name} is answered by the outside web server A`,
+      g.status === 200 && g.body.includes(`web A:${EGRESS.allowedName}`),
+      g.error ?? `${g.status} ${JSON.stringify(g.body.trim())} in ${g.ms} ms`,
+    );
+    if (g.status === 200) this.r.figure('egress_http_ms', g.ms);
+    const seen = await captureAddresses(file);
+    this.r.check(
+      `on the uplink the flow comes from the NIC's uplink address ${up.snatV4}, never from ${a.name}'s own ${a.address}`,
+      seen.includes(up.snatV4) && !seen.includes(a.address) && !seen.some((x) => x.startsWith('100.64.')),
+      `addresses on the uplink: ${seen.join(', ')}`,
+    );
+    const flows = (await this.c.control.flows()) ?? [];
+    const rec = flows.find((f) => f.verdict === 'allow' && f.dst === o.webA && f.dstPort === EGRESS.port);
+    this.r.check(
+      'the flow log records the egress flow with the name it was allowed by',
+      rec !== undefined && rec.outsideName === EGRESS.allowedName,
+      rec === undefined
+        ? 'no record'
+        : `${rec.srcWorkload} ${rec.src} -> ${rec.dst}:${rec.dstPort} ${rec.outsideName ?? '(no name)'} by ${rec.egressRule}`,
+    );
+  }
+
+  /** Egress denied: another name is refused by the DNS server, its raw address dropped and logged. */
+  async egressDenied(): Promise<void> {
+    const o = this.c.lab.outside;
+    if (o === undefined || !this.egressShown) return;
+    this.r.step(
+      `egress denied by name: ${EGRESS.deniedName} (and its address ${o.webB}) from ${EGRESS.from}`,
+    );
+    const a = this.w(EGRESS.from);
+    const r = await resolveName(a.netns, EGRESS.deniedName, this.c.signal);
+    this.r.check(
+      `${EGRESS.deniedName} does not resolve: no egress rule names it, so the NIC's DNS server refuses it`,
+      r.address === null,
+      `${EGRESS.deniedName} -> ${r.address ?? r.error}`,
+    );
+    const byName = await httpGet(a.netns, `http://${EGRESS.deniedName}:${EGRESS.port}/`, 2000, this.c.signal);
+    const byAddress = await httpGet(a.netns, `http://${o.webB}:${EGRESS.port}/`, 1500, this.c.signal);
+    this.r.check(
+      `HTTP to ${EGRESS.deniedName} and to its raw address ${o.webB} is blocked at the NIC`,
+      byName.status === null && byAddress.status === null,
+      `by name: ${byName.error ?? byName.status}; by address: ${byAddress.error ?? byAddress.status}`,
+    );
+    const flows = (await this.c.control.flows()) ?? [];
+    const rec = flows.find((f) => f.verdict === 'deny' && f.dst === o.webB && f.dstPort === EGRESS.port);
+    this.r.check(
+      'the flow log records the denied egress flow',
+      rec !== undefined && rec.srcWorkload === a.name,
+      rec === undefined
+        ? 'no record'
+        : `${rec.srcWorkload} ${rec.src} -> ${rec.dst}:${rec.dstPort} ${rec.rule}`,
     );
   }
 
@@ -804,6 +914,33 @@ function sortKeys<K extends KeyMetadata>(inv: K[]): K[] {
       (a.tenant ?? '').localeCompare(b.tenant ?? '') ||
       (a.workload ?? '').localeCompare(b.workload ?? ''),
   );
+}
+
+/**
+ * A tenant's policy: its own workloads may talk to each other; with `egress`, its web
+ * workloads may also reach EGRESS.allowedName on EGRESS.port (a toFQDN rule).
+ */
+function tenantPolicy(tenant: string, egress: boolean): ReturnType<typeof allowWithinTenant> {
+  const doc = allowWithinTenant(tenant);
+  if (egress)
+    doc.rules.push({
+      id: 'web-egress',
+      action: 'allow',
+      direction: 'egress',
+      workloads: { labels: { app: 'web' } },
+      peers: [{ fqdn: EGRESS.allowedName }],
+      protocol: 'tcp',
+      ports: [EGRESS.port],
+    });
+  return doc;
+}
+
+/** The IPv4 source and destination addresses in a capture file (tshark). */
+async function captureAddresses(file: string): Promise<string[]> {
+  const out = await runOk('tshark', ['-r', file, '-T', 'fields', '-e', 'ip.src', '-e', 'ip.dst'], {
+    timeoutMs: 60_000,
+  });
+  return [...new Set(out.split(/\s+/).filter((x) => x !== ''))].sort();
 }
 
 function sleep(ms: number): Promise<void> {

@@ -187,6 +187,26 @@ export async function resolveName(
   };
 }
 
+/** One HTTP GET from namespace `ns` (names resolved by its resolver): the status and body, or the error. */
+export async function httpGet(
+  ns: string,
+  url: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ status: number | null; body: string; error: string | null; ms: number }> {
+  const r = await childJsonResult(
+    probe(ns, ['http-get', url, String(timeoutMs)], signal),
+    timeoutMs + 20_000,
+    'http probe',
+  );
+  return {
+    status: typeof r.status === 'number' ? r.status : null,
+    body: typeof r.body === 'string' ? r.body : '',
+    error: typeof r.error === 'string' ? r.error : null,
+    ms: typeof r.ms === 'number' ? r.ms : 0,
+  };
+}
+
 export interface IperfFigure {
   mbps: number;
   retransmits: number;

@@ -155,6 +155,7 @@ export class LabAgents {
       '--fabric-address',
       this.opts.fabricFamily === 6 ? n.fabric.nicV6 : n.fabric.nicV4,
       ...this.linkMtuArgs(),
+      ...(nic === 'nic1' ? this.egressArgs(host) : []),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
     const endpoint = this.endpoint(n.apiSocket, id);
@@ -297,6 +298,17 @@ export class LabAgents {
   }
 
   /** Every link of the lab has the lab's MTU: NICs and vSwitches derive what they need from it. */
+  /**
+   * With the lab's outside namespace: the uplink TUN, source-NAT address and upstream DNS of the
+   * host's first NIC (the only one with an uplink).
+   */
+  private egressArgs(host: string): string[] {
+    const o = this.lab.outside;
+    const u = o?.uplinks.find((x) => x.host === host);
+    if (o === undefined || u === undefined) return [];
+    return ['--uplink-tun', u.tun, '--uplink-address', u.snatV4, '--upstream-dns', o.dns];
+  }
+
   private linkMtuArgs(): string[] {
     return ['--host-mtu', String(this.lab.mtu), '--fabric-mtu', String(this.lab.mtu)];
   }

@@ -15,6 +15,7 @@ import {
   listRootLinks,
   namespaceLinkReadiness,
 } from './netns.js';
+import { buildOutside, startOutsideServers } from './outside.js';
 import { mapLimit } from './parallel.js';
 import {
   belongsToLab,
@@ -58,6 +59,8 @@ export interface BuildOptions {
   nics?: number;
   /** MTU of every link: fabric and host links (default LAB_MTU, 1,500; 1,280 to 9,000). */
   mtu?: number;
+  /** Build the outside namespace with its servers and an uplink per NIC (outside.ts). */
+  outside?: boolean;
   /** Aborting stops the build after the running step and removes what was built. */
   signal?: AbortSignal;
   onProgress?: (p: BuildProgress) => void;
@@ -220,8 +223,10 @@ export function buildSteps(plan: LabPlan): BuildStep[] {
   return [
     fabricStep(plan),
     ...plan.hosts.map((h) => hostStep(plan, h)),
+    ...(plan.outside ? [{ name: 'outside', run: () => buildOutside(plan) }] : []),
     ...plan.hosts.map((h) => workloadsStep(plan, h)),
     settleStep(plan),
+    ...(plan.outside ? [{ name: 'outside servers', run: () => startOutsideServers(plan) }] : []),
   ];
 }
 
@@ -258,7 +263,7 @@ function existsError(prefix: string, found: LabObjects): TgError {
  */
 export async function buildLab(opts: BuildOptions): Promise<LabState> {
   const prefix = validatePrefix(opts.prefix);
-  const plan = planLab(prefix, validateSize(opts), opts.mtu);
+  const plan = planLab(prefix, validateSize(opts), opts.mtu, opts.outside ?? false);
   if (opts.signal?.aborted)
     throw new TgError('TG_ERR_INTERRUPTED', `building lab '${prefix}' was interrupted`);
   const found = await findLabObjects(prefix);

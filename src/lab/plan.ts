@@ -15,6 +15,11 @@
 //                                                             IPv6 address derived from it
 //                                                             (orchestrator/pool.ts: t=1 ->
 //                                                             fd64:6440:100::/64, .11 -> ::6440:10b)
+//   outside (opt.)  198.18.250.0/24      the uplinks: bridge .1 in the outside namespace, NIC h's
+//                                        uplink at .(10+h)
+//                   198.18.251.0/24      the outside services: web A .10, web B .20, DNS .53
+//                   198.18.252.(10+h)    NIC h's source-NAT address: routed to its uplink TUN in
+//                                        the NIC namespace, assigned nowhere
 // The overlay addresses are planned and recorded only: until the tunnel exists the lab
 // configures no overlay.
 import { address6Of, OVERLAY6_RANGE, parsePool, pool6Of } from '../orchestrator/pool.js';
@@ -129,10 +134,45 @@ export interface FabricPlan {
   bridgeV6: string;
 }
 
+/** A NIC's uplink to the outside namespace. */
+export interface UplinkPlan {
+  host: string;
+  /** The uplink interface in the NIC namespace and its peer, a bridge port outside. */
+  nicIf: string;
+  outsideIf: string;
+  nicV4: string;
+  /** The NIC's uplink TUN device (egress: the NIC agent reads and writes it). */
+  tun: string;
+  /** The address egress flows are source-NATed to (routed to the TUN). */
+  snatV4: string;
+}
+
+/**
+ * The outside world of a lab (optional): a namespace reachable only from the NICs' uplinks,
+ * with a web server on two addresses and a DNS server authoritative for `zone`.
+ */
+export interface OutsidePlan {
+  /** Node name `outside`. */
+  node: string;
+  ns: string;
+  bridge: string;
+  subnetV4: string;
+  bridgeV4: string;
+  servicesSubnetV4: string;
+  webA: string;
+  webB: string;
+  dns: string;
+  /** name -> address the DNS server answers (A records), with their TTL. */
+  zone: { name: string; address: string; ttl: number }[];
+  uplinks: UplinkPlan[];
+}
+
 export interface LabPlan {
   prefix: string;
   size: LabSize;
   mtu: number;
+  /** The outside namespace and the NICs' uplinks; absent unless asked for. */
+  outside?: OutsidePlan;
   /** Root-namespace directory for the lab's sockets and runtime files. */
   runDir: string;
   fabric: FabricPlan;
@@ -253,8 +293,45 @@ export function validateLabMtu(mtu: unknown): number {
   return mtu;
 }
 
-/** `mtu` is the MTU of every link of the lab: the fabric and each host link (default LAB_MTU). */
-export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): LabPlan {
+/** The names the outside DNS server answers and their TTLs (s). */
+export const OUTSIDE_ZONE = Object.freeze({ allowed: 'allowed.example', other: 'other.example', ttl: 60 });
+
+function planOutside(prefix: string, hosts: number): OutsidePlan {
+  const webA = '198.18.251.10';
+  const webB = '198.18.251.20';
+  const uplinks: UplinkPlan[] = [];
+  for (let h = 1; h <= hosts; h++)
+    uplinks.push({
+      host: `h${h}`,
+      nicIf: ifname(prefix, `n${h}up`),
+      outsideIf: ifname(prefix, `o${h}nic`),
+      nicV4: `198.18.250.${10 + h}`,
+      tun: ifname(prefix, `n${h}eg`),
+      snatV4: `198.18.252.${10 + h}`,
+    });
+  return {
+    node: 'outside',
+    ns: nodeNamespace(prefix, 'outside'),
+    bridge: ifname(prefix, 'obr'),
+    subnetV4: '198.18.250.0/24',
+    bridgeV4: '198.18.250.1',
+    servicesSubnetV4: '198.18.251.0/24',
+    webA,
+    webB,
+    dns: '198.18.251.53',
+    zone: [
+      { name: OUTSIDE_ZONE.allowed, address: webA, ttl: OUTSIDE_ZONE.ttl },
+      { name: OUTSIDE_ZONE.other, address: webB, ttl: OUTSIDE_ZONE.ttl },
+    ],
+    uplinks,
+  };
+}
+
+/**
+ * `mtu` is the MTU of every link of the lab: the fabric and each host link (default LAB_MTU).
+ * With `outside`, the plan has the outside namespace and an uplink per NIC.
+ */
+export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU, outside = false): LabPlan {
   validatePrefix(prefix);
   const s = validateSize(size);
   validateLabMtu(mtu);
@@ -349,7 +426,17 @@ export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): L
       }
     }
   }
-  return { prefix, size: s, mtu, runDir, fabric, hosts, tenants, workloads };
+  return {
+    prefix,
+    size: s,
+    mtu,
+    ...(outside ? { outside: planOutside(prefix, s.hosts) } : {}),
+    runDir,
+    fabric,
+    hosts,
+    tenants,
+    workloads,
+  };
 }
 
 /** Every NIC of a host, the first one (the host plan's own fields) included. */
@@ -366,6 +453,7 @@ export function planNamespaces(plan: LabPlan): string[] {
     plan.fabric.ns,
     ...plan.hosts.flatMap((h) => [h.hostNs, ...hostNics(h).map((n) => n.ns)]),
     ...plan.workloads.map((w) => w.ns),
+    ...(plan.outside ? [plan.outside.ns] : []),
   ];
 }
 
@@ -383,6 +471,17 @@ export function planInterfaces(plan: LabPlan): PlannedInterface[] {
         { ns: n.ns, name: n.fabric.nicIf, addrs: [`${n.fabric.nicV4}/24`, `${n.fabric.nicV6}/64`] },
         { ns: f.ns, name: n.fabric.bridgeIf, addrs: [] },
       );
+  const o = plan.outside;
+  if (o !== undefined) {
+    out.push({ ns: o.ns, name: o.bridge, addrs: [`${o.bridgeV4}/24`] });
+    for (const u of o.uplinks) {
+      const h = plan.hosts.find((x) => x.name === u.host)!;
+      out.push(
+        { ns: h.nicNs, name: u.nicIf, addrs: [`${u.nicV4}/24`] },
+        { ns: o.ns, name: u.outsideIf, addrs: [] },
+      );
+    }
+  }
   return out;
 }
 
@@ -394,5 +493,6 @@ export function planNodes(plan: LabPlan): Map<string, string> {
     for (const n of hostNics(h)) nodes.set(n.node, n.ns);
   }
   for (const w of plan.workloads) nodes.set(w.name, w.ns);
+  if (plan.outside) nodes.set(plan.outside.node, plan.outside.ns);
   return nodes;
 }

@@ -83,6 +83,27 @@ export function renderLabStatus(st: LabStatus): string {
       );
     }
   }
+  const o = s.outside;
+  if (o !== undefined) {
+    out.push(`outside    ${o.ns.padEnd(22)}${nsMark(ns.get(o.ns))}`);
+    out.push(ifLine('             ', o.ns, o.bridge, [`${o.bridgeV4}/24`], 'uplink bridge'));
+    out.push(
+      `             web A ${o.webA}, web B ${o.webB}, DNS ${o.dns}: ${o.zone.map((z) => `${z.name} -> ${z.address}`).join(', ')}`,
+    );
+    for (const u of o.uplinks) {
+      const h = s.hosts.find((x) => x.name === u.host);
+      if (h === undefined) continue;
+      out.push(
+        ifLine(
+          '             ',
+          h.nicNs,
+          u.nicIf,
+          [`${u.nicV4}/24`],
+          `${u.host}'s NIC uplink; source NAT ${u.snatV4} via TUN ${u.tun}`,
+        ),
+      );
+    }
+  }
   out.push(`tenants    ${s.tenants.map((t) => `${t.name} ${t.overlayV4} ${t.overlayV6}`).join('; ')}`);
   out.push('workloads  (overlay addresses planned only: no overlay is wired until the tunnel exists)');
   for (const w of s.workloads) {
@@ -103,7 +124,11 @@ export function renderLabStatus(st: LabStatus): string {
 
 /** One line per build: what was built and how long it took. */
 export function renderBuilt(s: LabState): string {
-  const namespaces = 1 + s.hosts.reduce((sum, h) => sum + 1 + hostNics(h).length, 0) + s.workloads.length;
+  const namespaces =
+    1 +
+    s.hosts.reduce((sum, h) => sum + 1 + hostNics(h).length, 0) +
+    s.workloads.length +
+    (s.outside !== undefined ? 1 : 0);
   return `lab ${s.prefix} is up: ${sizeLine(s)} (${namespaces} namespaces) in ${s.buildMs ?? '?'} ms`;
 }
 

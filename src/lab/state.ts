@@ -57,11 +57,35 @@ const hostSchema = z.strictObject({
     .optional(),
 });
 
+const outsideSchema = z.strictObject({
+  node: z.string(),
+  ns: z.string(),
+  bridge: z.string(),
+  subnetV4: z.string(),
+  bridgeV4: z.string(),
+  servicesSubnetV4: z.string(),
+  webA: z.string(),
+  webB: z.string(),
+  dns: z.string(),
+  zone: z.array(z.strictObject({ name: z.string(), address: z.string(), ttl: z.number().int() })),
+  uplinks: z.array(
+    z.strictObject({
+      host: z.string(),
+      nicIf: z.string(),
+      outsideIf: z.string(),
+      nicV4: z.string(),
+      tun: z.string(),
+      snatV4: z.string(),
+    }),
+  ),
+});
+
 export const labStateSchema = z.strictObject({
   version: z.literal(LAB_STATE_VERSION),
   prefix: z.string(),
   size: sizeSchema,
   mtu: z.number().int().positive(),
+  outside: outsideSchema.optional(),
   runDir: z.string(),
   fabric: z.strictObject({
     ns: z.string(),

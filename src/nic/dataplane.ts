@@ -1,7 +1,10 @@
 // The NIC's I/O driver (the model is device/device.ts): two UDP sockets feed one protocol
 // engine in batches; what the engine decrypts goes through the forwarder and straight back
-// into the engine for re-encryption. There is no TUN device: no packet ever leaves the NIC
-// unencrypted.
+// into the engine for re-encryption. No packet leaves the NIC unencrypted, except allowed
+// egress: with an uplink (egress, README "Egress"), source-NATed packets to outside addresses
+// are written to the uplink TUN device, replies read from it go back through the forwarder
+// onto the workload's session, and DNS queries the tenant DNS servers forward go to the
+// upstream server through `upstream` (answers come back through upstreamAnswer()).
 //
 //   host socket   (host link, on-host leg)   --+                         +--> host socket
 //                                              +-> engine.inbound -> forwarder -> engine.outboundToPeers
@@ -25,7 +28,7 @@
 import { performance } from 'node:perf_hooks';
 import { DEVICE_SLOT, IoGuard } from '../device/pump.js';
 import { PacketBatch } from '../native/batch.js';
-import type { PacketSocket } from '../native/types.js';
+import type { PacketSocket, TunDevice } from '../native/types.js';
 import { ENDPOINT_SIZE } from '../net/endpoint.js';
 import type { DatagramBatch, OutgoingDatagrams } from '../protocol/batch.js';
 import type { Engine } from '../protocol/engine.js';
@@ -41,6 +44,8 @@ export const NIC_BATCH = 128;
 const SLOT = DEVICE_SLOT;
 const DRAIN_ROUNDS = 8;
 const TICK_MS = 100;
+/** Uplink slots: packets from the uplink are at most its MTU (the lab's links: up to 9,000). */
+const UPLINK_SLOT = 9216;
 
 export interface DataPlaneOptions {
   engine: Engine;
@@ -55,6 +60,10 @@ export interface DataPlaneOptions {
   now?: () => number;
   /** Called once when the data plane stops on a fatal socket error (after it closed). */
   onFatal?: (reason: string) => void;
+  /** Egress: the uplink TUN (the forwarder must have egress set up). */
+  uplinkTun?: TunDevice;
+  /** Egress: sends a DNS query to the upstream server (must not throw). */
+  upstream?: (msg: Buffer) => void;
 }
 
 export interface IoCounters {
@@ -114,6 +123,11 @@ export class NicDataPlane {
   private closed = false;
   private readonly guard: IoGuard;
   private readonly onFatal: (reason: string) => void;
+  private readonly uplink: TunDevice | null;
+  private readonly upstream: (msg: Buffer) => void;
+  private readonly uplinkRx: PacketBatch | null;
+  /** Egress packets the uplink TUN did not take (its queue full). */
+  uplinkTxDropped = 0;
   /** A turn of handshake work is scheduled (setImmediate). */
   private draining = false;
   /** Exceptions caught at the loop boundary (should stay 0). */
@@ -134,6 +148,9 @@ export class NicDataPlane {
     this.now = opts.now ?? (() => performance.now());
     this.guard = new IoGuard(opts.log);
     this.onFatal = opts.onFatal ?? (() => undefined);
+    this.uplink = opts.uplinkTun ?? null;
+    this.upstream = opts.upstream ?? (() => undefined);
+    this.uplinkRx = this.uplink === null ? null : new PacketBatch(NIC_BATCH, UPLINK_SLOT, 0);
     this.rview = {
       buf: this.rx.slab,
       offsets: this.rx.offsets,
@@ -148,6 +165,7 @@ export class NicDataPlane {
     try {
       this.host.start((err) => this.onReadable(this.host, 'host', err));
       this.fabric.start((err) => this.onReadable(this.fabric, 'fabric', err));
+      this.uplink?.start((err) => this.onUplinkReadable(err));
     } catch (err) {
       this.fatal('start', err);
     }
@@ -178,6 +196,7 @@ export class NicDataPlane {
     if (this.ticker) clearInterval(this.ticker);
     this.host.close();
     this.fabric.close();
+    this.uplink?.close();
   }
 
   ioCounters(): IoCounters {
@@ -264,6 +283,15 @@ export class NicDataPlane {
     this.send(res.control);
     if (res.tun.count === 0) return;
     const fwd = this.forwarder.forward(res.tun, Date.now(), b.slotSize);
+    if (fwd.uplink.count > 0 && this.uplink !== null) {
+      const u = fwd.uplink;
+      try {
+        this.uplinkTxDropped += u.count - this.uplink.writeBatch(u.buf, u.offsets, u.lengths, u.count);
+      } catch (e) {
+        this.fatal('uplink write', e, true);
+      }
+    }
+    for (const msg of fwd.upstream) this.upstream(msg);
     if (fwd.batch.count > 0) {
       const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, now);
       this.send(out.data);
@@ -273,6 +301,58 @@ export class NicDataPlane {
       const out = this.engine.outboundToPeers(fwd.extra.batch, fwd.extra.peerIds, now);
       this.send(out.data);
       this.send(out.control);
+    }
+  }
+
+  /** Replies from outside, read from the uplink TUN: translated back and sent on the workloads' sessions. */
+  private onUplinkReadable(err: Error | null): void {
+    if (this.closed || this.uplink === null || this.uplinkRx === null) return;
+    if (err) {
+      this.fatal('uplink', err);
+      return;
+    }
+    const b = this.uplinkRx;
+    for (let round = 0; round < DRAIN_ROUNDS; round++) {
+      let n: number;
+      try {
+        n = this.uplink.readBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths);
+      } catch (e) {
+        this.fatal('uplink read', e);
+        return;
+      }
+      if (n === 0) return;
+      try {
+        const fwd = this.forwarder.fromUplink({
+          buf: b.slab,
+          offsets: b.offsets,
+          lengths: b.lengths,
+          count: n,
+        });
+        if (fwd.batch.count > 0) {
+          const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, this.now());
+          this.send(out.data);
+          this.send(out.control);
+        }
+      } catch (e) {
+        this.loopErrors++;
+        this.log.error({ err: e }, 'NIC data plane: unexpected exception in an uplink batch');
+      }
+      if (this.closed || n < b.capacity) return;
+    }
+  }
+
+  /** An answer from the upstream DNS server: checked and sent to the asking workload. */
+  upstreamAnswer(msg: Buffer): void {
+    if (this.closed) return;
+    try {
+      const fwd = this.forwarder.upstreamAnswer(msg);
+      if (fwd === null) return;
+      const out = this.engine.outboundToPeers(fwd.batch, fwd.peerIds, this.now());
+      this.send(out.data);
+      this.send(out.control);
+    } catch (e) {
+      this.loopErrors++;
+      this.log.error({ err: e }, 'NIC data plane: unexpected exception on an upstream DNS answer');
     }
   }
 

@@ -8,8 +8,10 @@
 //   reverse names (in-addr.arpa, ip6.arpa) of those addresses   PTR
 //
 // Any other name under tg. (another tenant's workload, an unknown one) is NXDOMAIN, so a
-// tenant learns nothing of other tenants' names. Names outside tg. are REFUSED: this server
-// does not recurse (RA is clear). Messages are read and written with the dns-packet library
+// tenant learns nothing of other tenants' names. A name outside tg. is forwarded upstream when
+// the caller's `upstream` check says the tenant's egress policy allows it for the asking
+// workload (respond() returns FORWARD_UPSTREAM and `forwarded` names the question; the
+// forwarder sends it, egress.ts checks the answer); every other one is REFUSED. Messages are read and written with the dns-packet library
 // (no hand-written wire parsing); a query that does not decode, or a response sent to the
 // server, is dropped and counted (`malformed`). Queries with other than one question get
 // FORMERR, classes other than IN REFUSED.
@@ -17,7 +19,14 @@
 // Limits: UDP only (TCP to the server address is dropped); answers are small (one name, at
 // most a few addresses) and always fit 512 bytes; no SOA in negative answers.
 import dnsPacket from 'dns-packet';
+import { canonicalName } from '../policy/fqdn.js';
 import type { HostAddress } from './addresses.js';
+
+/** What respond() returns for a query to forward upstream (compared by identity). */
+export const FORWARD_UPSTREAM: Buffer = Buffer.alloc(0);
+
+/** Whether a canonical name outside tg. may be resolved upstream for the asker. */
+export type UpstreamCheck = (name: string) => boolean;
 
 /** The zone every tenant's names live under. */
 export const TENANT_ZONE = 'tg';
@@ -44,6 +53,8 @@ export class DnsCounters {
   answered = 0;
   nxdomain = 0;
   refused = 0;
+  /** Names outside tg. handed upstream (the egress policy allows them). */
+  forwarded = 0;
   formerr = 0;
   /** Dropped: not a DNS query (does not decode, or a response). */
   malformed = 0;
@@ -56,6 +67,8 @@ export class DnsCounters {
 /** The DNS server of one tenant. Pure: a query in, an answer out. */
 export class TenantDns {
   readonly counters = new DnsCounters();
+  /** The question of the last query respond() returned FORWARD_UPSTREAM for. */
+  forwarded: { id: number; name: string; type: string } | null = null;
   private readonly suffix: string;
 
   constructor(
@@ -67,7 +80,7 @@ export class TenantDns {
   }
 
   /** The answer to a DNS message, or null when it is dropped (counted). Never throws. */
-  respond(query: Buffer): Buffer | null {
+  respond(query: Buffer, upstream: UpstreamCheck | null = null): Buffer | null {
     let q: dnsPacket.DecodedPacket;
     try {
       q = dnsPacket.decode(query);
@@ -96,6 +109,12 @@ export class TenantDns {
     if (name.endsWith('.in-addr.arpa') || name.endsWith('.ip6.arpa')) answers = this.reverse(name, question);
     else if (name === TENANT_ZONE || name.endsWith(`.${TENANT_ZONE}`)) answers = this.forward(name, question);
     else {
+      const canon = canonicalName(name);
+      if (canon !== null && upstream?.(canon) === true) {
+        this.counters.forwarded++;
+        this.forwarded = { id: q.id, name: canon, type: question.type };
+        return FORWARD_UPSTREAM;
+      }
       this.counters.refused++;
       return this.encode(q.id, rd, RCODE_REFUSED, questions, []);
     }

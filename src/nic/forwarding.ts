@@ -15,10 +15,14 @@
 //   - another tenant's workload imported into this tenant's table by a cross-tenant grant
 //     (setImports; see api.ts for how the NIC learns them) -> its on-host session, or the
 //     off-host session that carries the grant to its NIC;
+//   - an address outside the overlay ranges, with egress set up (setEgress, egress.ts) -> the
+//     firewall's egress side decides (CIDR and FQDN peers); allowed IPv4 flows are source-NATed
+//     to the uplink address and handed out in `uplink` for the data plane's uplink TUN, and
+//     fromUplink() translates replies back onto the workload's session;
 //   - anything else (another tenant's address, an unknown one) -> dropped and counted.
 // Every routed packet then passes the firewall: the policy engine (src/policy, stateful,
 // default deny; the NIC agent always attaches one) or, without one, the `policy` hook. Nothing
-// is ever sent in plaintext: the NIC has no TUN device, every output goes through the engine.
+// is sent in plaintext except allowed egress, and that only to the uplink.
 //
 // Path MTU (mtu.ts, pmtu.ts; README "MTUs of the legs"): with leg limits set, TCP SYNs get
 // their MSS clamped to the tenant MTU, and a packet from a local workload larger than it that
@@ -30,6 +34,8 @@
 // trie lookup for the destination, one engine.check() (its own cost: src/policy/engine.ts), and
 // no copy: in place (the NIC data plane) the packet stays in its receive slot for the engine to
 // re-encrypt. No allocation except for fragments (rare). The clock is read once per batch.
+// Egress (to the uplink) is off this path: one string key and Map lookup per packet for the
+// source NAT, a copy into the uplink batch, and objects only for new translations.
 
 import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';
@@ -37,7 +43,8 @@ import type { PacketBatch, TunBatch } from '../protocol/batch.js';
 import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
-import { dnsQueryPayload, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
+import { dnsQueryPayload, FORWARD_UPSTREAM, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
+import { addressKeyOf, type Egress, isOverlayAddress, type SnatOwner } from './egress.js';
 import { IPV6_MIN_MTU } from './mtu.js';
 import {
   clampMss,
@@ -115,7 +122,12 @@ export class ForwardCounters {
     service: 0,
     /** To the tenant's DNS server address: not a UDP query, malformed, over rate (dns.ts counts why). */
     dns: 0,
+    /** To an outside address: denied by the egress policy, not translatable (egress.ts counts why). */
+    outside: 0,
   };
+  /** Packets sent to the uplink (egress) and received from it for workloads. */
+  uplinkOut = 0;
+  uplinkIn = 0;
   /** DNS answers sent by the tenant DNS servers. */
   dnsAnswers = 0;
   /** ICMP "fragmentation needed" / "packet too big" answers sent to local workloads. */
@@ -208,6 +220,8 @@ class Source {
   /** DNS queries this session may still make now (token bucket, DNS_QUERIES_PER_S). */
   dnsTokens = DNS_QUERIES_PER_S;
   dnsRefilled = 0;
+  /** What source NAT entries of this (workload) session belong to. */
+  owner: SnatOwner | null = null;
   constructor(
     readonly tenant: TenantTable,
     /** The local workload of a vSwitch session; null for a remote NIC's session. */
@@ -267,6 +281,10 @@ export interface ForwardResult extends ForwardBatch {
    * a second batch in a buffer of its own, for a second outboundToPeers() call.
    */
   extra: ForwardBatch;
+  /** Allowed egress packets, source-NATed, for the uplink TUN (count 0 without egress). */
+  uplink: PacketBatch;
+  /** DNS queries to send to the upstream server (empty without egress). */
+  upstream: Buffer[];
 }
 
 /** A slab of slots, each with 16 bytes of headroom and TAIL_ROOM behind the largest packet. */
@@ -396,7 +414,11 @@ export class Forwarder {
   private readonly fragments = new FragmentFollower();
   private readonly copies = new CopySlab();
   private readonly extras = new CopySlab();
+  private readonly uplinkOut = new CopySlab();
+  private readonly uplinkIn = new CopySlab();
   private inPlace: InPlaceList;
+  /** Egress (setEgress): null, and every outside address is no route. */
+  private egress: Egress | null = null;
   private readonly result: ForwardResult;
   private readonly view: PacketView = { buf: Buffer.alloc(0), offset: 0, length: 0 };
   /** Leg limits (setLegLimits); 0: no limit known, nothing checked or clamped. */
@@ -414,7 +436,24 @@ export class Forwarder {
       batch: this.copies,
       peerIds: this.copies.peerIds,
       extra: { batch: this.extras, peerIds: this.extras.peerIds },
+      uplink: this.uplinkOut,
+      upstream: [],
     };
+  }
+
+  /**
+   * Sets up egress: packets to outside addresses are decided by the firewall and allowed IPv4
+   * ones source-NATed (egress.ts); the tenant DNS servers forward names the egress policy
+   * allows. The firewall learns outside names from the DNS answers.
+   */
+  setEgress(egress: Egress): void {
+    this.egress = egress;
+    this.engine?.setOutsideNames({ live: egress.live, known: egress.known });
+  }
+
+  /** The egress state (null without egress). */
+  get egressState(): Egress | null {
+    return this.egress;
   }
 
   /**
@@ -443,6 +482,7 @@ export class Forwarder {
   attachEngine(engine: PolicyEngine): void {
     this.engine = engine;
     for (const t of this.tenants.values()) this.bindServices(t, t.services);
+    if (this.egress !== null) engine.setOutsideNames({ live: this.egress.live, known: this.egress.known });
   }
 
   /**
@@ -481,6 +521,7 @@ export class Forwarder {
     this.engine?.tick(now);
     this.fragments.expire(now);
     for (const t of this.tenants.values()) t.services?.tick(now);
+    this.egress?.tick(now);
   }
 
   /**
@@ -578,8 +619,13 @@ export class Forwarder {
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
     this.bindServices(t, null);
-    for (const [peerId, s] of this.sources) if (s.tenant === t) this.sources.delete(peerId);
+    for (const [peerId, s] of this.sources)
+      if (s.tenant === t) {
+        this.sources.delete(peerId);
+        this.egress?.snat.removeSession(peerId);
+      }
     this.tenants.delete(tenant);
+    this.egress?.forgetTenant(tenant);
   }
 
   /** The workload (local or remote) of this tenant with this name, if any. */
@@ -636,6 +682,7 @@ export class Forwarder {
     t.routes.removeByPeer(d);
     t.byName.delete(workload);
     this.sources.delete(d.peerId);
+    this.egress?.snat.removeSession(d.peerId);
   }
 
   /**
@@ -695,6 +742,11 @@ export class Forwarder {
     const extras = this.extras;
     extras.ensure(n, Math.max(maxLen, MAX_TOO_BIG_ANSWER));
     extras.count = 0;
+    this.result.upstream.length = 0;
+    if (this.egress !== null) {
+      this.uplinkOut.ensure(n, maxLen);
+      this.uplinkOut.count = 0;
+    }
     let out: PacketBatch & { peerIds: Uint32Array };
     if (inPlaceSlot > 0) {
       if (n > this.inPlace.offsets.length) this.inPlace = new InPlaceList(n);
@@ -745,7 +797,13 @@ export class Forwarder {
         continue;
       }
       if (dst === null) {
-        dropped.noRoute++;
+        if (
+          this.egress !== null &&
+          src.workload !== null &&
+          !isOverlayAddress(buf, off + (version === 4 ? 16 : 24), version)
+        )
+          this.toUplink(src, buf, off, len, version, now);
+        else dropped.noRoute++;
         continue;
       }
       if (dst.kind !== KIND_WORKLOAD) {
@@ -928,9 +986,40 @@ export class Forwarder {
       this.counters.dropped.dns++;
       return;
     }
-    const answer = dns.respond(buf.subarray(at, off + len));
+    const engine = this.engine;
+    const egress = this.egress;
+    const from = src.workload;
+    const answer = dns.respond(
+      buf.subarray(at, off + len),
+      egress === null || engine === null || from === null
+        ? null
+        : (name) => {
+            const ok = engine.fqdnAllowed(src.tenant.name, from, name).allowed;
+            if (ok) egress.counters.dnsForwarded++;
+            else egress.counters.dnsRefused++;
+            return ok;
+          },
+    );
     if (answer === null) {
       this.counters.dropped.dns++;
+      return;
+    }
+    if (answer === FORWARD_UPSTREAM) {
+      const q = dns.forwarded!;
+      const msg = egress!.upstream.forward(
+        {
+          tenant: src.tenant.name,
+          peerId: src.peerId,
+          header: Buffer.from(buf.subarray(off, at)),
+          version,
+          id: q.id,
+          name: q.name,
+          type: q.type,
+        },
+        now,
+      );
+      if (msg === null) this.counters.dropped.dns++;
+      else this.result.upstream.push(msg);
       return;
     }
     const extras = this.extras;
@@ -946,6 +1035,117 @@ export class Forwarder {
     extras.lengths[k] = n;
     extras.peerIds[k] = src.peerId;
     this.counters.dnsAnswers++;
+  }
+
+  /**
+   * A packet from a local workload to an outside address: the firewall's egress side decides;
+   * an allowed IPv4 packet is copied into the uplink batch and source-NATed there.
+   */
+  private toUplink(src: Source, buf: Buffer, off: number, len: number, version: number, now: number): void {
+    const egress = this.egress!;
+    const engine = this.engine;
+    const from = src.workload!;
+    const allowed = engine?.check(src.tenant.name, from, null, buf, off, len, now, 'egress').allowed === true;
+    if (!allowed) {
+      egress.counters.denied++;
+      this.counters.dropped.outside++;
+      return;
+    }
+    if (version !== 4) {
+      egress.snat.counters.dropped.ipv6++;
+      this.counters.dropped.outside++;
+      return;
+    }
+    const out = this.uplinkOut;
+    const at = out.add(buf, off, len, 0);
+    src.owner ??= Object.freeze({ tenant: src.tenant.name, peerId: src.peerId, ref: from });
+    if (this.tenantMtu > 0 && buf[off + 9] === IPPROTO_TCP && clampMss(out.buf, at, len, this.mss4))
+      this.counters.mssClamped++;
+    if (egress.snat.outbound(src.owner, out.buf, at, len, now) === null) {
+      out.count--;
+      this.counters.dropped.outside++;
+      return;
+    }
+    egress.counters.toUplink++;
+    this.counters.uplinkOut++;
+  }
+
+  /**
+   * Packets read from the uplink TUN (to the uplink address): translated back to the workload
+   * their source NAT entry belongs to, passed through the firewall (replies of tracked
+   * connections), and returned for engine.outboundToPeers() on the workload's session. Valid
+   * until the next call.
+   */
+  fromUplink(tun: PacketBatch, now: number = Date.now()): ForwardBatch {
+    const out = this.uplinkIn;
+    let maxLen = 0;
+    for (let i = 0; i < tun.count; i++) if (tun.lengths[i] > maxLen) maxLen = tun.lengths[i];
+    out.ensure(Math.max(1, tun.count), maxLen);
+    out.count = 0;
+    const egress = this.egress;
+    if (egress === null) return { batch: out, peerIds: out.peerIds };
+    for (let i = 0; i < tun.count; i++) {
+      const len = tun.lengths[i];
+      if (len < IPV4_HEADER) {
+        egress.snat.counters.dropped.untracked++;
+        continue;
+      }
+      const at = out.add(tun.buf, tun.offsets[i], len, 0);
+      const e = egress.snat.inbound(out.buf, at, len, now);
+      const src = e === null ? undefined : this.sources.get(e.owner.peerId);
+      if (
+        e === null ||
+        src === undefined ||
+        src.workload === null ||
+        src.workload.workload !== e.owner.ref.workload
+      ) {
+        out.count--;
+        if (e !== null) this.counters.dropped.outside++;
+        continue;
+      }
+      const engine = this.engine;
+      const allowed =
+        engine?.check(src.tenant.name, null, src.workload, out.buf, at, len, now, 'ingress').allowed === true;
+      if (!allowed) {
+        out.count--;
+        egress.counters.denied++;
+        this.counters.dropped.outside++;
+        continue;
+      }
+      out.peerIds[out.count - 1] = src.peerId;
+      egress.counters.fromUplink++;
+      this.counters.uplinkIn++;
+    }
+    return { batch: out, peerIds: out.peerIds };
+  }
+
+  /**
+   * An answer from the upstream DNS server: checked (egress.ts), its addresses remembered for
+   * the asking tenant's FQDN rules, and the answer packet returned for the asking workload's
+   * session; null when it is dropped (counted).
+   */
+  upstreamAnswer(msg: Buffer, now: number = Date.now()): ForwardBatch | null {
+    const egress = this.egress;
+    if (egress === null) return null;
+    const a = egress.upstream.answer(msg, now);
+    if (a === null) return null;
+    const q = a.query;
+    const src = this.sources.get(q.peerId);
+    if (src === undefined || src.tenant.name !== q.tenant) return null;
+    const cache = egress.cacheOf(q.tenant);
+    for (const r of a.addresses) cache.learn(q.name, addressKeyOf(r.bytes), r.ttl, now);
+    if (a.addresses.length > 0) this.engine?.outsideNamesChanged();
+    const out = this.uplinkIn;
+    out.ensure(1, IPV6_HEADER + 8 + a.reply.length);
+    out.count = 0;
+    const at = MESSAGE_TRANSPORT_HEADER_SIZE;
+    const n = writeDnsAnswer(q.header, 0, q.version, a.reply, out.buf, at);
+    out.offsets[0] = at;
+    out.lengths[0] = n;
+    out.peerIds[0] = q.peerId;
+    out.count = 1;
+    this.counters.dnsAnswers++;
+    return { batch: out, peerIds: out.peerIds };
   }
 
   /**

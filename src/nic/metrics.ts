@@ -129,6 +129,27 @@ export class NicMetrics {
       },
     });
     new Counter({
+      name: 'tenguard_nic_egress_total',
+      help: 'Egress: packets to and from the uplink, denied packets, DNS names forwarded or refused, upstream answers dropped',
+      labelNames: ['event'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const e = agent.forwarder.egressState;
+        if (e === null) return;
+        setCounter(this, { event: 'to_uplink' }, e.counters.toUplink);
+        setCounter(this, { event: 'from_uplink' }, e.counters.fromUplink);
+        setCounter(this, { event: 'denied' }, e.counters.denied);
+        setCounter(this, { event: 'dns_forwarded' }, e.counters.dnsForwarded);
+        setCounter(this, { event: 'dns_refused' }, e.counters.dnsRefused);
+        setCounter(this, { event: 'upstream_malformed' }, e.upstream.counters.malformed);
+        setCounter(this, { event: 'upstream_oversized' }, e.upstream.counters.oversized);
+        setCounter(this, { event: 'upstream_timeouts' }, e.upstream.counters.timeouts);
+        for (const [reason, v] of Object.entries(e.snat.counters.dropped))
+          setCounter(this, { event: `snat_dropped_${reason}` }, v);
+      },
+    });
+    new Counter({
       name: 'tenguard_nic_engine_dropped_total',
       help: 'Datagrams and packets the protocol engine dropped, by reason',
       labelNames: ['reason'],

@@ -68,6 +68,8 @@ export interface TenantNetworkState {
   counters: {
     dns: Record<string, number> | null;
     services: Record<string, unknown> | null;
+    /** The NIC's egress (shared by its tenants) and this tenant's remembered outside addresses. */
+    egress: Record<string, unknown> | null;
   };
 }
 
@@ -219,7 +221,19 @@ export class TenantNetworks {
                 connections: live.services.size,
                 connectionsOpened: live.services.counters.connections,
               },
+        egress: egressCounters(forwarder, tenant),
       },
     };
   }
+}
+
+function egressCounters(forwarder: Forwarder, tenant: string): Record<string, unknown> | null {
+  const e = forwarder.egressState;
+  if (e === null) return null;
+  return {
+    ...e.counters,
+    snat: { ...e.snat.counters, dropped: { ...e.snat.counters.dropped }, translations: e.snat.size },
+    upstream: { ...e.upstream.counters, pending: e.upstream.size },
+    cachedAddresses: e.cachedAddresses(tenant),
+  };
 }

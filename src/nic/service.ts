@@ -6,19 +6,25 @@
 // over mTLS with that certificate (renewed at half life without interrupting the API), admits
 // only the allowed client SPIFFE IDs, binds its Ed25519 identity key to the certificate, and
 // accepts tenant peers only with a verified binding (cert-binding.ts).
+import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Identity } from '../identity/identity.js';
 import { wipeTlsKey } from '../identity/mtls.js';
 import { ServiceMtls, type ServiceMtlsConfig } from '../identity/service-mtls.js';
 import { NativeAead } from '../native/aead.js';
-import type { PacketSocket } from '../native/types.js';
+import { NativeTunDevice } from '../native/tun.js';
+import type { PacketSocket, TunDevice } from '../native/types.js';
 import { NativeUdpSocket } from '../native/udp.js';
+import { parseIp } from '../net/ip.js';
 import type { TransportAead } from '../protocol/aead.js';
+import { TgError } from '../util/errors.js';
 import { JsonApiServer } from '../util/http-json.js';
 import { type Logger, logger } from '../util/log.js';
 import { NicAgent } from './agent.js';
 import { NIC_MAX_BODY_BYTES, nicRoutes } from './api.js';
 import { NicDataPlane } from './dataplane.js';
+import { Egress } from './egress.js';
 import type { PolicyHook } from './forwarding.js';
 import { NicMetrics } from './metrics.js';
 import { nicTenantMtu } from './mtu.js';
@@ -46,6 +52,33 @@ export interface NicServiceOptions {
    * to what the legs carry and larger packets that must not be fragmented an ICMP answer.
    */
   linkMtus?: { hostLink: number; fabric: number };
+  /** Egress (README "Egress"): without it every outside address is no route. */
+  egress?: EgressOptions;
+}
+
+export interface EgressOptions {
+  /** The uplink TUN device (made by the operator, the address routed to it). */
+  uplinkTun: string;
+  /** The IPv4 address allowed flows are source-NATed to (routed to the TUN, not assigned). */
+  uplinkAddress: string;
+  /** The upstream DNS server the tenant DNS servers forward allowed names to. */
+  upstreamDns: string;
+  upstreamDnsPort?: number;
+  /** Tests: a fake TUN device. */
+  openTun?: (name: string) => TunDevice;
+}
+
+/** Checks egress options; the parsed uplink address. */
+function checkEgress(e: EgressOptions): Uint8Array {
+  const a = parseIp(e.uplinkAddress);
+  if (a === null || a.length !== 4)
+    throw new TgError(
+      'TG_ERR_INVALID_ARGUMENT',
+      `uplink address '${e.uplinkAddress}' is not an IPv4 address`,
+    );
+  if (isIP(e.upstreamDns) === 0)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `upstream DNS '${e.upstreamDns}' is not an IP address`);
+  return a;
 }
 
 /** Address family of a textual IP address. */
@@ -67,6 +100,7 @@ export class NicService {
     readonly api: JsonApiServer,
     private readonly log: Logger,
     readonly mtls: ServiceMtls | undefined,
+    private readonly upstream: Socket | null,
   ) {}
 
   static async start(opts: NicServiceOptions): Promise<NicService> {
@@ -99,6 +133,8 @@ export class NicService {
     }
     let host: PacketSocket | null = null;
     let fabric: PacketSocket | null = null;
+    let uplinkTun: TunDevice | null = null;
+    let upstream: Socket | null = null;
     let mtls: ServiceMtls | undefined;
     try {
       if (opts.mtls !== undefined) {
@@ -111,7 +147,23 @@ export class NicService {
       }
       host = open(opts.hostAddress, hostPort);
       fabric = open(opts.fabricAddress, fabricPort);
+      let send: ((msg: Buffer) => void) | undefined;
+      const e = opts.egress;
+      if (e !== undefined) {
+        const uplinkAddress = checkEgress(e);
+        uplinkTun = (e.openTun ?? ((name) => NativeTunDevice.open(name)))(e.uplinkTun);
+        agent.forwarder.setEgress(new Egress({ uplinkAddress }));
+        const sock = createSocket(isIP(e.upstreamDns) === 6 ? 'udp6' : 'udp4');
+        upstream = sock;
+        const port = e.upstreamDnsPort ?? 53;
+        sock.on('error', (err) => log.warn({ err: err.message }, 'upstream DNS socket error'));
+        await new Promise<void>((resolve) => sock.bind(0, resolve));
+        send = (msg) => sock.send(msg, port, e.upstreamDns, () => undefined);
+        log.info({ tun: uplinkTun.name, address: e.uplinkAddress, upstreamDns: e.upstreamDns }, 'NIC egress');
+      }
       const dataPlane = new NicDataPlane({
+        uplinkTun: uplinkTun ?? undefined,
+        upstream: send,
         engine: agent.engine,
         forwarder: agent.forwarder,
         hostSocket: host,
@@ -142,6 +194,13 @@ export class NicService {
         if (tls !== undefined) wipeTlsKey(tls.options);
       }
       mtls?.attach(api);
+      if (upstream !== null && e !== undefined) {
+        const port = e.upstreamDnsPort ?? 53;
+        // Only the upstream server's answers are taken; anything else on the socket is ignored.
+        upstream.on('message', (msg, rinfo) => {
+          if (rinfo.address === e.upstreamDns && rinfo.port === port) dataPlane.upstreamAnswer(msg);
+        });
+      }
       dataPlane.start();
       running = true;
       log.info(
@@ -153,11 +212,13 @@ export class NicService {
         },
         'NIC agent serving',
       );
-      return new NicService(agent, dataPlane, metrics, api, log, mtls);
+      return new NicService(agent, dataPlane, metrics, api, log, mtls, upstream);
     } catch (err) {
       mtls?.stop();
       host?.close();
       fabric?.close();
+      uplinkTun?.close();
+      upstream?.close();
       agent.close();
       throw err;
     }
@@ -170,6 +231,7 @@ export class NicService {
     this.log.info({ why }, 'NIC agent shutting down');
     this.mtls?.stop();
     this.dataPlane.close();
+    this.upstream?.close();
     this.agent.close();
     await this.api.close();
   }

@@ -5,7 +5,9 @@
 //                          class is the set of selectors it matches (interned), computed once
 //                          per workload and policy (workloads with the same labels share one).
 //   outside peer -> class  The set of the policy's CIDRs that contain the address (a short
-//                          scan of the CIDR list, not of the rules), interned the same way.
+//                          scan of the CIDR list, not of the rules) and of its FQDN names and
+//                          patterns that match a live DNS name of the address (fqdn.ts; the
+//                          names come from the caller), interned the same way.
 //   workload peer at an    A workload peer whose address (IPv4 or IPv6, as in the packet) lies
 //   address -> class       in some of the policy's CIDRs: the pair (its workload class, that
 //                          CIDR set), interned apart; a rule matches it by selector or by CIDR.
@@ -20,6 +22,7 @@
 // policy versions, so conntrack entries and flow records carry a number, not a string.
 import { type Cidr, cidrContains, type Family } from './address.js';
 import type { WorkloadInfo } from './directory.js';
+import { type FqdnMatcher, fqdnMatches } from './fqdn.js';
 import {
   type NormalRule,
   type NormalSelector,
@@ -159,10 +162,13 @@ export class CompiledPolicy {
   readonly actions: Uint8Array;
   private readonly selectors: NormalSelector[] = [];
   private readonly cidrs: Cidr[] = [];
-  /** Per rule: index of its selected selector, of its peer selectors and CIDRs. */
+  /** FQDN names and patterns; in an outside set they follow the CIDRs (index cidrs.length + i). */
+  private readonly fqdns: FqdnMatcher[] = [];
+  /** Per rule: index of its selected selector, of its peer selectors, CIDRs and FQDNs. */
   private readonly ruleSel: Int32Array;
   private readonly rulePeers: Int32Array[];
   private readonly ruleCidrs: Int32Array[];
+  private readonly ruleFqdns: Int32Array[];
   private readonly classIds = new Map<string, number>();
   private readonly classSets: Uint8Array[] = [];
   private readonly outsideIds = new Map<string, number>();
@@ -213,11 +219,54 @@ export class CompiledPolicy {
     this.ruleSel = Int32Array.from(rules.map((r) => sel(r.selected)));
     this.rulePeers = rules.map((r) => Int32Array.from(r.peers.map(sel)));
     this.ruleCidrs = rules.map((r) => Int32Array.from(r.cidrs.map(cidr)));
+    const fqdnIndex = new Map<string, number>();
+    const fqdn = (m: FqdnMatcher): number => {
+      let i = fqdnIndex.get(m.text);
+      if (i === undefined) {
+        i = this.fqdns.length;
+        this.fqdns.push(m);
+        fqdnIndex.set(m.text, i);
+      }
+      return i;
+    };
+    const fqdnBase = this.cidrs.length;
+    this.ruleFqdns = rules.map((r) => Int32Array.from(r.fqdns.map((m) => fqdnBase + fqdn(m))));
     this.hasCidr4 = this.cidrs.some((c) => c.family === 4);
     this.hasCidr6 = this.cidrs.some((c) => c.family === 6);
     // Class 0 is "matches no selector": every lookup with it is a default deny.
     this.intern(this.classIds, this.classSets, new Uint8Array(this.selectors.length));
-    this.intern(this.outsideIds, this.outsideSets, new Uint8Array(this.cidrs.length));
+    this.intern(this.outsideIds, this.outsideSets, new Uint8Array(this.cidrs.length + this.fqdns.length));
+  }
+
+  /** Whether the policy names outside peers by DNS name (else names never matter). */
+  get hasFqdns(): boolean {
+    return this.fqdns.length > 0;
+  }
+
+  /**
+   * Whether the policy lets a workload of class `cls` resolve `name` (canonical) through the
+   * NIC's DNS server: the first egress rule selecting it with an FQDN peer matching the name
+   * decides (allow or deny); none: refused.
+   */
+  fqdnAllows(cls: number, name: string): { allowed: boolean; rule: number } {
+    if (cls === 0 || this.fqdns.length === 0) return { allowed: false, rule: -1 };
+    const selSet = this.classSets[cls];
+    const base = this.cidrs.length;
+    for (const r of this.rules) {
+      if (r.direction !== 'egress' || selSet[this.ruleSel[r.index]] !== 1) continue;
+      for (const i of this.ruleFqdns[r.index])
+        if (fqdnMatches(this.fqdns[i - base], name)) return { allowed: r.action === 'allow', rule: r.index };
+    }
+    return { allowed: false, rule: -1 };
+  }
+
+  /** The first of `names` that one of rule `index`'s FQDN peers matches, else null. */
+  fqdnOfRule(index: number, names: readonly string[]): string | null {
+    const base = this.cidrs.length;
+    const own = this.ruleFqdns[index];
+    if (own === undefined) return null;
+    for (const n of names) for (const i of own) if (fqdnMatches(this.fqdns[i - base], n)) return n;
+    return null;
   }
 
   private intern(ids: Map<string, number>, sets: Uint8Array[], set: Uint8Array): number {
@@ -252,16 +301,31 @@ export class CompiledPolicy {
     return any ? this.intern(this.classIds, this.classSets, set) : 0;
   }
 
-  /** Class of an outside peer's address. */
-  outsideClass(family: Family, a0: number, a1: number, a2: number, a3: number): number {
+  /** Class of an outside peer's address, known by the DNS names `names` (canonical) or none. */
+  outsideClass(
+    family: Family,
+    a0: number,
+    a1: number,
+    a2: number,
+    a3: number,
+    names: readonly string[] | null = null,
+  ): number {
     const n = this.cidrs.length;
-    if (n === 0) return OUTSIDE;
+    const m = this.fqdns.length;
+    if (n + m === 0) return OUTSIDE;
     let set: Uint8Array | null = null;
     for (let i = 0; i < n; i++) {
       if (!cidrContains(this.cidrs[i], family, a0, a1, a2, a3)) continue;
-      if (set === null) set = new Uint8Array(n);
+      if (set === null) set = new Uint8Array(n + m);
       set[i] = 1;
     }
+    if (names !== null && m > 0)
+      for (let i = 0; i < m; i++) {
+        const f = this.fqdns[i];
+        if (!names.some((name) => fqdnMatches(f, name))) continue;
+        if (set === null) set = new Uint8Array(n + m);
+        set[n + i] = 1;
+      }
     return set === null ? OUTSIDE : OUTSIDE | this.intern(this.outsideIds, this.outsideSets, set);
   }
 
@@ -339,7 +403,10 @@ export class CompiledPolicy {
       if (r.direction !== dir || selSet[this.ruleSel[r.index]] !== 1) return false;
       if (workloadSet !== null)
         for (const i of this.rulePeers[r.index]) if (workloadSet[i] === 1) return true;
-      if (cidrSet !== null) for (const i of this.ruleCidrs[r.index]) if (cidrSet[i] === 1) return true;
+      if (cidrSet !== null) {
+        for (const i of this.ruleCidrs[r.index]) if (cidrSet[i] === 1) return true;
+        for (const i of this.ruleFqdns[r.index]) if (cidrSet[i] === 1) return true;
+      }
       return false;
     });
     if (candidates.length === 0) return EMPTY_PAIR;

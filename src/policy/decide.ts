@@ -29,6 +29,20 @@ export class Decision {
   rule = 0;
 }
 
+/**
+ * The DNS names an outside address has for a tenant (canonical, from the answers of the NIC's
+ * DNS server), or null when none. Called only for new (or re-decided) connections with an
+ * outside end, and only when the tenant's policy has FQDN peers.
+ */
+export type OutsideNames = (
+  tenant: string,
+  family: Family,
+  a0: number,
+  a1: number,
+  a2: number,
+  a3: number,
+) => readonly string[] | null;
+
 /** A workload that is not registered (policy tests): classes are computed, not cached. */
 function classIn(p: CompiledPolicy, w: WorkloadInfo): number {
   return w.id > 0 ? p.classOf(w) : p.classOfLabels(w);
@@ -58,6 +72,7 @@ export function decide(
   scope: number,
   out: Decision,
   addressed = true,
+  names: OutsideNames | null = null,
 ): void {
   out.allowed = false;
   out.egress = 0;
@@ -73,7 +88,14 @@ export function decide(
     }
     const peer =
       dst === null
-        ? p.outsideClass(family, d0, d1, d2, d3)
+        ? p.outsideClass(
+            family,
+            d0,
+            d1,
+            d2,
+            d3,
+            names !== null && p.hasFqdns ? names(src.tenant, family, d0, d1, d2, d3) : null,
+          )
         : addressed
           ? p.addressedClass(classIn(p, dst), family, d0, d1, d2, d3)
           : classIn(p, dst);

@@ -63,7 +63,7 @@ import {
   W_STATE,
   W_SWL,
 } from './conntrack.js';
-import { Decision, decide, SCOPE_BOTH, SCOPE_EGRESS, SCOPE_INGRESS } from './decide.js';
+import { Decision, decide, type OutsideNames, SCOPE_BOTH, SCOPE_EGRESS, SCOPE_INGRESS } from './decide.js';
 import type { WorkloadDirectory, WorkloadInfo } from './directory.js';
 import type { FlowLog, FlowQuery, FlowRecord } from './flowlog.js';
 import { matches } from './flowlog.js';
@@ -255,6 +255,10 @@ export class PolicyEngine {
   private lastTenant: string | null = null;
   private lastTable: Map<string, WorkloadInfo> | undefined = undefined;
   private lastZone: Zone = NO_ZONE;
+  /** DNS names of outside addresses (the NIC's DNS answers): live ones decide, known ones name records. */
+  private outsideNames: { live: OutsideNames; known: OutsideNames } | null = null;
+  /** Moves when outside names were learned: denied flows with an outside end are decided again. */
+  private namesGeneration = 0;
 
   constructor(deps: PolicyEngineDeps) {
     this.directory = deps.directory;
@@ -273,6 +277,39 @@ export class PolicyEngine {
 
   zone(tenant: string): Zone | undefined {
     return this.zones.get(tenant);
+  }
+
+  /**
+   * Where FQDN peers get the names of outside addresses: `live` (answers within their TTL)
+   * decides new connections, `known` (also expired answers still remembered) re-decides
+   * tracked ones after a policy change and names the outside end in flow records.
+   */
+  setOutsideNames(names: { live: OutsideNames; known: OutsideNames } | null): void {
+    this.outsideNames = names;
+  }
+
+  /**
+   * Outside names changed (a DNS answer was learned): a flow with an outside end that was
+   * denied is decided again on its next packet (a SYN retried after the name resolved passes),
+   * without touching allowed connections.
+   */
+  outsideNamesChanged(): void {
+    this.namesGeneration = (this.namesGeneration + 1) >>> 0;
+  }
+
+  /**
+   * Whether `tenant`'s egress policy lets its workload `workload` resolve the canonical name
+   * `name` (some egress rule selecting it has an FQDN peer matching the name). Never throws.
+   */
+  fqdnAllowed(tenant: string, workload: WorkloadArg, name: string): { allowed: boolean; rule: string } {
+    const w = workload === null ? undefined : this.resolve(tenant, workload);
+    const p = this.store.policyOf(tenant);
+    if (w === undefined || p === undefined) return { allowed: false, rule: '' };
+    const r = p.fqdnAllows(p.classOf(w), name);
+    return {
+      allowed: r.allowed,
+      rule: r.rule < 0 ? this.names.name(p.defaultDeny) : this.names.name(p.handles[r.rule]),
+    };
   }
 
   zoneList(): Zone[] {
@@ -707,12 +744,14 @@ export class PolicyEngine {
     const pkt = this.pkt;
     const key = pkt.words;
     const dt = zone.denied;
+    // A denied flow with an outside end also waits for the names it might be allowed by.
+    const dgen = src === null || dst === null ? (gen + this.namesGeneration) >>> 0 : gen;
     const di = dt.find(hash, key, true);
     if (di >= 0) {
       const e = di >> 1;
       const b = e * STRIDE;
       const f = b >> 1;
-      if (dt.u32[b + W_GEN] === gen && now - dt.f64[f + F_LAST] <= this.timeouts[ST_DENIED]) {
+      if (dt.u32[b + W_GEN] === dgen && now - dt.f64[f + F_LAST] <= this.timeouts[ST_DENIED]) {
         dt.f64[f + F_PKTS_O]++;
         dt.f64[f + F_BYTES_O] += len;
         dt.f64[f + F_LAST] = now;
@@ -720,7 +759,7 @@ export class PolicyEngine {
         c.bytesDenied += len;
         return this.verdict(false, dt.u32[b + W_RULE], 'policy');
       }
-      this.endFlow(zone, dt, e, dt.u32[b + W_GEN] === gen ? 'expired' : 'revoked');
+      this.endFlow(zone, dt, e, dt.u32[b + W_GEN] === dgen ? 'expired' : 'revoked');
     }
 
     let state: number;
@@ -756,6 +795,8 @@ export class PolicyEngine {
       pkt.dport,
       scope,
       dec,
+      true,
+      this.outsideNames?.live ?? null,
     );
     const t = dec.allowed ? zone.allowed : dt;
     const e = this.insert(zone, t, hash, key, now);
@@ -763,7 +804,7 @@ export class PolicyEngine {
     const f = b >> 1;
     const u = t.u32;
     u[b + W_STATE] = dec.allowed ? state : ST_DENIED;
-    u[b + W_GEN] = gen;
+    u[b + W_GEN] = dec.allowed ? gen : dgen;
     u[b + W_RULE] = dec.rule;
     u[b + W_FLAGS] = scope;
     t.cold32[e * COLD_STRIDE + C_RULE_E] = dec.egress;
@@ -827,6 +868,8 @@ export class PolicyEngine {
       proto === IPPROTO_TCP || proto === IPPROTO_UDP ? u[b + W_DPORT] : 0,
       u[b + W_FLAGS],
       dec,
+      true,
+      this.outsideNames?.known ?? null,
     );
     if (!dec.allowed) return false;
     u[b + W_GEN] = gen;
@@ -947,6 +990,10 @@ export class PolicyEngine {
     const endMs = kind === 'end' ? d[f + F_LAST] : Math.max(now, d[f + F_LAST]);
     const scope = u[b + W_FLAGS];
     const ruleName = (h: number) => (h === 0 ? null : this.names.name(h));
+    const outsideName =
+      this.outsideNames !== null && (swl === 0) !== (dwl === 0)
+        ? this.nameOfOutside(zone.tenant, t.cold32[cb + C_RULE_E], family, u, b + (swl === 0 ? W_S0 : W_D0))
+        : null;
     return {
       kind,
       start: new Date(startMs).toISOString(),
@@ -977,6 +1024,29 @@ export class PolicyEngine {
       state: STATE_NAMES[st],
       reason,
       observed: scope === SCOPE_EGRESS ? 'egress' : scope === SCOPE_INGRESS ? 'ingress' : 'both',
+      ...(outsideName !== null ? { outsideName } : {}),
     };
+  }
+
+  /**
+   * The DNS name of a record's outside end: the one the deciding egress rule's FQDN peer
+   * matched, else the first name known for the address; null when none is known.
+   */
+  private nameOfOutside(
+    tenant: string,
+    egressRule: number,
+    family: Family,
+    u: Uint32Array,
+    at: number,
+  ): string | null {
+    const names = this.outsideNames!.known(tenant, family, u[at], u[at + 1], u[at + 2], u[at + 3]);
+    if (names === null || names.length === 0) return null;
+    const p = this.store.policyOf(tenant);
+    if (p !== undefined && egressRule !== 0) {
+      const i = p.handles.indexOf(egressRule);
+      const n = i < 0 ? null : p.fqdnOfRule(i, names);
+      if (n !== null) return n;
+    }
+    return names[0];
   }
 }

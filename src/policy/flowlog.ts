@@ -58,6 +58,11 @@ export interface FlowRecord {
   reason: string;
   /** Which sides this NIC evaluated: egress (sending NIC), ingress (receiving NIC), both. */
   observed: 'egress' | 'ingress' | 'both';
+  /**
+   * The DNS name of the outside end (egress): the name its FQDN rule allowed it by, else a
+   * name the NIC's DNS server gave for the address; absent when none is known.
+   */
+  outsideName?: string;
 }
 
 export interface FlowQuery {
@@ -346,7 +351,8 @@ class FlowRing {
     if (!this.putAddress(i * 32, r.family, r.src)) keep('src', r.src);
     if (!this.putAddress(i * 32 + 16, r.family, r.dst)) keep('dst', r.dst);
     const n = i * NAME_FIELDS.length;
-    for (let k = 0; k < NAME_FIELDS.length; k++) this.names[n + k] = r[NAME_FIELDS[k]] as string | null;
+    for (let k = 0; k < NAME_FIELDS.length; k++)
+      this.names[n + k] = (r[NAME_FIELDS[k]] ?? null) as string | null;
     this.verbatim[i] = v;
   }
 
@@ -412,6 +418,7 @@ class FlowRing {
       state: name(9) as string,
       reason: name(10) as string,
       observed: v?.observed ?? OBSERVED[this.observed[i]],
+      ...(name(11) !== null ? { outsideName: name(11) as string } : {}),
     };
   }
 
@@ -441,6 +448,7 @@ const NAME_FIELDS = [
   'ingressRule',
   'state',
   'reason',
+  'outsideName',
 ] as const satisfies readonly (keyof FlowRecord)[];
 const NAME_TENANT = 0;
 const NAME_SRC_TENANT = 1;

@@ -10,7 +10,9 @@
 //       "peers": [ { "labels": { "app": "db" } },              this tenant's workloads
 //                  { "workload": "db-legacy" },
 //                  { "tenant": "blue", "labels": { "app": "api" } },  another tenant's: a grant
-//                  { "cidr": "203.0.113.0/24" } ],          outside peers, by address
+//                  { "cidr": "203.0.113.0/24" },            outside peers, by address (toCIDR)
+//                  { "fqdn": "api.example.com" },           outside peers, by DNS name (toFQDN)
+//                  { "fqdn": "*.example.com" } ],           ... or by a name pattern
 //       "protocol": "tcp", "ports": [5432, "6000-6010"] }
 //   ],
 //   "tests": [
@@ -36,6 +38,14 @@
 //   traffic only. Selector peers match workloads by identity (tenant, name, labels), never by
 //   address, so such rules follow a migrating workload (which keeps its addresses anyway).
 //   Policy tests name workloads without addresses: there only selectors match them.
+// - FQDN peers (egress rules only) match an outside peer by the DNS names the NIC's own DNS
+//   server resolved to its address for the tenant, while those answers live (their TTL, as
+//   Cilium's DNS-aware policy does): `"api.example.com"` that name exactly, `"*.example.com"`
+//   any name one label under example.com (as Cilium's matchPattern: `*` stands for one label,
+//   never a dot). Names are compared in lower case without the trailing dot. The same rules
+//   decide which names the NIC's DNS server forwards upstream for the selected workloads:
+//   any other name outside tg. is REFUSED. Policy tests have no DNS answers: an "address" end
+//   matches CIDR peers only, never FQDN peers.
 // - `ports` are destination ports of the connection (the initiator's destination) and are
 //   only allowed with protocol tcp or udp; absent means every port. `icmp` covers ICMP and
 //   ICMPv6; `any` every IP protocol.
@@ -79,15 +89,21 @@ export const peerSchema = z
     workload: nameSchema.optional(),
     labels: labelsSchema.optional(),
     cidr: z.string().max(64).optional(),
+    fqdn: z.string().max(254).optional(),
   })
   .superRefine((p, ctx) => {
-    if (p.cidr !== undefined) {
+    if (p.cidr !== undefined || p.fqdn !== undefined) {
       if (p.tenant !== undefined || p.workload !== undefined || p.labels !== undefined)
-        ctx.addIssue({ code: 'custom', message: 'a "cidr" peer takes no "tenant", "workload" or "labels"' });
+        ctx.addIssue({
+          code: 'custom',
+          message: 'a "cidr" or "fqdn" peer takes no "tenant", "workload" or "labels"',
+        });
+      if (p.cidr !== undefined && p.fqdn !== undefined)
+        ctx.addIssue({ code: 'custom', message: 'give one of "cidr" or "fqdn" per peer' });
       return;
     }
     if ((p.workload === undefined) === (p.labels === undefined))
-      ctx.addIssue({ code: 'custom', message: 'give exactly one of "workload", "labels" or "cidr"' });
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of "workload", "labels", "cidr" or "fqdn"' });
   });
 
 /** A destination port (1..65535) or an inclusive range "lo-hi". Range checks in validate.ts. */
@@ -165,6 +181,7 @@ export type PolicyIssueCode =
   | 'schema'
   | 'duplicate-id'
   | 'bad-cidr'
+  | 'bad-fqdn'
   | 'port-range'
   | 'ports-need-protocol'
   | 'own-tenant'

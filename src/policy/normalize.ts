@@ -5,6 +5,7 @@
 // policy's own tenant. Checks that need the whole rule list or the workloads are in
 // validate.ts.
 import { type Cidr, parseCidrStrict } from './address.js';
+import { type FqdnMatcher, parseFqdn } from './fqdn.js';
 import type { PolicyDocument, PolicyIssue, PortSpec, Protocol } from './model.js';
 
 export const PROTO_TCP = 1;
@@ -48,6 +49,8 @@ export interface NormalRule {
   selected: NormalSelector;
   peers: NormalSelector[];
   cidrs: Cidr[];
+  /** DNS names and patterns of outside peers (egress rules only). */
+  fqdns: FqdnMatcher[];
   protocol: Protocol;
   protoMask: number;
   /** Merged inclusive ranges of destination ports, sorted; null: every port. */
@@ -113,8 +116,21 @@ export function normalizeRules(doc: PolicyDocument): { rules: NormalRule[]; issu
 
     const peers: NormalSelector[] = [];
     const cidrs: Cidr[] = [];
+    const fqdns: FqdnMatcher[] = [];
     r.peers.forEach((p, j) => {
       const ppath = `${path}.peers[${j}]`;
+      if (p.fqdn !== undefined) {
+        const m = parseFqdn(p.fqdn);
+        if (typeof m === 'string') issues.push({ code: 'bad-fqdn', path: `${ppath}.fqdn`, message: m });
+        else if (r.direction !== 'egress')
+          issues.push({
+            code: 'bad-fqdn',
+            path: `${ppath}.fqdn`,
+            message: 'an "fqdn" peer is for egress rules only (names come from the answers to its workloads)',
+          });
+        else fqdns.push(m);
+        return;
+      }
       if (p.cidr !== undefined) {
         const c = parseCidrStrict(p.cidr);
         if (typeof c === 'string') issues.push({ code: 'bad-cidr', path: `${ppath}.cidr`, message: c });
@@ -157,6 +173,7 @@ export function normalizeRules(doc: PolicyDocument): { rules: NormalRule[]; issu
       selected: selectorOf(doc.tenant, r.workloads),
       peers,
       cidrs,
+      fqdns,
       protocol: r.protocol,
       protoMask: protocolMask(r.protocol),
       ports,

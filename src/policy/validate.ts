@@ -12,6 +12,7 @@
 import { cidrCovers, cidrOverlaps } from './address.js';
 import { selectorMatches } from './compile.js';
 import type { WorkloadDirectory } from './directory.js';
+import { fqdnCovers, fqdnOverlaps } from './fqdn.js';
 import { formatPath, type PolicyDocument, type PolicyIssue, policyDocumentSchema } from './model.js';
 import {
   mergeRanges,
@@ -105,7 +106,8 @@ function checkReferences(
   doc.rules.forEach((r, i) => {
     check(selectorOf(doc.tenant, r.workloads), `rules[${i}].workloads`);
     r.peers.forEach((p, j) => {
-      if (p.cidr === undefined) check(selectorOf(p.tenant ?? doc.tenant, p), `rules[${i}].peers[${j}]`);
+      if (p.cidr === undefined && p.fqdn === undefined)
+        check(selectorOf(p.tenant ?? doc.tenant, p), `rules[${i}].peers[${j}]`);
     });
   });
 }
@@ -158,7 +160,10 @@ function rangesOverlap(a: Array<[number, number]>, b: Array<[number, number]>): 
   return a.some(([lo, hi]) => b.some(([x, y]) => lo <= y && x <= hi));
 }
 
-type Atom = { kind: 'sel'; sel: NormalSelector } | { kind: 'cidr'; rule: NormalRule; at: number };
+type Atom =
+  | { kind: 'sel'; sel: NormalSelector }
+  | { kind: 'cidr'; rule: NormalRule; at: number }
+  | { kind: 'fqdn'; rule: NormalRule; at: number };
 
 function checkOrder(
   rules: NormalRule[],
@@ -176,6 +181,7 @@ function checkOrder(
     const atoms: Atom[] = [
       ...b.peers.map((sel): Atom => ({ kind: 'sel', sel })),
       ...b.cidrs.map((_, at): Atom => ({ kind: 'cidr', rule: b, at })),
+      ...b.fqdns.map((_, at): Atom => ({ kind: 'fqdn', rule: b, at })),
     ];
     const deciders = new Set<string>();
     let shadowed = covering.length > 0;
@@ -184,7 +190,9 @@ function checkOrder(
       const peerCovered = (a: NormalRule) =>
         atom.kind === 'sel'
           ? a.peers.some((p) => selectorCovers(p, atom.sel, directory))
-          : a.cidrs.some((c) => cidrCovers(c, atom.rule.cidrs[atom.at]));
+          : atom.kind === 'cidr'
+            ? a.cidrs.some((c) => cidrCovers(c, atom.rule.cidrs[atom.at]))
+            : a.fqdns.some((f) => fqdnCovers(f, atom.rule.fqdns[atom.at]));
       for (const bucket of [PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_OTHER]) {
         if ((b.protoMask & bucket) === 0) continue;
         const by = covering.filter((a) => (a.protoMask & bucket) !== 0 && peerCovered(a));
@@ -214,7 +222,8 @@ function checkOrder(
       if ((a.protoMask & b.protoMask) === 0) continue;
       const peersOverlap =
         a.peers.some((p) => b.peers.some((q) => selectorsOverlap(p, q, directory))) ||
-        a.cidrs.some((c) => b.cidrs.some((d) => cidrOverlaps(c, d)));
+        a.cidrs.some((c) => b.cidrs.some((d) => cidrOverlaps(c, d))) ||
+        a.fqdns.some((f) => b.fqdns.some((g) => fqdnOverlaps(f, g)));
       if (!peersOverlap) continue;
       const portsMatter = (a.protoMask & b.protoMask & (PROTO_ICMP | PROTO_OTHER)) === 0;
       if (portsMatter && !rangesOverlap(a.ports ?? FULL, b.ports ?? FULL)) continue;

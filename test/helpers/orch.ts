@@ -151,8 +151,10 @@ export async function startOrchLab(
   hosts = 2,
   /** More `tenguard orchestrator` options (e.g. --console 127.0.0.1:0). */
   orchArgs: readonly string[] = [],
+  /** Build the lab's outside namespace too (the NICs then run with egress). */
+  opts: { outside?: boolean } = {},
 ): Promise<OrchLab> {
-  const lab = await buildLab({ prefix, hosts, tenants: 1, workloads: 0 });
+  const lab = await buildLab({ prefix, hosts, tenants: 1, workloads: 0, outside: opts.outside ?? false });
   const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-data-`));
   let agents: LabAgents | undefined;
   let proxy: RecordingProxy | undefined;

@@ -108,6 +108,15 @@ function assertFullRun(report: Report): void {
   assert.equal(names(report, 'service by name: acme-web (h1) to db.acme.tg:').length, 1);
   assert.equal(names(report, "another tenant's name blue-db.blue.tg is unknown").length, 1);
   assert.equal(names(report, 'the flow logs show the verdicts').length, 1);
+  // Egress: an allowed name passes source-NATed to the NIC's uplink address, another name and its
+  // address are blocked, the flow log has both (the allowed one with its name).
+  assert.equal(names(report, 'allowed.example resolves through acme').length, 1);
+  assert.equal(names(report, 'HTTP GET http://allowed.example/ from acme-web is answered').length, 1);
+  assert.equal(names(report, "on the uplink the flow comes from the NIC's uplink address").length, 1);
+  assert.equal(names(report, 'the flow log records the egress flow with the name').length, 1);
+  assert.equal(names(report, 'other.example does not resolve').length, 1);
+  assert.equal(names(report, 'HTTP to other.example and to its raw address').length, 1);
+  assert.equal(names(report, 'the flow log records the denied egress flow').length, 1);
   assert.equal(names(report, 'control: the marker is visible').length, 1);
   assert.equal(
     report.checks.filter(
@@ -155,6 +164,7 @@ function assertFullRun(report: Report): void {
     'migration_gap_ms',
     'ipv6_rtt_ms',
     'ipv6_tcp_echo_ms',
+    'egress_http_ms',
     'migration_lost_packets',
     'migration_ms',
     'spindown_ms',
@@ -183,8 +193,8 @@ test('demo --json through the orchestrator: every check passes, figures are plau
   assert.deepEqual(report.notShown, []);
   assert.equal(typeof report.figures.mbps_cross_host, 'number');
   assert.ok(report.figures.mbps_cross_host > 1, `${report.figures.mbps_cross_host} Mbit/s`);
-  assert.match(r.stderr, /\[1\/17\] lab/, 'progress goes to stderr in --json mode');
-  assert.match(r.stderr, /\[17\/17\] teardown/);
+  assert.match(r.stderr, /\[1\/19\] lab/, 'progress goes to stderr in --json mode');
+  assert.match(r.stderr, /\[19\/19\] teardown/);
   assert.match(
     r.stderr,
     /\nweb console: http:\/\/127\.0\.0\.1:\d+\/console\/ \(served while the lab was up; `tenguard demo --keep` keeps it up to look around\)\n$/,

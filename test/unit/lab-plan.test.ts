@@ -228,3 +228,33 @@ test('link MTU: 1,500 unless asked, 1,280 to 9,000 accepted, anything else refus
       (e: unknown) => e instanceof TgError && /lab MTU/.test(e.message),
     );
 });
+
+test('the outside plan: an uplink, TUN and source-NAT address per NIC, short names, all in 198.18.0.0/15', () => {
+  assert.equal(
+    planLab('tglab', { hosts: 2, tenants: 1, workloads: 0 }).outside,
+    undefined,
+    'only when asked',
+  );
+  const p = planLab('tgabcde', { hosts: LAB_LIMITS.hosts, tenants: 1, workloads: 0 }, 1500, true);
+  const o = p.outside!;
+  assert.equal(o.ns, 'tgabcde-outside');
+  assert.equal(planNodes(p).get('outside'), o.ns);
+  assert.ok(planNamespaces(p).includes(o.ns));
+  assert.equal(o.uplinks.length, LAB_LIMITS.hosts);
+  const names = [o.bridge, ...o.uplinks.flatMap((u) => [u.nicIf, u.outsideIf, u.tun])];
+  for (const n of names) assert.ok(n.length <= 15 && belongsToLab('tgabcde', n), n);
+  assert.equal(new Set(names).size, names.length);
+  const addrs = [o.bridgeV4, o.webA, o.webB, o.dns, ...o.uplinks.flatMap((u) => [u.nicV4, u.snatV4])];
+  for (const a of addrs) assert.match(a, /^198\.1[89]\./);
+  assert.equal(new Set(addrs).size, addrs.length);
+  assert.deepEqual(
+    o.zone.map((z) => [z.name, z.address]),
+    [
+      ['allowed.example', o.webA],
+      ['other.example', o.webB],
+    ],
+  );
+  // The uplink interfaces are part of what the build waits for; the TUN devices are not (no carrier).
+  const ifs = planInterfaces(p).map((i) => i.name);
+  for (const u of o.uplinks) assert.ok(ifs.includes(u.nicIf) && !ifs.includes(u.tun));
+});
