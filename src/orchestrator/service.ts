@@ -16,6 +16,7 @@ import {
   type HostRecord,
   type NamespaceRecord,
   NETNS_MAX,
+  type NicState,
   type PolicyRecord,
   registerHostSchema,
   type ServiceRecord,
@@ -23,6 +24,7 @@ import {
   type WorkloadRecord,
   workloadNetns,
 } from './model.js';
+import { hostNics, placeOnNic, withNicState } from './nics.js';
 import { address6Of, highestFree, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
 import type { Store, StoreTx, StoreView } from './store.js';
 
@@ -149,7 +151,16 @@ export class OrchestratorService {
             `host '${o.key}' already uses netnsPrefix '${req.netnsPrefix}'`,
           );
       }
-      const h: HostRecord = { ...req, registeredAt: this.now().toISOString() };
+      const { nics, ...rest } = req;
+      for (const o of tx.list('host'))
+        for (const n of hostNics(o.value))
+          if (nics?.some((x) => x.api === n.api))
+            throw new TgError('TG_ERR_CONFLICT', `host '${o.key}' already uses NIC socket '${n.api}'`);
+      const h: HostRecord = {
+        ...rest,
+        registeredAt: this.now().toISOString(),
+        ...(nics !== undefined ? { nics: nics.map((n) => ({ ...n, state: 'ok' as const })) } : {}),
+      };
       tx.put('host', h.name, h, 'absent');
       return h;
     });
@@ -225,6 +236,15 @@ export class OrchestratorService {
               'TG_ERR_CONFLICT',
               `namespace '${runtimeNetns}' already holds workload '${o.value.name}'`,
             );
+      const nic = placeOnNic(
+        host,
+        tx.list('workload').map((o) => o.value),
+      );
+      if (nic === null)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${host.name}' has no NIC taking workloads (all failed or draining)`,
+        );
       const dns = this.ensureDns(tx, tenant);
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
@@ -244,6 +264,8 @@ export class OrchestratorService {
         ...(runtimeNetns !== undefined ? { netnsOwner: 'runtime' as const } : {}),
         ...(req.ifname !== undefined && req.ifname !== 'tg0' ? { ifname: req.ifname } : {}),
         ...(dns !== undefined ? { dns } : {}),
+        // Recorded on a host with several NICs; on a one-NIC host the record stays as it was.
+        ...(hostNics(host).length > 1 ? { nic } : {}),
       };
       tx.put(
         'allocation',
@@ -320,7 +342,7 @@ export class OrchestratorService {
   async beginMigrate(
     workload: unknown,
     to: unknown,
-  ): Promise<{ workload: WorkloadRecord; from: HostRecord; to: HostRecord; netns: string }> {
+  ): Promise<{ workload: WorkloadRecord; from: HostRecord; to: HostRecord; netns: string; nic: string }> {
     const n = name(workload, 'workload');
     const t = name(to, 'to');
     return this.store.txn((tx) => {
@@ -337,15 +359,48 @@ export class OrchestratorService {
         );
       const netns = workloadNetns(dest, n);
       checkNetns(netns, dest.name);
+      const nic = placeOnNic(
+        dest,
+        tx.list('workload').map((o) => o.value),
+      );
+      if (nic === null)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${t}' has no NIC taking workloads (all failed or draining)`,
+        );
       const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };
       tx.put('workload', n, next, { modRevision: w.modRevision });
-      return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns };
+      return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns, nic };
     });
   }
 
-  /** The moment of a migration's switch: the destination becomes the workload's host. */
-  async switchHost(workload: string, to: HostRecord): Promise<WorkloadRecord> {
-    return this.update(workload, (w) => ({ ...w, host: to.name, netns: workloadNetns(to, w.name) }));
+  /**
+   * The moment of a migration's switch: the destination becomes the workload's host and `nic`
+   * its NIC there (a move between NICs of one host changes the NIC only).
+   */
+  async switchHost(workload: string, to: HostRecord, nic?: string): Promise<WorkloadRecord> {
+    return this.update(workload, (w) => {
+      const { nic: _old, ...rest } = w;
+      return {
+        ...rest,
+        host: to.name,
+        netns: workloadNetns(to, w.name),
+        ...(nic !== undefined && hostNics(to).length > 1 ? { nic } : {}),
+      };
+    });
+  }
+
+  /** Sets one NIC's state on its host (TG_ERR_NOT_FOUND for an unknown host or NIC). */
+  async setNicState(host: unknown, nic: unknown, state: NicState): Promise<HostRecord> {
+    const h = name(host, 'host');
+    const n = name(nic, 'nic');
+    return this.store.txn((tx) => {
+      const e = tx.get('host', h);
+      if (e === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no host '${h}'`);
+      const next = withNicState(e.value, n, state, this.now().toISOString());
+      tx.put('host', h, next, { modRevision: e.modRevision });
+      return next;
+    });
   }
 
   /** A migration that failed before its switch: the workload stays where it was. */
