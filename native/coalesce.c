@@ -50,13 +50,43 @@ static inline void wr16(uint8_t *p, uint16_t v) {
   p[1] = (uint8_t)v;
 }
 
-/* One's-complement sum of big-endian 16-bit words, not folded. */
+/* One's-complement sum of big-endian 16-bit words (a last odd byte as the high byte of a
+ * word), not folded. Summed 4 bytes at a time in the machine's byte order into a 64-bit
+ * accumulator (no carry is lost below 2^32 words) and folded to 16 bits; the one's-complement
+ * sum commutes with swapping the bytes of every word (RFC 1071 section 2), so a
+ * little-endian sum is the big-endian one with its two bytes swapped. Several times faster
+ * than word by word: every TCP segment the TUN hands over or takes is summed once. */
 static uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t len) {
-  while (len >= 2) {
-    sum += rd16(p);
+  uint64_t acc = 0;
+  while (len >= 16) {
+    uint32_t w[4];
+    memcpy(w, p, 16);
+    acc += (uint64_t)w[0] + w[1] + w[2] + w[3];
+    p += 16;
+    len -= 16;
+  }
+  while (len >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    acc += w;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    acc += w;
     p += 2;
     len -= 2;
   }
+  acc = (acc & 0xffffffffu) + (acc >> 32);
+  acc = (acc & 0xffffffffu) + (acc >> 32);
+  acc = (acc & 0xffffu) + (acc >> 16);
+  acc = (acc & 0xffffu) + (acc >> 16);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  acc = ((acc & 0xffu) << 8) | (acc >> 8);
+#endif
+  sum += acc;
   if (len) sum += (uint64_t)p[0] << 8;
   return sum;
 }

@@ -2,7 +2,7 @@
 // in one run on one machine, next to a single wireguard-go hop as the reference:
 //   same-host:    workload -> vSwitch -> NIC -> vSwitch -> workload (two on-host legs)
 //   cross-host:   workload -> vSwitch -> NIC -> fabric -> NIC -> vSwitch -> workload
-//                 (on-host, off-host and on-host legs: four encryptions, four decryptions)
+//                 (on-host, off-host and on-host legs: three encryptions, three decryptions)
 //   wireguard-go: two namespaces, one wireguard-go tunnel between them (one encryption hop)
 // The ratio cross-host / wireguard-go is the figure of merit; all three share the machine's
 // two cores with everything on the path, so only ratios within one run mean anything.

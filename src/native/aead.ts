@@ -1,12 +1,14 @@
 // Batched WireGuard transport AEAD (ChaCha20-Poly1305) in the addon, using the OpenSSL
-// built into node: one reused cipher context, in-place, no allocation per packet. A large
+// built into node: in place, no allocation per packet; RFC 8439 composed from OpenSSL's own
+// ChaCha20 and Poly1305 routines, or its EVP interface where node does not export them
+// (aeadImplementation, native/aead.c says why). A large
 // batch is split across the process's crypto threads (native/crypto_pool.c): the calling
 // thread plus workers, each part at least 16 KiB, so single packets and small batches never
 // pay a thread wake-up; the call stays synchronous.
 import { availableParallelism } from 'node:os';
 import type { TransportAead } from '../protocol/aead.js';
 import { TgError } from '../util/errors.js';
-import { type CryptoPoolStats, loadNative, type RawAead } from './binding.js';
+import { type AeadImplementation, type CryptoPoolStats, loadNative, type RawAead } from './binding.js';
 
 /** Set TENGUARD_CRYPTO_THREADS=N (1..16) to choose the crypto threads of a process. */
 export const CRYPTO_THREADS_ENV = 'TENGUARD_CRYPTO_THREADS';
@@ -36,7 +38,15 @@ export function setCryptoThreads(threads: number): void {
   loadNative().setCryptoThreads(threads);
 }
 
-export type { CryptoPoolStats };
+export type { AeadImplementation, CryptoPoolStats };
+
+/**
+ * The AEAD implementation of the process: with an argument chooses it (for every NativeAead;
+ * choose while no batch runs). 'primitives' throws ERR_TG_CRYPTO where node lacks them.
+ */
+export function aeadImplementation(name?: AeadImplementation): AeadImplementation {
+  return loadNative().aeadImplementation(name);
+}
 
 export function cryptoPoolStats(): CryptoPoolStats {
   return loadNative().cryptoPoolStats();

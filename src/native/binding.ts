@@ -51,6 +51,12 @@ export interface RawUdp extends RawIo {
   receiveMaxAge(ms?: number): number;
 }
 
+/**
+ * The AEAD's two implementations (native/aead.c): RFC 8439 composed from OpenSSL's ChaCha20 and
+ * Poly1305 routines (default when node exports them), or OpenSSL's EVP interface.
+ */
+export type AeadImplementation = 'primitives' | 'evp';
+
 export interface RawAead {
   sealBatch(
     buf: Buffer,
@@ -85,6 +91,8 @@ export interface NativeBinding {
   TunHandle: new (name: string, multiQueue: boolean, vnetHdr: boolean) => RawTun;
   UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
   Aead: new () => RawAead;
+  /** Chooses the AEAD implementation of the process (native/aead.c); returns the one in use. */
+  aeadImplementation(name?: AeadImplementation): AeadImplementation;
   /** Parts a large AEAD batch is split into at most (1..16, calling thread included). */
   setCryptoThreads(threads: number): void;
   cryptoPoolStats(): CryptoPoolStats;

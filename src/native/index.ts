@@ -3,8 +3,9 @@
 // types.ts, plus in-memory fakes for tests (fake.ts, imported separately). The endpoint record
 // endpoint the sockets read and write is src/net/endpoint.ts.
 
-export type { CryptoPoolStats } from './aead.js';
+export type { AeadImplementation, CryptoPoolStats } from './aead.js';
 export {
+  aeadImplementation,
   CRYPTO_THREADS_ENV,
   cryptoPoolStats,
   cryptoThreadsDefault,

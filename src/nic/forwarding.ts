@@ -40,7 +40,7 @@
 import type { PolicyEngine } from '../policy/engine.js';
 import { AllowedIps } from '../protocol/allowedips.js';
 import type { PacketBatch, TunBatch } from '../protocol/batch.js';
-import { MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
+import { AEAD_TAG_SIZE, MESSAGE_TRANSPORT_HEADER_SIZE } from '../protocol/constants.js';
 import { TgError } from '../util/errors.js';
 import { type HostAddress, hostPrefix } from './addresses.js';
 import { dnsQueryPayload, FORWARD_UPSTREAM, type NameBook, TenantDns, writeDnsAnswer } from './dns.js';
@@ -272,6 +272,23 @@ export const DNS_QUERIES_PER_S = 500;
 export interface ForwardBatch {
   batch: PacketBatch;
   peerIds: Uint32Array;
+  /**
+   * In place: packet i's sealed message must end by ends[i] (the engine pads less to fit);
+   * null for a batch in a slab of the forwarder's own (room enough behind every packet).
+   */
+  ends: Uint32Array | null;
+}
+
+/**
+ * The received datagrams a TunBatch was decrypted from, in place, in ascending order of start:
+ * datagram i is buf[starts[i], ends[i]). With UDP receive offload the datagrams of one run lie
+ * back to back in one slot, so a packet re-encrypted where it was decrypted must end within its
+ * own datagram, not merely within the slot.
+ */
+export interface DatagramBounds {
+  starts: Uint32Array;
+  ends: Uint32Array;
+  count: number;
 }
 
 /** What forward() builds. Reused by every call: valid until the next one. */
@@ -322,18 +339,33 @@ class CopySlab implements PacketBatch {
   }
 }
 
-/** The in-place batch: offsets into the engine's own buffer. */
+/** The in-place batch: offsets into the engine's own buffer, and where each message must end. */
 class InPlaceList implements PacketBatch {
   buf = EMPTY;
   offsets: Uint32Array;
   lengths: Uint32Array;
   peerIds: Uint32Array;
+  ends: Uint32Array;
   count = 0;
   constructor(n: number) {
     this.offsets = new Uint32Array(n);
     this.lengths = new Uint32Array(n);
     this.peerIds = new Uint32Array(n);
+    this.ends = new Uint32Array(n);
   }
+}
+
+/** The end of the datagram that holds offset `off` (the last one starting at or before it). */
+function datagramEnd(d: DatagramBounds, off: number): number {
+  let lo = 0;
+  let hi = d.count - 1;
+  if (hi < 0 || off < d.starts[0]) return 0;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (d.starts[mid] <= off) lo = mid;
+    else hi = mid - 1;
+  }
+  return d.ends[lo];
 }
 
 /** How long the non-first fragments of a packet whose first fragment passed may follow it. */
@@ -435,7 +467,8 @@ export class Forwarder {
     this.result = {
       batch: this.copies,
       peerIds: this.copies.peerIds,
-      extra: { batch: this.extras, peerIds: this.extras.peerIds },
+      ends: null,
+      extra: { batch: this.extras, peerIds: this.extras.peerIds, ends: null },
       uplink: this.uplinkOut,
       upstream: [],
     };
@@ -730,9 +763,18 @@ export class Forwarder {
    * of that size (the packet at tun.offsets[i] lies in slot floor(offset / inPlaceSlot), with
    * 16 bytes of headroom in front as engine.inbound() leaves them): packets stay where they
    * are and `batch` points into tun.buf; one without room behind it is copied into `extra`.
+   * With `datagrams` as well (receive offload: several datagrams per slot), a packet must be
+   * re-encrypted within its own datagram: in place when its tag fits behind it there (the
+   * engine cuts the padding to fit, `ends`), else copied; after the first copy every later
+   * packet of the call is copied too, so that no flow is reordered between the two batches.
    * MSS clamping writes into the packet. The result is valid until the next call.
    */
-  forward(tun: TunBatch, now: number = Date.now(), inPlaceSlot = 0): ForwardResult {
+  forward(
+    tun: TunBatch,
+    now: number = Date.now(),
+    inPlaceSlot = 0,
+    datagrams: DatagramBounds | null = null,
+  ): ForwardResult {
     const engine = this.engine;
     const n = tun.count;
     const { buf, offsets, lengths, peerIds } = tun;
@@ -748,6 +790,8 @@ export class Forwarder {
       this.uplinkOut.count = 0;
     }
     let out: PacketBatch & { peerIds: Uint32Array };
+    const inPlace = inPlaceSlot > 0;
+    let copying = false;
     if (inPlaceSlot > 0) {
       if (n > this.inPlace.offsets.length) this.inPlace = new InPlaceList(n);
       out = this.inPlace;
@@ -932,14 +976,25 @@ export class Forwarder {
         )
           this.counters.mssClamped++;
       }
-      if (inPlaceSlot > 0) {
-        const slotEnd = (Math.floor(off / inPlaceSlot) + 1) * inPlaceSlot;
-        if (off < MESSAGE_TRANSPORT_HEADER_SIZE || off + len + TAIL_ROOM > slotEnd) {
-          extras.add(buf, off, len, dst.peerId);
+      if (inPlace) {
+        let end: number;
+        let fits: boolean;
+        if (datagrams === null) {
+          end = (Math.floor(off / inPlaceSlot) + 1) * inPlaceSlot;
+          fits = off + len + TAIL_ROOM <= end;
         } else {
-          out.offsets[k] = off;
-          out.lengths[k] = len;
-          out.peerIds[k] = dst.peerId;
+          end = datagramEnd(datagrams, off);
+          fits = !copying && off + len + AEAD_TAG_SIZE <= end;
+        }
+        if (off < MESSAGE_TRANSPORT_HEADER_SIZE || !fits) {
+          extras.add(buf, off, len, dst.peerId);
+          copying = datagrams !== null;
+        } else {
+          const p = this.inPlace;
+          p.offsets[k] = off;
+          p.lengths[k] = len;
+          p.peerIds[k] = dst.peerId;
+          p.ends[k] = end;
           k++;
         }
       } else {
@@ -955,6 +1010,7 @@ export class Forwarder {
     const r = this.result;
     r.batch = out;
     r.peerIds = out.peerIds;
+    r.ends = inPlace ? this.inPlace.ends : null;
     r.extra.peerIds = extras.peerIds;
     return r;
   }
@@ -1083,7 +1139,7 @@ export class Forwarder {
     out.ensure(Math.max(1, tun.count), maxLen);
     out.count = 0;
     const egress = this.egress;
-    if (egress === null) return { batch: out, peerIds: out.peerIds };
+    if (egress === null) return { batch: out, peerIds: out.peerIds, ends: null };
     for (let i = 0; i < tun.count; i++) {
       const len = tun.lengths[i];
       if (len < IPV4_HEADER) {
@@ -1116,7 +1172,7 @@ export class Forwarder {
       egress.counters.fromUplink++;
       this.counters.uplinkIn++;
     }
-    return { batch: out, peerIds: out.peerIds };
+    return { batch: out, peerIds: out.peerIds, ends: null };
   }
 
   /**
@@ -1145,7 +1201,7 @@ export class Forwarder {
     out.peerIds[0] = q.peerId;
     out.count = 1;
     this.counters.dnsAnswers++;
-    return { batch: out, peerIds: out.peerIds };
+    return { batch: out, peerIds: out.peerIds, ends: null };
   }
 
   /**

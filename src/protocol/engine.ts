@@ -59,6 +59,7 @@ import {
   TunOut,
 } from './batch.js';
 import {
+  AEAD_TAG_SIZE,
   KEEPALIVE_TIMEOUT,
   KEY_SIZE,
   MAX_CONTENT_SIZE,
@@ -656,8 +657,16 @@ export class Engine {
   /**
    * Like outbound(), but the caller names the peer of every packet (peerIds[i]); no routing
    * lookup is made. For identities with isolated peers, where routing is the caller's policy.
+   * With `ends`, packet i's message (header, packet, padding, tag) must end by ends[i]: its
+   * padding is cut to fit (a packet re-encrypted in the datagram it came in; padding is
+   * optional to a receiver, which reads the packet's length from its IP header).
    */
-  outboundToPeers(batch: PacketBatch, peerIds: Uint32Array, now: number): OutboundResult {
+  outboundToPeers(
+    batch: PacketBatch,
+    peerIds: Uint32Array,
+    now: number,
+    ends: Uint32Array | null = null,
+  ): OutboundResult {
     this.beginCall();
     try {
       const clamped = this.clampCount(batch, false);
@@ -674,7 +683,7 @@ export class Engine {
           this.counters.dropped.noRoute++;
           continue;
         }
-        this.sendData(peer, buf, off, len, now);
+        this.sendData(peer, buf, off, len, now, ends === null ? buf.length : ends[i]);
       }
       this.finishOutbound(now);
     } catch (err) {
@@ -719,8 +728,11 @@ export class Engine {
     return true;
   }
 
-  /** One packet for peer: into the encryption batch when a session exists, else staged. */
-  private sendData(peer: Peer, buf: Buffer, off: number, len: number, now: number): void {
+  /**
+   * One packet for peer: into the encryption batch when a session exists, else staged. Its
+   * message must end by `limit` (at most buf.length): padding is cut to fit.
+   */
+  private sendData(peer: Peer, buf: Buffer, off: number, len: number, now: number, limit = buf.length): void {
     const kp = peer.keypairs.current;
     if (!peer.hasEndpoint) {
       this.counters.dropped.noEndpoint++;
@@ -732,12 +744,16 @@ export class Engine {
       return;
     }
     if (peer.staged.length > 0) this.sendStaged(peer, now);
-    const padded = len + paddingSize(len, this.mtu);
-    const end = off + padded;
-    if (end + MESSAGE_TRANSPORT_SIZE - MESSAGE_TRANSPORT_HEADER_SIZE > buf.length) {
-      this.counters.dropped.noRoom++;
-      return;
+    let padded = len + paddingSize(len, this.mtu);
+    const room = Math.min(limit, buf.length) - off - AEAD_TAG_SIZE;
+    if (padded > room) {
+      if (len > room) {
+        this.counters.dropped.noRoom++;
+        return;
+      }
+      padded = room;
     }
+    const end = off + padded;
     for (let j = off + len; j < end; j++) buf[j] = 0;
     const counter = kp.sendCounter++;
     const header = off - MESSAGE_TRANSPORT_HEADER_SIZE;

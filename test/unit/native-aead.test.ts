@@ -6,6 +6,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import {
+  aeadImplementation,
   CRYPTO_THREADS_ENV,
   cryptoPoolStats,
   cryptoThreadsDefault,
@@ -386,5 +387,79 @@ test('setCryptoThreads refuses counts outside 1..16; the environment default is 
   } finally {
     if (saved === undefined) delete process.env[CRYPTO_THREADS_ENV];
     else process.env[CRYPTO_THREADS_ENV] = saved;
+  }
+});
+
+test('on this node the AEAD is composed from OpenSSL primitives; both implementations agree, each opens the other, both catch forgeries', () => {
+  assert.equal(aeadImplementation(), 'primitives', 'node exports ChaCha20_ctr32 and Poly1305_*');
+  assert.throws(() => aeadImplementation('fast' as 'evp'), TypeError);
+  const slot = 65_544;
+  const sizes = [0, 1, 15, 16, 17, 63, 64, 65, 127, 1420, 1424, 8920, 65_535 - HEADER - TAG];
+  const count = sizes.length;
+  const keys = [randomBytes(32), randomBytes(32)];
+  const make = (): { buf: Buffer; offsets: Uint32Array; plains: Buffer[]; lengths: Uint32Array } => {
+    const buf = Buffer.alloc(count * slot);
+    const offsets = new Uint32Array(count);
+    const lengths = new Uint32Array(count);
+    const plains: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      offsets[i] = i * slot + (i % 5);
+      lengths[i] = sizes[i];
+      writeHeader(buf, offsets[i], i, 0xfffffffen + BigInt(i) * 0x1_0000_0000n);
+      const plain = randomBytes(sizes[i]);
+      plain.copy(buf, offsets[i] + HEADER);
+      plains.push(plain);
+    }
+    return { buf, offsets, plains, lengths };
+  };
+  const batchKeys = sizes.map((_, i) => keys[i % 2]);
+  const whole = new Uint32Array(sizes.map((n) => HEADER + n + TAG));
+  try {
+    const a = make();
+    const b = { ...a, buf: Buffer.from(a.buf) };
+    aeadImplementation('primitives');
+    const prim = new NativeAead();
+    prim.sealBatch(a.buf, a.offsets, a.lengths, batchKeys, count);
+    aeadImplementation('evp');
+    const evp = new NativeAead();
+    evp.sealBatch(b.buf, b.offsets, b.lengths, batchKeys, count);
+    assert.ok(a.buf.equals(b.buf), 'the same messages from both');
+    for (let i = 0; i < count; i++) {
+      const counter = a.buf.readBigUInt64LE(a.offsets[i] + 8);
+      const sealed = a.buf.subarray(a.offsets[i] + HEADER, a.offsets[i] + HEADER + sizes[i] + TAG);
+      assert.deepEqual(
+        sealed,
+        nodeSeal(batchKeys[i], counter, a.plains[i]),
+        `size ${sizes[i]} vs node:crypto`,
+      );
+    }
+    // A forgery in each copy: a flipped ciphertext byte (a) and a flipped tag byte (b).
+    a.buf[a.offsets[9] + HEADER + 700] ^= 1;
+    b.buf[b.offsets[3] + HEADER + sizes[3] + 15] ^= 0x40;
+    const okA = new Uint8Array(count);
+    const okB = new Uint8Array(count);
+    evp.openBatch(a.buf, a.offsets, whole, batchKeys, count, okA); // primitives' output, opened by EVP
+    aeadImplementation('primitives');
+    prim.openBatch(b.buf, b.offsets, whole, batchKeys, count, okB); // EVP's output, opened by primitives
+    for (let i = 0; i < count; i++) {
+      assert.equal(okA[i], i === 9 ? 0 : 1, `evp opens size ${sizes[i]}`);
+      assert.equal(okB[i], i === 3 ? 0 : 1, `primitives open size ${sizes[i]}`);
+      const outB = b.buf.subarray(b.offsets[i] + HEADER, b.offsets[i] + HEADER + sizes[i]);
+      if (okB[i] === 1) assert.deepEqual(outB, b.plains[i]);
+      else
+        assert.ok(
+          outB.every((x) => x === 0),
+          'a forgery is wiped',
+        );
+      if (okA[i] === 1)
+        assert.deepEqual(
+          a.buf.subarray(a.offsets[i] + HEADER, a.offsets[i] + HEADER + sizes[i]),
+          a.plains[i],
+        );
+    }
+    prim.close();
+    evp.close();
+  } finally {
+    aeadImplementation('primitives');
   }
 });

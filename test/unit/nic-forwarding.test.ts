@@ -277,3 +277,54 @@ test('copy mode: each batch holds its own packets (the slab count starts again a
   const off = out.batch.offsets[0];
   assert.deepEqual(out.batch.buf.subarray(off, off + out.batch.lengths[0]), p2);
 });
+
+test('in place with receive offload: each packet ends within its own datagram; after a copy, the rest are copied (order kept)', () => {
+  const f = setup();
+  const sizes = [128, 1420, 60]; // a multiple of 16, a full tg0 packet (padding capped), a small one
+  const packets = sizes.map((n, i) => ipv4('100.64.1.11', '100.64.1.12', Buffer.alloc(n - 20, 0x10 + i)));
+  // Three datagrams back to back in one slot, as one GRO run leaves them: header, packet, padding, tag.
+  const buf = Buffer.alloc(4096);
+  const offsets = new Uint32Array(3);
+  const lengths = new Uint32Array(3);
+  const starts = new Uint32Array(3);
+  const ends = new Uint32Array(3);
+  let at = 0;
+  packets.forEach((p, i) => {
+    starts[i] = at;
+    offsets[i] = at + 16;
+    lengths[i] = p.length;
+    p.copy(buf, offsets[i]);
+    const padded = i === 1 ? p.length : Math.ceil(p.length / 16) * 16;
+    at += 16 + padded + 16;
+    ends[i] = at;
+  });
+  const batch: TunBatch = { buf, offsets, lengths, peerIds: Uint32Array.of(1, 1, 1), count: 3 };
+  const slot = 69_632;
+  const all = f.forward(batch, Date.now(), slot, { starts, ends, count: 3 });
+  assert.equal(all.batch.buf, buf, 'in place');
+  assert.equal(all.batch.count, 3);
+  assert.equal(all.extra.batch.count, 0);
+  assert.deepEqual([...all.batch.offsets.subarray(0, 3)], [...offsets]);
+  assert.deepEqual([...all.ends!.subarray(0, 3)], [...ends], 'each message ends where its datagram did');
+  // Without the bounds the slot's end would be taken for all three: the run would overwrite itself.
+  const slotOnly = f.forward(batch, Date.now(), slot);
+  assert.deepEqual([...slotOnly.ends!.subarray(0, 3)], [slot, slot, slot]);
+
+  // The second datagram too short for the tag behind its packet: copied, and the third with it.
+  const short = Uint32Array.from(ends);
+  short[1] = offsets[1] + lengths[1] + 8;
+  const r = f.forward(batch, Date.now(), slot, { starts, ends: short, count: 3 });
+  assert.equal(r.batch.count, 1);
+  assert.equal(r.batch.offsets[0], offsets[0]);
+  assert.equal(r.extra.batch.count, 2);
+  assert.equal(r.extra.ends, null);
+  for (let k = 0; k < 2; k++) {
+    const off = r.extra.batch.offsets[k];
+    assert.deepEqual(
+      r.extra.batch.buf.subarray(off, off + r.extra.batch.lengths[k]),
+      packets[k + 1],
+      `copy ${k}`,
+    );
+    assert.equal(r.extra.peerIds[k], 2);
+  }
+});

@@ -539,3 +539,49 @@ test('keepaliveNow opens the session at once: an initiation, then the keepalive 
   );
   assert.equal(out.count, 0);
 });
+
+test('outboundToPeers with ends: padding is cut so each message ends in its room; no room for the tag drops it', () => {
+  const net = new Net();
+  const nic = net.node(1);
+  const nicKey = generatePrivateKey();
+  const nicId = nic.engine.addIdentity(nicKey, { isolatedPeers: true });
+  const w = net.node(2);
+  const wKey = generatePrivateKey();
+  const wId = w.engine.addIdentity(wKey);
+  w.engine.addPeer(wId, {
+    publicKey: publicKeyOf(nicKey),
+    endpoint: nic.endpoint,
+    allowedIps: [prefix('0.0.0.0/0')],
+  });
+  const peer = nic.engine.addPeer(nicId, {
+    publicKey: publicKeyOf(wKey),
+    allowedIps: [prefix('100.64.0.1/32')],
+  });
+  w.send(1, [ipv4Packet('100.64.0.1', '100.64.0.9', 3, 1)]);
+  net.flush();
+  const packet = ipv4Packet('100.64.0.9', '100.64.0.1', 101, 0x55); // padded to a multiple of 16 unless cut
+  const len = packet.length;
+  assert.notEqual(len % 16, 0);
+  const send = (ends: Uint32Array | null) => {
+    const buf = Buffer.alloc(16 + len + 64);
+    packet.copy(buf, 16);
+    const before = nic.engine.counters.dropped.noRoom;
+    const r = nic.engine.outboundToPeers(
+      { buf, offsets: Uint32Array.of(16), lengths: Uint32Array.of(len), count: 1 },
+      Uint32Array.of(peer),
+      net.clock.now,
+      ends,
+    );
+    const size = r.data.count === 1 ? r.data.lengths[0] : 0;
+    if (r.data.count === 1) net.collect(nic, r.data);
+    net.flush();
+    return { size, noRoom: nic.engine.counters.dropped.noRoom - before };
+  };
+  const padded = Math.ceil(len / 16) * 16;
+  assert.deepEqual(send(null), { size: 16 + padded + 16, noRoom: 0 });
+  assert.deepEqual(send(Uint32Array.of(16 + len + 16)), { size: 16 + len + 16, noRoom: 0 }, 'no padding');
+  assert.deepEqual(send(Uint32Array.of(16 + len + 18)), { size: 16 + len + 18, noRoom: 0 }, 'some padding');
+  assert.deepEqual(send(Uint32Array.of(16 + len + 15)), { size: 0, noRoom: 1 }, 'no room for the tag');
+  assert.equal(w.received.length, 3, 'every message sent opened at the workload');
+  for (const d of w.received) assert.deepEqual(d.packet, packet);
+});
