@@ -43,10 +43,10 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the eleven steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the twelve steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 17;
+export const TOTAL_STEPS = 18;
 
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
@@ -137,6 +137,8 @@ export async function runDemo(
     await phase('migration', () => s.migrate());
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('leader takeover', () => leaderTakeover(control!, report));
+    await phase('killed vSwitch daemon', () => s.vswitchdRecovery());
+    await phase('PSK scan after the re-adoption', () => s.pskScan("the vSwitch daemon's re-adoption"));
     await phase('spin-down', () => s.spinDown());
     await phase('podman', () =>
       podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),

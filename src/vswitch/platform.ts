@@ -217,11 +217,14 @@ export class ProcessPlatform implements VSwitchPlatform {
     const sock = uapiSocketPath(ifname);
     // A socket left by a device that was killed: ours by name, nobody serves it.
     rmSync(sock, { force: true });
+    // Its stdin is a pipe from this daemon: it ends when the daemon does, a SIGKILL included
+    // (as systemd ends a unit's whole control group), so a restarted daemon never finds devices
+    // of its predecessor that it knows nothing of holding the workloads' tg0.
     const child = spawn(
       process.execPath,
-      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--mtu', String(mtu), ifname],
+      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--parent-pipe', '--mtu', String(mtu), ifname],
       {
-        stdio: ['ignore', 'ignore', 'pipe'],
+        stdio: ['pipe', 'ignore', 'pipe'],
       },
     );
     const dev = new ChildDevice(ifname, child);
