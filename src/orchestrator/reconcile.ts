@@ -6,7 +6,8 @@
 //   with the new crypto; the tenant's peers are published again everywhere (the restarted
 //   NIC's off-host keys are new);
 // - a crashed or missing vSwitch instance is restarted or recreated (new key pair, so the
-//   NIC registration is replaced), a missing namespace recreated; several missing instances
+//   NIC registration is replaced in place: the NIC keeps the tenant and its off-host key), a
+//   missing namespace recreated; several missing instances
 //   (a vSwitch daemon that came back empty) are created in one batch call, and every
 //   instance the pass configures goes to the daemon with the others ready by then (one call
 //   in flight, the next carrying all that became ready meanwhile): the daemon runs its API's
@@ -297,13 +298,20 @@ export class Reconciler {
     }
     const view = this.lifecycle.view(h.name);
     const reg = view.registrations.get(w.name);
-    if (
+    const sameSpec =
       reg !== undefined &&
-      (reg.vswitchPublicKey !== publicKey ||
-        reg.tenant !== w.tenant ||
-        reg.address !== w.address ||
-        reg.address6 !== w.address6)
-    ) {
+      reg.tenant === w.tenant &&
+      reg.address === w.address &&
+      reg.address6 === w.address6;
+    if (reg !== undefined && sameSpec && reg.vswitchPublicKey !== publicKey) {
+      // A new instance (key) for the same workload: replaced in place, so that the NIC keeps
+      // the tenant and its off-host key (the other NICs need learn nothing new).
+      const crypto = await this.lifecycle.register(h, w, publicKey, true);
+      configures.push({ w, req: { workload: w.name, ...crypto } });
+      did.push('nic-replace');
+      return did;
+    }
+    if (reg !== undefined && !sameSpec) {
       await this.lifecycle.unregister(h, w.name);
       did.push('nic-remove');
     }
