@@ -68,6 +68,8 @@ export async function run(args: string[]): Promise<number> {
   const why = await dev.stopped;
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);
+  // The pipe would keep the process alive after the device ended for another reason.
+  if (values['parent-pipe']) process.stdin.destroy();
   process.stderr.write(`tenguard device ${ifname}: stopped (${why})\n`);
   return 0;
 }
