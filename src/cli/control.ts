@@ -25,7 +25,10 @@ export const CONTROL_USAGE = `usage:
   tenguard tenant create <name> --pool <CIDR in 100.64.0.0/10>
   tenguard tenant list | show <name> | delete <name>
   tenguard host register <name> --nic-api <socket> --vswitch-api <socket> --netns-prefix <prefix>
+                [--nic NAME=SOCKET ...]          every NIC of the host, the first one at --nic-api
   tenguard host list | show <name> | deregister <name>
+  tenguard host drain-nic <host> <nic>          its workloads move to the host's other NICs (new keys)
+  tenguard host undrain-nic <host> <nic>        it takes workloads again
   tenguard workload create <name> --tenant <t> --host <h> [--label k=v ...]
   tenguard workload list | show <name> | delete <name>
   tenguard workload migrate <name> --to <host>
@@ -34,7 +37,7 @@ export const CONTROL_USAGE = `usage:
   tenguard policy set <tenant> [--file F]      (the document from F, or from stdin)
   tenguard policy show <tenant>
   tenguard flows [--tenant T] [--since S] [--limit N]
-  tenguard keys <host>
+  tenguard keys <host> [--nic N]
   tenguard status                              the installation at a glance: orchestrator, hosts
                                                with NIC and vSwitch, tenants, workloads,
                                                certificate expiry, drops
@@ -197,6 +200,7 @@ function workloadText(w: WorkloadRecord): string {
     `workload ${w.name}`,
     `  tenant   ${w.tenant}`,
     `  host     ${w.host}${w.migratingTo ? ` (migrating to ${w.migratingTo})` : ''}`,
+    ...(w.nic !== undefined ? [`  nic      ${w.nic}`] : []),
     `  address  ${w.address}${w.address6 !== undefined ? `, ${w.address6}` : ''}`,
     `  netns    ${w.netns}`,
     `  labels   ${labelsText(w.labels) || '-'}`,
@@ -251,14 +255,21 @@ async function host(sub: string | undefined, args: string[]): Promise<number> {
           'nic-api': { type: 'string' },
           'vswitch-api': { type: 'string' },
           'netns-prefix': { type: 'string' },
+          nic: { type: 'string', multiple: true },
         },
         1,
       );
+      const nics = ((v.nic as string[] | undefined) ?? []).map((x) => {
+        const i = x.indexOf('=');
+        if (i <= 0) throw new TgError('TG_ERR_USAGE', `--nic '${x}' is not NAME=SOCKET`);
+        return { name: x.slice(0, i), api: x.slice(i + 1) };
+      });
       const h = await client(v).registerHost({
         name: p[0],
         nicApi: required(v, 'nic-api'),
         vswitchApi: required(v, 'vswitch-api'),
         netnsPrefix: required(v, 'netns-prefix'),
+        ...(nics.length > 0 ? { nics } : {}),
       });
       return out(v, h, () => `host ${h.name} registered`);
     }
@@ -279,8 +290,25 @@ async function host(sub: string | undefined, args: string[]): Promise<number> {
         v,
         h,
         () =>
-          `host ${h.name}\n  nic api      ${h.nicApi}\n  vswitch api  ${h.vswitchApi}\n  netns prefix ${h.netnsPrefix}\n  registered   ${h.registeredAt}`,
+          `host ${h.name}\n  nic api      ${h.nicApi}\n  vswitch api  ${h.vswitchApi}\n  netns prefix ${h.netnsPrefix}\n  registered   ${h.registeredAt}` +
+          (h.nics ?? []).map((n) => `\n  nic ${n.name.padEnd(9)}${n.state.padEnd(9)}${n.api}`).join(''),
       );
+    }
+    case 'drain-nic': {
+      const { values: v, positionals: p } = parse(args, {}, 2);
+      const r = await client(v).drainNic(p[0], p[1]);
+      return out(v, r, () =>
+        [
+          `NIC ${r.nic} of host ${r.host} drained in ${r.ms} ms: ${r.moved.length} workload(s) moved`,
+          ...r.moved.map((m) => `  ${m.workload} -> ${m.to} (${m.ms} ms)`),
+          ...r.errors.map((e) => `  error: ${e}`),
+        ].join('\n'),
+      );
+    }
+    case 'undrain-nic': {
+      const { values: v, positionals: p } = parse(args, {}, 2);
+      const h = await client(v).undrainNic(p[0], p[1]);
+      return out(v, h, () => `NIC ${p[1]} of host ${h.name} takes workloads again`);
     }
     case 'deregister': {
       const { values: v, positionals: p } = parse(args, {}, 1);
@@ -412,16 +440,17 @@ async function flows(args: string[]): Promise<number> {
 }
 
 async function keys(args: string[]): Promise<number> {
-  const { values: v, positionals: p } = parse(args, {}, 1);
-  const r = await client(v).keys(p[0]);
+  const { values: v, positionals: p } = parse(args, { nic: { type: 'string' } }, 1);
+  const r = await client(v).keys(p[0], v.nic as string | undefined);
   return out(v, r, () =>
     table([
-      ['ID', 'KIND', 'FINGERPRINT', 'CREATED'],
+      ['ID', 'KIND', 'FINGERPRINT', 'CREATED', 'NIC'],
       ...r.keys.map((k) => [
         String(k.id ?? ''),
         String(k.kind ?? k.type ?? ''),
         String(k.fingerprint ?? ''),
         String(k.created ?? k.createdAt ?? ''),
+        String(k.nic ?? '-'),
       ]),
     ]),
   );
@@ -450,7 +479,7 @@ async function service(sub: string | undefined, args: string[]): Promise<number>
         v,
         s,
         () =>
-          `service ${s.name} created in tenant ${s.tenant}: ${s.address} (${s.name}.${s.tenant}.tg) ports ${s.ports
+          `service ${s.name} created in tenant ${s.tenant}: ${s.address}${s.address6 !== undefined ? `, ${s.address6}` : ''} (${s.name}.${s.tenant}.tg) ports ${s.ports
             .map((x) => `${x.port}/${x.protocol}`)
             .join(',')} selector ${labelsText(s.selector)}`,
       );
@@ -477,7 +506,7 @@ async function service(sub: string | undefined, args: string[]): Promise<number>
       return out(v, s, () =>
         [
           `service ${s.name} (${s.name}.${s.tenant}.tg)`,
-          `  address   ${s.address}`,
+          `  address   ${s.address}${s.address6 !== undefined ? `, ${s.address6}` : ''}`,
           `  ports     ${s.ports.map((x) => `${x.port}/${x.protocol}`).join(',')}`,
           `  selector  ${labelsText(s.selector)}`,
           ...Object.entries(s.nics).map(([h, n]) => {

@@ -5,13 +5,13 @@
 import { parseArgs } from 'node:util';
 import { startOrchestratorControl } from '../demo/orchestrator-control.js';
 import { DemoReporter } from '../demo/report.js';
-import { runDemo, TOTAL_STEPS } from '../demo/run.js';
+import { runDemo, totalSteps } from '../demo/run.js';
 import { validatePrefix } from '../lab/index.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [--insecure] [--keep]
-                     [--store sqlite|etcd]
+                     [--store sqlite|etcd] [--nics N]
 
   Builds a lab of 2 hosts, starts a NIC agent and a vSwitch daemon per host and the
   orchestrator, creates 2 tenants and 6 workloads through the orchestrator's API, and shows
@@ -29,6 +29,10 @@ const USAGE = `usage: tenguard demo [--json] [--prefix P] [--iperf-seconds S] [-
                       lab's run directory) as 2 replicas; after the migration the leading one
                       is killed and the demo checks that the other takes over (default sqlite:
                       one orchestrator on SQLite)
+  --nics N            NICs per host, 1..4 (default 1); with 2 or more each workload is placed on
+                      one of its host's NICs, and a step kills the agent of one NIC under a ping
+                      stream and checks that the host's other NIC carries its workloads (new
+                      keys, traffic back within 3 s)
   --json              print one JSON object {control, policy, security, checks, figures, pids,
                       notShown, console}; progress goes to stderr`;
 
@@ -39,6 +43,7 @@ interface Options {
   insecure: boolean;
   keep: boolean;
   store: 'sqlite' | 'etcd';
+  nics: number;
   help: boolean;
 }
 
@@ -54,6 +59,7 @@ function parse(args: string[]): Options {
         insecure: { type: 'boolean' },
         keep: { type: 'boolean' },
         store: { type: 'string' },
+        nics: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -71,9 +77,13 @@ function parse(args: string[]): Options {
   const store = (values.store as string | undefined) ?? 'sqlite';
   if (store !== 'sqlite' && store !== 'etcd')
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `--store ${JSON.stringify(store)} must be sqlite or etcd`);
+  const nicsText = (values.nics as string | undefined) ?? '1';
+  if (!/^[1-4]$/.test(nicsText))
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--nics ${JSON.stringify(nicsText)} must be 1..4`);
   return {
     json: values.json === true,
     store,
+    nics: Number(nicsText),
     prefix: validatePrefix((values.prefix as string | undefined) ?? 'tgdemo'),
     iperfSeconds: Number(secondsText),
     insecure: values.insecure === true,
@@ -89,7 +99,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   requireRoot('demo');
-  const report = new DemoReporter(opts.json, TOTAL_STEPS);
+  const report = new DemoReporter(opts.json, totalSteps(opts.nics));
   report.say(`tenguard demo: per-tenant encryption end to end, lab prefix ${opts.prefix}`);
 
   const ac = new AbortController();

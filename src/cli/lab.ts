@@ -26,16 +26,17 @@ import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
 export const LAB_USAGE = `usage:
-  tenguard lab up --hosts H --tenants T --workloads W [--prefix P] [--mtu M] [--json]
+  tenguard lab up --hosts H --tenants T --workloads W [--nics N] [--prefix P] [--mtu M] [--json]
   tenguard lab status [--prefix P] [--json]
   tenguard lab exec [--prefix P] <node> -- <command> [args...]
   tenguard lab down [--prefix P] [--json]
 
   H: 1..${LAB_LIMITS.hosts} hosts, T: 1..${LAB_LIMITS.tenants} tenants, W: 0..${LAB_LIMITS.workloads} workloads per tenant per host (0: an orchestrator makes them)
      (at most ${LAB_LIMITS.totalWorkloads} workloads in all)
+  N: 1..${LAB_LIMITS.nics} NICs per host (default 1; NIC K > 1 is node hH-nicK)
   M: MTU of every link, fabric and host links, ${LAB_MTU_RANGE.min}..${LAB_MTU_RANGE.max} (default ${LAB_MTU})
   P: 'tg' then up to 5 of a-z0-9 (default ${DEFAULT_PREFIX}); the lab owns every namespace and link named P or P-*
-  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic) or fabric`;
+  <node>: a workload (h1-t1-w1), a host (h1), a NIC (h1-nic, h1-nic2) or fabric`;
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean' }>;
 
@@ -76,7 +77,7 @@ function prefixOf(values: Record<string, string | boolean | undefined>): string 
 /** `--hosts -1` would otherwise read as a missing value followed by an unknown option. */
 function rejectNegativeCounts(args: string[]): void {
   for (let i = 0; i + 1 < args.length; i++) {
-    if (/^--(hosts|tenants|workloads)$/.test(args[i]) && /^-[0-9]/.test(args[i + 1])) {
+    if (/^--(hosts|tenants|workloads|nics)$/.test(args[i]) && /^-[0-9]/.test(args[i + 1])) {
       throw new TgError(
         'TG_ERR_INVALID_ARGUMENT',
         `${args[i]} ${args[i + 1]} is not a positive whole number`,
@@ -140,6 +141,7 @@ async function up(args: string[]): Promise<number> {
       hosts: { type: 'string' },
       tenants: { type: 'string' },
       workloads: { type: 'string' },
+      nics: { type: 'string' },
       prefix: { type: 'string' },
       mtu: { type: 'string' },
       json: { type: 'boolean' },
@@ -155,6 +157,7 @@ async function up(args: string[]): Promise<number> {
     hosts: count(values, 'hosts'),
     tenants: count(values, 'tenants'),
     workloads: count(values, 'workloads'),
+    ...(values.nics !== undefined ? { nics: count(values, 'nics') } : {}),
   });
   const crashAfterSteps = crashHook();
   requireRoot('lab up');

@@ -15,6 +15,8 @@ export interface DemoWorkload {
   netns: string;
   /** Milliseconds per step of its last spin-up or migration, as the control plane measured them. */
   timings: Record<string, number>;
+  /** The NIC of its host carrying it, on a host with several NICs. */
+  nic?: string;
 }
 
 /** What killing the leading orchestrator replica showed. */
@@ -51,8 +53,12 @@ export interface DemoControl {
     port: string;
   }): Promise<{ name: string; tenant: string; address: string }>;
   migrate(name: string, toHost: string): Promise<DemoWorkload>;
-  /** The key inventory (metadata only) of a host's NIC. */
-  keys(host: string): Promise<KeyMetadata[]>;
+  /** The key inventory (metadata only) of a host's NICs (each entry naming its NIC on a host with several). */
+  keys(host: string): Promise<(KeyMetadata & { nic?: string })[]>;
+  /** A workload as the control plane has it now. */
+  showWorkload(name: string): Promise<DemoWorkload>;
+  /** The NICs of a host with their states ('ok', 'failed', 'draining'). */
+  hostNics(host: string): Promise<{ name: string; state: string }[]>;
   /**
    * Sets a tenant's policy document; false when the NICs have no policy API (then tenants
    * are kept apart by per-tenant routing alone and nothing is enforced beyond it).

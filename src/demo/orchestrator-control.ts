@@ -15,6 +15,7 @@ import { JOIN_TOKEN_ENV } from '../identity/service-mtls.js';
 import { serviceId } from '../identity/spiffe.js';
 import type { LabAgents } from '../lab/agents.js';
 import { EtcdCluster } from '../lab/etcd.js';
+import { hostNics } from '../lab/plan.js';
 import type { LabState } from '../lab/state.js';
 import type { KeyMetadata } from '../nic/keystore.js';
 import { OrchestratorClient } from '../orchestrator/client.js';
@@ -38,6 +39,7 @@ function toDemo(w: WorkloadRecord): DemoWorkload {
     ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
     netns: w.netns,
     timings: w.timings,
+    ...(w.nic !== undefined ? { nic: w.nic } : {}),
   };
 }
 
@@ -148,11 +150,18 @@ export class OrchestratorControl implements DemoControl {
       for (const h of lab.hosts) {
         const vs = agents.vswitchds.get(h.name);
         if (vs === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no vSwitch daemon for host '${h.name}'`);
+        // A lab built with --nics N > 1: the host registers every NIC.
+        const nics = hostNics(h).map((n) => ({
+          name: n.name,
+          api: n.apiSocket,
+          fabricAddress: n.fabric.nicV4,
+        }));
         await c.client.registerHost({
           name: h.name,
           nicApi: h.nicApiSocket,
           vswitchApi: vs.socket,
           netnsPrefix: `${lab.prefix}-${h.name}-o-`,
+          ...(nics.length > 1 ? { nics } : {}),
         });
       }
       return c;
@@ -229,8 +238,17 @@ export class OrchestratorControl implements DemoControl {
     return toDemo(await this.client.migrateWorkload(name, toHost));
   }
 
-  async keys(host: string): Promise<KeyMetadata[]> {
-    return (await this.client.keys(host)).keys as unknown as KeyMetadata[];
+  async keys(host: string): Promise<(KeyMetadata & { nic?: string })[]> {
+    return (await this.client.keys(host)).keys as unknown as (KeyMetadata & { nic?: string })[];
+  }
+
+  async showWorkload(name: string): Promise<DemoWorkload> {
+    return toDemo(await this.client.showWorkload(name));
+  }
+
+  async hostNics(host: string): Promise<{ name: string; state: string }[]> {
+    const h = await this.client.showHost(host);
+    return (h.nics ?? [{ name: 'nic1', state: 'ok' }]).map((n) => ({ name: n.name, state: n.state }));
   }
 
   async createService(req: {

@@ -22,6 +22,8 @@ export interface DemoOptions {
   insecure?: boolean;
   /** After the checks, keep the lab (and its web console) up until the signal aborts. */
   keep?: boolean;
+  /** NICs per host (default 1); with several, a NIC failover step (steps.ts nicFailover). */
+  nics?: number;
 }
 
 /** Kills the leading orchestrator replica mid-demo and checks that the other takes over. */
@@ -48,6 +50,11 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
  */
 export const TOTAL_STEPS = 18;
 
+/** The steps of a run: one more (the NIC failover) with several NICs per host. */
+export function totalSteps(nics = 1): number {
+  return TOTAL_STEPS + (nics > 1 ? 1 : 0);
+}
+
 /** Starts the control plane (the orchestrator) for the lab and its running agents. */
 export type OrchestratorStarter = (lab: LabState, agents: LabAgents) => Promise<DemoControl>;
 
@@ -69,10 +76,22 @@ export async function runDemo(
   let ours = true;
   const t0 = performance.now();
   try {
-    report.step('lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge');
+    const nics = opts.nics ?? 1;
+    report.step(
+      nics > 1
+        ? `lab: 2 hosts with ${nics} NICs each (host + NIC namespaces, PCIe veth per NIC), a fabric bridge`
+        : 'lab: 2 hosts (host + NIC namespaces, PCIe veth), a fabric bridge',
+    );
     const tl = performance.now();
     // No workload namespaces from the lab: the control plane creates each workload's own.
-    const lab = await buildLab({ prefix, hosts: 2, tenants: 1, workloads: 0, signal });
+    const lab = await buildLab({
+      prefix,
+      hosts: 2,
+      tenants: 1,
+      workloads: 0,
+      signal,
+      ...(nics > 1 ? { nics } : {}),
+    });
     report.figure('lab_up_ms', Math.round(performance.now() - tl));
     report.check(
       'lab built',
@@ -137,6 +156,7 @@ export async function runDemo(
     await phase('migration', () => s.migrate());
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('leader takeover', () => leaderTakeover(control!, report));
+    if (nics > 1) await phase('NIC failover', () => s.nicFailover());
     await phase('killed vSwitch daemon', () => s.vswitchdRecovery());
     await phase('PSK scan after the re-adoption', () => s.pskScan("the vSwitch daemon's re-adoption"));
     await phase('spin-down', () => s.spinDown());
@@ -163,7 +183,8 @@ export async function runDemo(
     );
   } finally {
     report.result.pids = [...pids];
-    if (ours) await tearDown(prefix, report, { agents, control, steps, pids, ca });
+    if (ours)
+      await tearDown(prefix, report, { agents, control, steps, pids, ca, totalSteps: totalSteps(opts.nics) });
     report.figure('total_ms', Math.round(performance.now() - t0));
   }
   return { kept };
@@ -178,9 +199,10 @@ async function tearDown(
     steps: DemoSteps | null;
     pids: number[];
     ca: LabCa | null;
+    totalSteps: number;
   },
 ): Promise<void> {
-  report.step('teardown: control plane, agents, lab', TOTAL_STEPS);
+  report.step('teardown: control plane, agents, lab', parts.totalSteps);
   const t0 = performance.now();
   const problems: string[] = [];
   const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {

@@ -87,3 +87,10 @@ export const SERVICE = {
   endpoint: 'acme-db',
   foreignName: 'blue-db.blue.tg',
 };
+
+/**
+ * The NIC failover (`--nics 2`): the agent of the NIC carrying the workload is killed while a
+ * workload on the other host pings it; the orchestrator moves its workloads to the host's
+ * other NIC, and traffic must pass again within `boundMs`.
+ */
+export const NIC_FAILOVER = { workload: 'acme-web', streamFrom: 'acme-db', intervalMs: 20, boundMs: 3000 };

@@ -19,6 +19,7 @@ import {
   CROSS_TENANT,
   IPV6,
   MIGRATION,
+  NIC_FAILOVER,
   NO_POLICY,
   SAME_TENANT,
   SERVICE,
@@ -429,28 +430,50 @@ export class DemoSteps {
     const offHost: string[] = [];
     for (const h of this.c.lab.hosts) {
       const inv = await this.c.control.keys(h.name);
-      this.r.say(`      NIC of ${h.name}:`);
+      // On a host with several NICs every entry names its NIC; each NIC has its own keys.
+      const multi = inv.some((k) => k.nic !== undefined);
+      this.r.say(multi ? `      NICs of ${h.name}:` : `      NIC of ${h.name}:`);
       this.r.show(
         table([
-          ['kind', 'tenant', 'workload', 'fingerprint'],
-          ...sortKeys(inv).map((k) => [k.kind, k.tenant ?? '-', k.workload ?? '-', k.fingerprint]),
+          ['kind', 'tenant', 'workload', 'fingerprint', ...(multi ? ['nic'] : [])],
+          ...sortKeys(inv).map((k) => [
+            k.kind,
+            k.tenant ?? '-',
+            k.workload ?? '-',
+            k.fingerprint,
+            ...(multi ? [k.nic ?? '-'] : []),
+          ]),
         ]),
         '        ',
       );
-      const onHost = inv.filter((k) => k.kind === 'nic-on-host');
       const tenantKeys = inv.filter((k) => k.kind === 'tenant-off-host');
       const psks = inv.filter((k) => k.kind === 'workload-psk');
       const here = [...this.workloads.values()].filter((w) => w.host === h.name);
       const tenantsHere = new Set(here.map((w) => w.tenant));
       offHost.push(...tenantKeys.map((k) => k.fingerprint));
       const fps = inv.map((k) => k.fingerprint);
+      const byNic = new Map<string, typeof inv>();
+      for (const k of inv) byNic.set(k.nic ?? 'nic1', [...(byNic.get(k.nic ?? 'nic1') ?? []), k]);
+      let apart = new Set(fps).size === fps.length;
+      const perNic: string[] = [];
+      for (const [nic, ks] of byNic) {
+        const onHost = ks.filter((k) => k.kind === 'nic-on-host');
+        const tk = ks.filter((k) => k.kind === 'tenant-off-host');
+        const tenantsOn = new Set(here.filter((w) => (w.nic ?? 'nic1') === nic).map((w) => w.tenant));
+        apart &&=
+          onHost.length === 1 &&
+          tk.length === tenantsOn.size &&
+          tk.every((k) => k.fingerprint !== onHost[0].fingerprint);
+        perNic.push(
+          `${nic}: 1 on-host key, ${tk.length} off-host (${[...tenantsOn].join(', ') || 'no tenant'})`,
+        );
+      }
       this.r.check(
         `${h.name}: on-host and off-host keys are different keys`,
-        onHost.length === 1 &&
-          tenantKeys.length === tenantsHere.size &&
-          tenantKeys.every((k) => k.fingerprint !== onHost[0].fingerprint) &&
-          new Set(fps).size === fps.length,
-        `1 on-host key, ${tenantKeys.length} off-host keys (one per tenant here: ${[...tenantsHere].join(', ')}), all fingerprints distinct`,
+        apart,
+        multi
+          ? `${perNic.join('; ')}; all fingerprints distinct`
+          : `1 on-host key, ${tenantKeys.length} off-host keys (one per tenant here: ${[...tenantsHere].join(', ')}), all fingerprints distinct`,
       );
       this.r.check(
         `${h.name}: one PSK per workload on this host`,
@@ -517,6 +540,10 @@ export class DemoSteps {
         (x) => x.tenant === w.tenant && x.host === m.to && x.name !== w.name,
       ),
     ]) {
+      // A peer on a NIC that had no session with the new host's NIC yet: the first reply
+      // waits for the off-host handshake (hosts with several NICs).
+      if (this.c.lab.hosts.some((h) => (h.extraNics ?? []).length > 0))
+        await firstReply(peer.netns, w.address, performance.now(), 5000, this.c.signal);
       const p = await ping(peer.netns, w.address, { count: 3, signal: this.c.signal });
       this.r.check(
         `${peer.name} (${peer.host}) reaches ${w.name} on its new host`,
@@ -693,6 +720,104 @@ export class DemoSteps {
     );
   }
 
+  // --- NIC failover (--nics N > 1) -------------------------------------------------------
+
+  /**
+   * Kills (SIGKILL) the agent of the NIC carrying a workload while a workload on the other
+   * host pings it: the orchestrator marks the NIC failed and moves its workloads to the host's
+   * other NIC with new keys; then the agent is started again and, reconciled, takes workloads
+   * again.
+   */
+  async nicFailover(): Promise<void> {
+    const f = NIC_FAILOVER;
+    const w = this.w(f.workload);
+    const src = this.w(f.streamFrom);
+    const host = w.host;
+    const before = await this.c.control.showWorkload(w.name);
+    const victim = before.nic ?? 'nic1';
+    this.r.step(
+      `NIC failover: the agent of ${host}'s ${victim} (carrying ${w.name}) is killed while ${src.name} pings ${w.name} every ${f.intervalMs} ms`,
+    );
+    const keysBefore = new Set(
+      (await this.c.control.keys(host)).filter((k) => (k.nic ?? 'nic1') === victim).map((k) => k.fingerprint),
+    );
+    const carried = (
+      await Promise.all(
+        [...this.workloads.values()]
+          .filter((x) => x.host === host)
+          .map((x) => this.c.control.showWorkload(x.name)),
+      )
+    )
+      .filter((x) => (x.nic ?? 'nic1') === victim)
+      .map((x) => x.name);
+    this.r.say(`      ${victim} carries ${carried.join(', ')}`);
+    const stream = pingStream(src.netns, w.address, f.intervalMs, 60);
+    if (stream.pid !== undefined) this.c.pids.push(stream.pid);
+    let after: DemoWorkload | null = null;
+    try {
+      const until = performance.now() + 5000;
+      while (stream.replies() < 25 && performance.now() < until) await sleep(50);
+      stopIfAborted(this.c.signal);
+      const atKill = stream.replies();
+      await this.c.agents.stopNic(host, 'SIGKILL', victim);
+      const by = performance.now() + 20_000;
+      while (performance.now() < by) {
+        after = await this.c.control.showWorkload(w.name);
+        if ((after.nic ?? 'nic1') !== victim && stream.replies() >= atKill + 50) break;
+        await sleep(100);
+      }
+    } finally {
+      const s = await stream.stop();
+      this.r.figure('nic_failover_gap_ms', s.gapMs);
+      this.r.figure('nic_failover_lost_packets', s.lost);
+      this.r.check(
+        `NIC failover: traffic to ${w.name} passes again within ${f.boundMs / 1000} s of ${victim}'s agent being killed`,
+        s.received > 0 && s.longestSilenceMs <= f.boundMs,
+        `${s.sent} sent, ${s.received} replies, ${s.lost} lost; gap ${s.gapMs} ms (longest silence ${s.longestSilenceMs} ms at a ${s.intervalMs} ms interval)`,
+      );
+    }
+    stopIfAborted(this.c.signal);
+    const now = await Promise.all(carried.map((n) => this.c.control.showWorkload(n)));
+    const nics = await this.c.control.hostNics(host);
+    this.r.check(
+      `NIC failover: ${host}'s ${victim} is failed and its workloads are carried by another NIC of ${host}`,
+      now.every((x) => x.host === host && (x.nic ?? 'nic1') !== victim) &&
+        nics.some((n) => n.name === victim && n.state === 'failed'),
+      `${now.map((x) => `${x.name} on ${x.nic ?? 'nic1'}`).join(', ')}; NICs: ${nics.map((n) => `${n.name} ${n.state}`).join(', ')}`,
+    );
+    const to = after?.nic ?? 'nic1';
+    const newKeys = (await this.c.control.keys(host)).filter(
+      (k) =>
+        (k.nic ?? 'nic1') === to && (k.workload === w.name || (k.tenant === w.tenant && k.workload === null)),
+    );
+    this.r.check(
+      `NIC failover: ${w.name}'s keys on ${to} are new (none of them was ever on ${victim})`,
+      newKeys.some((k) => k.workload === w.name) && newKeys.every((k) => !keysBefore.has(k.fingerprint)),
+      newKeys.map((k) => `${k.kind} ${k.fingerprint}`).join(', '),
+    );
+    const p = await ping(src.netns, w.address, { count: 3, signal: this.c.signal });
+    this.r.check(
+      `${src.name} reaches ${w.name} through ${host}'s ${to}`,
+      p.received === 3,
+      `ping ${p.received}/3`,
+    );
+    // The killed agent comes back (a person or systemd restarts it): reconciled, it takes workloads again.
+    const again = await this.c.agents.startNic(host, victim);
+    this.c.pids.push(again.pid);
+    const by = performance.now() + 15_000;
+    let state = '';
+    while (performance.now() < by) {
+      state = (await this.c.control.hostNics(host)).find((n) => n.name === victim)?.state ?? '';
+      if (state === 'ok') break;
+      await sleep(200);
+    }
+    this.r.check(
+      `NIC failover: ${victim}'s restarted agent is reconciled and takes workloads again`,
+      state === 'ok',
+      `pid ${again.pid}; ${victim} ${state}`,
+    );
+  }
+
   // --- Spin-down -------------------------------------------------------------------------
 
   async spinDown(): Promise<void> {
@@ -766,7 +891,7 @@ const WG_TYPES: Record<string, string> = {
 
 const KIND_ORDER = ['nic-identity', 'nic-seal', 'nic-on-host', 'tenant-off-host', 'workload-psk'];
 
-function sortKeys(inv: KeyMetadata[]): KeyMetadata[] {
+function sortKeys<K extends KeyMetadata>(inv: K[]): K[] {
   const rank = (k: string): number => {
     const i = KIND_ORDER.indexOf(k);
     return i < 0 ? KIND_ORDER.length : i;

@@ -5,22 +5,38 @@
 // packet instead of 12, a round trip over one tunnel 0.27 ms instead of 0.11 (ftrace, ping
 // every 5 ms, right after start and after 3,000 round trips). So a process that carries
 // packets first sends round trips through a throwaway pair of engines in memory, with the
-// classes, the native AEAD and the batch shapes of the device pump, and then discards them
-// (keys wiped). The pump's own few lines tier up through runtime.ts's lower interrupt budget.
-// Known limit: the live engine's peers and keypairs, configured through the UAPI, do not all get
-// the hidden classes of the warm-up's, so the first live packets still throw away part of the
-// optimised code (--trace-deopt: "wrong map" in canReceive, openTransports, lookup4, outbound);
-// it is then re-optimised after a few hundred packets (runtime.ts's lower interrupt budget).
+// classes, the native AEAD and the batch shapes of the device pump, and keeps them, idle, for
+// the life of the process (see `kept` below for why). The pump's own few lines (pump.ts) are
+// not run here, so they tier up through runtime.ts's lower interrupt budget, in baseline code
+// for their first few hundred packets (a known limit: with in-memory fakes of the TUN and the
+// socket their call sites would be optimised for the fakes' classes instead).
+// The warm-up's engines are made and configured exactly as a device's are (device.ts's engine
+// options, the secret pool, EngineUapiBackend fed a `wg set` request through the UAPI's
+// parser), so that its peers, keypairs, identities, endpoints and keys get the hidden classes
+// and field representations of the live ones: configured by hand (heap secrets, addPeer with
+// literal prefixes) they got others, and the first live packets threw away the optimised code
+// of canReceive, openTransports, sendData, touch and lookup4 ("wrong map", --trace-deopt),
+// leaving them in baseline code for the next several hundred packets.
 // A process runs it in the background (warmDataPathInBackground), a slice of round trips per
 // event-loop turn, so that it delays neither the start nor, by more than a slice, a packet.
 import { NativeAead } from '../native/aead.js';
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
-import { ENDPOINT_SIZE, makeEndpoint } from '../net/endpoint.js';
+import { secretPool } from '../native/secret-pool.js';
+import {
+  ENDPOINT_HAS_SOURCE,
+  ENDPOINT_OFFSET_FLAGS,
+  ENDPOINT_OFFSET_SOURCE,
+  ENDPOINT_SIZE,
+  makeEndpoint,
+} from '../net/endpoint.js';
+import { formatIPv4Number, parseCidr, parseEndpoint } from '../net/ip.js';
 import type { DatagramBatch, OutgoingDatagrams, PacketBatch as PacketView } from '../protocol/batch.js';
 import { generatePrivateKey, publicKeyOf } from '../protocol/crypto.js';
 import { Engine } from '../protocol/engine.js';
+import { parseSetRequest, serializeSetRequest, type UapiChangeSet, wipeChangeSet } from '../uapi/protocol.js';
 import type { Logger } from '../util/log.js';
-import { DEVICE_SLOT } from './pump.js';
+import { EngineUapiBackend } from './engine-backend.js';
+import { DEFAULT_TUN_MTU, DEVICE_SLOT } from './pump.js';
 
 /** Round trips of one packet each way; a few batches of BATCH packets are mixed in. */
 export const WARMUP_ROUND_TRIPS = 1000;
@@ -34,6 +50,19 @@ export const WARMUP_SLICE = 1;
 const BATCH = 16;
 /** One batch round trip per this many single-packet ones. */
 const BATCH_EVERY = 8;
+/**
+ * Both sides are configured afresh (`wg setconf`: replace_peers) every RECONFIGURE_EVERY
+ * round trips during the first RECONFIGURE_UNTIL, so that the warm-up runs ten handshakes,
+ * not one: the handshake's paths stay in the type feedback of the functions they share with
+ * the data path (a live device's first handshake otherwise deoptimised them: "Insufficient
+ * type feedback"), and the keypairs see receiver indices of both representations (a random
+ * 32-bit index is a small integer one time in four and a heap number otherwise; a keypair
+ * whose index changed the representation of its field invalidated the code built for the
+ * other: "wrong map" in canSend and canReceive). The rest of the round trips run on the last
+ * configuration, so that what a change deoptimised is optimised again before the end.
+ */
+const RECONFIGURE_EVERY = 50;
+const RECONFIGURE_UNTIL = 500;
 /** Engine time per round trip (ms), so the timer wheel turns as it does in a live device. */
 const STEP_MS = 1;
 const TICK_MS = 100;
@@ -45,6 +74,7 @@ const TICK_MS = 100;
  */
 const SLOT = DEVICE_SLOT;
 const PACKET = 84;
+const LOOPBACK = Uint8Array.of(127, 0, 0, 1);
 
 export interface WarmupResult {
   /** Packets delivered end to end (both directions). */
@@ -54,9 +84,10 @@ export interface WarmupResult {
 
 class Side {
   readonly engine: Engine;
+  readonly backend: EngineUapiBackend;
   readonly aead = new NativeAead();
-  readonly id: number;
   readonly key = generatePrivateKey();
+  readonly endpoint: Buffer;
   readonly tun = new PacketBatch(BATCH, SLOT, WG_HEADROOM);
   readonly udp = new PacketBatch(BATCH, SLOT, 0);
   readonly view: PacketView = {
@@ -69,11 +100,23 @@ class Side {
 
   constructor(
     readonly address: number,
-    readonly endpoint: Buffer,
+    readonly port: number,
+    now: () => number,
     log: Logger,
   ) {
-    this.engine = new Engine({ aead: this.aead, log });
-    this.id = this.engine.addIdentity(this.key);
+    // As device.ts makes its engine and backend.
+    this.engine = new Engine({ aead: this.aead, mtu: DEFAULT_TUN_MTU, log, secrets: secretPool() });
+    this.backend = new EngineUapiBackend(
+      this.engine,
+      {
+        rebind: () => undefined,
+        listenPort: () => port,
+        ioCounters: () => ({}),
+        keepaliveNow: () => undefined,
+      },
+      now,
+    );
+    this.endpoint = makeEndpoint(LOOPBACK, port);
     this.dview = {
       buf: this.udp.slab,
       offsets: this.udp.offsets,
@@ -81,6 +124,51 @@ class Side {
       endpoints: this.udp.endpoints,
       count: 0,
     };
+  }
+
+  get id(): number {
+    return this.backend.identityId;
+  }
+
+  /**
+   * Configures this side to talk to `peer` as `wg set <if> private-key K listen-port P peer
+   * PUB allowed-ips A/32,B/128 endpoint E` does: the request through the UAPI's parser into
+   * the backend, with the IPv4 and IPv6 prefixes of the bench testbeds' tunnels.
+   */
+  configure(peer: Side, replacePeers = false): void {
+    const endpoint = parseEndpoint(`127.0.0.1:${peer.port}`);
+    const v4 = parseCidr(`${formatIPv4Number(peer.address)}/32`);
+    const v6 = parseCidr(`fd00:fe::${peer.address & 0xffff}/128`);
+    if (endpoint === null || v4 === null || v6 === null) throw new Error('warm-up addresses do not parse');
+    const change: UapiChangeSet = {
+      privateKey: Buffer.from(this.key),
+      listenPort: this.port,
+      replacePeers,
+      peers: [
+        {
+          publicKey: publicKeyOf(peer.key),
+          remove: false,
+          updateOnly: false,
+          endpoint,
+          replaceAllowedIps: true,
+          allowedIps: [
+            { cidr: v4, remove: false },
+            { cidr: v6, remove: false },
+          ],
+        },
+      ],
+    };
+    const request = serializeSetRequest(change);
+    wipeChangeSet(change);
+    let parsed: UapiChangeSet | null = null;
+    try {
+      // The UAPI server hands the parser the lines after "set=1".
+      parsed = parseSetRequest(request.subarray(request.indexOf(0x0a) + 1));
+      this.backend.apply(parsed);
+    } finally {
+      request.fill(0);
+      if (parsed !== null) wipeChangeSet(parsed);
+    }
   }
 
   /** Puts `count` IPv4 packets from this side to `to` into the TUN batch. */
@@ -103,7 +191,7 @@ class Side {
 
   close(): void {
     try {
-      this.engine.removeIdentity(this.id);
+      this.engine.removeIdentity(this.backend.identityId);
     } finally {
       this.key.fill(0);
       this.aead.close();
@@ -111,7 +199,10 @@ class Side {
   }
 }
 
-/** Copies datagrams into `to`'s receive batch as if they came from `from`; returns how many. */
+/**
+ * Copies datagrams into `to`'s receive batch as if they came from `from`, each with the local
+ * address it arrived at (the sticky source, as the native socket reports it); returns how many.
+ */
 function carry(out: OutgoingDatagrams, from: Side, to: Side): number {
   const n = Math.min(out.count, BATCH);
   const b = to.udp;
@@ -120,7 +211,10 @@ function carry(out: OutgoingDatagrams, from: Side, to: Side): number {
     out.buf.copy(b.slab, at, out.offsets[i], out.offsets[i] + out.lengths[i]);
     b.offsets[i] = at;
     b.lengths[i] = out.lengths[i];
-    from.endpoint.copy(b.endpoints, i * ENDPOINT_SIZE);
+    const e = i * ENDPOINT_SIZE;
+    from.endpoint.copy(b.endpoints, e);
+    b.endpoints[e + ENDPOINT_OFFSET_FLAGS] |= ENDPOINT_HAS_SOURCE;
+    b.endpoints.set(LOOPBACK, e + ENDPOINT_OFFSET_SOURCE);
   }
   to.dview.count = n;
   return n;
@@ -135,21 +229,14 @@ class Warmup {
   private k = 0;
 
   constructor(log: Logger) {
+    const clock = (): number => this.now;
     try {
-      const a = new Side(0x0afe0001, makeEndpoint(Uint8Array.of(127, 0, 0, 1), 1), log);
+      const a = new Side(0x0afe0001, 1, clock, log);
       this.sides.push(a);
-      const b = new Side(0x0afe0002, makeEndpoint(Uint8Array.of(127, 0, 0, 2), 2), log);
+      const b = new Side(0x0afe0002, 2, clock, log);
       this.sides.push(b);
-      a.engine.addPeer(a.id, {
-        publicKey: publicKeyOf(b.key),
-        endpoint: b.endpoint,
-        allowedIps: host(b.address),
-      });
-      b.engine.addPeer(b.id, {
-        publicKey: publicKeyOf(a.key),
-        endpoint: a.endpoint,
-        allowedIps: host(a.address),
-      });
+      a.configure(b);
+      b.configure(a);
     } catch (err) {
       this.close();
       throw err;
@@ -159,6 +246,10 @@ class Warmup {
   /** One round trip (the first one also carries the handshake). */
   step(): void {
     const [a, b] = this.sides;
+    if (this.k > 0 && this.k < RECONFIGURE_UNTIL && this.k % RECONFIGURE_EVERY === 0) {
+      a.configure(b, true);
+      b.configure(a, true);
+    }
     const count = this.k++ % BATCH_EVERY === BATCH_EVERY - 1 ? BATCH : 1;
     this.send(a, b, count);
     this.send(b, a, count);
@@ -209,8 +300,22 @@ class Warmup {
   }
 }
 
-function host(x: number): { address: Uint8Array; bits: number }[] {
-  return [{ address: Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255), bits: 32 }];
+/**
+ * The engines of the last warm-up that finished, kept (idle) for the life of the process.
+ * Optimised code holds the hidden classes it was built for weakly, and the classes of a
+ * peer, a keypair, a trie node, a replay filter... are held only by their instances: closed,
+ * the warm-up left none, and the first full garbage collection before a live peer's first
+ * handshake (a device configured but quiet, or the seconds before `wg` configures it)
+ * discarded all of the warmed code ("weak objects", --trace-deopt-verbose), back to baseline
+ * code for the next several hundred packets. Their keys are the warm-up's own random ones,
+ * used for nothing else, in the secret pool's locked memory; a newer warm-up replaces them.
+ */
+let kept: Warmup | null = null;
+
+function keep(w: Warmup): void {
+  const old = kept;
+  kept = w;
+  old?.close();
 }
 
 /** Runs `roundTrips` round trips at once; throws only if the engines cannot be set up. */
@@ -219,9 +324,11 @@ export function warmDataPath(log: Logger, roundTrips = WARMUP_ROUND_TRIPS): Warm
   const w = new Warmup(log);
   try {
     for (let k = 0; k < roundTrips; k++) w.step();
-  } finally {
+  } catch (err) {
     w.close();
+    throw err;
   }
+  keep(w);
   return { delivered: w.delivered, ms: performance.now() - t0 };
 }
 
@@ -254,13 +361,15 @@ export function warmDataPathInBackground(
         for (let i = 0; i < slice && done < roundTrips; i++, done++) w.step();
       } catch (err) {
         log.warn({ err }, 'data path warm-up failed; the first packets run unoptimised');
-        done = roundTrips;
+        w.close();
+        resolve({ delivered: w.delivered, ms: performance.now() - t0 });
+        return;
       }
       if (done < roundTrips) {
         setImmediate(turn);
         return;
       }
-      w.close();
+      keep(w);
       resolve({ delivered: w.delivered, ms: performance.now() - t0 });
     };
     setImmediate(turn);

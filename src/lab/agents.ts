@@ -26,6 +26,7 @@ import { TgError } from '../util/errors.js';
 import type { ApiEndpoint } from '../util/http-json.js';
 import { VSwitchClient } from '../vswitch/client.js';
 import type { LabCa } from './ca.js';
+import { hostNics } from './plan.js';
 import { spawnInNode } from './run.js';
 import type { LabState } from './state.js';
 
@@ -103,7 +104,7 @@ export class LabAgents {
     const operator = opts.ca === undefined ? null : await opts.ca.issue(opts.ca.operatorId);
     const agents = new LabAgents(lab, opts, operator);
     try {
-      await Promise.all(lab.hosts.map((h) => agents.startNic(h.name)));
+      await Promise.all(lab.hosts.flatMap((h) => hostNics(h).map((n) => agents.startNic(h.name, n.name))));
       await Promise.all(lab.hosts.map((h) => agents.startVswitchd(h.name)));
       return agents;
     } catch (err) {
@@ -112,8 +113,9 @@ export class LabAgents {
     }
   }
 
-  nic(host: string): NicClient {
-    const n = this.nics.get(host);
+  /** The client of a host's NIC agent (`nic`: its first, or `nicK` of a lab built with --nics). */
+  nic(host: string, nic = 'nic1'): NicClient {
+    const n = this.nics.get(nicKey(host, nic));
     if (n === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no NIC agent running for host '${host}'`);
     return n.client;
   }
@@ -133,26 +135,33 @@ export class LabAgents {
   // ------------------------------------------------------------------------------------
   // Processes
 
-  async startNic(host: string): Promise<AgentProcess> {
+  /**
+   * Starts the agent of one NIC of a host (`nic1` by default). It is kept in `nics` under
+   * the host's name for NIC 1 and under `HOST/nicK` for the others (nicKey()).
+   */
+  async startNic(host: string, nic = 'nic1'): Promise<AgentProcess> {
     const h = this.hostPlan(host);
+    const n = hostNics(h).find((x) => x.name === nic);
+    if (n === undefined) throw new TgError('TG_ERR_NOT_FOUND', `host '${host}' has no NIC '${nic}'`);
     const args = [
       ...DATA_PLANE_NODE_ARGS,
       ...(this.opts.nicNodeArgs ?? []),
       BIN,
       'nic',
       '--api-socket',
-      h.nicApiSocket,
+      n.apiSocket,
       '--host-address',
-      h.pcie.nicV4,
+      n.pcie.nicV4,
       '--fabric-address',
-      this.opts.fabricFamily === 6 ? h.fabric.nicV6 : h.fabric.nicV4,
+      this.opts.fabricFamily === 6 ? n.fabric.nicV6 : n.fabric.nicV4,
       ...this.linkMtuArgs(),
     ];
     const id = this.opts.ca === undefined ? '' : nicId(this.opts.ca.trustDomain, host).uri;
-    const endpoint = this.endpoint(h.nicApiSocket, id);
-    const p = await this.spawnAgent(host, 'nic', h.nicNode, endpoint, h.nicApiSocket, args, id);
+    const endpoint = this.endpoint(n.apiSocket, id);
+    const key = nicKey(host, nic);
+    const p = await this.spawnAgent(key, 'nic', n.node, endpoint, n.apiSocket, args, id, undefined, host);
     const entry = { ...p, client: new NicClient(endpoint, this.record) };
-    this.nics.set(host, entry);
+    this.nics.set(key, entry);
     return entry;
   }
 
@@ -227,10 +236,11 @@ export class LabAgents {
   }
 
   /** Ends a host's NIC agent by pid: SIGTERM (it wipes its keys), or SIGKILL to simulate a crash. */
-  async stopNic(host: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const n = this.nics.get(host);
+  async stopNic(host: string, signal: NodeJS.Signals = 'SIGTERM', nic = 'nic1'): Promise<void> {
+    const key = nicKey(host, nic);
+    const n = this.nics.get(key);
     if (n === undefined) return;
-    this.nics.delete(host);
+    this.nics.delete(key);
     await endProcess(n, signal);
   }
 
@@ -305,6 +315,8 @@ export class LabAgents {
     args: string[],
     spiffeId: string,
     baseEnv?: NodeJS.ProcessEnv,
+    /** The host it serves when `host` is a NIC's key (nicKey()). */
+    hostName = host,
   ): Promise<AgentProcess> {
     const env: NodeJS.ProcessEnv = {
       ...(baseEnv ?? process.env),
@@ -321,7 +333,7 @@ export class LabAgents {
         '--trust-domain',
         ca.trustDomain,
         '--host-name',
-        host,
+        hostName,
       );
       env[JOIN_TOKEN_ENV] = ca.joinToken(spiffeId);
     }
@@ -377,6 +389,11 @@ export class LabAgents {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** Where LabAgents keeps a NIC's agent: the host's name for its first NIC, `HOST/NIC` for the others. */
+export function nicKey(host: string, nic: string): string {
+  return nic === 'nic1' ? host : `${host}/${nic}`;
 }
 
 /** Ends one process we started, by its pid: `signal`, then SIGKILL after a grace period. */

@@ -19,6 +19,7 @@ import { mapLimit } from './parallel.js';
 import {
   belongsToLab,
   type HostPlan,
+  hostNics,
   type LabPlan,
   planInterfaces,
   planLab,
@@ -53,6 +54,8 @@ export interface BuildOptions {
   tenants: number;
   /** Workloads per tenant per host. */
   workloads: number;
+  /** NICs per host (1..4, default 1). */
+  nics?: number;
   /** MTU of every link: fabric and host links (default LAB_MTU, 1,500; 1,280 to 9,000). */
   mtu?: number;
   /** Aborting stops the build after the running step and removes what was built. */
@@ -99,8 +102,8 @@ function fabricStep(plan: LabPlan): BuildStep {
 }
 
 function hostStep(plan: LabPlan, h: HostPlan): BuildStep {
-  const { pcie, fabric } = h;
   const mtu = plan.mtu;
+  const nics = hostNics(h);
   return {
     name: `host ${h.name}`,
     run: async () => {
@@ -108,9 +111,11 @@ function hostStep(plan: LabPlan, h: HostPlan): BuildStep {
       // lab interface ever appears in the root namespace.
       await ipBatch([
         `netns add ${h.hostNs}`,
-        `netns add ${h.nicNs}`,
-        `link add ${pcie.hostIf} netns ${h.hostNs} type veth peer name ${pcie.nicIf} netns ${h.nicNs}`,
-        `link add ${fabric.nicIf} netns ${h.nicNs} type veth peer name ${fabric.bridgeIf} netns ${plan.fabric.ns}`,
+        ...nics.flatMap((n) => [
+          `netns add ${n.ns}`,
+          `link add ${n.pcie.hostIf} netns ${h.hostNs} type veth peer name ${n.pcie.nicIf} netns ${n.ns}`,
+          `link add ${n.fabric.nicIf} netns ${n.ns} type veth peer name ${n.fabric.bridgeIf} netns ${plan.fabric.ns}`,
+        ]),
       ]);
       // Links go up before they get addresses: an IPv6 address added to a link that is
       // down is not usable until the link's next carrier event, which linkwatch may hold
@@ -119,27 +124,32 @@ function hostStep(plan: LabPlan, h: HostPlan): BuildStep {
         ipBatch(
           [
             'link set lo up',
-            `link set ${pcie.hostIf} mtu ${mtu} up`,
-            `addr add ${pcie.hostV4}/30 dev ${pcie.hostIf}`,
-            `addr add ${pcie.hostV6}/64 dev ${pcie.hostIf} nodad`,
+            ...nics.flatMap(({ pcie }) => [
+              `link set ${pcie.hostIf} mtu ${mtu} up`,
+              `addr add ${pcie.hostV4}/30 dev ${pcie.hostIf}`,
+              `addr add ${pcie.hostV6}/64 dev ${pcie.hostIf} nodad`,
+            ]),
           ],
           { ns: h.hostNs },
         ),
-        ipBatch(
-          [
-            'link set lo up',
-            `link set ${pcie.nicIf} mtu ${mtu} up`,
-            `link set ${fabric.nicIf} mtu ${mtu} up`,
-            `addr add ${pcie.nicV4}/30 dev ${pcie.nicIf}`,
-            `addr add ${pcie.nicV6}/64 dev ${pcie.nicIf} nodad`,
-            `addr add ${fabric.nicV4}/24 dev ${fabric.nicIf}`,
-            `addr add ${fabric.nicV6}/64 dev ${fabric.nicIf} nodad`,
-          ],
-          { ns: h.nicNs },
+        ...nics.map(({ ns, pcie, fabric }) =>
+          ipBatch(
+            [
+              'link set lo up',
+              `link set ${pcie.nicIf} mtu ${mtu} up`,
+              `link set ${fabric.nicIf} mtu ${mtu} up`,
+              `addr add ${pcie.nicV4}/30 dev ${pcie.nicIf}`,
+              `addr add ${pcie.nicV6}/64 dev ${pcie.nicIf} nodad`,
+              `addr add ${fabric.nicV4}/24 dev ${fabric.nicIf}`,
+              `addr add ${fabric.nicV6}/64 dev ${fabric.nicIf} nodad`,
+            ],
+            { ns },
+          ),
         ),
-        ipBatch([`link set ${fabric.bridgeIf} mtu ${mtu} master ${plan.fabric.bridge} up`], {
-          ns: plan.fabric.ns,
-        }),
+        ipBatch(
+          nics.map((n) => `link set ${n.fabric.bridgeIf} mtu ${mtu} master ${plan.fabric.bridge} up`),
+          { ns: plan.fabric.ns },
+        ),
       ]);
     },
   };

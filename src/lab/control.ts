@@ -19,6 +19,8 @@ import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { SqliteStore } from '../orchestrator/sqlite-store.js';
 import { TgError } from '../util/errors.js';
 import { logger } from '../util/log.js';
+import { nicKey } from './agents.js';
+import { hostNics } from './plan.js';
 import type { LabState } from './state.js';
 
 export interface WorkloadSpec {
@@ -35,6 +37,8 @@ export interface PlacedWorkload {
   name: string;
   tenant: string;
   host: string;
+  /** The NIC of its host carrying it. */
+  nic?: string;
   address: string;
   /** The IPv6 address (dual stack); absent for a workload placed at a fixed address. */
   address6?: string;
@@ -83,6 +87,7 @@ function placed(r: WorkloadRecord): PlacedWorkload {
     name: r.name,
     tenant: r.tenant,
     host: r.host,
+    ...(r.nic !== undefined ? { nic: r.nic } : {}),
     address: r.address,
     ...(r.address6 !== undefined ? { address6: r.address6 } : {}),
     ns: r.netns,
@@ -127,11 +132,21 @@ export class LabControlPlane {
     const v = agents.vswitchds.get(host);
     if (n === undefined || v === undefined)
       throw new TgError('TG_ERR_NOT_FOUND', `host '${host}' has no running NIC agent and vSwitch daemon`);
+    const plan = this.lab.hosts.find((h) => h.name === host);
+    const all = plan === undefined ? [] : hostNics(plan);
+    const nics = all.map((x) => {
+      const a = agents.nics.get(nicKey(host, x.name));
+      if (a === undefined)
+        throw new TgError('TG_ERR_NOT_FOUND', `host '${host}' has no running agent for NIC '${x.name}'`);
+      return { name: x.name, api: a.socket, fabricAddress: x.fabric.nicV4 };
+    });
     return this.orchestrator.registerHost({
       name: host,
       nicApi: n.socket,
       vswitchApi: v.socket,
       netnsPrefix: `${this.lab.prefix}-${host}-o-`,
+      // A host of a lab built with --nics N > 1 registers all of them (nics.ts).
+      ...(nics.length > 1 ? { nics } : {}),
     });
   }
 

@@ -8,6 +8,9 @@
 // Addresses (all inside lab namespaces only; the root namespace gets none of them):
 //   fabric          198.18.0.0/24        fd00:198:18::/64      bridge .1 / ::1, NIC h at .(10+h) / ::(10+h)
 //   PCIe link of h  198.19.h.0/30        fd00:198:19:h::/64    host .1 / ::1, NIC .2 / ::2
+//   NIC k>1 of h    fabric .(10+16(k-1)+h) / ::(same); PCIe link 198.19.h.(4(k-1))/30 and
+//                   fd00:198:19:(100k+h)::/64, host .(4(k-1)+1) / ::1, NIC .(4(k-1)+2) / ::2
+//                   (`--nics N`: NIC 1 keeps the names and addresses of a one-NIC lab)
 //   overlay of t    100.64.t.0/24        fd64:6440:t00::/64    workload hN-tT-wW at .(10N+W) / the
 //                                                             IPv6 address derived from it
 //                                                             (orchestrator/pool.ts: t=1 ->
@@ -24,6 +27,8 @@ export const LAB_LIMITS = Object.freeze({
   workloads: 8,
   /** Workload namespaces in the whole lab (hosts * tenants * workloads). */
   totalWorkloads: 256,
+  /** NICs per host. */
+  nics: 4,
 });
 
 export const PREFIX_RE = /^tg[a-z0-9]{0,5}$/;
@@ -40,6 +45,8 @@ export interface LabSize {
   tenants: number;
   /** Workloads per tenant per host. */
   workloads: number;
+  /** NICs per host (absent: 1). */
+  nics?: number;
 }
 
 export interface PcieLink {
@@ -76,6 +83,20 @@ export interface HostPlan {
   fabric: FabricPort;
   /** Where the NIC agent's management API socket goes (root-namespace Unix socket). */
   nicApiSocket: string;
+  /** The host's NICs after the first (`--nics N`, N > 1): `nic2` .. `nicN`. */
+  extraNics?: NicPlan[];
+}
+
+/** One NIC of a host: its namespace, its PCIe link to the host, its fabric port and API socket. */
+export interface NicPlan {
+  /** `nic1` .. `nicN` (the name the host registers it with). */
+  name: string;
+  /** Node name of its namespace: `hN-nic` for NIC 1, `hN-nicK` for NIC K. */
+  node: string;
+  ns: string;
+  pcie: PcieLink;
+  fabric: FabricPort;
+  apiSocket: string;
 }
 
 export interface TenantPlan {
@@ -165,12 +186,21 @@ function validateCount(what: keyof LabSize, value: unknown): number {
   return value;
 }
 
-export function validateSize(size: { hosts: unknown; tenants: unknown; workloads: unknown }): LabSize {
+export function validateSize(size: {
+  hosts: unknown;
+  tenants: unknown;
+  workloads: unknown;
+  nics?: unknown;
+}): LabSize {
   const s: LabSize = {
     hosts: validateCount('hosts', size.hosts),
     tenants: validateCount('tenants', size.tenants),
     workloads: validateCount('workloads', size.workloads),
   };
+  if (size.nics !== undefined) {
+    const n = validateCount('nics', size.nics);
+    if (n > 1) s.nics = n;
+  }
   const total = s.hosts * s.tenants * s.workloads;
   if (total > LAB_LIMITS.totalWorkloads) {
     throw new TgError(
@@ -263,6 +293,35 @@ export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): L
       },
       nicApiSocket: `${runDir}/nic-h${h}.sock`,
     });
+    const extra: NicPlan[] = [];
+    for (let k = 2; k <= (s.nics ?? 1); k++) {
+      const base = 4 * (k - 1);
+      const v6 = `fd00:198:19:${100 * k + h}::`;
+      const fab = 10 + 16 * (k - 1) + h;
+      extra.push({
+        name: `nic${k}`,
+        node: `h${h}-nic${k}`,
+        ns: nodeNamespace(prefix, `h${h}-nic${k}`),
+        pcie: {
+          subnetV4: `198.19.${h}.${base}/30`,
+          subnetV6: `${v6}/64`,
+          hostIf: ifname(prefix, `h${h}p${k}`),
+          nicIf: ifname(prefix, `n${h}p${k}`),
+          hostV4: `198.19.${h}.${base + 1}`,
+          nicV4: `198.19.${h}.${base + 2}`,
+          hostV6: `${v6}1`,
+          nicV6: `${v6}2`,
+        },
+        fabric: {
+          nicIf: ifname(prefix, `n${h}f${k}`),
+          bridgeIf: ifname(prefix, `f${h}n${k}`),
+          nicV4: `198.18.0.${fab}`,
+          nicV6: `fd00:198:18::${fab}`,
+        },
+        apiSocket: `${runDir}/nic-h${h}-nic${k}.sock`,
+      });
+    }
+    if (extra.length > 0) hosts[hosts.length - 1].extraNics = extra;
   }
   const tenants: TenantPlan[] = [];
   for (let t = 1; t <= s.tenants; t++) {
@@ -293,11 +352,19 @@ export function planLab(prefix: string, size: LabSize, mtu: number = LAB_MTU): L
   return { prefix, size: s, mtu, runDir, fabric, hosts, tenants, workloads };
 }
 
+/** Every NIC of a host, the first one (the host plan's own fields) included. */
+export function hostNics(h: HostPlan): NicPlan[] {
+  return [
+    { name: 'nic1', node: h.nicNode, ns: h.nicNs, pcie: h.pcie, fabric: h.fabric, apiSocket: h.nicApiSocket },
+    ...(h.extraNics ?? []),
+  ];
+}
+
 /** Every namespace of the plan: fabric, then per host its host and NIC namespaces, then workloads. */
 export function planNamespaces(plan: LabPlan): string[] {
   return [
     plan.fabric.ns,
-    ...plan.hosts.flatMap((h) => [h.hostNs, h.nicNs]),
+    ...plan.hosts.flatMap((h) => [h.hostNs, ...hostNics(h).map((n) => n.ns)]),
     ...plan.workloads.map((w) => w.ns),
   ];
 }
@@ -308,14 +375,14 @@ export function planInterfaces(plan: LabPlan): PlannedInterface[] {
   const out: PlannedInterface[] = [
     { ns: f.ns, name: f.bridge, addrs: [`${f.bridgeV4}/24`, `${f.bridgeV6}/64`] },
   ];
-  for (const h of plan.hosts) {
-    out.push(
-      { ns: h.hostNs, name: h.pcie.hostIf, addrs: [`${h.pcie.hostV4}/30`, `${h.pcie.hostV6}/64`] },
-      { ns: h.nicNs, name: h.pcie.nicIf, addrs: [`${h.pcie.nicV4}/30`, `${h.pcie.nicV6}/64`] },
-      { ns: h.nicNs, name: h.fabric.nicIf, addrs: [`${h.fabric.nicV4}/24`, `${h.fabric.nicV6}/64`] },
-      { ns: f.ns, name: h.fabric.bridgeIf, addrs: [] },
-    );
-  }
+  for (const h of plan.hosts)
+    for (const n of hostNics(h))
+      out.push(
+        { ns: h.hostNs, name: n.pcie.hostIf, addrs: [`${n.pcie.hostV4}/30`, `${n.pcie.hostV6}/64`] },
+        { ns: n.ns, name: n.pcie.nicIf, addrs: [`${n.pcie.nicV4}/30`, `${n.pcie.nicV6}/64`] },
+        { ns: n.ns, name: n.fabric.nicIf, addrs: [`${n.fabric.nicV4}/24`, `${n.fabric.nicV6}/64`] },
+        { ns: f.ns, name: n.fabric.bridgeIf, addrs: [] },
+      );
   return out;
 }
 
@@ -324,7 +391,7 @@ export function planNodes(plan: LabPlan): Map<string, string> {
   const nodes = new Map<string, string>([['fabric', plan.fabric.ns]]);
   for (const h of plan.hosts) {
     nodes.set(h.name, h.hostNs);
-    nodes.set(h.nicNode, h.nicNs);
+    for (const n of hostNics(h)) nodes.set(n.node, n.ns);
   }
   for (const w of plan.workloads) nodes.set(w.name, w.ns);
   return nodes;

@@ -1,5 +1,6 @@
 // Human-readable views of a lab for the CLI and the demo.
 import type { DestroyReport } from './build.js';
+import { hostNics } from './plan.js';
 import type { LabState } from './state.js';
 import type { InterfaceStatus, LabStatus, NamespaceStatus } from './status.js';
 
@@ -47,34 +48,40 @@ export function renderLabStatus(st: LabStatus): string {
   out.push(ifLine('             ', f.ns, f.bridge, [`${f.bridgeV4}/24`, `${f.bridgeV6}/64`], 'bridge'));
   for (const h of s.hosts) {
     out.push(`host ${h.name.padEnd(6)}${h.hostNs.padEnd(22)}${nsMark(ns.get(h.hostNs))}`);
-    out.push(
-      ifLine(
-        '             ',
-        h.hostNs,
-        h.pcie.hostIf,
-        [`${h.pcie.hostV4}/30`, `${h.pcie.hostV6}/64`],
-        'PCIe link, host end',
-      ),
-    );
-    out.push(`  NIC      ${h.nicNs.padEnd(22)}${nsMark(ns.get(h.nicNs))}`);
-    out.push(
-      ifLine(
-        '             ',
-        h.nicNs,
-        h.pcie.nicIf,
-        [`${h.pcie.nicV4}/30`, `${h.pcie.nicV6}/64`],
-        'PCIe link, NIC end',
-      ),
-    );
-    out.push(
-      ifLine(
-        '             ',
-        h.nicNs,
-        h.fabric.nicIf,
-        [`${h.fabric.nicV4}/24`, `${h.fabric.nicV6}/64`],
-        `fabric port (bridge port ${h.fabric.bridgeIf}: ${ifMark(ifs.get(`${f.ns}/${h.fabric.bridgeIf}`))})`,
-      ),
-    );
+    const nics = hostNics(h);
+    for (const n of nics)
+      out.push(
+        ifLine(
+          '             ',
+          h.hostNs,
+          n.pcie.hostIf,
+          [`${n.pcie.hostV4}/30`, `${n.pcie.hostV6}/64`],
+          nics.length > 1 ? `PCIe link to ${n.name}, host end` : 'PCIe link, host end',
+        ),
+      );
+    for (const n of nics) {
+      out.push(
+        `  ${(nics.length > 1 ? n.name.toUpperCase() : 'NIC').padEnd(9)}${n.ns.padEnd(22)}${nsMark(ns.get(n.ns))}`,
+      );
+      out.push(
+        ifLine(
+          '             ',
+          n.ns,
+          n.pcie.nicIf,
+          [`${n.pcie.nicV4}/30`, `${n.pcie.nicV6}/64`],
+          'PCIe link, NIC end',
+        ),
+      );
+      out.push(
+        ifLine(
+          '             ',
+          n.ns,
+          n.fabric.nicIf,
+          [`${n.fabric.nicV4}/24`, `${n.fabric.nicV6}/64`],
+          `fabric port (bridge port ${n.fabric.bridgeIf}: ${ifMark(ifs.get(`${f.ns}/${n.fabric.bridgeIf}`))})`,
+        ),
+      );
+    }
   }
   out.push(`tenants    ${s.tenants.map((t) => `${t.name} ${t.overlayV4} ${t.overlayV6}`).join('; ')}`);
   out.push('workloads  (overlay addresses planned only: no overlay is wired until the tunnel exists)');
@@ -96,7 +103,7 @@ export function renderLabStatus(st: LabStatus): string {
 
 /** One line per build: what was built and how long it took. */
 export function renderBuilt(s: LabState): string {
-  const namespaces = 1 + 2 * s.hosts.length + s.workloads.length;
+  const namespaces = 1 + s.hosts.reduce((sum, h) => sum + 1 + hostNics(h).length, 0) + s.workloads.length;
   return `lab ${s.prefix} is up: ${sizeLine(s)} (${namespaces} namespaces) in ${s.buildMs ?? '?'} ms`;
 }
 

@@ -13,6 +13,25 @@ const sizeSchema = z.strictObject({
   hosts: z.number().int().positive(),
   tenants: z.number().int().positive(),
   workloads: z.number().int().nonnegative(),
+  nics: z.number().int().min(2).optional(),
+});
+
+const pcieSchema = z.strictObject({
+  subnetV4: z.string(),
+  subnetV6: z.string(),
+  hostIf: z.string(),
+  nicIf: z.string(),
+  hostV4: z.string(),
+  nicV4: z.string(),
+  hostV6: z.string(),
+  nicV6: z.string(),
+});
+
+const fabricPortSchema = z.strictObject({
+  nicIf: z.string(),
+  bridgeIf: z.string(),
+  nicV4: z.string(),
+  nicV6: z.string(),
 });
 
 const hostSchema = z.strictObject({
@@ -21,23 +40,21 @@ const hostSchema = z.strictObject({
   hostNs: z.string(),
   nicNode: z.string(),
   nicNs: z.string(),
-  pcie: z.strictObject({
-    subnetV4: z.string(),
-    subnetV6: z.string(),
-    hostIf: z.string(),
-    nicIf: z.string(),
-    hostV4: z.string(),
-    nicV4: z.string(),
-    hostV6: z.string(),
-    nicV6: z.string(),
-  }),
-  fabric: z.strictObject({
-    nicIf: z.string(),
-    bridgeIf: z.string(),
-    nicV4: z.string(),
-    nicV6: z.string(),
-  }),
+  pcie: pcieSchema,
+  fabric: fabricPortSchema,
   nicApiSocket: z.string(),
+  extraNics: z
+    .array(
+      z.strictObject({
+        name: z.string(),
+        node: z.string(),
+        ns: z.string(),
+        pcie: pcieSchema,
+        fabric: fabricPortSchema,
+        apiSocket: z.string(),
+      }),
+    )
+    .optional(),
 });
 
 export const labStateSchema = z.strictObject({

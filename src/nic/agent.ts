@@ -748,7 +748,8 @@ export class NicAgent {
     const out: KnownWorkload[] = [];
     for (const name of t.workloads) {
       const w = this.workloads.get(name);
-      if (w !== undefined) out.push({ workload: w.workload, address: w.address, labels: w.labels });
+      if (w !== undefined)
+        out.push({ workload: w.workload, address: w.address, address6: w.address6, labels: w.labels });
     }
     for (const r of t.remotes.values()) for (const w of r.workloads) out.push(w);
     return out;

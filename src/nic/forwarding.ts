@@ -47,7 +47,7 @@ import {
   writeFragNeeded,
   writePacketTooBig,
 } from './pmtu.js';
-import { type ServiceEntry, type ServiceSpec, TenantServices } from './services.js';
+import { IPPROTO_UDP, type ServiceEntry, type ServiceSpec, serviceKey, TenantServices } from './services.js';
 
 /** A workload as the policy hook sees it. */
 export interface WorkloadRef {
@@ -183,10 +183,10 @@ class TenantTable implements NameBook {
   constructor(readonly name: string) {}
 
   addressesOf(name: string): readonly HostAddress[] | undefined {
-    for (const d of this.network)
-      if (d.kind === KIND_SERVICE && d.service!.spec.name === name) return [d.address];
+    const service = this.network.filter((d) => d.kind === KIND_SERVICE && d.service!.spec.name === name);
+    if (service.length > 0) return service.map((d) => d.address);
     const w = this.byName.get(name);
-    return w === undefined ? undefined : [w.address];
+    return w === undefined ? undefined : w.address6 === null ? [w.address] : [w.address, w.address6];
   }
 
   nameAt(address: Uint8Array): string | undefined {
@@ -442,6 +442,38 @@ export class Forwarder {
   /** Puts the policy engine in the path (default deny from then on). */
   attachEngine(engine: PolicyEngine): void {
     this.engine = engine;
+    for (const t of this.tenants.values()) this.bindServices(t, t.services);
+  }
+
+  /**
+   * Gives the services of a tenant their NAT ids in the engine (nat.ts) after they were set:
+   * connections bound to an endpoint that is still one keep it (at its index now), the others
+   * lose their binding, and services that went release theirs.
+   */
+  private bindServices(t: TenantTable, services: TenantServices | null): void {
+    const engine = this.engine;
+    if (engine === null) return;
+    const nat = engine.nat;
+    const prefix = `${t.name}/`;
+    const live = new Set<string>();
+    for (const svc of services?.entries() ?? []) {
+      const key = prefix + serviceKey(svc);
+      live.add(key);
+      const had = nat.idOf(key);
+      const id = had !== 0 ? had : nat.acquire(key);
+      if (id === 0) continue;
+      if (had === 0 || !nat.hasAddress(id, svc.spec.address.bytes)) {
+        engine.retargetNat(t.name, id, () => -1);
+        nat.setAddress(id, svc.spec.address.bytes);
+      } else
+        engine.retargetNat(t.name, id, (family, w0, w1, w2, w3) => svc.endpointIndex(family, w0, w1, w2, w3));
+      svc.natId = id;
+    }
+    for (const key of [...nat.keys()])
+      if (key.startsWith(prefix) && !live.has(key)) {
+        engine.retargetNat(t.name, nat.idOf(key), () => -1);
+        nat.release(key);
+      }
   }
 
   /** Expiry and flow-log housekeeping of the engine; the data plane calls it every ~100 ms. */
@@ -474,6 +506,7 @@ export class Forwarder {
       t.services ??= new TenantServices();
       t.services.set(net.services);
     }
+    this.bindServices(t, t.services);
     const ref: WorkloadRef = Object.freeze({ tenant, workload: '', local: true });
     for (const s of net.services) {
       const d = new Destination(
@@ -544,6 +577,7 @@ export class Forwarder {
     this.routesVersion++;
     const t = this.tenants.get(tenant);
     if (t === undefined) return;
+    this.bindServices(t, null);
     for (const [peerId, s] of this.sources) if (s.tenant === t) this.sources.delete(peerId);
     this.tenants.delete(tenant);
   }
@@ -694,6 +728,12 @@ export class Forwarder {
       const version = buf[off] >> 4;
       let dst: Destination | null;
       let fromAddr: Destination | null = null;
+      /** To a service address: its NAT id, the endpoint, whether checkNat() decided already. */
+      let natId = 0;
+      let natEp = -1;
+      let natDecided = false;
+      /** A reply the engine gave the service address back. */
+      let natReversed = false;
       if (version === 4 && len >= IPV4_HEADER) {
         dst = table.lookup4(buf.readUInt32BE(off + 16));
         if (src.workload === null && dst !== null) fromAddr = table.lookup4(buf.readUInt32BE(off + 12));
@@ -718,7 +758,30 @@ export class Forwarder {
           this.answerDns(src, buf, off, len, version, now);
           continue;
         }
-        const ep = src.tenant.services!.translate(buf, off, len, version, dst.service!, now);
+        const svc = dst.service!;
+        const services = src.tenant.services!;
+        let ep: number;
+        natId = svc.natId;
+        // Fragments and IPv6 extension headers take translate(), which drops them (counted).
+        if (
+          natId !== 0 &&
+          engine !== null &&
+          (version === 4
+            ? ((buf[off + 6] & 0x3f) | buf[off + 7]) === 0
+            : buf[off + 6] === IPPROTO_TCP || buf[off + 6] === IPPROTO_UDP)
+        ) {
+          // A connection already translated: its conntrack entry holds the endpoint (nat.ts).
+          const r = engine.checkNat(src.tenant.name, src.workload, natId, buf, off, len, now);
+          if (r !== null) {
+            if (!r.allowed) {
+              dropped.policy++;
+              continue;
+            }
+            services.counters.translated++;
+            ep = r.natEndpoint;
+            natDecided = true;
+          } else ep = services.translate(buf, off, len, version, svc, now);
+        } else ep = services.translate(buf, off, len, version, svc, now);
         if (ep < 0) {
           dropped.service++;
           continue;
@@ -729,6 +792,7 @@ export class Forwarder {
           dropped.noRoute++;
           continue;
         }
+        natEp = ep;
       }
       let from: WorkloadRef;
       if (src.workload !== null) from = src.workload;
@@ -762,9 +826,10 @@ export class Forwarder {
         }
         this.counters.fragmentsFollowed++;
         allowed = true;
-      } else if (engine !== null) {
+      } else if (natDecided) allowed = true;
+      else if (engine !== null) {
         const to = dst.ref;
-        allowed = engine.check(
+        const r = engine.check(
           src.tenant.name,
           from,
           to,
@@ -773,7 +838,10 @@ export class Forwarder {
           len,
           now,
           from.local ? (to.local ? 'both' : 'egress') : 'ingress',
-        ).allowed;
+        );
+        allowed = r.allowed;
+        if (allowed && natId !== 0 && !engine.bindNat(natId, natEp)) src.tenant.services!.unbound++;
+        natReversed = r.natEndpoint >= 0;
       } else {
         try {
           allowed = this.policy(src.tenant.name, from, dst.ref, view);
@@ -786,9 +854,13 @@ export class Forwarder {
         continue;
       }
       if (frag !== null && frag.charCodeAt(0) === 0x31) this.fragments.allow(frag.slice(1), now);
-      // A reply from a service's endpoint gets the service address back as its source.
-      if (dst.ref.local && src.tenant.services !== null)
-        src.tenant.services.reverse(buf, off, len, version, now);
+      // A reply from a service's endpoint gets the service address back as its source: from
+      // the engine when the connection is bound to its translation (natReversed), else here.
+      const services = src.tenant.services;
+      if (natReversed) {
+        if (services !== null) services.counters.reversed++;
+      } else if (dst.ref.local && services !== null && (engine === null || services.unbound > 0))
+        services.reverse(buf, off, len, version, now);
       if (tenantMtu > 0) {
         if (len > tenantMtu) {
           // Too big for one outer datagram: answered from here when it must not be fragmented

@@ -27,6 +27,8 @@ export const tenantNetworkSchema = z.strictObject({
       z.strictObject({
         name: nameSchema,
         address: z.string().min(2).max(64),
+        /** The service's IPv6 address beside an IPv4 `address` (dual stack). */
+        address6: z.string().min(2).max(64).optional(),
         selector: labelsSchema,
         ports: z.array(servicePortSchema).min(1).max(MAX_SERVICE_PORTS),
       }),
@@ -39,6 +41,7 @@ export type TenantNetworkInput = z.infer<typeof tenantNetworkSchema>;
 interface ServiceConfig {
   name: string;
   address: HostAddress;
+  address6: HostAddress | null;
   selector: Record<string, string>;
   ports: ServicePort[];
 }
@@ -55,6 +58,7 @@ export interface TenantNetworkState {
   services: {
     name: string;
     address: string;
+    address6?: string;
     selector: Record<string, string>;
     ports: ServicePort[];
     endpoints: { workload: string; address: string }[];
@@ -71,7 +75,15 @@ export interface TenantNetworkState {
 export interface KnownWorkload {
   workload: string;
   address: HostAddress;
+  /** The IPv6 address of a dual-stack workload. */
+  address6?: HostAddress | null;
   labels: Record<string, string>;
+}
+
+/** A workload's address of `family`, if it has one. */
+function addressOf(w: KnownWorkload, family: 4 | 6): HostAddress | null {
+  if (w.address.family === family) return w.address;
+  return w.address6 !== undefined && w.address6 !== null && w.address6.family === family ? w.address6 : null;
 }
 
 export function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
@@ -93,7 +105,14 @@ export class TenantNetworks {
     const services: ServiceConfig[] = [];
     for (const [i, s] of input.services.entries()) {
       const address = parseHostAddress(s.address, `services.${i}.address`);
-      if (seen.has(address.text) || names.has(s.name))
+      const address6 =
+        s.address6 === undefined ? null : parseHostAddress(s.address6, `services.${i}.address6`);
+      if (address6 !== null && (address6.family !== 6 || address.family !== 4))
+        throw new TgError(
+          'TG_ERR_INVALID_ARGUMENT',
+          `services.${i}: address6 must be an IPv6 address beside an IPv4 address`,
+        );
+      if (seen.has(address.text) || (address6 !== null && seen.has(address6.text)) || names.has(s.name))
         throw new TgError('TG_ERR_INVALID_ARGUMENT', `services.${i} repeats a name or an address`);
       const ports = new Set<string>();
       for (const p of s.ports) {
@@ -102,10 +121,12 @@ export class TenantNetworks {
         ports.add(k);
       }
       seen.add(address.text);
+      if (address6 !== null) seen.add(address6.text);
       names.add(s.name);
       services.push({
         name: s.name,
         address,
+        address6,
         selector: { ...s.selector },
         ports: s.ports.map((p) => ({ ...p })),
       });
@@ -122,7 +143,10 @@ export class TenantNetworks {
     const out = new Set<string>();
     if (c === undefined) return out;
     if (c.dns !== null) out.add(c.dns.text);
-    for (const s of c.services) out.add(s.address.text);
+    for (const s of c.services) {
+      out.add(s.address.text);
+      if (s.address6 !== null) out.add(s.address6.text);
+    }
     return out;
   }
 
@@ -132,14 +156,19 @@ export class TenantNetworks {
    */
   apply(forwarder: Forwarder, tenant: string, workloads: readonly KnownWorkload[]): void {
     const c = this.configs.get(tenant);
-    const specs: ServiceSpec[] = (c?.services ?? []).map((s) => ({
+    // A dual-stack service is two specs of one name, one per address: endpoints by family.
+    const spec = (s: ServiceConfig, address: HostAddress): ServiceSpec => ({
       name: s.name,
-      address: s.address,
+      address,
       ports: s.ports,
-      endpoints: workloads
-        .filter((w) => selects(s.selector, w.labels) && w.address.family === s.address.family)
-        .map((w) => ({ workload: w.workload, address: w.address })),
-    }));
+      endpoints: workloads.flatMap((w) => {
+        const a = addressOf(w, address.family);
+        return a !== null && selects(s.selector, w.labels) ? [{ workload: w.workload, address: a }] : [];
+      }),
+    });
+    const specs: ServiceSpec[] = (c?.services ?? []).flatMap((s) =>
+      s.address6 === null ? [spec(s, s.address)] : [spec(s, s.address), spec(s, s.address6)],
+    );
     const digest = JSON.stringify([
       c?.dns?.text ?? null,
       specs.map((s) => [
@@ -172,6 +201,7 @@ export class TenantNetworks {
         return {
           name: s.name,
           address: s.address.text,
+          ...(s.address6 !== null ? { address6: s.address6.text } : {}),
           selector: s.selector,
           ports: s.ports,
           endpoints: (entry?.endpoints ?? []).map((e) => ({ workload: e.workload, address: e.address.text })),

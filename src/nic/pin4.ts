@@ -2,9 +2,11 @@
 // linear probing, keyed by the client's address and (protocol, port), every entry one
 // 32-byte record in one Uint32Array, so that the per-packet lookup hashes two integers, touches
 // one cache line and allocates nothing (a Map keyed by a 48-bit number, and a record spread
-// over one array per field, each cost several times more per packet: see the service row of
-// src/bench/conntrack.ts). Deletion shifts later entries of the probe run back (no
-// tombstones). The table doubles when half full, up to the capacity for `maxEntries`.
+// over one array per field, each cost several times more per packet, measured with the service
+// row of src/bench/conntrack.ts when every packet took this table; with the policy engine only
+// a connection's first packet does now, see services.ts). Deletion shifts later entries of the
+// probe run back (no tombstones). The table doubles when half full, up to the capacity for
+// `maxEntries`.
 //
 // Every field is a signed 32-bit integer (addresses too, as `| 0` gives them), so that the
 // optimising compiler keeps them in registers without conversions. Times are milliseconds

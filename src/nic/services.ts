@@ -17,9 +17,20 @@
 // dropped and counted.
 //
 // Hot path: a tenant without services has no TenantServices (the forwarder checks one null).
-// With services: IPv4 takes a path of byte reads and one lookup in a typed-array table keyed
-// by client address and port (pin4.ts) per packet in each direction, with incremental checksum
-// updates (RFC 1624) and no allocation; IPv6 a Map keyed by text (slower, same behaviour).
+// With the policy engine in the path (as the NIC agent runs it), this file translates only a
+// connection's first packet (and the first after its conntrack entry ended or its endpoint
+// left): the forwarder then binds the translation to the connection's conntrack entry
+// (src/policy/nat.ts: the endpoint, its index here and the precomputed checksum deltas), and
+// every later packet and every reply is translated by the engine from that entry, in the one
+// parse and table lookup it makes anyway, for IPv4 and IPv6 alike. The pins here stay the
+// record of which endpoint a client's connection went to (new packets of a connection whose
+// entry ended go back to it while the pin lasts: pins are not refreshed by packets translated
+// from the entry, so a pin may expire before its entry does; the entry is what keeps the
+// connection on its endpoint). Without an engine (and for replies of connections the engine
+// could not bind, TenantServices.unbound), every packet comes here: IPv4 takes a path of byte
+// reads and one lookup in a typed-array table keyed by client address and port (pin4.ts) per
+// packet in each direction, with incremental checksum updates (RFC 1624) and no allocation;
+// IPv6 a Map keyed by text (slower, same behaviour).
 import type { HostAddress } from './addresses.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE, mix32 } from './maglev.js';
 import { P_BACKEND, P_EP, P_EXPIRES, P_VIP, P_VPORT, Pin4Table, REBASE_AFTER_MS } from './pin4.js';
@@ -90,6 +101,8 @@ export class ServiceEntry {
   readonly ports4: Int32Array;
   readonly endpoints4: Int32Array;
   readonly endpointSet4: Set<number>;
+  /** The service address's NAT id in the policy engine (0: none; the forwarder sets it). */
+  natId = 0;
   constructor(readonly spec: ServiceSpec) {
     this.served = new Set(
       spec.ports.map((p) => ((p.protocol === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP) << 16) | p.port),
@@ -105,6 +118,31 @@ export class ServiceEntry {
     );
     this.endpointSet4 = new Set([...this.endpoints4].filter((a) => a !== 0));
   }
+
+  /** The index of the endpoint with address words w0..w3 (conntrack.ts layout) of `family`, or -1. */
+  endpointIndex(family: number, w0: number, w1: number, w2: number, w3: number): number {
+    return endpointIndexOf(this.endpoints, family, w0, w1, w2, w3);
+  }
+}
+
+/** ServiceEntry.endpointIndex(): the index of the endpoint whose address is the words w0..w3. */
+function endpointIndexOf(
+  endpoints: readonly ServiceEndpoint[],
+  family: number,
+  w0: number,
+  w1: number,
+  w2: number,
+  w3: number,
+): number {
+  const words = [w0, w1, w2, w3];
+  return endpoints.findIndex((e) => {
+    const b = e.address.bytes;
+    if (e.address.family !== family) return false;
+    for (let i = 0; i < b.length; i += 4)
+      if (((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0 !== words[i / 4] >>> 0)
+        return false;
+    return true;
+  });
 }
 
 /** A pinned connection: client (key) to service address and port, sent to an endpoint. */
@@ -124,6 +162,11 @@ class ServiceConn {
     /** IPv4 endpoint as a number (0 for IPv6). */
     readonly backend4: number,
   ) {}
+}
+
+/** A service entry's name and address family (a dual-stack service has one entry of each). */
+export function serviceKey(e: ServiceEntry): string {
+  return `${e.spec.name}/${e.spec.address.family}`;
 }
 
 function addressKey(a: Uint8Array): number | string {
@@ -229,15 +272,21 @@ export class TenantServices {
   private lastKey = -1;
   private lastAt = -1;
   private lastMoves = -1;
+  /**
+   * Connections translated here that the policy engine could not bind to their translation
+   * (its table's slots too full): their replies are translated back here (reverse()).
+   */
+  unbound = 0;
 
   /** Replaces the services; pinned connections to services or endpoints that left are dropped. */
   set(specs: readonly ServiceSpec[]): void {
     const next = new Map<number | string, ServiceEntry>();
     for (const s of specs) next.set(addressKey(s.address.bytes), new ServiceEntry(s));
     this.byAddress = next;
-    const byName = new Map([...next.values()].map((e) => [e.spec.name, e] as const));
+    // A dual-stack service is two entries of one name: one per address family.
+    const byName = new Map([...next.values()].map((e) => [serviceKey(e), e] as const));
     for (const [k, c] of this.conns) {
-      const now = byName.get(c.service.spec.name);
+      const now = byName.get(serviceKey(c.service));
       const i = now === undefined ? -1 : now.endpoints.findIndex((e) => e.address.text === c.backendText);
       if (now === undefined || i < 0) this.conns.delete(k);
       else {
@@ -252,6 +301,11 @@ export class TenantServices {
       if (i >= 0) pins.data[at + P_EP] = i;
       return i < 0;
     });
+  }
+
+  /** The services (the entries the data path uses). */
+  entries(): IterableIterator<ServiceEntry> {
+    return this.byAddress.values();
   }
 
   /** The service at an address, if any. */

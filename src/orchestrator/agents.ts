@@ -48,28 +48,33 @@ export class AgentDirectory {
     return this.endpointOf(host, agent, socketPath);
   }
 
-  /** The clients of a host's agents (made once per socket pair). */
+  /**
+   * The clients of a host's agents (made once per socket pair): of its first NIC, or of the
+   * NIC a site names (nics.ts; its health is kept under the site's key, the vSwitch's under
+   * the host's name).
+   */
   of(host: HostRecord): HostAgents {
     this.gate();
     const key = `${host.nicApi}\0${host.vswitchApi}`;
     const c = this.clients.get(host.name);
     if (c !== undefined && c.key === key) return c;
     const h = host.name;
+    const vh = (host as { host?: string }).host ?? h;
     const made = {
       key,
       nic: observed(
-        new NicClient(this.endpointOf(h, 'nic', host.nicApi), this.recorder, NIC_CALL_DEADLINE_MS),
+        new NicClient(this.endpointOf(vh, 'nic', host.nicApi), this.recorder, NIC_CALL_DEADLINE_MS),
         (ms, err) => this.health.record(h, 'nic', ms, err),
         (ms) => this.health.waiting(h, 'nic', ms),
       ),
       vswitch: observed(
         new VSwitchClient(
-          this.endpointOf(h, 'vswitch', host.vswitchApi),
+          this.endpointOf(vh, 'vswitch', host.vswitchApi),
           this.recorder,
           VSWITCH_CALL_DEADLINE_MS,
         ),
-        (ms, err) => this.health.record(h, 'vswitch', ms, err),
-        (ms) => this.health.waiting(h, 'vswitch', ms),
+        (ms, err) => this.health.record(vh, 'vswitch', ms, err),
+        (ms) => this.health.waiting(vh, 'vswitch', ms),
       ),
     };
     this.clients.set(host.name, made);

@@ -11,10 +11,12 @@
 //   GET    /v1/tenants/:tenant/policy              the stored policy document
 //   PUT    /v1/tenants/:tenant/policy              a policy document -> pushed to its NICs, stored
 //   GET    /v1/hosts                               hosts
-//   POST   /v1/hosts                               {name, nicApi, vswitchApi, netnsPrefix} -> 201 host
+//   POST   /v1/hosts                               {name, nicApi, vswitchApi, netnsPrefix, nics?} -> 201 host
 //   GET    /v1/hosts/:host                         one host
 //   DELETE /v1/hosts/:host                         refused while it has workloads
-//   GET    /v1/hosts/:host/keys                    the host NIC's key inventory (metadata only)
+//   GET    /v1/hosts/:host/keys[?nic=N]            the key inventory of the host's NICs (metadata only)
+//   POST   /v1/hosts/:host/nics/:nic/drain         its workloads move to the host's other NICs -> {moved, ms}
+//   POST   /v1/hosts/:host/nics/:nic/undrain       it takes workloads again -> the host
 //   GET    /v1/workloads                           workloads
 //   POST   /v1/workloads                           {tenant, name, host, labels?} -> 201 running workload
 //                                                  (200 with it: a retry of the same spec)
@@ -289,6 +291,10 @@ export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []
         nicApi: '/run/tenguard/h1-nic.sock',
         vswitchApi: '/run/tenguard/h1-vswitchd.sock',
         netnsPrefix: 'tg-h1-',
+        nics: [
+          { name: 'nic1', api: '/run/tenguard/h1-nic.sock' },
+          { name: 'nic2', api: '/run/tenguard/h1-nic2.sock' },
+        ],
       },
       status: 201,
       handler: async (req) => answer(201, await o.registerHost(req.body)),
@@ -315,8 +321,29 @@ export function orchestratorRoutes(o: Orchestrator, extra: readonly Route[] = []
       path: '/v1/hosts/:host/keys',
       params: hostParam,
       operationId: 'hostKeys',
-      summary: "The host NIC's key inventory (metadata only, never key material)",
-      handler: (req) => o.keys(req.params.host),
+      summary:
+        "The key inventory of the host's NICs (metadata only, never key material); each entry names its NIC on a host with several",
+      query: z.strictObject({ nic: nameSchema.optional() }),
+      handler: (req) => o.keys(req.params.host, (req.queryValues as { nic?: string } | undefined)?.nic),
+    },
+    {
+      method: 'POST',
+      path: '/v1/hosts/:host/nics/:nic/drain',
+      params: { host: nameSchema, nic: nameSchema },
+      operationId: 'drainNic',
+      summary:
+        "Drain a NIC: it takes no new workload, and its workloads move to the host's other NICs with new keys (refused without another NIC taking workloads)",
+      body: emptyBodySchema,
+      handler: (req) => o.drainNic(req.params.host, req.params.nic),
+    },
+    {
+      method: 'POST',
+      path: '/v1/hosts/:host/nics/:nic/undrain',
+      params: { host: nameSchema, nic: nameSchema },
+      operationId: 'undrainNic',
+      summary: 'Make a drained or failed NIC take workloads again (nothing moves back by itself)',
+      body: emptyBodySchema,
+      handler: (req) => o.undrainNic(req.params.host, req.params.nic),
     },
     {
       method: 'GET',

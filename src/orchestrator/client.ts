@@ -12,7 +12,7 @@ import type {
   WorkloadRecord,
 } from './model.js';
 import type { InstallationStatus, Topology } from './observe.js';
-import type { PolicyTestReport } from './orchestrator.js';
+import type { DrainNicResult, PolicyTestReport } from './orchestrator.js';
 import type { ReconcileReport } from './reconcile.js';
 
 export const DEFAULT_ORCHESTRATOR_SOCKET = '/run/tenguard/orchestrator.sock';
@@ -75,8 +75,18 @@ export class OrchestratorClient {
   deregisterHost(name: string): Promise<{ name: string }> {
     return this.call('DELETE', `/v1/hosts/${seg(name)}`);
   }
-  keys(host: string): Promise<{ host: string; keys: Record<string, unknown>[] }> {
-    return this.call('GET', `/v1/hosts/${seg(host)}/keys`);
+  /** The key inventory of every NIC of a host (each entry tagged `nic` on a host with several), or of one. */
+  keys(host: string, nic?: string): Promise<{ host: string; keys: Record<string, unknown>[] }> {
+    const q = nic === undefined ? '' : `?nic=${encodeURIComponent(nic)}`;
+    return this.call('GET', `/v1/hosts/${seg(host)}/keys${q}`);
+  }
+  /** Drains a NIC: its workloads move to the host's other NICs with new keys. */
+  drainNic(host: string, nic: string): Promise<DrainNicResult> {
+    return this.call('POST', `/v1/hosts/${seg(host)}/nics/${seg(nic)}/drain`, {});
+  }
+  /** Makes a drained or failed NIC take workloads again. */
+  undrainNic(host: string, nic: string): Promise<HostRecord> {
+    return this.call('POST', `/v1/hosts/${seg(host)}/nics/${seg(nic)}/undrain`, {});
   }
 
   // workloads

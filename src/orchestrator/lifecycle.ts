@@ -40,6 +40,7 @@ import {
 import { type GrantSource, grantList, grantsDigest, tenantLinks } from './grants.js';
 import { HostQueues } from './host-queues.js';
 import { type HostRecord, tenantDomain, type WorkloadRecord } from './model.js';
+import { type NicSite, sitesOf, workloadSiteKey } from './nics.js';
 import type { OrchestratorService } from './service.js';
 
 /** What a NIC has registered, as the orchestrator last saw or made it. */
@@ -125,6 +126,26 @@ export class Lifecycle {
     private readonly agents: AgentDirectory,
     private readonly log: Logger,
   ) {}
+
+  /** Every NIC of every host, as sites (nics.ts): the lifecycle's unit of NIC knowledge. */
+  async sites(): Promise<NicSite[]> {
+    return (await this.service.listHosts()).flatMap(sitesOf);
+  }
+
+  /** host name -> record, to find each workload's site (workloadSiteKey). */
+  private async hostMap(): Promise<Map<string, HostRecord>> {
+    return new Map((await this.service.listHosts()).map((h) => [h.name, h] as const));
+  }
+
+  /**
+   * Forgets what a NIC that stopped answering held (its workloads moved to another NIC of its
+   * host): its view is known and empty, so peer and grant lists leave it out and do not wait
+   * for it. When it answers again, the reconciler reads what it really holds and removes it.
+   */
+  abandonNic(site: string): void {
+    const v = this.resetView(site, this.view(site).identityKey);
+    v.registrationsKnown = true;
+  }
 
   // --- Views of NICs --------------------------------------------------------------------
 
@@ -255,16 +276,30 @@ export class Lifecycle {
     undo: { step: string; fn: () => Promise<unknown> }[],
     at: (step: string) => void,
     beforeRegister?: () => Promise<void>,
+    /** A move between NICs of one host: the running instance stays (never undone here). */
+    keepInstance = false,
   ): Promise<void> {
     const { vswitch } = this.agents.of(host);
     at('namespace');
     const created = await this.timed(timings, 'namespace', () => this.ensureNamespace(w, host, netns));
     if (created) undo.push({ step: 'namespace', fn: () => this.removeNamespace(w, netns) });
     at('vswitch-create');
-    const inst = await this.timed(timings, 'vswitchCreate', () =>
-      this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6),
-    );
-    undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
+    const inst = await this.timed(timings, 'vswitchCreate', async () => {
+      if (keepInstance) {
+        // A move between NICs: the running instance is kept (one call instead of two).
+        const there = await vswitch.get(w.name).catch(() => undefined);
+        if (
+          there !== undefined &&
+          there.netns === netns &&
+          there.address === w.address &&
+          there.address6 === w.address6 &&
+          (there.state === 'created' || there.state === 'configured')
+        )
+          return { publicKey: there.publicKey, restarted: false };
+      }
+      return this.ensureInstance(vswitch, w.name, netns, w.address, w.ifname, w.address6);
+    });
+    if (!keepInstance) undo.push({ step: 'vswitch-create', fn: () => vswitch.delete(w.name) });
     if (beforeRegister !== undefined) {
       at('peers-prepare');
       await this.timed(timings, 'peersPrepare', beforeRegister);
@@ -291,7 +326,7 @@ export class Lifecycle {
       return false;
     }
     if (netnsExists(netns)) return false;
-    await this.service.recordNamespace(netns, host.name, w.name);
+    await this.service.recordNamespace(netns, hostName(host), w.name);
     const made = await addNetns(netns);
     if (w.dns !== undefined) writeNetnsResolver(netns, w.dns, tenantDomain(w.tenant));
     return made;
@@ -481,7 +516,14 @@ export class Lifecycle {
     const timings: Timings = {};
     const undo: { step: string; fn: () => Promise<unknown> }[] = [];
     let step = 'namespace';
-    const what = `migration of workload '${w.name}' from '${from.name}' to '${to.name}'`;
+    // Between two NICs of one host (a NIC failed or drained) the namespace and the vSwitch
+    // instance stay; the instance is configured with the new NIC's crypto (its leg re-points).
+    const sameHost = hostName(from) === hostName(to);
+    const what = sameHost
+      ? `move of workload '${w.name}' from NIC '${from.name}' to NIC '${to.name}'`
+      : `migration of workload '${w.name}' from '${from.name}' to '${to.name}'`;
+    // A NIC that does not answer holds nothing any more as far as peers and grants go.
+    if (sameHost && !this.agents.nicReachable(from.name)) this.abandonNic(from.name);
     try {
       await this.placeOn(
         w,
@@ -494,6 +536,7 @@ export class Lifecycle {
         },
         () =>
           this.publishTenant(w.tenant, { only: [to.name], localAlso: { host: to.name, workload: w.name } }),
+        sameHost,
       );
       step = 'peers-destination';
       await this.timed(timings, 'peersDestination', () => this.publishTenant(w.tenant, { only: [to.name] }));
@@ -508,16 +551,31 @@ export class Lifecycle {
       await this.publishTenant(w.tenant).catch(() => undefined);
       throw stepFailed(what, step, err);
     }
-    const record = await this.service.switchHost(w.name, to);
+    const record = await this.service.switchHost(
+      w.name,
+      await this.service.getHost(hostName(to)),
+      (to as Partial<NicSite>).nic,
+    );
     const tSwitch = performance.now();
     try {
       step = 'peers-switch';
       await this.timed(timings, 'peersSwitch', () => this.publishTenant(w.tenant, { strict: [to.name] }));
       await this.timed(timings, 'grantsSwitch', () => this.publishGrants({ strict: [] }));
       step = 'source';
-      const down: Timings = {};
-      await this.spinDown(w, from, w.netns, down);
-      for (const [k, ms] of Object.entries(down)) timings[`source${k[0].toUpperCase()}${k.slice(1)}`] = ms;
+      if (sameHost) {
+        // Only the source NIC's registration goes; one that does not answer is left to the
+        // reconciler (it removes the workload from it when it answers again).
+        await this.timed(timings, 'sourceNicRemove', async () => {
+          if (!this.agents.nicReachable(from.name)) return;
+          await this.unregister(from, w.name);
+          await this.publishTenant(w.tenant, { strict: [] });
+          await this.publishGrants({ strict: [] });
+        });
+      } else {
+        const down: Timings = {};
+        await this.spinDown(w, from, w.netns, down);
+        for (const [k, ms] of Object.entries(down)) timings[`source${k[0].toUpperCase()}${k.slice(1)}`] = ms;
+      }
     } catch (err) {
       throw stepFailed(what, step, err);
     }
@@ -553,7 +611,7 @@ export class Lifecycle {
     } = {},
   ): Promise<void> {
     const strict = (h: string): boolean => opts.strict === undefined || opts.strict.includes(h);
-    const hosts = await this.service.listHosts();
+    const hosts = await this.sites();
     const targets = hosts.filter(
       (h) => this.holdsTenant(h.name, tenant) && (opts.only === undefined || opts.only.includes(h.name)),
     );
@@ -588,7 +646,8 @@ export class Lifecycle {
     },
     strict: (h: string) => boolean,
   ): Promise<void> {
-    const hosts = await this.service.listHosts();
+    const hosts = await this.sites();
+    const hostRecords = await this.hostMap();
     if (!(await this.knowAll(hosts))) {
       // A list computed without some host's workloads would take them away from this NIC.
       this.view(h.name).published.delete(tenant);
@@ -634,7 +693,12 @@ export class Lifecycle {
           .filter(([name, r]) => {
             if (r.tenant !== tenant || local(name)) return false;
             const at = placements.get(name);
-            return at === undefined || at.size === 1 || records.get(name)?.host === o.name;
+            const rec = records.get(name);
+            return (
+              at === undefined ||
+              at.size === 1 ||
+              (rec !== undefined && workloadSiteKey(rec, hostRecords) === o.name)
+            );
           })
           .map(([name, r]) => {
             const wl = records.get(name)?.labels;
@@ -692,7 +756,8 @@ export class Lifecycle {
     }
     if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
     const links = tenantLinks(docs);
-    const hosts = await this.service.listHosts();
+    const hosts = await this.sites();
+    const hostRecords = await this.hostMap();
     if (!(await this.knowAll(hosts))) {
       this.log.warn(
         'grants not put: a NIC whose workloads are unknown does not answer; the reconciler retries',
@@ -707,7 +772,7 @@ export class Lifecycle {
     for (const h of hosts)
       for (const [name, r] of this.view(h.name).registrations) {
         const rec = records.get(name);
-        const primary = rec?.host === h.name || rec === undefined;
+        const primary = rec === undefined || workloadSiteKey(rec, hostRecords) === h.name;
         if (seen.has(name) || !primary) continue;
         seen.add(name);
         placed.push({
@@ -845,6 +910,7 @@ export class Lifecycle {
         services: there.services.map((s) => ({
           name: s.name,
           address: s.address,
+          ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
           selector: s.selector,
           ports: s.ports,
         })),
@@ -861,7 +927,7 @@ export class Lifecycle {
   /** ensureNetwork on every host holding the tenant; hosts that fail are left to the reconciler. */
   async publishNetwork(tenant: string): Promise<string[]> {
     const done: string[] = [];
-    for (const h of await this.service.listHosts()) {
+    for (const h of await this.sites()) {
       if (!this.holdsTenant(h.name, tenant)) continue;
       try {
         await this.ensureNetwork(h, tenant, false);
@@ -897,6 +963,11 @@ export class Lifecycle {
       }
     }
   }
+}
+
+/** The host a HostRecord or NIC site (nics.ts) is on. */
+export function hostName(h: HostRecord): string {
+  return (h as Partial<NicSite>).host ?? h.name;
 }
 
 export function putPolicy(nic: NicClient, tenant: string, document: unknown): Promise<unknown> {

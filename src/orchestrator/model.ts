@@ -19,12 +19,41 @@ export const createTenantSchema = z.strictObject({
   pool: z.string().min(1).max(64),
 });
 
-export const registerHostSchema = z.strictObject({
+/** Most NICs one host registers. */
+export const MAX_HOST_NICS = 8;
+
+export const hostNicSchema = z.strictObject({
   name: nameSchema,
-  nicApi: socketPathSchema,
-  vswitchApi: socketPathSchema,
-  netnsPrefix: z.string().regex(NETNS_PREFIX_RE, 'must be 1..40 of A-Z, a-z, 0-9, ".", "_", "-"'),
+  /** The NIC agent's API socket. */
+  api: socketPathSchema,
+  /** Where its fabric port is (informational: the NIC publishes its own endpoint). */
+  fabricAddress: z.string().min(2).max(64).optional(),
 });
+
+export const registerHostSchema = z
+  .strictObject({
+    name: nameSchema,
+    /** The API of the host's (first) NIC agent. */
+    nicApi: socketPathSchema,
+    vswitchApi: socketPathSchema,
+    netnsPrefix: z.string().regex(NETNS_PREFIX_RE, 'must be 1..40 of A-Z, a-z, 0-9, ".", "_", "-"'),
+    /** Every NIC of the host, the first one at `nicApi`; absent: one NIC, `nic1`, at `nicApi`. */
+    nics: z.array(hostNicSchema).min(1).max(MAX_HOST_NICS).optional(),
+  })
+  .refine((h) => h.nics === undefined || h.nics[0]?.api === h.nicApi, {
+    message: 'the first of nics must be the NIC at nicApi',
+    path: ['nics'],
+  })
+  .refine((h) => h.nics === undefined || new Set(h.nics.map((n) => n.name)).size === h.nics.length, {
+    message: 'NIC names must differ',
+    path: ['nics'],
+  })
+  .refine((h) => h.nics === undefined || new Set(h.nics.map((n) => n.api)).size === h.nics.length, {
+    message: 'NIC API sockets must differ',
+    path: ['nics'],
+  });
+
+export const drainNicSchema = z.strictObject({ nic: nameSchema });
 
 export const createWorkloadSchema = z.strictObject({
   tenant: nameSchema,
@@ -83,6 +112,8 @@ export interface ServiceRecord {
   tenant: string;
   name: string;
   address: string;
+  /** The IPv6 virtual address, derived from `address` in the tenant's IPv6 prefix (pool.ts: address6Of); the service fills it in for records stored before it. */
+  address6?: string;
   selector: Record<string, string>;
   ports: { port: number; protocol: 'tcp' | 'udp' }[];
   createdAt: string;
@@ -97,12 +128,27 @@ export interface TenantRecord {
   createdAt: string;
 }
 
+/** ok: takes workloads; failed: its agent stopped answering (workloads moved off); draining: an operator's. */
+export type NicState = 'ok' | 'failed' | 'draining';
+
+export interface NicRecord {
+  name: string;
+  api: string;
+  fabricAddress?: string;
+  state: NicState;
+  /** When the state last changed. */
+  since?: string;
+}
+
 export interface HostRecord {
   name: string;
+  /** The API of the host's first NIC agent. */
   nicApi: string;
   vswitchApi: string;
   netnsPrefix: string;
   registeredAt: string;
+  /** Every NIC of the host (nics.ts); absent on a one-NIC host registered without a list. */
+  nics?: NicRecord[];
 }
 
 /**
@@ -134,6 +180,8 @@ export interface WorkloadRecord {
   ifname?: string;
   /** The tenant's DNS server (at the NIC) this workload resolves names with. */
   dns?: string;
+  /** The NIC of its host carrying it (nics.ts); absent: the host's first. */
+  nic?: string;
 }
 
 /**

@@ -10,7 +10,8 @@
 import { X509Certificate } from 'node:crypto';
 import type { NicClient } from '../nic/client.js';
 import type { VSwitchClient } from '../vswitch/client.js';
-import type { HostRecord, WorkloadRecord } from './model.js';
+import type { HostRecord, NicState, WorkloadRecord } from './model.js';
+import { type NicSite, sitesOf, workloadSiteKey } from './nics.js';
 import type { OrchestratorService } from './service.js';
 
 /** Prometheus counters summed into a NIC's drops. */
@@ -95,22 +96,27 @@ async function nicDrops(nic: NicClient): Promise<NicDrops> {
   return { total, byCounter };
 }
 
+export type NicStatus =
+  | {
+      reachable: true;
+      dataPlane: boolean;
+      uptimeSeconds: number;
+      tenants: number;
+      workloads: number;
+      remotePeers: number;
+      keys: number;
+      apiVersion: string;
+      drops: NicDrops;
+    }
+  | { reachable: false; error: string };
+
 export interface HostStatus {
   name: string;
-  nic:
-    | {
-        reachable: true;
-        dataPlane: boolean;
-        uptimeSeconds: number;
-        tenants: number;
-        workloads: number;
-        remotePeers: number;
-        keys: number;
-        apiVersion: string;
-        drops: NicDrops;
-      }
-    | { reachable: false; error: string };
+  /** The host's (first) NIC. */
+  nic: NicStatus;
   vswitch: { reachable: true; instances: number } | { reachable: false; error: string };
+  /** On a host with several NICs: each of them, with its state (nics.ts). */
+  nics?: (NicStatus & { nic: string; state: NicState })[];
 }
 
 export interface InstallationStatus {
@@ -166,54 +172,65 @@ export async function installationStatus(s: StatusInputs, now = Date.now()): Pro
     const c = certificateExpiry('orchestrator', s.certificatePem, now);
     if (c !== null) certificates.push(c);
   }
+  const nicStatus = async (
+    site: NicSite,
+    nicClient: NicClient,
+  ): Promise<{ status: NicStatus; cert: CertificateExpiry | null }> => {
+    const r = await Promise.all([nicClient.health(), nicDrops(nicClient), nicClient.identity()]).then(
+      ([health, drops, identity]) => ({ health, drops, identity }),
+      (err: unknown) => ({ error: reason(err) }),
+    );
+    if ('error' in r) return { status: { reachable: false, error: r.error }, cert: null };
+    const pem = r.identity.nicCertificate;
+    return {
+      status: {
+        reachable: true,
+        dataPlane: r.health.dataPlane,
+        uptimeSeconds: r.health.uptimeSeconds,
+        tenants: r.health.tenants,
+        workloads: r.health.workloads,
+        remotePeers: r.health.remotePeers,
+        keys: r.health.keys,
+        apiVersion: r.health.apiVersion,
+        drops: r.drops,
+      },
+      cert: pem === undefined ? null : certificateExpiry(`nic ${site.name}`, pem, now),
+    };
+  };
   const hostStatus = await Promise.all(
-    hosts.map(async (h): Promise<HostStatus & { cert: CertificateExpiry | null }> => {
-      const a = s.agents.of(h);
-      const [nic, vswitch] = await Promise.all([
-        (async () => {
-          const [health, drops, identity] = await Promise.all([
-            a.nic.health(),
-            nicDrops(a.nic),
-            a.nic.identity(),
-          ]);
-          return { health, drops, identity };
-        })().then(
-          (r) => r,
-          (err: unknown) => ({ error: reason(err) }),
-        ),
-        a.vswitch.list().then(
-          (l) => ({ reachable: true as const, instances: l.length }),
-          (err: unknown) => ({ reachable: false as const, error: reason(err) }),
-        ),
+    hosts.map(async (h): Promise<HostStatus & { certs: CertificateExpiry[]; dropsTotal: number }> => {
+      const sites = sitesOf(h);
+      const [nics, vswitch] = await Promise.all([
+        Promise.all(sites.map((site) => nicStatus(site, s.agents.of(site).nic))),
+        s.agents
+          .of(h)
+          .vswitch.list()
+          .then(
+            (l) => ({ reachable: true as const, instances: l.length }),
+            (err: unknown) => ({ reachable: false as const, error: reason(err) }),
+          ),
       ]);
-      if ('error' in nic)
-        return { name: h.name, nic: { reachable: false, error: nic.error }, vswitch, cert: null };
-      const pem = nic.identity.nicCertificate;
+      let dropsTotal = 0;
+      for (const n of nics) if (n.status.reachable) dropsTotal += n.status.drops.total;
       return {
         name: h.name,
-        nic: {
-          reachable: true,
-          dataPlane: nic.health.dataPlane,
-          uptimeSeconds: nic.health.uptimeSeconds,
-          tenants: nic.health.tenants,
-          workloads: nic.health.workloads,
-          remotePeers: nic.health.remotePeers,
-          keys: nic.health.keys,
-          apiVersion: nic.health.apiVersion,
-          drops: nic.drops,
-        },
+        nic: nics[0].status,
         vswitch,
-        cert: pem === undefined ? null : certificateExpiry(`nic ${h.name}`, pem, now),
+        ...(sites.length > 1
+          ? { nics: sites.map((site, i) => ({ nic: site.nic, state: site.nicState, ...nics[i].status })) }
+          : {}),
+        certs: nics.flatMap((n) => (n.cert === null ? [] : [n.cert])),
+        dropsTotal,
       };
     }),
   );
   const byHost: Record<string, number> = {};
   let total = 0;
   for (const h of hostStatus) {
-    if (h.cert !== null) certificates.push(h.cert);
-    if (h.nic.reachable) {
-      byHost[h.name] = h.nic.drops.total;
-      total += h.nic.drops.total;
+    certificates.push(...h.certs);
+    if (h.nic.reachable || (h.nics ?? []).some((n) => n.reachable)) {
+      byHost[h.name] = h.dropsTotal;
+      total += h.dropsTotal;
     }
   }
   const last = s.lastReconcile;
@@ -235,7 +252,7 @@ export async function installationStatus(s: StatusInputs, now = Date.now()): Pro
             },
       tls: s.certificatePem !== null,
     },
-    hosts: hostStatus.map(({ cert: _cert, ...h }) => h),
+    hosts: hostStatus.map(({ certs: _c, dropsTotal: _d, ...h }) => h),
     tenants: { count: tenants.length, withPolicy },
     workloads: { count: workloads.length, byState },
     certificates,
@@ -267,6 +284,7 @@ export interface FabricLeg {
 }
 
 export interface TopologyHost {
+  /** The host's name, or `HOST/NIC` for a host's NIC after its first (nics.ts). */
   name: string;
   nic: { reachable: true; drops: NicDrops; fabricEndpoint: string } | { reachable: false; error: string };
   vswitch: { reachable: true } | { reachable: false; error: string };
@@ -277,6 +295,8 @@ export interface TopologyWorkload {
   name: string;
   tenant: string;
   host: string;
+  /** The NIC carrying it, on a host with several. */
+  nic?: string;
   address: string;
   state: string;
   netns: string;
@@ -295,7 +315,10 @@ export async function topology(
   agents: ObservedAgents,
   now = Date.now(),
 ): Promise<Topology> {
-  const hosts = await service.listHosts();
+  const hostRecords = await service.listHosts();
+  const hostMap = new Map(hostRecords.map((h) => [h.name, h] as const));
+  // One entry per NIC (a host's first NIC under the host's name).
+  const hosts = hostRecords.flatMap(sitesOf);
   const workloads = await service.listWorkloads();
   const seen = await Promise.all(
     hosts.map(async (h) => {
@@ -352,7 +375,7 @@ export async function topology(
 
   const byHost = new Map(seen.map((s) => [s.h.name, s]));
   const topoWorkloads = workloads.map((w: WorkloadRecord): TopologyWorkload => {
-    const s = byHost.get(w.host);
+    const s = byHost.get(workloadSiteKey(w, hostMap));
     const inst =
       s === undefined || 'error' in s.vswitch ? undefined : s.vswitch.list.find((i) => i.workload === w.name);
     const leg =
@@ -363,6 +386,7 @@ export async function topology(
       name: w.name,
       tenant: w.tenant,
       host: w.host,
+      ...(w.nic !== undefined ? { nic: w.nic } : {}),
       address: w.address,
       state: w.state,
       netns: w.netns,

@@ -31,6 +31,7 @@ import {
   sameCreateSpec,
   type WorkloadRecord,
 } from './model.js';
+import { hostNics, type NicSite, nicOf, placeOnNic, siteOf, sitesOf, workloadSite } from './nics.js';
 import { type InstallationStatus, installationStatus, type Topology, topology } from './observe.js';
 import { mergeReports, type ReconcileReport, Reconciler } from './reconcile.js';
 import type { Replica } from './replica.js';
@@ -45,6 +46,15 @@ export interface FlowQuery {
   tenant?: string;
   since?: string;
   limit?: number;
+}
+
+/** What a drain did: each workload moved (to which NIC, in how long), failures, the whole time. */
+export interface DrainNicResult {
+  host: string;
+  nic: string;
+  moved: { workload: string; to: string; ms: number }[];
+  errors: string[];
+  ms: number;
 }
 
 /** A policy document checked and its built-in tests run against the workloads the store knows. */
@@ -68,6 +78,8 @@ export class Orchestrator {
   private closed = false;
   /** Hosts whose timed reconciliation pass is queued or running. */
   private readonly reconciling = new Set<string>();
+  /** Hosts whose NICs are being probed between passes (probeNics). */
+  private readonly probing = new Set<string>();
   /** The last pass of each host. */
   private readonly lastByHost = new Map<string, ReconcileReport>();
   /** The last passes of every host, merged (revision and ms: the newest and the longest). */
@@ -127,7 +139,11 @@ export class Orchestrator {
           .listHosts()
           .then((hosts) =>
             Promise.all(
-              hosts.map((h) => this.queues.run([h.name], async () => this.lifecycle.resetView(h.name, null))),
+              hosts.map((h) =>
+                this.queues.run([h.name], async () => {
+                  for (const s of sitesOf(h)) this.lifecycle.resetView(s.name, null);
+                }),
+              ),
             ),
           )
           .then(() => this.reconcile())
@@ -137,6 +153,17 @@ export class Orchestrator {
     });
     if (intervalMs <= 0) return;
     const step = Math.min(intervalMs, UNREACHABLE_RETRY_MS);
+    const pass = (h: HostRecord): void => {
+      if (this.reconciling.has(h.name) || this.closed) return;
+      this.reconciling.add(h.name);
+      this.queues
+        .run([h.name], () => this.hostPass(h))
+        .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
+        .finally(() => {
+          this.reconciling.delete(h.name);
+          this.lastPassAt.set(h.name, performance.now());
+        });
+    };
     const tick = (): void => {
       if (this.closed) return;
       if (!this.isLeader()) {
@@ -151,16 +178,18 @@ export class Orchestrator {
             if (this.reconciling.has(h.name)) continue;
             const last = this.lastByHost.get(h.name);
             const since = now - (this.lastPassAt.get(h.name) ?? Number.NEGATIVE_INFINITY);
-            const down = last !== undefined && Object.keys(last.unreachable).length > 0;
-            if (since < intervalMs && !(down && since >= step)) continue;
-            this.reconciling.add(h.name);
-            this.queues
-              .run([h.name], () => this.hostPass(h))
-              .catch((err) => this.log.error({ err, host: h.name }, 'reconciliation pass failed'))
-              .finally(() => {
-                this.reconciling.delete(h.name);
-                this.lastPassAt.set(h.name, performance.now());
-              });
+            // A NIC already failed over is tried at the usual interval (its return is not urgent).
+            const failed = new Set(
+              sitesOf(h)
+                .filter((x) => x.nicState === 'failed')
+                .map((x) => x.name),
+            );
+            const down = last !== undefined && Object.keys(last.unreachable).some((k) => !failed.has(k));
+            if (since < intervalMs && !(down && since >= step)) {
+              this.probeNics(h, () => pass(h));
+              continue;
+            }
+            pass(h);
           }
         })
         .catch((err) => this.log.error({ err }, 'reconciliation: hosts not listed'))
@@ -169,6 +198,34 @@ export class Orchestrator {
         });
     };
     this.timer = setTimeout(tick, 0);
+  }
+
+  /**
+   * Between passes, the NICs of a host with several are asked for their health every tick
+   * (UNREACHABLE_RETRY_MS): one that does not answer (refused, gone, or stalled past the
+   * agent health's bound) has its host passed at once, so that its workloads move to another
+   * NIC within a tick and a pass rather than at the next timed pass.
+   */
+  private probeNics(h: HostRecord, passNow: () => void): void {
+    if (hostNics(h).length < 2 || this.probing.has(h.name)) return;
+    const sites = sitesOf(h).filter((s) => s.nicState === 'ok');
+    this.probing.add(h.name);
+    Promise.all(
+      sites.map((s) =>
+        this.agents
+          .of(s)
+          .nic.health()
+          .then(
+            () => this.agents.nicReachable(s.name),
+            () => false,
+          ),
+      ),
+    )
+      .then((ok) => {
+        if (ok.some((x) => !x)) passNow();
+      })
+      .catch(() => undefined)
+      .finally(() => this.probing.delete(h.name));
   }
 
   async close(): Promise<void> {
@@ -219,6 +276,9 @@ export class Orchestrator {
 
   private async hostPass(h: HostRecord): Promise<ReconcileReport> {
     const r = await this.reconciler.passHost(h);
+    await this.nicFailover(h.name, r).catch((err) => {
+      r.errors.push(`${h.name}/nic-failover: ${(err as Error).message}`);
+    });
     this.lastByHost.set(h.name, r);
     const names = new Set((await this.service.listHosts()).map((x) => x.name));
     for (const k of this.lastByHost.keys()) if (!names.has(k)) this.lastByHost.delete(k);
@@ -233,10 +293,13 @@ export class Orchestrator {
   /** Registers a host after checking that its NIC agent and vSwitch daemon answer. */
   async registerHost(input: unknown): Promise<HostRecord> {
     const req = parseBody(registerHostSchema, input);
+    const nicSockets = (req.nics ?? [{ name: 'nic1', api: req.nicApi }]).map(
+      (n) => [`NIC agent '${n.name}'`, 'nic', n.api] as const,
+    );
     for (const [what, agent, socket] of [
-      ['NIC agent', 'nic', req.nicApi],
-      ['vSwitch daemon', 'vswitch', req.vswitchApi],
-    ] as const) {
+      ...nicSockets,
+      ['vSwitch daemon', 'vswitch', req.vswitchApi] as const,
+    ]) {
       const endpoint = this.agents.endpoint(req.name, agent, socket);
       const client =
         agent === 'nic'
@@ -254,7 +317,7 @@ export class Orchestrator {
     }
     return this.queues.run([req.name], async () => {
       const h = await this.service.registerHost(req);
-      this.lifecycle.resetView(h.name, null);
+      for (const site of sitesOf(h)) this.lifecycle.resetView(site.name, null);
       return h;
     });
   }
@@ -262,11 +325,121 @@ export class Orchestrator {
   async deregisterHost(host: unknown): Promise<{ name: string }> {
     const n = parseBody(nameSchema, host, 'host');
     return this.queues.run([n], async () => {
+      const h = await this.service.getHost(n);
       const r = await this.service.deregisterHost(n);
-      this.lifecycle.resetView(r.name, null);
-      this.agents.forget(r.name);
+      for (const site of sitesOf(h)) {
+        this.lifecycle.resetView(site.name, null);
+        this.agents.forget(site.name);
+      }
       return r;
     });
+  }
+
+  // --- NICs of a host ---------------------------------------------------------------------
+
+  /**
+   * After a pass over a host (its queue held): a NIC in state 'ok' whose agent did not answer
+   * in the pass (refused or gone: at once; hung: after the call deadline) while another NIC of
+   * the host did is marked 'failed'; a 'failed' one that answered again (the pass removed
+   * what it held that moved away) is 'ok' again. Then every running workload on a NIC that is
+   * not 'ok' moves to the host's placement choice among the others (moveNic).
+   */
+  private async nicFailover(host: string, r: ReconcileReport): Promise<void> {
+    let h = await this.service.getHost(host).catch(() => null);
+    if (h === null || hostNics(h).length < 2) return;
+    const sites = sitesOf(h);
+    // A pass that could not read the vSwitch daemon tried no NIC.
+    if (`${host}/vswitch` in r.unreachable) return;
+    const answered = (s: NicSite): boolean => !(s.name in r.unreachable);
+    for (const s of sites) {
+      if (
+        s.nicState === 'ok' &&
+        !answered(s) &&
+        sites.some((o) => o !== s && o.nicState === 'ok' && answered(o))
+      ) {
+        this.log.warn({ host, nic: s.nic, cause: r.unreachable[s.name] }, 'NIC failed: moving its workloads');
+        h = await this.service.setNicState(host, s.nic, 'failed');
+      } else if (s.nicState === 'failed' && answered(s)) {
+        this.log.info({ host, nic: s.nic }, 'failed NIC answers again: it takes workloads again');
+        h = await this.service.setNicState(host, s.nic, 'ok');
+      }
+    }
+    for (const n of hostNics(h)) if (n.state !== 'ok') await this.evacuate(h, n.name, r.errors);
+  }
+
+  /**
+   * Moves every running workload off one NIC of a host (its queue held), each to the host's
+   * placement choice among its other NICs, with new keys (moveNic). Failures are collected in
+   * `errors` (the next pass tries again).
+   */
+  private async evacuate(
+    h: HostRecord,
+    nic: string,
+    errors: string[],
+  ): Promise<{ workload: string; to: string; ms: number }[]> {
+    const moved: { workload: string; to: string; ms: number }[] = [];
+    const on = (await this.service.listWorkloads({ host: h.name })).filter(
+      (w) => w.host === h.name && w.state === 'running' && nicOf(w, h) === nic,
+    );
+    for (const w of on) {
+      const t0 = performance.now();
+      const to = placeOnNic(h, await this.service.listWorkloads({ host: h.name }), nic);
+      if (to === null) {
+        errors.push(`${h.name}/${w.name}: no other NIC of the host takes workloads`);
+        break;
+      }
+      try {
+        await this.moveNic(w, h, to, t0);
+        moved.push({ workload: w.name, to, ms: Math.round(performance.now() - t0) });
+      } catch (err) {
+        errors.push(`${h.name}/${w.name}: ${(err as Error).message}`);
+        this.log.warn({ host: h.name, workload: w.name, err: (err as Error).message }, 'NIC move failed');
+      }
+    }
+    return moved;
+  }
+
+  /**
+   * Moves a running workload to another NIC of its host (its queue held) through the
+   * migration steps (lifecycle.ts migrate): registered on the new NIC with new keys, its
+   * vSwitch leg re-pointed, peers told, the old NIC's registration removed when it answers.
+   */
+  private async moveNic(w: WorkloadRecord, h: HostRecord, to: string, t0: number): Promise<WorkloadRecord> {
+    const dest = hostNics(h).find((n) => n.name === to);
+    if (dest === undefined) throw new TgError('TG_ERR_NOT_FOUND', `host '${h.name}' has no NIC '${to}'`);
+    const r = await this.lifecycle.migrate(w, workloadSite(w, h), siteOf(h, dest), w.netns, t0);
+    return this.service.markRunning(w.name, r.timings);
+  }
+
+  /**
+   * Drains a NIC: it takes no new workload and every workload on it moves to another NIC of
+   * its host with new keys. Refused when no other NIC of the host takes workloads.
+   */
+  async drainNic(host: unknown, nic: unknown): Promise<DrainNicResult> {
+    const t0 = performance.now();
+    const hn = parseBody(nameSchema, host, 'host');
+    const nn = parseBody(nameSchema, nic, 'nic');
+    return this.queues.run([hn], async () => {
+      const h = await this.service.getHost(hn);
+      if (!hostNics(h).some((n) => n.name === nn))
+        throw new TgError('TG_ERR_NOT_FOUND', `host '${hn}' has no NIC '${nn}'`);
+      if (!hostNics(h).some((n) => n.name !== nn && n.state === 'ok'))
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${hn}' has no other NIC taking workloads; '${nn}' cannot be drained`,
+        );
+      const drained = await this.service.setNicState(hn, nn, 'draining');
+      const errors: string[] = [];
+      const moved = await this.evacuate(drained, nn, errors);
+      return { host: hn, nic: nn, moved, errors, ms: Math.round(performance.now() - t0) };
+    });
+  }
+
+  /** Makes a drained (or failed) NIC take workloads again; nothing moves back by itself. */
+  async undrainNic(host: unknown, nic: unknown): Promise<HostRecord> {
+    const hn = parseBody(nameSchema, host, 'host');
+    const nn = parseBody(nameSchema, nic, 'nic');
+    return this.queues.run([hn], () => this.service.setNicState(hn, nn, 'ok'));
   }
 
   // --- Workloads --------------------------------------------------------------------------
@@ -310,7 +483,7 @@ export class Orchestrator {
     const reserve = Math.round((performance.now() - t0) * 100) / 100;
     let timings: Record<string, number>;
     try {
-      timings = await this.lifecycle.spinUp(r.workload, r.host, t0);
+      timings = await this.lifecycle.spinUp(r.workload, workloadSite(r.workload, r.host), t0);
     } catch (err) {
       await this.service.abandonWorkload(r.workload.name);
       throw err;
@@ -345,7 +518,7 @@ export class Orchestrator {
       const { workload, host } = await this.service.beginDelete(n);
       let timings: Record<string, number>;
       try {
-        timings = await this.lifecycle.spinDown(workload, host);
+        timings = await this.lifecycle.spinDown(workload, workloadSite(workload, host));
       } catch (err) {
         await this.service.recordError(workload.name, (err as Error).message);
         throw err;
@@ -364,7 +537,14 @@ export class Orchestrator {
       const m = await this.service.beginMigrate(n, dest);
       let result: Awaited<ReturnType<Lifecycle['migrate']>>;
       try {
-        result = await this.lifecycle.migrate(m.workload, m.from, m.to, m.netns, t0);
+        const toNic = hostNics(m.to).find((x) => x.name === m.nic)!;
+        result = await this.lifecycle.migrate(
+          m.workload,
+          workloadSite(m.workload, m.from),
+          siteOf(m.to, toNic),
+          m.netns,
+          t0,
+        );
       } catch (err) {
         const now = await this.service.getWorkload(m.workload.name);
         if (now.host === m.from.name)
@@ -404,7 +584,7 @@ export class Orchestrator {
   ): Promise<ServiceRecord & { nics: Record<string, unknown> }> {
     const rec = await this.service.getService(tenant, service);
     const nics: Record<string, unknown> = {};
-    for (const h of await this.service.listHosts()) {
+    for (const h of await this.lifecycle.sites()) {
       if (!this.lifecycle.holdsTenant(h.name, rec.tenant)) continue;
       try {
         const net = await this.agents.of(h).nic.getTenantNetwork(rec.tenant);
@@ -444,7 +624,7 @@ export class Orchestrator {
       // Grants before the document: a NIC refuses a policy naming a workload it cannot route.
       await this.lifecycle.publishGrants({ override: { tenant: n, document: doc }, strict: [] });
       const pushed: HostRecord[] = [];
-      for (const h of await this.service.listHosts()) {
+      for (const h of await this.lifecycle.sites()) {
         if (!this.lifecycle.holdsTenant(h.name, n) || !(await this.lifecycle.policyApi(h))) continue;
         try {
           await putPolicy(this.agents.of(h).nic, n, doc);
@@ -480,14 +660,14 @@ export class Orchestrator {
     };
     const out: Record<string, unknown>[] = [];
     const hosts: Record<string, string> = {};
-    for (const h of await this.service.listHosts()) {
+    for (const h of await this.lifecycle.sites()) {
       try {
         if (!(await this.lifecycle.policyApi(h))) {
           hosts[h.name] = 'no flow API';
           continue;
         }
         const flows = await this.agents.of(h).nic.flows(query);
-        for (const f of flows) out.push({ host: h.name, ...f });
+        for (const f of flows) out.push({ host: h.host, ...(h.name !== h.host ? { nic: h.nic } : {}), ...f });
         hosts[h.name] = `${flows.length} flows`;
       } catch (err) {
         hosts[h.name] = (err as Error).message;
@@ -536,9 +716,31 @@ export class Orchestrator {
     return topology(this.service, this.agents);
   }
 
-  /** A host's NIC key inventory (metadata only). */
-  async keys(host: unknown): Promise<{ host: string; keys: unknown[] }> {
+  /**
+   * A host's NIC key inventory (metadata only): of every NIC of the host, each entry tagged
+   * with its NIC (`nic`) when the host has several; `nic` limits it to one of them.
+   */
+  async keys(
+    host: unknown,
+    nic?: unknown,
+  ): Promise<{ host: string; keys: unknown[]; unreachable?: Record<string, string> }> {
     const h = await this.service.getHost(host);
-    return { host: h.name, keys: await this.agents.of(h).nic.keys() };
+    const n = nic === undefined ? undefined : parseBody(nameSchema, nic, 'nic');
+    const sites = sitesOf(h).filter((s) => n === undefined || s.nic === n);
+    if (sites.length === 0) throw new TgError('TG_ERR_NOT_FOUND', `host '${h.name}' has no NIC '${n}'`);
+    // One NIC asked: its answer or its error. Several: the ones that answer, and why others did not.
+    if (sites.length === 1 && hostNics(h).length === 1)
+      return { host: h.name, keys: await this.agents.of(sites[0]).nic.keys() };
+    const keys: unknown[] = [];
+    const unreachable: Record<string, string> = {};
+    for (const s of sites) {
+      try {
+        keys.push(...(await this.agents.of(s).nic.keys()).map((k) => ({ nic: s.nic, ...k })));
+      } catch (err) {
+        if (n !== undefined) throw err;
+        unreachable[s.nic] = (err as Error).message;
+      }
+    }
+    return { host: h.name, keys, ...(Object.keys(unreachable).length > 0 ? { unreachable } : {}) };
   }
 }

@@ -27,6 +27,7 @@ import type { InstanceInfo } from '../vswitch/instance.js';
 import { type AgentDirectory, delNetns, listNetns } from './agents.js';
 import { type Lifecycle, peersDigest } from './lifecycle.js';
 import type { HostRecord, WorkloadRecord } from './model.js';
+import { type NicSite, sitesOf, workloadSite, workloadSiteKey } from './nics.js';
 import type { OrchestratorService } from './service.js';
 
 export interface ReconcileReport {
@@ -34,11 +35,17 @@ export interface ReconcileReport {
   ms: number;
   /** Changes made, as 'host/what/workload' lines. */
   actions: string[];
-  /** Hosts whose agents did not answer, with the reason. */
+  /** Agents that did not answer, with the reason: a NIC by its site key (nics.ts), a vSwitch daemon as 'HOST/vswitch'. */
   unreachable: Record<string, string>;
   errors: string[];
   /** Hosts whose NIC came back with a new identity in this pass. */
   nicRestarts: string[];
+}
+
+/** What a host's vSwitch daemon runs and which namespaces exist, read once per pass. */
+interface HostLocal {
+  instances: Map<string, InstanceInfo>;
+  present: Set<string>;
 }
 
 interface HostActual {
@@ -145,13 +152,26 @@ export class Reconciler {
       nicRestarts: [],
     };
     const hosts = await this.service.listHosts();
+    const hostRecords = new Map(hosts.map((x) => [x.name, x] as const));
     const workloads = await this.service.listWorkloads();
     const wantedNetns = new Set(workloads.filter((w) => w.state !== 'deleting').map((w) => w.netns));
     const actuals: HostActual[] = [];
+    // The host's vSwitch daemon and namespaces once, then each of its NICs (nics.ts).
+    let local: HostLocal | null = null;
     try {
-      actuals.push(await this.host(h, workloads, wantedNetns, report));
+      local = await this.hostLocal(h);
     } catch (err) {
-      report.unreachable[h.name] = msg(err);
+      report.unreachable[`${h.name}/vswitch`] = msg(err);
+    }
+    if (local !== null) {
+      for (const site of sitesOf(hostRecords.get(h.name) ?? h)) {
+        try {
+          actuals.push(await this.nicSite(site, workloads, hostRecords, local, report));
+        } catch (err) {
+          report.unreachable[site.name] = msg(err);
+        }
+      }
+      await this.hostCleanup(h, workloads, wantedNetns, local, report);
     }
     const known = new Set(hosts.map((x) => x.name));
     const mine = workloads.filter(
@@ -168,10 +188,19 @@ export class Reconciler {
     return report;
   }
 
-  private async host(
-    h: HostRecord,
+  /** What the host's vSwitch daemon runs and which namespaces exist. */
+  private async hostLocal(h: HostRecord): Promise<HostLocal> {
+    const { vswitch } = this.agents.of(h);
+    const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
+    return { instances, present: new Set(listNetns()) };
+  }
+
+  /** One NIC of the host: its registrations and the workloads it carries. */
+  private async nicSite(
+    h: NicSite,
     workloads: WorkloadRecord[],
-    wantedNetns: Set<string>,
+    hostRecords: ReadonlyMap<string, HostRecord>,
+    local: HostLocal,
     report: ReconcileReport,
   ): Promise<HostActual> {
     const { nic, vswitch } = this.agents.of(h);
@@ -186,9 +215,10 @@ export class Reconciler {
     }
     const nicWorkloads = await nic.workloads();
     this.lifecycle.learnRegistrations(h.name, identity.identityKey, nicWorkloads);
-    const instances = new Map((await vswitch.list()).map((i) => [i.workload, i] as const));
-    const present = new Set(listNetns());
-    const desired = workloads.filter((w) => w.host === h.name && w.state !== 'deleting');
+    const { instances, present } = local;
+    const desired = workloads.filter(
+      (w) => w.host === h.host && w.state !== 'deleting' && workloadSiteKey(w, hostRecords) === h.name,
+    );
     const desiredNames = new Set(desired.map((w) => w.name));
 
     // A vSwitch daemon that came back empty (every device lost) gets its instances back in one
@@ -217,7 +247,27 @@ export class Reconciler {
         report.errors.push(`${h.name}/${name}: ${msg(err)}`);
       }
     }
-    for (const inst of instances.values()) {
+    const tenants = (await nic.tenants()) as unknown as HostActual['tenants'];
+    for (const t of tenants) {
+      const k = view.tenantKeys.get(t.tenant);
+      if (k !== undefined && k.publicKey !== t.publicKey) view.tenantKeys.delete(t.tenant);
+    }
+    return { host: h, identity, tenants };
+  }
+
+  /** Instances and namespaces of the host nobody wants. */
+  private async hostCleanup(
+    h: HostRecord,
+    workloads: WorkloadRecord[],
+    wantedNetns: Set<string>,
+    local: HostLocal,
+    report: ReconcileReport,
+  ): Promise<void> {
+    const { vswitch } = this.agents.of(h);
+    const desiredNames = new Set(
+      workloads.filter((w) => w.host === h.name && w.state !== 'deleting').map((w) => w.name),
+    );
+    for (const inst of local.instances.values()) {
       if (desiredNames.has(inst.workload) || !inst.netns.startsWith(h.netnsPrefix)) continue;
       if (workloads.some((w) => w.name === inst.workload && w.state === 'deleting')) continue;
       try {
@@ -241,12 +291,6 @@ export class Reconciler {
         report.errors.push(`${h.name}/${ns}: ${msg(err)}`);
       }
     }
-    const tenants = (await nic.tenants()) as unknown as HostActual['tenants'];
-    for (const t of tenants) {
-      const k = view.tenantKeys.get(t.tenant);
-      if (k !== undefined && k.publicKey !== t.publicKey) view.tenantKeys.delete(t.tenant);
-    }
-    return { host: h, identity, tenants };
   }
 
   /** Brings one workload on its host to running and configured; returns what it did. */
@@ -408,7 +452,7 @@ export class Reconciler {
       if (w.state !== 'deleting') continue;
       const h = hosts.find((x) => x.name === w.host);
       try {
-        if (h !== undefined) await this.lifecycle.spinDown(w, h);
+        if (h !== undefined) await this.lifecycle.spinDown(w, workloadSite(w, h));
         await this.service.finishDelete(w.name);
         report.actions.push(`${w.host}/delete/${w.name}`);
       } catch (err) {

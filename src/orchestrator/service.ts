@@ -16,6 +16,7 @@ import {
   type HostRecord,
   type NamespaceRecord,
   NETNS_MAX,
+  type NicState,
   type PolicyRecord,
   registerHostSchema,
   type ServiceRecord,
@@ -23,6 +24,7 @@ import {
   type WorkloadRecord,
   workloadNetns,
 } from './model.js';
+import { hostNics, placeOnNic, withNicState } from './nics.js';
 import { address6Of, highestFree, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
 import type { Store, StoreTx, StoreView } from './store.js';
 
@@ -39,6 +41,14 @@ function tenantOf(v: StoreView, tenant: string): TenantRecord {
   const t = v.get('tenant', tenant);
   if (t === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no tenant '${tenant}'`);
   return withPool6(t.value);
+}
+
+/** A service record with its IPv6 address (derived for records stored before it was). */
+function withAddress6(v: StoreView, s: ServiceRecord): ServiceRecord {
+  if (s.address6 !== undefined) return s;
+  const t = v.get('tenant', s.tenant);
+  if (t === undefined) return s;
+  return { ...s, address6: address6Of(withPool6(t.value).pool6!, s.address) };
 }
 
 function hostOf(v: StoreView, host: string): HostRecord {
@@ -149,7 +159,16 @@ export class OrchestratorService {
             `host '${o.key}' already uses netnsPrefix '${req.netnsPrefix}'`,
           );
       }
-      const h: HostRecord = { ...req, registeredAt: this.now().toISOString() };
+      const { nics, ...rest } = req;
+      for (const o of tx.list('host'))
+        for (const n of hostNics(o.value))
+          if (nics?.some((x) => x.api === n.api))
+            throw new TgError('TG_ERR_CONFLICT', `host '${o.key}' already uses NIC socket '${n.api}'`);
+      const h: HostRecord = {
+        ...rest,
+        registeredAt: this.now().toISOString(),
+        ...(nics !== undefined ? { nics: nics.map((n) => ({ ...n, state: 'ok' as const })) } : {}),
+      };
       tx.put('host', h.name, h, 'absent');
       return h;
     });
@@ -225,6 +244,15 @@ export class OrchestratorService {
               'TG_ERR_CONFLICT',
               `namespace '${runtimeNetns}' already holds workload '${o.value.name}'`,
             );
+      const nic = placeOnNic(
+        host,
+        tx.list('workload').map((o) => o.value),
+      );
+      if (nic === null)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${host.name}' has no NIC taking workloads (all failed or draining)`,
+        );
       const dns = this.ensureDns(tx, tenant);
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
@@ -244,6 +272,8 @@ export class OrchestratorService {
         ...(runtimeNetns !== undefined ? { netnsOwner: 'runtime' as const } : {}),
         ...(req.ifname !== undefined && req.ifname !== 'tg0' ? { ifname: req.ifname } : {}),
         ...(dns !== undefined ? { dns } : {}),
+        // Recorded on a host with several NICs; on a one-NIC host the record stays as it was.
+        ...(hostNics(host).length > 1 ? { nic } : {}),
       };
       tx.put(
         'allocation',
@@ -320,7 +350,7 @@ export class OrchestratorService {
   async beginMigrate(
     workload: unknown,
     to: unknown,
-  ): Promise<{ workload: WorkloadRecord; from: HostRecord; to: HostRecord; netns: string }> {
+  ): Promise<{ workload: WorkloadRecord; from: HostRecord; to: HostRecord; netns: string; nic: string }> {
     const n = name(workload, 'workload');
     const t = name(to, 'to');
     return this.store.txn((tx) => {
@@ -337,15 +367,48 @@ export class OrchestratorService {
         );
       const netns = workloadNetns(dest, n);
       checkNetns(netns, dest.name);
+      const nic = placeOnNic(
+        dest,
+        tx.list('workload').map((o) => o.value),
+      );
+      if (nic === null)
+        throw new TgError(
+          'TG_ERR_CONFLICT',
+          `host '${t}' has no NIC taking workloads (all failed or draining)`,
+        );
       const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };
       tx.put('workload', n, next, { modRevision: w.modRevision });
-      return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns };
+      return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns, nic };
     });
   }
 
-  /** The moment of a migration's switch: the destination becomes the workload's host. */
-  async switchHost(workload: string, to: HostRecord): Promise<WorkloadRecord> {
-    return this.update(workload, (w) => ({ ...w, host: to.name, netns: workloadNetns(to, w.name) }));
+  /**
+   * The moment of a migration's switch: the destination becomes the workload's host and `nic`
+   * its NIC there (a move between NICs of one host changes the NIC only).
+   */
+  async switchHost(workload: string, to: HostRecord, nic?: string): Promise<WorkloadRecord> {
+    return this.update(workload, (w) => {
+      const { nic: _old, ...rest } = w;
+      return {
+        ...rest,
+        host: to.name,
+        netns: workloadNetns(to, w.name),
+        ...(nic !== undefined && hostNics(to).length > 1 ? { nic } : {}),
+      };
+    });
+  }
+
+  /** Sets one NIC's state on its host (TG_ERR_NOT_FOUND for an unknown host or NIC). */
+  async setNicState(host: unknown, nic: unknown, state: NicState): Promise<HostRecord> {
+    const h = name(host, 'host');
+    const n = name(nic, 'nic');
+    return this.store.txn((tx) => {
+      const e = tx.get('host', h);
+      if (e === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no host '${h}'`);
+      const next = withNicState(e.value, n, state, this.now().toISOString());
+      tx.put('host', h, next, { modRevision: e.modRevision });
+      return next;
+    });
   }
 
   /** A migration that failed before its switch: the workload stays where it was. */
@@ -412,6 +475,7 @@ export class OrchestratorService {
         tenant: tenant.name,
         name: req.name,
         address,
+        address6: address6Of(tenant.pool6 ?? pool6Of(parsePool(tenant.pool)), address),
         selector: { ...req.selector },
         ports: req.ports.map((p) => ({ port: p.port, protocol: p.protocol })),
         createdAt: this.now().toISOString(),
@@ -431,7 +495,7 @@ export class OrchestratorService {
     return this.store.view((v) =>
       v
         .list('service', filter.tenant === undefined ? '' : `${filter.tenant}/`)
-        .map((e) => e.value)
+        .map((e) => withAddress6(v, e.value))
         .filter((s) => filter.tenant === undefined || s.tenant === filter.tenant),
     );
   }
@@ -442,7 +506,7 @@ export class OrchestratorService {
     return this.store.view((v) => {
       const s = v.get('service', `${t}/${n}`);
       if (s === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no service '${n}' in tenant '${t}'`);
-      return s.value;
+      return withAddress6(v, s.value);
     });
   }
 
@@ -503,6 +567,7 @@ export class OrchestratorService {
     services: {
       name: string;
       address: string;
+      address6?: string;
       selector: Record<string, string>;
       ports: ServiceRecord['ports'];
     }[];
@@ -511,6 +576,7 @@ export class OrchestratorService {
     const services = (await this.listServices({ tenant })).map((s) => ({
       name: s.name,
       address: s.address,
+      ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
       selector: s.selector,
       ports: s.ports,
     }));

@@ -17,6 +17,13 @@
 // so a probe rarely touches an entry that does not match. The slot array is kept at most 80%
 // full (see SLOTS_PER_ENTRY); removal shifts later slots back (no tombstones).
 //
+// Destination NAT (nat.ts, kernel conntrack's two tuples): an entry's key is the translated
+// connection (client to endpoint), which replies find as its mirror; a NAT-bound entry has a
+// second slot, placed by the hash of its original tuple (client to the service address, the
+// service's NAT id as destination workload id), which findNat() finds. The top bit of a slot
+// tells which of an entry's two hashes placed it (find() never matches a NAT slot, findNat()
+// only NAT slots); its tag is the next 11 bits of that hash.
+//
 // Eviction, when the table is full: the entry that would expire first (last-seen plus its
 // state's timeout) among EVICT_SAMPLE entries taken in turn by a clock hand (all of them in a
 // table that small). That prefers expired, then unanswered and closing connections over
@@ -40,6 +47,11 @@ export const W_STATE = 14; // state | closerReply << 8
 export const W_GEN = 15;
 export const W_RULE = 16;
 export const W_FLAGS = 17; // check scope (1 egress, 2 ingress, 3 both)
+/** NAT binding (nat.ts): the service's NAT id (0: none), the original tuple's hash, the checksum deltas, the endpoint index. */
+export const W_NAT = 18;
+export const W_NAT_HASH = 19;
+export const W_NAT_DELTA = 22; // forward delta | reverse delta << 16 (RFC 1624 sums)
+export const W_NAT_EP = 23;
 // f64 indices within an entry (entry f64 base = i * STRIDE / 2).
 export const F_LAST = 10;
 export const F_PKTS_O = 12;
@@ -70,6 +82,12 @@ export const EVICT_SAMPLE = 32;
 /** Entries are numbered in the low bits of a slot. */
 const INDEX_BITS = 20;
 const INDEX_MASK = (1 << INDEX_BITS) - 1;
+/** Tag bits of a slot: the hash's top 11 bits. */
+const TAG_SHIFT = 21;
+/** A slot placed by an entry's NAT hash (W_NAT_HASH) rather than its key's (W_HASH). */
+const NAT_SLOT = 0x800;
+/** NAT slots are added only while all slots stay at most this full (probes must end). */
+const MAX_SLOT_LOAD = 0.8;
 export const MAX_TABLE_ENTRIES = INDEX_MASK - 1;
 
 function nextPow2(n: number): number {
@@ -104,6 +122,8 @@ export class ConntrackTable {
   private free: Int32Array = new Int32Array(0);
   private freeTop = 0;
   private evictHand = 0;
+  /** Entries with a NAT slot. */
+  natBound = 0;
 
   constructor(opts: ConntrackTableOptions) {
     if (!Number.isInteger(opts.maxEntries) || opts.maxEntries < 1 || opts.maxEntries > MAX_TABLE_ENTRIES)
@@ -125,7 +145,7 @@ export class ConntrackTable {
     const slots = this.slots;
     const mask = this.slotMask;
     const u = this.u32;
-    const tag = hash >>> INDEX_BITS;
+    const tag = hash >>> TAG_SHIFT;
     const h32 = hash >>> 0;
     let i = hash & mask;
     for (;;) {
@@ -173,6 +193,71 @@ export class ConntrackTable {
   }
 
   /**
+   * Finds the NAT-bound entry whose original tuple is `key` (its W_DWL a service's NAT id,
+   * its destination that service's address, which the NAT id implies). Returns the entry or -1.
+   */
+  findNat(hash: number, key: Uint32Array): number {
+    const slots = this.slots;
+    const mask = this.slotMask;
+    const u = this.u32;
+    const tag = NAT_SLOT | (hash >>> TAG_SHIFT);
+    const h32 = hash >>> 0;
+    let i = hash & mask;
+    for (;;) {
+      const v = slots[i];
+      if (v === 0) return -1;
+      if (v >>> INDEX_BITS === tag) {
+        const b = ((v & INDEX_MASK) - 1) * STRIDE;
+        if (
+          u[b + W_NAT_HASH] === h32 &&
+          u[b + W_NAT] === key[W_DWL] &&
+          u[b + W_META] === key[W_META] &&
+          u[b + W_SWL] === key[W_SWL] &&
+          u[b + W_SPORT] === key[W_SPORT] &&
+          u[b + W_DPORT] === key[W_DPORT] &&
+          u[b + W_S0] === key[W_S0] &&
+          u[b + W_S0 + 1] === key[W_S0 + 1] &&
+          u[b + W_S0 + 2] === key[W_S0 + 2] &&
+          u[b + W_S0 + 3] === key[W_S0 + 3]
+        )
+          return (v & INDEX_MASK) - 1;
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  /**
+   * Binds entry `e` (live, not bound) to a NAT id: a second slot placed by `natHash`, the hash
+   * of its original tuple. The table grows for it when the slots would be more than 80% full;
+   * false (nothing changed) when it cannot (a full table holds at least 0.6 x maxEntries bindings).
+   */
+  bindNat(e: number, natId: number, natHash: number, delta: number, endpoint: number): boolean {
+    if (this.size + this.natBound + 1 > this.slots.length * MAX_SLOT_LOAD) {
+      if (this.capacity < this.maxEntries) this.resize(Math.min(this.maxEntries, this.capacity * 2));
+      if (this.size + this.natBound + 1 > this.slots.length * MAX_SLOT_LOAD) return false;
+    }
+    const b = e * STRIDE;
+    const u = this.u32;
+    u[b + W_NAT] = natId;
+    u[b + W_NAT_HASH] = natHash;
+    u[b + W_NAT_DELTA] = delta;
+    u[b + W_NAT_EP] = endpoint;
+    this.place(e, natHash, NAT_SLOT);
+    this.natBound++;
+    return true;
+  }
+
+  /** Removes entry `e`'s NAT binding (its NAT slot and words); the entry stays. */
+  unbindNat(e: number): void {
+    const b = e * STRIDE;
+    const u = this.u32;
+    if (u[b + W_NAT] === 0) return;
+    this.removeSlot(e, u[b + W_NAT_HASH], NAT_SLOT);
+    u[b + W_NAT] = u[b + W_NAT_HASH] = u[b + W_NAT_DELTA] = u[b + W_NAT_EP] = 0;
+    this.natBound--;
+  }
+
+  /**
    * Stores a new entry for `key` (which must not be present) with its other words zeroed
    * and last-seen = start = now. The caller sets a non-zero state at once. Returns the
    * entry, or -1 when the table is full (evict first).
@@ -193,35 +278,44 @@ export class ConntrackTable {
     this.cold32.fill(0, c, c + COLD_STRIDE);
     this.cold64[(c >> 1) + CF_START] = now;
     this.cold64[(c >> 1) + CF_REPORTED] = now;
-    this.place(e, u[b + W_HASH]);
+    this.place(e, u[b + W_HASH], 0);
     this.size++;
     return e;
   }
 
-  /** Frees an entry. */
+  /** Frees an entry (and its NAT binding). */
   remove(e: number): void {
     const b = e * STRIDE;
+    const u = this.u32;
+    this.unbindNat(e);
+    this.removeSlot(e, u[b + W_HASH], 0);
+    u.fill(0, b, b + STRIDE);
+    this.free[this.freeTop++] = e;
+    this.size--;
+  }
+
+  /** Clears the slot of entry `e` placed by `hash` (kind 0 or NAT_SLOT). */
+  private removeSlot(e: number, hash: number, kind: number): void {
     const slots = this.slots;
     const mask = this.slotMask;
     const u = this.u32;
-    let i = u[b + W_HASH] & mask;
-    while ((slots[i] & INDEX_MASK) !== e + 1) i = (i + 1) & mask;
+    const want = ((kind << INDEX_BITS) | (e + 1)) >>> 0;
+    let i = hash & mask;
+    while ((slots[i] & (INDEX_MASK | (NAT_SLOT << INDEX_BITS))) >>> 0 !== want) i = (i + 1) & mask;
     // Backward-shift deletion: pull later members of the probe chain into the hole.
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
       const v = slots[j];
       if (v === 0) break;
-      const home = u[((v & INDEX_MASK) - 1) * STRIDE + W_HASH] & mask;
+      const at = ((v & INDEX_MASK) - 1) * STRIDE;
+      const home = u[at + ((v >>> INDEX_BITS) & NAT_SLOT ? W_NAT_HASH : W_HASH)] & mask;
       const between = i <= j ? i < home && home <= j : i < home || home <= j;
       if (between) continue;
       slots[i] = v;
       i = j;
     }
     slots[i] = 0;
-    u.fill(0, b, b + STRIDE);
-    this.free[this.freeTop++] = e;
-    this.size--;
   }
 
   /**
@@ -256,12 +350,12 @@ export class ConntrackTable {
     return (this.u32[e * STRIDE + W_STATE] & STATE_MASK) !== 0;
   }
 
-  private place(e: number, hash: number): void {
+  private place(e: number, hash: number, kind: number): void {
     const slots = this.slots;
     const mask = this.slotMask;
     let i = hash & mask;
     while (slots[i] !== 0) i = (i + 1) & mask;
-    slots[i] = (((hash >>> INDEX_BITS) << INDEX_BITS) | (e + 1)) >>> 0;
+    slots[i] = (((kind | (hash >>> TAG_SHIFT)) << INDEX_BITS) | (e + 1)) >>> 0;
   }
 
   private resize(capacity: number): void {
@@ -287,7 +381,11 @@ export class ConntrackTable {
     this.free = free;
     this.freeTop = top;
     this.capacity = capacity;
-    for (let e = 0; e < old; e++) if (this.live(e)) this.place(e, u32[e * STRIDE + W_HASH]);
+    for (let e = 0; e < old; e++)
+      if (this.live(e)) {
+        this.place(e, u32[e * STRIDE + W_HASH], 0);
+        if (u32[e * STRIDE + W_NAT] !== 0) this.place(e, u32[e * STRIDE + W_NAT_HASH], NAT_SLOT);
+      }
   }
 }
 

@@ -19,8 +19,13 @@
 // must be called periodically (every 100 ms to 1 s): it expires idle connections a slice of
 // the table at a time, writes interim records of long connections and flushes the flow log.
 //
-// Nothing thrown escapes check(): bad packets are verdicts (malformed, fragment, invalid),
-// counted per zone or in `drops`.
+// Destination NAT (nat.ts): a connection the caller translated to a service's endpoint can be
+// bound to its translation (bindNat); checkNat() then finds its later packets by their original
+// tuple and rewrites them from the entry, and check() gives its replies the service address
+// back, so a translated connection costs one parse and one lookup per packet like any other.
+//
+// Nothing thrown escapes check() or checkNat(): bad packets are verdicts (malformed, fragment,
+// invalid), counted per zone or in `drops`.
 import { randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { type Family, formatWords } from './address.js';
@@ -49,6 +54,9 @@ import {
   W_FLAGS,
   W_GEN,
   W_META,
+  W_NAT,
+  W_NAT_DELTA,
+  W_NAT_EP,
   W_RULE,
   W_S0,
   W_SPORT,
@@ -59,6 +67,7 @@ import { Decision, decide, SCOPE_BOTH, SCOPE_EGRESS, SCOPE_INGRESS } from './dec
 import type { WorkloadDirectory, WorkloadInfo } from './directory.js';
 import type { FlowLog, FlowQuery, FlowRecord } from './flowlog.js';
 import { matches } from './flowlog.js';
+import { addressDelta, NatRegistry, natRewrite } from './nat.js';
 import {
   ECHO_MARK,
   ICMP_ECHO_REPLY,
@@ -153,6 +162,11 @@ export class CheckResult {
   reason: CheckReason = 'policy';
   /** The connection's entry in its zone's allowed table, -1 when none. */
   entry = -1;
+  /**
+   * The endpoint index of a NAT-bound connection (-1 otherwise): checkNat() translated the
+   * packet to it, or check() gave a reply of it the service address back.
+   */
+  natEndpoint = -1;
 }
 
 export class ZoneCounters {
@@ -232,6 +246,10 @@ export class PolicyEngine {
   private readonly inner = new ParsedPacket();
   private readonly key = new Uint32Array(KEY_WORDS);
   private readonly decision = new Decision();
+  /** Service addresses by NAT id (nat.ts). */
+  readonly nat = new NatRegistry();
+  /** The table of result.entry (for bindNat). */
+  private entryTable: ConntrackTable = NO_ZONE.allowed;
   private cacheGen = -1;
   private readonly refCache = new Map<object, WorkloadInfo>();
   private lastTenant: string | null = null;
@@ -277,6 +295,7 @@ export class PolicyEngine {
   ): CheckResult {
     const r = this.result;
     r.entry = -1;
+    r.natEndpoint = -1;
     const scope =
       direction === 'egress' ? SCOPE_EGRESS : direction === 'ingress' ? SCOPE_INGRESS : SCOPE_BOTH;
     const src = srcWl === null ? null : this.resolve(tenant, srcWl);
@@ -313,12 +332,181 @@ export class PolicyEngine {
     const gen = this.store.generation + this.directory.generation;
     let found = zone.allowed.find(hash, key, false);
     if (found >= 0) {
-      if (this.existing(zone, found, len, now, gen)) return r;
+      if (this.existing(zone, found, len, now, gen))
+        return (found & 1) === 0 ? r : this.reverseNat(zone.allowed, found >> 1, buf, off);
     } else if (other !== null) {
       found = other.allowed.find(hash, key, false);
-      if (found >= 0 && this.existing(other, found, len, now, gen)) return r;
+      if (found >= 0 && this.existing(other, found, len, now, gen))
+        return (found & 1) === 0 ? r : this.reverseNat(other.allowed, found >> 1, buf, off);
     }
     return this.newFlow(zone, src, dst, hash, len, now, gen, scope);
+  }
+
+  /**
+   * A packet from local workload `srcWl` to the service address of NAT id `natId` (nat.ts):
+   * when its connection is bound to an endpoint (bindNat), decides it as check() would and,
+   * allowed, rewrites its destination to the endpoint (result.natEndpoint: the index bindNat
+   * was given). null when the connection has no binding (a new one, one whose entry ended, a
+   * packet check() would not track): nothing was changed or counted, the caller translates
+   * it itself and calls check() and bindNat(). Never throws.
+   */
+  checkNat(
+    tenant: string,
+    srcWl: NonNullable<WorkloadArg>,
+    natId: number,
+    buf: Buffer,
+    off: number,
+    len: number,
+    now: number,
+  ): CheckResult | null {
+    const src = this.resolve(tenant, srcWl);
+    if (src === undefined) return null;
+    const zone = this.zoneOf(src.tenant);
+    const t = zone.allowed;
+    if (t.natBound === 0) return null;
+    const pkt = this.pkt;
+    if (parsePacket(buf, off, len, pkt) !== PARSE_OK || pkt.icmpKind === ICMP_ERROR) return null;
+    const key = pkt.words;
+    key[W_SWL] = src.id;
+    key[W_DWL] = natId;
+    const e = t.findNat(hashKey(key, this.seed), key);
+    if (e < 0) return null;
+    const r = this.result;
+    r.entry = -1;
+    r.natEndpoint = -1;
+    if (!this.existing(zone, e * 2, len, now, this.store.generation + this.directory.generation)) return null;
+    if (r.allowed) {
+      const b = e * STRIDE;
+      const u = t.u32;
+      natRewrite(
+        buf,
+        off,
+        pkt.l4,
+        pkt.end,
+        pkt.family,
+        pkt.proto,
+        off + (pkt.family === 4 ? 16 : 24),
+        u[b + W_NAT_DELTA] & 0xffff,
+        u[b + W_D0],
+        u[b + W_D0 + 1],
+        u[b + W_D0 + 2],
+        u[b + W_D0 + 3],
+      );
+      r.natEndpoint = u[b + W_NAT_EP];
+    }
+    return r;
+  }
+
+  /**
+   * Binds the connection of the last check() (allowed, new or established, to an endpoint
+   * the caller translated a packet to the service address of `natId` to) to that translation:
+   * later packets to the service address go through checkNat(), replies get the service
+   * address back from check(). `endpoint` is what checkNat() reports. False when not bound
+   * (no entry, address family other than the service address's, slots too full).
+   */
+  bindNat(natId: number, endpoint: number): boolean {
+    const r = this.result;
+    if (!r.allowed || r.entry < 0 || (r.reason !== 'new' && r.reason !== 'established')) return false;
+    const t = this.entryTable;
+    const e = r.entry;
+    const b = e * STRIDE;
+    const u = t.u32;
+    const slot = natId & 0xffff;
+    const family = this.nat.family[slot];
+    if (family === 0 || u[b + W_META] >> 8 !== family) return false;
+    const w = this.nat.words;
+    const v = 4 * slot;
+    if (u[b + W_NAT] !== 0) {
+      if (u[b + W_NAT] === natId) {
+        u[b + W_NAT_EP] = endpoint;
+        return true;
+      }
+      t.unbindNat(e);
+    }
+    const key = this.key;
+    for (let k = W_META; k < KEY_WORDS; k++) key[k] = u[b + k];
+    for (let k = 0; k < 4; k++) key[W_D0 + k] = w[v + k];
+    key[W_DWL] = natId;
+    const fwd = addressDelta(
+      family as 4 | 6,
+      w[v],
+      w[v + 1],
+      w[v + 2],
+      w[v + 3],
+      u[b + W_D0],
+      u[b + W_D0 + 1],
+      u[b + W_D0 + 2],
+      u[b + W_D0 + 3],
+    );
+    const rev = addressDelta(
+      family as 4 | 6,
+      u[b + W_D0],
+      u[b + W_D0 + 1],
+      u[b + W_D0 + 2],
+      u[b + W_D0 + 3],
+      w[v],
+      w[v + 1],
+      w[v + 2],
+      w[v + 3],
+    );
+    return t.bindNat(e, natId, hashKey(key, this.seed), (fwd | (rev << 16)) >>> 0, endpoint);
+  }
+
+  /**
+   * After the endpoints of the service of `natId` changed: every connection of `tenant` bound
+   * to it keeps its endpoint at the index `indexOf` gives for the endpoint's address words, or
+   * loses its binding (-1: the endpoint left; its next packet is translated afresh).
+   */
+  retargetNat(
+    tenant: string,
+    natId: number,
+    indexOf: (family: number, w0: number, w1: number, w2: number, w3: number) => number,
+  ): void {
+    const zone = this.zones.get(tenant);
+    if (zone === undefined) return;
+    const t = zone.allowed;
+    if (t.natBound === 0) return;
+    const u = t.u32;
+    for (let e = 0; e < t.capacity; e++) {
+      const b = e * STRIDE;
+      if (u[b + W_NAT] !== natId || !t.live(e)) continue;
+      const i = indexOf(u[b + W_META] >> 8, u[b + W_D0], u[b + W_D0 + 1], u[b + W_D0 + 2], u[b + W_D0 + 3]);
+      if (i < 0) t.unbindNat(e);
+      else u[b + W_NAT_EP] = i;
+    }
+  }
+
+  /** Connections bound to a NAT id in a tenant's zone (tests and diagnostics). */
+  natBound(tenant: string): number {
+    return this.zones.get(tenant)?.allowed.natBound ?? 0;
+  }
+
+  /** A reply of a NAT-bound connection, allowed: its source becomes the service address again. */
+  private reverseNat(t: ConntrackTable, e: number, buf: Buffer, off: number): CheckResult {
+    const r = this.result;
+    const b = e * STRIDE;
+    const u = t.u32;
+    const id = u[b + W_NAT];
+    if (id === 0 || !r.allowed) return r;
+    const pkt = this.pkt;
+    const w = this.nat.words;
+    const v = 4 * (id & 0xffff);
+    natRewrite(
+      buf,
+      off,
+      pkt.l4,
+      pkt.end,
+      pkt.family,
+      pkt.proto,
+      off + (pkt.family === 4 ? 12 : 8),
+      u[b + W_NAT_DELTA] >>> 16,
+      w[v],
+      w[v + 1],
+      w[v + 2],
+      w[v + 3],
+    );
+    r.natEndpoint = u[b + W_NAT_EP];
+    return r;
   }
 
   /**
@@ -501,6 +689,7 @@ export class PolicyEngine {
     c.bytesAllowed += len;
     const r = this.verdict(true, u[b + W_RULE], reply === 1 ? 'reply' : 'established');
     r.entry = e;
+    this.entryTable = t;
     return true;
   }
 
@@ -587,6 +776,7 @@ export class PolicyEngine {
       c.bytesAllowed += len;
       const r = this.verdict(true, dec.rule, 'new');
       r.entry = e;
+      this.entryTable = t;
       return r;
     }
     c.flowsDenied++;

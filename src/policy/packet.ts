@@ -94,6 +94,9 @@ export class ParsedPacket {
   /** Offset of an ICMP error's embedded packet, and its length. */
   innerOff = 0;
   innerLen = 0;
+  /** Offset of the L4 header and the end of the packet (by its IP length), in the buffer. */
+  l4 = 0;
+  end = 0;
 }
 
 function word(buf: Buffer, at: number): number {
@@ -168,6 +171,8 @@ export function parsePacket(buf: Buffer, off: number, len: number, out: ParsedPa
     out.proto = next;
   } else return PARSE_MALFORMED;
   w[K_META] = out.proto | (out.family << 8);
+  out.l4 = l4;
+  out.end = end;
 
   const avail = end - l4;
   const proto = out.proto;

@@ -32,6 +32,15 @@ export interface TunBatch extends PacketBatch {
   peerIds: Uint32Array;
 }
 
+/**
+ * An array of `n` copies of `fill`, made with the elements kind it keeps (objects, packed):
+ * an empty literal starts as small integers and changes kind on its first store, after the
+ * code that uses it may already have been optimised for the other kind.
+ */
+export function slots<T>(n: number, fill: T): T[] {
+  return Array.from({ length: n }, () => fill);
+}
+
 function grow32(a: Uint32Array, n: number): Uint32Array {
   if (a.length >= n) return a;
   const b = new Uint32Array(Math.max(n, a.length * 2));
@@ -46,6 +55,8 @@ function growBuf(a: Buffer, n: number): Buffer {
   return b;
 }
 
+const EMPTY_KEY = Buffer.alloc(0);
+
 /** Output of outbound(): transport messages encrypted in place in the caller's slab. */
 export class DataOut implements OutgoingDatagrams {
   buf: Buffer = Buffer.alloc(0);
@@ -56,7 +67,7 @@ export class DataOut implements OutgoingDatagrams {
   count = 0;
   /** Plaintext (padded) lengths and keys for sealBatch, parallel to offsets. */
   plainLengths: Uint32Array = new Uint32Array(INITIAL_BATCH_CAPACITY);
-  keys: Buffer[] = [];
+  keys: Buffer[] = slots(INITIAL_BATCH_CAPACITY, EMPTY_KEY);
 
   reset(buf: Buffer, capacity: number): void {
     this.buf = buf;
@@ -76,8 +87,6 @@ export class DataOut implements OutgoingDatagrams {
     for (let i = 0; i < this.count; i++) this.keys[i] = EMPTY_KEY;
   }
 }
-
-const EMPTY_KEY = Buffer.alloc(0);
 
 /** Output of inbound(): decrypted IP packets in the caller's slab. */
 export class TunOut implements TunBatch {
@@ -112,7 +121,7 @@ export class ControlOut implements OutgoingDatagrams {
   private used = 0;
   private sealOffsets: Uint32Array = new Uint32Array(64);
   private sealLengths: Uint32Array = new Uint32Array(64);
-  private readonly sealKeys: Buffer[] = [];
+  private readonly sealKeys: Buffer[] = slots(64, EMPTY_KEY);
   private sealCount = 0;
 
   reset(): void {
@@ -185,8 +194,10 @@ export class ControlOut implements OutgoingDatagrams {
     const n = this.sealCount;
     if (n === 0) return;
     aead.sealBatch(this.buf, this.sealOffsets, this.sealLengths, this.sealKeys, n);
-    for (let i = 0; i < n; i++) this.sealKeys[i].fill(0);
-    this.sealKeys.length = 0;
+    for (let i = 0; i < n; i++) {
+      this.sealKeys[i].fill(0);
+      this.sealKeys[i] = EMPTY_KEY;
+    }
     this.sealCount = 0;
   }
 }

@@ -54,6 +54,7 @@ import {
   DataOut,
   type OutgoingDatagrams,
   type PacketBatch,
+  slots,
   type TunBatch,
   TunOut,
 } from './batch.js';
@@ -297,7 +298,10 @@ export class Engine {
   private readonly outboundResult: OutboundResult = { data: this.dataOut, control: this.control };
   private readonly inboundResult: InboundResult = { tun: this.tunOut, control: this.control };
   private epoch = 0;
-  private touched: Peer[] = [];
+  // Per-batch arrays of objects are made with their final elements kind (slots(), batch.ts):
+  // an engine made later (a device's, after the warm-up's) would otherwise change its empty
+  // arrays' kind on its first packet and throw away the warmed code ("wrong map").
+  private touched: (Peer | null)[] = slots(INITIAL_BATCH_CAPACITY, null);
   private touchedCount = 0;
   private dueTimers: PeerTimers<Peer>[] = [];
   private openCount = 0;
@@ -306,8 +310,8 @@ export class Engine {
   private openOk = new Uint8Array(INITIAL_BATCH_CAPACITY);
   private openSource = new Uint32Array(INITIAL_BATCH_CAPACITY);
   private openCounters = new Float64Array(INITIAL_BATCH_CAPACITY);
-  private openKeys: Buffer[] = [];
-  private openKeypairs: (Keypair<Peer> | null)[] = [];
+  private openKeys: Buffer[] = slots(INITIAL_BATCH_CAPACITY, EMPTY);
+  private openKeypairs: (Keypair<Peer> | null)[] = slots(INITIAL_BATCH_CAPACITY, null);
   private handshakeItems = new Uint32Array(INITIAL_BATCH_CAPACITY);
   private readonly dropKeypair = (keypair: Keypair<Peer>): void => {
     this.index.delete(keypair.localIndex);
@@ -755,7 +759,7 @@ export class Engine {
   private finishOutbound(now: number): void {
     this.dataOut.seal(this.aead);
     for (let i = 0; i < this.touchedCount; i++) {
-      const peer = this.touched[i];
+      const peer = this.touched[i] as Peer;
       this.afterSent(peer, peer.batchDataSent, now);
     }
     this.control.finish(this.aead);
@@ -968,7 +972,7 @@ export class Engine {
       this.counters.rxPackets++;
     }
     for (let i = 0; i < this.touchedCount; i++) {
-      const peer = this.touched[i];
+      const peer = this.touched[i] as Peer;
       if (peer.batchLastSource >= 0)
         this.setEndpointFromPacket(peer, batch.endpoints, peer.batchLastSource * ENDPOINT_SIZE);
       this.keepKeyFreshReceiving(peer, now);

@@ -23,8 +23,17 @@ export interface ConntrackOut {
   nftables: Record<string, ConntrackPoint>;
 }
 
-/** One run of `bench conntrack --json`, its output's shape and its cleanup asserted. */
-export async function benchConntrackChecked(): Promise<ConntrackOut> {
+/** The service row of the details (stderr): a service in the path against the row without. */
+export interface ServiceRow {
+  flows: number;
+  ns_per_packet: number;
+  ns_per_packet_without: number;
+  ratio: number;
+  slow_path_packets: number;
+}
+
+/** One run of `bench conntrack --json`, its output's shape and its cleanup asserted (and the service row of its details). */
+export async function benchConntrackChecked(): Promise<ConntrackOut & { service: ServiceRow }> {
   const r = spawnSync(
     process.execPath,
     [BIN, 'bench', 'conntrack', '--json', '--rounds', '8', '--seconds', '0.03'],
@@ -58,5 +67,9 @@ export async function benchConntrackChecked(): Promise<ConntrackOut> {
   assert.equal(namespaces.length, 3, 'one nftables namespace per size');
   const left = (await run('ip', ['netns', 'list'])).stdout;
   for (const ns of namespaces) assert.ok(!left.includes(ns), `namespace ${ns} left behind`);
-  return out;
+  const details = r.stderr.match(/details (\{.*\})\n/);
+  assert.ok(details !== null, 'no details on stderr');
+  const service = (JSON.parse(details[1]) as { service: ServiceRow }).service;
+  assert.ok(service.ratio > 0 && Number.isFinite(service.ns_per_packet), 'service row');
+  return { ...out, service };
 }

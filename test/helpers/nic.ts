@@ -44,7 +44,7 @@ export interface NicLab {
  */
 export async function startNicLab(
   prefix: string,
-  size: { hosts: number; tenants: number; workloads: number; mtu?: number },
+  size: { hosts: number; tenants: number; workloads: number; mtu?: number; nics?: number },
   opts: LabAgentsOptions & LabControlOptions = {},
 ): Promise<NicLab> {
   const lab = await buildLab({ prefix, ...size });

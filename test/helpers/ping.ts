@@ -71,8 +71,17 @@ export interface PingStream {
   stop(): Promise<PingStreamResult>;
 }
 
-/** A ping every `intervalS` from `ns` to `target`, running until stop() or `maxSeconds`. */
-export function pingStream(ns: string, target: string, intervalS: number, maxSeconds: number): PingStream {
+/**
+ * A ping every `intervalS` from `ns` to `target`, running until stop() or `maxSeconds`;
+ * `pattern` (hex, up to 16 bytes) fills the payload (a marker to search captures for).
+ */
+export function pingStream(
+  ns: string,
+  target: string,
+  intervalS: number,
+  maxSeconds: number,
+  pattern?: string,
+): PingStream {
   const child = spawn(
     'ip',
     [
@@ -88,6 +97,7 @@ export function pingStream(ns: string, target: string, intervalS: number, maxSec
       '1',
       '-w',
       String(maxSeconds),
+      ...(pattern !== undefined ? ['-p', pattern] : []),
       target,
     ],
     { stdio: ['ignore', 'pipe', 'ignore'] },

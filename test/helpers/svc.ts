@@ -132,7 +132,8 @@ async function main(argv: string[]): Promise<void> {
         s.on('error', () => undefined);
         s.end(`${name}\n`);
       });
-      server.listen(Number(a[0]), '0.0.0.0', () => print({ ready: true }));
+      // No host: every IPv6 and IPv4 address of the namespace (IPv4 only where IPv6 is off).
+      server.listen(Number(a[0]), () => print({ ready: true }));
       process.on('SIGTERM', () => {
         server.close();
         process.exit(0);

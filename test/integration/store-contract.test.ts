@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { EtcdCluster } from '../../src/lab/etcd.js';
 import { EtcdStore } from '../../src/orchestrator/etcd-store.js';
 import type { TenantRecord } from '../../src/orchestrator/model.js';
+import { OrchestratorService } from '../../src/orchestrator/service.js';
 import { SqliteStore } from '../../src/orchestrator/sqlite-store.js';
 import type { Leadership, Store, WatchEvent } from '../../src/orchestrator/store.js';
 import { TgError } from '../../src/util/errors.js';
@@ -262,6 +263,37 @@ for (const kit of kits) {
         'TG_ERR_NOT_LEADER',
       );
       assert.equal(await s.view((v) => v.get('tenant', 'z')), undefined);
+    });
+
+    test("a host's NICs, their states and each workload's NIC (the service over this store)", async () => {
+      const svc = new OrchestratorService(await kit.open());
+      await svc.createTenant({ name: 't1', pool: '100.64.1.0/24' });
+      await svc.registerHost({
+        name: 'h1',
+        nicApi: '/run/x/a.sock',
+        vswitchApi: '/run/x/v.sock',
+        netnsPrefix: 'tg-h1-',
+        nics: [
+          { name: 'nic1', api: '/run/x/a.sock' },
+          { name: 'nic2', api: '/run/x/b.sock', fabricAddress: '198.18.0.27' },
+        ],
+      });
+      const on: (string | undefined)[] = [];
+      for (const name of ['a', 'b', 'c'])
+        on.push((await svc.reserveWorkload({ tenant: 't1', name, host: 'h1' })).workload.nic);
+      assert.deepEqual(on, ['nic1', 'nic2', 'nic1']);
+      await svc.setNicState('h1', 'nic1', 'failed');
+      const h = await svc.getHost('h1');
+      assert.deepEqual(
+        h.nics?.map((x) => [x.name, x.api, x.state, x.fabricAddress]),
+        [
+          ['nic1', '/run/x/a.sock', 'failed', undefined],
+          ['nic2', '/run/x/b.sock', 'ok', '198.18.0.27'],
+        ],
+      );
+      assert.equal((await svc.switchHost('a', h, 'nic2')).nic, 'nic2');
+      assert.equal((await svc.getWorkload('a')).nic, 'nic2');
+      assert.equal((await svc.reserveWorkload({ tenant: 't1', name: 'd', host: 'h1' })).workload.nic, 'nic2');
     });
 
     test('health is ok after successful operations', async () => {

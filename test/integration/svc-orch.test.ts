@@ -1,6 +1,7 @@
 // Services and names through the orchestrator, with real traffic in lab namespaces (issue 15):
-// a service spreads 100 TCP connections over three workloads on two hosts and keeps working
-// through the migration of one; the tenant's DNS server at the NIC answers the tenant's own
+// a service spreads 100 TCP connections over three workloads on two hosts, answers on its IPv6
+// address too (DNS AAAA, TCP, replies translated back) and keeps working through the migration
+// of one; the tenant's DNS server at the NIC answers the tenant's own
 // names (A, PTR of a workload and of a service address), gives NXDOMAIN for another tenant's
 // workload and refuses names outside tg.; malformed queries are counted drops.
 //
@@ -91,6 +92,48 @@ test('a service spreads 100 TCP connections over three workloads across hosts', 
       flows.some((f) => f.srcWorkload === 'client' && f.dstWorkload === n && f.dstPort === PORT),
       `no flow record client -> ${n}:${PORT}`,
     );
+});
+
+test("the service's IPv6 address: DNS AAAA and PTR, TCP to an endpoint, replies from the service address", {
+  timeout: 120_000,
+}, async (t) => {
+  assert.ok(svc?.address6, 'the service record has an IPv6 address');
+  assert.match(svc.address6, /^fd64:6440:/);
+  const client = W.get('client')!;
+  const res = await resolveIn(client.netns, client.dns!, [
+    { type: 'AAAA', name: 'web.acme.tg' },
+    { type: 'A', name: 'web.acme.tg' },
+    { type: 'PTR', name: svc.address6 },
+  ]);
+  assert.deepEqual(res[0].answers, [svc.address6]);
+  assert.deepEqual(res[1].answers, [svc.address]);
+  assert.deepEqual(res[2].answers, ['web.acme.tg']);
+  const before = (await L!.agents.nic('h1').getTenantNetwork('acme')).counters.services as {
+    reversed: number;
+  };
+  // A TCP connection completes only when the endpoint's replies come from the service address.
+  const r = await connectMany(client.netns, svc.address6, PORT, 30, { timeoutMs: 3000 });
+  t.diagnostic(
+    `30 connections to [${svc.address6}]:${PORT}: ${JSON.stringify(r.counts)}, failed ${r.failed}`,
+  );
+  assert.equal(r.failed, 0, `failed connections: ${r.errors.join('; ')}`);
+  assert.deepEqual(Object.keys(r.counts).sort(), ['web-1', 'web-2', 'web-3']);
+  const net = await L!.agents.nic('h1').getTenantNetwork('acme');
+  assert.equal(net.services[0].address6, svc.address6);
+  const after = net.counters.services as { reversed: number };
+  assert.ok(
+    after.reversed - before.reversed >= 30,
+    `replies translated back: ${after.reversed - before.reversed}`,
+  );
+  // The flow log names the endpoints at their IPv6 addresses.
+  const flows = (await L!.client.flows({ tenant: 'acme', limit: 5000 })).flows;
+  assert.ok(
+    flows.some(
+      (f) =>
+        f.srcWorkload === 'client' && String(f.dstWorkload).startsWith('web-') && String(f.dst).includes(':'),
+    ),
+    'no IPv6 flow record client -> web-*',
+  );
 });
 
 test('the service keeps working through the migration of one endpoint', { timeout: 240_000 }, async (t) => {

@@ -1,8 +1,12 @@
 // The data path warm-up (device/warmup.ts): a throwaway pair of engines with the native AEAD
 // carries every packet of its round trips both ways (handshake, single packets, batches,
-// timer ticks), and leaves nothing behind that could fail a device start.
+// timer ticks), leaves nothing behind that could fail a device start, and leaves a device's
+// live packets in optimised code (checked in a child process with V8's test natives).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { DATA_PLANE_NODE_ARGS } from '../../src/device/runtime.js';
 import { WARMUP_ROUND_TRIPS, warmDataPath, warmDataPathInBackground } from '../../src/device/warmup.js';
 import { logger } from '../../src/util/log.js';
 
@@ -44,4 +48,35 @@ test('the background warm-up runs in slices between other event-loop work', asyn
   assert.equal(r.delivered, expected(64));
   // 16 slices: the other work got at least one turn between consecutive slices.
   assert.ok(turns >= 15, `other work ran ${turns} turns during the warm-up`);
+});
+
+test('live packets of a device configured through its UAPI run the warmed code, even after a full collection', (t) => {
+  // Regression: the warm-up's peers and keypairs had other hidden classes and field
+  // representations than the ones `wg` configures (wrong map), its engines' arrays changed
+  // elements kind on a new engine's first packet, and once the warm-up's objects were gone a
+  // full collection discarded the code built for their classes (weak objects): each threw the
+  // warmed code away and left the first several hundred live packets in baseline code.
+  const probe = fileURLToPath(new URL('../helpers/warmup-probe.js', import.meta.url));
+  const r = spawnSync(
+    process.execPath,
+    ['--allow-natives-syntax', '--expose-gc', ...DATA_PLANE_NODE_ARGS, probe],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  assert.equal(r.status, 0, `probe failed: ${r.stderr.slice(-2000)}`);
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{"before"'));
+  assert.ok(line, `no result from the probe: ${r.stdout.slice(-2000)}`);
+  const { before, after, delivered } = JSON.parse(line) as {
+    before: string[];
+    after: string[];
+    delivered: number;
+  };
+  t.diagnostic(
+    `optimised after the warm-up: ${before.join(', ')}; after the live packets: ${after.join(', ')}`,
+  );
+  assert.ok(delivered >= 90, `only ${delivered} of 100 live packets arrived`);
+  // The warm-up's purpose: the per-packet engine functions are optimised before the first packet.
+  for (const name of ['Engine.classify', 'Engine.openTransports', 'Engine.sendData', 'AllowedIps.lookup4'])
+    assert.ok(before.includes(name), `${name} was not optimised by the warm-up`);
+  const lost = before.filter((name) => !after.includes(name));
+  assert.deepEqual(lost, [], `live packets or a collection deoptimised ${lost.join(', ')}`);
 });

@@ -8,8 +8,14 @@ import { parseHostAddress } from '../../src/nic/addresses.js';
 import { reverseName, reverseNameAddress } from '../../src/nic/dns.js';
 import { Forwarder } from '../../src/nic/forwarding.js';
 import { buildMaglevTable, MAGLEV_TABLE_SIZE } from '../../src/nic/maglev.js';
+import { TenantNetworks } from '../../src/nic/network.js';
 import type { ServiceSpec } from '../../src/nic/services.js';
+import { WorkloadDirectory } from '../../src/policy/directory.js';
+import { PolicyEngine } from '../../src/policy/engine.js';
+import { PolicyStore } from '../../src/policy/store.js';
 import type { TunBatch } from '../../src/protocol/batch.js';
+import { addressAt, checkedPacket, checksumsOk as checksumsOk46 } from '../helpers/checksum.js';
+import { allowPair } from '../helpers/policy-harness.js';
 
 const A = (s: string) => parseHostAddress(s);
 
@@ -273,4 +279,244 @@ test('reverse names round-trip for IPv4 and IPv6', () => {
   }
   assert.equal(reverseNameAddress('1.2.3.in-addr.arpa'), null);
   assert.equal(reverseNameAddress('256.2.3.4.in-addr.arpa'), null);
+});
+
+// ---------------------------------------------------------------------------------------
+// With the policy engine in the path (as the NIC agent runs it): a connection's first packet is
+// translated by the services (pick, pin), later ones by their conntrack entry (nat.ts).
+
+/** setup() with an engine allowing client -> web on TCP 80 and UDP 53, and IPv6 beside IPv4. */
+function setupWithEngine(): {
+  f: Forwarder;
+  engine: PolicyEngine;
+  spec4: ServiceSpec;
+  spec6: ServiceSpec;
+  translateCalls: () => number;
+} {
+  const directory = new WorkloadDirectory();
+  directory.upsert('t1', 'client', { app: 'client' });
+  for (const w of ['web-a', 'web-b', 'web-c']) directory.upsert('t1', w, { app: 'web' });
+  const store = new PolicyStore(directory);
+  store.replace({
+    version: 1,
+    tenant: 't1',
+    rules: [
+      ...allowPair('web', { app: 'client' }, { app: 'web' }, 'tcp', [80]),
+      ...allowPair('dns', { app: 'client' }, { app: 'web' }, 'udp', [53]),
+    ],
+  });
+  const engine = new PolicyEngine({ directory, store });
+  const f = new Forwarder(8);
+  f.attachEngine(engine);
+  f.addTenant('t1');
+  f.addLocalWorkload('t1', 'client', 1, A('100.64.1.1'), A('fd00:1::1'));
+  f.addLocalWorkload('t1', 'web-a', 2, A('100.64.1.2'), A('fd00:1::2'));
+  f.addLocalWorkload('t1', 'web-b', 3, A('100.64.1.3'), A('fd00:1::3'));
+  f.setRemoteNic('t1', 10, [{ workload: 'web-c', address: A('100.64.1.4'), address6: A('fd00:1::4') }]);
+  const ports = [
+    { port: 80, protocol: 'tcp' as const },
+    { port: 53, protocol: 'udp' as const },
+  ];
+  const spec4: ServiceSpec = {
+    name: 'web',
+    address: A(VIP),
+    ports,
+    endpoints: ['web-a', 'web-b', 'web-c'].map((w, i) => ({ workload: w, address: A(`100.64.1.${i + 2}`) })),
+  };
+  const spec6: ServiceSpec = {
+    name: 'web6',
+    address: A(VIP6),
+    ports,
+    endpoints: ['web-a', 'web-b', 'web-c'].map((w, i) => ({ workload: w, address: A(`fd00:1::${i + 2}`) })),
+  };
+  f.setTenantNetwork('t1', { dns: null, services: [spec4, spec6] });
+  const s = f.tenantNetwork('t1')!.services!;
+  const translate = s.translate.bind(s);
+  let calls = 0;
+  s.translate = (...args: Parameters<typeof translate>) => {
+    calls++;
+    return translate(...args);
+  };
+  return { f, engine, spec4, spec6, translateCalls: () => calls };
+}
+
+const VIP6 = 'fd00:1::c8';
+const PEER_OF: Record<string, number> = {
+  '100.64.1.2': 2,
+  '100.64.1.3': 3,
+  '100.64.1.4': 10,
+  'fd00:1::2': 2,
+  'fd00:1::3': 3,
+  'fd00:1::4': 10,
+};
+
+for (const v6 of [false, true])
+  for (const l4 of ['tcp', 'udp'] as const)
+    test(`service with the engine (${l4}, IPv${v6 ? 6 : 4}): translated through the conntrack entry after the first packet, checksums right both ways`, () => {
+      const { f, engine, translateCalls } = setupWithEngine();
+      const client = v6 ? 'fd00:1::1' : '100.64.1.1';
+      const vip = v6 ? VIP6 : VIP;
+      const dport = l4 === 'tcp' ? 80 : 53;
+      const services = f.tenantNetwork('t1')!.services!;
+      const first = f.forward(tun([[1, checkedPacket(l4, client, vip, 40000, dport, Buffer.alloc(0))]]));
+      assert.equal(first.batch.count, 1);
+      const out = outPacket(first);
+      const backend = addressAt(out, 'dst');
+      assert.equal(first.peerIds[0], PEER_OF[backend], backend);
+      assert.ok(checksumsOk46(out), 'checksums of the first packet');
+      assert.equal(translateCalls(), 1);
+      assert.equal(engine.natBound('t1'), 1);
+      // The reply reaches the client from the service address, checksums right.
+      const answer = (flags: number) => {
+        const reply = checkedPacket(l4, backend, client, dport, 40000, Buffer.from('hello'), {
+          tcpFlags: flags,
+        });
+        const rr = f.forward(tun([[PEER_OF[backend], reply]]));
+        assert.equal(rr.batch.count, 1);
+        assert.equal(rr.peerIds[0], 1);
+        const back = outPacket(rr);
+        assert.equal(addressAt(back, 'src'), A(vip).text);
+        assert.ok(checksumsOk46(back), 'checksums of the reply');
+      };
+      answer(0x12);
+      for (let i = 1; i <= 8; i++) {
+        const p = checkedPacket(l4, client, vip, 40000, dport, Buffer.from('x'.repeat(i * 7)), {
+          tcpFlags: 0x10,
+        });
+        const r = f.forward(tun([[1, p]]));
+        assert.equal(r.batch.count, 1);
+        const o = outPacket(r);
+        assert.equal(addressAt(o, 'dst'), backend);
+        assert.equal(r.peerIds[0], PEER_OF[backend]);
+        assert.ok(checksumsOk46(o), `checksums of packet ${i}`);
+      }
+      assert.equal(translateCalls(), 1, 'later packets took the conntrack entry, not translate()');
+      assert.equal(services.counters.translated, 9);
+      assert.equal(services.counters.connections, 1);
+      answer(0x10);
+      assert.equal(services.counters.reversed, 2);
+      // Ports not served stay counted drops; nothing is bound for them.
+      assert.equal(
+        f.forward(tun([[1, checkedPacket(l4, client, vip, 40001, 81, Buffer.alloc(0))]])).batch.count,
+        0,
+      );
+      assert.equal(services.counters.dropped.notServed, 1);
+      assert.equal(engine.natBound('t1'), 1);
+    });
+
+test('service with the engine: pinned connections stay when an endpoint leaves, the others are picked again; a service that goes unbinds', () => {
+  const { f, engine, spec4, spec6, translateCalls } = setupWithEngine();
+  const pick = (port: number) =>
+    f.forward(
+      tun([[1, checkedPacket('tcp', '100.64.1.1', VIP, port, 80, Buffer.alloc(0), { tcpFlags: 0x10 })]]),
+    ).peerIds[0];
+  const first = new Map<number, number>();
+  for (let p = 1; p <= 40; p++) first.set(p, pick(42000 + p));
+  assert.deepEqual(
+    [...new Set(first.values())].sort((a, b) => a - b),
+    [2, 3, 10],
+  );
+  assert.equal(engine.natBound('t1'), 40);
+  const onB = [...first.values()].filter((p) => p === 3).length;
+  f.setTenantNetwork('t1', {
+    dns: null,
+    services: [{ ...spec4, endpoints: spec4.endpoints.filter((e) => e.workload !== 'web-b') }, spec6],
+  });
+  assert.equal(engine.natBound('t1'), 40 - onB, 'the bindings to web-b went');
+  const before = translateCalls();
+  for (const [p, peer] of first) {
+    const now = pick(42000 + p);
+    if (peer === 3) assert.notEqual(now, 3);
+    else assert.equal(now, peer, 'a connection to a remaining endpoint moved');
+  }
+  assert.equal(translateCalls() - before, onB, 'only the connections of web-b were translated afresh');
+  // web-b comes back: pinned connections stay where they are now.
+  f.setTenantNetwork('t1', { dns: null, services: [spec4, spec6] });
+  for (const [p, peer] of first) if (peer !== 3) assert.equal(pick(42000 + p), peer);
+  // The IPv4 service goes: its bindings go with it, its address routes nowhere.
+  f.setTenantNetwork('t1', { dns: null, services: [spec6] });
+  assert.equal(engine.natBound('t1'), 0);
+  const gone = f.forward(
+    tun([[1, checkedPacket('tcp', '100.64.1.1', VIP, 42001, 80, Buffer.alloc(0), { tcpFlags: 0x10 })]]),
+  );
+  assert.equal(gone.batch.count, 0);
+  assert.equal(f.counters.dropped.noRoute, 1);
+});
+
+test('a dual-stack service: its IPv6 address is served by the IPv6 addresses of its endpoints, DNS answers A and AAAA', () => {
+  const f = new Forwarder(8);
+  f.addTenant('t1');
+  f.addLocalWorkload('t1', 'client', 1, A('100.64.1.1'), A('fd00:1::1'));
+  f.addLocalWorkload('t1', 'web-a', 2, A('100.64.1.2'), A('fd00:1::2'));
+  f.setRemoteNic('t1', 10, [{ workload: 'web-c', address: A('100.64.1.4'), address6: A('fd00:1::4') }]);
+  const nets = new TenantNetworks();
+  const service = {
+    name: 'web',
+    address: VIP,
+    address6: VIP6,
+    selector: { app: 'web' },
+    ports: [{ port: 80, protocol: 'tcp' as const }],
+  };
+  assert.throws(
+    () => nets.set('t1', { dns: DNS, services: [{ ...service, address6: '100.64.1.201' }] }),
+    /address6 must be an IPv6 address/,
+  );
+  assert.throws(
+    () =>
+      nets.set('t1', {
+        dns: DNS,
+        services: [
+          { ...service, address6: VIP6 },
+          { ...service, name: 'x', address: '100.64.1.201' },
+        ],
+      }),
+    /repeats a name or an address/,
+  );
+  nets.set('t1', { dns: DNS, services: [service] });
+  const workloads = [
+    { workload: 'client', address: A('100.64.1.1'), address6: A('fd00:1::1'), labels: { app: 'client' } },
+    { workload: 'web-a', address: A('100.64.1.2'), address6: A('fd00:1::2'), labels: { app: 'web' } },
+    { workload: 'web-c', address: A('100.64.1.4'), address6: A('fd00:1::4'), labels: { app: 'web' } },
+  ];
+  nets.apply(f, 't1', workloads);
+  const seen = new Set<string>();
+  for (let p = 1; p <= 30; p++) {
+    const r = f.forward(tun([[1, checkedPacket('tcp', 'fd00:1::1', VIP6, 43000 + p, 80, Buffer.alloc(0))]]));
+    assert.equal(r.batch.count, 1);
+    const o = outPacket(r);
+    assert.ok(checksumsOk46(o));
+    seen.add(addressAt(o, 'dst'));
+    // The reply comes back from the IPv6 service address.
+    const back = f.forward(
+      tun([
+        [
+          r.peerIds[0],
+          checkedPacket('tcp', addressAt(o, 'dst'), 'fd00:1::1', 80, 43000 + p, Buffer.alloc(0), {
+            tcpFlags: 0x12,
+          }),
+        ],
+      ]),
+    );
+    assert.equal(addressAt(outPacket(back), 'src'), A(VIP6).text);
+    assert.ok(checksumsOk46(outPacket(back)));
+  }
+  assert.deepEqual([...seen].sort(), ['fd00:1::2', 'fd00:1::4']);
+  const state = nets.describe('t1', f);
+  assert.equal(state.services[0].address6, A(VIP6).text);
+  // DNS: A and AAAA of the service and of a dual-stack workload, PTR of the IPv6 service address.
+  const ask = (type: 'A' | 'AAAA' | 'PTR', name: string) => {
+    const q = dnsPacket.encode({
+      type: 'query',
+      id: 7,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type, name }],
+    });
+    const r = f.forward(tun([[1, packet4(17, '100.64.1.1', DNS, 5353, 53, q)]]));
+    const a = outPacket(r.extra);
+    return dnsPacket.decode(a.subarray(28)).answers?.map((x) => (x as { data: string }).data);
+  };
+  assert.deepEqual(ask('A', 'web.t1.tg'), [VIP]);
+  assert.deepEqual(ask('AAAA', 'web.t1.tg'), [A(VIP6).text]);
+  assert.deepEqual(ask('AAAA', 'web-a.t1.tg'), ['fd00:1::2']);
+  assert.deepEqual(ask('PTR', reverseName(A(VIP6).bytes)), ['web.t1.tg']);
 });

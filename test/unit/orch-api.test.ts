@@ -147,3 +147,42 @@ test('GET /v1/flows validates its query like a body: bad since, unknown or repea
   const noQuery = await apiRequest(socket, 'GET', '/v1/tenants?x=1');
   assert.equal(noQuery.status, 400, noQuery.raw);
 });
+
+test('drain-nic and undrain-nic: states through the API; refused without another NIC, unknown NIC 404', async () => {
+  // Registered in the store directly (registration through the API asks the agents, none here).
+  await orch.service.registerHost({
+    name: 'hn',
+    nicApi: join(dir, 'n1.sock'),
+    vswitchApi: join(dir, 'v.sock'),
+    netnsPrefix: 'tg-hn-',
+    nics: [
+      { name: 'nic1', api: join(dir, 'n1.sock') },
+      { name: 'nic2', api: join(dir, 'n2.sock') },
+    ],
+  });
+  const d = await client.drainNic('hn', 'nic2');
+  assert.deepEqual([d.host, d.nic, d.moved, d.errors], ['hn', 'nic2', [], []]);
+  assert.deepEqual(
+    (await client.showHost('hn')).nics?.map((n) => [n.name, n.state]),
+    [
+      ['nic1', 'ok'],
+      ['nic2', 'draining'],
+    ],
+  );
+  await unchanged('TG_ERR_CONFLICT', 409, () =>
+    apiRequest(socket, 'POST', '/v1/hosts/hn/nics/nic1/drain', {}),
+  );
+  await unchanged('TG_ERR_NOT_FOUND', 404, () =>
+    apiRequest(socket, 'POST', '/v1/hosts/hn/nics/nic9/drain', {}),
+  );
+  await unchanged('TG_ERR_NOT_FOUND', 404, () =>
+    apiRequest(socket, 'POST', '/v1/hosts/nope/nics/nic1/drain', {}),
+  );
+  await unchanged('TG_ERR_INVALID_ARGUMENT', 400, () =>
+    apiRequest(socket, 'POST', '/v1/hosts/hn/nics/nic2/drain', { extra: 1 }),
+  );
+  const h = await client.undrainNic('hn', 'nic2');
+  assert.equal(h.nics?.[1].state, 'ok');
+  await unchanged('TG_ERR_NOT_FOUND', 404, () => apiRequest(socket, 'GET', '/v1/hosts/hn/keys?nic=nic9'));
+  await orch.service.deregisterHost('hn');
+});

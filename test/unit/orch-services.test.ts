@@ -59,6 +59,8 @@ test('services: address from the top, ports parsed, conflicts and bad input refu
     ports: ['80/tcp', { port: 53, protocol: 'udp' }],
   });
   assert.equal(s.address, '100.64.1.253');
+  // The IPv6 address: the IPv4 one in the tenant's IPv6 prefix, as for workloads.
+  assert.equal(s.address6, 'fd64:6440:100::6440:1fd');
   assert.deepEqual(s.ports, [
     { port: 80, protocol: 'tcp' },
     { port: 53, protocol: 'udp' },
@@ -87,7 +89,15 @@ test('services: address from the top, ports parsed, conflicts and bad input refu
   );
   assert.deepEqual(await svc.tenantNetwork('acme'), {
     dns: '100.64.1.254',
-    services: [{ name: 'web', address: '100.64.1.253', selector: { app: 'web' }, ports: s.ports }],
+    services: [
+      {
+        name: 'web',
+        address: '100.64.1.253',
+        address6: 'fd64:6440:100::6440:1fd',
+        selector: { app: 'web' },
+        ports: s.ports,
+      },
+    ],
   });
   await svc.deleteService('acme', 'web');
   await refused(store, 'TG_ERR_NOT_FOUND', () => svc.deleteService('acme', 'web'));
