@@ -12,11 +12,15 @@ import { validateIfname } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { requireRoot } from '../util/exec.js';
 
-const USAGE = `usage: tenguard device [-f|--foreground] [--mtu M] <ifname>
+const USAGE = `usage: tenguard device [-f|--foreground] [--mtu M] [--parent-pipe] <ifname>
 
 Creates the TUN interface <ifname> and runs a WireGuard-protocol device on it, configured
 with wg(8) through /var/run/wireguard/<ifname>.sock. Detaches into the background unless
 -f is given. Exits when the interface is deleted (ip link del <ifname>).
+
+--parent-pipe  (with -f) also exit when stdin reaches its end: the process that started the
+               device holds the other end of a pipe, so the device ends when it does, even
+               when it is killed (the vSwitch daemon's devices end with it).
 `;
 
 const NOTIFY_ENV = 'TENGUARD_DEVICE_NOTIFY';
@@ -51,6 +55,12 @@ export async function run(args: string[]): Promise<number> {
   const stop = (): void => void dev.close('signal');
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  if (values['parent-pipe']) {
+    const orphaned = (): void => void dev.close('parent ended');
+    process.stdin.once('end', orphaned);
+    process.stdin.once('error', orphaned);
+    process.stdin.resume();
+  }
   if (process.env[NOTIFY_ENV] === '1' && process.send) {
     process.send({ ready: true });
     process.disconnect();
@@ -58,6 +68,8 @@ export async function run(args: string[]): Promise<number> {
   const why = await dev.stopped;
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);
+  // The pipe would keep the process alive after the device ended for another reason.
+  if (values['parent-pipe']) process.stdin.destroy();
   process.stderr.write(`tenguard device ${ifname}: stopped (${why})\n`);
   return 0;
 }
@@ -68,6 +80,7 @@ function parse(args: string[]) {
     options: {
       foreground: { type: 'boolean', short: 'f' },
       mtu: { type: 'string' },
+      'parent-pipe': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,

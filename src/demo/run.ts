@@ -45,10 +45,10 @@ async function leaderTakeover(control: DemoControl, report: DemoReporter): Promi
 }
 
 /**
- * Steps shown as [n/N]: lab, agents, control plane, then the thirteen steps of DemoSteps, the
+ * Steps shown as [n/N]: lab, agents, control plane, then the fourteen steps of DemoSteps, the
  * podman step (cni-step.ts), the web console (console-step.ts), then teardown.
  */
-export const TOTAL_STEPS = 19;
+export const TOTAL_STEPS = 20;
 
 /** The steps of a run: one more (the NIC failover) with several NICs per host. */
 export function totalSteps(nics = 1): number {
@@ -160,6 +160,8 @@ export async function runDemo(
     await phase('PSK scan after the migration', () => s.pskScan('the migration'));
     await phase('leader takeover', () => leaderTakeover(control!, report));
     if (nics > 1) await phase('NIC failover', () => s.nicFailover());
+    await phase('killed vSwitch daemon', () => s.vswitchdRecovery());
+    await phase('PSK scan after the re-adoption', () => s.pskScan("the vSwitch daemon's re-adoption"));
     await phase('spin-down', () => s.spinDown());
     await phase('podman', () =>
       podmanStep({ lab, control: control!, report, insecure: opts.insecure === true, ca: ca ?? undefined }),

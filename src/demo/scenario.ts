@@ -51,6 +51,20 @@ export const NO_POLICY = {
 /** The live migration: the workload, where it goes, and the peer that streams pings to it. */
 export const MIGRATION = { workload: 'acme-api', to: 'h2', streamFrom: 'acme-web', intervalMs: 20 };
 
+/**
+ * The killed vSwitch daemon: the host's daemon (its devices end with it) is SIGKILLed while a
+ * workload on it pings one on the other host; the lab's supervisor restarts it and the
+ * orchestrator re-adopts the host's workloads with new keys. `boundMs`: how soon the stream
+ * must pass again for the check to hold (generous for a loaded machine; the gap is printed).
+ */
+export const VSWITCHD_KILL = {
+  host: 'h1',
+  streamFrom: 'acme-web',
+  streamTo: 'acme-db',
+  intervalMs: 20,
+  boundMs: 10_000,
+};
+
 /** The spin-down: the only workload of its tenant on its host, so the tenant's off-host key goes too. */
 export const SPIN_DOWN = { workload: 'blue-db', checkFrom: 'blue-web' };
 

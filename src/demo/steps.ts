@@ -28,6 +28,7 @@ import {
   SPIN_DOWN,
   TENANTS,
   THROUGHPUT,
+  VSWITCHD_KILL,
   WORKLOADS,
 } from './scenario.js';
 import {
@@ -670,6 +671,103 @@ export class DemoSteps {
         pskAfter.fingerprint !== pskBefore?.fingerprint,
       `${from}: ${pskBefore?.fingerprint ?? '?'} gone; ${m.to}: ${pskAfter?.fingerprint ?? 'none'}`,
     );
+  }
+
+  // --- A killed vSwitch daemon -----------------------------------------------------------
+
+  /**
+   * SIGKILLs a host's vSwitch daemon (its devices end with it: in process isolation each one's
+   * stdin is a pipe from the daemon) while a workload there pings one on the other host; the
+   * lab's supervisor starts it again and the orchestrator re-adopts the host's workloads (new
+   * instances and keys), with no call from here.
+   */
+  async vswitchdRecovery(): Promise<void> {
+    const k = VSWITCHD_KILL;
+    const src = this.w(k.streamFrom);
+    const dst = this.w(k.streamTo);
+    const here = [...this.workloads.values()].filter((w) => w.host === k.host).map((w) => w.name);
+    this.r.step(
+      `a killed vSwitch daemon: ${k.host}'s (carrying ${here.join(', ')}) SIGKILLed while ${src.name} pings ${dst.name} every ${k.intervalMs} ms`,
+    );
+    const agents = this.c.agents;
+    const old = agents.vswitchds.get(k.host);
+    if (old === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no vSwitch daemon on ${k.host}`);
+    const keysBefore = new Map((await agents.vswitch(k.host).list()).map((i) => [i.workload, i.publicKey]));
+    const restartsBefore = agents.vswitchdRestarts.get(k.host) ?? 0;
+    const stream = pingStream(src.netns, dst.address, k.intervalMs, 30);
+    if (stream.pid !== undefined) this.c.pids.push(stream.pid);
+    let backMs = -1;
+    let readoptedMs = -1;
+    let passesMs = -1;
+    let keysAfter = new Map<string, string>();
+    try {
+      const warm = performance.now() + 5000;
+      while (stream.replies() < 10 && performance.now() < warm) await sleep(20);
+      stopIfAborted(this.c.signal);
+      const atKill = stream.replies();
+      const t0 = performance.now();
+      process.kill(old.pid, 'SIGKILL');
+      this.r.say(`      SIGKILL to the vswitchd of ${k.host} (pid ${old.pid}); nobody calls anything now`);
+      const until = t0 + k.boundMs + 5000;
+      let nextList = 0;
+      while (performance.now() < until && (passesMs < 0 || readoptedMs < 0)) {
+        stopIfAborted(this.c.signal);
+        const now = agents.vswitchds.get(k.host);
+        if (backMs < 0 && now !== undefined && now.pid !== old.pid) {
+          backMs = Math.round(performance.now() - t0);
+          this.c.pids.push(now.pid);
+        }
+        // Replies counted after the kill: 5 in a row mean the stream passes again.
+        if (passesMs < 0 && stream.replies() >= atKill + 5 && backMs >= 0)
+          passesMs = Math.round(performance.now() - t0);
+        // The daemon's instance list every 250 ms (an mTLS call each): re-adopted when every
+        // workload of the host is configured again.
+        if (backMs >= 0 && readoptedMs < 0 && performance.now() >= nextList) {
+          nextList = performance.now() + 250;
+          const list = await agents
+            .vswitch(k.host)
+            .list()
+            .catch(() => []);
+          const configured = list.filter((i) => i.state === 'configured');
+          if (here.every((n) => configured.some((i) => i.workload === n))) {
+            readoptedMs = Math.round(performance.now() - t0);
+            keysAfter = new Map(configured.map((i) => [i.workload, i.publicKey]));
+          }
+        }
+        await sleep(20);
+      }
+      const resumed = stream.replies();
+      const more = performance.now() + 2000;
+      while (stream.replies() < resumed + 25 && performance.now() < more) await sleep(20);
+    } finally {
+      const s = await stream.stop();
+      this.r.figure('vswitchd_kill_gap_ms', s.gapMs);
+      this.r.figure('vswitchd_kill_lost_packets', s.lost);
+      if (backMs >= 0) this.r.figure('vswitchd_back_ms', backMs);
+      if (readoptedMs >= 0) this.r.figure('vswitchd_readopted_ms', readoptedMs);
+      const restarted = agents.vswitchds.get(k.host);
+      this.r.check(
+        `the lab's supervisor restarted the vSwitch daemon of ${k.host}`,
+        backMs >= 0 && (agents.vswitchdRestarts.get(k.host) ?? 0) === restartsBefore + 1,
+        backMs >= 0
+          ? `pid ${old.pid} killed; pid ${restarted?.pid} answers ${backMs} ms later`
+          : `no new daemon within ${k.boundMs + 5000} ms`,
+      );
+      const renewed = here.filter((n) => keysAfter.has(n) && keysAfter.get(n) !== keysBefore.get(n));
+      this.r.check(
+        `the orchestrator re-adopted ${here.length} workloads of ${k.host} with new keys, without a call`,
+        readoptedMs >= 0 && renewed.length === here.length,
+        readoptedMs >= 0
+          ? `${here.map((n) => `${n} ${(keysBefore.get(n) ?? '?').slice(0, 8)}… -> ${(keysAfter.get(n) ?? '?').slice(0, 8)}…`).join(', ')}; all configured ${readoptedMs} ms after the kill`
+          : `not all configured within ${k.boundMs + 5000} ms`,
+      );
+      this.r.check(
+        `${src.name} (${src.host}) -> ${dst.name} (${dst.host}) passes again within ${k.boundMs / 1000} s of the kill`,
+        passesMs >= 0 && passesMs <= k.boundMs && s.received > 0,
+        `${s.sent} sent, ${s.received} replies, ${s.lost} lost; passes again ${passesMs >= 0 ? `${passesMs} ms` : 'never'} after the kill; gap ${s.gapMs} ms ` +
+          `(longest silence ${s.longestSilenceMs} ms at a ${s.intervalMs} ms interval)`,
+      );
+    }
   }
 
   // --- Secrets in the control plane ------------------------------------------------------

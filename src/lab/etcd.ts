@@ -53,6 +53,8 @@ export class EtcdCluster {
     readonly members: EtcdMember[],
     private readonly initialCluster: string,
     private readonly tls: EtcdServerTls | undefined,
+    /** etcd's --quota-backend-bytes (tests of a full cluster); etcd's default when undefined. */
+    private readonly quotaBackendBytes?: number,
   ) {}
 
   /** The client URLs of all members. */
@@ -64,7 +66,7 @@ export class EtcdCluster {
   static async start(
     prefix: string,
     size = 1,
-    opts: { baseDir?: string; tls?: EtcdServerTls } = {},
+    opts: { baseDir?: string; tls?: EtcdServerTls; quotaBackendBytes?: number } = {},
   ): Promise<EtcdCluster> {
     if (!/^[a-z][a-z0-9-]{1,20}$/.test(prefix))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad etcd cluster prefix '${prefix}'`);
@@ -83,7 +85,13 @@ export class EtcdCluster {
         log: '',
       });
     }
-    const c = new EtcdCluster(dir, members, members.map((m) => `${m.name}=${m.peerUrl}`).join(','), opts.tls);
+    const c = new EtcdCluster(
+      dir,
+      members,
+      members.map((m) => `${m.name}=${m.peerUrl}`).join(','),
+      opts.tls,
+      opts.quotaBackendBytes,
+    );
     try {
       for (const m of members) c.spawnMember(m);
       // A TLS cluster is checked by its caller, who holds the client identity.
@@ -126,6 +134,8 @@ export class EtcdCluster {
       '--log-level',
       'warn',
     ];
+    if (this.quotaBackendBytes !== undefined)
+      args.push('--quota-backend-bytes', String(this.quotaBackendBytes));
     if (this.tls !== undefined) {
       args.push('--cert-file', this.tls.cert, '--key-file', this.tls.key);
       if (this.tls.clientCa !== undefined)

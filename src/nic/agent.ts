@@ -81,6 +81,14 @@ export interface RegisterWorkloadRequest {
   vswitchPublicKey: string;
   /** The workload's labels, which policy rules select on. */
   labels?: Labels;
+  /**
+   * Replace the workload's registration if it has one in the same tenant (its vSwitch
+   * instance was made again with a new key): the old session and PSK are wiped and the
+   * tenant, its off-host key and its sessions with other NICs stay, even when this is the
+   * tenant's only workload here (removing and registering again would make a new tenant key
+   * that every other NIC must learn before traffic passes).
+   */
+  replace?: boolean;
 }
 
 export interface WorkloadCrypto {
@@ -305,8 +313,14 @@ export class NicAgent {
     const address = parseHostAddress(req.address);
     const address6 = parseAddress6(address, req.address6);
     const labels = parseLabels(req.labels, 'labels');
-    if (this.workloads.has(req.workload))
-      throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' is already registered`);
+    const replaced = this.workloads.get(req.workload);
+    if (replaced !== undefined && (req.replace !== true || replaced.tenant !== req.tenant))
+      throw new TgError(
+        'TG_ERR_CONFLICT',
+        replaced.tenant !== req.tenant
+          ? `workload '${req.workload}' is already registered in tenant '${replaced.tenant}'`
+          : `workload '${req.workload}' is already registered`,
+      );
     if (vsKey.equals(this.onHostPublicKey))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', "vswitchPublicKey is the NIC's own key");
     if (this.engine.findPeer(this.onHostIdentityId, vsKey) !== undefined)
@@ -327,11 +341,11 @@ export class NicAgent {
     const existing = this.tenants.get(req.tenant);
     if (existing !== undefined) {
       const remote = this.forwarder.workloadOf(req.tenant, req.workload);
-      if (remote !== undefined)
+      if (remote !== undefined && !(remote.local && replaced !== undefined))
         throw new TgError('TG_ERR_CONFLICT', `workload '${req.workload}' already exists behind another NIC`);
       for (const a of address6 === null ? [address] : [address, address6]) {
         const owner = this.forwarder.addressOwner(req.tenant, a);
-        if (owner !== undefined)
+        if (owner !== undefined && owner.workload !== replaced?.workload)
           throw new TgError(
             'TG_ERR_CONFLICT',
             `address ${a.text} is taken by workload '${owner.workload}' in tenant '${req.tenant}'`,
@@ -339,6 +353,8 @@ export class NicAgent {
       }
     }
 
+    // The old registration goes (session and PSK wiped), its tenant stays.
+    if (replaced !== undefined) this.dropWorkload(replaced);
     const tenant = existing ?? this.createTenant(req.tenant);
     const psk = this.keys.createWorkloadPsk(req.tenant, req.workload);
     let peerId: number;
@@ -351,7 +367,8 @@ export class NicAgent {
       this.forwarder.addLocalWorkload(req.tenant, req.workload, peerId, address, address6);
     } catch (err) {
       this.keys.remove(psk.id);
-      if (existing === undefined) this.destroyTenant(tenant);
+      if (existing === undefined || tenant.workloads.size === 0) this.destroyTenant(tenant);
+      if (replaced !== undefined) this.tablesChanged();
       throw err;
     }
     const w: LocalWorkload = {
@@ -393,16 +410,21 @@ export class NicAgent {
     };
   }
 
+  /** Forgets a workload's registration (session and PSK wiped); its tenant is the caller's. */
+  private dropWorkload(w: LocalWorkload): void {
+    this.forwarder.removeLocalWorkload(w.tenant, w.workload);
+    this.engine.removePeer(w.peerId);
+    this.keys.remove(w.pskId);
+    this.workloads.delete(w.workload);
+    this.tenants.get(w.tenant)?.workloads.delete(w.workload);
+  }
+
   /** Removes a workload: its session and PSK are wiped at once; a tenant's last one takes the tenant along. */
   removeWorkload(workload: string): { workload: string; tenantRemoved: boolean } {
     this.checkOpen();
     const w = this.workloadOrThrow(workload);
     const tenant = this.tenants.get(w.tenant)!;
-    this.forwarder.removeLocalWorkload(w.tenant, w.workload);
-    this.engine.removePeer(w.peerId);
-    this.keys.remove(w.pskId);
-    this.workloads.delete(workload);
-    tenant.workloads.delete(workload);
+    this.dropWorkload(w);
     const tenantRemoved = tenant.workloads.size === 0;
     if (tenantRemoved) this.destroyTenant(tenant);
     this.tablesChanged();

@@ -8,7 +8,7 @@
 //   GET    /v1/identity                    identity key, signed seal key, on-host key, endpoints
 //   GET    /v1/keys                        key inventory (metadata only)
 //   GET    /v1/workloads                   registered workloads (no secrets)
-//   POST   /v1/workloads                   register {tenant, workload, address, address6?, vswitchPublicKey, labels?}
+//   POST   /v1/workloads                   register {tenant, workload, address, address6?, vswitchPublicKey, labels?, replace?} (replace: a new key for a workload registered in the same tenant, the tenant kept)
 //                                          -> 201 {nicPublicKey, sealedPsk, nicEndpoint, ...}
 //                                          (the PSK sealed to vswitchPublicKey: psk-box.ts)
 //   DELETE /v1/workloads/:workload         remove (keys wiped, session ends at once)

@@ -76,6 +76,8 @@ export class NicClient {
     address6?: string;
     vswitchPublicKey: string;
     labels?: Labels;
+    /** Replace its registration in the same tenant, keeping the tenant (a new vSwitch instance). */
+    replace?: boolean;
   }): Promise<WorkloadCrypto> {
     return this.call('POST', '/v1/workloads', req);
   }

@@ -23,6 +23,8 @@ export const registerWorkloadSchema = z.strictObject({
   address6: addressSchema.optional(),
   vswitchPublicKey: keySchema,
   labels: labelsSchema.optional(),
+  /** Replace the workload's registration in the same tenant, keeping the tenant (agent.ts). */
+  replace: z.boolean().optional(),
 });
 
 /** Remote NICs holding workloads per tenant: bounded well above any lab or rack. */

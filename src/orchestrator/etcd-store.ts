@@ -20,12 +20,14 @@
 // committed change, in revision order, one call per revision.
 //
 // Failures: every etcd call has a deadline (`timeoutMs`); a member that cannot be reached or
-// a cluster without quorum is TG_ERR_STORE_UNAVAILABLE (503), and health() says so with the
+// a cluster without quorum is TG_ERR_STORE_UNAVAILABLE (503), a cluster over its space quota
+// (NOSPACE alarm) is TG_ERR_STORE_FULL (507), and health() says so with the
 // cause until a call succeeds again. A commit whose answer was lost is resolved through s/rev,
 // which holds the id of the transaction that wrote it last (applied()); when that cannot tell,
 // the write answers 503 saying its outcome is unknown.
 import { randomBytes } from 'node:crypto';
-import { Etcd3, type IKeyValue, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, type IKeyValue, isRecoverableError, type Lease, type Namespace, type Watcher } from 'etcd3';
 import { TgError } from '../util/errors.js';
 import type {
   Collections,
@@ -106,6 +108,18 @@ export class EtcdStore implements Store {
           ? undefined
           : { rootCertificate: opts.tls.ca, certChain: opts.tls.cert, privateKey: opts.tls.key },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
+      // The client's own policies (retry, then hold a member back after 3 failures), except
+      // that a refusal for want of space (gRPC RESOURCE_EXHAUSTED, which the client counts as
+      // a member failure) is neither retried nor held against the member: reads must go on
+      // while the cluster is full.
+      faultHandling: {
+        host: () =>
+          circuitBreaker(handleWhen(memberFailure), {
+            halfOpenAfter: 5000,
+            breaker: new ConsecutiveBreaker(3),
+          }),
+        global: retry(handleWhen(memberFailure), { maxAttempts: 3 }),
+      },
     });
     this.ns = this.client.namespace(opts.prefix ?? DEFAULT_ETCD_PREFIX);
   }
@@ -156,6 +170,8 @@ export class EtcdStore implements Store {
       try {
         r = await this.call('commit a transaction', () => cmp.then(...ops).commit(), false);
       } catch (err) {
+        // Refused for want of space: etcd applied nothing.
+        if (err instanceof TgError && err.code === 'TG_ERR_STORE_FULL') throw err;
         // The answer was lost (a member died, an election ran): find out what happened.
         const done = await this.applied(id, snap.rev).catch(() => null);
         if (done === true) return result;
@@ -256,10 +272,24 @@ export class EtcdStore implements Store {
             );
           }),
         ]);
-        this.setState('ok');
+        // A read passes on a full cluster too: only a write shows the space is back.
+        if (!idempotent || this.state.state !== 'full') this.setState('ok');
         return r;
       } catch (err) {
         if (err instanceof TgError) throw err;
+        // Over --quota-backend-bytes etcd raises its NOSPACE alarm and refuses every write
+        // (reads and deletes still pass) until space is freed and the alarm disarmed.
+        if (NO_SPACE.test((err as Error).message)) {
+          const cause = `etcd's database is over its space quota (NOSPACE alarm): ${(err as Error).message}`;
+          this.setState('full', cause);
+          throw new TgError(
+            'TG_ERR_STORE_FULL',
+            `etcd at ${this.where}: cannot ${what}: the cluster's database is over its space quota ` +
+              '(--quota-backend-bytes; etcd raised its NOSPACE alarm), nothing of this change was written; ' +
+              'free space (compact and defragment etcd) and disarm the alarm (etcdctl alarm disarm)',
+            { cause: err },
+          );
+        }
         if (idempotent && !this.closed && Date.now() + 100 < end) {
           await new Promise((r) => setTimeout(r, 100));
           continue;
@@ -452,6 +482,14 @@ export class EtcdStore implements Store {
       },
     );
   }
+}
+
+/** etcd's answer to a write while its NOSPACE alarm is raised. */
+const NO_SPACE = /database space exceeded|NOSPACE/i;
+
+/** A failure the client may retry on another member: not etcd's refusal of a write for space. */
+function memberFailure(err: Error): boolean {
+  return isRecoverableError(err) && !NO_SPACE.test(err.message);
 }
 
 /** What a failed etcd call says about the cluster, in an operator's words, with the client's. */

@@ -383,7 +383,13 @@ export class Lifecycle {
    * registration already there with the same key is kept (a fresh PSK is drawn for it); one
    * with another key is replaced.
    */
-  async register(host: HostRecord, w: WorkloadRecord, vswitchPublicKey: string): Promise<NicCryptoAnswer> {
+  async register(
+    host: HostRecord,
+    w: WorkloadRecord,
+    vswitchPublicKey: string,
+    /** Replace the NIC's registration of the workload in place (its tenant kept on the NIC). */
+    replace = false,
+  ): Promise<NicCryptoAnswer> {
     const { nic } = this.agents.of(host);
     const v = this.view(host.name);
     if (!this.holdsTenant(host.name, w.tenant)) {
@@ -401,6 +407,7 @@ export class Lifecycle {
       ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
       vswitchPublicKey,
       ...(labels !== undefined ? { labels } : {}),
+      ...(replace ? { replace } : {}),
     };
     const reg = (): Promise<NicCryptoAnswer> => nic.registerWorkload(req);
     let crypto: NicCryptoAnswer;

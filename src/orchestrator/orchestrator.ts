@@ -40,7 +40,7 @@ import type { Store } from './store.js';
 
 export const DEFAULT_RECONCILE_INTERVAL_MS = 1000;
 /** How soon a host whose agent did not answer in its last pass is tried again. */
-export const UNREACHABLE_RETRY_MS = 250;
+export const UNREACHABLE_RETRY_MS = 100;
 
 export interface FlowQuery {
   tenant?: string;

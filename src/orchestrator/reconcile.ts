@@ -6,7 +6,13 @@
 //   with the new crypto; the tenant's peers are published again everywhere (the restarted
 //   NIC's off-host keys are new);
 // - a crashed or missing vSwitch instance is restarted or recreated (new key pair, so the
-//   NIC registration is replaced), a missing namespace recreated;
+//   NIC registration is replaced in place: the NIC keeps the tenant and its off-host key), a
+//   missing namespace recreated; several missing instances
+//   (a vSwitch daemon that came back empty) are created in one batch call, and every
+//   instance the pass configures goes to the daemon with the others ready by then (one call
+//   in flight, the next carrying all that became ready meanwhile): the daemon runs its API's
+//   changes one at a time, so one call per instance would queue them behind each other while
+//   a batch lets the daemon work on them in parallel;
 // - registrations and instances nobody wants are removed, and namespaces nobody wants that the
 //   orchestrator recorded as made by itself (never by name: a runtime's namespace, or any
 //   other that shares the host's prefix, is never deleted); workloads left 'deleting' by a failed spin-down are finished;
@@ -15,6 +21,8 @@
 
 import type { NicPublicIdentity } from '../nic/client.js';
 import type { Logger } from '../util/log.js';
+import type { VSwitchClient } from '../vswitch/client.js';
+import type { ConfigureRequest } from '../vswitch/daemon.js';
 import type { InstanceInfo } from '../vswitch/instance.js';
 import { type AgentDirectory, delNetns, listNetns } from './agents.js';
 import { type Lifecycle, peersDigest } from './lifecycle.js';
@@ -58,6 +66,54 @@ const msg = (err: unknown): string => (err instanceof Error ? err.message : Stri
 
 /** Workloads of one host brought to their desired state at a time in a pass. */
 export const ENSURE_CONCURRENCY = 8;
+/** Instances in one batch call to a vSwitch daemon (its API's limit). */
+const MAX_BATCH = 256;
+
+/** An instance's configuration, sent with others in one call. */
+interface PendingConfigure {
+  w: WorkloadRecord;
+  req: ConfigureRequest & { workload: string };
+}
+
+/**
+ * Configurations on their way to a vSwitch daemon: one call in flight at a time, each carrying
+ * every configuration that became ready while the one before ran (up to MAX_BATCH), so that
+ * the daemon configures the first instances while the NIC still registers the others.
+ * `send` must not reject.
+ */
+class ConfigureQueue {
+  private pending: PendingConfigure[] = [];
+  private readonly names = new Set<string>();
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly send: (chunk: PendingConfigure[]) => Promise<void>) {}
+
+  push(p: PendingConfigure): void {
+    this.pending.push(p);
+    this.names.add(p.w.name);
+    if (this.running === null) this.running = this.loop();
+  }
+
+  /** Whether the workload's configuration went through this queue. */
+  has(workload: string): boolean {
+    return this.names.has(workload);
+  }
+
+  /** Resolves once every configuration pushed so far has been sent and answered. */
+  async drain(): Promise<void> {
+    while (this.running !== null) await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    // Let the configurations ready in this turn join the first call.
+    await new Promise((r) => setImmediate(r));
+    while (this.pending.length > 0) {
+      const chunk = this.pending.splice(0, MAX_BATCH);
+      await this.send(chunk);
+    }
+    this.running = null;
+  }
+}
 
 /** Runs `fn` over `items` with at most `limit` in flight (`fn` must not reject). */
 async function eachLimited<T>(
@@ -147,7 +203,7 @@ export class Reconciler {
     local: HostLocal,
     report: ReconcileReport,
   ): Promise<HostActual> {
-    const { nic } = this.agents.of(h);
+    const { nic, vswitch } = this.agents.of(h);
     const identity = await nic.identity();
     let view = this.lifecycle.view(h.name);
     if (view.identityKey !== identity.identityKey) {
@@ -165,18 +221,22 @@ export class Reconciler {
     );
     const desiredNames = new Set(desired.map((w) => w.name));
 
-    // Several workloads at a time: a vSwitch daemon that came back empty (every device lost)
-    // has all of its workloads re-adopted in a fraction of the time one by one would take.
+    // A vSwitch daemon that came back empty (every device lost) gets its instances back in one
+    // call, started in parallel inside the daemon; then several workloads at a time are
+    // registered with the NIC, and their instances configured in one call at the end.
+    await this.createMissing(h, vswitch, desired, instances, present, report);
+    const configures = new ConfigureQueue((chunk) => this.configureBatch(h, vswitch, chunk, report));
     await eachLimited(desired, ENSURE_CONCURRENCY, async (w) => {
       try {
-        const did = await this.ensure(h, w, identity, instances.get(w.name), present);
+        const did = await this.ensure(h, w, identity, instances.get(w.name), present, configures);
         for (const d of did) report.actions.push(`${h.name}/${d}/${w.name}`);
-        if (w.state === 'creating' || w.state === 'migrating')
+        if ((w.state === 'creating' || w.state === 'migrating') && !configures.has(w.name))
           await this.service.markRunning(w.name, w.timings);
       } catch (err) {
         report.errors.push(`${h.name}/${w.name}: ${msg(err)}`);
       }
     });
+    await configures.drain();
     for (const name of [...view.registrations.keys()]) {
       if (desiredNames.has(name) || workloads.some((w) => w.name === name && w.state === 'deleting'))
         continue;
@@ -240,6 +300,8 @@ export class Reconciler {
     identity: NicPublicIdentity,
     inst: InstanceInfo | undefined,
     present: Set<string>,
+    /** Where the instance's configuration goes; the caller sends them all in one call. */
+    configures: ConfigureQueue,
   ): Promise<string[]> {
     const { vswitch, nic } = this.agents.of(h);
     const did: string[] = [];
@@ -280,30 +342,109 @@ export class Reconciler {
     }
     const view = this.lifecycle.view(h.name);
     const reg = view.registrations.get(w.name);
-    if (
+    const sameSpec =
       reg !== undefined &&
-      (reg.vswitchPublicKey !== publicKey ||
-        reg.tenant !== w.tenant ||
-        reg.address !== w.address ||
-        reg.address6 !== w.address6)
-    ) {
+      reg.tenant === w.tenant &&
+      reg.address === w.address &&
+      reg.address6 === w.address6;
+    if (reg !== undefined && sameSpec && reg.vswitchPublicKey !== publicKey) {
+      // A new instance (key) for the same workload: replaced in place, so that the NIC keeps
+      // the tenant and its off-host key (the other NICs need learn nothing new).
+      const crypto = await this.lifecycle.register(h, w, publicKey, true);
+      configures.push({ w, req: { workload: w.name, ...crypto } });
+      did.push('nic-replace');
+      return did;
+    }
+    if (reg !== undefined && !sameSpec) {
       await this.lifecycle.unregister(h, w.name);
       did.push('nic-remove');
     }
     if (!view.registrations.has(w.name)) {
       const crypto = await this.lifecycle.register(h, w, publicKey);
-      await vswitch.configure(w.name, crypto);
-      did.push('nic-register', 'vswitch-configure');
+      configures.push({ w, req: { workload: w.name, ...crypto } });
+      did.push('nic-register');
     } else if (!configured) {
       const { sealedPsk } = await nic.rotatePsk(w.name);
-      await vswitch.configure(w.name, {
-        nicPublicKey: identity.onHostPublicKey,
-        sealedPsk,
-        nicEndpoint: identity.hostEndpoint,
+      configures.push({
+        w,
+        req: {
+          workload: w.name,
+          nicPublicKey: identity.onHostPublicKey,
+          sealedPsk,
+          nicEndpoint: identity.hostEndpoint,
+        },
       });
-      did.push('vswitch-configure');
     }
     return did;
+  }
+
+  /**
+   * Creates, in one call, the instances of workloads whose namespace is there but whose
+   * instance is not (two or more: one alone takes ensure()'s usual way); `instances` is
+   * refreshed from the daemon afterwards. A workload whose create failed is left to ensure().
+   */
+  private async createMissing(
+    h: HostRecord,
+    vswitch: VSwitchClient,
+    desired: WorkloadRecord[],
+    instances: Map<string, InstanceInfo>,
+    present: Set<string>,
+    report: ReconcileReport,
+  ): Promise<void> {
+    const missing = desired.filter((w) => !instances.has(w.name) && present.has(w.netns));
+    if (missing.length < 2) return;
+    for (let i = 0; i < missing.length; i += MAX_BATCH) {
+      const chunk = missing.slice(i, i + MAX_BATCH);
+      try {
+        const results = await vswitch.createMany(
+          chunk.map((w) => ({
+            workload: w.name,
+            netns: w.netns,
+            address: w.address,
+            ...(w.address6 !== undefined ? { address6: w.address6 } : {}),
+            ...(w.ifname !== undefined ? { netnsIfname: w.ifname } : {}),
+          })),
+        );
+        for (const [j, r] of results.entries()) {
+          if ('error' in r) report.errors.push(`${h.name}/${chunk[j].name}: ${r.error.message}`);
+          else report.actions.push(`${h.name}/vswitch-create/${chunk[j].name}`);
+        }
+      } catch (err) {
+        report.errors.push(`${h.name}/vswitch-create: ${msg(err)}`);
+      }
+    }
+    for (const i of await vswitch.list()) instances.set(i.workload, i);
+  }
+
+  /** Configures instances in one call; marks finished spin-ups running. */
+  private async configureBatch(
+    h: HostRecord,
+    vswitch: VSwitchClient,
+    chunk: PendingConfigure[],
+    report: ReconcileReport,
+  ): Promise<void> {
+    let results: Awaited<ReturnType<VSwitchClient['configureMany']>>;
+    try {
+      results = await vswitch.configureMany(chunk.map((c) => c.req));
+    } catch (err) {
+      report.errors.push(`${h.name}/vswitch-configure: ${msg(err)}`);
+      return;
+    }
+    for (const [j, r] of results.entries()) {
+      const w = chunk[j].w;
+      if ('error' in r) {
+        report.errors.push(`${h.name}/${w.name}: ${r.error.message}`);
+        continue;
+      }
+      report.actions.push(`${h.name}/vswitch-configure/${w.name}`);
+      if (w.state === 'creating' || w.state === 'migrating') {
+        try {
+          await this.service.markRunning(w.name, w.timings);
+        } catch (err) {
+          report.errors.push(`${h.name}/${w.name}: ${msg(err)}`);
+        }
+      }
+    }
   }
 
   private async finishDeletes(hosts: HostRecord[], workloads: WorkloadRecord[], report: ReconcileReport) {

@@ -5,6 +5,8 @@
 //   GET    /openapi.json                          this API's OpenAPI 3.1 document
 //   GET    /v1/instances                          every instance with its state
 //   POST   /v1/instances                          {workload, netns, address, routes?, netnsIfname?} -> 201 {publicKey, ifname}
+//   POST   /v1/instances/batch                    {instances: [create bodies]} -> {results: [answer | {workload, error}]}
+//   PUT    /v1/instances/nic                      {instances: [{workload, configure body}]} -> {results: [...]}
 //   GET    /v1/instances/:workload
 //   PUT    /v1/instances/:workload/nic            {nicPublicKey, sealedPsk, nicEndpoint}: the NIC becomes its peer
 //   POST   /v1/instances/:workload/psk            {sealedPsk}: rotate
@@ -18,7 +20,7 @@ import { pskBoxSchema } from '../nic/psk-box.js';
 import { keySchema } from '../nic/schemas.js';
 import { answer, bodyRoute, type Route } from '../util/http-json.js';
 import { type ApiInfo, withOpenApi } from '../util/openapi.js';
-import type { VSwitchDaemon } from './daemon.js';
+import { MAX_BATCH, type VSwitchDaemon } from './daemon.js';
 
 export const createInstanceSchema = z.strictObject({
   workload: nameSchema,
@@ -40,6 +42,18 @@ export const configureSchema = z.strictObject({
   nicEndpoint: z.string().min(9).max(64),
 });
 
+/** Several creates in one request: a daemon that came back empty gets its workloads back at once. */
+export const createBatchSchema = z.strictObject({
+  instances: z.array(createInstanceSchema).min(1).max(MAX_BATCH),
+});
+
+export const configureBatchSchema = z.strictObject({
+  instances: z
+    .array(configureSchema.extend({ workload: nameSchema }))
+    .min(1)
+    .max(MAX_BATCH),
+});
+
 export const rotateSchema = z.strictObject({ sealedPsk: pskBoxSchema });
 
 const EXAMPLE_BOX = {
@@ -50,8 +64,9 @@ const EXAMPLE_BOX = {
 
 const emptySchema = z.strictObject({}).optional();
 
-export const VSWITCH_MAX_BODY_BYTES = 16 * 1024;
-export const VSWITCH_API_VERSION = '1.1.0';
+/** A batch of MAX_BATCH configures is about 250 bytes each. */
+export const VSWITCH_MAX_BODY_BYTES = 128 * 1024;
+export const VSWITCH_API_VERSION = '1.2.0';
 
 export const VSWITCH_API: ApiInfo = {
   title: 'tenguard vSwitch daemon',
@@ -94,6 +109,34 @@ export function vswitchRoutes(daemon: VSwitchDaemon, startedAt: number): Route[]
       example: { workload: 'web-1', netns: 'tg-h1-web-1', address: '100.64.1.10' },
       status: 201,
       handler: async (_req, body) => answer(201, await daemon.create(body)),
+    }),
+    bodyRoute({
+      method: 'POST',
+      path: '/v1/instances/batch',
+      operationId: 'createInstances',
+      summary:
+        'Create several instances at once (in parallel inside the daemon): one result per instance, in order, each its answer or its own error',
+      body: createBatchSchema,
+      example: { instances: [{ workload: 'web-1', netns: 'tg-h1-web-1', address: '100.64.1.10' }] },
+      handler: async (_req, body) => ({ results: await daemon.createMany(body.instances) }),
+    }),
+    bodyRoute({
+      method: 'PUT',
+      path: '/v1/instances/nic',
+      operationId: 'configureInstances',
+      summary: "Make the NIC several instances' peer at once: one result per instance, in order",
+      body: configureBatchSchema,
+      example: {
+        instances: [
+          {
+            workload: 'web-1',
+            nicPublicKey: EXAMPLE_KEY,
+            sealedPsk: EXAMPLE_BOX,
+            nicEndpoint: '198.18.1.2:51820',
+          },
+        ],
+      },
+      handler: async (_req, body) => ({ results: await daemon.configureMany(body.instances) }),
     }),
     {
       method: 'GET',

@@ -2,7 +2,7 @@
 import type { ResponseRecorder } from '../nic/client.js';
 import type { PskBox } from '../nic/psk-box.js';
 import { type ApiEndpoint, apiCall, type HttpMethod } from '../util/http-json.js';
-import type { ConfigureRequest, CreateInstanceRequest } from './daemon.js';
+import type { BatchResult, ConfigureRequest, CreateInstanceRequest } from './daemon.js';
 import type { InstanceInfo } from './instance.js';
 
 export interface CreatedInstance {
@@ -12,6 +12,9 @@ export interface CreatedInstance {
 }
 
 const seg = (s: string): string => encodeURIComponent(s);
+
+/** What each item of a batch adds to the client's deadline. */
+export const BATCH_ITEM_MS = 500;
 
 export class VSwitchClient {
   /**
@@ -24,11 +27,16 @@ export class VSwitchClient {
     private readonly timeoutMs?: number,
   ) {}
 
-  private call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
+  private call<T>(method: HttpMethod, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     return apiCall(this.endpoint, method, path, body, {
       onResponse: this.recorder,
-      timeoutMs: this.timeoutMs,
+      timeoutMs,
     }) as Promise<T>;
+  }
+
+  /** A batch's deadline: the client's, plus BATCH_ITEM_MS per item (a device may start for each). */
+  private batchTimeout(n: number): number | undefined {
+    return this.timeoutMs === undefined ? undefined : this.timeoutMs + n * BATCH_ITEM_MS;
   }
 
   health(): Promise<Record<string, unknown>> {
@@ -49,6 +57,32 @@ export class VSwitchClient {
 
   create(req: CreateInstanceRequest): Promise<CreatedInstance> {
     return this.call('POST', '/v1/instances', req);
+  }
+
+  /** Several creates in one call: one result per request, in order (an item's error is its own). */
+  async createMany(reqs: CreateInstanceRequest[]): Promise<BatchResult<CreatedInstance>[]> {
+    return (
+      await this.call<{ results: BatchResult<CreatedInstance>[] }>(
+        'POST',
+        '/v1/instances/batch',
+        { instances: reqs },
+        this.batchTimeout(reqs.length),
+      )
+    ).results;
+  }
+
+  /** Several configures in one call: one result per request, in order. */
+  async configureMany(
+    reqs: (ConfigureRequest & { workload: string })[],
+  ): Promise<BatchResult<InstanceInfo>[]> {
+    return (
+      await this.call<{ results: BatchResult<InstanceInfo>[] }>(
+        'PUT',
+        '/v1/instances/nic',
+        { instances: reqs },
+        this.batchTimeout(reqs.length),
+      )
+    ).results;
   }
 
   configure(workload: string, req: ConfigureRequest): Promise<InstanceInfo> {

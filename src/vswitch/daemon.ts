@@ -18,6 +18,42 @@ export const IFNAME_PREFIX_RE = /^tg[a-z0-9-]{0,9}$/;
 const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_ROUTES = 64;
 const CLOSE_PARALLEL = 32;
+/** Instances of one batch started at a time (each runs `ip`, or starts a device process). */
+export const BATCH_PARALLEL = 16;
+/** Instances in one batch request. */
+export const MAX_BATCH = 256;
+
+/** One item's outcome in a batch: its answer, or the error it alone met. */
+export type BatchResult<T> = T | { workload: string; error: { code: string; message: string } };
+
+/** Runs `fn` over `items`, at most `limit` at a time; each item's failure is its own result. */
+async function eachSettled<T, R>(
+  items: readonly T[],
+  limit: number,
+  workload: (item: T) => string,
+  fn: (item: T) => Promise<R>,
+): Promise<BatchResult<R>[]> {
+  const out: BatchResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]);
+      } catch (err) {
+        out[i] = {
+          workload: workload(items[i]),
+          error: {
+            code: err instanceof TgError ? err.code : 'TG_ERR_INTERNAL',
+            message: err instanceof TgError ? err.message : 'internal error',
+          },
+        };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
 
 export interface CreateInstanceRequest {
   workload: string;
@@ -105,6 +141,50 @@ export class VSwitchDaemon {
       netnsIfname,
     );
     return { workload: req.workload, publicKey: inst.publicKey.toString('base64'), ifname: inst.spec.ifname };
+  }
+
+  /**
+   * Creates several instances in one go (a daemon that came back empty re-adopts a host's
+   * workloads this way): up to BATCH_PARALLEL at a time, each checked as create() checks it,
+   * with one result per request in the same order. A workload or namespace named twice in
+   * the batch fails its second mention; the others go on.
+   */
+  async createMany(
+    reqs: readonly CreateInstanceRequest[],
+  ): Promise<BatchResult<{ workload: string; publicKey: string; ifname: string }>[]> {
+    const workloads = new Set<string>();
+    const namespaces = new Set<string>();
+    const dup = new Set<number>();
+    for (const [i, r] of reqs.entries()) {
+      if (workloads.has(r.workload) || namespaces.has(r.netns)) dup.add(i);
+      workloads.add(r.workload);
+      namespaces.add(r.netns);
+    }
+    return eachSettled(
+      [...reqs.entries()],
+      BATCH_PARALLEL,
+      ([, r]) => r.workload,
+      async ([i, r]) => {
+        if (dup.has(i))
+          throw new TgError(
+            'TG_ERR_CONFLICT',
+            `workload '${r.workload}' or namespace '${r.netns}' is named twice in the batch`,
+          );
+        return this.create(r);
+      },
+    );
+  }
+
+  /** Configures several instances with their NIC's crypto, each as configure() does. */
+  async configureMany(
+    reqs: readonly (ConfigureRequest & { workload: string })[],
+  ): Promise<BatchResult<InstanceInfo>[]> {
+    return eachSettled(
+      reqs,
+      BATCH_PARALLEL,
+      (r) => r.workload,
+      (r) => this.configure(r.workload, r),
+    );
   }
 
   async configure(workload: string, req: ConfigureRequest): Promise<InstanceInfo> {

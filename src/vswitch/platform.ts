@@ -129,18 +129,102 @@ class ChildDevice implements DeviceHandle {
   }
 }
 
+/**
+ * Moves of TUNs into namespaces asked for within one event-loop turn, or while the previous
+ * moves' `ip` runs (group commit), made by one `ip -force -batch` (a line that fails fails only its own move, named by its line number):
+ * a daemon creating many instances at once (a batch) starts one `ip` for all their moves
+ * instead of one each. When `ip` gives up on the whole batch (it exits at an argument it
+ * cannot parse, e.g. a namespace that vanished), each move is tried again on its own.
+ */
+class MoveBatcher {
+  private pending: { line: string; args: string[]; done: (err?: Error) => void }[] = [];
+  private scheduled = false;
+  private running = false;
+
+  move(ifname: string, netns: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const args = ['link', 'set', 'dev', ifname, 'netns', netns];
+      this.pending.push({ line: args.join(' '), args, done: (err) => (err ? reject(err) : resolve()) });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running || this.pending.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.running = true;
+      void this.flush().finally(() => {
+        this.running = false;
+        this.schedule();
+      });
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.pending;
+    this.pending = [];
+    const one = async (m: (typeof batch)[number]): Promise<void> => {
+      try {
+        await runOk('ip', m.args);
+        m.done();
+      } catch (err) {
+        m.done(err as Error);
+      }
+    };
+    if (batch.length === 1) return one(batch[0]);
+    for (const m of batch)
+      if (!BATCH_LINE.test(m.line)) {
+        m.done(new TgError('TG_ERR_INVALID_ARGUMENT', `cannot plumb with '${m.line}'`));
+        m.line = '';
+      }
+    const lines = batch.filter((m) => m.line !== '');
+    if (lines.length === 0) return;
+    const r = await run('ip', ['-force', '-batch', '-'], {
+      input: `${lines.map((m) => m.line).join('\n')}\n`,
+    });
+    // Each failed line's messages come before its "Command failed -:N".
+    const failed = new Map<number, string>();
+    let text: string[] = [];
+    for (const l of r.stderr.split('\n')) {
+      const m = /^Command failed -:(\d+)$/.exec(l.trim());
+      if (m === null) {
+        if (l.trim() !== '') text.push(l.trim());
+        continue;
+      }
+      failed.set(Number(m[1]), text.join('; '));
+      text = [];
+    }
+    if (r.code !== 0 && failed.size === 0) {
+      await Promise.all(lines.map(one));
+      return;
+    }
+    for (const [i, m] of lines.entries()) {
+      const why = failed.get(i + 1);
+      if (why === undefined) m.done();
+      else m.done(new TgError('TG_ERR_COMMAND_FAILED', `ip ${m.line}: ${why}`));
+    }
+  }
+}
+
 export class ProcessPlatform implements VSwitchPlatform {
+  private readonly moves = new MoveBatcher();
+
   constructor(private readonly log: Logger) {}
 
   async launch(ifname: string, mtu: number): Promise<DeviceHandle> {
     const sock = uapiSocketPath(ifname);
     // A socket left by a device that was killed: ours by name, nobody serves it.
     rmSync(sock, { force: true });
+    // Its stdin is a pipe from this daemon: it ends when the daemon does, a SIGKILL included
+    // (as systemd ends a unit's whole control group), so a restarted daemon never finds devices
+    // of its predecessor that it knows nothing of holding the workloads' tg0.
     const child = spawn(
       process.execPath,
-      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--mtu', String(mtu), ifname],
+      [...DATA_PLANE_NODE_ARGS, BIN, 'device', '-f', '--parent-pipe', '--mtu', String(mtu), ifname],
       {
-        stdio: ['ignore', 'ignore', 'pipe'],
+        stdio: ['pipe', 'ignore', 'pipe'],
       },
     );
     const dev = new ChildDevice(ifname, child);
@@ -180,12 +264,13 @@ export class ProcessPlatform implements VSwitchPlatform {
   }
 
   /**
-   * Two `ip` calls: the move, then one batch inside the namespace. Each `ip` start costs more
+   * Two `ip` calls: the move (shared with other moves asked for at the same time), then one
+   * batch inside the namespace. Each `ip` start costs more
    * the more namespaces the host has, so a host with a thousand workloads feels every call.
    * Every word of the batch is a validated name, address, prefix or number (no white space).
    */
   async plumb(p: Plumbing): Promise<void> {
-    await runOk('ip', ['link', 'set', 'dev', p.ifname, 'netns', p.netns]);
+    await this.moves.move(p.ifname, p.netns);
     const dev = p.netnsIfname ?? WORKLOAD_IFNAME;
     const lines = [
       `link set dev ${p.ifname} name ${dev}`,

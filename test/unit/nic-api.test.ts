@@ -445,3 +445,49 @@ test('no API answer carries an off-host key or another NIC-internal secret', asy
     for (const enc of ['base64', 'hex', 'base64url'] as const)
       assert.equal(all.includes(s.toString(enc)), false, `a NIC secret appears in an API answer (${enc})`);
 });
+
+test('register with replace: a new vSwitch key for the same workload keeps the tenant and its off-host key', async () => {
+  const reg = (workload: string, vswitchPublicKey: string, extra: Record<string, unknown> = {}) =>
+    call('POST', '/v1/workloads', {
+      tenant: 'rp',
+      workload,
+      address: '100.64.7.11',
+      vswitchPublicKey,
+      ...extra,
+    });
+  assert.equal((await reg('only', key())).status, 201);
+  const tenantKey = ((await call('GET', '/v1/tenants/rp/key')).body as { publicKey: string }).publicKey;
+  const psks = async () =>
+    (await api.keys())
+      .filter((k) => k.kind === 'workload-psk' && k.workload === 'only')
+      .map((k) => k.fingerprint);
+  const pskBefore = await psks();
+  // Without replace it is a conflict, and so is a replace into another tenant.
+  assert.equal((await reg('only', key())).status, 409);
+  const other = await call('POST', '/v1/workloads', {
+    tenant: 'rq',
+    workload: 'only',
+    address: '100.64.8.11',
+    vswitchPublicKey: key(),
+    replace: true,
+  });
+  assert.equal(other.status, 409, other.raw);
+  const next = key();
+  const r = await reg('only', next, { replace: true });
+  assert.equal(r.status, 201, r.raw);
+  const wl = (await api.workloads()).filter((w) => w.workload === 'only');
+  assert.deepEqual(
+    wl.map((w) => [w.tenant, w.vswitchPublicKey]),
+    [['rp', next]],
+  );
+  // The tenant (its only workload here was replaced) kept its off-host key; the PSK is new.
+  assert.equal(
+    ((await call('GET', '/v1/tenants/rp/key')).body as { publicKey: string }).publicKey,
+    tenantKey,
+  );
+  const pskAfter = await psks();
+  assert.equal(pskAfter.length, 1);
+  assert.notDeepEqual(pskAfter, pskBefore);
+  const gone = (await call('DELETE', '/v1/workloads/only')).body as { tenantRemoved: boolean };
+  assert.equal(gone.tenantRemoved, true);
+});

@@ -351,3 +351,76 @@ test('a PSK box opens only for its instance, its workload and its NIC key; a ref
   await d.configure('w1', { nicPublicKey: nicKey, sealedPsk: good, nicEndpoint: '198.19.1.2:51820' });
   assert.equal(dev.changes.at(-1)!.peers[0].psk, p.toString('base64'));
 });
+
+test('batches: creates and configures in one request each, one result per item in order, each failure its own', async () => {
+  const { platform, d } = daemon();
+  await d.create({ workload: 'w3', netns: 'tgx-w3', address: '100.64.1.13' });
+  const sock = join(dir, 'vs-batch.sock');
+  const server = await JsonApiServer.listen({ socketPath: sock, routes: vswitchRoutes(d, Date.now()), log });
+  try {
+    const created = await apiRequest(sock, 'POST', '/v1/instances/batch', {
+      instances: [
+        { workload: 'w1', netns: 'tgx-w1', address: '100.64.1.11' },
+        { workload: 'w2', netns: 'tgx-nowhere', address: '100.64.1.12' },
+        { workload: 'w3', netns: 'tgx-w3', address: '100.64.1.13' },
+        { workload: 'w4', netns: 'tgx-w1', address: '100.64.1.14' },
+        { workload: 'w5', netns: 'tgx-w2', address: '100.64.1.15' },
+      ],
+    });
+    assert.equal(created.status, 200, created.raw);
+    const results = (created.body as { results: Record<string, unknown>[] }).results;
+    assert.deepEqual(
+      results.map((r) => [r.workload, (r.error as { code?: string } | undefined)?.code ?? 'ok']),
+      [
+        ['w1', 'ok'],
+        ['w2', 'TG_ERR_NOT_FOUND'],
+        ['w3', 'TG_ERR_CONFLICT'],
+        ['w4', 'TG_ERR_CONFLICT'],
+        ['w5', 'ok'],
+      ],
+    );
+    assert.deepEqual(
+      d
+        .list()
+        .map((i) => i.workload)
+        .sort(),
+      ['w1', 'w3', 'w5'],
+    );
+    assert.equal(platform.plumbed.get('tgx-w2')?.addressCidr, '100.64.1.15/32');
+    const p1 = psk();
+    const configured = await apiRequest(sock, 'PUT', '/v1/instances/nic', {
+      instances: [
+        {
+          workload: 'w1',
+          nicPublicKey: nicKey,
+          sealedPsk: box(d, 'w1', p1),
+          nicEndpoint: '198.18.1.2:51820',
+        },
+        {
+          workload: 'w2',
+          nicPublicKey: nicKey,
+          sealedPsk: box(d, 'w2', p1),
+          nicEndpoint: '198.18.1.2:51820',
+        },
+        // Sealed to another instance: refused, and only this one.
+        {
+          workload: 'w5',
+          nicPublicKey: nicKey,
+          sealedPsk: box(d, 'w1', p1),
+          nicEndpoint: '198.18.1.2:51820',
+        },
+      ],
+    });
+    assert.equal(configured.status, 200, configured.raw);
+    const cr = (configured.body as { results: Record<string, unknown>[] }).results;
+    assert.equal(cr[0].state, 'configured');
+    assert.equal((cr[1].error as { code: string }).code, 'TG_ERR_NOT_FOUND');
+    assert.equal(cr[2].workload, 'w5');
+    assert.ok(cr[2].error !== undefined, 'a PSK sealed to another instance was accepted');
+    assert.equal(d.get('w5').state, 'created');
+    const empty = await apiRequest(sock, 'POST', '/v1/instances/batch', { instances: [] });
+    assert.equal(empty.status, 400);
+  } finally {
+    await server.close();
+  }
+});
