@@ -463,6 +463,7 @@ export async function captureTransport(
       iface,
       '-n',
       '-U',
+      '--immediate-mode',
       '-s',
       '2048',
       '-c',

@@ -166,9 +166,11 @@ export interface Capture {
 /** tcpdump of every packet on an interface of a namespace, into `file`, until stop(). */
 export async function startCapture(ns: string, iface: string, file: string): Promise<Capture> {
   rmSync(file, { force: true });
+  // --immediate-mode: packets are handed over as they come; without it the ones still in the
+  // capture ring's current block when a short capture is stopped are lost.
   const child = spawn(
     'ip',
-    ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-n', '-U', '-s', '0', '-w', file],
+    ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-n', '-U', '--immediate-mode', '-s', '0', '-w', file],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
