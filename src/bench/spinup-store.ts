@@ -32,6 +32,8 @@ export interface StoreSpinupResult {
   medianMs: number;
   p95Ms: number;
   apiMedianMs: number;
+  /** Each spin-up step's median (the orchestrator's timings), the median over the rounds. */
+  stepMedians: Record<string, number>;
   failures: string[];
 }
 
@@ -81,7 +83,7 @@ async function round(
   storeArgs: string[],
   tag: string,
   count: number,
-): Promise<{ samples: number[]; apiMs: number[]; failures: string[] }> {
+): Promise<{ samples: number[]; apiMs: number[]; stepMedians: Record<string, number>; failures: string[] }> {
   const socket = join(lab.runDir, `spin-${tag}.sock`);
   const o = await startOrchestrator(socket, storeArgs);
   const c = new OrchestratorClient(socket, 60_000);
@@ -123,7 +125,7 @@ async function round(
         anchor: { name: anchor.name, address: anchor.address },
         namePrefix: `${store}`,
       });
-      return { samples: r.samples, apiMs: r.apiMs, failures: r.failures };
+      return { samples: r.samples, apiMs: r.apiMs, stepMedians: r.stepMedians, failures: r.failures };
     } finally {
       await c.deleteWorkload('anchor').catch(() => undefined);
       for (const h of lab.hosts) await c.deregisterHost(h.name).catch(() => undefined);
@@ -147,7 +149,10 @@ export async function benchSpinupStores(opts: {
   let agents: LabAgents | undefined;
   let cluster: EtcdCluster | undefined;
   const dataDir = mkdtempSync(join(lab.runDir, 'sqlite-'));
-  const acc = new Map<StoreKind, { samples: number[]; apiMs: number[]; failures: string[] }>();
+  const acc = new Map<
+    StoreKind,
+    { samples: number[]; apiMs: number[]; steps: Map<string, number[]>; failures: string[] }
+  >();
   try {
     agents = await LabAgents.start(lab, { logLevel: 'warn' });
     if (opts.stores.includes('etcd')) cluster = await EtcdCluster.start(`${prefix}-etcd`, opts.etcdMembers);
@@ -165,7 +170,14 @@ export async function benchSpinupStores(opts: {
             50,
           )} ms over ${res.samples.length}`,
         );
-        const a = acc.get(store) ?? { samples: [], apiMs: [], failures: [] };
+        const a = acc.get(store) ?? {
+          samples: [] as number[],
+          apiMs: [] as number[],
+          steps: new Map<string, number[]>(),
+          failures: [] as string[],
+        };
+        for (const [k, ms] of Object.entries(res.stepMedians))
+          a.steps.set(k, [...(a.steps.get(k) ?? []), ms]);
         a.samples.push(...res.samples);
         a.apiMs.push(...res.apiMs);
         a.failures.push(...res.failures);
@@ -190,6 +202,15 @@ export async function benchSpinupStores(opts: {
       apiMedianMs: percentile(
         [...a.apiMs].sort((x, y) => x - y),
         50,
+      ),
+      stepMedians: Object.fromEntries(
+        [...a.steps].map(([k, v]) => [
+          k,
+          percentile(
+            [...v].sort((x, y) => x - y),
+            50,
+          ),
+        ]),
       ),
       failures: a.failures,
     };
