@@ -14,19 +14,10 @@ import { WorkloadDirectory } from '../../src/policy/directory.js';
 import { PolicyEngine } from '../../src/policy/engine.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import type { TunBatch } from '../../src/protocol/batch.js';
-import { addressAt, checkedPacket, checksumsOk as checksumsOk46 } from '../helpers/checksum.js';
+import { addressAt, checkedPacket, checksumsOk as checksumsOk46, sum16 } from '../helpers/checksum.js';
 import { allowPair } from '../helpers/policy-harness.js';
 
 const A = (s: string) => parseHostAddress(s);
-
-function sum16(b: Buffer, from: number, to: number, acc = 0): number {
-  let s = acc;
-  let i = from;
-  for (; i + 1 < to; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i < to) s += b[i] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 
 /** An IPv4 TCP or UDP packet with correct checksums. */
 function packet4(
