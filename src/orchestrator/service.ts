@@ -66,6 +66,20 @@ function workloadOf(v: StoreView, workload: string): { value: WorkloadRecord; mo
 /** Pools up to this prefix length get a DNS server address (a /30 keeps its two for workloads). */
 export const DNS_MAX_POOL_PREFIX = 29;
 
+/** The NIC of host `h` a new or moving workload goes to (placeOnNic); refused when none takes workloads. */
+function nicFor(v: StoreView, h: HostRecord): string {
+  const nic = placeOnNic(
+    h,
+    v.list('workload').map((o) => o.value),
+  );
+  if (nic === null)
+    throw new TgError(
+      'TG_ERR_CONFLICT',
+      `host '${h.name}' has no NIC taking workloads (all failed or draining)`,
+    );
+  return nic;
+}
+
 function checkNetns(netns: string, host: string): void {
   if (netns.length > NETNS_MAX)
     throw new TgError(
@@ -244,15 +258,7 @@ export class OrchestratorService {
               'TG_ERR_CONFLICT',
               `namespace '${runtimeNetns}' already holds workload '${o.value.name}'`,
             );
-      const nic = placeOnNic(
-        host,
-        tx.list('workload').map((o) => o.value),
-      );
-      if (nic === null)
-        throw new TgError(
-          'TG_ERR_CONFLICT',
-          `host '${host.name}' has no NIC taking workloads (all failed or draining)`,
-        );
+      const nic = nicFor(tx, host);
       const dns = this.ensureDns(tx, tenant);
       const taken = new Set(tx.list('allocation', `${tenant.name}/`).map((a) => a.value.address));
       const address = lowestFree(parsePool(tenant.pool), taken, tenant.name);
@@ -367,15 +373,7 @@ export class OrchestratorService {
         );
       const netns = workloadNetns(dest, n);
       checkNetns(netns, dest.name);
-      const nic = placeOnNic(
-        dest,
-        tx.list('workload').map((o) => o.value),
-      );
-      if (nic === null)
-        throw new TgError(
-          'TG_ERR_CONFLICT',
-          `host '${t}' has no NIC taking workloads (all failed or draining)`,
-        );
+      const nic = nicFor(tx, dest);
       const next: WorkloadRecord = { ...w.value, state: 'migrating', migratingTo: t };
       tx.put('workload', n, next, { modRevision: w.modRevision });
       return { workload: next, from: hostOf(tx, w.value.host), to: dest, netns, nic };
