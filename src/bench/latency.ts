@@ -2,13 +2,23 @@
 // device) and 200 ms (a quiet one), over
 //   one leg:      two namespaces, one tunnel between two `tenguard device`s;
 //   wireguard-go: the same testbed with wireguard-go at both ends (--wireguard-go BIN);
+//   reference:    optionally, the same with another tenguard build (--reference BIN), for A/B
+//                 comparisons of a change within one run;
 //   full path:    workload -> vSwitch -> NIC -> fabric -> NIC -> vSwitch -> workload (the lab
 //                 of `bench path`);
 // in one run, so that only the ratios mean anything on a shared machine: one leg against
 // wireguard-go (median and 99th percentile) and the full path against the one leg (median).
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+//
+// Fairness on a shared, noisy host: the one-hop testbeds (one per implementation, each its
+// own pair of namespaces) run side by side, and each interval's pings are taken in ROUNDS
+// blocks that alternate between them (the order rotates every round), so that load from
+// outside the bench falls on all of them alike instead of on whichever ran during it. Each
+// block starts with LEAD_PINGS pings at its interval that are not counted: the devices of
+// the other blocks were idle meanwhile, and the first ping after seconds of idleness is not
+// what a device pinged at that interval sees. Nothing is pinned to a CPU: every implementation
+// runs where the scheduler puts it, as it would in production.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TgError } from '../util/errors.js';
 import { requireRoot, run as runCommand, runIn } from '../util/exec.js';
@@ -19,12 +29,16 @@ import {
   destroyTestbed,
   type Implementation,
   startDevice,
-  stopDevice,
+  type Testbed,
 } from './testbed.js';
 
 const TESTBED_PREFIX = 'tgblat';
 const TUNNEL_MTU = 1420;
 const WARMUP_PINGS = 50;
+/** Blocks per interval and implementation (alternating); see the top of the file. */
+export const ROUNDS = 5;
+/** Pings at the block's interval before each block, not counted. */
+export const LEAD_PINGS = 2;
 
 export interface RttStats {
   count: number;
@@ -37,14 +51,20 @@ export interface RttStats {
 export interface LatencyCase {
   'wireguard-go': RttStats;
   'one-leg': RttStats;
-  'full-path': RttStats;
+  /** Absent when the run skipped the full path. */
+  'full-path'?: RttStats;
+  /** With --reference: the other tenguard build's one leg. */
+  reference?: RttStats;
   ratios: {
     /** tenguard one leg / wireguard-go, medians (target <= 1.0). */
     oneLegMedian: number;
     /** tenguard one leg / wireguard-go, 99th percentiles (target <= 1.5). */
     oneLegP99: number;
     /** full path / tenguard one leg, medians (target <= 3). */
-    fullPathMedian: number;
+    fullPathMedian?: number;
+    /** With --reference: its one leg / wireguard-go, medians and 99th percentiles. */
+    referenceMedian?: number;
+    referenceP99?: number;
   };
 }
 
@@ -52,6 +72,8 @@ export interface LatencyBenchResult {
   /** Round-trip times in ms, by ping interval in ms. */
   intervals: Record<string, LatencyCase>;
   wireguard_go: string;
+  /** How the one-hop pings were taken (see the top of latency.ts). */
+  method: { rounds: number; leadPings: number; warmupPings: number; counts: { fast: number; slow: number } };
 }
 
 export interface LatencyOptions {
@@ -59,16 +81,25 @@ export interface LatencyOptions {
   counts: { fast: number; slow: number };
   /** The wireguard-go binary; default the one on PATH. */
   wireguardGo?: string;
+  /** Another tenguard build's bin/tenguard.js, measured beside this one. */
+  reference?: string;
+  /** Skip the full path (it builds the whole lab). */
+  skipFullPath?: boolean;
   log?: (s: string) => void;
 }
 
 const INTERVALS_MS = [5, 200] as const;
 
-/** Median, 99th percentile and maximum of round trips (ms) from `ping` output. */
-export function rttStats(out: string, sent: number): RttStats {
+/** The reply times (ms) in `ping` output. */
+export function replyTimes(out: string): number[] {
   const rtts: number[] = [];
   for (const m of out.matchAll(/time=([\d.]+) ms/g)) rtts.push(Number(m[1]));
-  rtts.sort((x, y) => x - y);
+  return rtts;
+}
+
+/** Median, 99th percentile and maximum of round trips (ms), `sent` pings in all. */
+export function statsOf(times: readonly number[], sent: number): RttStats {
+  const rtts = [...times].sort((x, y) => x - y);
   const at = (q: number): number =>
     rtts.length === 0 ? Number.NaN : rtts[Math.min(rtts.length - 1, Math.floor(q * rtts.length))];
   const r3 = (x: number): number => Math.round(x * 1000) / 1000;
@@ -81,18 +112,55 @@ export function rttStats(out: string, sent: number): RttStats {
   };
 }
 
-async function pingStats(ns: string, target: string, intervalMs: number, count: number): Promise<RttStats> {
-  // Warm-up: handshakes done, caches, JIT and the kernel's neighbour entries settled.
+/** Median, 99th percentile and maximum of round trips (ms) from `ping` output. */
+export function rttStats(out: string, sent: number): RttStats {
+  return statsOf(replyTimes(out), sent);
+}
+
+/** Warm-up: handshakes done, caches, JIT and the kernel's neighbour entries settled. */
+async function warmUp(ns: string, target: string): Promise<void> {
   await runIn(ns, 'ping', ['-n', '-q', '-c', String(WARMUP_PINGS), '-i', '0.01', '-W', '1', target], {
     timeoutMs: 30_000,
   });
+}
+
+/** One block: LEAD_PINGS uncounted pings, then `count` counted ones, at `intervalMs`. */
+async function pingBlock(ns: string, target: string, intervalMs: number, count: number): Promise<number[]> {
+  const total = LEAD_PINGS + count;
   const r = await runIn(
     ns,
     'ping',
-    ['-n', '-c', String(count), '-i', String(intervalMs / 1000), '-W', '1', target],
-    { timeoutMs: ((count * intervalMs) / 1000) * 1000 + 30_000 },
+    ['-n', '-c', String(total), '-i', String(intervalMs / 1000), '-W', '1', target],
+    { timeoutMs: ((total * intervalMs) / 1000) * 1000 + 30_000 },
   );
-  return rttStats(r.stdout, count);
+  const times: number[] = [];
+  for (const m of r.stdout.matchAll(/icmp_seq=(\d+) .*time=([\d.]+) ms/g))
+    if (Number(m[1]) > LEAD_PINGS) times.push(Number(m[2]));
+  return times;
+}
+
+/** Sizes of ROUNDS blocks adding up to `count`. */
+export function blockSizes(count: number, rounds = ROUNDS): number[] {
+  const sizes: number[] = [];
+  for (let i = 0; i < rounds; i++)
+    sizes.push(Math.floor((count * (i + 1)) / rounds) - Math.floor((count * i) / rounds));
+  return sizes.filter((n) => n > 0);
+}
+
+/** Pings every target in alternating blocks (the order rotated every round). */
+async function pingAlternating(
+  targets: readonly { ns: string; address: string }[],
+  intervalMs: number,
+  count: number,
+): Promise<RttStats[]> {
+  const times: number[][] = targets.map(() => []);
+  const sizes = blockSizes(count);
+  for (let round = 0; round < sizes.length; round++)
+    for (let k = 0; k < targets.length; k++) {
+      const i = (round + k) % targets.length;
+      times[i].push(...(await pingBlock(targets[i].ns, targets[i].address, intervalMs, sizes[round])));
+    }
+  return times.map((t) => statsOf(t, count));
 }
 
 async function wireguardGoVersion(bin: string): Promise<string> {
@@ -101,83 +169,104 @@ async function wireguardGoVersion(bin: string): Promise<string> {
   return m ? m[1] : 'unknown';
 }
 
+type OneHop = 'wireguard-go' | 'one-leg' | 'reference';
+
 export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchResult> {
   requireRoot('bench latency');
   const log = opts.log ?? (() => undefined);
-  // The testbed starts `wireguard-go` by name: put the chosen binary first on PATH.
-  let binDir: string | null = null;
-  const env: NodeJS.ProcessEnv = {};
-  if (opts.wireguardGo !== undefined) {
-    binDir = mkdtempSync(join(tmpdir(), 'tgblat-'));
-    symlinkSync(resolve(opts.wireguardGo), join(binDir, 'wireguard-go'));
-    env.PATH = `${binDir}:${process.env.PATH ?? ''}`;
-  }
   const count = (ms: number): number => (ms < 50 ? opts.counts.fast : opts.counts.slow);
-  const results: Record<string, Partial<Record<'wireguard-go' | 'one-leg' | 'full-path', RttStats>>> = {};
+  const results: Record<string, Partial<Record<OneHop | 'full-path', RttStats>>> = {};
   for (const ms of INTERVALS_MS) results[ms] = {};
+  const version = await wireguardGoVersion(opts.wireguardGo ?? 'wireguard-go');
+  const hops: { key: OneHop; impl: Implementation; tenguardBin?: string }[] = [
+    { key: 'wireguard-go', impl: 'wireguard-go' },
+    { key: 'one-leg', impl: 'tenguard' },
+  ];
+  if (opts.reference !== undefined)
+    hops.push({ key: 'reference', impl: 'tenguard', tenguardBin: resolve(opts.reference) });
+  const beds: Testbed[] = [];
   try {
-    const version = await wireguardGoVersion(opts.wireguardGo ?? 'wireguard-go');
-    const tb = await createTestbed(TESTBED_PREFIX, { mtu: 1500 });
-    try {
-      for (const [impl, key] of [
-        ['wireguard-go', 'wireguard-go'],
-        ['tenguard', 'one-leg'],
-      ] as [Implementation, 'wireguard-go' | 'one-leg'][]) {
-        await startDevice(tb.a, impl, env);
-        await startDevice(tb.b, impl, env);
-        try {
-          await configureDevice(tb.a, tb.b, { mtu: TUNNEL_MTU });
-          await configureDevice(tb.b, tb.a, { mtu: TUNNEL_MTU });
-          await waitForPath(tb.a.ns, tb.b.tunV4);
-          for (const ms of INTERVALS_MS) {
-            log(`${impl} one hop, every ${ms} ms, ${count(ms)} pings ...`);
-            results[ms][key] = await pingStats(tb.a.ns, tb.b.tunV4, ms, count(ms));
-          }
-        } finally {
-          await stopDevice(tb.a);
-          await stopDevice(tb.b);
-        }
-      }
-    } finally {
-      await destroyTestbed(tb);
+    for (const [i, hop] of hops.entries()) {
+      const tb = await createTestbed(`${TESTBED_PREFIX}${i}`, { mtu: 1500, index: i });
+      beds.push(tb);
+      const dev = { wireguardGo: opts.wireguardGo, tenguardBin: hop.tenguardBin };
+      await startDevice(tb.a, hop.impl, {}, dev);
+      await startDevice(tb.b, hop.impl, {}, dev);
+      await configureDevice(tb.a, tb.b, { mtu: TUNNEL_MTU });
+      await configureDevice(tb.b, tb.a, { mtu: TUNNEL_MTU });
+      await waitForPath(tb.a.ns, tb.b.tunV4);
     }
+    for (const ms of INTERVALS_MS) {
+      for (const tb of beds) await warmUp(tb.a.ns, tb.b.tunV4);
+      log(`one hop (${hops.map((h) => h.key).join(', ')}), every ${ms} ms, ${count(ms)} pings each ...`);
+      const stats = await pingAlternating(
+        beds.map((tb) => ({ ns: tb.a.ns, address: tb.b.tunV4 })),
+        ms,
+        count(ms),
+      );
+      for (const [i, hop] of hops.entries()) results[ms][hop.key] = stats[i];
+    }
+  } finally {
+    for (const tb of beds) await destroyTestbed(tb);
+  }
+  if (!opts.skipFullPath) {
     const path = await openLabPath(log);
     try {
       for (const ms of INTERVALS_MS) {
+        await warmUp(path.a.ns, path.cross.address);
         log(`full path ${path.a.name} -> ${path.cross.name}, every ${ms} ms, ${count(ms)} pings ...`);
-        results[ms]['full-path'] = await pingStats(path.a.ns, path.cross.address, ms, count(ms));
+        [results[ms]['full-path']] = await pingAlternating(
+          [{ ns: path.a.ns, address: path.cross.address }],
+          ms,
+          count(ms),
+        );
       }
     } finally {
       await path.stop();
     }
-    const ratio = (x: number, y: number): number => Math.round((x / y) * 100) / 100;
-    const intervals: Record<string, LatencyCase> = {};
-    for (const ms of INTERVALS_MS) {
-      const r = results[ms] as Record<'wireguard-go' | 'one-leg' | 'full-path', RttStats>;
-      intervals[`${ms}ms`] = {
-        'wireguard-go': r['wireguard-go'],
-        'one-leg': r['one-leg'],
-        'full-path': r['full-path'],
-        ratios: {
-          oneLegMedian: ratio(r['one-leg'].median, r['wireguard-go'].median),
-          oneLegP99: ratio(r['one-leg'].p99, r['wireguard-go'].p99),
-          fullPathMedian: ratio(r['full-path'].median, r['one-leg'].median),
-        },
-      };
-    }
-    return { intervals, wireguard_go: version };
-  } finally {
-    if (binDir !== null) rmSync(binDir, { recursive: true, force: true });
   }
+  const ratio = (x: number, y: number): number => Math.round((x / y) * 100) / 100;
+  const intervals: Record<string, LatencyCase> = {};
+  for (const ms of INTERVALS_MS) {
+    const r = results[ms] as Record<OneHop, RttStats> & { 'full-path'?: RttStats };
+    const c: LatencyCase = {
+      'wireguard-go': r['wireguard-go'],
+      'one-leg': r['one-leg'],
+      ratios: {
+        oneLegMedian: ratio(r['one-leg'].median, r['wireguard-go'].median),
+        oneLegP99: ratio(r['one-leg'].p99, r['wireguard-go'].p99),
+      },
+    };
+    const full = r['full-path'];
+    if (full !== undefined) {
+      c['full-path'] = full;
+      c.ratios.fullPathMedian = ratio(full.median, r['one-leg'].median);
+    }
+    if (r.reference !== undefined) {
+      c.reference = r.reference;
+      c.ratios.referenceMedian = ratio(r.reference.median, r['wireguard-go'].median);
+      c.ratios.referenceP99 = ratio(r.reference.p99, r['wireguard-go'].p99);
+    }
+    intervals[`${ms}ms`] = c;
+  }
+  return {
+    intervals,
+    wireguard_go: version,
+    method: { rounds: ROUNDS, leadPings: LEAD_PINGS, warmupPings: WARMUP_PINGS, counts: opts.counts },
+  };
 }
 
 const USAGE = `usage: tenguard bench latency [--json] [--wireguard-go BIN] [--count N] [--slow-count N]
+                             [--reference TENGUARD_JS] [--skip-full-path]
 
 Round trips (ping after a warm-up) every 5 ms and every 200 ms over one tenguard leg, over one
 wireguard-go hop (BIN, default the wireguard-go on PATH) and over the full path (workload ->
 vSwitch -> NIC -> fabric -> NIC -> vSwitch -> workload), in one run: median, 99th percentile
-and maximum in ms, and the ratios. --count: pings every 5 ms (default 1000); --slow-count:
-pings every 200 ms (default 150).
+and maximum in ms, and the ratios. The one-hop cases run side by side and are pinged in
+${ROUNDS} alternating blocks per interval. --count: pings every 5 ms (default 1000);
+--slow-count: pings every 200 ms (default 300); --reference: another tenguard build's
+bin/tenguard.js, measured as a third one-hop case (A/B of a change); --skip-full-path: one
+hop only (the full path builds the whole lab).
 `;
 
 export async function run(args: string[]): Promise<number> {
@@ -186,6 +275,8 @@ export async function run(args: string[]): Promise<number> {
     'wireguard-go'?: string;
     count?: string;
     'slow-count'?: string;
+    reference?: string;
+    'skip-full-path'?: boolean;
     help?: boolean;
   };
   try {
@@ -196,6 +287,8 @@ export async function run(args: string[]): Promise<number> {
         'wireguard-go': { type: 'string' },
         count: { type: 'string' },
         'slow-count': { type: 'string' },
+        reference: { type: 'string' },
+        'skip-full-path': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -209,32 +302,48 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   const fast = Number(values.count ?? 1000);
-  const slow = Number(values['slow-count'] ?? 150);
+  const slow = Number(values['slow-count'] ?? 300);
   if (!Number.isInteger(fast) || fast < 10 || fast > 20_000)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--count must be an integer from 10 to 20000');
   if (!Number.isInteger(slow) || slow < 10 || slow > 1000)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', '--slow-count must be an integer from 10 to 1000');
+  const wireguardGo = values['wireguard-go'];
+  const reference = values.reference;
+  if (reference !== undefined && !existsSync(reference))
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `--reference: no such file '${reference}'`);
   const result = await benchLatency({
     counts: { fast, slow },
-    wireguardGo: values['wireguard-go'],
+    wireguardGo: wireguardGo?.includes('/') ? resolve(wireguardGo) : wireguardGo,
+    reference,
+    skipFullPath: values['skip-full-path'] === true,
     log: values.json ? undefined : (s) => process.stderr.write(`${s}\n`),
   });
   if (values.json) {
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return 0;
   }
-  const row = (name: string, r: RttStats): string =>
-    `  ${name.padEnd(14)} median ${r.median.toFixed(3)}  p99 ${r.p99.toFixed(3)}  max ${r.max.toFixed(3)} ms` +
-    `  (${r.count} replies, ${r.lost} lost)\n`;
-  let text = `round trips, ping after warm-up, tunnel MTU ${TUNNEL_MTU}, wireguard-go ${result.wireguard_go}, one run:\n`;
+  const row = (name: string, r: RttStats | undefined): string =>
+    r === undefined
+      ? ''
+      : `  ${name.padEnd(14)} median ${r.median.toFixed(3)}  p99 ${r.p99.toFixed(3)}  max ${r.max.toFixed(3)} ms` +
+        `  (${r.count} replies, ${r.lost} lost)\n`;
+  let text =
+    `round trips, ping after warm-up, tunnel MTU ${TUNNEL_MTU}, wireguard-go ${result.wireguard_go}, one run, ` +
+    `${ROUNDS} alternating blocks:\n`;
   for (const [interval, c] of Object.entries(result.intervals)) {
+    const r = c.ratios;
     text +=
       `every ${interval}:\n` +
       row('wireguard-go', c['wireguard-go']) +
       row('tenguard leg', c['one-leg']) +
+      row('reference', c.reference) +
       row('full path', c['full-path']) +
-      `  ratios: leg/wireguard-go median ${c.ratios.oneLegMedian}, p99 ${c.ratios.oneLegP99};` +
-      ` full path/leg median ${c.ratios.fullPathMedian}\n`;
+      `  ratios: leg/wireguard-go median ${r.oneLegMedian}, p99 ${r.oneLegP99}` +
+      (r.referenceMedian !== undefined
+        ? `; reference/wireguard-go median ${r.referenceMedian}, p99 ${r.referenceP99}`
+        : '') +
+      (r.fullPathMedian !== undefined ? `; full path/leg median ${r.fullPathMedian}` : '') +
+      '\n';
   }
   process.stdout.write(text);
   return 0;

@@ -113,18 +113,20 @@ export const DEFAULT_WIREGUARD_GO = 'wireguard-go';
 /**
  * The command line that runs a device for interface `tun`; `foreground: false` leaves out
  * -f, so the device detaches into the background as `wireguard-go <ifname>` does.
- * `wireguardGo` is the wireguard-go binary (default: the one on PATH).
+ * `wireguardGo` is the wireguard-go binary (default: the one on PATH); `tenguardBin` the
+ * tenguard script (default: this build's bin/tenguard.js; a bench may compare another build).
  */
 export function deviceArgv(
   impl: Implementation,
   tun: string,
   foreground = true,
   wireguardGo = DEFAULT_WIREGUARD_GO,
+  tenguardBin = BIN,
 ): string[] {
   const f = foreground ? ['-f'] : [];
   return impl === 'wireguard-go'
     ? [wireguardGo, ...f, tun]
-    : [process.execPath, ...DATA_PLANE_NODE_ARGS, BIN, 'device', ...f, tun];
+    : [process.execPath, ...DATA_PLANE_NODE_ARGS, tenguardBin, 'device', ...f, tun];
 }
 
 /** Creates namespace `<prefix>-<tag>` (loopback up), removed with the testbed. */
@@ -169,9 +171,10 @@ export async function startDevice(
   s: Side,
   impl: Implementation,
   env: NodeJS.ProcessEnv = {},
-  opts: { wireguardGo?: string } = {},
+  opts: { wireguardGo?: string; tenguardBin?: string } = {},
 ): Promise<void> {
-  const proc = spawn('ip', ['netns', 'exec', s.ns, ...deviceArgv(impl, s.tun, true, opts.wireguardGo)], {
+  const argv = deviceArgv(impl, s.tun, true, opts.wireguardGo, opts.tenguardBin);
+  const proc = spawn('ip', ['netns', 'exec', s.ns, ...argv], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
