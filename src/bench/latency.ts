@@ -90,10 +90,11 @@ export interface LatencyOptions {
 
 const INTERVALS_MS = [5, 200] as const;
 
-/** The reply times (ms) in `ping` output. */
-export function replyTimes(out: string): number[] {
+/** The reply times (ms) in `ping` output, leaving out the replies to the first `lead` pings. */
+export function replyTimes(out: string, lead = 0): number[] {
   const rtts: number[] = [];
-  for (const m of out.matchAll(/time=([\d.]+) ms/g)) rtts.push(Number(m[1]));
+  for (const m of out.matchAll(/icmp_seq=(\d+) .*?time=([\d.]+) ms/g))
+    if (Number(m[1]) > lead) rtts.push(Number(m[2]));
   return rtts;
 }
 
@@ -133,10 +134,7 @@ async function pingBlock(ns: string, target: string, intervalMs: number, count: 
     ['-n', '-c', String(total), '-i', String(intervalMs / 1000), '-W', '1', target],
     { timeoutMs: ((total * intervalMs) / 1000) * 1000 + 30_000 },
   );
-  const times: number[] = [];
-  for (const m of r.stdout.matchAll(/icmp_seq=(\d+) .*time=([\d.]+) ms/g))
-    if (Number(m[1]) > LEAD_PINGS) times.push(Number(m[2]));
-  return times;
+  return replyTimes(r.stdout, LEAD_PINGS);
 }
 
 /** Sizes of ROUNDS blocks adding up to `count`. */
