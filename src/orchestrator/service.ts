@@ -231,6 +231,34 @@ export class OrchestratorService {
     );
   }
 
+  /**
+   * The hosts, the workloads (of `tenant`, or all) and, with `policies`, every tenant's
+   * policy document, from one consistent read: what a peer or grant list is computed from.
+   */
+  fabric(opts: { tenant?: string; policies?: boolean } = {}): Promise<{
+    hosts: HostRecord[];
+    workloads: WorkloadRecord[];
+    /** tenant -> its policy document (tenants without one left out). */
+    policies: Map<string, unknown>;
+  }> {
+    return this.store.view((v) => {
+      const policies = new Map<string, unknown>();
+      if (opts.policies === true)
+        for (const t of v.list('tenant')) {
+          const p = v.get('policy', t.key);
+          if (p !== undefined) policies.set(t.key, p.value.document);
+        }
+      return {
+        hosts: v.list('host').map((e) => e.value),
+        workloads: v
+          .list('workload')
+          .map((e) => e.value)
+          .filter((w) => opts.tenant === undefined || w.tenant === opts.tenant),
+        policies,
+      };
+    });
+  }
+
   async getWorkload(workload: unknown): Promise<WorkloadRecord> {
     const n = name(workload, 'workload');
     return this.store.view((v) => workloadOf(v, n).value);
@@ -570,15 +598,22 @@ export class OrchestratorService {
       ports: ServiceRecord['ports'];
     }[];
   }> {
-    const dns = await this.tenantDns(tenant);
-    const services = (await this.listServices({ tenant })).map((s) => ({
-      name: s.name,
-      address: s.address,
-      ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
-      selector: s.selector,
-      ports: s.ports,
-    }));
-    return dns === undefined ? { services } : { dns, services };
+    // One transaction: the DNS address (allocated if missing) and the services as of it.
+    return this.store.txn((tx) => {
+      const dns = this.ensureDns(tx, tenantOf(tx, tenant));
+      const services = tx
+        .list('service', `${tenant}/`)
+        .map((e) => withAddress6(tx, e.value))
+        .filter((s) => s.tenant === tenant)
+        .map((s) => ({
+          name: s.name,
+          address: s.address,
+          ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
+          selector: s.selector,
+          ports: s.ports,
+        }));
+      return dns === undefined ? { services } : { dns, services };
+    });
   }
 
   // --- Policy ----------------------------------------------------------------------------
