@@ -18,8 +18,9 @@
 // two replicas lead at once, see EtcdLeadership), so the store can only change by this
 // process's own commits, which it applies to its cached snapshot. A snapshot validated by a
 // linearizable read made while holding the current leader key, and kept up to date by this
-// process's commits since, is therefore still the store: a view or a transaction's read then
-// needs no etcd round trip at all (the lease read of the Raft paper, section 6.4, one level
+// process's commits since, is therefore still the store: a transaction's read, or a view
+// asked with `leaderLease` (the lifecycle's; API reads stay linearizable, so that a failed
+// cluster shows at once), then needs no etcd round trip at all (the lease read of the Raft paper, section 6.4, one level
 // up). Writes keep their guards (s/rev's mod revision and the fence), so even a wrong cache
 // could not commit anything; any doubt (a commit refused by its guards, a commit whose answer
 // was lost, an own commit the cache could not follow, a new lease) drops the validation and
@@ -54,6 +55,7 @@ import type {
   StoreHealth,
   StoreTx,
   StoreView,
+  ViewOptions,
   WatchEvent,
 } from './store.js';
 import { checkWrite, isKind } from './store.js';
@@ -162,8 +164,8 @@ export class EtcdStore implements Store {
     return (await this.snapshot()).rev;
   }
 
-  async view<T>(fn: (v: StoreView) => T): Promise<T> {
-    const snap = await this.snapshot();
+  async view<T>(fn: (v: StoreView) => T, opts: ViewOptions = {}): Promise<T> {
+    const snap = await this.snapshot(opts.leaderLease === true);
     return fn(this.reader(snap, new Map()));
   }
 
@@ -175,7 +177,8 @@ export class EtcdStore implements Store {
           'TG_ERR_NOT_LEADER',
           'this replica does not hold the leadership; nothing was written',
         );
-      const snap = await this.snapshot();
+      // The commit is guarded by s/rev: a read on the lease is as good as a round trip.
+      const snap = await this.snapshot(true);
       const writes = new Map<string, { kind: Kind; key: string; value: unknown | null }>();
       const result = fn(this.writer(snap, writes));
       if (writes.size === 0) return result;
@@ -365,11 +368,11 @@ export class EtcdStore implements Store {
    * linearizable read of s/rev finds the revision of the last snapshot this process read or
    * wrote, that snapshot is still the store: one small read instead of the whole store.
    */
-  private async snapshot(): Promise<Snapshot> {
+  private async snapshot(onLease = false): Promise<Snapshot> {
     const lead = this.leaderKey();
     const cached = this.cache;
     // On the leader's lease (header): the cache is the store, no round trip.
-    if (cached !== null && lead !== null && this.cacheValidUnder === lead) return cached;
+    if (onLease && cached !== null && lead !== null && this.cacheValidUnder === lead) return cached;
     if (cached !== null) {
       this.roundTrips++;
       const g = await this.call('read the store', () => this.ns.get(REV_KEY).exec());

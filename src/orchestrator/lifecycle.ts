@@ -129,7 +129,7 @@ export class Lifecycle {
 
   /** Every NIC of every host, as sites (nics.ts): the lifecycle's unit of NIC knowledge. */
   async sites(): Promise<NicSite[]> {
-    return (await this.service.listHosts()).flatMap(sitesOf);
+    return (await this.service.fabric({ workloads: false })).hosts.flatMap(sitesOf);
   }
 
   /**
@@ -868,7 +868,7 @@ export class Lifecycle {
    */
   async ensurePolicy(host: HostRecord, tenant: string, verify: boolean): Promise<void> {
     if (!(await this.policyApi(host))) return;
-    const doc = await this.service.getPolicy(tenant).catch((err) => {
+    const doc = await this.service.getPolicy(tenant, { leaderLease: true }).catch((err) => {
       if (codeOf(err) === 'TG_ERR_NOT_FOUND') return null;
       throw err;
     });

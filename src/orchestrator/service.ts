@@ -26,7 +26,10 @@ import {
 } from './model.js';
 import { hostNics, placeOnNic, withNicState } from './nics.js';
 import { address6Of, highestFree, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
-import type { Store, StoreTx, StoreView } from './store.js';
+import type { Store, StoreTx, StoreView, ViewOptions } from './store.js';
+
+/** A read for the leader's own work (store.ts, Store.view). */
+const LEADER_LEASE: ViewOptions = { leaderLease: true };
 
 function name(value: unknown, what: string): string {
   return parseBody(nameSchema, value, what);
@@ -232,10 +235,12 @@ export class OrchestratorService {
   }
 
   /**
-   * The hosts, the workloads (of `tenant`, or all) and, with `policies`, every tenant's
-   * policy document, from one consistent read: what a peer or grant list is computed from.
+   * The hosts, the workloads (of `tenant`, or all; none with `workloads: false`) and, with
+   * `policies`, every tenant's policy document, from one consistent read: what a peer or
+   * grant list is computed from. Read on the leader's lease (store.ts): for the lifecycle,
+   * which runs only on the leader.
    */
-  fabric(opts: { tenant?: string; policies?: boolean } = {}): Promise<{
+  fabric(opts: { tenant?: string; policies?: boolean; workloads?: boolean } = {}): Promise<{
     hosts: HostRecord[];
     workloads: WorkloadRecord[];
     /** tenant -> its policy document (tenants without one left out). */
@@ -250,13 +255,16 @@ export class OrchestratorService {
         }
       return {
         hosts: v.list('host').map((e) => e.value),
-        workloads: v
-          .list('workload')
-          .map((e) => e.value)
-          .filter((w) => opts.tenant === undefined || w.tenant === opts.tenant),
+        workloads:
+          opts.workloads === false
+            ? []
+            : v
+                .list('workload')
+                .map((e) => e.value)
+                .filter((w) => opts.tenant === undefined || w.tenant === opts.tenant),
         policies,
       };
-    });
+    }, LEADER_LEASE);
   }
 
   async getWorkload(workload: unknown): Promise<WorkloadRecord> {
@@ -650,14 +658,15 @@ export class OrchestratorService {
     return parsed.doc;
   }
 
-  async getPolicy(tenant: unknown): Promise<PolicyRecord> {
+  /** A tenant's policy document; `opts.leaderLease` for the leader's own work (store.ts). */
+  async getPolicy(tenant: unknown, opts: ViewOptions = {}): Promise<PolicyRecord> {
     const n = name(tenant, 'tenant');
     return this.store.view((v) => {
       tenantOf(v, n);
       const p = v.get('policy', n);
       if (p === undefined) throw new TgError('TG_ERR_NOT_FOUND', `tenant '${n}' has no policy document`);
       return p.value;
-    });
+    }, opts);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -362,28 +362,32 @@ describe('etcd store failures', () => {
     const a = s.campaign('replica-a', 2000);
     await until('a leads', () => a.isLeader());
     await s.txn((tx) => tx.put('tenant', 'x', t('x', 1)));
-    // Validated once under the lease (by the commit's own snapshot read), then no read goes to etcd.
-    await s.view((v) => v.list('tenant'));
+    // Validated under the lease (by the linearizable read of that transaction), then no read
+    // on the lease and no transaction's read goes to etcd: only the commit does.
+    const lease = { leaderLease: true };
     const trips = s.roundTrips;
-    for (let i = 0; i < 5; i++) assert.ok(await s.view((v) => v.get('tenant', 'x')));
+    for (let i = 0; i < 5; i++) assert.ok(await s.view((v) => v.get('tenant', 'x'), lease));
     await s.txn((tx) => tx.put('tenant', 'y', t('y', 2)));
-    assert.deepEqual(await s.view((v) => v.list('tenant').map((e) => e.key)), ['x', 'y']);
+    assert.deepEqual(await s.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
     assert.equal(s.roundTrips - trips, 1, 'the leader made reads besides its one commit');
-    // A follower reads etcd every time (one read of s/rev while nothing changed).
+    // A plain view stays linearizable (an API read: a failed cluster shows at once).
+    assert.ok(await s.view((v) => v.get('tenant', 'y')));
+    assert.equal(s.roundTrips - trips, 2);
+    // A follower reads etcd every time, on the lease or not (one read of s/rev while nothing changed).
     const b = p.campaign('replica-b', 2000);
     await until('b knows a', () => b.leader() === 'replica-a');
     await p.view((v) => v.list('tenant'));
     const ft = p.roundTrips;
-    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key)), ['x', 'y']);
-    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key)), ['x', 'y']);
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
     assert.equal(p.roundTrips - ft, 2);
     // The lead passes: the new leader's first read goes to etcd, and it sees what was written.
     await a.resign();
     await until('b leads', () => b.isLeader(), 3000);
     await p.txn((tx) => tx.put('tenant', 'z', t('z', 3)));
-    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key)), ['x', 'y', 'z']);
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y', 'z']);
     // The old leader reads etcd again (it no longer leads) and sees the new leader's write.
-    assert.ok(await s.view((v) => v.get('tenant', 'z')));
+    assert.ok(await s.view((v) => v.get('tenant', 'z'), lease));
     await b.resign();
   });
 
