@@ -102,6 +102,8 @@ export interface NativeBinding {
   getDumpable(): number;
   /** malloc_trim(0): true when free memory went back to the system. */
   trimHeap(): boolean;
+  /** The C heap (mallinfo2): bytes handed out, free in the arenas, mapped on their own. */
+  mallocStats(): { inUse: number; free: number; mapped: number };
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;

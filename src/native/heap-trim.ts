@@ -20,3 +20,8 @@ export function startHeapTrim(intervalMs = HEAP_TRIM_INTERVAL_MS): () => void {
   timer.unref();
   return () => clearInterval(timer);
 }
+
+/** Bytes of the C heap in use, free in its arenas, and mapped on their own (mallinfo2). */
+export function mallocStats(): { inUse: number; free: number; mapped: number } {
+  return loadNative().mallocStats();
+}

@@ -5,12 +5,24 @@
 // handles and requests by type (process.getActiveResourcesInfo(), which lists each timer).
 // When $TG_SOAK_PROBE_DIR/<pid>.request exists (JSON {gc?: true, snapshot?: path}) it also
 // collects garbage and reports the heap and RSS after that, and writes a heap snapshot.
+// Processes that have loaded tenguard's addon also report the C heap in use (mallinfo2):
+// memory handed out and not freed, which unlike RSS does not move with what glibc keeps cached.
 import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString, writeHeapSnapshot } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { mallocStats } from '../../src/native/heap-trim.js';
 
 const dir = process.env.TG_SOAK_PROBE_DIR;
+/** The C heap in use, or undefined where the addon cannot be loaded. */
+function mallocInUse(): number | undefined {
+  try {
+    return mallocStats().inUse;
+  } catch {
+    return undefined;
+  }
+}
+
 if (dir !== undefined && dir.length > 0) {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
@@ -29,10 +41,12 @@ if (dir !== undefined && dir.length > 0) {
       at: Date.now(),
       rss: m.rss,
       heapUsed: m.heapUsed,
+      heapTotal: m.heapTotal,
       external: m.external,
       arrayBuffers: m.arrayBuffers,
       fds,
       resources,
+      mallocInUse: mallocInUse(),
     };
     const requestFile = join(dir, `${process.pid}.request`);
     if (existsSync(requestFile)) {
@@ -45,6 +59,7 @@ if (dir !== undefined && dir.length > 0) {
         out.rssAfterGc = after.rss;
         out.heapAfterGc = after.heapUsed;
         out.externalAfterGc = after.external;
+        out.mallocInUseAfterGc = mallocInUse();
       }
       if (request.snapshot) writeHeapSnapshot(request.snapshot);
     }

@@ -1,11 +1,12 @@
 // malloc_trim through the addon (src/native/heap-trim.ts): a trim answers whether memory went
-// back to the system and never adds to RSS; the periodic trim never keeps a process alive.
+// back to the system and never adds to RSS; the periodic trim never keeps a process alive;
+// mallocStats counts C-heap memory handed out and given back.
 // That it keeps a daemon's RSS flat is measured by the soak (test/soak).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { deflateRawSync } from 'node:zlib';
-import { startHeapTrim, trimHeap } from '../../src/native/heap-trim.js';
+import { createDeflateRaw, deflateRawSync } from 'node:zlib';
+import { mallocStats, startHeapTrim, trimHeap } from '../../src/native/heap-trim.js';
 
 function rssKb(): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
@@ -30,4 +31,22 @@ test('startHeapTrim: an unref’d interval, stopped by the function it returns',
   assert.equal(timers(), before, 'an unref’d timer keeps nothing alive');
   stop();
   assert.equal(timers(), before);
+});
+
+test('mallocStats: memory handed out by the C heap is counted while held and not after', async () => {
+  // A zlib stream's state (at least 64 KiB) is malloc'd on its first write and
+  // freed by close().
+  {
+    const before = mallocStats();
+    assert.ok(before.inUse > 0 && before.free >= 0 && before.mapped >= 0);
+    const streams = Array.from({ length: 20 }, () => createDeflateRaw({ level: 9, memLevel: 9 }));
+    for (const s of streams) s.write(Buffer.alloc(16));
+    await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    const held = mallocStats().inUse;
+    for (const s of streams) s.close();
+    await new Promise<void>((resolve) => setTimeout(resolve, 50));
+    const after = mallocStats().inUse;
+    assert.ok(held - before.inUse > 20 * 64 * 1024, `20 streams counted: ${before.inUse} -> ${held}`);
+    assert.ok(held - after > 20 * 64 * 1024, `freed streams no longer counted: ${held} -> ${after}`);
+  }
 });
