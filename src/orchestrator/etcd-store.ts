@@ -20,11 +20,11 @@
 // linearizable read made while holding the current leader key, and kept up to date by this
 // process's commits since, is therefore still the store: a transaction's read, or a view
 // asked with `leaderLease` (the lifecycle's; API reads stay linearizable, so that a failed
-// cluster shows at once), then needs no etcd round trip at all (the lease read of the Raft paper, section 6.4, one level
-// up). Writes keep their guards (s/rev's mod revision and the fence), so even a wrong cache
+// cluster shows at once), then needs no etcd round trip at all (the lease read of the Raft
+// paper, section 6.4, one level up). Writes keep their guards (s/rev's mod revision and the fence), so even a wrong cache
 // could not commit anything; any doubt (a commit refused by its guards, a commit whose answer
 // was lost, an own commit the cache could not follow, a new lease) drops the validation and
-// the next read goes to etcd again. Not campaigning (a follower, the migrate command, a test),
+// the next read goes to etcd again. Not leading (a follower, the migrate command, a test),
 // every read goes to etcd. Contract this relies on: nothing writes the store beside the
 // replicas (store migrate writes only into an empty store, before any replica runs on it).
 //
