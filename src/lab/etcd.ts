@@ -47,6 +47,20 @@ export interface EtcdServerTls {
   clientCa?: string;
 }
 
+/** etcd's --heartbeat-interval and --election-timeout (ms). */
+export interface EtcdRaftTiming {
+  heartbeatMs: number;
+  electionMs: number;
+}
+
+/**
+ * Loopback members: a lost raft leader is replaced within about a second, well inside an
+ * orchestrator lease's 1.5 s of validity (the HA tests and the demo's takeover).
+ */
+export const LAB_RAFT_TIMING: EtcdRaftTiming = { heartbeatMs: 50, electionMs: 500 };
+/** etcd's own defaults, what an operator's cluster runs unless tuned for its network. */
+export const ETCD_DEFAULT_RAFT_TIMING: EtcdRaftTiming = { heartbeatMs: 100, electionMs: 1000 };
+
 export class EtcdCluster {
   private constructor(
     readonly dir: string,
@@ -55,6 +69,7 @@ export class EtcdCluster {
     private readonly tls: EtcdServerTls | undefined,
     /** etcd's --quota-backend-bytes (tests of a full cluster); etcd's default when undefined. */
     private readonly quotaBackendBytes?: number,
+    private readonly raft: EtcdRaftTiming = LAB_RAFT_TIMING,
   ) {}
 
   /** The client URLs of all members. */
@@ -66,7 +81,13 @@ export class EtcdCluster {
   static async start(
     prefix: string,
     size = 1,
-    opts: { baseDir?: string; tls?: EtcdServerTls; quotaBackendBytes?: number } = {},
+    opts: {
+      baseDir?: string;
+      tls?: EtcdServerTls;
+      quotaBackendBytes?: number;
+      /** Default LAB_RAFT_TIMING. */
+      raft?: EtcdRaftTiming;
+    } = {},
   ): Promise<EtcdCluster> {
     if (!/^[a-z][a-z0-9-]{1,20}$/.test(prefix))
       throw new TgError('TG_ERR_INVALID_ARGUMENT', `bad etcd cluster prefix '${prefix}'`);
@@ -91,6 +112,7 @@ export class EtcdCluster {
       members.map((m) => `${m.name}=${m.peerUrl}`).join(','),
       opts.tls,
       opts.quotaBackendBytes,
+      opts.raft,
     );
     try {
       for (const m of members) c.spawnMember(m);
@@ -123,12 +145,10 @@ export class EtcdCluster {
       'new',
       '--initial-cluster-token',
       this.members[0].name,
-      // Loopback members: a lost raft leader is replaced within about a second, well inside
-      // an orchestrator lease's 1.5 s of validity.
       '--heartbeat-interval',
-      '50',
+      String(this.raft.heartbeatMs),
       '--election-timeout',
-      '500',
+      String(this.raft.electionMs),
       '--logger',
       'zap',
       '--log-level',
@@ -228,8 +248,32 @@ export class EtcdCluster {
     this.spawnMember(m);
   }
 
+  /**
+   * Stops every running member (SIGSTOP) so that an idle cluster takes no CPU (a benchmark's
+   * rounds on another store); resume() continues them and waits until they answer.
+   */
+  pause(): void {
+    for (const m of this.members)
+      if (m.proc?.pid !== undefined && m.proc.exitCode === null) m.proc.kill('SIGSTOP');
+    this.paused = true;
+  }
+
+  async resume(timeoutMs = 20_000): Promise<void> {
+    if (!this.paused) return;
+    for (const m of this.members)
+      if (m.proc?.pid !== undefined && m.proc.exitCode === null) m.proc.kill('SIGCONT');
+    this.paused = false;
+    await this.waitReady(timeoutMs);
+  }
+
+  private paused = false;
+
   /** Ends every member by its pid and removes the data directories. */
   async stop(): Promise<void> {
+    if (this.paused)
+      for (const m of this.members)
+        if (m.proc?.pid !== undefined && m.proc.exitCode === null) m.proc.kill('SIGCONT');
+    this.paused = false;
     for (const m of this.members) {
       if (m.proc !== null) await endChild(m.proc, 'SIGTERM', 3000).catch(() => undefined);
       m.proc = null;

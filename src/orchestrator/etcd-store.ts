@@ -13,9 +13,24 @@
 // transaction is serialisable and its writes share one etcd revision. Store revisions are etcd
 // revisions: increasing with every committed transaction, not dense.
 //
+// Reads on the leader's lease: while this replica leads, no other process can commit to s/
+// (every replica's transactions carry the fence, and only the one leader's fence holds; no
+// two replicas lead at once, see EtcdLeadership), so the store can only change by this
+// process's own commits, which it applies to its cached snapshot. A snapshot validated by a
+// linearizable read made while holding the current leader key, and kept up to date by this
+// process's commits since, is therefore still the store: a transaction's read, or a view
+// asked with `leaderLease` (the lifecycle's; API reads stay linearizable, so that a failed
+// cluster shows at once), then needs no etcd round trip at all (the lease read of the Raft
+// paper, section 6.4, one level up). Writes keep their guards (s/rev's mod revision and the fence), so even a wrong cache
+// could not commit anything; any doubt (a commit refused by its guards, a commit whose answer
+// was lost, an own commit the cache could not follow, a new lease) drops the validation and
+// the next read goes to etcd again. Not leading (a follower, the migrate command, a test),
+// every read goes to etcd. Contract this relies on: nothing writes the store beside the
+// replicas (store migrate writes only into an empty store, before any replica runs on it).
+//
 // Limits: a view or transaction reads the whole store when another process wrote since this
-// one last read or wrote it (else one read of s/rev; fine for a control plane's
-// thousands of entries, not for millions); etcd's --max-txn-ops (128 by default) bounds the
+// one last read or wrote it (else one read of s/rev, or none on the leader; fine for a
+// control plane's thousands of entries, not for millions); etcd's --max-txn-ops (128 by default) bounds the
 // writes of one transaction. Watches are etcd watches on `s/d/`: every replica sees every
 // committed change, in revision order, one call per revision.
 //
@@ -40,6 +55,7 @@ import type {
   StoreHealth,
   StoreTx,
   StoreView,
+  ViewOptions,
   WatchEvent,
 } from './store.js';
 import { checkWrite, isKind } from './store.js';
@@ -93,6 +109,13 @@ export class EtcdStore implements Store {
   private lastHeader = 0;
   /** The last snapshot read or written by this process (see snapshot()). */
   private cache: Snapshot | null = null;
+  /**
+   * The leader key (`key@createRevision`) under which `cache` is known to be the store (the
+   * header's lease reads); null when it must be checked against etcd.
+   */
+  private cacheValidUnder: string | null = null;
+  /** etcd round trips made by views and transactions (reads and commits), for tests and metrics. */
+  roundTrips = 0;
   private state: StoreHealth = { kind: 'etcd', state: 'ok', since: new Date().toISOString() };
   private leadership: EtcdLeadership | null = null;
   private closed = false;
@@ -141,8 +164,8 @@ export class EtcdStore implements Store {
     return (await this.snapshot()).rev;
   }
 
-  async view<T>(fn: (v: StoreView) => T): Promise<T> {
-    const snap = await this.snapshot();
+  async view<T>(fn: (v: StoreView) => T, opts: ViewOptions = {}): Promise<T> {
+    const snap = await this.snapshot(opts.leaderLease === true);
     return fn(this.reader(snap, new Map()));
   }
 
@@ -154,7 +177,8 @@ export class EtcdStore implements Store {
           'TG_ERR_NOT_LEADER',
           'this replica does not hold the leadership; nothing was written',
         );
-      const snap = await this.snapshot();
+      // The commit is guarded by s/rev: a read on the lease is as good as a round trip.
+      const snap = await this.snapshot(true);
       const writes = new Map<string, { kind: Kind; key: string; value: unknown | null }>();
       const result = fn(this.writer(snap, writes));
       if (writes.size === 0) return result;
@@ -168,8 +192,11 @@ export class EtcdStore implements Store {
         ops.push(w.value === null ? this.ns.delete().key(k) : this.ns.put(k).value(JSON.stringify(w.value)));
       let r: Awaited<ReturnType<typeof cmp.commit>>;
       try {
+        this.roundTrips++;
         r = await this.call('commit a transaction', () => cmp.then(...ops).commit(), false);
       } catch (err) {
+        // Whatever happened, the cache is no longer known to be the store.
+        this.cacheValidUnder = null;
         // Refused for want of space: etcd applied nothing.
         if (err instanceof TgError && err.code === 'TG_ERR_STORE_FULL') throw err;
         // The answer was lost (a member died, an election ran): find out what happened.
@@ -187,6 +214,9 @@ export class EtcdStore implements Store {
         this.committed(snap, writes, Number(r.header.revision));
         return result;
       }
+      // Refused by its guards. When the cache has not moved on by an own commit since the
+      // snapshot, something unknown changed the store (or the fence failed): read it again.
+      if (this.cache === null || this.cache.rev === snap.rev) this.cacheValidUnder = null;
       if (fence !== undefined && !(await this.leadership!.stillHeld()))
         throw new TgError('TG_ERR_NOT_LEADER', 'this replica lost the leadership; nothing was written');
     }
@@ -338,15 +368,24 @@ export class EtcdStore implements Store {
    * linearizable read of s/rev finds the revision of the last snapshot this process read or
    * wrote, that snapshot is still the store: one small read instead of the whole store.
    */
-  private async snapshot(): Promise<Snapshot> {
+  private async snapshot(onLease = false): Promise<Snapshot> {
+    const lead = this.leaderKey();
     const cached = this.cache;
+    // On the leader's lease (header): the cache is the store, no round trip.
+    if (onLease && cached !== null && lead !== null && this.cacheValidUnder === lead) return cached;
     if (cached !== null) {
+      this.roundTrips++;
       const g = await this.call('read the store', () => this.ns.get(REV_KEY).exec());
       const header = Number(g.header.revision);
       this.seen(header);
       const rev = g.kvs.length === 0 ? 0 : Number(g.kvs[0].mod_revision);
-      if (rev === cached.rev) return { header, rev, entries: cached.entries };
+      if (rev === cached.rev) {
+        // Still the cache (not replaced meanwhile): it was the store after this read began.
+        if (this.cache === cached) this.validate(lead);
+        return { header, rev, entries: cached.entries };
+      }
     }
+    this.roundTrips++;
     const r = await this.call('read the store', () => this.ns.getAll().prefix('s/').exec());
     const header = Number(r.header.revision);
     this.seen(header);
@@ -359,8 +398,27 @@ export class EtcdStore implements Store {
       else entries.set(k, kv);
     }
     const snap = { header, rev, entries };
-    this.cache = snap;
+    // Reads may answer out of order: an older one never replaces a newer cache.
+    if (this.cache === null || header >= this.cache.header) {
+      this.cache = snap;
+      this.validate(lead);
+    }
     return snap;
+  }
+
+  /** The current leader key as `key@createRevision` while this replica leads, else null. */
+  private leaderKey(): string | null {
+    const f = this.leadership?.fence();
+    return f === undefined || f === null ? null : `${f.key}@${f.createRevision}`;
+  }
+
+  /**
+   * After a linearizable read that began while holding leader key `lead` (and found the cache
+   * to be the store): the cache stays the store while that key leads. The key must still be
+   * the current one: a read begun under an older lease proves nothing about the new one.
+   */
+  private validate(lead: string | null): void {
+    this.cacheValidUnder = lead !== null && lead === this.leaderKey() ? lead : null;
   }
 
   /** The snapshot after this process's own commit at `revision` (entries never mutated in place). */
@@ -369,7 +427,11 @@ export class EtcdStore implements Store {
     writes: Map<string, { kind: Kind; key: string; value: unknown | null }>,
     revision: number,
   ): void {
-    if (this.cache !== snap && this.cache?.rev !== snap.rev) return;
+    if (this.cache !== snap && this.cache?.rev !== snap.rev) {
+      // The cache cannot follow this commit: it is no longer the store.
+      this.cacheValidUnder = null;
+      return;
+    }
     const entries = new Map(snap.entries);
     for (const [k, w] of writes) {
       if (w.value === null) {

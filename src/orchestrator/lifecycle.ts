@@ -129,12 +129,7 @@ export class Lifecycle {
 
   /** Every NIC of every host, as sites (nics.ts): the lifecycle's unit of NIC knowledge. */
   async sites(): Promise<NicSite[]> {
-    return (await this.service.listHosts()).flatMap(sitesOf);
-  }
-
-  /** host name -> record, to find each workload's site (workloadSiteKey). */
-  private async hostMap(): Promise<Map<string, HostRecord>> {
-    return new Map((await this.service.listHosts()).map((h) => [h.name, h] as const));
+    return (await this.service.fabric({ workloads: false })).hosts.flatMap(sitesOf);
   }
 
   /**
@@ -646,8 +641,17 @@ export class Lifecycle {
     },
     strict: (h: string) => boolean,
   ): Promise<void> {
-    const hosts = await this.sites();
-    const hostRecords = await this.hostMap();
+    // One read of the store per put, made here, once this put holds its NIC's put queue.
+    // That is what makes the last put right: a workload registered (in the views) before
+    // this point was reserved in the store before it, so the read has its record (labels;
+    // the NIC the store names for one registered on two); one registered after it is
+    // followed by its own spin-up's put to this NIC, queued behind this one. A read taken
+    // earlier (once per spin-up, before the queue) could miss a record whose registration
+    // this put then sees, and put that workload without its labels as the last put
+    // (reconciliation compares peers without labels, so it would stay so).
+    const fabric = await this.service.fabric({ tenant });
+    const hosts = fabric.hosts.flatMap(sitesOf);
+    const hostRecords = new Map(fabric.hosts.map((x) => [x.name, x] as const));
     if (!(await this.knowAll(hosts))) {
       // A list computed without some host's workloads would take them away from this NIC.
       this.view(h.name).published.delete(tenant);
@@ -657,7 +661,7 @@ export class Lifecycle {
       );
       return;
     }
-    const records = new Map((await this.service.listWorkloads({ tenant })).map((r) => [r.name, r] as const));
+    const records = new Map(fabric.workloads.map((r) => [r.name, r] as const));
     const holding = hosts.filter((x) => this.holdsTenant(x.name, tenant));
     const keys = new Map<string, SignedTenantKey>();
     const holders: HostRecord[] = [];
@@ -749,15 +753,13 @@ export class Lifecycle {
       strict?: readonly string[];
     } = {},
   ): Promise<void> {
-    const docs = new Map<string, unknown>();
-    for (const t of await this.service.listTenants()) {
-      const p = await this.service.getPolicy(t.name).catch(() => null);
-      if (p !== null) docs.set(t.name, p.document);
-    }
+    // Policies, hosts and workloads in one read of the store.
+    const fabric = await this.service.fabric({ policies: true });
+    const docs = fabric.policies;
     if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
     const links = tenantLinks(docs);
-    const hosts = await this.sites();
-    const hostRecords = await this.hostMap();
+    const hosts = fabric.hosts.flatMap(sitesOf);
+    const hostRecords = new Map(fabric.hosts.map((x) => [x.name, x] as const));
     if (!(await this.knowAll(hosts))) {
       this.log.warn(
         'grants not put: a NIC whose workloads are unknown does not answer; the reconciler retries',
@@ -766,7 +768,7 @@ export class Lifecycle {
     }
     const anyPut = hosts.some((h) => this.view(h.name).grants.size > 0);
     if (links.size === 0 && !anyPut && opts.actual === undefined) return;
-    const records = new Map((await this.service.listWorkloads()).map((r) => [r.name, r] as const));
+    const records = new Map(fabric.workloads.map((r) => [r.name, r] as const));
     const placed: GrantSource[] = [];
     const seen = new Set<string>();
     for (const h of hosts)
@@ -822,12 +824,7 @@ export class Lifecycle {
     hosts: readonly HostRecord[],
     heldBy: ReadonlyMap<string, readonly string[]>,
   ): Promise<void> {
-    const docs = new Map<string, unknown>();
-    for (const t of await this.service.listTenants()) {
-      const p = await this.service.getPolicy(t.name).catch(() => null);
-      if (p !== null) docs.set(t.name, p.document);
-    }
-    const links = tenantLinks(docs);
+    const links = tenantLinks((await this.service.fabric({ policies: true })).policies);
     if (links.size === 0 && hosts.every((h) => this.view(h.name).grants.size === 0)) return;
     const actual = new Map<string, Map<string, string>>();
     for (const h of hosts) {
@@ -871,7 +868,7 @@ export class Lifecycle {
    */
   async ensurePolicy(host: HostRecord, tenant: string, verify: boolean): Promise<void> {
     if (!(await this.policyApi(host))) return;
-    const doc = await this.service.getPolicy(tenant).catch((err) => {
+    const doc = await this.service.getPolicy(tenant, { leaderLease: true }).catch((err) => {
       if (codeOf(err) === 'TG_ERR_NOT_FOUND') return null;
       throw err;
     });

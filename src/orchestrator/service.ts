@@ -26,7 +26,10 @@ import {
 } from './model.js';
 import { hostNics, placeOnNic, withNicState } from './nics.js';
 import { address6Of, highestFree, lowestFree, overlaps, parseIpv4Cidr, parsePool, pool6Of } from './pool.js';
-import type { Store, StoreTx, StoreView } from './store.js';
+import type { Store, StoreTx, StoreView, ViewOptions } from './store.js';
+
+/** A read for the leader's own work (store.ts, Store.view). */
+const LEADER_LEASE: ViewOptions = { leaderLease: true };
 
 function name(value: unknown, what: string): string {
   return parseBody(nameSchema, value, what);
@@ -229,6 +232,39 @@ export class OrchestratorService {
             (filter.host === undefined || w.host === filter.host || w.migratingTo === filter.host),
         ),
     );
+  }
+
+  /**
+   * The hosts, the workloads (of `tenant`, or all; none with `workloads: false`) and, with
+   * `policies`, every tenant's policy document, from one consistent read: what a peer or
+   * grant list is computed from. Read on the leader's lease (store.ts): for the lifecycle,
+   * which runs only on the leader.
+   */
+  fabric(opts: { tenant?: string; policies?: boolean; workloads?: boolean } = {}): Promise<{
+    hosts: HostRecord[];
+    workloads: WorkloadRecord[];
+    /** tenant -> its policy document (tenants without one left out). */
+    policies: Map<string, unknown>;
+  }> {
+    return this.store.view((v) => {
+      const policies = new Map<string, unknown>();
+      if (opts.policies === true)
+        for (const t of v.list('tenant')) {
+          const p = v.get('policy', t.key);
+          if (p !== undefined) policies.set(t.key, p.value.document);
+        }
+      return {
+        hosts: v.list('host').map((e) => e.value),
+        workloads:
+          opts.workloads === false
+            ? []
+            : v
+                .list('workload')
+                .map((e) => e.value)
+                .filter((w) => opts.tenant === undefined || w.tenant === opts.tenant),
+        policies,
+      };
+    }, LEADER_LEASE);
   }
 
   async getWorkload(workload: unknown): Promise<WorkloadRecord> {
@@ -570,15 +606,22 @@ export class OrchestratorService {
       ports: ServiceRecord['ports'];
     }[];
   }> {
-    const dns = await this.tenantDns(tenant);
-    const services = (await this.listServices({ tenant })).map((s) => ({
-      name: s.name,
-      address: s.address,
-      ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
-      selector: s.selector,
-      ports: s.ports,
-    }));
-    return dns === undefined ? { services } : { dns, services };
+    // One transaction: the DNS address (allocated if missing) and the services as of it.
+    return this.store.txn((tx) => {
+      const dns = this.ensureDns(tx, tenantOf(tx, tenant));
+      const services = tx
+        .list('service', `${tenant}/`)
+        .map((e) => withAddress6(tx, e.value))
+        .filter((s) => s.tenant === tenant)
+        .map((s) => ({
+          name: s.name,
+          address: s.address,
+          ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
+          selector: s.selector,
+          ports: s.ports,
+        }));
+      return dns === undefined ? { services } : { dns, services };
+    });
   }
 
   // --- Policy ----------------------------------------------------------------------------
@@ -615,14 +658,15 @@ export class OrchestratorService {
     return parsed.doc;
   }
 
-  async getPolicy(tenant: unknown): Promise<PolicyRecord> {
+  /** A tenant's policy document; `opts.leaderLease` for the leader's own work (store.ts). */
+  async getPolicy(tenant: unknown, opts: ViewOptions = {}): Promise<PolicyRecord> {
     const n = name(tenant, 'tenant');
     return this.store.view((v) => {
       tenantOf(v, n);
       const p = v.get('policy', n);
       if (p === undefined) throw new TgError('TG_ERR_NOT_FOUND', `tenant '${n}' has no policy document`);
       return p.value;
-    });
+    }, opts);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ export class SqliteStore implements Store {
     return this.currentRevision();
   }
 
+  /** Always a read of the database (`leaderLease` changes nothing: one process). */
   async view<T>(fn: (v: StoreView) => T): Promise<T> {
     return this.db.transaction(() => fn(this.reader()))();
   }

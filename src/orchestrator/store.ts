@@ -137,15 +137,28 @@ export interface Leadership {
   resign(): Promise<void>;
 }
 
+export interface ViewOptions {
+  leaderLease?: boolean;
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'etcd';
   /** The revision of the last committed transaction (0 for an empty store). */
   revision(): Promise<number>;
-  /** A consistent read. */
-  view<T>(fn: (v: StoreView) => T): Promise<T>;
+  /**
+   * A consistent read: linearizable (it sees every transaction committed before it began,
+   * and a store that cannot be reached fails it). With `leaderLease`, a replica that leads
+   * may answer from what it knows under its lease (etcd: the snapshot its own commits keep,
+   * no round trip; see etcd-store.ts): the same data, since only the leader writes, but a
+   * store that just failed is noticed only at the next write or when the lease runs out. For
+   * the leader's own work (the lifecycle), not for API reads.
+   */
+  view<T>(fn: (v: StoreView) => T, opts?: ViewOptions): Promise<T>;
   /**
    * Runs `fn` atomically: all its writes commit under one new revision, or (when it throws)
-   * none do and the error is passed on. A transaction without writes commits nothing.
+   * none do and the error is passed on. A transaction without writes commits nothing. (Its
+   * reads may come from the leader's lease as `view` with `leaderLease`: its commit is
+   * guarded, so a transaction is serialisable either way.)
    */
   txn<T>(fn: (tx: StoreTx) => T): Promise<T>;
   /** Calls `listener` after each committed change; returns the function that stops it. */

@@ -356,6 +356,41 @@ describe('etcd store failures', () => {
     assert.deepEqual(after.entries[0], before.entries[0]);
   });
 
+  test("the leader reads on its lease (no etcd round trip), a follower from etcd, a new leader sees the old one's writes", async () => {
+    const s = (await kits[1].open()) as EtcdStore;
+    const p = (await kits[1].peer(s)) as EtcdStore;
+    const a = s.campaign('replica-a', 2000);
+    await until('a leads', () => a.isLeader());
+    await s.txn((tx) => tx.put('tenant', 'x', t('x', 1)));
+    // Validated under the lease (by the linearizable read of that transaction), then no read
+    // on the lease and no transaction's read goes to etcd: only the commit does.
+    const lease = { leaderLease: true };
+    const trips = s.roundTrips;
+    for (let i = 0; i < 5; i++) assert.ok(await s.view((v) => v.get('tenant', 'x'), lease));
+    await s.txn((tx) => tx.put('tenant', 'y', t('y', 2)));
+    assert.deepEqual(await s.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
+    assert.equal(s.roundTrips - trips, 1, 'the leader made reads besides its one commit');
+    // A plain view stays linearizable (an API read: a failed cluster shows at once).
+    assert.ok(await s.view((v) => v.get('tenant', 'y')));
+    assert.equal(s.roundTrips - trips, 2);
+    // A follower reads etcd every time, on the lease or not (one read of s/rev while nothing changed).
+    const b = p.campaign('replica-b', 2000);
+    await until('b knows a', () => b.leader() === 'replica-a');
+    await p.view((v) => v.list('tenant'));
+    const ft = p.roundTrips;
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y']);
+    assert.equal(p.roundTrips - ft, 2);
+    // The lead passes: the new leader's first read goes to etcd, and it sees what was written.
+    await a.resign();
+    await until('b leads', () => b.isLeader(), 3000);
+    await p.txn((tx) => tx.put('tenant', 'z', t('z', 3)));
+    assert.deepEqual(await p.view((v) => v.list('tenant').map((e) => e.key), lease), ['x', 'y', 'z']);
+    // The old leader reads etcd again (it no longer leads) and sees the new leader's write.
+    assert.ok(await s.view((v) => v.get('tenant', 'z'), lease));
+    await b.resign();
+  });
+
   test('a leader whose lease cannot be renewed stops leading at once and writes nothing', async () => {
     const s = await kits[1].open();
     const p = await kits[1].peer(s);
