@@ -116,6 +116,14 @@ async function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(t);
 }
 
+/** Every NIC of `hosts` as a site, and host name -> record (to find a workload's site). */
+function sitesAndRecords(hosts: readonly HostRecord[]): {
+  sites: NicSite[];
+  records: Map<string, HostRecord>;
+} {
+  return { sites: hosts.flatMap(sitesOf), records: new Map(hosts.map((x) => [x.name, x] as const)) };
+}
+
 export class Lifecycle {
   private readonly views = new Map<string, NicView>();
   /** Peer puts, one at a time per NIC. */
@@ -650,8 +658,7 @@ export class Lifecycle {
     // this put then sees, and put that workload without its labels as the last put
     // (reconciliation compares peers without labels, so it would stay so).
     const fabric = await this.service.fabric({ tenant });
-    const hosts = fabric.hosts.flatMap(sitesOf);
-    const hostRecords = new Map(fabric.hosts.map((x) => [x.name, x] as const));
+    const { sites: hosts, records: hostRecords } = sitesAndRecords(fabric.hosts);
     if (!(await this.knowAll(hosts))) {
       // A list computed without some host's workloads would take them away from this NIC.
       this.view(h.name).published.delete(tenant);
@@ -758,8 +765,7 @@ export class Lifecycle {
     const docs = fabric.policies;
     if (opts.override !== undefined) docs.set(opts.override.tenant, opts.override.document);
     const links = tenantLinks(docs);
-    const hosts = fabric.hosts.flatMap(sitesOf);
-    const hostRecords = new Map(fabric.hosts.map((x) => [x.name, x] as const));
+    const { sites: hosts, records: hostRecords } = sitesAndRecords(fabric.hosts);
     if (!(await this.knowAll(hosts))) {
       this.log.warn(
         'grants not put: a NIC whose workloads are unknown does not answer; the reconciler retries',

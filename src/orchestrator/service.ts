@@ -54,6 +54,14 @@ function withAddress6(v: StoreView, s: ServiceRecord): ServiceRecord {
   return { ...s, address6: address6Of(withPool6(t.value).pool6!, s.address) };
 }
 
+/** The services of `tenant` (or all), each with its IPv6 address filled in. */
+function servicesIn(v: StoreView, tenant?: string): ServiceRecord[] {
+  return v
+    .list('service', tenant === undefined ? '' : `${tenant}/`)
+    .map((e) => withAddress6(v, e.value))
+    .filter((s) => tenant === undefined || s.tenant === tenant);
+}
+
 function hostOf(v: StoreView, host: string): HostRecord {
   const h = v.get('host', host);
   if (h === undefined) throw new TgError('TG_ERR_NOT_FOUND', `no host '${host}'`);
@@ -526,12 +534,7 @@ export class OrchestratorService {
   }
 
   listServices(filter: { tenant?: string } = {}): Promise<ServiceRecord[]> {
-    return this.store.view((v) =>
-      v
-        .list('service', filter.tenant === undefined ? '' : `${filter.tenant}/`)
-        .map((e) => withAddress6(v, e.value))
-        .filter((s) => filter.tenant === undefined || s.tenant === filter.tenant),
-    );
+    return this.store.view((v) => servicesIn(v, filter.tenant));
   }
 
   async getService(tenant: unknown, service: unknown): Promise<ServiceRecord> {
@@ -609,17 +612,13 @@ export class OrchestratorService {
     // One transaction: the DNS address (allocated if missing) and the services as of it.
     return this.store.txn((tx) => {
       const dns = this.ensureDns(tx, tenantOf(tx, tenant));
-      const services = tx
-        .list('service', `${tenant}/`)
-        .map((e) => withAddress6(tx, e.value))
-        .filter((s) => s.tenant === tenant)
-        .map((s) => ({
-          name: s.name,
-          address: s.address,
-          ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
-          selector: s.selector,
-          ports: s.ports,
-        }));
+      const services = servicesIn(tx, tenant).map((s) => ({
+        name: s.name,
+        address: s.address,
+        ...(s.address6 !== undefined ? { address6: s.address6 } : {}),
+        selector: s.selector,
+        ports: s.ports,
+      }));
       return dns === undefined ? { services } : { dns, services };
     });
   }

@@ -478,7 +478,8 @@ async function main(): Promise<number> {
       const rows: Record<string, unknown> = { process: w.name, samples: w.samples.length };
       const bad: string[] = [];
       for (const key of LEAK_MEASURES) {
-        if (key === 'mallocInUseAfterGc' && w.samples.every((s) => s.mallocInUse === undefined)) continue;
+        if (key === 'mallocInUseAfterGc' && w.samples.every((s) => s.mallocInUseAfterGc === undefined))
+          continue;
         const g =
           key === 'heapAfterGc' || key === 'externalAfterGc' || key === 'mallocInUseAfterGc'
             ? gcGrowth(w, key)
