@@ -129,7 +129,8 @@ export async function run(args: string[]): Promise<number> {
       : undefined;
   requireRoot('tenguard nic');
   if (mtls === undefined) logger('nic').warn(INSECURE_WARNING);
-  tuneRuntimeForDataPlane();
+  // The NIC's data plane is nic/dataplane.ts, not the device pump.
+  tuneRuntimeForDataPlane({ devicePumps: false });
   const linkMtus = {
     hostLink: await linkMtu(values['host-mtu'] as string | undefined, '--host-mtu', hostAddress),
     fabric: await linkMtu(values['fabric-mtu'] as string | undefined, '--fabric-mtu', fabricAddress),
