@@ -13,14 +13,11 @@
  *   EBADF   the handle was closed */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdint.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tg.h"
@@ -32,66 +29,33 @@ typedef struct tg_tun {
   tg_vnet *rx;   /* with vnet: read state (== io.bufs, freed at close) */
 } tg_tun;
 
-/* new TunHandle(name, multiQueue, vnetHdr[, fd]): name may be "" or a pattern like "tg%d".
- * With fd (one end of tunSocketPair()), the handle adopts that socket instead of opening a
- * device: every datagram is one packet (with vnetHdr, led by a virtio_net_hdr), as a TUN
- * queue hands them over, so the same reads and writes run against a stand-in in memory
- * (the data path's warm-up, tests). The handle owns fd from the call on, also when it throws. */
+/* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
 static napi_value tun_new(napi_env env, napi_callback_info info) {
-  napi_value argv[4], this_arg;
-  size_t argc = 4;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
-    return tg_throw_plain(env, "ERR_TG_NAPI", "napi_get_cb_info failed");
-  int adopt = -1;
-  if (argc >= 4) {
-    napi_valuetype t;
-    double d;
-    if (napi_typeof(env, argv[3], &t) != napi_ok || t != napi_number || napi_get_value_double(env, argv[3], &d) != napi_ok ||
-        !(d >= 0 && d <= INT32_MAX) || d != (double)(int)d)
-      return tg_throw_type(env, "fd must be a non-negative integer");
-    int v = (int)d;
-    struct stat st;
-    int err = fstat(v, &st) < 0 ? errno : S_ISSOCK(st.st_mode) ? 0 : ENOTSOCK;
-    if (err != 0) {
-      if (err != EBADF) close(v);
-      return tg_throw_errno(env, err, "adopt fd");
-    }
-    adopt = v;
-  }
-  if (argc < 3) {
-    if (adopt >= 0) close(adopt);
-    return tg_throw_type(env, "expected 3 arguments, got %zu", argc);
-  }
+  napi_value argv[3], this_arg;
+  if (!tg_arg_count(env, info, 3, argv, &this_arg)) return NULL;
   char name[IFNAMSIZ + 1];
   size_t name_len = 0;
-  bool multi_queue, vnet_hdr;
-  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len) != napi_ok || name_len >= IFNAMSIZ ||
-      !tg_arg_bool(env, argv[1], "multiQueue", &multi_queue) || !tg_arg_bool(env, argv[2], "vnetHdr", &vnet_hdr)) {
-    if (adopt >= 0) close(adopt);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) return NULL;
-    if (name_len >= IFNAMSIZ) return tg_throw_range(env, "interface name is longer than %d bytes", IFNAMSIZ - 1);
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len) != napi_ok)
     return tg_throw_type(env, "name must be a string");
-  }
+  if (name_len >= IFNAMSIZ) return tg_throw_range(env, "interface name is longer than %d bytes", IFNAMSIZ - 1);
   napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len);
+  bool multi_queue, vnet_hdr;
+  if (!tg_arg_bool(env, argv[1], "multiQueue", &multi_queue) || !tg_arg_bool(env, argv[2], "vnetHdr", &vnet_hdr))
+    return NULL;
 
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return tg_throw_errno(env, errno, "open /dev/net/tun");
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   memcpy(ifr.ifr_name, name, name_len);
-  int fd = adopt;
-  if (fd < 0) {
-    fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return tg_throw_errno(env, errno, "open /dev/net/tun");
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) | (vnet_hdr ? IFF_VNET_HDR : 0);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-      int err = errno;
-      close(fd);
-      return tg_throw_errno(env, err, "ioctl TUNSETIFF");
-    }
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) | (vnet_hdr ? IFF_VNET_HDR : 0);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    return tg_throw_errno(env, err, "ioctl TUNSETIFF");
   }
 
-  if (vnet_hdr && adopt < 0) {
+  if (vnet_hdr) {
     /* Segmentation offload towards us: checksums and TCP super-packets (coalesce.c cuts
      * them). A kernel that refuses keeps sending plain packets, which is fine too. */
     unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
@@ -253,22 +217,6 @@ static napi_value tun_merge_stats(napi_env env, napi_callback_info info) {
   return o;
 }
 
-/* tunSocketPair() -> [fd, fd]: a connected pair of non-blocking, close-on-exec datagram
- * sockets for two TunHandles (see tun_new), each to be adopted by one. */
-static napi_value tun_socket_pair(napi_env env, napi_callback_info info) {
-  (void)info;
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-    return tg_throw_errno(env, errno, "socketpair");
-  napi_value arr, a, b;
-  napi_create_array_with_length(env, 2, &arr);
-  napi_create_int32(env, sv[0], &a);
-  napi_create_int32(env, sv[1], &b);
-  napi_set_element(env, arr, 0, a);
-  napi_set_element(env, arr, 1, b);
-  return arr;
-}
-
 napi_value tg_init_tun(napi_env env, napi_value exports) {
   napi_property_descriptor props[12];
   size_t n = 0;
@@ -280,8 +228,5 @@ napi_value tg_init_tun(napi_env env, napi_value exports) {
   napi_value cls;
   if (napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, tun_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "TunHandle", cls);
-  napi_value pair;
-  if (napi_create_function(env, "tunSocketPair", NAPI_AUTO_LENGTH, tun_socket_pair, NULL, &pair) != napi_ok) return NULL;
-  napi_set_named_property(env, exports, "tunSocketPair", pair);
   return exports;
 }

@@ -129,8 +129,7 @@ export async function run(args: string[]): Promise<number> {
       : undefined;
   requireRoot('tenguard nic');
   if (mtls === undefined) logger('nic').warn(INSECURE_WARNING);
-  // The NIC's data plane is nic/dataplane.ts, not the device pump.
-  tuneRuntimeForDataPlane({ devicePumps: false });
+  tuneRuntimeForDataPlane();
   const linkMtus = {
     hostLink: await linkMtu(values['host-mtu'] as string | undefined, '--host-mtu', hostAddress),
     fabric: await linkMtu(values['fabric-mtu'] as string | undefined, '--fabric-mtu', fabricAddress),

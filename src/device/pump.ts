@@ -37,7 +37,6 @@
 //     process would; the owner reports it (Device.stopped, SharedDevice.exited).
 //   - Nothing thrown ever escapes a poll or timer callback.
 
-import { performance } from 'node:perf_hooks';
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
 import { receiveOffloadDefault } from '../native/udp.js';
@@ -82,14 +81,6 @@ export const TRANSIENT_ERRNOS: ReadonlySet<string> = new Set(['ENOBUFS', 'ENOMEM
 export const FATAL_STREAK = 64;
 /** Warnings about counted drops and transient errors: at most one per this many ms. */
 const LOG_EVERY_MS = 10_000;
-
-/**
- * The engine clock (ms) of every device pump. One function for all of them, the warm-up's
- * included (warmup.ts): the pump's optimised code is built for the function it calls.
- */
-export function deviceClock(): number {
-  return performance.now();
-}
 
 /** Refuses a TUN MTU the device cannot carry, with the reason. */
 export function checkTunMtu(mtu: number): void {

@@ -22,12 +22,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
 import { logger } from '../util/log.js';
-import {
-  PUMP_WARMUP_ROUND_TRIPS,
-  WARMUP_ROUND_TRIPS,
-  WARMUP_SLICE,
-  warmDataPathInBackground,
-} from './warmup.js';
+import { warmDataPathInBackground } from './warmup.js';
 
 export const DATA_PLANE_V8_FLAGS = [
   '--no-memory-reducer',
@@ -41,22 +36,16 @@ export const DATA_PLANE_NODE_ARGS: readonly string[] = DATA_PLANE_V8_FLAGS;
 let applied = false;
 
 /**
- * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS),
- * and starts warming the data path in the background (warmup.ts: about 1,000 in-memory round
- * trips, one per event-loop turn, over the first second or so, then, unless `devicePumps` is
- * false, 800 round trips through a pair of device pumps over loopback); idempotent.
+ * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
+ * about 1,000 in-memory round trips, one per event-loop turn, over the first second or so); idempotent.
  */
-export function tuneRuntimeForDataPlane(opts: { devicePumps?: boolean } = {}): void {
+export function tuneRuntimeForDataPlane(): void {
   if (applied) return;
   applied = true;
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
   setCryptoThreads(cryptoThreadsDefault());
   const log = logger('device');
-  const pumps = (opts.devicePumps ?? true) ? PUMP_WARMUP_ROUND_TRIPS : 0;
-  void warmDataPathInBackground(log, WARMUP_ROUND_TRIPS, WARMUP_SLICE, pumps).then((r) =>
-    log.debug(
-      { delivered: r.delivered, pumpRoundTrips: r.pumpRoundTrips, ms: Math.round(r.ms) },
-      'data path warmed up',
-    ),
+  void warmDataPathInBackground(log).then((r) =>
+    log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up'),
   );
 }

@@ -6,12 +6,10 @@
 // every 5 ms, right after start and after 3,000 round trips). So a process that carries
 // packets first sends round trips through a throwaway pair of engines in memory, with the
 // classes, the native AEAD and the batch shapes of the device pump, and keeps them, idle, for
-// the life of the process (see `kept` below for why). Then (warmPumps) it runs round trips
-// through a pair of real device pumps, so that the pump's own readiness handlers are
-// optimised before the first live packet as well: their TUNs are TUN handles of the native
-// class joined back to back over a socket pair (NativeTunDevice.pair), their sockets UDP
-// sockets of the native class on loopback, so every call site sees the classes a live device
-// has (in-memory fakes would have optimised them for the fakes' classes instead).
+// the life of the process (see `kept` below for why). The pump's own few lines (pump.ts) are
+// not run here, so they tier up through runtime.ts's lower interrupt budget, in baseline code
+// for their first few hundred packets (a known limit: with in-memory fakes of the TUN and the
+// socket their call sites would be optimised for the fakes' classes instead).
 // The warm-up's engines are made and configured exactly as a device's are (device.ts's engine
 // options, the secret pool, EngineUapiBackend fed a `wg set` request through the UAPI's
 // parser), so that its peers, keypairs, identities, endpoints and keys get the hidden classes
@@ -24,8 +22,6 @@
 import { NativeAead } from '../native/aead.js';
 import { PacketBatch, WG_HEADROOM } from '../native/batch.js';
 import { secretPool } from '../native/secret-pool.js';
-import { NativeTunDevice, tunCoalescingDefault } from '../native/tun.js';
-import { NativeUdpSocket } from '../native/udp.js';
 import {
   ENDPOINT_HAS_SOURCE,
   ENDPOINT_OFFSET_FLAGS,
@@ -40,7 +36,7 @@ import { Engine } from '../protocol/engine.js';
 import { parseSetRequest, serializeSetRequest, type UapiChangeSet, wipeChangeSet } from '../uapi/protocol.js';
 import type { Logger } from '../util/log.js';
 import { EngineUapiBackend } from './engine-backend.js';
-import { DEFAULT_TUN_MTU, DEVICE_SLOT, DeviceIo, DevicePump, deviceClock } from './pump.js';
+import { DEFAULT_TUN_MTU, DEVICE_SLOT } from './pump.js';
 
 /** Round trips of one packet each way; a few batches of BATCH packets are mixed in. */
 export const WARMUP_ROUND_TRIPS = 1000;
@@ -83,25 +79,8 @@ const LOOPBACK = Uint8Array.of(127, 0, 0, 1);
 export interface WarmupResult {
   /** Packets delivered end to end (both directions). */
   delivered: number;
-  /** Round trips the device pumps carried (warmDataPathInBackground's second part). */
-  pumpRoundTrips: number;
   ms: number;
 }
-
-/**
- * Round trips through a pair of real device pumps after the engines' warm-up: enough that
- * V8 optimises the pump's own readiness handlers (with the data plane's interrupt budget
- * they tier up after about 350 packets), so that their compilation (4 to 6 ms of a worker
- * thread in each device, on this 2-core host both cores at once) comes before the first
- * live packet instead of in the middle of a live round trip.
- */
-export const PUMP_WARMUP_ROUND_TRIPS = 800;
-/** The pump warm-up gives up after this long (a packet lost, a loaded host). */
-const PUMP_WARMUP_TIMEOUT_MS = 10_000;
-/** A timer step of both pumps every this many round trips. */
-const PUMP_TICK_EVERY = 25;
-/** The warm-up pumps' sockets: loopback only, IPv6 sockets as a device's are. */
-const PUMP_BIND = '::ffff:127.0.0.1';
 
 class Side {
   readonly engine: Engine;
@@ -151,9 +130,45 @@ class Side {
     return this.backend.identityId;
   }
 
-  /** Configures this side to talk to `peer` (see configurePeer). */
+  /**
+   * Configures this side to talk to `peer` as `wg set <if> private-key K listen-port P peer
+   * PUB allowed-ips A/32,B/128 endpoint E` does: the request through the UAPI's parser into
+   * the backend, with the IPv4 and IPv6 prefixes of the bench testbeds' tunnels.
+   */
   configure(peer: Side, replacePeers = false): void {
-    configurePeer(this.backend, this.key, this.port, peer.key, peer.address, peer.port, replacePeers);
+    const endpoint = parseEndpoint(`127.0.0.1:${peer.port}`);
+    const v4 = parseCidr(`${formatIPv4Number(peer.address)}/32`);
+    const v6 = parseCidr(`fd00:fe::${peer.address & 0xffff}/128`);
+    if (endpoint === null || v4 === null || v6 === null) throw new Error('warm-up addresses do not parse');
+    const change: UapiChangeSet = {
+      privateKey: Buffer.from(this.key),
+      listenPort: this.port,
+      replacePeers,
+      peers: [
+        {
+          publicKey: publicKeyOf(peer.key),
+          remove: false,
+          updateOnly: false,
+          endpoint,
+          replaceAllowedIps: true,
+          allowedIps: [
+            { cidr: v4, remove: false },
+            { cidr: v6, remove: false },
+          ],
+        },
+      ],
+    };
+    const request = serializeSetRequest(change);
+    wipeChangeSet(change);
+    let parsed: UapiChangeSet | null = null;
+    try {
+      // The UAPI server hands the parser the lines after "set=1".
+      parsed = parseSetRequest(request.subarray(request.indexOf(0x0a) + 1));
+      this.backend.apply(parsed);
+    } finally {
+      request.fill(0);
+      if (parsed !== null) wipeChangeSet(parsed);
+    }
   }
 
   /** Puts `count` IPv4 packets from this side to `to` into the TUN batch. */
@@ -203,56 +218,6 @@ function carry(out: OutgoingDatagrams, from: Side, to: Side): number {
   }
   to.dview.count = n;
   return n;
-}
-
-/**
- * Configures `backend` (private key `key`, listen port `port`) to talk to the peer with key
- * `peerKey` at 127.0.0.1:`peerPort`, as `wg set <if> private-key K listen-port P peer PUB
- * allowed-ips A/32,B/128 endpoint E` does: the request through the UAPI's parser into the
- * backend, with the IPv4 and IPv6 prefixes of the bench testbeds' tunnels.
- */
-function configurePeer(
-  backend: EngineUapiBackend,
-  key: Buffer,
-  port: number,
-  peerKey: Buffer,
-  peerAddress: number,
-  peerPort: number,
-  replacePeers: boolean,
-): void {
-  const endpoint = parseEndpoint(`127.0.0.1:${peerPort}`);
-  const v4 = parseCidr(`${formatIPv4Number(peerAddress)}/32`);
-  const v6 = parseCidr(`fd00:fe::${peerAddress & 0xffff}/128`);
-  if (endpoint === null || v4 === null || v6 === null) throw new Error('warm-up addresses do not parse');
-  const change: UapiChangeSet = {
-    privateKey: Buffer.from(key),
-    listenPort: port,
-    replacePeers,
-    peers: [
-      {
-        publicKey: publicKeyOf(peerKey),
-        remove: false,
-        updateOnly: false,
-        endpoint,
-        replaceAllowedIps: true,
-        allowedIps: [
-          { cidr: v4, remove: false },
-          { cidr: v6, remove: false },
-        ],
-      },
-    ],
-  };
-  const request = serializeSetRequest(change);
-  wipeChangeSet(change);
-  let parsed: UapiChangeSet | null = null;
-  try {
-    // The UAPI server hands the parser the lines after "set=1".
-    parsed = parseSetRequest(request.subarray(request.indexOf(0x0a) + 1));
-    backend.apply(parsed);
-  } finally {
-    request.fill(0);
-    if (parsed !== null) wipeChangeSet(parsed);
-  }
 }
 
 /** Two throwaway engines after their handshake, stepped a round trip at a time. */
@@ -364,42 +329,30 @@ export function warmDataPath(log: Logger, roundTrips = WARMUP_ROUND_TRIPS): Warm
     throw err;
   }
   keep(w);
-  return { delivered: w.delivered, pumpRoundTrips: 0, ms: performance.now() - t0 };
+  return { delivered: w.delivered, ms: performance.now() - t0 };
 }
 
 /**
- * Runs `roundTrips` round trips, `slice` per event-loop turn, then `pumpRoundTrips` through a
- * pair of device pumps (warmPumps; 0 skips them: a process without device pumps). The
- * immediates are referenced on purpose: Node polls without a timeout only while a referenced
- * immediate is pending, so unreferenced slices ran one per wake-up of an otherwise idle loop
- * (every timer tick, every packet), stretching the warm-up over tens of seconds and adding a
- * slice to each packet's way. It keeps the process alive for the second or so it takes.
- * Never rejects: a failure only means colder first packets, logged at warn; resolves with
- * what was done.
+ * Runs `roundTrips` round trips, `slice` per event-loop turn. The immediates are referenced on
+ * purpose: Node polls without a timeout only while a referenced immediate is pending, so
+ * unreferenced slices ran one per wake-up of an otherwise idle loop (every timer tick, every
+ * packet), stretching the warm-up over tens of seconds and adding a slice to each packet's
+ * way. It keeps the process alive for the second or so it takes. Never rejects: a failure only means colder first packets, logged
+ * at warn; resolves with what was done.
  */
 export function warmDataPathInBackground(
   log: Logger,
   roundTrips = WARMUP_ROUND_TRIPS,
   slice = WARMUP_SLICE,
-  pumpRoundTrips = PUMP_WARMUP_ROUND_TRIPS,
 ): Promise<WarmupResult> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    const finish = (delivered: number): void => {
-      if (pumpRoundTrips <= 0) {
-        resolve({ delivered, pumpRoundTrips: 0, ms: performance.now() - t0 });
-        return;
-      }
-      void warmPumps(log, pumpRoundTrips).then((n) =>
-        resolve({ delivered, pumpRoundTrips: n, ms: performance.now() - t0 }),
-      );
-    };
     let w: Warmup;
     try {
       w = new Warmup(log);
     } catch (err) {
       log.warn({ err }, 'data path warm-up failed; the first packets run unoptimised');
-      resolve({ delivered: 0, pumpRoundTrips: 0, ms: performance.now() - t0 });
+      resolve({ delivered: 0, ms: performance.now() - t0 });
       return;
     }
     let done = 0;
@@ -409,7 +362,7 @@ export function warmDataPathInBackground(
       } catch (err) {
         log.warn({ err }, 'data path warm-up failed; the first packets run unoptimised');
         w.close();
-        resolve({ delivered: w.delivered, pumpRoundTrips: 0, ms: performance.now() - t0 });
+        resolve({ delivered: w.delivered, ms: performance.now() - t0 });
         return;
       }
       if (done < roundTrips) {
@@ -417,224 +370,8 @@ export function warmDataPathInBackground(
         return;
       }
       keep(w);
-      finish(w.delivered);
+      resolve({ delivered: w.delivered, ms: performance.now() - t0 });
     };
     setImmediate(turn);
-  });
-}
-
-/**
- * One end of the pump warm-up: an engine and a device pump made exactly as device.ts makes
- * them (the same classes, the same clock function, a TUN handle and a UDP socket of the
- * native classes), the pump's TUN joined back to back to `stack`, which plays the kernel's
- * side of the TUN.
- */
-class PumpSide {
-  readonly engine: Engine;
-  readonly backend: EngineUapiBackend;
-  readonly pump: DevicePump;
-  readonly stack: NativeTunDevice;
-  /** The pump's TUN end and the sockets it opened, closed by close(). */
-  private readonly handles: { close(): void }[] = [];
-  readonly aead = new NativeAead();
-  readonly key = generatePrivateKey();
-  /** What the stack reads from and writes to the pump's TUN. */
-  readonly batch = new PacketBatch(BATCH, SLOT, 0);
-
-  constructor(
-    readonly address: number,
-    log: Logger,
-    onFatal: (reason: string) => void,
-  ) {
-    this.engine = new Engine({ aead: this.aead, mtu: DEFAULT_TUN_MTU, log, secrets: secretPool() });
-    const [tun, stack] = NativeTunDevice.pair('tgwarm', { vnetHdr: tunCoalescingDefault() });
-    this.stack = stack;
-    this.handles.push(tun, stack);
-    const handles = this.handles;
-    let pump: DevicePump;
-    try {
-      pump = new DevicePump({
-        engine: this.engine,
-        tun,
-        openSocket: (port) => {
-          const socket = NativeUdpSocket.open({ address: PUMP_BIND, port });
-          handles.push(socket);
-          return socket;
-        },
-        io: new DeviceIo(),
-        log,
-        now: deviceClock,
-        onFatal,
-      });
-    } catch (err) {
-      this.closeHandles();
-      this.aead.close();
-      this.key.fill(0);
-      throw err;
-    }
-    this.pump = pump;
-    this.backend = new EngineUapiBackend(
-      this.engine,
-      {
-        rebind: (port) => pump.rebind(port),
-        listenPort: () => pump.localPort,
-        ioCounters: () => pump.ioCounters(),
-        keepaliveNow: (peerId) => pump.keepaliveNow(peerId),
-      },
-      deviceClock,
-    );
-    pump.identity = this.backend;
-  }
-
-  configure(peer: PumpSide): void {
-    configurePeer(
-      this.backend,
-      this.key,
-      this.pump.localPort,
-      peer.key,
-      peer.address,
-      peer.pump.localPort,
-      false,
-    );
-  }
-
-  /** Reads what the pump wrote to its TUN; returns how many packets. */
-  read(): number {
-    const b = this.batch;
-    return this.stack.readBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths);
-  }
-
-  /** Writes `count` IPv4 packets to `to` into the pump's TUN, as a local sender would. */
-  send(to: PumpSide, count: number): void {
-    const b = this.batch;
-    for (let i = 0; i < count; i++) {
-      const off = i * b.slotSize;
-      const s = b.slab;
-      s.fill(0, off, off + PACKET);
-      s[off] = 0x45;
-      s.writeUInt16BE(PACKET, off + 2);
-      s[off + 8] = 64;
-      s[off + 9] = 1; // ICMP
-      s.writeUInt32BE(this.address, off + 12);
-      s.writeUInt32BE(to.address, off + 16);
-      b.offsets[i] = off;
-      b.lengths[i] = PACKET;
-    }
-    this.stack.writeBatch(b.slab, b.offsets, b.lengths, count);
-  }
-
-  /** Sends the `count` packets just read back to where they came from (an echo). */
-  echo(count: number): void {
-    const b = this.batch;
-    const s = b.slab;
-    for (let i = 0; i < count; i++) {
-      const off = i * b.slotSize;
-      const src = s.readUInt32BE(off + 12);
-      s.writeUInt32BE(s.readUInt32BE(off + 16), off + 12);
-      s.writeUInt32BE(src, off + 16);
-      b.offsets[i] = off;
-    }
-    this.stack.writeBatch(b.slab, b.offsets, b.lengths, count);
-  }
-
-  /**
-   * Closes the TUN pair and the sockets; never throws. The pump itself is left as it is, and
-   * so is the engine with its identity, as the engines' warm-up leaves its own (`kept`): the
-   * pump's optimised code relies on fields that only a device's shutdown writes (`closed`
-   * above all: V8 deoptimises the code that read a field as constant once it is written), and
-   * removing the identity would do the same to the engine's.
-   */
-  closeHandles(): void {
-    for (const h of this.handles.splice(0)) {
-      try {
-        h.close();
-      } catch {
-        // already closed
-      }
-    }
-  }
-}
-
-/**
- * The pumps of the last pump warm-up, closed (their keys wiped, their handles closed) but
- * kept for the life of the process, for the reason `kept` gives: their objects hold the
- * hidden classes the pump's optimised code was built for.
- */
-let keptPumps: PumpSide[] = [];
-
-/** How many warm-up pumps are kept (2 after a pump warm-up, 0 before). */
-export function keptPumpCount(): number {
-  return keptPumps.length;
-}
-
-/**
- * `roundTrips` round trips between two device pumps over loopback UDP, driven through their
- * readiness callbacks as live packets are (a packet written to A's TUN, sealed and sent by
- * A's pump, opened by B's, echoed by B's stack, back the same way), a batch of BATCH on every
- * BATCH_EVERY-th round trip, a timer step every PUMP_TICK_EVERY. Resolves with the round
- * trips done; never rejects (a namespace without loopback, for one, only means the pump's
- * handlers tier up on live packets, logged at debug).
- */
-export function warmPumps(log: Logger, roundTrips = PUMP_WARMUP_ROUND_TRIPS): Promise<number> {
-  return new Promise((resolve) => {
-    const sides: PumpSide[] = [];
-    let done = 0;
-    let waiting = 0;
-    let over = false;
-    const end = (why: string | null): void => {
-      if (over) return;
-      over = true;
-      clearTimeout(timer);
-      for (const s of sides) s.closeHandles();
-      keptPumps = sides;
-      if (why !== null) log.debug({ why, roundTrips: done }, 'device pump warm-up stopped early');
-      resolve(done);
-    };
-    const timer = setTimeout(() => end('timed out'), PUMP_WARMUP_TIMEOUT_MS);
-    try {
-      sides.push(new PumpSide(0x0afe0101, log, (reason) => end(reason)));
-      sides.push(new PumpSide(0x0afe0102, log, (reason) => end(reason)));
-      const [a, b] = sides;
-      // A device's socket moves when `wg` sets its listen port; these move theirs as well, so
-      // that the warm-up runs what a configured device has run.
-      a.pump.rebind(0);
-      b.pump.rebind(0);
-      a.configure(b);
-      b.configure(a);
-      const next = (): void => {
-        if (done > 0 && done % PUMP_TICK_EVERY === 0) {
-          a.pump.tick();
-          b.pump.tick();
-        }
-        waiting = done % BATCH_EVERY === BATCH_EVERY - 1 ? BATCH : 1;
-        a.send(b, waiting);
-      };
-      b.stack.start((err) => {
-        if (over) return;
-        if (err) return end(`stack: ${err.message}`);
-        try {
-          for (let n = b.read(); n > 0; n = b.read()) b.echo(n);
-        } catch (e) {
-          end(`stack: ${(e as Error).message}`);
-        }
-      });
-      a.stack.start((err) => {
-        if (over) return;
-        if (err) return end(`stack: ${err.message}`);
-        try {
-          for (let n = a.read(); n > 0; n = a.read()) waiting -= n;
-          if (waiting > 0) return;
-          if (++done >= roundTrips) return end(null);
-          next();
-        } catch (e) {
-          end(`stack: ${(e as Error).message}`);
-        }
-      });
-      a.pump.start();
-      b.pump.start();
-      next();
-    } catch (err) {
-      end((err as Error).message);
-    }
   });
 }

@@ -88,15 +88,7 @@ export interface CryptoPoolStats {
 }
 
 export interface NativeBinding {
-  /** With `fd` (one end of tunSocketPair()), adopts that socket instead of opening a TUN. */
-  TunHandle: new (
-    name: string,
-    multiQueue: boolean,
-    vnetHdr: boolean,
-    fd?: number,
-  ) => RawTun;
-  /** A connected pair of datagram sockets, one for each of two TunHandles. */
-  tunSocketPair(): [number, number];
+  TunHandle: new (name: string, multiQueue: boolean, vnetHdr: boolean) => RawTun;
   UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
   Aead: new () => RawAead;
   /** Chooses the AEAD implementation of the process (native/aead.c); returns the one in use. */

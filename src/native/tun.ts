@@ -1,6 +1,5 @@
 // TUN device over the addon: opened by name with IFF_TUN | IFF_NO_PI, non-blocking, read
 // and written in batches. MTU, addresses and link state are set with `ip` by the caller.
-import { closeSync } from 'node:fs';
 import { TgError } from '../util/errors.js';
 import { loadNative, type RawTun } from './binding.js';
 import type { IoStats, ReadableCallback, TunDevice } from './types.js';
@@ -57,31 +56,6 @@ export class NativeTunDevice implements TunDevice {
     }
   }
 
-  /**
-   * Two handles of the TUN class joined back to back over a socket pair instead of a device:
-   * what one writes the other reads, a packet at a time (with vnetHdr, each led by its
-   * virtio_net_hdr, as between a TUN and the kernel). The data path's warm-up (device/warmup.ts)
-   * runs the device pump over them, so the pump's code sees the very classes of a real TUN;
-   * no privileges needed, nothing is created outside the process.
-   */
-  static pair(name: string, opts: Pick<TunOptions, 'vnetHdr'> = {}): [NativeTunDevice, NativeTunDevice] {
-    const native = loadNative();
-    const [fa, fb] = native.tunSocketPair();
-    let a: NativeTunDevice;
-    try {
-      a = new NativeTunDevice(new native.TunHandle(name, false, opts.vnetHdr ?? false, fa));
-    } catch (err) {
-      closeFd(fb);
-      throw err;
-    }
-    try {
-      return [a, new NativeTunDevice(new native.TunHandle(name, false, opts.vnetHdr ?? false, fb))];
-    } catch (err) {
-      a.close();
-      throw err;
-    }
-  }
-
   get name(): string {
     return this.raw.name;
   }
@@ -130,13 +104,5 @@ export class NativeTunDevice implements TunDevice {
 
   stats(): IoStats {
     return this.raw.stats();
-  }
-}
-
-function closeFd(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
   }
 }

@@ -4,18 +4,10 @@
 // live packets in optimised code (checked in a child process with V8's test natives).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DATA_PLANE_NODE_ARGS } from '../../src/device/runtime.js';
-import {
-  keptPumpCount,
-  PUMP_WARMUP_ROUND_TRIPS,
-  WARMUP_ROUND_TRIPS,
-  warmDataPath,
-  warmDataPathInBackground,
-  warmPumps,
-} from '../../src/device/warmup.js';
+import { WARMUP_ROUND_TRIPS, warmDataPath, warmDataPathInBackground } from '../../src/device/warmup.js';
 import { logger } from '../../src/util/log.js';
 
 const log = logger('test-device-warmup');
@@ -51,7 +43,7 @@ test('the background warm-up runs in slices between other event-loop work', asyn
     if (spinning) setImmediate(spin);
   };
   setImmediate(spin);
-  const r = await warmDataPathInBackground(log, 64, 4, 0);
+  const r = await warmDataPathInBackground(log, 64, 4);
   spinning = false;
   assert.equal(r.delivered, expected(64));
   // 16 slices: the other work got at least one turn between consecutive slices.
@@ -87,49 +79,4 @@ test('live packets of a device configured through its UAPI run the warmed code, 
     assert.ok(before.includes(name), `${name} was not optimised by the warm-up`);
   const lost = before.filter((name) => !after.includes(name));
   assert.deepEqual(lost, [], `live packets or a collection deoptimised ${lost.join(', ')}`);
-});
-
-test('the pump warm-up carries its round trips through two device pumps and leaves no fd open', async () => {
-  const fds = (): number => readdirSync('/proc/self/fd').length;
-  warmDataPath(log, 8);
-  const before = fds();
-  assert.equal(await warmPumps(log, 40), 40);
-  assert.equal(keptPumpCount(), 2, 'the warm-up pumps were not kept');
-  assert.equal(fds(), before, 'the warm-up left TUN pair ends or sockets open');
-  // After the engines' part in the background, then the pumps'.
-  const r = await warmDataPathInBackground(log, 16, 4, 24);
-  assert.equal(r.delivered, expected(16));
-  assert.equal(r.pumpRoundTrips, 24);
-  assert.equal(fds(), before);
-});
-
-test("live packets of devices on the native classes run the pump's handlers optimised from the first", (t) => {
-  // Regression: the pump's handlers tiered up only on live packets, after about 350 of them;
-  // their compilation (4 to 6 ms of a V8 worker thread in each device, both devices at the
-  // same packet) landed in the middle of a round trip: pings every 200 ms took 3 to 4 ms at
-  // the 6th and the 39th of them.
-  const probe = fileURLToPath(new URL('../helpers/pump-warmup-probe.js', import.meta.url));
-  const r = spawnSync(
-    process.execPath,
-    ['--allow-natives-syntax', '--expose-gc', ...DATA_PLANE_NODE_ARGS, probe],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  assert.equal(r.status, 0, `probe failed: ${r.stderr.slice(-2000)}`);
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{"pumpRoundTrips"'));
-  assert.ok(line, `no result from the probe: ${r.stdout.slice(-2000)}`);
-  const { pumpRoundTrips, before, after, delivered } = JSON.parse(line) as {
-    pumpRoundTrips: number;
-    before: string[];
-    after: string[];
-    delivered: number;
-  };
-  t.diagnostic(
-    `optimised after the warm-up: ${before.join(', ')}; after the live packets: ${after.join(', ')}`,
-  );
-  assert.equal(pumpRoundTrips, PUMP_WARMUP_ROUND_TRIPS);
-  assert.ok(delivered >= 190, `only ${delivered} of 200 live packets arrived`);
-  for (const name of ['DevicePump.socketEvent', 'DevicePump.tunEvent']) {
-    assert.ok(before.includes(name), `${name} was not optimised by the warm-up`);
-    assert.ok(after.includes(name), `live packets deoptimised ${name}`);
-  }
 });
