@@ -183,6 +183,8 @@ export class IoGuard {
   }
 }
 
+function noop(): void {}
+
 function errnoCode(err: unknown): string | null {
   if (!(err instanceof Error)) return null;
   const code = (err as { code?: unknown }).code;
@@ -200,6 +202,11 @@ export interface PumpOptions {
   now: () => number;
   /** Called once when the pump hits a fatal error; the owner closes the device. */
   onFatal: (reason: string) => void;
+  /**
+   * Called after every readiness callback and handshake slice (the engine may have set a
+   * timer): a device that sleeps through quiet stretches re-arms its timer here.
+   */
+  afterIo?: () => void;
 }
 
 export class DevicePump {
@@ -222,6 +229,7 @@ export class DevicePump {
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly onFatal: (reason: string) => void;
+  private readonly afterIo: () => void;
   private closed = false;
   private started = false;
   private retired = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0, rxStale: 0 };
@@ -237,6 +245,7 @@ export class DevicePump {
     this.log = opts.log;
     this.now = opts.now;
     this.onFatal = opts.onFatal;
+    this.afterIo = opts.afterIo ?? noop;
     this.guard = new IoGuard(opts.log);
     this.socket = this.open(0);
   }
@@ -304,6 +313,7 @@ export class DevicePump {
     if (this.closed || id === null || !id.hasPrivateKey) return;
     this.send(this.engine.handshakes(this.now()));
     this.scheduleHandshakes();
+    if (!this.closed) this.afterIo();
   };
 
   /** Moves the socket to `port` (UAPI listen_port); the old one is closed once the new one is bound. */
@@ -372,6 +382,7 @@ export class DevicePump {
     // A readiness error: the interface was deleted (EBADFD) or broke; polling has stopped.
     if (err) this.fatal('TUN', err);
     else this.onTunReadable();
+    if (!this.closed) this.afterIo();
   }
 
   private socketEvent(err: Error | null): void {
@@ -385,6 +396,7 @@ export class DevicePump {
     // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
     // is usually ready to read now: read it in this turn instead of a poll round later.
     if (this.tunWritten !== written && !this.closed) this.onTunReadable();
+    if (!this.closed) this.afterIo();
   }
 
   private onTunReadable(): void {

@@ -583,6 +583,18 @@ export class Engine {
   }
 
   /**
+   * The engine clock time before which tick() has nothing to do, for a driver that does not
+   * tick a quiet engine every wheel granularity: the earliest peer timer (a lower bound, exact
+   * right after a tick), or -Infinity while handshakes wait in the queue or the rate limiters
+   * hold sources (their tables are collected on ticks). O(1); call it after any engine call.
+   */
+  get nextTimerAt(): number {
+    if (this.pendingHandshakes > 0 || this.rateLimiter.size > 0 || this.cookieLimiter.size > 0)
+      return Number.NEGATIVE_INFINITY;
+    return this.wheel.lowWater;
+  }
+
+  /**
    * Works on queued handshake messages, at most HANDSHAKE_WORK_PER_CALL units, priority ring
    * first, and returns what that produced (responses, cookie replies, keepalives, staged
    * packets). tick() does the same at its end, inbound() too while not under load; the driver
@@ -1445,6 +1457,7 @@ export class Engine {
       this.rateLimiter.collect(now);
       this.cookieLimiter.collect(now);
       this.runHandshakes(now);
+      this.wheel.recomputeLowWater();
       this.control.finish(this.aead);
     } catch (err) {
       this.failCall(err);

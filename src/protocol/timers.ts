@@ -208,6 +208,8 @@ export class TimerWheel<T extends WheelEntry> {
   /** Made on first use: an engine with a few peers touches a few slots (memory per engine). */
   private readonly slots: (Set<T> | undefined)[];
   private cursor = Number.NaN;
+  /** At or before the earliest time filed (see lowWater). */
+  private low = NOT_PENDING;
 
   constructor(
     private readonly granularity = TIMER_WHEEL_GRANULARITY,
@@ -224,6 +226,7 @@ export class TimerWheel<T extends WheelEntry> {
     const slot = this.slotOf(tick);
     entry.wheelAt = at;
     entry.wheelSlot = slot;
+    if (at < this.low) this.low = at;
     let set = this.slots[slot];
     if (set === undefined) {
       set = new Set();
@@ -259,6 +262,26 @@ export class TimerWheel<T extends WheelEntry> {
     }
     this.cursor = nowTick;
     return n;
+  }
+
+  /**
+   * A time at or before the earliest entry filed (NOT_PENDING when none was filed since the
+   * last recomputeLowWater()): schedule() lowers it, due() and unschedule() leave it, so it may
+   * be early, never late. A driver that sleeps until it needs no tick before then.
+   */
+  get lowWater(): number {
+    return this.low;
+  }
+
+  /** Sets lowWater to the earliest entry's time (a walk over the slots); returns it. */
+  recomputeLowWater(): number {
+    let low = NOT_PENDING;
+    for (const set of this.slots) {
+      if (set === undefined || set.size === 0) continue;
+      for (const entry of set) if (entry.wheelAt < low) low = entry.wheelAt;
+    }
+    this.low = low;
+    return low;
   }
 
   /** Slot of a tick; ticks may be negative when the clock starts near 0. */
