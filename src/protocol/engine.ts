@@ -584,9 +584,10 @@ export class Engine {
 
   /**
    * The engine clock time before which tick() has nothing to do, for a driver that does not
-   * tick a quiet engine every wheel granularity: the earliest peer timer (a lower bound, exact
-   * right after a tick), or -Infinity while handshakes wait in the queue or the rate limiters
-   * hold sources (their tables are collected on ticks). O(1); call it after any engine call.
+   * tick a quiet engine every wheel granularity: the earliest peer timer (a lower bound, made
+   * exact by the first read after a tick that fired timers, a walk over the wheel's slots;
+   * otherwise O(1)), or -Infinity while handshakes wait in the queue or the rate limiters hold
+   * sources (their tables are collected on ticks).
    */
   get nextTimerAt(): number {
     if (this.pendingHandshakes > 0 || this.rateLimiter.size > 0 || this.cookieLimiter.size > 0)
@@ -1457,7 +1458,6 @@ export class Engine {
       this.rateLimiter.collect(now);
       this.cookieLimiter.collect(now);
       this.runHandshakes(now);
-      this.wheel.recomputeLowWater();
       this.control.finish(this.aead);
     } catch (err) {
       this.failCall(err);

@@ -210,6 +210,8 @@ export class TimerWheel<T extends WheelEntry> {
   private cursor = Number.NaN;
   /** At or before the earliest time filed (see lowWater). */
   private low = NOT_PENDING;
+  /** due() took entries out since `low` was last exact. */
+  private lowStale = false;
 
   constructor(
     private readonly granularity = TIMER_WHEEL_GRANULARITY,
@@ -261,16 +263,19 @@ export class TimerWheel<T extends WheelEntry> {
       }
     }
     this.cursor = nowTick;
+    // Entries went out, or the mark is in the past (its entry was unscheduled or moved later).
+    if (n > 0 || this.low <= now) this.lowStale = true;
     return n;
   }
 
   /**
-   * A time at or before the earliest entry filed (NOT_PENDING when none was filed since the
-   * last recomputeLowWater()): schedule() lowers it, due() and unschedule() leave it, so it may
-   * be early, never late. A driver that sleeps until it needs no tick before then.
+   * A time at or before the earliest entry filed: schedule() lowers it and unschedule() leaves
+   * it (so it may be early, never late); after a due() that took entries out or passed it, the
+   * first read walks the slots to make it exact again (once per tick that had work, and only
+   * for a driver that reads it). A driver that sleeps needs no tick before then.
    */
   get lowWater(): number {
-    return this.low;
+    return this.lowStale ? this.recomputeLowWater() : this.low;
   }
 
   /** Sets lowWater to the earliest entry's time (a walk over the slots); returns it. */
@@ -281,6 +286,7 @@ export class TimerWheel<T extends WheelEntry> {
       for (const entry of set) if (entry.wheelAt < low) low = entry.wheelAt;
     }
     this.low = low;
+    this.lowStale = false;
     return low;
   }
 

@@ -41,7 +41,7 @@ after(async () => {
 
 const entry = (): WheelEntry => ({ wheelAt: NOT_PENDING, wheelSlot: -1 });
 
-test('the wheel low-water mark is never later than its earliest entry and exact after a recompute', () => {
+test('the wheel low-water mark is never later than its earliest entry and exact again after a step past it', () => {
   const w = new TimerWheel<WheelEntry>();
   assert.equal(w.lowWater, NOT_PENDING);
   const a = entry();
@@ -51,10 +51,19 @@ test('the wheel low-water mark is never later than its earliest entry and exact 
   assert.equal(w.lowWater, 900);
   w.unschedule(b);
   assert.equal(w.lowWater, 900, 'unscheduling may leave it early');
-  assert.equal(w.recomputeLowWater(), 5_000);
   const out: WheelEntry[] = [];
+  // A step past the early mark that finds nothing due makes it exact again.
+  assert.equal(w.due(1_000, out), 0);
+  assert.equal(w.lowWater, 5_000);
   assert.equal(w.due(5_100, out), 1);
-  assert.equal(w.recomputeLowWater(), NOT_PENDING);
+  assert.equal(w.lowWater, NOT_PENDING);
+  // Left early by an entry moved later (a deadline that moved later is left where it is).
+  w.schedule(a, 7_000);
+  w.schedule(b, 6_000);
+  w.schedule(b, 9_000);
+  assert.equal(w.lowWater, 6_000);
+  assert.equal(w.due(6_050, out), 0);
+  assert.equal(w.lowWater, 7_000);
 });
 
 test('a quiet device steps its timers about once a second, not every 100 ms', async () => {
