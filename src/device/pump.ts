@@ -289,7 +289,7 @@ export class DevicePump {
     this.send(this.engine.keepaliveNow(peerId, this.now()));
   }
 
-  /** The timer step; the owner calls it every timer tick (the engine's wheel is 100 ms). */
+  /** The timer step: every wheel tick, or, for a device that sleeps, when Engine.nextTimerAt is due. */
   tick(): void {
     const id = this.identity;
     if (this.closed || id === null || !id.hasPrivateKey) return;
