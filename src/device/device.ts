@@ -132,13 +132,17 @@ export class Device {
     this.arm(now());
   }
 
+  /** The wheel tick after the engine's earliest timer (see stepAt). */
+  private nextTimerStep(): number {
+    return Math.ceil(this.engine.nextTimerAt / TICK_MS) * TICK_MS + 1;
+  }
+
   /**
    * When the next timer step is needed: on the wheel tick after the engine's earliest timer,
    * at least TICK_MS and at most IDLE_TICK_MS from `t`.
    */
   private stepAt(t: number): number {
-    const next = Math.ceil(this.engine.nextTimerAt / TICK_MS) * TICK_MS + 1;
-    return Math.min(t + IDLE_TICK_MS, Math.max(t + TICK_MS, next));
+    return Math.min(t + IDLE_TICK_MS, Math.max(t + TICK_MS, this.nextTimerStep()));
   }
 
   private arm(t: number): void {
@@ -154,8 +158,14 @@ export class Device {
     this.arm(now());
   };
 
-  /** After packets: a timer they set earlier than the armed step moves the step forward. */
+  /**
+   * After packets: a timer they set earlier than the armed step moves the step forward. The
+   * usual case (no timer before the armed step) is decided without reading the clock: the
+   * armed step is at most IDLE_TICK_MS from when it was armed, so no later `t` can bring it
+   * forward then.
+   */
   private rearm(): void {
+    if (this.nextTimerStep() >= this.tickAt) return;
     const t = now();
     if (this.stepAt(t) < this.tickAt) this.arm(t);
   }

@@ -279,7 +279,7 @@ export class TimerWheel<T extends WheelEntry> {
   }
 
   /** Sets lowWater to the earliest entry's time (a walk over the slots); returns it. */
-  recomputeLowWater(): number {
+  private recomputeLowWater(): number {
     let low = NOT_PENDING;
     for (const set of this.slots) {
       if (set === undefined || set.size === 0) continue;
