@@ -4,6 +4,7 @@
       "target_name": "tenguard_native",
       "sources": [
         "native/addon.c",
+        "native/busypoll.c",
         "native/aead.c",
         "native/coalesce.c",
         "native/crypto_pool.c",

@@ -168,5 +168,6 @@ napi_value tg_init_crypto_pool(napi_env env, napi_value exports);
 napi_value tg_init_process(napi_env env, napi_value exports);
 napi_value tg_init_secret(napi_env env, napi_value exports);
 napi_value tg_init_slab(napi_env env, napi_value exports);
+napi_value tg_init_busypoll(napi_env env, napi_value exports);
 
 #endif

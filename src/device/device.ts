@@ -5,6 +5,7 @@
 // UAPI.
 import { performance } from 'node:perf_hooks';
 import { NativeAead } from '../native/aead.js';
+import { loadNative } from '../native/binding.js';
 import { setDumpable } from '../native/dumpable.js';
 import { secretPool } from '../native/secret-pool.js';
 import { NativeTunDevice, tunCoalescingDefault } from '../native/tun.js';
@@ -16,8 +17,9 @@ import { TIMER_WHEEL_GRANULARITY } from '../protocol/tuning.js';
 import { UapiServer } from '../uapi/server.js';
 import { runOk } from '../util/exec.js';
 import { type Logger, logger } from '../util/log.js';
+import { BusyPollPolicy, busyPollDefault, DEFAULT_BUSY_POLL_US } from './busy-poll.js';
 import { EngineUapiBackend } from './engine-backend.js';
-import { checkTunMtu, DEFAULT_TUN_MTU, DeviceIo, DevicePump } from './pump.js';
+import { type BusyPoll, checkTunMtu, DEFAULT_TUN_MTU, DeviceIo, DevicePump } from './pump.js';
 
 export { DEFAULT_TUN_MTU, DEVICE_BATCH, DEVICE_SLOT, MAX_PACKET } from './pump.js';
 
@@ -43,6 +45,11 @@ export interface DeviceOptions {
   log?: Logger;
   /** Where the UAPI socket goes (default /var/run/wireguard). */
   uapiSocketDir?: string;
+  /**
+   * The largest busy-poll window in us (busy-poll.ts; 0: none). Default: TENGUARD_BUSY_POLL_US,
+   * else 1,000. Needs the native TUN and socket.
+   */
+  busyPollUs?: number;
 }
 
 export class Device {
@@ -79,6 +86,7 @@ export class Device {
       now,
       onFatal: (reason) => void this.close(reason),
       afterIo: () => this.rearm(),
+      busyPoll: busyPoll(opts.busyPollUs ?? DEFAULT_BUSY_POLL_US),
     });
     this.backend = new EngineUapiBackend(
       this.engine,
@@ -99,6 +107,7 @@ export class Device {
   /** Creates the TUN (unless given), binds the socket, starts the UAPI and the loops. */
   static async start(opts: DeviceOptions): Promise<Device> {
     checkTunMtu(opts.mtu ?? DEFAULT_TUN_MTU);
+    opts = { ...opts, busyPollUs: opts.busyPollUs ?? busyPollDefault() };
     // Keys live in this process: keep them out of core dumps and ptrace.
     if (opts.tun === undefined) setDumpable(false);
     const tun = opts.tun ?? NativeTunDevice.open(opts.ifname, { vnetHdr: tunCoalescingDefault() });
@@ -189,4 +198,15 @@ export class Device {
 
 function now(): number {
   return performance.now();
+}
+
+function busyPoll(maxUs: number): BusyPoll | undefined {
+  const policy = new BusyPollPolicy(maxUs);
+  if (maxUs === 0) return undefined;
+  const native = loadNative();
+  return {
+    policy,
+    wait: (tunFd: number, socketFd: number, us: number) => native.busyWait(tunFd, socketFd, us),
+    clock: () => performance.now() * 1000,
+  };
 }

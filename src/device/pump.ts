@@ -16,6 +16,11 @@
 // any inner packet the TUN hands over up to MAX_PACKET and any datagram a peer sends fits,
 // whatever the MTU on either side (see DeviceIo for what that costs in memory).
 //
+// After an event that sent to peers or delivered to the TUN, a pump with busy polling
+// (busy-poll.ts; the process-mode device) polls both for the window its policy has learned and
+// handles what arrives at once, up to BUSY_CHAIN events in a row, before it returns to the
+// event loop.
+//
 // Handshake messages the engine queued under load are worked off one slice per event-loop
 // turn (setImmediate), after the turn's I/O callbacks.
 //
@@ -46,6 +51,14 @@ import { RECEIVE_MAX_AGE } from '../protocol/tuning.js';
 import { UAPI_ERRNO, UapiError } from '../uapi/protocol.js';
 import { TgError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import {
+  type BusyPollPolicy,
+  type BusyWait,
+  DID_DELIVER,
+  DID_SEND,
+  READY_SOCKET,
+  READY_TUN,
+} from './busy-poll.js';
 
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
 export const DEVICE_BATCH = 128;
@@ -75,6 +88,8 @@ export const DEFAULT_TUN_MTU = 1420;
 const RECV_RUN = 64;
 /** Batches drained per readiness event before yielding to the other direction and timers. */
 const DRAIN_ROUNDS = 8;
+/** Events handled from busy polls in a row before the pump returns to the event loop. */
+const BUSY_CHAIN = 4;
 /** Errno names that are counted and retried instead of closing the device. */
 export const TRANSIENT_ERRNOS: ReadonlySet<string> = new Set(['ENOBUFS', 'ENOMEM', 'EIO']);
 /** Transient failures in a row (no success between) after which a handle counts as broken. */
@@ -207,6 +222,15 @@ export interface PumpOptions {
    * timer): a device that sleeps through quiet stretches re-arms its timer here.
    */
   afterIo?: () => void;
+  /** Busy polling after activity (busy-poll.ts); needs handles with an fd. */
+  busyPoll?: BusyPoll;
+}
+
+export interface BusyPoll {
+  policy: BusyPollPolicy;
+  wait: BusyWait;
+  /** Monotonic clock in us. */
+  clock: () => number;
 }
 
 export class DevicePump {
@@ -232,6 +256,12 @@ export class DevicePump {
   private readonly afterIo: () => void;
   private closed = false;
   private started = false;
+  /** Send batches handed to the socket (busy polling: did an event send?). */
+  private sentBatches = 0;
+  private readonly busy: BusyPoll | null;
+  /** The fds busy polling watches (read once: the native getters cross into C). */
+  private readonly tunFd: number;
+  private socketFd: number;
   private retired = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0, rxStale: 0 };
   private readonly onTunEvent = (err: Error | null): void => this.tunEvent(err);
   private readonly onSocketEvent = (err: Error | null): void => this.socketEvent(err);
@@ -248,6 +278,9 @@ export class DevicePump {
     this.afterIo = opts.afterIo ?? noop;
     this.guard = new IoGuard(opts.log);
     this.socket = this.open(0);
+    this.busy = opts.busyPoll !== undefined && opts.tun.fd !== undefined ? opts.busyPoll : null;
+    this.tunFd = opts.tun.fd ?? -1;
+    this.socketFd = this.socket.fd ?? -1;
   }
 
   /** Opens the socket on `port` with receive offload (unless TENGUARD_UDP_GRO=off). */
@@ -328,6 +361,7 @@ export class DevicePump {
     }
     this.retire(this.socket);
     this.socket = next;
+    this.socketFd = next.fd ?? -1;
     if (this.started && !this.closed) {
       try {
         next.start(this.onSocketEvent);
@@ -353,6 +387,9 @@ export class DevicePump {
       'io.tunTxDropped': t.txDropped + this.tunWriteLost,
       'io.tunTxRejected': t.txRejected,
       'io.transientErrors': this.guard.transientErrors,
+      'io.busyPolls': this.busy?.policy.stats.polls ?? 0,
+      'io.busyPollsCaught': this.busy?.policy.stats.caught ?? 0,
+      'io.busyPollMicros': Math.round(this.busy?.policy.stats.micros ?? 0),
     };
   }
 
@@ -380,9 +417,16 @@ export class DevicePump {
   private tunEvent(err: Error | null): void {
     if (this.closed) return;
     // A readiness error: the interface was deleted (EBADFD) or broke; polling has stopped.
-    if (err) this.fatal('TUN', err);
-    else this.onTunReadable();
+    if (err) {
+      this.fatal('TUN', err);
+      return;
+    }
+    const sent = this.sentBatches;
+    const written = this.tunWritten;
+    this.busy?.policy.arrived(this.busy.clock());
+    this.onTunReadable();
     if (!this.closed) this.afterIo();
+    if (this.busy !== null) this.pollAfter(sent, written);
   }
 
   private socketEvent(err: Error | null): void {
@@ -391,12 +435,53 @@ export class DevicePump {
       this.fatal('UDP socket', err);
       return;
     }
+    const sent = this.sentBatches;
+    const written = this.tunWritten;
+    this.busy?.policy.arrived(this.busy.clock());
+    this.socketReadable();
+    if (!this.closed) this.afterIo();
+    if (this.busy !== null) this.pollAfter(sent, written);
+  }
+
+  private socketReadable(): void {
     const written = this.tunWritten;
     this.onSocketReadable();
     // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
     // is usually ready to read now: read it in this turn instead of a poll round later.
     if (this.tunWritten !== written && !this.closed) this.onTunReadable();
-    if (!this.closed) this.afterIo();
+  }
+
+  /**
+   * Busy polling after an event that began with `sent` send batches and `written` TUN write
+   * batches: while events keep sending or delivering and the policy grants a window, poll
+   * and handle what arrives (at most BUSY_CHAIN events), then return to the event loop.
+   */
+  private pollAfter(sent: number, written: number): void {
+    const busy = this.busy as BusyPoll;
+    for (let chain = 0; chain < BUSY_CHAIN && !this.closed; chain++) {
+      const did =
+        (this.sentBatches !== sent ? DID_SEND : 0) | (this.tunWritten !== written ? DID_DELIVER : 0);
+      if (did === 0) return;
+      const t0 = busy.clock();
+      const us = busy.policy.plan(did, t0);
+      if (us === 0) return;
+      let ready: number;
+      try {
+        ready = busy.wait(this.tunFd, this.socketFd, us);
+      } catch (err) {
+        this.fatal('busy poll', err);
+        return;
+      }
+      const t1 = busy.clock();
+      busy.policy.polled(t1 - t0, ready !== 0);
+      if (ready === 0) return;
+      busy.policy.arrived(t1);
+      sent = this.sentBatches;
+      written = this.tunWritten;
+      if (ready & READY_SOCKET) this.socketReadable();
+      if (ready & READY_TUN && !this.closed) this.onTunReadable();
+      if (!this.closed) this.afterIo();
+    }
   }
 
   private onTunReadable(): void {
@@ -478,6 +563,7 @@ export class DevicePump {
   private send(out: OutgoingDatagrams): boolean {
     if (out.count === 0) return true;
     try {
+      this.sentBatches++;
       this.socket.sendBatch(out.buf, out.offsets, out.lengths, out.endpoints, out.count);
       this.guard.ok();
     } catch (err) {

@@ -105,6 +105,12 @@ export interface NativeBinding {
   /** The C heap (mallinfo2): bytes handed out, free in the arenas, mapped on their own. */
   mallocStats(): { inUse: number; free: number; mapped: number };
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
+  /**
+   * Polls fdA and fdB (negative: ignored) without sleeping, yielding the CPU between polls,
+   * for at most maxMicros (<= 100,000): bit 0 set when fdA is readable (or in error), bit 1
+   * for fdB, 0 when the window passed (native/busypoll.c).
+   */
+  busyWait(fdA: number, fdB: number, maxMicros: number): number;
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;
 }

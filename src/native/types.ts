@@ -47,6 +47,8 @@ export interface PacketIo {
   /** Stops readiness and releases the fd and watcher. Idempotent; later I/O throws EBADF. */
   close(): void;
   stats(): IoStats;
+  /** The OS file descriptor, -1 once closed; absent for in-memory fakes (no busy polling). */
+  readonly fd?: number;
 }
 
 export interface TunDevice extends PacketIo {
