@@ -5,8 +5,8 @@
 // UAPI.
 import { performance } from 'node:perf_hooks';
 import { NativeAead } from '../native/aead.js';
-import { loadNative } from '../native/binding.js';
 import { setDumpable } from '../native/dumpable.js';
+import { loadNative } from '../native/index.js';
 import { secretPool } from '../native/secret-pool.js';
 import { NativeTunDevice, tunCoalescingDefault } from '../native/tun.js';
 import type { PacketSocket, TunDevice } from '../native/types.js';
