@@ -3,13 +3,9 @@
  * glibc keeps memory freed by the threads' malloc arenas (V8's worker threads, libuv's pool)
  * instead of giving it back, so a long-running daemon's RSS creeps up with no leak behind it;
  * malloc_trim returns those free pages. */
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
-#include <sched.h>
-#include <stdlib.h>
 #include <sys/prctl.h>
-#include <unistd.h>
 
 #include "tg.h"
 
@@ -58,47 +54,13 @@ static napi_value heap_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* idleHelperThreads() -> { idled, failed }: every thread of the process but the calling one
- * (the main thread) moves to SCHED_IDLE. Called early in a data-plane process, these are V8's
- * platform workers (concurrent compilation and GC), its delayed-task thread, the inspector's
- * signal thread and libuv's pool: on a loaded or small host a TurboFan job of 4-5 ms on a
- * normal-priority worker held the CPU a woken main thread needed (the scheduler lets a running
- * task reach its slice first), so packets waited for a compiler. An idle-policy thread is
- * preempted at once by any normal one and still runs whenever a CPU is free. Threads started
- * later (the addon's crypto workers) keep the normal policy. */
-static napi_value idle_helper_threads(napi_env env, napi_callback_info info) {
-  (void)info;
-  const pid_t self = gettid();
-  uint32_t idled = 0, failed = 0;
-  DIR *d = opendir("/proc/self/task");
-  if (d == NULL) return tg_throw_errno(env, errno, "opendir /proc/self/task");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    char *end;
-    long tid = strtol(e->d_name, &end, 10);
-    if (*end != '\0' || tid <= 0 || tid == self) continue;
-    struct sched_param sp = {.sched_priority = 0};
-    if (sched_setscheduler((pid_t)tid, SCHED_IDLE, &sp) == 0)
-      idled++;
-    else if (errno != ESRCH) /* ESRCH: the thread ended meanwhile */
-      failed++;
-  }
-  closedir(d);
-  napi_value out;
-  napi_create_object(env, &out);
-  napi_set_named_property(env, out, "idled", tg_uint(env, idled));
-  napi_set_named_property(env, out, "failed", tg_uint(env, failed));
-  return out;
-}
-
 napi_value tg_init_process(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setDumpable", NULL, set_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getDumpable", NULL, get_dumpable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimHeap", NULL, trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mallocStats", NULL, heap_stats, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"idleHelperThreads", NULL, idle_helper_threads, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_define_properties(env, exports, 4, props);
   return exports;
 }

@@ -21,7 +21,6 @@
 //     tier up after a few hundred packets. warmup.ts does the rest before the first packet.
 import { setFlagsFromString } from 'node:v8';
 import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
-import { idleHelperThreads } from '../native/helper-threads.js';
 import { logger } from '../util/log.js';
 import { warmDataPathInBackground } from './warmup.js';
 
@@ -37,22 +36,15 @@ export const DATA_PLANE_NODE_ARGS: readonly string[] = DATA_PLANE_V8_FLAGS;
 let applied = false;
 
 /**
- * Sets the V8 flags above, moves Node's helper threads to idle priority (native/helper-threads.ts), sets the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
+ * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
  * about 1,000 in-memory round trips, one per event-loop turn, over the first second or so); idempotent.
  */
 export function tuneRuntimeForDataPlane(): void {
   if (applied) return;
   applied = true;
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
-  const log = logger('device');
-  // Before the crypto workers exist: they carry packets and keep the normal policy.
-  try {
-    const threads = idleHelperThreads();
-    if (threads.failed > 0) log.warn(threads, 'some helper threads kept their scheduling policy');
-  } catch (err) {
-    log.warn({ err }, 'helper threads kept their scheduling policy');
-  }
   setCryptoThreads(cryptoThreadsDefault());
+  const log = logger('device');
   void warmDataPathInBackground(log).then((r) =>
     log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up'),
   );

@@ -104,8 +104,6 @@ export interface NativeBinding {
   trimHeap(): boolean;
   /** The C heap (mallinfo2): bytes handed out, free in the arenas, mapped on their own. */
   mallocStats(): { inUse: number; free: number; mapped: number };
-  /** Moves every thread but the calling one to SCHED_IDLE (native/process.c). */
-  idleHelperThreads(): { idled: number; failed: number };
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   /**
    * Polls fdA and fdB (negative: ignored) without sleeping, yielding the CPU between polls,

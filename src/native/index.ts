@@ -15,7 +15,6 @@ export {
 export { DEFAULT_BATCH, DEFAULT_SLOT_SIZE, PacketBatch, WG_HEADROOM } from './batch.js';
 export { loadNative } from './binding.js';
 export { isDumpable, setDumpable } from './dumpable.js';
-export { idleHelperThreads } from './helper-threads.js';
 export { MAX_IFNAME_LEN, NativeTunDevice, type TunOptions } from './tun.js';
 export type { IoStats, PacketIo, PacketSocket, ReadableCallback, TunDevice } from './types.js';
 export { DEFAULT_SOCKET_BUFFER, NativeUdpSocket, type UdpOptions } from './udp.js';
