@@ -206,7 +206,7 @@ function busyPoll(maxUs: number): BusyPoll | undefined {
   const native = loadNative();
   return {
     policy,
-    wait: (tunFd: number, socketFd: number, us: number) => native.busyWait(tunFd, socketFd, us),
+    wait: native.busyWait,
     clock: () => performance.now() * 1000,
   };
 }

@@ -19,7 +19,7 @@
 // After an event that sent to peers or delivered to the TUN, a pump with busy polling
 // (busy-poll.ts; the process-mode device) polls both for the window its policy has learned and
 // handles what arrives at once, up to BUSY_CHAIN events in a row, before it returns to the
-// event loop.
+// event loop (serve).
 //
 // Handshake messages the engine queued under load are worked off one slice per event-loop
 // turn (setImmediate), after the turn's I/O callbacks.
@@ -417,55 +417,38 @@ export class DevicePump {
   private tunEvent(err: Error | null): void {
     if (this.closed) return;
     // A readiness error: the interface was deleted (EBADFD) or broke; polling has stopped.
-    if (err) {
-      this.fatal('TUN', err);
-      return;
-    }
-    const sent = this.sentBatches;
-    const written = this.tunWritten;
-    this.busy?.policy.arrived(this.busy.clock());
-    this.onTunReadable();
-    if (!this.closed) this.afterIo();
-    if (this.busy !== null) this.pollAfter(sent, written);
+    if (err) this.fatal('TUN', err);
+    else this.serve(READY_TUN);
   }
 
   private socketEvent(err: Error | null): void {
     if (this.closed) return;
-    if (err) {
-      this.fatal('UDP socket', err);
-      return;
-    }
-    const sent = this.sentBatches;
-    const written = this.tunWritten;
-    this.busy?.policy.arrived(this.busy.clock());
-    this.socketReadable();
-    if (!this.closed) this.afterIo();
-    if (this.busy !== null) this.pollAfter(sent, written);
-  }
-
-  private socketReadable(): void {
-    const written = this.tunWritten;
-    this.onSocketReadable();
-    // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
-    // is usually ready to read now: read it in this turn instead of a poll round later.
-    if (this.tunWritten !== written && !this.closed) this.onTunReadable();
+    if (err) this.fatal('UDP socket', err);
+    else this.serve(READY_SOCKET);
   }
 
   /**
-   * Busy polling after an event that began with `sent` send batches and `written` TUN write
-   * batches: while events keep sending or delivering and the policy grants a window, poll
-   * and handle what arrives (at most BUSY_CHAIN events), then return to the event loop.
+   * Handles a readiness event (READY_* bits). With busy polling, while an event sent to peers
+   * or delivered to the TUN and the policy grants a window, it then polls and handles what
+   * arrives (at most BUSY_CHAIN events) before returning to the event loop.
    */
-  private pollAfter(sent: number, written: number): void {
-    const busy = this.busy as BusyPoll;
-    for (let chain = 0; chain < BUSY_CHAIN && !this.closed; chain++) {
+  private serve(ready: number): void {
+    const busy = this.busy;
+    busy?.policy.arrived(busy.clock());
+    for (let chain = 0; ; chain++) {
+      const sent = this.sentBatches;
+      const written = this.tunWritten;
+      if (ready & READY_SOCKET) this.socketReadable();
+      if (ready & READY_TUN && !this.closed) this.onTunReadable();
+      if (this.closed) return;
+      this.afterIo();
+      if (busy === null || chain === BUSY_CHAIN) return;
       const did =
         (this.sentBatches !== sent ? DID_SEND : 0) | (this.tunWritten !== written ? DID_DELIVER : 0);
       if (did === 0) return;
       const t0 = busy.clock();
       const us = busy.policy.plan(did, t0);
       if (us === 0) return;
-      let ready: number;
       try {
         ready = busy.wait(this.tunFd, this.socketFd, us);
       } catch (err) {
@@ -476,12 +459,15 @@ export class DevicePump {
       busy.policy.polled(t1 - t0, ready !== 0);
       if (ready === 0) return;
       busy.policy.arrived(t1);
-      sent = this.sentBatches;
-      written = this.tunWritten;
-      if (ready & READY_SOCKET) this.socketReadable();
-      if (ready & READY_TUN && !this.closed) this.onTunReadable();
-      if (!this.closed) this.afterIo();
     }
+  }
+
+  private socketReadable(): void {
+    const written = this.tunWritten;
+    this.onSocketReadable();
+    // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
+    // is usually ready to read now: read it in this turn instead of a poll round later.
+    if (this.tunWritten !== written && !this.closed) this.onTunReadable();
   }
 
   private onTunReadable(): void {
