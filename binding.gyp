@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.c",
         "native/busypoll.c",
+        "native/wake.c",
         "native/aead.c",
         "native/coalesce.c",
         "native/crypto_pool.c",

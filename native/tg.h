@@ -169,5 +169,10 @@ napi_value tg_init_process(napi_env env, napi_value exports);
 napi_value tg_init_secret(napi_env env, napi_value exports);
 napi_value tg_init_slab(napi_env env, napi_value exports);
 napi_value tg_init_busypoll(napi_env env, napi_value exports);
+napi_value tg_init_wake(napi_env env, napi_value exports);
+/* Wake placement (wake.c): around a send that may wake a local peer; begin returns whether
+ * it switched, end takes that answer. */
+bool tg_wake_here_begin(void);
+void tg_wake_here_end(bool begun);
 
 #endif

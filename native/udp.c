@@ -538,7 +538,11 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     while (at < m) {
       /* sendmmsg stops at the first failing message: it returns the count before it, and
        * the next call (starting at that message) returns its error. */
+      bool begun = tg_wake_here_begin();
       int r = sendmmsg(io->fd, u->b->msgs + at, m - at, MSG_DONTWAIT);
+      int saved = errno;
+      tg_wake_here_end(begun);
+      errno = saved;
       if (r > 0) {
         for (int j = 0; j < r; j++) sent += u->b->segs[at + (uint32_t)j];
         at += (uint32_t)r;

@@ -43,6 +43,23 @@ export const READY_SOCKET = 2;
 export const DID_SEND = 1;
 export const DID_DELIVER = 2;
 
+export const WAKE_PLACEMENT_ENV = 'TENGUARD_WAKE_PLACEMENT';
+/**
+ * Wake placement (native/wake.c) applies to the first event after the device was quiet this
+ * long (ms): by then an idle CPU has halted and waking it costs more than sharing this one.
+ * Measured on the lab's VM (200 ms pings, one leg): at 20 ms between requests the other CPU
+ * still wakes fast and sharing one CPU loses; from 50 ms it wins.
+ */
+export const QUIET_WAKE_MS = 30;
+
+/** Whether wake placement is on: TENGUARD_WAKE_PLACEMENT=on|off (default on); throws when invalid. */
+export function wakePlacementDefault(env: NodeJS.ProcessEnv = process.env): boolean {
+  const raw = env[WAKE_PLACEMENT_ENV];
+  if (raw === undefined || raw === '' || raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new TgError('TG_ERR_INVALID_ARGUMENT', `${WAKE_PLACEMENT_ENV}=${raw} is not valid: on or off`);
+}
+
 /** The largest window from TENGUARD_BUSY_POLL_US (default DEFAULT_BUSY_POLL_US); throws when invalid. */
 export function busyPollDefault(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env[BUSY_POLL_ENV];

@@ -17,7 +17,7 @@ import { TIMER_WHEEL_GRANULARITY } from '../protocol/tuning.js';
 import { UapiServer } from '../uapi/server.js';
 import { runOk } from '../util/exec.js';
 import { type Logger, logger } from '../util/log.js';
-import { BusyPollPolicy, busyPollDefault, DEFAULT_BUSY_POLL_US } from './busy-poll.js';
+import { BusyPollPolicy, busyPollDefault, DEFAULT_BUSY_POLL_US, wakePlacementDefault } from './busy-poll.js';
 import { EngineUapiBackend } from './engine-backend.js';
 import { type BusyPoll, checkTunMtu, DEFAULT_TUN_MTU, DeviceIo, DevicePump } from './pump.js';
 
@@ -50,6 +50,14 @@ export interface DeviceOptions {
    * else 1,000. Needs the native TUN and socket.
    */
   busyPollUs?: number;
+  /**
+   * Wake placement for the first datagrams after a quiet stretch (native/wake.c). Default:
+   * TENGUARD_WAKE_PLACEMENT (on unless "off"). Needs the native socket.
+   */
+  wakePlacement?: boolean;
+  /** Tests: the quiet time before wake placement (ms), and a switch in place of the native one. */
+  quietWakeMs?: number;
+  wakeHere?: (on: boolean) => boolean;
 }
 
 export class Device {
@@ -87,6 +95,11 @@ export class Device {
       onFatal: (reason) => void this.close(reason),
       afterIo: () => this.rearm(),
       busyPoll: busyPoll(opts.busyPollUs ?? DEFAULT_BUSY_POLL_US),
+      wakeHere:
+        opts.wakePlacement !== true
+          ? undefined
+          : (opts.wakeHere ?? (opts.openSocket === undefined ? wakeHere(this.log) : undefined)),
+      quietWakeMs: opts.quietWakeMs,
     });
     this.backend = new EngineUapiBackend(
       this.engine,
@@ -107,7 +120,11 @@ export class Device {
   /** Creates the TUN (unless given), binds the socket, starts the UAPI and the loops. */
   static async start(opts: DeviceOptions): Promise<Device> {
     checkTunMtu(opts.mtu ?? DEFAULT_TUN_MTU);
-    opts = { ...opts, busyPollUs: opts.busyPollUs ?? busyPollDefault() };
+    opts = {
+      ...opts,
+      busyPollUs: opts.busyPollUs ?? busyPollDefault(),
+      wakePlacement: opts.wakePlacement ?? wakePlacementDefault(),
+    };
     // Keys live in this process: keep them out of core dumps and ptrace.
     if (opts.tun === undefined) setDumpable(false);
     const tun = opts.tun ?? NativeTunDevice.open(opts.ifname, { vnetHdr: tunCoalescingDefault() });
@@ -198,6 +215,17 @@ export class Device {
 
 function now(): number {
   return performance.now();
+}
+
+/** Wake placement's switch (native/wake.c), or undefined when this process may not use it. */
+function wakeHere(log: Logger): ((on: boolean) => boolean) | undefined {
+  const native = loadNative();
+  // Arms only when this thread is the one runnable task in the system (native/wake.c).
+  if (native.wakePlacementAllowed()) return (on) => native.setWakeHere(on, 1);
+  log.info(
+    'wake placement off: a thread here cannot return from SCHED_IDLE (needs CAP_SYS_NICE or RLIMIT_NICE 20)',
+  );
+  return undefined;
 }
 
 function busyPoll(maxUs: number): BusyPoll | undefined {

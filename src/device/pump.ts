@@ -56,6 +56,7 @@ import {
   type BusyWait,
   DID_DELIVER,
   DID_SEND,
+  QUIET_WAKE_MS,
   READY_SOCKET,
   READY_TUN,
 } from './busy-poll.js';
@@ -224,6 +225,13 @@ export interface PumpOptions {
   afterIo?: () => void;
   /** Busy polling after activity (busy-poll.ts); needs handles with an fd. */
   busyPoll?: BusyPoll;
+  /**
+   * Wake placement (native/wake.c, setWakeHere): armed for the first event after QUIET_WAKE_MS
+   * without one; returns whether it armed.
+   */
+  wakeHere?: (on: boolean) => boolean;
+  /** The quiet time before wake placement, ms (default QUIET_WAKE_MS). */
+  quietWakeMs?: number;
 }
 
 export interface BusyPoll {
@@ -259,6 +267,12 @@ export class DevicePump {
   /** Send batches handed to the socket (busy polling: did an event send?). */
   private sentBatches = 0;
   private readonly busy: BusyPoll | null;
+  private readonly wakeHere: ((on: boolean) => boolean) | null;
+  private readonly quietWakeMs: number;
+  /** When the latest readiness event ended (ms, the pump's clock). */
+  private lastEventEnd = Number.NEGATIVE_INFINITY;
+  /** Events served with wake placement armed. */
+  private wakePlaced = 0;
   /** The fds busy polling watches (read once: the native getters cross into C). */
   private readonly tunFd: number;
   private socketFd: number;
@@ -279,6 +293,8 @@ export class DevicePump {
     this.guard = new IoGuard(opts.log);
     this.socket = this.open(0);
     this.busy = opts.busyPoll !== undefined && opts.tun.fd !== undefined ? opts.busyPoll : null;
+    this.wakeHere = opts.wakeHere ?? null;
+    this.quietWakeMs = opts.quietWakeMs ?? QUIET_WAKE_MS;
     this.tunFd = opts.tun.fd ?? -1;
     this.socketFd = this.socket.fd ?? -1;
   }
@@ -390,6 +406,7 @@ export class DevicePump {
       'io.busyPolls': this.busy?.policy.stats.polls ?? 0,
       'io.busyPollsCaught': this.busy?.policy.stats.caught ?? 0,
       'io.busyPollMicros': Math.round(this.busy?.policy.stats.micros ?? 0),
+      'io.wakePlaced': this.wakePlaced,
     };
   }
 
@@ -428,11 +445,27 @@ export class DevicePump {
   }
 
   /**
+   * Handles a readiness event: the first after a quiet stretch with wake placement armed (the
+   * datagrams it sends wake a local peer on this CPU), each disarmed before it returns.
+   */
+  private serve(ready: number): void {
+    const wake =
+      this.wakeHere !== null && this.now() - this.lastEventEnd >= this.quietWakeMs && this.wakeHere(true);
+    if (wake) this.wakePlaced++;
+    try {
+      this.serveEvents(ready);
+    } finally {
+      if (wake) this.wakeHere!(false);
+      this.lastEventEnd = this.now();
+    }
+  }
+
+  /**
    * Handles a readiness event (READY_* bits). With busy polling, while an event sent to peers
    * or delivered to the TUN and the policy grants a window, it then polls and handles what
    * arrives (at most BUSY_CHAIN events) before returning to the event loop.
    */
-  private serve(ready: number): void {
+  private serveEvents(ready: number): void {
     const busy = this.busy;
     busy?.policy.arrived(busy.clock());
     for (let chain = 0; ; chain++) {

@@ -106,11 +106,21 @@ export interface NativeBinding {
   mallocStats(): { inUse: number; free: number; mapped: number };
   lockedArena(bytes: number): { buffer: ArrayBuffer; locked: boolean };
   /**
-   * Polls fdA and fdB (negative: ignored) without sleeping, yielding the CPU between polls,
-   * for at most maxMicros (<= 100,000): bit 0 set when fdA is readable (or in error), bit 1
-   * for fdB, 0 when the window passed (native/busypoll.c).
+   * Polls fdA and fdB (negative: ignored) without sleeping or yielding, for at most
+   * maxMicros (<= 100,000): bit 0 set when fdA is readable (or in error), bit 1 for fdB, 0
+   * when the window passed (native/busypoll.c).
    */
   busyWait(fdA: number, fdB: number, maxMicros: number): number;
+  /**
+   * Arms (true) or disarms (false) wake placement for the calling thread's UDP sends: each
+   * sendmmsg then runs at SCHED_IDLE, so a local peer it wakes runs on this CPU. Arms only
+   * when at most maxRunnable tasks are runnable in the system (the device: 1, itself), the
+   * thread runs SCHED_OTHER and may return from SCHED_IDLE; returns whether it armed
+   * (native/wake.c).
+   */
+  setWakeHere(on: boolean, maxRunnable: number): boolean;
+  /** Whether a thread of this process may return from SCHED_IDLE (probed once; native/wake.c). */
+  wakePlacementAllowed(): boolean;
   readonly ENDPOINT_SIZE: number;
   readonly MMSG_CHUNK: number;
 }

@@ -2,7 +2,10 @@
 // ping exchange learns to poll for the reply and catches it, the answering side (whose next
 // request is 50 ms away) does not poll, polling stays within its share of wall time, and
 // TENGUARD_BUSY_POLL_US=0 turns it off, an invalid value stops the device with a clear error.
+// Wake placement (native/wake.c) on the same pair: its events are counted, the devices' main
+// threads are back at SCHED_OTHER after every one, TENGUARD_WAKE_PLACEMENT=off turns it off.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { waitForPath } from '../../src/bench/path.js';
 import {
@@ -18,6 +21,15 @@ import { devicePrefix, tenguardStats } from '../helpers/device-harness.js';
 import { ping } from '../helpers/ping.js';
 
 const PINGS = 40;
+const SCHED_OTHER = 0;
+
+/** The scheduling policy of a device process's main thread (field 41 of its stat). */
+function mainThreadPolicy(side: Testbed['a']): number {
+  const pid = side.proc?.pid;
+  assert.ok(pid !== undefined, `${side.tun}: device process running`);
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
+}
 const INTERVAL_S = 0.05;
 
 async function pair(tb: Testbed, env: NodeJS.ProcessEnv): Promise<void> {
@@ -50,6 +62,16 @@ describe('device busy polling', () => {
     // The first reply teaches the window; a reply on a loaded CI machine may come late.
     assert.ok(caughtA >= PINGS / 2, `asking side caught ${caughtA} of ${PINGS} replies by polling`);
     assert.ok(pollsB <= 3, `answering side polled ${pollsB} times (its next request is 50 ms away)`);
+    // Pings 50 ms apart are quiet events (QUIET_WAKE_MS): wake placement armed for those where
+    // nothing else was runnable (not predictable on a shared machine), never more than one per event.
+    for (const [side, s, then] of [
+      [tb.a, a, before[0]],
+      [tb.b, b, before[1]],
+    ] as const) {
+      const placed = delta(s, then, 'io.wakePlaced');
+      assert.ok(placed >= 0 && placed <= PINGS + 2, `${side.tun}: ${placed} events with wake placement`);
+      assert.equal(mainThreadPolicy(side), SCHED_OTHER, `${side.tun}: main thread back at SCHED_OTHER`);
+    }
     for (const [name, s, then] of [
       ['asking', a, before[0]],
       ['answering', b, before[1]],
@@ -72,6 +94,16 @@ describe('device busy polling', () => {
     for (const s of [tb.a, tb.b]) assert.equal((await tenguardStats(s)).get('io.busyPolls'), 0);
     await stopDevice(tb.a);
     await stopDevice(tb.b);
+    await pair(tb, { TENGUARD_WAKE_PLACEMENT: 'off' });
+    const w = await ping(tb.a.ns, tb.b.tunV4, { count: 5, intervalS: 0.1 });
+    assert.equal(w.received, 5);
+    for (const s of [tb.a, tb.b]) assert.equal((await tenguardStats(s)).get('io.wakePlaced'), 0);
+    await stopDevice(tb.a);
+    await stopDevice(tb.b);
+    await assert.rejects(startDevice(tb.a, 'tenguard', { TENGUARD_WAKE_PLACEMENT: 'yes' }), (err: Error) => {
+      assert.match(err.message, /TENGUARD_WAKE_PLACEMENT=yes is not valid: on or off/);
+      return true;
+    });
     for (const bad of ['abc', '-1', '1.5', '10001']) {
       await assert.rejects(startDevice(tb.a, 'tenguard', { TENGUARD_BUSY_POLL_US: bad }), (err: Error) => {
         assert.match(

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { Device } from '../../src/device/device.js';
+import { wakePlacementDefault } from '../../src/device/busy-poll.js';
+import { Device, type DeviceOptions } from '../../src/device/device.js';
 import { FATAL_STREAK, MAX_PACKET } from '../../src/device/pump.js';
 import { FakeNetwork, FakeTun, FakeUdpSocket } from '../../src/native/fake.js';
 import { errnoError } from '../../src/native/validate.js';
@@ -81,10 +82,16 @@ interface Side {
 
 let serial = 0;
 
-async function side(net: FakeNetwork, address: string, mtu?: number): Promise<Side> {
+async function side(
+  net: FakeNetwork,
+  address: string,
+  mtu?: number,
+  extra: Partial<DeviceOptions> = {},
+): Promise<Side> {
   const tun = new FailingTun({ name: `tgpu${serial++}`, queueLimit: 4096 });
   let sock: FailingSocket | null = null;
   const dev = await Device.start({
+    ...extra,
     ifname: tun.name,
     tun,
     mtu,
@@ -101,10 +108,14 @@ async function side(net: FakeNetwork, address: string, mtu?: number): Promise<Si
 }
 
 /** Two devices that are each other's peer (10.9.0.1/32 and 10.9.0.2/32). */
-async function pair(mtu?: number): Promise<[Side, Side]> {
+async function pair(
+  mtu?: number,
+  extraA: Partial<DeviceOptions> = {},
+  extraB: Partial<DeviceOptions> = {},
+): Promise<[Side, Side]> {
   const net = new FakeNetwork();
-  const a = await side(net, '10.9.0.1', mtu);
-  const b = await side(net, '10.9.0.2', mtu);
+  const a = await side(net, '10.9.0.1', mtu, extraA);
+  const b = await side(net, '10.9.0.2', mtu, extraB);
   const ka = generatePrivateKey();
   const kb = generatePrivateKey();
   const configure = (s: Side, key: Buffer, peer: Side, peerKey: Buffer) =>
@@ -192,6 +203,53 @@ test('a TUN write refused with EIO (interface down) is counted, the device carri
   b.tun.writeFail = 'EBADFD';
   a.tun.inject(ipv4Packet(a.address, b.address, 100));
   assert.match(await b.dev.stopped, /^TUN write: EBADFD/);
+});
+
+test('wake placement: armed for the first event after a quiet stretch, disarmed after every event', async () => {
+  const QUIET = 150;
+  // Records the switch's calls; b's switch refuses to arm (another task runnable).
+  const calls: Record<'a' | 'b', boolean[]> = { a: [], b: [] };
+  const recorder = (k: 'a' | 'b', arms: boolean) => (on: boolean) => {
+    calls[k].push(on);
+    return on && arms;
+  };
+  const [a, b] = await pair(
+    undefined,
+    { wakePlacement: true, wakeHere: recorder('a', true), quietWakeMs: QUIET },
+    { wakePlacement: true, wakeHere: recorder('b', false), quietWakeMs: QUIET },
+  );
+  assert.equal((await deliver(a, b, 100)).length, 1, 'first packet (the handshake) delivered');
+  await settle(QUIET + 50);
+  calls.a.length = 0;
+  calls.b.length = 0;
+  // After a quiet stretch: the event that reads the packet (a) and the one that receives it (b) arm.
+  assert.equal((await deliver(a, b, 100)).length, 1);
+  assert.deepEqual(calls.a, [true, false], 'a: armed, then disarmed');
+  assert.deepEqual(calls.b, [true], 'b: asked; it did not arm, so there is nothing to disarm');
+  // Events within the quiet time do not ask.
+  assert.equal((await deliver(a, b, 100, 3)).length, 3);
+  assert.deepEqual(calls.a, [true, false]);
+  assert.equal(a.dev.pump.ioCounters()['io.wakePlaced'] >= 1, true);
+  assert.equal(b.dev.pump.ioCounters()['io.wakePlaced'], 0, 'a switch that did not arm is not counted');
+  // An event that ends in a fatal error still disarms.
+  await settle(QUIET + 50);
+  calls.a.length = 0;
+  a.socket().sendFail = { code: 'ENOTSOCK', times: 1 };
+  a.tun.inject(ipv4Packet(a.address, b.address, 100));
+  assert.match(await a.dev.stopped, /^UDP send: ENOTSOCK/);
+  assert.deepEqual(calls.a, [true, false]);
+});
+
+test('wake placement: the setting', () => {
+  assert.equal(wakePlacementDefault({}), true);
+  assert.equal(wakePlacementDefault({ TENGUARD_WAKE_PLACEMENT: 'on' }), true);
+  assert.equal(wakePlacementDefault({ TENGUARD_WAKE_PLACEMENT: 'off' }), false);
+  for (const bad of ['0', 'no', 'OFF '])
+    assert.throws(
+      () => wakePlacementDefault({ TENGUARD_WAKE_PLACEMENT: bad }),
+      (err: Error & { code?: string }) =>
+        err.code === 'TG_ERR_INVALID_ARGUMENT' && err.message.includes(`TENGUARD_WAKE_PLACEMENT=${bad}`),
+    );
 });
 
 test('a TUN MTU the device cannot carry is refused with a clear error', async () => {
