@@ -80,15 +80,13 @@ test('wake placement: a process that may not leave SCHED_IDLE never arms', () =>
   const script = `import { loadNative } from ${JSON.stringify(binding)};
 const n = loadNative();
 console.log(JSON.stringify([n.wakePlacementAllowed(), n.setWakeHere(true, 1000000)]));`;
-  // An unprivileged user without capabilities and with RLIMIT_NICE 0.
+  // Root without CAP_SYS_NICE (dropped from the bounding set, so the exec'd node lacks it) and
+  // with RLIMIT_NICE 0, as in a container that drops the capability.
   const out = execFileSync(
     'setpriv',
     [
-      '--reuid=65534',
-      '--regid=65534',
-      '--clear-groups',
-      '--inh-caps=-all',
-      '--bounding-set=-all',
+      '--bounding-set=-sys_nice',
+      '--inh-caps=-sys_nice',
       'prlimit',
       '--nice=0',
       process.execPath,
