@@ -19,7 +19,9 @@
 // After an event that sent to peers or delivered to the TUN, a pump with busy polling
 // (busy-poll.ts; the process-mode device) polls both for the window its policy has learned and
 // handles what arrives at once, up to BUSY_CHAIN events in a row, before it returns to the
-// event loop (serve).
+// event loop (serveEvents). The first event after QUIET_WAKE_MS without one runs with wake
+// placement armed (native/wake.c; the process-mode device): its sends wake a local peer on
+// this CPU instead of on a halted one (serve).
 //
 // Handshake messages the engine queued under load are worked off one slice per event-loop
 // turn (setImmediate), after the turn's I/O callbacks.
