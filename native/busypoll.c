@@ -7,13 +7,23 @@
  * cpuidle driver haltpoll do the same one layer down. The caller decides the window
  * (device/busy-poll.ts learns it); this file only waits.
  *
- * The loop never yields (sched_yield): a yielded thread is runnable, so an arriving packet
- * wakes nothing, and whatever took the CPU (a V8 compile job) kept it until the next
- * scheduler tick, up to 4 ms here: the 200 ms ping behind it took 3-4 ms. A task woken on
- * this CPU meanwhile (the application reading its answer from the TUN) preempts the loop as
- * it would any running task, and the window is short (at most a millisecond by default). */
+ * The wait starts with one sched_yield(). The datagram the device has just sent woke its
+ * peer with a synchronous wake-up, which the scheduler places on the waker's CPU when that
+ * CPU runs nothing else (wake_affine: the waker is about to sleep), even with the other CPU
+ * idle; a poller that does not sleep then holds the peer back for its whole window, because
+ * the EEVDF scheduler (Linux 6.6 and later) lets a running task finish its slice rather than
+ * preempt it for the wakee. On the lab's VM (kernel 6.18, 2 vCPUs) the peer waited 1.0 ms
+ * behind the poll in every such case, so pings every 5 ms over one leg had a 99th percentile
+ * of 1.1-1.4 ms against wireguard-go's 0.3-0.4. Yielding once lets whatever is queued here
+ * run first; with nothing queued it returns at once.
+ *
+ * The loop itself never yields: a yielded thread is runnable, so an arriving packet wakes
+ * nothing, and whatever took the CPU (a V8 compile job) kept it until the next scheduler
+ * tick, up to 4 ms here: the 200 ms ping behind it took 3-4 ms. The window is short (at most
+ * a millisecond by default). */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <time.h>
 
 #include "tg.h"
@@ -37,6 +47,7 @@ static napi_value busy_wait(napi_env env, napi_callback_info info) {
   if (!tg_arg_u32(env, argv[2], "maxMicros", &max_us)) return NULL;
   if (max_us > 100000) return tg_throw_range(env, "maxMicros %u is above 100000", max_us);
   struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+  sched_yield(); /* see the top of the file */
   const uint64_t end = mono_ns() + (uint64_t)max_us * 1000ULL;
   uint32_t mask = 0;
   for (;;) {
