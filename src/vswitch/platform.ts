@@ -282,27 +282,22 @@ export class ProcessPlatform implements VSwitchPlatform {
     for (const l of lines)
       if (!BATCH_LINE.test(l)) throw new TgError('TG_ERR_INVALID_ARGUMENT', `cannot plumb with '${l}'`);
     const input = `${lines.join('\n')}\n`;
-    const r = await run('ip', ['-n', p.netns, '-batch', '-'], { input });
-    if (r.code === 0) return;
-    // The batch stops at its first failing line, so a link it cannot find was left untouched.
-    // A move that a shared `ip -batch` reported done while the link stayed in the host's namespace
-    // (seen once in a hundred-workload spin-up) is made again on its own, and the batch once more.
-    if (
-      /Cannot find device/.test(r.stderr) &&
-      (await run('ip', ['link', 'show', 'dev', p.ifname])).code === 0
-    ) {
+    try {
+      await runOk('ip', ['-n', p.netns, '-batch', '-'], { input });
+    } catch (err) {
+      // The batch stops at its first failing line, so a link it cannot find was left untouched.
+      // A move that a shared `ip -batch` reported done while the link stayed in the host's
+      // namespace (seen once in a hundred-workload spin-up) is made again on its own, and the
+      // batch once more.
+      if (!/Cannot find device/.test((err as Error).message)) throw err;
+      if ((await run('ip', ['link', 'show', 'dev', p.ifname])).code !== 0) throw err;
       this.log.warn(
         { ifname: p.ifname, netns: p.netns },
         'link still outside its namespace after the move: moving it again',
       );
       await runOk('ip', ['link', 'set', 'dev', p.ifname, 'netns', p.netns]);
       await runOk('ip', ['-n', p.netns, '-batch', '-'], { input });
-      return;
     }
-    throw new TgError(
-      'TG_ERR_COMMAND_FAILED',
-      `ip -n ${p.netns} -batch - exited ${r.code}: ${r.stderr.trim()}`,
-    );
   }
 
   async unplumb(netns: string, netnsIfname = WORKLOAD_IFNAME): Promise<void> {
