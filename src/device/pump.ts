@@ -447,14 +447,18 @@ export class DevicePump {
   }
 
   /**
-   * Handles a readiness event: the first after a quiet stretch with wake placement armed (the
-   * datagrams it sends wake a local peer on this CPU), each disarmed before it returns.
+   * Handles a readiness event: the first socket event after a quiet stretch with wake
+   * placement armed (the datagrams it sends wake a local peer on this CPU), each disarmed
+   * before it returns. A TUN event never arms: the application that just wrote to the TUN is
+   * still runnable (ping, a client waiting in its send), so the guard would refuse, and its
+   * check (a /proc read, two N-API calls on cold caches) would only delay the request.
    */
   private serve(ready: number): void {
     const wakeHere = this.wakeHere;
     // Without wake placement (the vSwitch's shared mode, fakes) an event needs no clock reads.
-    if (wakeHere === null) {
+    if (wakeHere === null || ready === READY_TUN) {
       this.serveEvents(ready);
+      if (wakeHere !== null) this.lastEventEnd = this.now();
       return;
     }
     const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && wakeHere(true);

@@ -205,9 +205,9 @@ test('a TUN write refused with EIO (interface down) is counted, the device carri
   assert.match(await b.dev.stopped, /^TUN write: EBADFD/);
 });
 
-test('wake placement: armed for the first event after a quiet stretch, disarmed after every event', async () => {
+test('wake placement: armed for the first socket event after a quiet stretch, disarmed after every event; TUN events never ask', async () => {
   const QUIET = 150;
-  // Records the switch's calls; b's switch refuses to arm (another task runnable).
+  // Records the switch's calls; a's switch refuses to arm (another task runnable), b's arms.
   const calls: Record<'a' | 'b', boolean[]> = { a: [], b: [] };
   const recorder = (k: 'a' | 'b', arms: boolean) => (on: boolean) => {
     calls[k].push(on);
@@ -215,29 +215,35 @@ test('wake placement: armed for the first event after a quiet stretch, disarmed 
   };
   const [a, b] = await pair(
     undefined,
-    { wakePlacement: true, wakeHere: recorder('a', true), quietWakeMs: QUIET },
-    { wakePlacement: true, wakeHere: recorder('b', false), quietWakeMs: QUIET },
+    { wakePlacement: true, wakeHere: recorder('a', false), quietWakeMs: QUIET },
+    { wakePlacement: true, wakeHere: recorder('b', true), quietWakeMs: QUIET },
   );
   assert.equal((await deliver(a, b, 100)).length, 1, 'first packet (the handshake) delivered');
   await settle(QUIET + 50);
   calls.a.length = 0;
   calls.b.length = 0;
-  // After a quiet stretch: the event that reads the packet (a) and the one that receives it (b) arm.
+  const placed = b.dev.pump.ioCounters()['io.wakePlaced'];
+  // After a quiet stretch: the event that receives the packet (b) arms and disarms; the one
+  // that reads it from the TUN (a) does not ask (its application is still runnable).
   assert.equal((await deliver(a, b, 100)).length, 1);
-  assert.deepEqual(calls.a, [true, false], 'a: armed, then disarmed');
-  assert.deepEqual(calls.b, [true], 'b: asked; it did not arm, so there is nothing to disarm');
+  assert.deepEqual(calls.a, [], 'a: a TUN event does not ask');
+  assert.deepEqual(calls.b, [true, false], 'b: armed, then disarmed');
   // Events within the quiet time do not ask.
   assert.equal((await deliver(a, b, 100, 3)).length, 3);
-  assert.deepEqual(calls.a, [true, false]);
-  assert.equal(a.dev.pump.ioCounters()['io.wakePlaced'] >= 1, true);
-  assert.equal(b.dev.pump.ioCounters()['io.wakePlaced'], 0, 'a switch that did not arm is not counted');
-  // An event that ends in a fatal error still disarms.
+  assert.deepEqual(calls.b, [true, false]);
+  assert.equal(b.dev.pump.ioCounters()['io.wakePlaced'], placed + 1);
+  // A socket event on a after a quiet stretch asks; a's switch refuses, so nothing to disarm or count.
   await settle(QUIET + 50);
-  calls.a.length = 0;
-  a.socket().sendFail = { code: 'ENOTSOCK', times: 1 };
+  assert.equal((await deliver(b, a, 100)).length, 1);
+  assert.deepEqual(calls.a, [true], 'a: asked; it did not arm, so there is nothing to disarm');
+  assert.equal(a.dev.pump.ioCounters()['io.wakePlaced'], 0, 'a switch that did not arm is not counted');
+  // An armed event that ends in a fatal error still disarms.
+  await settle(QUIET + 50);
+  calls.b.length = 0;
+  b.tun.writeFail = 'EBADFD';
   a.tun.inject(ipv4Packet(a.address, b.address, 100));
-  assert.match(await a.dev.stopped, /^UDP send: ENOTSOCK/);
-  assert.deepEqual(calls.a, [true, false]);
+  assert.match(await b.dev.stopped, /^TUN write: EBADFD/);
+  assert.deepEqual(calls.b, [true, false]);
 });
 
 test('wake placement: the setting', () => {
