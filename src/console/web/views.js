@@ -438,24 +438,35 @@ export function Policy() {
   const [tenant, setTenant] = useState('');
   const chosen = tenant || tenants?.tenants?.[0]?.name || '';
   const [text, setText] = useState('');
-  const [stored, setStored] = useState(null);
+  // undefined while the tenant's stored document loads: the editor is read-only and the buttons are
+  // off until then, so a late answer cannot replace what was typed, nor a run use the old text.
+  const [stored, setStored] = useState(undefined);
   const [report, setReport] = useState(null);
   const [busy, setBusy] = useState(false);
   useEffect(() => {
     if (chosen === '') return;
+    let current = true;
     setReport(null);
+    setStored(undefined);
     api('GET', `/v1/tenants/${enc(chosen)}/policy`).then(
       (p) => {
+        if (!current) return;
         setStored(p.updatedAt);
         setText(JSON.stringify(p.document, null, 2));
       },
       (e) => {
+        if (!current) return;
         setStored(null);
         setText(JSON.stringify(TEMPLATE(chosen), null, 2));
         if (e.status !== 404) setReport({ saved: false, error: `${e.code}: ${e.message}` });
       },
     );
+    // A tenant chosen meanwhile: this answer is stale.
+    return () => {
+      current = false;
+    };
   }, [chosen]);
+  const loading = chosen !== '' && stored === undefined;
 
   const run = async (save) => {
     let doc;
@@ -495,12 +506,12 @@ export function Policy() {
             ${(tenants?.tenants ?? []).map((x) => html`<option key=${x.name} value=${x.name}>${x.name}</option>`)}
           </select>
         </label>
-        <p class="hint">${stored ? `stored policy of ${stored}` : 'no policy stored: default deny (a template is shown)'}</p>
+        <p class="hint">${loading ? 'loading the stored policy…' : stored ? `stored policy of ${stored}` : 'no policy stored: default deny (a template is shown)'}</p>
         <label for="policy-text">Policy document (JSON)</label>
-        <textarea id="policy-text" name="document" rows="22" spellcheck="false" value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
+        <textarea id="policy-text" name="document" rows="22" spellcheck="false" readOnly=${loading} value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
         <div class="buttons">
-          <button type="button" disabled=${busy || chosen === ''} onClick=${() => run(false)}>Run tests</button>
-          <button type="submit" disabled=${busy || chosen === ''}>Test and save</button>
+          <button type="button" disabled=${busy || loading || chosen === ''} onClick=${() => run(false)}>Run tests</button>
+          <button type="submit" disabled=${busy || loading || chosen === ''}>Test and save</button>
         </div>
       </form>
       <div id="policy-result" aria-live="polite">
