@@ -456,9 +456,13 @@ export class DevicePump {
   private serve(ready: number): void {
     const wakeHere = this.wakeHere;
     // Without wake placement (the vSwitch's shared mode, fakes) an event needs no clock reads.
-    if (wakeHere === null || ready === READY_TUN) {
+    if (wakeHere === null) {
       this.serveEvents(ready);
-      if (wakeHere !== null) this.lastEventEnd = this.now();
+      return;
+    }
+    if (ready === READY_TUN) {
+      this.serveEvents(ready);
+      this.lastEventEnd = this.now();
       return;
     }
     const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && wakeHere(true);

@@ -467,6 +467,7 @@ export function Policy() {
     };
   }, [chosen]);
   const loading = chosen !== '' && stored === undefined;
+  const off = busy || loading || chosen === '';
 
   const run = async (save) => {
     let doc;
@@ -510,8 +511,8 @@ export function Policy() {
         <label for="policy-text">Policy document (JSON)</label>
         <textarea id="policy-text" name="document" rows="22" spellcheck="false" readOnly=${loading} value=${text} onInput=${(e) => setText(e.target.value)}></textarea>
         <div class="buttons">
-          <button type="button" disabled=${busy || loading || chosen === ''} onClick=${() => run(false)}>Run tests</button>
-          <button type="submit" disabled=${busy || loading || chosen === ''}>Test and save</button>
+          <button type="button" disabled=${off} onClick=${() => run(false)}>Run tests</button>
+          <button type="submit" disabled=${off}>Test and save</button>
         </div>
       </form>
       <div id="policy-result" aria-live="polite">
