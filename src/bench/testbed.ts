@@ -4,7 +4,7 @@
 // an operator would. Everything carries the caller's prefix and is removed by destroy().
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
 import { uapiGet } from '../uapi/client.js';
@@ -102,6 +102,9 @@ export async function createTestbed(
   }
 }
 
+/** How long startDevice waits for a device to serve its UAPI socket. */
+export const DEVICE_START_TIMEOUT_MS = 30_000;
+
 /** Where a device named `name` serves the UAPI (wireguard-go and tenguard alike). */
 export function uapiSocketPath(name: string): string {
   return `/var/run/wireguard/${name}.sock`;
@@ -158,14 +161,48 @@ async function waitForSocket(name: string, proc: ChildProcess, timeoutMs: number
       }
     }
     if (Date.now() > deadline)
-      throw new TgError('TG_ERR_COMMAND_FAILED', `device for ${name} did not come up`);
+      throw new TgError(
+        'TG_ERR_COMMAND_FAILED',
+        `device for ${name} did not come up in ${timeoutMs} ms (${whereStuck(proc.pid)})`,
+      );
     await new Promise((r) => setTimeout(r, 20));
   }
 }
 
 /**
+ * Where process `pid` and its children wait in the kernel (/proc/PID/wchan), for the error of
+ * a device that does not come up: a start that waits on the kernel's RTNL lock (held for
+ * seconds while the namespaces of an earlier test are torn down) reads as rtnl_lock or
+ * netdev_run_todo, a stalled runtime as a futex or epoll wait.
+ */
+function whereStuck(pid: number | undefined): string {
+  if (pid === undefined) return 'no pid';
+  const wchan = (p: string): string => {
+    try {
+      return readFileSync(`/proc/${p}/wchan`, 'utf8') || 'running';
+    } catch {
+      return 'gone';
+    }
+  };
+  const parts = [`${pid}: ${wchan(String(pid))}`];
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/)) {
+        if (c !== '') parts.push(`child ${c}: ${wchan(c)}`);
+      }
+    }
+  } catch {
+    // the process ended meanwhile
+  }
+  return parts.join(', ');
+}
+
+/**
  * Starts a device (in the foreground, owned by us) in the side's namespace. `ip netns exec`
- * execs the device in place, so s.proc.pid is the device's own pid.
+ * execs the device in place, so s.proc.pid is the device's own pid. A device starts in a
+ * quarter of a second here, but its start (TUN creation, `ip link set mtu`) takes the
+ * kernel's RTNL lock, which the teardown of an earlier test's namespaces can hold for seconds
+ * on a loaded host: the wait allows DEVICE_START_TIMEOUT_MS.
  */
 export async function startDevice(
   s: Side,
@@ -184,7 +221,7 @@ export async function startDevice(
   });
   s.proc = proc;
   try {
-    await waitForSocket(s.tun, proc, 10_000);
+    await waitForSocket(s.tun, proc, DEVICE_START_TIMEOUT_MS);
   } catch (err) {
     throw new TgError(
       'TG_ERR_COMMAND_FAILED',
