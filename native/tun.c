@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tg.h"
@@ -27,12 +28,84 @@ typedef struct tg_tun {
   bool vnet;     /* IFF_VNET_HDR: packets carry a virtio_net_hdr (coalesce.c) */
   bool coalesce; /* with vnet: writes coalesce TCP segments */
   tg_vnet *rx;   /* with vnet: read state (== io.bufs, freed at close) */
+  bool channel;  /* a seqpacketPair() end: read with recv(MSG_TRUNC) for the full length */
 } tg_tun;
 
-/* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d". */
+/* Wraps fd (already non-blocking) as a TUN handle named `name`; takes the fd, also on failure. */
+static napi_value tun_attach(napi_env env, napi_value this_arg, int fd, bool vnet_hdr, bool channel, const char *name) {
+  tg_tun *t = calloc(1, sizeof *t);
+  tg_vnet *rx = vnet_hdr ? calloc(1, sizeof *rx) : NULL;
+  if (t == NULL || (vnet_hdr && rx == NULL)) {
+    close(fd);
+    free(t);
+    free(rx);
+    return tg_throw_errno(env, ENOMEM, "tun");
+  }
+  t->io.kind = TG_KIND_TUN;
+  t->io.fd = fd;
+  t->io.bufs = rx;
+  t->vnet = vnet_hdr;
+  t->coalesce = vnet_hdr;
+  t->rx = rx;
+  t->channel = channel;
+  if (!tg_io_attach(env, this_arg, &t->io)) {
+    close(fd);
+    free(rx);
+    free(t);
+    return NULL;
+  }
+  napi_value actual;
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &actual);
+  napi_property_descriptor name_prop = {"name", NULL, NULL, NULL, NULL, actual, napi_enumerable, NULL};
+  napi_define_properties(env, this_arg, 1, &name_prop);
+  return this_arg;
+}
+
+/* new TunHandle(fd, false, false) with an fd from seqpacketPair(): one end of an in-process
+ * packet channel read and written exactly as a TUN device without vnetHdr (one packet per
+ * read and write), named "". Only an AF_UNIX SOCK_SEQPACKET socket is taken. */
+static napi_value tun_adopt(napi_env env, napi_value this_arg, napi_value fd_v, bool multi_queue, bool vnet_hdr) {
+  int32_t fd;
+  if (napi_get_value_int32(env, fd_v, &fd) != napi_ok || fd < 0) return tg_throw_type(env, "fd must be a non-negative integer");
+  if (multi_queue || vnet_hdr) return tg_throw_range(env, "a packet channel has no queues and no vnet header");
+  int type = 0, domain = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET) return tg_throw_errno(env, ENOTSOCK, "adopt");
+  len = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX) return tg_throw_errno(env, ENOTSOCK, "adopt");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return tg_throw_errno(env, errno, "fcntl");
+  return tun_attach(env, this_arg, fd, false, true, "");
+}
+
+/* seqpacketPair() -> [fd, fd]: a connected AF_UNIX SOCK_SEQPACKET pair, non-blocking and
+ * close-on-exec, for two TunHandles (new TunHandle(fd, false, false)), which own them. */
+static napi_value tun_seqpacket_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+    return tg_throw_errno(env, errno, "socketpair");
+  napi_value arr, a, b;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_create_int32(env, fds[0], &a);
+  napi_create_int32(env, fds[1], &b);
+  napi_set_element(env, arr, 0, a);
+  napi_set_element(env, arr, 1, b);
+  return arr;
+}
+
+/* new TunHandle(name, multiQueue, vnetHdr): name may be "" or a pattern like "tg%d"; a number
+ * instead of a name adopts a seqpacketPair() fd (tun_adopt). */
 static napi_value tun_new(napi_env env, napi_callback_info info) {
   napi_value argv[3], this_arg;
   if (!tg_arg_count(env, info, 3, argv, &this_arg)) return NULL;
+  napi_valuetype first;
+  napi_typeof(env, argv[0], &first);
+  if (first == napi_number) {
+    bool mq, vh;
+    if (!tg_arg_bool(env, argv[1], "multiQueue", &mq) || !tg_arg_bool(env, argv[2], "vnetHdr", &vh)) return NULL;
+    return tun_adopt(env, this_arg, argv[0], mq, vh);
+  }
   char name[IFNAMSIZ + 1];
   size_t name_len = 0;
   if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len) != napi_ok)
@@ -61,33 +134,9 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
     unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
     if (ioctl(fd, TUNSETOFFLOAD, off) < 0) ioctl(fd, TUNSETOFFLOAD, 0);
   }
-  tg_tun *t = calloc(1, sizeof *t);
-  tg_vnet *rx = vnet_hdr ? calloc(1, sizeof *rx) : NULL;
-  if (t == NULL || (vnet_hdr && rx == NULL)) {
-    close(fd);
-    free(t);
-    free(rx);
-    return tg_throw_errno(env, ENOMEM, "tun");
-  }
-  t->io.kind = TG_KIND_TUN;
-  t->io.fd = fd;
-  t->io.bufs = rx;
-  t->vnet = vnet_hdr;
-  t->coalesce = vnet_hdr;
-  t->rx = rx;
-  if (!tg_io_attach(env, this_arg, &t->io)) {
-    close(fd);
-    free(rx);
-    free(t);
-    return NULL;
-  }
   /* The kernel's name: differs from the request when a pattern like "tg%d" was given. */
-  napi_value actual;
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
-  napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &actual);
-  napi_property_descriptor name_prop = {"name", NULL, NULL, NULL, NULL, actual, napi_enumerable, NULL};
-  napi_define_properties(env, this_arg, 1, &name_prop);
-  return this_arg;
+  return tun_attach(env, this_arg, fd, vnet_hdr, false, ifr.ifr_name);
 }
 
 /* readBatch(slab, slotSize, headroom, max, lengths) -> count.
@@ -118,13 +167,17 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   while (n < max) {
     uint8_t *at = slab + (size_t)n * slot_size + headroom;
-    ssize_t r = read(io->fd, at, cap);
+    /* A channel end reports a longer packet's full length only when asked (MSG_TRUNC), as a
+     * TUN device's read always does. */
+    ssize_t r = t->channel ? recv(io->fd, at, cap, MSG_TRUNC) : read(io->fd, at, cap);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
       if (n > 0) break;
       return tg_throw_errno(env, errno, "read");
     }
+    /* A TUN device never reads 0 bytes; a packet channel does once its other end is closed. */
+    if (r == 0) break;
     /* The kernel returns the packet's full length even when it copied only `cap` bytes. */
     if ((size_t)r > cap) {
       tg_io_count_drop(&io->stats, &io->stats.rx_truncated, EMSGSIZE);
@@ -228,5 +281,8 @@ napi_value tg_init_tun(napi_env env, napi_value exports) {
   napi_value cls;
   if (napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, tun_new, NULL, n, props, &cls) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "TunHandle", cls);
+  napi_value pair;
+  if (napi_create_function(env, "seqpacketPair", NAPI_AUTO_LENGTH, tun_seqpacket_pair, NULL, &pair) != napi_ok) return NULL;
+  napi_set_named_property(env, exports, "seqpacketPair", pair);
   return exports;
 }

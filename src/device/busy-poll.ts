@@ -86,10 +86,12 @@ export interface BusyPollStats {
 /** The poll windows and the polling budget of one device; times in us on one monotonic clock. */
 export class BusyPollPolicy {
   readonly stats: BusyPollStats = { polls: 0, caught: 0, micros: 0 };
+  // Typed arrays: a plain array changed its elements kind (small integers to doubles) on the
+  // first window a live device learnt, throwing away code optimised during the warm-up.
   /** Current window per trigger: [after sending, after delivering]. */
-  private readonly windows = [0, 0];
+  private readonly windows = new Float64Array(2);
   /** When the latest event with that trigger ended, if no event came since; NaN otherwise. */
-  private readonly pendingSince = [Number.NaN, Number.NaN];
+  private readonly pendingSince = Float64Array.of(Number.NaN, Number.NaN);
   private budget = BUSY_POLL_BURST_US;
   private budgetAt = Number.NaN;
 

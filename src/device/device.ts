@@ -46,6 +46,11 @@ export interface DeviceOptions {
   /** Where the UAPI socket goes (default /var/run/wireguard). */
   uapiSocketDir?: string;
   /**
+   * false: no UAPI socket; the owner configures the device through `backend` (the warm-up's
+   * devices, warmup.ts). Default true.
+   */
+  uapi?: boolean;
+  /**
    * The largest busy-poll window in us (busy-poll.ts; 0: none). Default: TENGUARD_BUSY_POLL_US,
    * else 1,000. Needs the native TUN and socket.
    */
@@ -132,13 +137,15 @@ export class Device {
     try {
       if (opts.tun === undefined)
         await runOk('ip', ['link', 'set', 'dev', tun.name, 'mtu', String(opts.mtu ?? DEFAULT_TUN_MTU)]);
-      dev = new Device({ ...opts, ifname: tun.name }, tun);
-      dev.uapi = await UapiServer.start({
-        ifname: tun.name,
-        backend: dev.backend,
-        socketDir: opts.uapiSocketDir,
-        onSocketRemoved: () => void dev?.close('UAPI socket removed'),
-      });
+      // The kernel's name (a pattern may have been given); a packet channel has none.
+      dev = new Device({ ...opts, ifname: tun.name || opts.ifname }, tun);
+      if (opts.uapi !== false)
+        dev.uapi = await UapiServer.start({
+          ifname: dev.ifname,
+          backend: dev.backend,
+          socketDir: opts.uapiSocketDir,
+          onSocketRemoved: () => void dev?.close('UAPI socket removed'),
+        });
       dev.run();
       return dev;
     } catch (err) {
@@ -217,11 +224,21 @@ function now(): number {
   return performance.now();
 }
 
+/**
+ * The process's one wake placement switch: every device calls the same function, so that the
+ * pump's call of it, optimised during the warm-up (warmup-io.ts), stays valid for a live device
+ * (a closure per device was another call target: "wrong call target", --trace-deopt).
+ */
+let wakeSwitch: ((on: boolean) => boolean) | null = null;
+
 /** Wake placement's switch (native/wake.c), or undefined when this process may not use it. */
 function wakeHere(log: Logger): ((on: boolean) => boolean) | undefined {
   const native = loadNative();
   // Arms only when this thread is the one runnable task in the system (native/wake.c).
-  if (native.wakePlacementAllowed()) return (on) => native.setWakeHere(on, 1);
+  if (native.wakePlacementAllowed()) {
+    wakeSwitch ??= (on) => native.setWakeHere(on, 1);
+    return wakeSwitch;
+  }
   log.info(
     'wake placement off: a thread here cannot return from SCHED_IDLE (needs CAP_SYS_NICE or RLIMIT_NICE 20)',
   );

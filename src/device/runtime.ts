@@ -23,6 +23,7 @@ import { setFlagsFromString } from 'node:v8';
 import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
 import { logger } from '../util/log.js';
 import { warmDataPathInBackground } from './warmup.js';
+import { warmDeviceIo } from './warmup-io.js';
 
 export const DATA_PLANE_V8_FLAGS = [
   '--no-memory-reducer',
@@ -36,8 +37,10 @@ export const DATA_PLANE_NODE_ARGS: readonly string[] = DATA_PLANE_V8_FLAGS;
 let applied = false;
 
 /**
- * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and starts warming the data path in the background (warmup.ts,
- * about 1,000 in-memory round trips, one per event-loop turn, over the first second or so); idempotent.
+ * Sets the V8 flags above and the crypto threads (native/aead.ts, TENGUARD_CRYPTO_THREADS), and
+ * starts warming the data path in the background: warmup.ts (about 1,000 in-memory round trips,
+ * one per event-loop turn), then warmup-io.ts (600 round trips through two devices over packet
+ * channels and loopback), about 1.5 s in all; idempotent.
  */
 export function tuneRuntimeForDataPlane(): void {
   if (applied) return;
@@ -45,7 +48,15 @@ export function tuneRuntimeForDataPlane(): void {
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
   setCryptoThreads(cryptoThreadsDefault());
   const log = logger('device');
-  void warmDataPathInBackground(log).then((r) =>
-    log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up'),
-  );
+  void warmDataPathInBackground(log)
+    .then((r) => {
+      log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up (engines)');
+      return warmDeviceIo(log);
+    })
+    .then((r) =>
+      log.debug(
+        { roundTrips: r.roundTrips, ended: r.ended, ms: Math.round(r.ms) },
+        'data path warmed up (devices)',
+      ),
+    );
 }

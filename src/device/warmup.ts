@@ -6,10 +6,9 @@
 // every 5 ms, right after start and after 3,000 round trips). So a process that carries
 // packets first sends round trips through a throwaway pair of engines in memory, with the
 // classes, the native AEAD and the batch shapes of the device pump, and keeps them, idle, for
-// the life of the process (see `kept` below for why). The pump's own few lines (pump.ts) are
-// not run here, so they tier up through runtime.ts's lower interrupt budget, in baseline code
-// for their first few hundred packets (a known limit: with in-memory fakes of the TUN and the
-// socket their call sites would be optimised for the fakes' classes instead).
+// the life of the process (see `kept` below for why). The pump (pump.ts), the handles and the
+// event loop around them are not run here: the second phase, warmup-io.ts, runs them with the
+// live classes (in-memory fakes would have optimised their call sites for the fakes' classes).
 // The warm-up's engines are made and configured exactly as a device's are (device.ts's engine
 // options, the secret pool, EngineUapiBackend fed a `wg set` request through the UAPI's
 // parser), so that its peers, keypairs, identities, endpoints and keys get the hidden classes
@@ -136,39 +135,15 @@ class Side {
    * the backend, with the IPv4 and IPv6 prefixes of the bench testbeds' tunnels.
    */
   configure(peer: Side, replacePeers = false): void {
-    const endpoint = parseEndpoint(`127.0.0.1:${peer.port}`);
-    const v4 = parseCidr(`${formatIPv4Number(peer.address)}/32`);
-    const v6 = parseCidr(`fd00:fe::${peer.address & 0xffff}/128`);
-    if (endpoint === null || v4 === null || v6 === null) throw new Error('warm-up addresses do not parse');
-    const change: UapiChangeSet = {
-      privateKey: Buffer.from(this.key),
+    configureAsWgSet(this.backend, {
+      key: this.key,
       listenPort: this.port,
+      peerKey: peer.key,
+      endpoint: `127.0.0.1:${peer.port}`,
+      v4: `${formatIPv4Number(peer.address)}/32`,
+      v6: `fd00:fe::${peer.address & 0xffff}/128`,
       replacePeers,
-      peers: [
-        {
-          publicKey: publicKeyOf(peer.key),
-          remove: false,
-          updateOnly: false,
-          endpoint,
-          replaceAllowedIps: true,
-          allowedIps: [
-            { cidr: v4, remove: false },
-            { cidr: v6, remove: false },
-          ],
-        },
-      ],
-    };
-    const request = serializeSetRequest(change);
-    wipeChangeSet(change);
-    let parsed: UapiChangeSet | null = null;
-    try {
-      // The UAPI server hands the parser the lines after "set=1".
-      parsed = parseSetRequest(request.subarray(request.indexOf(0x0a) + 1));
-      this.backend.apply(parsed);
-    } finally {
-      request.fill(0);
-      if (parsed !== null) wipeChangeSet(parsed);
-    }
+    });
   }
 
   /** Puts `count` IPv4 packets from this side to `to` into the TUN batch. */
@@ -196,6 +171,60 @@ class Side {
       this.key.fill(0);
       this.aead.close();
     }
+  }
+}
+
+/** What configureAsWgSet sets: `wg set` with one peer. */
+export interface WarmupConfig {
+  key: Uint8Array;
+  /** Absent: the socket stays where it is. */
+  listenPort?: number;
+  peerKey: Uint8Array;
+  endpoint: string;
+  v4: string;
+  v6: string;
+  replacePeers: boolean;
+}
+
+/**
+ * Configures `backend` as `wg set <if> private-key K [listen-port P] peer PUB allowed-ips
+ * V4,V6 endpoint E` does: the request through the UAPI's parser into the backend (so that
+ * peers, keys and endpoints get the representations of a live configuration); every copy of
+ * the key made on the way is wiped.
+ */
+export function configureAsWgSet(backend: EngineUapiBackend, c: WarmupConfig): void {
+  const endpoint = parseEndpoint(c.endpoint);
+  const v4 = parseCidr(c.v4);
+  const v6 = parseCidr(c.v6);
+  if (endpoint === null || v4 === null || v6 === null) throw new Error('warm-up addresses do not parse');
+  const change: UapiChangeSet = {
+    privateKey: Buffer.from(c.key),
+    listenPort: c.listenPort,
+    replacePeers: c.replacePeers,
+    peers: [
+      {
+        publicKey: publicKeyOf(c.peerKey),
+        remove: false,
+        updateOnly: false,
+        endpoint,
+        replaceAllowedIps: true,
+        allowedIps: [
+          { cidr: v4, remove: false },
+          { cidr: v6, remove: false },
+        ],
+      },
+    ],
+  };
+  const request = serializeSetRequest(change);
+  wipeChangeSet(change);
+  let parsed: UapiChangeSet | null = null;
+  try {
+    // The UAPI server hands the parser the lines after "set=1".
+    parsed = parseSetRequest(request.subarray(request.indexOf(0x0a) + 1));
+    backend.apply(parsed);
+  } finally {
+    request.fill(0);
+    if (parsed !== null) wipeChangeSet(parsed);
   }
 }
 

@@ -88,7 +88,14 @@ export interface CryptoPoolStats {
 }
 
 export interface NativeBinding {
-  TunHandle: new (name: string, multiQueue: boolean, vnetHdr: boolean) => RawTun;
+  /** A number instead of a name adopts an fd from seqpacketPair() (multiQueue and vnetHdr false). */
+  TunHandle: new (
+    name: string | number,
+    multiQueue: boolean,
+    vnetHdr: boolean,
+  ) => RawTun;
+  /** A connected, non-blocking AF_UNIX SOCK_SEQPACKET pair, for two TunHandles. */
+  seqpacketPair(): [number, number];
   UdpHandle: new (bind: Buffer | null, v6Only: boolean, rcvBuf: number, sndBuf: number) => RawUdp;
   Aead: new () => RawAead;
   /** Chooses the AEAD implementation of the process (native/aead.c); returns the one in use. */

@@ -1,5 +1,6 @@
 // TUN device over the addon: opened by name with IFF_TUN | IFF_NO_PI, non-blocking, read
 // and written in batches. MTU, addresses and link state are set with `ip` by the caller.
+import { closeSync } from 'node:fs';
 import { TgError } from '../util/errors.js';
 import { loadNative, type RawTun } from './binding.js';
 import type { IoStats, ReadableCallback, TunDevice } from './types.js';
@@ -56,6 +57,30 @@ export class NativeTunDevice implements TunDevice {
     }
   }
 
+  /**
+   * Two connected ends of an in-process packet channel (an AF_UNIX SOCK_SEQPACKET pair) with
+   * this class's interface: what one end writes, the other reads, one packet per read, as
+   * from a TUN device opened without vnetHdr. Named ''. The warm-up runs devices over them
+   * (src/device/warmup.ts), so that the data path meets the handles it will meet live.
+   */
+  static pair(): [NativeTunDevice, NativeTunDevice] {
+    const { TunHandle, seqpacketPair } = loadNative();
+    const [a, b] = seqpacketPair();
+    let first: RawTun | null = null;
+    try {
+      first = new TunHandle(a, false, false);
+      return [new NativeTunDevice(first), new NativeTunDevice(new TunHandle(b, false, false))];
+    } catch (err) {
+      // A handle owns its fd once made; the fds no handle took are closed here.
+      if (first === null) closeFd(a);
+      else first.close();
+      closeFd(b);
+      throw new TgError('TG_ERR_NATIVE', `cannot make a packet channel: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
   get name(): string {
     return this.raw.name;
   }
@@ -104,5 +129,13 @@ export class NativeTunDevice implements TunDevice {
 
   stats(): IoStats {
     return this.raw.stats();
+  }
+}
+
+function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed by its handle
   }
 }
