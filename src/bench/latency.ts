@@ -15,8 +15,10 @@
 // outside the bench falls on all of them alike instead of on whichever ran during it. Each
 // block starts with LEAD_PINGS pings at its interval that are not counted: the devices of
 // the other blocks were idle meanwhile, and the first ping after seconds of idleness is not
-// what a device pinged at that interval sees. Nothing is pinned to a CPU: every implementation
-// runs where the scheduler puts it, as it would in production.
+// what a device pinged at that interval sees. A tenguard device's pings start once its own
+// warm-up (device/runtime.ts, a second or two after start) is done, as a live tunnel's packets
+// come after it; the JSON says how long it took (method.deviceWarmupMs). Nothing is pinned to
+// a CPU: every implementation runs where the scheduler puts it, as it would in production.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,6 +32,7 @@ import {
   type Implementation,
   startDevice,
   type Testbed,
+  waitForWarmup,
 } from './testbed.js';
 
 const TESTBED_PREFIX = 'tgblat';
@@ -73,7 +76,17 @@ export interface LatencyBenchResult {
   intervals: Record<string, LatencyCase>;
   wireguard_go: string;
   /** How the one-hop pings were taken (see the top of latency.ts). */
-  method: { rounds: number; leadPings: number; warmupPings: number; counts: { fast: number; slow: number } };
+  method: {
+    rounds: number;
+    leadPings: number;
+    warmupPings: number;
+    counts: { fast: number; slow: number };
+    /**
+     * How long each tenguard device's own warm-up took (ms, by case, both ends); the pings
+     * start once it is done (device/runtime.ts). Absent for a build that does not report it.
+     */
+    deviceWarmupMs: Partial<Record<OneHop, number[]>>;
+  };
 }
 
 export interface LatencyOptions {
@@ -183,6 +196,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
   if (opts.reference !== undefined)
     hops.push({ key: 'reference', impl: 'tenguard', tenguardBin: resolve(opts.reference) });
   const beds: Testbed[] = [];
+  const deviceWarmupMs: Partial<Record<OneHop, number[]>> = {};
   try {
     for (const [i, hop] of hops.entries()) {
       const tb = await createTestbed(`${TESTBED_PREFIX}${i}`, { mtu: 1500, index: i });
@@ -193,6 +207,10 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
       await configureDevice(tb.a, tb.b, { mtu: TUNNEL_MTU });
       await configureDevice(tb.b, tb.a, { mtu: TUNNEL_MTU });
       await waitForPath(tb.a.ns, tb.b.tunV4);
+      if (hop.impl === 'tenguard') {
+        const ms = [await waitForWarmup(tb.a), await waitForWarmup(tb.b)];
+        if (ms[0] !== null && ms[1] !== null) deviceWarmupMs[hop.key] = ms as number[];
+      }
     }
     for (const ms of INTERVALS_MS) {
       for (const tb of beds) await warmUp(tb.a.ns, tb.b.tunV4);
@@ -250,7 +268,13 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
   return {
     intervals,
     wireguard_go: version,
-    method: { rounds: ROUNDS, leadPings: LEAD_PINGS, warmupPings: WARMUP_PINGS, counts: opts.counts },
+    method: {
+      rounds: ROUNDS,
+      leadPings: LEAD_PINGS,
+      warmupPings: WARMUP_PINGS,
+      counts: opts.counts,
+      deviceWarmupMs,
+    },
   };
 }
 

@@ -7,7 +7,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
-import { uapiGet } from '../uapi/client.js';
+import { uapiExchange, uapiGet } from '../uapi/client.js';
+import { STATS_OP } from '../uapi/server.js';
 import { TgError } from '../util/errors.js';
 import { endChild, run, runInOk, runOk } from '../util/exec.js';
 
@@ -227,6 +228,35 @@ export async function startDevice(
       'TG_ERR_COMMAND_FAILED',
       `${impl} on ${s.tun}: ${(err as Error).message}; stderr: ${stderr.trim()}`,
     );
+  }
+}
+
+/** A tenguard device's tenguard-stats counters (empty for wireguard-go, which has none). */
+export async function deviceCounters(s: Side): Promise<Record<string, number>> {
+  const answer = (await uapiExchange(uapiSocketPath(s.tun), Buffer.from(`${STATS_OP}\n\n`))).toString();
+  const out: Record<string, number> = {};
+  for (const line of answer.split('\n')) {
+    const m = /^([\w.]+)=(\d+)$/.exec(line);
+    if (m !== null && m[1] !== 'errno') out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/**
+ * Waits until a tenguard device's data path warm-up (device/runtime.ts) has finished, so that
+ * a measurement starts on the device a live tunnel has after its first second or two, not on
+ * one still compiling; returns how long the warm-up took (ms), or null for a device that does
+ * not report one (wireguard-go, an older build). Throws after `timeoutMs`.
+ */
+export async function waitForWarmup(s: Side, timeoutMs = 30_000): Promise<number | null> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await deviceCounters(s);
+    if (c['warmup.done'] === undefined) return null;
+    if (c['warmup.done'] === 1) return c['warmup.ms'] ?? null;
+    if (Date.now() > deadline)
+      throw new TgError('TG_ERR_COMMAND_FAILED', `device ${s.tun}: warm-up not done after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

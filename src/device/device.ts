@@ -20,6 +20,7 @@ import { type Logger, logger } from '../util/log.js';
 import { BusyPollPolicy, busyPollDefault, DEFAULT_BUSY_POLL_US, wakePlacementDefault } from './busy-poll.js';
 import { EngineUapiBackend } from './engine-backend.js';
 import { type BusyPoll, checkTunMtu, DEFAULT_TUN_MTU, DeviceIo, DevicePump } from './pump.js';
+import { warmupCounters } from './warmup-state.js';
 
 export { DEFAULT_TUN_MTU, DEVICE_BATCH, DEVICE_SLOT, MAX_PACKET } from './pump.js';
 
@@ -111,7 +112,7 @@ export class Device {
       {
         rebind: (port) => this.pump.rebind(port),
         listenPort: () => this.pump.localPort,
-        ioCounters: () => this.pump.ioCounters(),
+        ioCounters: () => ({ ...this.pump.ioCounters(), ...warmupCounters() }),
         keepaliveNow: (peerId) => this.pump.keepaliveNow(peerId),
       },
       now,

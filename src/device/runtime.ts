@@ -19,11 +19,13 @@
 //     (default 66 KiB, three times over). A quiet device runs a few packets a second, so its
 //     per-packet functions stayed unoptimised for minutes; a quarter of the default makes them
 //     tier up after a few hundred packets. warmup.ts does the rest before the first packet.
+import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
 import { logger } from '../util/log.js';
 import { warmDataPathInBackground } from './warmup.js';
 import { warmDeviceIo } from './warmup-io.js';
+import { warmupFinished, warmupStarted } from './warmup-state.js';
 
 export const DATA_PLANE_V8_FLAGS = [
   '--no-memory-reducer',
@@ -48,15 +50,17 @@ export function tuneRuntimeForDataPlane(): void {
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
   setCryptoThreads(cryptoThreadsDefault());
   const log = logger('device');
+  warmupStarted(performance.now());
   void warmDataPathInBackground(log)
     .then((r) => {
       log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up (engines)');
       return warmDeviceIo(log);
     })
-    .then((r) =>
+    .then((r) => {
+      warmupFinished(performance.now());
       log.debug(
         { roundTrips: r.roundTrips, ended: r.ended, ms: Math.round(r.ms) },
         'data path warmed up (devices)',
-      ),
-    );
+      );
+    });
 }
