@@ -246,13 +246,18 @@ function wakeHere(log: Logger): ((on: boolean) => boolean) | undefined {
   return undefined;
 }
 
+/**
+ * Busy polling's clock (µs): one function for every device, so that the pump's calls of it,
+ * optimised during the warm-up, stay valid for a live device (a closure per device was another
+ * call target: "wrong call target", --trace-deopt).
+ */
+function busyClock(): number {
+  return performance.now() * 1000;
+}
+
 function busyPoll(maxUs: number): BusyPoll | undefined {
   const policy = new BusyPollPolicy(maxUs);
   if (maxUs === 0) return undefined;
   const native = loadNative();
-  return {
-    policy,
-    wait: native.busyWait,
-    clock: () => performance.now() * 1000,
-  };
+  return { policy, wait: native.busyWait, clock: busyClock };
 }

@@ -23,6 +23,7 @@ import { PacketBatch } from '../native/batch.js';
 import { NativeTunDevice } from '../native/tun.js';
 import { generatePrivateKey } from '../protocol/crypto.js';
 import type { Logger } from '../util/log.js';
+import { BusyPollPolicy, DEFAULT_BUSY_POLL_US, DID_DELIVER, DID_SEND } from './busy-poll.js';
 import { Device } from './device.js';
 import { configureAsWgSet } from './warmup.js';
 
@@ -42,12 +43,16 @@ const V6_EVERY = 4;
  */
 const ONE_WAY_EVERY = 16;
 /**
- * At this round trip a's socket moves (`wg set listen-port 0`), so that b sees its peer roam
- * (the endpoint update a live device meets when a peer's NAT mapping or address changes).
- * Early: the first roam deoptimises the pump's code (a dependency V8 recorded on what it had
- * seen until then, --trace-deopt), and the round trips after it optimise it again.
+ * Both devices are configured afresh (`wg set ... replace-peers`, new keys) every
+ * RECONFIGURE_EVERY round trips until RECONFIGURE_UNTIL, so that a handshake runs through the
+ * pump several times: with only the first one, before anything was optimised, a live device's
+ * first handshake threw the pump's optimised code away ("Insufficient type feedback",
+ * --trace-deopt). The round trips after the last one optimise the settled path again.
+ * A peer that roams (its endpoint changes) is left out: its first live occurrence costs one
+ * deoptimisation, and it is rare.
  */
-const ROAM_AT = 40;
+const RECONFIGURE_EVERY = 60;
+const RECONFIGURE_UNTIL = 360;
 const PACKET = 84;
 /** The driver's slots (its packets are PACKET bytes). */
 const DRIVER_SLOT = 256;
@@ -99,6 +104,8 @@ export async function warmDeviceIo(
   const quiet = log.child({ warmup: 'io' }, { level: 'warn' });
   const ends: End[] = [];
   try {
+    exerciseBusyPolicy();
+    await startAndClose(quiet);
     for (let i = 0; i < 2; i++) {
       const [tun, app] = NativeTunDevice.pair();
       let device: Device;
@@ -139,10 +146,55 @@ export async function warmDeviceIo(
 }
 
 /**
+ * Runs a busy-poll policy through every branch of its learning (busy-poll.ts) on a made-up
+ * timeline: a window grown to cover a gap, halved after a longer one, dropped to none, polls
+ * that catch and polls that do not, the budget spent and refilled. The devices below cannot
+ * show it (their windows wait for a reply from this same thread, so none ever catches one),
+ * and a live device's first learnt window otherwise threw away the pump's optimised code
+ * ("Insufficient type feedback", --trace-deopt). No polling happens here.
+ */
+function exerciseBusyPolicy(): void {
+  const p = new BusyPollPolicy(DEFAULT_BUSY_POLL_US);
+  const gaps = [60, 90, 400, 2500, 150, 30, 5000, 120];
+  let t = 0;
+  for (let i = 0; i < 4000; i++) {
+    t += gaps[i & 7];
+    p.arrived(t);
+    const us = p.plan(i % 3 === 0 ? DID_SEND | DID_DELIVER : i & 1 ? DID_SEND : DID_DELIVER, t);
+    if (us > 0) p.polled(us / 2, (i & 3) !== 0);
+  }
+}
+
+/**
+ * Starts a device and closes it at once, before anything is optimised. Closing sets fields
+ * that stay unchanged while a device runs (DevicePump.closed, Device.closed, ...): V8 treats a
+ * field never written since construction as a constant, and code optimised on that assumption
+ * was thrown away when the warm-up closed its devices at the end ("code dependencies",
+ * --trace-deopt), leaving the pump to tier up again during the first live packets. Once any
+ * instance has changed them, they are ordinary fields for all.
+ */
+async function startAndClose(log: Logger): Promise<void> {
+  const [tun, app] = NativeTunDevice.pair();
+  try {
+    const device = await Device.start({
+      ifname: 'warmup',
+      tun,
+      uapi: false,
+      log,
+      busyPollUs: WARMUP_BUSY_POLL_US,
+    });
+    device.backend.apply({ listenPort: 0, replacePeers: false, peers: [] });
+    await device.close('warm-up');
+  } finally {
+    app.close();
+  }
+}
+
+/**
  * Each side talks to the other only: its private key, the other's public key, the other's
  * tunnel addresses (100.127.255.N/32, fd00:fe::N/128) at its loopback port.
  */
-function configurePair(a: End, b: End): void {
+function configurePair(a: End, b: End, replacePeers = false): void {
   // `wg set listen-port` first, as the lab and most set-ups do: it moves the pump to a new
   // socket, and code optimised while the pump had only ever had one socket (a field V8 saw
   // as constant) would be thrown away by a live device's first rebind.
@@ -160,7 +212,7 @@ function configurePair(a: End, b: End): void {
         endpoint: `127.0.0.1:${peer.device.pump.localPort}`,
         v4: `${formatV4(other === 0 ? V4_A : V4_B)}/32`,
         v6: `fd00:fe::${other + 1}/128`,
-        replacePeers: false,
+        replacePeers,
       });
   } finally {
     for (const k of keys) k.fill(0);
@@ -207,7 +259,7 @@ function drive(
         finish('done');
         return;
       }
-      if (done === ROAM_AT) a.device.backend.apply({ listenPort: 0, replacePeers: false, peers: [] });
+      if (done > 0 && done < RECONFIGURE_UNTIL && done % RECONFIGURE_EVERY === 0) configurePair(a, b, true);
       const n = done % BATCH_EVERY === BATCH_EVERY - 1 ? BATCH : 1;
       const v6 = n === 1 && done % V6_EVERY === 1;
       oneWay = n === 1 && done % ONE_WAY_EVERY === ONE_WAY_EVERY - 2;

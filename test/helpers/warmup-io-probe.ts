@@ -75,13 +75,16 @@ try {
     sides.push({ dev, app, address, key: generatePrivateKey() });
   }
   const [a, b] = sides;
+  // Listen ports first, as `wg set listen-port` before the peers: each side's endpoint for
+  // the other is then where the other stays (no roaming, which is left out of the warm-up).
+  for (const s of sides)
+    await uapiSet(uapiSocketPath(s.dev.ifname, dir), { listenPort: 0, replacePeers: false, peers: [] });
   for (const [s, peer] of [
     [a, b],
     [b, a],
   ]) {
     await uapiSet(uapiSocketPath(s.dev.ifname, dir), {
       privateKey: s.key,
-      listenPort: 0,
       replacePeers: false,
       peers: [
         {
