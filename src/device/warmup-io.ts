@@ -16,6 +16,17 @@
 // for the life of the process: optimised code holds the hidden classes it was built for
 // weakly (see warmup.ts's `kept`).
 //
+// Optimised code is only as good as what it saw: V8 throws it away ("deoptimises", then
+// compiles again during traffic) when it meets a path, a field change or a call target it had
+// not seen. Each of the following did that to the pump's code after an earlier version of
+// this phase (--trace-deopt with ping timestamps), and is now run or avoided here:
+//   - closing a device: fields never written since construction are taken as constants, and
+//     the close at the end of the phase flipped them (startAndClose, before anything else);
+//   - a handshake through the pump (the phase reconfigures both devices every
+//     RECONFIGURE_EVERY round trips);
+//   - a busy-poll window learnt from a quick answer (exerciseBusyPolicy);
+//   - a closure per device as the wake switch or the busy-poll clock (device.ts has one each).
+//
 // It needs loopback: where 127.0.0.1 is not usable (a namespace whose lo is down) no round
 // trip completes, and the phase ends after STALL_MS, having warmed less.
 import { performance } from 'node:perf_hooks';
