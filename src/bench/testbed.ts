@@ -7,8 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
-import { uapiExchange, uapiGet } from '../uapi/client.js';
-import { STATS_OP } from '../uapi/server.js';
+import { uapiGet, uapiStats } from '../uapi/client.js';
 import { TgError } from '../util/errors.js';
 import { endChild, run, runInOk, runOk } from '../util/exec.js';
 
@@ -231,15 +230,9 @@ export async function startDevice(
   }
 }
 
-/** A tenguard device's tenguard-stats counters (empty for wireguard-go, which has none). */
+/** A tenguard device's tenguard-stats counters (uapiStats; wireguard-go has none and refuses). */
 export async function deviceCounters(s: Side): Promise<Record<string, number>> {
-  const answer = (await uapiExchange(uapiSocketPath(s.tun), Buffer.from(`${STATS_OP}\n\n`))).toString();
-  const out: Record<string, number> = {};
-  for (const line of answer.split('\n')) {
-    const m = /^([\w.]+)=(\d+)$/.exec(line);
-    if (m !== null && m[1] !== 'errno') out[m[1]] = Number(m[2]);
-  }
-  return out;
+  return Object.fromEntries(await uapiStats(uapiSocketPath(s.tun)));
 }
 
 /**

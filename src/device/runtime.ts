@@ -19,7 +19,6 @@
 //     (default 66 KiB, three times over). A quiet device runs a few packets a second, so its
 //     per-packet functions stayed unoptimised for minutes; a quarter of the default makes them
 //     tier up after a few hundred packets. warmup.ts does the rest before the first packet.
-import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { cryptoThreadsDefault, setCryptoThreads } from '../native/aead.js';
 import { logger } from '../util/log.js';
@@ -50,14 +49,14 @@ export function tuneRuntimeForDataPlane(): void {
   for (const flag of DATA_PLANE_V8_FLAGS) setFlagsFromString(flag);
   setCryptoThreads(cryptoThreadsDefault());
   const log = logger('device');
-  warmupStarted(performance.now());
+  warmupStarted();
   void warmDataPathInBackground(log)
     .then((r) => {
       log.debug({ delivered: r.delivered, ms: Math.round(r.ms) }, 'data path warmed up (engines)');
       return warmDeviceIo(log);
     })
     .then((r) => {
-      warmupFinished(performance.now());
+      warmupFinished();
       log.debug(
         { roundTrips: r.roundTrips, ended: r.ended, ms: Math.round(r.ms) },
         'data path warmed up (devices)',

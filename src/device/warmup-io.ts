@@ -32,11 +32,12 @@
 import { performance } from 'node:perf_hooks';
 import { PacketBatch } from '../native/batch.js';
 import { NativeTunDevice } from '../native/tun.js';
+import { formatIPv4Number } from '../net/ip.js';
 import { generatePrivateKey } from '../protocol/crypto.js';
 import type { Logger } from '../util/log.js';
 import { BusyPollPolicy, DEFAULT_BUSY_POLL_US, DID_DELIVER, DID_SEND } from './busy-poll.js';
 import { Device } from './device.js';
-import { configureAsWgSet } from './warmup.js';
+import { configureAsWgSet, WARMUP_PACKET, writeWarmupIPv4 } from './warmup.js';
 
 /** Round trips through the two devices; every BATCH_EVERY-th carries BATCH packets each way. */
 export const IO_WARMUP_ROUND_TRIPS = 600;
@@ -64,7 +65,7 @@ const ONE_WAY_EVERY = 16;
  */
 const RECONFIGURE_EVERY = 60;
 const RECONFIGURE_UNTIL = 360;
-const PACKET = 84;
+const PACKET = WARMUP_PACKET;
 /** The driver's slots (its packets are PACKET bytes). */
 const DRIVER_SLOT = 256;
 /**
@@ -194,7 +195,6 @@ async function startAndClose(log: Logger): Promise<void> {
       log,
       busyPollUs: WARMUP_BUSY_POLL_US,
     });
-    device.backend.apply({ listenPort: 0, replacePeers: false, peers: [] });
     await device.close('warm-up');
   } finally {
     app.close();
@@ -221,17 +221,13 @@ function configurePair(a: End, b: End, replacePeers = false): void {
         key: keys[own],
         peerKey: keys[other],
         endpoint: `127.0.0.1:${peer.device.pump.localPort}`,
-        v4: `${formatV4(other === 0 ? V4_A : V4_B)}/32`,
+        v4: `${formatIPv4Number(other === 0 ? V4_A : V4_B)}/32`,
         v6: `fd00:fe::${other + 1}/128`,
         replacePeers,
       });
   } finally {
     for (const k of keys) k.fill(0);
   }
-}
-
-function formatV4(a: number): string {
-  return `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
 }
 
 /**
@@ -322,8 +318,8 @@ function fill(batch: PacketBatch, n: number, v6: boolean): void {
   const s = batch.slab;
   for (let i = 0; i < n; i++) {
     const off = batch.offsets[i];
-    s.fill(0, off, off + PACKET);
     if (v6) {
+      s.fill(0, off, off + PACKET);
       s[off] = 0x60;
       s.writeUInt16BE(PACKET - 40, off + 4);
       s[off + 6] = 58; // ICMPv6
@@ -336,12 +332,7 @@ function fill(batch: PacketBatch, n: number, v6: boolean): void {
       s.writeUInt16BE(0x00fe, off + 26);
       s[off + 39] = 2;
     } else {
-      s[off] = 0x45;
-      s.writeUInt16BE(PACKET, off + 2);
-      s[off + 8] = 64;
-      s[off + 9] = 1; // ICMP
-      s.writeUInt32BE(V4_A, off + 12);
-      s.writeUInt32BE(V4_B, off + 16);
+      writeWarmupIPv4(s, off, V4_A, V4_B);
     }
     batch.lengths[i] = PACKET;
   }

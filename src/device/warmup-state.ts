@@ -1,19 +1,20 @@
 // Whether this process's data path warm-up (runtime.ts: warmup.ts, then warmup-io.ts) has
 // finished, for the UAPI's tenguard-stats: a bench waits for it before measuring, and an
 // operator can see when a new device runs its packets through optimised code.
+import { performance } from 'node:perf_hooks';
 
 let started: number | null = null;
 let finishedMs: number | null = null;
 
-/** The warm-up began (performance.now() time). */
-export function warmupStarted(at: number): void {
-  started = at;
+/** The warm-up begins now. */
+export function warmupStarted(): void {
+  started = performance.now();
   finishedMs = null;
 }
 
-/** The warm-up ended (done or given up: a failure is logged where it happens). */
-export function warmupFinished(at: number): void {
-  if (started !== null) finishedMs = at - started;
+/** The warm-up ended now (done or given up: a failure is logged where it happens). */
+export function warmupFinished(): void {
+  if (started !== null) finishedMs = performance.now() - started;
 }
 
 /**

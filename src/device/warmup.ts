@@ -72,7 +72,8 @@ const TICK_MS = 100;
  * one in both).
  */
 const SLOT = DEVICE_SLOT;
-const PACKET = 84;
+/** The warm-ups' packets (IPv4 or IPv6 with an ICMP header's worth of zeros), in bytes. */
+export const WARMUP_PACKET = 84;
 const LOOPBACK = Uint8Array.of(127, 0, 0, 1);
 
 export interface WarmupResult {
@@ -150,16 +151,8 @@ class Side {
   fill(to: Side, count: number): void {
     const b = this.tun;
     for (let i = 0; i < count; i++) {
-      const off = b.offsets[i];
-      const s = b.slab;
-      s.fill(0, off, off + PACKET);
-      s[off] = 0x45;
-      s.writeUInt16BE(PACKET, off + 2);
-      s[off + 8] = 64;
-      s[off + 9] = 1; // ICMP
-      s.writeUInt32BE(this.address, off + 12);
-      s.writeUInt32BE(to.address, off + 16);
-      b.lengths[i] = PACKET;
+      writeWarmupIPv4(b.slab, b.offsets[i], this.address, to.address);
+      b.lengths[i] = WARMUP_PACKET;
     }
     this.view.count = count;
   }
@@ -172,6 +165,17 @@ class Side {
       this.aead.close();
     }
   }
+}
+
+/** Writes a WARMUP_PACKET-byte IPv4 packet (ICMP, TTL 64) from `src` to `dst` at `off`. */
+export function writeWarmupIPv4(s: Buffer, off: number, src: number, dst: number): void {
+  s.fill(0, off, off + WARMUP_PACKET);
+  s[off] = 0x45;
+  s.writeUInt16BE(WARMUP_PACKET, off + 2);
+  s[off + 8] = 64;
+  s[off + 9] = 1; // ICMP
+  s.writeUInt32BE(src, off + 12);
+  s.writeUInt32BE(dst, off + 16);
 }
 
 /** What configureAsWgSet sets: `wg set` with one peer. */

@@ -3,6 +3,7 @@
 import { connect } from 'node:net';
 import {
   parseGetResponse,
+  STATS_OP,
   serializeSetRequest,
   UAPI_ERRNO,
   type UapiChangeSet,
@@ -82,4 +83,31 @@ export async function uapiSet(path: string, change: UapiChangeSet, timeoutMs?: n
   if (m === null) throw new UapiError(UAPI_ERRNO.EPROTO, `unexpected answer to set from ${path}`);
   const errno = Math.abs(Number(m[1]));
   if (errno !== 0) throw new UapiError(errno, `device ${path} refused the change (errno ${errno})`);
+}
+
+/**
+ * tenguard's extension (STATS_OP): the device's counters, `name=value` lines of non-negative
+ * integers (e.g. `dropped.malformed=123`), then errno=0. Rejects with UapiError when the
+ * answer does not follow that contract or carries another errno (a device without the
+ * extension, such as wireguard-go, refuses the operation).
+ */
+export async function uapiStats(path: string, timeoutMs?: number): Promise<Map<string, number>> {
+  const answer = await uapiExchange(path, Buffer.from(`${STATS_OP}\n\n`, 'latin1'), timeoutMs);
+  const stats = new Map<string, number>();
+  let errno: number | null = null;
+  for (const line of answer.toString('latin1').split('\n')) {
+    if (line === '') continue;
+    const e = /^errno=(-?[0-9]{1,10})$/.exec(line);
+    if (e !== null) {
+      errno = Math.abs(Number(e[1]));
+      continue;
+    }
+    const m = /^([A-Za-z0-9_.-]+)=(\d+)$/.exec(line);
+    if (m === null)
+      throw new UapiError(UAPI_ERRNO.EPROTO, `tenguard-stats: malformed line '${line.slice(0, 80)}'`);
+    stats.set(m[1], Number(m[2]));
+  }
+  if (errno !== 0)
+    throw new UapiError(errno ?? UAPI_ERRNO.EPROTO, `tenguard-stats answered errno=${errno ?? '(none)'}`);
+  return stats;
 }

@@ -35,6 +35,13 @@ export const UAPI_ERRNO = {
 } as const;
 
 /** A refused UAPI operation. `errno` is the positive errno number (22 for EINVAL). */
+/**
+ * tenguard's extension of the protocol: `get=tenguard-stats` answers the backend's counters
+ * (drop reasons and the like) as name=value lines, then errno=0. wg never sends it; a backend
+ * without counters treats it as an unknown operation.
+ */
+export const STATS_OP = 'get=tenguard-stats';
+
 export class UapiError extends TgError {
   readonly errno: number;
 

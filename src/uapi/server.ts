@@ -29,12 +29,15 @@ import {
   encodeErrnoAnswer,
   errnoOf,
   parseSetRequest,
+  STATS_OP,
   serializeGetResponse,
   UAPI_ERRNO,
   type UapiBackend,
   type UapiLimits,
   wipeChangeSet,
 } from './protocol.js';
+
+export { STATS_OP };
 
 export const UAPI_SOCKET_DIR = '/var/run/wireguard';
 
@@ -84,12 +87,6 @@ export interface UapiServerStats {
 
 const NL = 0x0a;
 const MAX_OP_LINE = 24;
-/**
- * tenguard's extension of the protocol: `get=tenguard-stats` answers the backend's counters
- * (drop reasons and the like) as name=value lines. wg never sends it; a backend without
- * counters treats it as an unknown operation.
- */
-export const STATS_OP = 'get=tenguard-stats';
 /** Slack above maxRequestBytes for the read that crosses it (node reads up to 64 KiB). */
 const CHUNK_SLACK = 64 * 1024;
 const CONNECT_PROBE_MS = 1000;

@@ -42,7 +42,7 @@ import {
   INITIATION_OFFSET_SENDER,
   TRANSPORT_OFFSET_RECEIVER,
 } from '../../src/protocol/messages.js';
-import { uapiExchange } from '../../src/uapi/client.js';
+import { uapiStats } from '../../src/uapi/client.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runIn } from '../../src/util/exec.js';
 
@@ -305,25 +305,9 @@ export async function udpCounters(ns: string): Promise<{ inDatagrams: number; rc
   };
 }
 
-/**
- * tenguard's UAPI extension: `get=tenguard-stats\n\n` is answered with `name=value` lines
- * (non-negative integers, e.g. `dropped.malformed=123`) and `errno=0`. Rejects when the
- * answer does not follow that contract.
- */
-export async function tenguardStats(s: Side): Promise<Map<string, number>> {
-  const answer = await uapiExchange(uapiSocketPath(s.tun), Buffer.from('get=tenguard-stats\n\n', 'latin1'));
-  const lines = answer.toString('latin1').split('\n');
-  const stats = new Map<string, number>();
-  let errno: number | null = null;
-  for (const line of lines) {
-    if (line === '') continue;
-    const m = /^([A-Za-z0-9_.-]+)=(\d+)$/.exec(line);
-    if (m === null) throw new TgError('TG_ERR_UAPI', `tenguard-stats: malformed line '${line.slice(0, 80)}'`);
-    if (m[1] === 'errno') errno = Number(m[2]);
-    else stats.set(m[1], Number(m[2]));
-  }
-  if (errno !== 0) throw new TgError('TG_ERR_UAPI', `tenguard-stats answered errno=${errno ?? '(none)'}`);
-  return stats;
+/** The device's `tenguard-stats` counters (uapiStats: rejects an answer off the contract). */
+export function tenguardStats(s: Side): Promise<Map<string, number>> {
+  return uapiStats(uapiSocketPath(s.tun));
 }
 
 /** The sum of the `dropped.*` counters. */

@@ -21,14 +21,8 @@ import { uapiSet } from '../../src/uapi/client.js';
 import { uapiSocketPath } from '../../src/uapi/server.js';
 import { logger } from '../../src/util/log.js';
 import { ipv4Packet } from './protocol-harness.js';
+import { optimised, proto } from './v8-natives.js';
 
-/** V8's OptimizationStatus bit "optimized" (runtime-test.cc). */
-const OPTIMIZED = 1 << 4;
-// Natives syntax is only valid with the flag, so it is compiled at run time.
-const status = new Function('f', 'return %GetOptimizationStatus(f);') as (f: unknown) => number;
-const finishCompiles = new Function('%FinalizeOptimization();') as () => void;
-
-const proto = (c: { prototype: unknown }): Record<string, unknown> => c.prototype as Record<string, unknown>;
 const HOT: Record<string, unknown> = {
   'DevicePump.serve': proto(DevicePump).serve,
   'DevicePump.serveEvents': proto(DevicePump).serveEvents,
@@ -42,13 +36,6 @@ const HOT: Record<string, unknown> = {
   'NativeUdpSocket.sendBatch': proto(NativeUdpSocket).sendBatch,
 };
 
-function optimised(): string[] {
-  finishCompiles();
-  return Object.entries(HOT)
-    .filter(([, f]) => (status(f) & OPTIMIZED) !== 0)
-    .map(([name]) => name);
-}
-
 const log = logger('warmup-io-probe');
 const dir = mkdtempSync(join(tmpdir(), 'tg-warm-io-probe-'));
 const devices: Device[] = [];
@@ -58,7 +45,7 @@ try {
   const io = await warmDeviceIo(log);
   // A full collection before any live peer exists: the warmed code must survive it.
   (globalThis as unknown as { gc: () => void }).gc();
-  const before = optimised();
+  const before = optimised(HOT);
   // A marker for --trace-deopt output: what follows comes from the live devices.
   process.stdout.write('live devices start\n');
   const sides = [];
@@ -117,7 +104,7 @@ try {
       delivered += n;
     }
   }
-  const after = optimised();
+  const after = optimised(HOT);
   process.stdout.write(`${JSON.stringify({ io, before, after, delivered })}\n`);
 } finally {
   for (const d of devices) await d.close('probe over');

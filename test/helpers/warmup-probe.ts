@@ -20,14 +20,8 @@ import { uapiSet } from '../../src/uapi/client.js';
 import { uapiSocketPath } from '../../src/uapi/server.js';
 import { logger } from '../../src/util/log.js';
 import { ipv4Packet } from './protocol-harness.js';
+import { optimised, proto } from './v8-natives.js';
 
-/** V8's OptimizationStatus bit "optimized" (runtime-test.cc). */
-const OPTIMIZED = 1 << 4;
-// Natives syntax is only valid with the flag, so it is compiled at run time.
-const status = new Function('f', 'return %GetOptimizationStatus(f);') as (f: unknown) => number;
-const finishCompiles = new Function('%FinalizeOptimization();') as () => void;
-
-const proto = (c: { prototype: unknown }): Record<string, unknown> => c.prototype as Record<string, unknown>;
 const HOT: Record<string, unknown> = {
   'Engine.outbound': proto(Engine).outbound,
   'Engine.outboundRouted': proto(Engine).outboundRouted,
@@ -42,13 +36,6 @@ const HOT: Record<string, unknown> = {
   'AllowedIps.lookup4': proto(AllowedIps).lookup4,
 };
 
-function optimised(): string[] {
-  finishCompiles();
-  return Object.entries(HOT)
-    .filter(([, f]) => (status(f) & OPTIMIZED) !== 0)
-    .map(([name]) => name);
-}
-
 const log = logger('warmup-probe');
 const dir = mkdtempSync(join(tmpdir(), 'tg-warm-probe-'));
 const devices: Device[] = [];
@@ -57,7 +44,7 @@ try {
   // A full collection before any live peer exists (the device's first seconds, or a device
   // configured but quiet): the warmed code must survive it.
   (globalThis as unknown as { gc: () => void }).gc();
-  const before = optimised();
+  const before = optimised(HOT);
   const net = new FakeNetwork();
   const sides = [];
   for (const [i, address] of ['10.9.1.1', '10.9.1.2'].entries()) {
@@ -104,7 +91,7 @@ try {
       delivered += to.tun.takeWritten().length;
     }
   }
-  const after = optimised();
+  const after = optimised(HOT);
   process.stdout.write(`${JSON.stringify({ before, after, delivered })}\n`);
 } finally {
   for (const d of devices) await d.close('probe over');

@@ -16,6 +16,23 @@ import { logger } from '../../src/util/log.js';
 
 const log = logger('test-device-warmup');
 
+/**
+ * Runs test/helpers/`file` in a child with V8's test natives, a gc and the data plane's flags,
+ * and returns its JSON result line (the one starting with `prefix`).
+ */
+function runProbe(file: string, prefix: string): unknown {
+  const probe = fileURLToPath(new URL(`../helpers/${file}`, import.meta.url));
+  const r = spawnSync(
+    process.execPath,
+    ['--allow-natives-syntax', '--expose-gc', ...DATA_PLANE_NODE_ARGS, probe],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  assert.equal(r.status, 0, `probe failed: ${r.stderr.slice(-2000)}`);
+  const line = r.stdout.split('\n').find((l) => l.startsWith(prefix));
+  assert.ok(line, `no result from the probe: ${r.stdout.slice(-2000)}`);
+  return JSON.parse(line);
+}
+
 /** Packets per direction: one per round trip, a batch of 16 on every 8th. */
 function expected(roundTrips: number): number {
   const batches = Math.floor(roundTrips / 8);
@@ -60,16 +77,7 @@ test('live packets of a device configured through its UAPI run the warmed code, 
   // elements kind on a new engine's first packet, and once the warm-up's objects were gone a
   // full collection discarded the code built for their classes (weak objects): each threw the
   // warmed code away and left the first several hundred live packets in baseline code.
-  const probe = fileURLToPath(new URL('../helpers/warmup-probe.js', import.meta.url));
-  const r = spawnSync(
-    process.execPath,
-    ['--allow-natives-syntax', '--expose-gc', ...DATA_PLANE_NODE_ARGS, probe],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  assert.equal(r.status, 0, `probe failed: ${r.stderr.slice(-2000)}`);
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{"before"'));
-  assert.ok(line, `no result from the probe: ${r.stdout.slice(-2000)}`);
-  const { before, after, delivered } = JSON.parse(line) as {
+  const { before, after, delivered } = runProbe('warmup-probe.js', '{"before"') as {
     before: string[];
     after: string[];
     delivered: number;
@@ -101,16 +109,7 @@ test('the device phase: round trips through two devices over packet channels and
 test('after both phases, the pump and the handles run optimised code from the first live packet on, also after a full collection', (t) => {
   // Regression: the pump's readiness path and the handle classes tiered up during the first
   // minute of a quiet tunnel, each compile (2-14 ms) in front of a waiting packet.
-  const probe = fileURLToPath(new URL('../helpers/warmup-io-probe.js', import.meta.url));
-  const r = spawnSync(
-    process.execPath,
-    ['--allow-natives-syntax', '--expose-gc', ...DATA_PLANE_NODE_ARGS, probe],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  assert.equal(r.status, 0, `probe failed: ${r.stderr.slice(-2000)}`);
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{"io"'));
-  assert.ok(line, `no result from the probe: ${r.stdout.slice(-2000)}`);
-  const { io, before, after, delivered } = JSON.parse(line) as {
+  const { io, before, after, delivered } = runProbe('warmup-io-probe.js', '{"io"') as {
     io: { ended: string; roundTrips: number };
     before: string[];
     after: string[];
