@@ -106,6 +106,8 @@ export interface NativeBinding {
   setDumpable(on: boolean): void;
   /** Zero-filled anonymous memory, resident only where written; unmapped when collected. */
   allocSlab(bytes: number): Buffer;
+  /** Zero-filled memory aligned to 2 MiB and advised for transparent huge pages (slab.c). */
+  allocHuge(bytes: number): ArrayBuffer;
   getDumpable(): number;
   /** malloc_trim(0): true when free memory went back to the system. */
   trimHeap(): boolean;

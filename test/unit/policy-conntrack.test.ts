@@ -682,6 +682,7 @@ test('conntrack table: insert, find both ways, remove with backward shift, growt
     timeouts: new Float64Array(16).fill(1000),
   });
   const model = new Map<string, number>();
+  const live = new Set<number>();
   const key = new Uint32Array(KEY_WORDS);
   const mirror = new Uint32Array(KEY_WORDS);
   let seed = 12345;
@@ -713,8 +714,10 @@ test('conntrack table: insert, find both ways, remove with backward shift, growt
       assert.equal(f, -1);
       if (t.size < 5000 && rnd(3) !== 0) {
         const e = t.insert(h, key, 0);
+        assert.ok(e >= 0 && e < t.capacity && !live.has(e), `entry ${e} handed out twice`);
         t.u32[e * 32 + W_STATE] = 9;
         model.set(String(k), e);
+        live.add(e);
       }
     } else {
       assert.equal(f, have * 2);
@@ -723,6 +726,7 @@ test('conntrack table: insert, find both ways, remove with backward shift, growt
       if (rnd(2) === 0) {
         t.remove(have);
         model.delete(String(k));
+        live.delete(have);
       }
     }
     assert.equal(t.size, model.size);
@@ -751,4 +755,64 @@ test('conntrack table: full means -1 until something is removed; victim is the f
   assert.equal(t.victim(), a);
   assert.ok(put(4, 9, 60_000) >= 0);
   assert.throws(() => new ConntrackTable({ maxEntries: 0, timeouts }), RangeError);
+});
+
+test('conntrack table: a new entry goes to its home when free; the free stack never hands out one twice, also across growth', () => {
+  const t = new ConntrackTable({
+    maxEntries: 8192,
+    initialEntries: 1024,
+    timeouts: new Float64Array(16).fill(1000),
+  });
+  const key = new Uint32Array(KEY_WORDS);
+  key[W_META] = 6 | (4 << 8);
+  key[W_S0] = 0x64400001;
+  key[W_D0] = 0x64400002;
+  const byPort = new Map<number, number>();
+  const hashes = new Map<number, number>();
+  let atHome = 0;
+  const put = (port: number) => {
+    key[W_SPORT] = port;
+    key[W_DPORT] = 443;
+    const h = hashKey(key, 99);
+    const home = t.home(h);
+    assert.ok(home >= 0 && home < t.capacity);
+    const e = t.insert(h, key, 0);
+    assert.ok(e >= 0 && ![...byPort.values()].includes(e), `entry ${e} handed out twice`);
+    t.u32[e * 32 + W_STATE] = 9;
+    if (e === home) atHome++;
+    byPort.set(port, e);
+    hashes.set(port, h);
+    assert.equal(t.find(h, key, false), e * 2);
+  };
+  // A quarter full: most entries are at home (a free home is taken whenever there is one).
+  for (let p = 1; p <= 256; p++) put(p);
+  assert.ok(atHome >= 200, `${atHome} of 256 at home`);
+  // Churn, growth to 8 x, more churn: every connection is found where it was put.
+  let seed = 7;
+  const rnd = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let step = 0; step < 20_000; step++) {
+    const port = 1 + rnd(7000);
+    const e = byPort.get(port);
+    if (e === undefined) {
+      if (t.size < t.maxEntries) put(port);
+    } else if (rnd(3) === 0) {
+      t.remove(e);
+      byPort.delete(port);
+    }
+  }
+  assert.equal(t.capacity, 8192);
+  assert.equal(t.size, byPort.size);
+  for (const [port, e] of byPort) {
+    key[W_SPORT] = port;
+    key[W_DPORT] = 443;
+    assert.equal(t.find(hashes.get(port) as number, key, false), e * 2, `port ${port}`);
+  }
+  // Full: every entry is handed out once; nothing is left on the stack.
+  for (let p = 10_000; t.size < t.maxEntries; p++) put(p);
+  assert.equal(new Set(byPort.values()).size, 8192);
+  key[W_SPORT] = 65_000;
+  assert.equal(t.insert(hashKey(key, 99), key, 0), -1);
 });
