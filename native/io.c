@@ -58,36 +58,6 @@ static bool release_os(tg_io *io, napi_async_cleanup_hook_handle hook_for_close)
   return closing;
 }
 
-static void free_prebind(napi_env env, tg_io *io) {
-  if (io->pre == NULL) return;
-  for (int i = 0; i < 4; i++)
-    if (io->pre->refs[i] != NULL) napi_delete_reference(env, io->pre->refs[i]);
-  free(io->pre);
-  io->pre = NULL;
-}
-
-bool tg_io_set_prebind(napi_env env, tg_io *io, const tg_prebind *pb, napi_value *arrays, size_t count) {
-  tg_prebind *next = NULL;
-  if (pb != NULL) {
-    next = malloc(sizeof *next);
-    if (next == NULL) {
-      tg_throw_errno(env, ENOMEM, "bindRead");
-      return false;
-    }
-    *next = *pb;
-    for (size_t i = 0; i < 4; i++) {
-      next->refs[i] = NULL;
-      if (i >= count) continue;
-      napi_valuetype t;
-      napi_typeof(env, arrays[i], &t);
-      if (t != napi_undefined) napi_create_reference(env, arrays[i], 1, &next->refs[i]);
-    }
-  }
-  free_prebind(env, io);
-  io->pre = next;
-  return true;
-}
-
 static void on_env_cleanup(napi_async_cleanup_hook_handle hook, void *arg) {
   tg_io *io = arg;
   io->cleanup = NULL;
@@ -101,7 +71,6 @@ static void io_finalize(napi_env env, void *data, void *hint) {
   if (io->cleanup != NULL) napi_remove_async_cleanup_hook(io->cleanup);
   if (io->callback != NULL) napi_delete_reference(env, io->callback);
   if (io->async != NULL) napi_async_destroy(env, io->async);
-  free_prebind(env, io);
   napi_delete_reference(env, io->self);
   free(io); /* tg_io is the first member of the tg_tun/tg_udp allocation */
 }
@@ -185,26 +154,21 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value self, cb, args[2], result;
-  size_t argc = 1;
+  napi_value self, cb, arg, result;
   /* A local handle to the wrapper keeps it (and io) alive through the callback even if
    * the callback closes it and drops the last reference. */
   napi_get_reference_value(env, io->self, &self);
   if (self == NULL) napi_get_undefined(env, &self);
   if (status < 0) {
     set_polling(io, false); /* libuv already stopped the watcher */
-    args[0] = tg_errno_error(env, err, "poll");
+    arg = tg_errno_error(env, err, "poll");
   } else {
-    napi_get_null(env, &args[0]);
-    if (io->pre != NULL && io->fd >= 0 && io->pre_read != NULL) {
-      napi_create_int32(env, (int32_t)io->pre_read(io), &args[1]);
-      argc = 2;
-    }
+    napi_get_null(env, &arg);
   }
   napi_get_reference_value(env, io->callback, &cb);
   /* make_callback (not call_function) so that process.nextTick and promise jobs queued by
    * the callback run before control returns to libuv. */
-  napi_status s = napi_make_callback(env, io->async, self, cb, argc, args, &result);
+  napi_status s = napi_make_callback(env, io->async, self, cb, 1, &arg, &result);
   if (s == napi_pending_exception) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
@@ -222,10 +186,8 @@ static napi_value js_fd(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* start(callback): calls callback(null) whenever the fd is readable (callback(null, n) once
- * bindRead() was called: n packets already read into the bound buffers, or -1 when none were
- * and the callback's own read is to report why), callback(err) once if readiness fails (the
- * watcher is then stopped). Calling it again replaces the callback. */
+/* start(callback): calls callback(null) whenever the fd is readable, callback(err) once
+ * if readiness fails (the watcher is then stopped). Calling it again replaces the callback. */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   napi_value argv[1], this_arg;
   if (!tg_arg_count(env, info, 1, argv, &this_arg)) return NULL;
@@ -282,7 +244,6 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   if (io == NULL) return NULL;
   set_polling(io, false);
   release_os(io, NULL);
-  free_prebind(env, io);
   if (io->callback != NULL) {
     napi_delete_reference(env, io->callback);
     io->callback = NULL;

@@ -53,20 +53,6 @@ typedef struct tg_stats {
 typedef enum { TG_KIND_TUN = 1, TG_KIND_UDP = 2 } tg_kind;
 
 /* An fd the addon owns plus its readiness watcher. Embedded first in tg_tun/tg_udp. */
-struct tg_io;
-
-/* Buffers a readiness event reads into before JS runs (bindRead): the first batch of the
- * event is then already in them when the callback is called with its count, one N-API call
- * fewer per event. The arrays are held by strong references until unbound or closed. */
-typedef struct tg_prebind {
-  napi_ref refs[4]; /* slab, lengths, endpoints, offsets; NULL when absent */
-  uint8_t *slab;
-  uint32_t slot_size, headroom, max;
-  uint32_t *lengths;
-  uint8_t *eps;      /* UDP only */
-  uint32_t *offsets; /* UDP only, may be NULL */
-} tg_prebind;
-
 typedef struct tg_io {
   napi_env env;
   tg_kind kind;
@@ -82,15 +68,7 @@ typedef struct tg_io {
    * it until some unrelated collection (RSS grew with every device created and deleted). */
   void *bufs;
   tg_stats stats;
-  tg_prebind *pre; /* NULL unless bindRead() was called */
-  /* The kind's batch read into io->pre: the count, or -1 when it read nothing and the
-   * callback's own read is to report why (an error it raises again). */
-  int64_t (*pre_read)(struct tg_io *io);
 } tg_io;
-
-/* Replaces io->pre with `pb` (NULL: unbinds), holding a reference to each of the `count`
- * arrays (an undefined one is skipped). Returns false with an exception pending. */
-bool tg_io_set_prebind(napi_env env, tg_io *io, const tg_prebind *pb, napi_value *arrays, size_t count);
 
 /* --- coalesce.c: TUN with virtio_net_hdr ------------------------------------------------- */
 

@@ -31,8 +31,6 @@ typedef struct tg_tun {
   bool channel;  /* a seqpacketPair() end: read with recv(MSG_TRUNC) for the full length */
 } tg_tun;
 
-static int64_t tun_pre_read(tg_io *io);
-
 /* Wraps fd (already non-blocking) as a TUN handle named `name`; takes the fd, also on failure. */
 static napi_value tun_attach(napi_env env, napi_value this_arg, int fd, bool vnet_hdr, bool channel, const char *name) {
   tg_tun *t = calloc(1, sizeof *t);
@@ -45,7 +43,6 @@ static napi_value tun_attach(napi_env env, napi_value this_arg, int fd, bool vne
   }
   t->io.kind = TG_KIND_TUN;
   t->io.fd = fd;
-  t->io.pre_read = tun_pre_read;
   t->io.bufs = rx;
   t->vnet = vnet_hdr;
   t->coalesce = vnet_hdr;
@@ -142,13 +139,30 @@ static napi_value tun_new(napi_env env, napi_callback_info info) {
   return tun_attach(env, this_arg, fd, vnet_hdr, false, ifr.ifr_name);
 }
 
-/* Reads up to max packets into the slots; the count, or -1 with errno set when the first
- * read failed. A fatal error after some packets were read returns those first; the error
- * comes back on the next call (device errors persist). */
-static int64_t tun_read_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint32_t headroom, uint32_t max,
-                             uint32_t *lengths) {
+/* readBatch(slab, slotSize, headroom, max, lengths) -> count.
+ * Packet i lands at slab[i*slotSize + headroom], lengths[i] = its length. Stops at EAGAIN
+ * or max. A fatal error after some packets were read returns those first; the error comes
+ * back on the next call (device errors persist). */
+static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5], this_arg;
+  if (!tg_arg_count(env, info, 5, argv, &this_arg)) return NULL;
+  uint8_t *slab;
+  size_t slab_len, lengths_len;
+  uint32_t slot_size, headroom, max, *lengths;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &slot_size) ||
+      !tg_arg_u32(env, argv[2], "headroom", &headroom) || !tg_arg_u32(env, argv[3], "max", &max) ||
+      !tg_arg_u32array(env, argv[4], "lengths", &lengths, &lengths_len) ||
+      !tg_check_slots(env, slab_len, slot_size, headroom, max, lengths_len))
+    return NULL;
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "read");
+  if (io == NULL) return NULL;
+
   tg_tun *t = (tg_tun *)io;
-  if (t->vnet) return tg_tun_read_vnet_batch(io, t->rx, slab, slot_size, headroom, max, lengths);
+  if (t->vnet) {
+    int64_t got = tg_tun_read_vnet_batch(io, t->rx, slab, slot_size, headroom, max, lengths);
+    if (got < 0) return tg_throw_errno(env, errno, "read");
+    return tg_uint(env, (uint64_t)got);
+  }
   const size_t cap = slot_size - headroom;
   uint32_t n = 0;
   while (n < max) {
@@ -160,7 +174,7 @@ static int64_t tun_read_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint3
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
       if (n > 0) break;
-      return -1;
+      return tg_throw_errno(env, errno, "read");
     }
     /* A TUN device never reads 0 bytes; a packet channel does once its other end is closed. */
     if (r == 0) break;
@@ -171,58 +185,7 @@ static int64_t tun_read_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint3
     }
     lengths[n++] = (uint32_t)r;
   }
-  return n;
-}
-
-static bool read_args(napi_env env, napi_value *argv, tg_prebind *pb) {
-  size_t slab_len, lengths_len;
-  return tg_arg_bytes(env, argv[0], "slab", &pb->slab, &slab_len) &&
-         tg_arg_u32(env, argv[1], "slotSize", &pb->slot_size) && tg_arg_u32(env, argv[2], "headroom", &pb->headroom) &&
-         tg_arg_u32(env, argv[3], "max", &pb->max) &&
-         tg_arg_u32array(env, argv[4], "lengths", &pb->lengths, &lengths_len) &&
-         tg_check_slots(env, slab_len, pb->slot_size, pb->headroom, pb->max, lengths_len);
-}
-
-/* readBatch(slab, slotSize, headroom, max, lengths) -> count.
- * Packet i lands at slab[i*slotSize + headroom], lengths[i] = its length. Stops at EAGAIN
- * or max. */
-static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[5], this_arg;
-  if (!tg_arg_count(env, info, 5, argv, &this_arg)) return NULL;
-  tg_prebind pb;
-  if (!read_args(env, argv, &pb)) return NULL;
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, "read");
-  if (io == NULL) return NULL;
-  int64_t n = tun_read_into(io, pb.slab, pb.slot_size, pb.headroom, pb.max, pb.lengths);
-  if (n < 0) return tg_throw_errno(env, errno, "read");
-  return tg_uint(env, (uint64_t)n);
-}
-
-static int64_t tun_pre_read(tg_io *io) {
-  tg_prebind *pb = io->pre;
-  return tun_read_into(io, pb->slab, pb->slot_size, pb->headroom, pb->max, pb->lengths);
-}
-
-/* bindRead(slab, slotSize, headroom, max, lengths): from now on each readiness event reads
- * a batch into these (as readBatch would) before the callback, which gets the count.
- * bindRead() without arguments unbinds. */
-static napi_value tun_bind_read(napi_env env, napi_callback_info info) {
-  napi_value argv[5], this_arg;
-  size_t argc = 5;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
-    return tg_throw_type(env, "napi_get_cb_info failed");
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_TUN, NULL);
-  if (io == NULL) return NULL;
-  if (argc == 0) {
-    tg_io_set_prebind(env, io, NULL, NULL, 0);
-    return tg_undefined(env);
-  }
-  if (argc != 5) return tg_throw_type(env, "expected 0 or 5 arguments, got %zu", argc);
-  tg_prebind pb = {0};
-  if (!read_args(env, argv, &pb)) return NULL;
-  napi_value arrays[2] = {argv[0], argv[4]};
-  if (!tg_io_set_prebind(env, io, &pb, arrays, 2)) return NULL;
-  return tg_undefined(env);
+  return tg_uint(env, n);
 }
 
 /* writeBatch(slab, offsets, lengths, count) -> packets written. */
@@ -312,7 +275,6 @@ napi_value tg_init_tun(napi_env env, napi_value exports) {
   size_t n = 0;
   for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
   props[n++] = (napi_property_descriptor){"readBatch", NULL, tun_read_batch, NULL, NULL, NULL, napi_default, NULL};
-  props[n++] = (napi_property_descriptor){"bindRead", NULL, tun_bind_read, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"writeBatch", NULL, tun_write_batch, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"coalescing", NULL, tun_coalescing, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"mergeStats", NULL, tun_merge_stats, NULL, NULL, NULL, napi_default, NULL};

@@ -220,8 +220,6 @@ static bool check_endpoint(napi_env env, const uint8_t *ep, const char *what, ui
 }
 
 /* new UdpHandle(bind: Uint8Array(20) | null, v6Only, rcvBuf, sndBuf) */
-static int64_t udp_pre_read(tg_io *io);
-
 static napi_value udp_new(napi_env env, napi_callback_info info) {
   napi_value argv[4], this_arg;
   if (!tg_arg_count(env, info, 4, argv, &this_arg)) return NULL;
@@ -288,7 +286,6 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->b = b;
   u->io.bufs = b;
   u->io.kind = TG_KIND_UDP;
-  u->io.pre_read = udp_pre_read;
   u->io.fd = fd;
   u->family = family;
   u->gso = true;
@@ -346,9 +343,36 @@ static napi_value udp_buffer_sizes(napi_env env, napi_callback_info info) {
  * dense. With offsets: datagram i is at slab[offsets[i]] (message k of the call lands in
  * slot k, and with UDP_GRO its segments follow each other there). Either way the source
  * of datagram i is endpoint record i (with the local address it was sent to). */
-static int64_t udp_recv_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint32_t headroom, uint32_t max,
-                             uint32_t *lengths, uint8_t *eps, uint32_t *offsets) {
+static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[7], this_arg;
+  size_t argc = 7;
+  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
+    return tg_throw_type(env, "napi_get_cb_info failed");
+  if (argc < 6) return tg_throw_type(env, "expected 6 arguments, got %zu", argc);
+  uint8_t *slab, *eps;
+  size_t slab_len, lengths_len, eps_len, offsets_len = 0;
+  uint32_t slot_size, headroom, max, *lengths, *offsets = NULL;
+  if (!tg_arg_bytes(env, argv[0], "slab", &slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &slot_size) ||
+      !tg_arg_u32(env, argv[2], "headroom", &headroom) || !tg_arg_u32(env, argv[3], "max", &max) ||
+      !tg_arg_u32array(env, argv[4], "lengths", &lengths, &lengths_len) ||
+      !tg_arg_bytes(env, argv[5], "endpoints", &eps, &eps_len) ||
+      !tg_check_slots(env, slab_len, slot_size, headroom, max, lengths_len))
+    return NULL;
+  if (argc >= 7) {
+    napi_valuetype t;
+    napi_typeof(env, argv[6], &t);
+    if (t != napi_undefined) {
+      if (!tg_arg_u32array(env, argv[6], "offsets", &offsets, &offsets_len)) return NULL;
+      if (offsets_len < max) return tg_throw_range(env, "offsets must hold max (%u) entries, has %zu", max, offsets_len);
+    }
+  }
+  if ((uint64_t)max * TG_EP_SIZE > eps_len)
+    return tg_throw_range(env, "endpoints must hold max (%u) x %d bytes, has %zu", max, TG_EP_SIZE, eps_len);
+  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "recvmmsg");
+  if (io == NULL) return NULL;
   tg_udp *u = (tg_udp *)io;
+  if (u->gro && offsets == NULL) return tg_throw_type(env, "a socket with receive offload needs the offsets argument");
+
   const size_t cap = slot_size - headroom;
   uint32_t n = 0;    /* datagrams reported */
   uint32_t slot = 0; /* slots used (== n without offsets) */
@@ -383,8 +407,7 @@ static int64_t udp_recv_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint3
         continue;
       }
       if (n > 0) break;
-      errno = err;
-      return -1;
+      return tg_throw_errno(env, err, "recvmmsg");
     }
     struct timespec now = {0, 0};
     if (u->max_age_ns != 0) clock_gettime(CLOCK_REALTIME, &now);
@@ -439,81 +462,7 @@ static int64_t udp_recv_into(tg_io *io, uint8_t *slab, uint32_t slot_size, uint3
     slot = offsets == NULL ? n : slot + (uint32_t)r;
     if ((uint32_t)r < want) break; /* the queue is drained */
   }
-  return n;
-}
-
-/* The arguments of recvBatch (and bindRead): argv[0..5], argv[6] optional. */
-static bool recv_args(napi_env env, napi_value *argv, size_t argc, tg_prebind *pb) {
-  size_t slab_len, lengths_len, eps_len, offsets_len = 0;
-  if (!tg_arg_bytes(env, argv[0], "slab", &pb->slab, &slab_len) || !tg_arg_u32(env, argv[1], "slotSize", &pb->slot_size) ||
-      !tg_arg_u32(env, argv[2], "headroom", &pb->headroom) || !tg_arg_u32(env, argv[3], "max", &pb->max) ||
-      !tg_arg_u32array(env, argv[4], "lengths", &pb->lengths, &lengths_len) ||
-      !tg_arg_bytes(env, argv[5], "endpoints", &pb->eps, &eps_len) ||
-      !tg_check_slots(env, slab_len, pb->slot_size, pb->headroom, pb->max, lengths_len))
-    return false;
-  pb->offsets = NULL;
-  if (argc >= 7) {
-    napi_valuetype t;
-    napi_typeof(env, argv[6], &t);
-    if (t != napi_undefined) {
-      if (!tg_arg_u32array(env, argv[6], "offsets", &pb->offsets, &offsets_len)) return false;
-      if (offsets_len < pb->max) {
-        tg_throw_range(env, "offsets must hold max (%u) entries, has %zu", pb->max, offsets_len);
-        return false;
-      }
-    }
-  }
-  if ((uint64_t)pb->max * TG_EP_SIZE > eps_len) {
-    tg_throw_range(env, "endpoints must hold max (%u) x %d bytes, has %zu", pb->max, TG_EP_SIZE, eps_len);
-    return false;
-  }
-  return true;
-}
-
-static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[7], this_arg;
-  size_t argc = 7;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
-    return tg_throw_type(env, "napi_get_cb_info failed");
-  if (argc < 6) return tg_throw_type(env, "expected 6 arguments, got %zu", argc);
-  tg_prebind pb;
-  if (!recv_args(env, argv, argc, &pb)) return NULL;
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, "recvmmsg");
-  if (io == NULL) return NULL;
-  if (((tg_udp *)io)->gro && pb.offsets == NULL)
-    return tg_throw_type(env, "a socket with receive offload needs the offsets argument");
-  int64_t n = udp_recv_into(io, pb.slab, pb.slot_size, pb.headroom, pb.max, pb.lengths, pb.eps, pb.offsets);
-  if (n < 0) return tg_throw_errno(env, errno, "recvmmsg");
-  return tg_uint(env, (uint64_t)n);
-}
-
-static int64_t udp_pre_read(tg_io *io) {
-  tg_prebind *pb = io->pre;
-  if (((tg_udp *)io)->gro && pb->offsets == NULL) return -1; /* recvBatch reports it */
-  return udp_recv_into(io, pb->slab, pb->slot_size, pb->headroom, pb->max, pb->lengths, pb->eps, pb->offsets);
-}
-
-/* bindRead(slab, slotSize, headroom, max, lengths, endpoints, offsets?): from now on each
- * readiness event receives a batch into these (as recvBatch would) before the callback,
- * which gets the count. bindRead() without arguments unbinds. */
-static napi_value udp_bind_read(napi_env env, napi_callback_info info) {
-  napi_value argv[7], this_arg;
-  size_t argc = 7;
-  if (napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL) != napi_ok)
-    return tg_throw_type(env, "napi_get_cb_info failed");
-  tg_io *io = tg_io_unwrap(env, this_arg, TG_KIND_UDP, NULL);
-  if (io == NULL) return NULL;
-  if (argc == 0) {
-    tg_io_set_prebind(env, io, NULL, NULL, 0);
-    return tg_undefined(env);
-  }
-  if (argc < 6) return tg_throw_type(env, "expected 0, 6 or 7 arguments, got %zu", argc);
-  tg_prebind pb = {0};
-  if (!recv_args(env, argv, argc, &pb)) return NULL;
-  napi_value arrays[4] = {argv[0], argv[4], argv[5], argv[5]};
-  if (argc >= 7) arrays[3] = argv[6];
-  if (!tg_io_set_prebind(env, io, &pb, arrays, argc >= 7 ? 4 : 3)) return NULL;
-  return tg_undefined(env);
+  return tg_uint(env, n);
 }
 
 /* sendBatch(slab, offsets, lengths, endpoints, count) -> datagrams sent.
@@ -736,7 +685,6 @@ napi_value tg_init_udp(napi_env env, napi_value exports) {
   size_t n = 0;
   for (size_t i = 0; i < tg_io_props_count; i++) props[n++] = tg_io_props[i];
   props[n++] = (napi_property_descriptor){"recvBatch", NULL, udp_recv_batch, NULL, NULL, NULL, napi_default, NULL};
-  props[n++] = (napi_property_descriptor){"bindRead", NULL, udp_bind_read, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"sendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"localEndpoint", NULL, udp_local_endpoint, NULL, NULL, NULL, napi_default, NULL};
   props[n++] = (napi_property_descriptor){"bufferSizes", NULL, udp_buffer_sizes, NULL, NULL, NULL, napi_default, NULL};

@@ -4,10 +4,7 @@
 // socket in batches, sends what the engine returns, steps the engine's timers when its owner
 // ticks it, rebinds the socket for the UAPI, and counts its I/O drops.
 //
-// Hot path per readiness event: the addon reads the first batch into the pump's buffers
-// before it calls back (bindRead: one call from JavaScript into the addon fewer per event,
-// which on the cold caches of a quiet device is several microseconds), readBatch/recvBatch
-// for any further batch (one N-API call per batch), one engine
+// Hot path per readiness event: readBatch/recvBatch (one N-API call per batch), one engine
 // call per batch (routing, headers, replay, cryptokey routing in JS; one native AEAD call),
 // one sendmmsg / TUN write batch. At most DRAIN_ROUNDS batches per event, then it yields to the
 // other direction and the timers (readiness is level-triggered: what is left comes back on
@@ -282,8 +279,8 @@ export class DevicePump {
   private readonly tunFd: number;
   private socketFd: number;
   private retired = { txDropped: 0, txRejected: 0, rxTruncated: 0, rxErrors: 0, rxStale: 0 };
-  private readonly onTunEvent = (err: Error | null, read?: number): void => this.tunEvent(err, read);
-  private readonly onSocketEvent = (err: Error | null, read?: number): void => this.socketEvent(err, read);
+  private readonly onTunEvent = (err: Error | null): void => this.tunEvent(err);
+  private readonly onSocketEvent = (err: Error | null): void => this.socketEvent(err);
 
   /** Opens the socket on an ephemeral port (rebind() moves it); throws if it cannot. */
   constructor(opts: PumpOptions) {
@@ -326,10 +323,7 @@ export class DevicePump {
     if (this.closed || this.started) return;
     this.started = true;
     try {
-      const b = this.io.tunBatch;
-      this.tun.bindRead?.(b.slab, b.slotSize, b.headroom, b.capacity, b.lengths);
       this.tun.start(this.onTunEvent);
-      this.bindSocket(this.socket);
       this.socket.start(this.onSocketEvent);
     } catch (err) {
       this.fatal('start', err);
@@ -388,18 +382,11 @@ export class DevicePump {
     this.socketFd = next.fd ?? -1;
     if (this.started && !this.closed) {
       try {
-        this.bindSocket(next);
         next.start(this.onSocketEvent);
       } catch (err) {
         this.fatal('UDP start', err);
       }
     }
-  }
-
-  /** Events of `s` read their first batch into the datagram batch before the callback (bindRead). */
-  private bindSocket(s: PacketSocket): void {
-    const b = this.io.udpBatch;
-    s.bindRead?.(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints, b.offsets);
   }
 
   /** The I/O counters for the UAPI's tenguard-stats. */
@@ -446,18 +433,17 @@ export class DevicePump {
     this.onFatal(reason);
   }
 
-  // `read`: what the addon read into the batch before the callback (ReadableCallback), -1 for none.
-  private tunEvent(err: Error | null, read = -1): void {
+  private tunEvent(err: Error | null): void {
     if (this.closed) return;
     // A readiness error: the interface was deleted (EBADFD) or broke; polling has stopped.
     if (err) this.fatal('TUN', err);
-    else this.serve(READY_TUN, read);
+    else this.serve(READY_TUN);
   }
 
-  private socketEvent(err: Error | null, read = -1): void {
+  private socketEvent(err: Error | null): void {
     if (this.closed) return;
     if (err) this.fatal('UDP socket', err);
-    else this.serve(READY_SOCKET, read);
+    else this.serve(READY_SOCKET);
   }
 
   /**
@@ -467,22 +453,22 @@ export class DevicePump {
    * still runnable (ping, a client waiting in its send), so the guard would refuse, and its
    * check (a /proc read, two N-API calls on cold caches) would only delay the request.
    */
-  private serve(ready: number, read: number): void {
+  private serve(ready: number): void {
     const wakeHere = this.wakeHere;
     // Without wake placement (the vSwitch's shared mode, fakes) an event needs no clock reads.
     if (wakeHere === null) {
-      this.serveEvents(ready, read);
+      this.serveEvents(ready);
       return;
     }
     if (ready === READY_TUN) {
-      this.serveEvents(ready, read);
+      this.serveEvents(ready);
       this.lastEventEnd = this.now();
       return;
     }
     const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && wakeHere(true);
     if (wake) this.wakePlaced++;
     try {
-      this.serveEvents(ready, read);
+      this.serveEvents(ready);
     } finally {
       if (wake) wakeHere(false);
       this.lastEventEnd = this.now();
@@ -492,18 +478,16 @@ export class DevicePump {
   /**
    * Handles a readiness event (READY_* bits). With busy polling, while an event sent to peers
    * or delivered to the TUN and the policy grants a window, it then polls and handles what
-   * arrives (at most BUSY_CHAIN events) before returning to the event loop. `read`: the
-   * first batch of the event's one direction, already read (-1: none).
+   * arrives (at most BUSY_CHAIN events) before returning to the event loop.
    */
-  private serveEvents(ready: number, read: number): void {
+  private serveEvents(ready: number): void {
     const busy = this.busy;
     busy?.policy.arrived(busy.clock());
     for (let chain = 0; ; chain++) {
       const sent = this.sentBatches;
       const written = this.tunWritten;
-      if (ready & READY_SOCKET) this.socketReadable(read);
-      if (ready & READY_TUN && !this.closed) this.onTunReadable(ready & READY_SOCKET ? -1 : read);
-      read = -1;
+      if (ready & READY_SOCKET) this.socketReadable();
+      if (ready & READY_TUN && !this.closed) this.onTunReadable();
       if (this.closed) return;
       this.afterIo();
       if (busy === null || chain === BUSY_CHAIN) return;
@@ -526,25 +510,21 @@ export class DevicePump {
     }
   }
 
-  private socketReadable(read: number): void {
+  private socketReadable(): void {
     const written = this.tunWritten;
-    this.onSocketReadable(read);
+    this.onSocketReadable();
     // What the stack answers to packets just written to the TUN (an echo reply, a TCP ACK)
     // is usually ready to read now: read it in this turn instead of a poll round later.
-    if (this.tunWritten !== written && !this.closed) this.onTunReadable(-1);
+    if (this.tunWritten !== written && !this.closed) this.onTunReadable();
   }
 
-  /** Drains the TUN; the first batch is `read` packets already in the batch when that is >= 0. */
-  private onTunReadable(read: number): void {
+  private onTunReadable(): void {
     const b = this.io.tunBatch;
     const v = this.io.view;
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       let n: number;
       try {
-        n =
-          round === 0 && read >= 0
-            ? read
-            : this.tun.readBatch(b.slab, b.slotSize, b.headroom, b.capacity, b.lengths);
+        n = this.tun.readBatch(b.slab, b.slotSize, b.headroom, b.capacity, b.lengths);
         this.guard.ok();
       } catch (err) {
         this.fatal('TUN read', err);
@@ -568,8 +548,7 @@ export class DevicePump {
     }
   }
 
-  /** Drains the socket; the first batch is `read` datagrams already in the batch when that is >= 0. */
-  private onSocketReadable(read: number): void {
+  private onSocketReadable(): void {
     const b = this.io.udpBatch;
     const v = this.io.dview;
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
@@ -577,10 +556,7 @@ export class DevicePump {
       try {
         // Datagram i is at b.offsets[i] (written by every call: the engine decrypts in place
         // and hands back offsets of its own); with receive offload several share a slot.
-        n =
-          round === 0 && read >= 0
-            ? read
-            : this.socket.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints, b.offsets);
+        n = this.socket.recvBatch(b.slab, b.slotSize, 0, b.capacity, b.lengths, b.endpoints, b.offsets);
         this.guard.ok();
       } catch (err) {
         this.fatal('UDP receive', err);

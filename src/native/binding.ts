@@ -20,7 +20,6 @@ interface RawIo {
 export interface RawTun extends RawIo {
   readonly name: string;
   readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
-  bindRead(slab?: Buffer, slotSize?: number, headroom?: number, max?: number, lengths?: Uint32Array): void;
   writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   coalescing(enable?: boolean): boolean;
   mergeStats(): { packets: number; writes: number; splitPackets: number; splitReads: number };
@@ -38,15 +37,6 @@ export interface RawUdp extends RawIo {
     endpoints: Buffer,
     offsets?: Uint32Array,
   ): number;
-  bindRead(
-    slab?: Buffer,
-    slotSize?: number,
-    headroom?: number,
-    max?: number,
-    lengths?: Uint32Array,
-    endpoints?: Buffer,
-    offsets?: Uint32Array,
-  ): void;
   sendBatch(
     slab: Buffer,
     offsets: Uint32Array,

@@ -111,11 +111,6 @@ export class NativeTunDevice implements TunDevice {
     return this.raw.readBatch(slab, slotSize, headroom, max, lengths);
   }
 
-  bindRead(slab?: Buffer, slotSize?: number, headroom?: number, max?: number, lengths?: Uint32Array): void {
-    if (slab === undefined) this.raw.bindRead();
-    else this.raw.bindRead(slab, slotSize, headroom, max, lengths);
-  }
-
   writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
     return this.raw.writeBatch(slab, offsets, lengths, count);
   }

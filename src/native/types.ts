@@ -19,13 +19,8 @@
  * remain it is called again on the next event-loop turn, so drain with readBatch/recvBatch
  * until it returns 0. An Error (code = errno name, e.g. 'EBADFD' after `ip link del`) is
  * passed once when readiness fails; polling is stopped then.
- *
- * `read`, on a handle with bound read buffers (bindRead): the event's first batch was read
- * into them before the callback, and this is what readBatch/recvBatch would have returned
- * (0: nothing was pending); -1: nothing was read and the callback's own read call is to
- * report why (it throws what that read hit). Undefined when nothing is bound.
  */
-export type ReadableCallback = (err: Error | null, read?: number) => void;
+export type ReadableCallback = (err: Error | null) => void;
 
 /** Counted drops since the handle was opened. */
 export interface IoStats {
@@ -66,13 +61,6 @@ export interface TunDevice extends PacketIo {
    */
   readBatch(slab: Buffer, slotSize: number, headroom: number, max: number, lengths: Uint32Array): number;
   /**
-   * Optional: from now on each readiness event reads the first batch into these buffers (as
-   * readBatch would) before the callback, which gets its count (ReadableCallback): one call
-   * from JavaScript into the addon fewer per event. No arguments: unbinds. The handle holds
-   * the arrays until unbound or closed.
-   */
-  bindRead?(slab?: Buffer, slotSize?: number, headroom?: number, max?: number, lengths?: Uint32Array): void;
-  /**
    * Writes packet i = slab[offsets[i] .. offsets[i]+lengths[i]) for i < count. Returns
    * how many the kernel took; the others are counted drops (txDropped/txRejected).
    */
@@ -103,16 +91,6 @@ export interface PacketSocket extends PacketIo {
     endpoints: Buffer,
     offsets?: Uint32Array,
   ): number;
-  /** Optional: as TunDevice.bindRead, with recvBatch's arguments. */
-  bindRead?(
-    slab?: Buffer,
-    slotSize?: number,
-    headroom?: number,
-    max?: number,
-    lengths?: Uint32Array,
-    endpoints?: Buffer,
-    offsets?: Uint32Array,
-  ): void;
   /**
    * UDP generic receive offload (UDP_GRO): with an argument turns it on or off; returns
    * whether it is on (a kernel that refuses leaves it off). Sockets without it leave this out.

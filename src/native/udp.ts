@@ -121,20 +121,6 @@ export class NativeUdpSocket implements PacketSocket {
     return this.raw.recvBatch(slab, slotSize, headroom, max, lengths, endpoints, offsets);
   }
 
-  bindRead(
-    slab?: Buffer,
-    slotSize?: number,
-    headroom?: number,
-    max?: number,
-    lengths?: Uint32Array,
-    endpoints?: Buffer,
-    offsets?: Uint32Array,
-  ): void {
-    if (slab === undefined) this.raw.bindRead();
-    else if (offsets === undefined) this.raw.bindRead(slab, slotSize, headroom, max, lengths, endpoints);
-    else this.raw.bindRead(slab, slotSize, headroom, max, lengths, endpoints, offsets);
-  }
-
   receiveOffload(enable?: boolean): boolean {
     return this.raw.receiveOffload(enable);
   }

@@ -11,7 +11,6 @@ import { wakePlacementDefault } from '../../src/device/busy-poll.js';
 import { Device, type DeviceOptions } from '../../src/device/device.js';
 import { FATAL_STREAK, MAX_PACKET } from '../../src/device/pump.js';
 import { FakeNetwork, FakeTun, FakeUdpSocket } from '../../src/native/fake.js';
-import type { ReadableCallback } from '../../src/native/types.js';
 import { errnoError } from '../../src/native/validate.js';
 import { parseCidr, parseEndpoint } from '../../src/net/ip.js';
 import { JsTransportAead } from '../../src/protocol/aead.js';
@@ -31,31 +30,6 @@ after(async () => {
 class FailingSocket extends FakeUdpSocket {
   recvFail: { code: string; times: number } | null = null;
   sendFail: { code: string; times: number } | null = null;
-  /** When set before the pump starts: bound reads as the addon does them (bindRead). */
-  bindable = false;
-  preReads = 0;
-  jsReads = 0;
-  private boundRead: Parameters<FakeUdpSocket['recvBatch']> | null = null;
-
-  bindRead(...args: Parameters<FakeUdpSocket['recvBatch']> | []): void {
-    this.boundRead =
-      this.bindable && args.length > 0 ? (args as Parameters<FakeUdpSocket['recvBatch']>) : null;
-  }
-
-  override start(onReadable: ReadableCallback): void {
-    super.start((err) => {
-      const b = this.boundRead;
-      if (err !== null || b === null) return onReadable(err);
-      this.preReads++;
-      // An armed failure fails this read too (the pump's own read then reports it, as the addon's -1 asks).
-      const f = this.recvFail;
-      if (f !== null && f.times > 0) {
-        f.times--;
-        return onReadable(null, -1);
-      }
-      onReadable(null, super.recvBatch(...b));
-    });
-  }
 
   override recvBatch(
     slab: Buffer,
@@ -64,15 +38,13 @@ class FailingSocket extends FakeUdpSocket {
     max: number,
     lengths: Uint32Array,
     endpoints: Buffer,
-    offsets?: Uint32Array,
   ): number {
-    this.jsReads++;
     const f = this.recvFail;
     if (f !== null && f.times > 0) {
       f.times--;
       throw errnoError(f.code, 'recvmmsg');
     }
-    return super.recvBatch(slab, slotSize, headroom, max, lengths, endpoints, offsets);
+    return super.recvBatch(slab, slotSize, headroom, max, lengths, endpoints);
   }
 
   override sendBatch(
@@ -94,29 +66,6 @@ class FailingSocket extends FakeUdpSocket {
 /** A TUN whose writes throw `code` while armed. */
 class FailingTun extends FakeTun {
   writeFail: string | null = null;
-  /** As FailingSocket's. */
-  bindable = false;
-  preReads = 0;
-  jsReads = 0;
-  private boundRead: Parameters<FakeTun['readBatch']> | null = null;
-
-  bindRead(...args: Parameters<FakeTun['readBatch']> | []): void {
-    this.boundRead = this.bindable && args.length > 0 ? (args as Parameters<FakeTun['readBatch']>) : null;
-  }
-
-  override readBatch(...args: Parameters<FakeTun['readBatch']>): number {
-    this.jsReads++;
-    return super.readBatch(...args);
-  }
-
-  override start(onReadable: ReadableCallback): void {
-    super.start((err) => {
-      const b = this.boundRead;
-      if (err !== null || b === null) return onReadable(err);
-      this.preReads++;
-      onReadable(null, super.readBatch(...b));
-    });
-  }
 
   override writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
     if (this.writeFail !== null) throw errnoError(this.writeFail, 'writev');
@@ -138,10 +87,8 @@ async function side(
   address: string,
   mtu?: number,
   extra: Partial<DeviceOptions> = {},
-  bound = false,
 ): Promise<Side> {
   const tun = new FailingTun({ name: `tgpu${serial++}`, queueLimit: 4096 });
-  tun.bindable = bound;
   let sock: FailingSocket | null = null;
   const dev = await Device.start({
     ...extra,
@@ -150,7 +97,6 @@ async function side(
     mtu,
     openSocket: (port) => {
       sock = new FailingSocket(net, { address: '127.0.0.1', port, queueLimit: 4096 });
-      sock.bindable = bound;
       return sock;
     },
     aead: new JsTransportAead(),
@@ -166,11 +112,10 @@ async function pair(
   mtu?: number,
   extraA: Partial<DeviceOptions> = {},
   extraB: Partial<DeviceOptions> = {},
-  bound = false,
 ): Promise<[Side, Side]> {
   const net = new FakeNetwork();
-  const a = await side(net, '10.9.0.1', mtu, extraA, bound);
-  const b = await side(net, '10.9.0.2', mtu, extraB, bound);
+  const a = await side(net, '10.9.0.1', mtu, extraA);
+  const b = await side(net, '10.9.0.2', mtu, extraB);
   const ka = generatePrivateKey();
   const kb = generatePrivateKey();
   const configure = (s: Side, key: Buffer, peer: Side, peerKey: Buffer) =>
@@ -363,34 +308,4 @@ test('a TUN packet longer than MAX_PACKET is dropped, counted and logged, not se
   assert.equal(await roundTrip(a, b, MAX_PACKET + 1), undefined);
   assert.equal(a.dev.pump.ioCounters()['dropped.tunOversized'], 1);
   assert.ok(await roundTrip(a, b, MAX_PACKET));
-});
-
-test('bound reads: the first batch of an event comes from the read before the callback, not a second read', async () => {
-  const [a, b] = await pair(undefined, {}, {}, true);
-  // One packet per event: each event's only batch was read before the callback.
-  for (let i = 0; i < 12; i++) {
-    const got = await deliver(a, b, 100 + i);
-    assert.equal(got.length, 1);
-    assert.deepEqual(got[0], ipv4Packet(a.address, b.address, 100 + i, 0));
-  }
-  // A burst larger than a batch: the rest is read by the pump itself, nothing lost.
-  const burst = await deliver(b, a, 333, 300);
-  assert.equal(burst.length, 300);
-  for (const [i, p] of burst.entries()) assert.deepEqual(p, ipv4Packet(b.address, a.address, 333, i & 0xff));
-  assert.ok(a.tun.preReads >= 12 && b.socket().preReads >= 12, `${a.tun.preReads} ${b.socket().preReads}`);
-  // The single-packet events made no read call of their own for the first batch: every
-  // pump read of the TUN is a drain after a bound batch, or the read after a TUN write.
-  assert.ok(a.tun.jsReads < a.tun.preReads, `TUN: ${a.tun.jsReads} own reads, ${a.tun.preReads} bound`);
-  for (const s of [a, b]) assert.equal(s.dev.pump.ioCounters()['io.transientErrors'], 0);
-});
-
-test('bound reads: a read that fails before the callback is made again by the pump, which reports it', {
-  timeout: 20_000,
-}, async () => {
-  const [a, b] = await pair(undefined, {}, {}, true);
-  await deliver(a, b, 1);
-  b.socket().recvFail = { code: 'EBADF', times: 2 };
-  a.tun.inject(ipv4Packet(a.address, b.address, 2, 0));
-  assert.match(await b.dev.stopped, /^UDP receive: EBADF/);
-  assert.ok(b.socket().preReads >= 2);
 });
