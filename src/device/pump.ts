@@ -273,8 +273,6 @@ export class DevicePump {
   private readonly quietWakeMs: number;
   /** When the latest readiness event ended (ms, the pump's clock). */
   private lastEventEnd = Number.NEGATIVE_INFINITY;
-  /** The event being served came after a quiet stretch: its first TUN read takes one packet (serve). */
-  private quiet = false;
   /** Events served with wake placement armed. */
   private wakePlaced = 0;
   /** The fds busy polling watches (read once: the native getters cross into C). */
@@ -462,27 +460,16 @@ export class DevicePump {
       this.serveEvents(ready);
       return;
     }
-    // After a quiet stretch the first TUN read of the event takes one packet: what a quiet
-    // device gets is one packet (a request, an answer), and reading on until the TUN says
-    // EAGAIN would be a second system call on cold caches before the packet is sent. Whatever
-    // else is pending comes back on the next loop turn (readiness is level-triggered).
-    const quiet = this.now() - this.lastEventEnd >= this.quietWakeMs;
-    this.quiet = quiet;
     if (ready === READY_TUN) {
-      try {
-        this.serveEvents(ready);
-      } finally {
-        this.quiet = false;
-        this.lastEventEnd = this.now();
-      }
+      this.serveEvents(ready);
+      this.lastEventEnd = this.now();
       return;
     }
-    const wake = quiet && wakeHere(true);
+    const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && wakeHere(true);
     if (wake) this.wakePlaced++;
     try {
       this.serveEvents(ready);
     } finally {
-      this.quiet = false;
       if (wake) wakeHere(false);
       this.lastEventEnd = this.now();
     }
@@ -503,7 +490,6 @@ export class DevicePump {
       if (ready & READY_TUN && !this.closed) this.onTunReadable();
       if (this.closed) return;
       this.afterIo();
-      this.quiet = false; // what a busy poll catches reads whole batches
       if (busy === null || chain === BUSY_CHAIN) return;
       const did =
         (this.sentBatches !== sent ? DID_SEND : 0) | (this.tunWritten !== written ? DID_DELIVER : 0);
@@ -538,8 +524,7 @@ export class DevicePump {
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       let n: number;
       try {
-        const max = this.quiet && round === 0 ? 1 : b.capacity;
-        n = this.tun.readBatch(b.slab, b.slotSize, b.headroom, max, b.lengths);
+        n = this.tun.readBatch(b.slab, b.slotSize, b.headroom, b.capacity, b.lengths);
         this.guard.ok();
       } catch (err) {
         this.fatal('TUN read', err);

@@ -66,19 +66,6 @@ class FailingSocket extends FakeUdpSocket {
 /** A TUN whose writes throw `code` while armed. */
 class FailingTun extends FakeTun {
   writeFail: string | null = null;
-  /** The `max` of every readBatch call. */
-  readMax: number[] = [];
-
-  override readBatch(
-    slab: Buffer,
-    slotSize: number,
-    headroom: number,
-    max: number,
-    lengths: Uint32Array,
-  ): number {
-    this.readMax.push(max);
-    return super.readBatch(slab, slotSize, headroom, max, lengths);
-  }
 
   override writeBatch(slab: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
     if (this.writeFail !== null) throw errnoError(this.writeFail, 'writev');
@@ -321,27 +308,4 @@ test('a TUN packet longer than MAX_PACKET is dropped, counted and logged, not se
   assert.equal(await roundTrip(a, b, MAX_PACKET + 1), undefined);
   assert.equal(a.dev.pump.ioCounters()['dropped.tunOversized'], 1);
   assert.ok(await roundTrip(a, b, MAX_PACKET));
-});
-
-test('after a quiet stretch the first TUN read takes one packet; the rest follow on the next turns, none lost', async () => {
-  const QUIET = 150;
-  const [a, b] = await pair(
-    undefined,
-    { wakePlacement: true, wakeHere: () => false, quietWakeMs: QUIET },
-    { wakePlacement: true, wakeHere: () => false, quietWakeMs: QUIET },
-  );
-  assert.equal((await deliver(a, b, 100)).length, 1);
-  await settle(QUIET + 50);
-  a.tun.readMax.length = 0;
-  const got = await deliver(a, b, 7, 5);
-  assert.equal(got.length, 5);
-  for (const [i, p] of got.entries()) assert.deepEqual(p, ipv4Packet(a.address, b.address, 7, i));
-  assert.equal(a.tun.readMax[0], 1, `reads: ${a.tun.readMax.join(', ')}`);
-  // Within the quiet time, reads take whole batches again.
-  a.tun.readMax.length = 0;
-  assert.equal((await deliver(a, b, 8, 40)).length, 40);
-  assert.ok(
-    a.tun.readMax.length > 0 && a.tun.readMax.every((m) => m > 1),
-    `reads: ${a.tun.readMax.join(', ')}`,
-  );
 });
