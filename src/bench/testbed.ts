@@ -3,10 +3,10 @@
 // device (wireguard-go or tenguard) configured through the standard `wg` tool, exactly as
 // an operator would. Everything carries the caller's prefix and is removed by destroy().
 import { type ChildProcess, spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DATA_PLANE_NODE_ARGS } from '../device/runtime.js';
+import { generatePrivateKey, publicKeyOf } from '../protocol/crypto.js';
 import { uapiGet, uapiStats } from '../uapi/client.js';
 import { TgError } from '../util/errors.js';
 import { endChild, run, runInOk, runOk } from '../util/exec.js';
@@ -38,14 +38,18 @@ export interface Testbed {
 
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
 
+/**
+ * A WireGuard key pair in base64. From random bytes (protocol/crypto.ts), not from
+ * generateKeyPairSync + a JWK export, which Node 20 can deadlock in when a collection during
+ * the export finalises the key-generation job (a hung test file in CI).
+ */
 export function keyPair(): { privateKey: string; publicKey: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const d = privateKey.export({ format: 'jwk' }).d!;
-  const x = publicKey.export({ format: 'jwk' }).x!;
-  return {
-    privateKey: Buffer.from(d, 'base64url').toString('base64'),
-    publicKey: Buffer.from(x, 'base64url').toString('base64'),
-  };
+  const priv = generatePrivateKey();
+  try {
+    return { privateKey: priv.toString('base64'), publicKey: publicKeyOf(priv).toString('base64') };
+  } finally {
+    priv.fill(0);
+  }
 }
 
 /** Creates the two namespaces and the wire between them. `index` keeps parallel testbeds apart. */

@@ -2,9 +2,10 @@
 // a listen port, peers) onto one identity of the protocol engine. The engine needs a key
 // for an identity, so until `wg` sets one the identity runs on a placeholder key that no
 // one knows, and the driver neither sends nor accepts anything (hasPrivateKey false).
-import { generateKeyPairSync } from 'node:crypto';
+
 import { decodeEndpoint, encodeEndpoint } from '../net/endpoint.js';
 import { formatIp } from '../net/ip.js';
+import { generatePrivateKey } from '../protocol/crypto.js';
 import type { Engine } from '../protocol/engine.js';
 import {
   UAPI_ERRNO,
@@ -28,9 +29,11 @@ export interface DevicePorts {
   keepaliveNow?(peerId: number): void;
 }
 
+// Not from generateKeyPairSync + a JWK export: Node 20 can deadlock in that export when a
+// collection during it finalises the key-generation job (seen once in CI: the main thread
+// waiting forever on the key's own mutex). The protocol's keys come from random bytes.
 function placeholderKey(): Buffer {
-  const jwk = generateKeyPairSync('x25519').privateKey.export({ format: 'jwk' });
-  return Buffer.from(jwk.d!, 'base64url');
+  return generatePrivateKey();
 }
 
 export class EngineUapiBackend implements UapiBackend {
