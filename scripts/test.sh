@@ -38,4 +38,28 @@ case "$tier" in
     ;;
 esac
 # Integration tests share the machine's namespaces and CPU: run files one at a time.
-exec node --test --test-concurrency=1 "${reporter[@]}" "${files[@]}"
+if [ "$(id -u)" -ne 0 ]; then
+  exec node --test --test-concurrency=1 "${reporter[@]}" "${files[@]}"
+fi
+# As root, the namespaces and links named tg... that the run made and did not remove are
+# removed afterwards, also when the run is ended by a signal (scripts/sweep-test-namespaces.mjs);
+# after a run that ended by itself, any such leftover fails the tier.
+before="$(mktemp /tmp/tenguard-test-names.XXXXXX)"
+node scripts/sweep-test-namespaces.mjs --record "$before"
+node --test --test-concurrency=1 "${reporter[@]}" "${files[@]}" &
+runner=$!
+interrupted() {
+  trap - INT TERM
+  kill -TERM "$runner" 2>/dev/null || true
+  wait "$runner" 2>/dev/null || true
+  node scripts/sweep-test-namespaces.mjs --sweep "$before" --interrupted || true
+  rm -f "$before"
+  exit 143
+}
+trap interrupted INT TERM
+rc=0
+wait "$runner" || rc=$?
+trap - INT TERM
+node scripts/sweep-test-namespaces.mjs --sweep "$before" || rc=1
+rm -f "$before"
+exit "$rc"
