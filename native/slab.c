@@ -18,13 +18,21 @@ static void slab_finalize(napi_env env, void *data, void *hint) {
   munmap(data, (size_t)(uintptr_t)hint);
 }
 
+/* The one argument of allocSlab and allocHuge: a size in 1 .. 2^31-1. */
+static bool bytes_arg(napi_env env, napi_callback_info info, uint32_t *bytes) {
+  napi_value argv[1];
+  if (!tg_arg_count(env, info, 1, argv, NULL) || !tg_arg_u32(env, argv[0], "bytes", bytes)) return false;
+  if (*bytes == 0 || *bytes > INT32_MAX) {
+    tg_throw_range(env, "bytes must be in [1, 2^31), got %u", *bytes);
+    return false;
+  }
+  return true;
+}
+
 /* allocSlab(bytes: 1 .. 2^31-1) */
 static napi_value alloc_slab(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!tg_arg_count(env, info, 1, argv, NULL)) return NULL;
   uint32_t bytes;
-  if (!tg_arg_u32(env, argv[0], "bytes", &bytes)) return NULL;
-  if (bytes == 0 || bytes > INT32_MAX) return tg_throw_range(env, "bytes must be in [1, 2^31), got %u", bytes);
+  if (!bytes_arg(env, info, &bytes)) return NULL;
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return tg_throw_errno(env, errno, "mmap");
   napi_value buf;
@@ -58,11 +66,8 @@ static void huge_finalize(napi_env env, void *data, void *hint) {
 
 /* allocHuge(bytes: 1 .. 2^31-1) */
 static napi_value alloc_huge(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!tg_arg_count(env, info, 1, argv, NULL)) return NULL;
   uint32_t bytes;
-  if (!tg_arg_u32(env, argv[0], "bytes", &bytes)) return NULL;
-  if (bytes == 0 || bytes > INT32_MAX) return tg_throw_range(env, "bytes must be in [1, 2^31), got %u", bytes);
+  if (!bytes_arg(env, info, &bytes)) return NULL;
   size_t len = ((size_t)bytes + TG_HUGE_PAGE - 1) & ~(TG_HUGE_PAGE - 1);
   struct huge_region *r = malloc(sizeof *r);
   if (r == NULL) return tg_throw_errno(env, ENOMEM, "malloc");

@@ -137,8 +137,6 @@ export class ConntrackTable {
   /** Free entries, each exactly once; an entry taken at its home may linger until popped. */
   private free: Int32Array = new Int32Array(0);
   private freeTop = 0;
-  /** 1: the entry is handed out (insert() to remove()). */
-  private used: Uint8Array = new Uint8Array(0);
   /** 1: the entry is on the free stack. */
   private stacked: Uint8Array = new Uint8Array(0);
   /** capacity / HOME_RANGE. */
@@ -174,7 +172,7 @@ export class ConntrackTable {
     let i = hash & mask;
     let v = slots[i];
     // Both loads before anything depends on either (see "Home positions" above).
-    this.touched = u[(((h32 >>> HOME_SHIFT) * this.homeScale) | 0) * STRIDE];
+    this.touched = u[this.home(hash) * STRIDE];
     for (;;) {
       if (v === 0) return -1;
       if (v >>> INDEX_BITS === tag) {
@@ -294,14 +292,14 @@ export class ConntrackTable {
       if (this.capacity >= this.maxEntries) return -1;
       this.resize(Math.min(this.maxEntries, this.capacity * 2));
     }
+    // An entry is in use while it holds a state (the caller sets one at once, see above).
     let e = this.home(hash);
-    if (this.used[e] === 1) {
+    if (this.live(e)) {
       do {
         e = this.free[--this.freeTop];
         this.stacked[e] = 0;
-      } while (this.used[e] === 1);
+      } while (this.live(e));
     }
-    this.used[e] = 1;
     const b = e * STRIDE;
     const u = this.u32;
     u.fill(0, b, b + STRIDE);
@@ -324,7 +322,6 @@ export class ConntrackTable {
     this.unbindNat(e);
     this.removeSlot(e, u[b + W_HASH], 0);
     u.fill(0, b, b + STRIDE);
-    this.used[e] = 0;
     if (this.stacked[e] === 0) {
       this.stacked[e] = 1;
       this.free[this.freeTop++] = e;
@@ -416,18 +413,15 @@ export class ConntrackTable {
     const slotCount = nextPow2(Math.ceil(capacity * SLOTS_PER_ENTRY));
     this.slots = new Uint32Array(allocTable(slotCount * 4));
     this.slotMask = slotCount - 1;
-    const used = new Uint8Array(capacity);
-    used.set(this.used);
     const stacked = new Uint8Array(capacity);
     const free = new Int32Array(capacity);
     let top = 0;
     // Highest first, so that entries not taken at a home are handed out lowest first.
     for (let e = capacity - 1; e >= 0; e--)
-      if (used[e] === 0) {
+      if ((u32[e * STRIDE + W_STATE] & STATE_MASK) === 0) {
         free[top++] = e;
         stacked[e] = 1;
       }
-    this.used = used;
     this.stacked = stacked;
     this.free = free;
     this.freeTop = top;

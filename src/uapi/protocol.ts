@@ -34,13 +34,14 @@ export const UAPI_ERRNO = {
   ENOANO: 55, // not in node's table; wireguard-go's IpcErrorUnknown
 } as const;
 
-/** A refused UAPI operation. `errno` is the positive errno number (22 for EINVAL). */
 /**
  * tenguard's extension of the protocol: `get=tenguard-stats` answers the backend's counters
  * (drop reasons and the like) as name=value lines, then errno=0. wg never sends it; a backend
  * without counters treats it as an unknown operation.
  */
 export const STATS_OP = 'get=tenguard-stats';
+
+/** A refused UAPI operation. `errno` is the positive errno number (22 for EINVAL). */
 
 export class UapiError extends TgError {
   readonly errno: number;

@@ -37,8 +37,6 @@ import {
   wipeChangeSet,
 } from './protocol.js';
 
-export { STATS_OP };
-
 export const UAPI_SOCKET_DIR = '/var/run/wireguard';
 
 const log = logger('uapi');
