@@ -19,12 +19,17 @@
 // warm-up (device/runtime.ts, a second or two after start) is done, as a live tunnel's packets
 // come after it; the JSON says how long it took (method.deviceWarmupMs). Nothing is pinned to
 // a CPU: every implementation runs where the scheduler puts it, as it would in production.
+//
+// With --phases, a capture in each one-hop testbed's pinging namespace splits every counted
+// round trip into the local device's outbound half, the remote side (link and peer device)
+// and the local device's inbound half (rtt-phases.ts), medians per implementation in µs.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TgError } from '../util/errors.js';
 import { requireRoot, run as runCommand, runIn } from '../util/exec.js';
 import { openLabPath, waitForPath } from './path.js';
+import { PhaseCapture, type PhaseMedians, phaseMedians, roundTripPhases } from './rtt-phases.js';
 import {
   configureDevice,
   createTestbed,
@@ -58,6 +63,8 @@ export interface LatencyCase {
   'full-path'?: RttStats;
   /** With --reference: the other tenguard build's one leg. */
   reference?: RttStats;
+  /** With --phases: where the one-hop round trips went, medians in µs (rtt-phases.ts). */
+  phases?: Partial<Record<OneHop, PhaseMedians>>;
   ratios: {
     /** tenguard one leg / wireguard-go, medians (target <= 1.0). */
     oneLegMedian: number;
@@ -98,6 +105,8 @@ export interface LatencyOptions {
   reference?: string;
   /** Skip the full path (it builds the whole lab). */
   skipFullPath?: boolean;
+  /** Capture the one-hop pings and split each round trip into phases (rtt-phases.ts). */
+  phases?: boolean;
   log?: (s: string) => void;
 }
 
@@ -187,6 +196,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
   const log = opts.log ?? (() => undefined);
   const count = (ms: number): number => (ms < 50 ? opts.counts.fast : opts.counts.slow);
   const results: Record<string, Partial<Record<OneHop | 'full-path', RttStats>>> = {};
+  const phases: Record<string, Partial<Record<OneHop, PhaseMedians>>> = {};
   for (const ms of INTERVALS_MS) results[ms] = {};
   const version = await wireguardGoVersion(opts.wireguardGo ?? 'wireguard-go');
   const hops: { key: OneHop; impl: Implementation; tenguardBin?: string }[] = [
@@ -215,12 +225,25 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
     for (const ms of INTERVALS_MS) {
       for (const tb of beds) await warmUp(tb.a.ns, tb.b.tunV4);
       log(`one hop (${hops.map((h) => h.key).join(', ')}), every ${ms} ms, ${count(ms)} pings each ...`);
-      const stats = await pingAlternating(
-        beds.map((tb) => ({ ns: tb.a.ns, address: tb.b.tunV4 })),
-        ms,
-        count(ms),
-      );
-      for (const [i, hop] of hops.entries()) results[ms][hop.key] = stats[i];
+      const captures: PhaseCapture[] = [];
+      try {
+        if (opts.phases)
+          for (const tb of beds)
+            captures.push(await PhaseCapture.start(tb.a.ns, `/tmp/${tb.a.ns}-${process.pid}-${ms}ms.pcap`));
+        const stats = await pingAlternating(
+          beds.map((tb) => ({ ns: tb.a.ns, address: tb.b.tunV4 })),
+          ms,
+          count(ms),
+        );
+        for (const [i, hop] of hops.entries()) results[ms][hop.key] = stats[i];
+        if (opts.phases) {
+          phases[ms] = {};
+          for (const [i, hop] of hops.entries())
+            phases[ms][hop.key] = phaseMedians(roundTripPhases(await captures[i].stop(), LEAD_PINGS));
+        }
+      } finally {
+        for (const c of captures) await c.abort();
+      }
     }
   } finally {
     for (const tb of beds) await destroyTestbed(tb);
@@ -258,6 +281,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
       c['full-path'] = full;
       c.ratios.fullPathMedian = ratio(full.median, r['one-leg'].median);
     }
+    if (phases[ms] !== undefined) c.phases = phases[ms];
     if (r.reference !== undefined) {
       c.reference = r.reference;
       c.ratios.referenceMedian = ratio(r.reference.median, r['wireguard-go'].median);
@@ -279,7 +303,7 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
 }
 
 const USAGE = `usage: tenguard bench latency [--json] [--wireguard-go BIN] [--count N] [--slow-count N]
-                             [--reference TENGUARD_JS] [--skip-full-path]
+                             [--reference TENGUARD_JS] [--skip-full-path] [--phases]
 
 Round trips (ping after a warm-up) every 5 ms and every 200 ms over one tenguard leg, over one
 wireguard-go hop (BIN, default the wireguard-go on PATH) and over the full path (workload ->
@@ -288,7 +312,10 @@ and maximum in ms, and the ratios. The one-hop cases run side by side and are pi
 ${ROUNDS} alternating blocks per interval. --count: pings every 5 ms (default 1000);
 --slow-count: pings every 200 ms (default 300); --reference: another tenguard build's
 bin/tenguard.js, measured as a third one-hop case (A/B of a change); --skip-full-path: one
-hop only (the full path builds the whole lab).
+hop only (the full path builds the whole lab); --phases: capture the one-hop pings (tcpdump)
+and split each round trip into the local device's outbound half (request on the tunnel
+interface to datagram on the link), the remote side (link and peer device) and the local
+device's inbound half, medians in µs per implementation.
 `;
 
 export async function run(args: string[]): Promise<number> {
@@ -299,6 +326,7 @@ export async function run(args: string[]): Promise<number> {
     'slow-count'?: string;
     reference?: string;
     'skip-full-path'?: boolean;
+    phases?: boolean;
     help?: boolean;
   };
   try {
@@ -311,6 +339,7 @@ export async function run(args: string[]): Promise<number> {
         'slow-count': { type: 'string' },
         reference: { type: 'string' },
         'skip-full-path': { type: 'boolean' },
+        phases: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -338,6 +367,7 @@ export async function run(args: string[]): Promise<number> {
     wireguardGo: wireguardGo?.includes('/') ? resolve(wireguardGo) : wireguardGo,
     reference,
     skipFullPath: values['skip-full-path'] === true,
+    phases: values.phases === true,
     log: values.json ? undefined : (s) => process.stderr.write(`${s}\n`),
   });
   if (values.json) {
@@ -366,6 +396,10 @@ export async function run(args: string[]): Promise<number> {
         : '') +
       (r.fullPathMedian !== undefined ? `; full path/leg median ${r.fullPathMedian}` : '') +
       '\n';
+    for (const [name, p] of Object.entries(c.phases ?? {}))
+      text +=
+        `  phases ${name.padEnd(13)} outbound ${p.outbound} µs, remote ${p.remote} µs, inbound ${p.inbound} µs` +
+        ` (medians of ${p.matched} round trips)\n`;
   }
   process.stdout.write(text);
   return 0;
