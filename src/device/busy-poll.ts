@@ -83,6 +83,46 @@ export interface BusyPollStats {
   micros: number;
 }
 
+/** The most quiet events in a row whose wake placement check is skipped after refusals. */
+export const WAKE_BACKOFF_MAX = 16;
+
+/**
+ * When a quiet socket event asks for wake placement (native/wake.c). The check reads
+ * /proc/loadavg on cold caches, on the way to the packet: on the lab's VM it cost the
+ * answering device of a ping every 200 ms about 12 µs of its turnaround (`bench latency
+ * --phases`, remote phase, 184 -> 172 µs, one run with the two settings alternating). And it
+ * refuses for as long as the asking device busy-polls for the answer (that device is
+ * runnable), which is the usual case for request and response. So after a refusal the next
+ * 1, then 2, 4 ... up to WAKE_BACKOFF_MAX quiet events skip it; an event that arms starts
+ * over, so a device whose peers sleep keeps asking every time.
+ */
+export class WakeCheckBackoff {
+  /** Quiet events that skipped the check. */
+  skipped = 0;
+  /** Quiet events left to skip. */
+  private skip = 0;
+  /** Events skipped after the latest refusal: 0 after an arming, else 1, 2, 4 ... */
+  private backoff = 0;
+
+  /** For a quiet event: whether to ask; false counts the event as skipped. */
+  shouldAsk(): boolean {
+    if (this.skip === 0) return true;
+    this.skip--;
+    this.skipped++;
+    return false;
+  }
+
+  /** The switch armed (true) or refused (false). */
+  answered(armed: boolean): void {
+    if (armed) {
+      this.backoff = 0;
+      return;
+    }
+    this.backoff = this.backoff === 0 ? 1 : Math.min(WAKE_BACKOFF_MAX, this.backoff * 2);
+    this.skip = this.backoff;
+  }
+}
+
 /** The poll windows and the polling budget of one device; times in us on one monotonic clock. */
 export class BusyPollPolicy {
   readonly stats: BusyPollStats = { polls: 0, caught: 0, micros: 0 };

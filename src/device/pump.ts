@@ -61,6 +61,7 @@ import {
   QUIET_WAKE_MS,
   READY_SOCKET,
   READY_TUN,
+  WakeCheckBackoff,
 } from './busy-poll.js';
 
 /** Packets per batch: large enough to amortise each call, small enough to stay in cache. */
@@ -275,6 +276,8 @@ export class DevicePump {
   private lastEventEnd = Number.NEGATIVE_INFINITY;
   /** Events served with wake placement armed. */
   private wakePlaced = 0;
+  /** When the wake placement check is worth asking (busy-poll.ts). */
+  private readonly wakeChecks = new WakeCheckBackoff();
   /** The fds busy polling watches (read once: the native getters cross into C). */
   private readonly tunFd: number;
   private socketFd: number;
@@ -409,6 +412,7 @@ export class DevicePump {
       'io.busyPollsCaught': this.busy?.policy.stats.caught ?? 0,
       'io.busyPollMicros': Math.round(this.busy?.policy.stats.micros ?? 0),
       'io.wakePlaced': this.wakePlaced,
+      'io.wakeChecksSkipped': this.wakeChecks.skipped,
     };
   }
 
@@ -465,7 +469,7 @@ export class DevicePump {
       this.lastEventEnd = this.now();
       return;
     }
-    const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && wakeHere(true);
+    const wake = this.now() - this.lastEventEnd >= this.quietWakeMs && this.armWake(wakeHere);
     if (wake) this.wakePlaced++;
     try {
       this.serveEvents(ready);
@@ -473,6 +477,15 @@ export class DevicePump {
       if (wake) wakeHere(false);
       this.lastEventEnd = this.now();
     }
+  }
+
+  /** Asks the switch to arm wake placement for a quiet socket event, unless backoff puts the check off. */
+  private armWake(wakeHere: (on: boolean) => boolean): boolean {
+    const checks = this.wakeChecks;
+    if (!checks.shouldAsk()) return false;
+    const armed = wakeHere(true);
+    checks.answered(armed);
+    return armed;
   }
 
   /**

@@ -35,7 +35,13 @@ import { NativeTunDevice } from '../native/tun.js';
 import { formatIPv4Number } from '../net/ip.js';
 import { generatePrivateKey } from '../protocol/crypto.js';
 import type { Logger } from '../util/log.js';
-import { BusyPollPolicy, DEFAULT_BUSY_POLL_US, DID_DELIVER, DID_SEND } from './busy-poll.js';
+import {
+  BusyPollPolicy,
+  DEFAULT_BUSY_POLL_US,
+  DID_DELIVER,
+  DID_SEND,
+  WakeCheckBackoff,
+} from './busy-poll.js';
 import { Device } from './device.js';
 import { configureAsWgSet, WARMUP_PACKET, writeWarmupIPv4 } from './warmup.js';
 
@@ -175,6 +181,9 @@ function exerciseBusyPolicy(): void {
     const us = p.plan(i % 3 === 0 ? DID_SEND | DID_DELIVER : i & 1 ? DID_SEND : DID_DELIVER, t);
     if (us > 0) p.polled(us / 2, (i & 3) !== 0);
   }
+  // Wake placement's check backoff, every branch: refusals in a row, skips, an arming.
+  const w = new WakeCheckBackoff();
+  for (let i = 0; i < 2000; i++) if (w.shouldAsk()) w.answered(i % 7 === 0);
 }
 
 /**

@@ -13,6 +13,8 @@ import {
   DID_DELIVER,
   DID_SEND,
   READY_SOCKET,
+  WAKE_BACKOFF_MAX,
+  WakeCheckBackoff,
 } from '../../src/device/busy-poll.js';
 import { loadNative } from '../../src/native/binding.js';
 import { NativeUdpSocket } from '../../src/native/udp.js';
@@ -111,6 +113,49 @@ test('busy poll: polling never takes more than its share of wall time', () => {
   off.plan(DID_SEND, 0);
   off.arrived(100);
   assert.equal(off.plan(DID_SEND, 100), 0, 'a maximum of 0 never polls');
+});
+
+test('wake placement check backoff: skips double per refusal in a row up to the maximum, an arming resets', () => {
+  const w = new WakeCheckBackoff();
+  // The pattern of asks (true) and skips (false) over quiet events while every check refuses.
+  const pattern = (events: number, armed: (asked: number) => boolean): boolean[] => {
+    const out: boolean[] = [];
+    let asked = 0;
+    for (let i = 0; i < events; i++) {
+      const ask = w.shouldAsk();
+      out.push(ask);
+      if (ask) w.answered(armed(asked++));
+    }
+    return out;
+  };
+  const T = true;
+  const F = false;
+  assert.deepEqual(
+    pattern(12, () => false),
+    [T, F, T, F, F, T, F, F, F, F, T, F],
+  );
+  assert.equal(w.skipped, 8);
+  // Refusals in a row never skip more than WAKE_BACKOFF_MAX events.
+  const long = pattern(200, () => false);
+  let run = 0;
+  let longest = 0;
+  for (const ask of long) {
+    run = ask ? 0 : run + 1;
+    longest = Math.max(longest, run);
+  }
+  assert.equal(longest, WAKE_BACKOFF_MAX);
+  // Finish the current skips; an arming then keeps the check at every event.
+  while (!w.shouldAsk());
+  w.answered(true);
+  assert.deepEqual(
+    pattern(5, () => true),
+    [T, T, T, T, T],
+  );
+  // A refusal after an arming starts the backoff from 1 again.
+  assert.deepEqual(
+    pattern(4, () => false),
+    [T, F, T, F],
+  );
 });
 
 test('busy poll: the native wait returns when a socket becomes readable, else after the window', async () => {

@@ -246,6 +246,48 @@ test('wake placement: armed for the first socket event after a quiet stretch, di
   assert.deepEqual(calls.b, [true, false]);
 });
 
+test('wake placement: after refusals the check is skipped for 1, 2, 4 ... quiet events; an arming starts over', async () => {
+  const QUIET = 60;
+  let arms = true; // the handshake's event arms: no backoff to start with
+  const asked: boolean[] = [];
+  const [a, b] = await pair(
+    undefined,
+    { wakePlacement: true, quietWakeMs: QUIET },
+    {
+      wakePlacement: true,
+      quietWakeMs: QUIET,
+      wakeHere: (on) => {
+        if (on) asked.push(arms);
+        return on && arms;
+      },
+    },
+  );
+  assert.equal((await deliver(a, b, 100)).length, 1, 'first packet (the handshake) delivered');
+  const quietEvent = async (): Promise<void> => {
+    await settle(QUIET + 40);
+    assert.equal((await deliver(a, b, 100)).length, 1);
+  };
+  arms = false;
+  asked.length = 0;
+  const skipped0 = b.dev.pump.ioCounters()['io.wakeChecksSkipped'];
+  // Refusals: asks at the 1st quiet event, skips 1, asks at the 3rd, skips 2, asks at the 6th.
+  for (let i = 0; i < 6; i++) await quietEvent();
+  assert.deepEqual(
+    asked,
+    [false, false, false],
+    `asked three times in six quiet events; skipped ${b.dev.pump.ioCounters()['io.wakeChecksSkipped'] - skipped0}`,
+  );
+  assert.equal(b.dev.pump.ioCounters()['io.wakeChecksSkipped'] - skipped0, 3);
+  // Four skips follow; then the switch arms, and the check is made at every quiet event again.
+  arms = true;
+  for (let i = 0; i < 4; i++) await quietEvent();
+  assert.equal(asked.length, 3, 'the four events after the third refusal are skipped');
+  const placed = b.dev.pump.ioCounters()['io.wakePlaced'];
+  for (let i = 0; i < 3; i++) await quietEvent();
+  assert.deepEqual(asked, [false, false, false, true, true, true]);
+  assert.equal(b.dev.pump.ioCounters()['io.wakePlaced'] - placed, 3);
+});
+
 test('wake placement: the setting', () => {
   assert.equal(wakePlacementDefault({}), true);
   assert.equal(wakePlacementDefault({ TENGUARD_WAKE_PLACEMENT: 'on' }), true);
