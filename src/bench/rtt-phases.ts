@@ -15,6 +15,9 @@
 // that stays is the kernel's copy of each packet into the capture ring (a microsecond or two,
 // the same for every implementation), so absolute round trips with --phases are slightly
 // longer than without; compare phases across implementations of one run, not across runs.
+// tcpdump's flush once a second is still a task that a busy-polling device yields its CPU to
+// (device/busy-poll.ts), and the answer that arrives meanwhile waits for it: the 99th
+// percentiles of a run with --phases are not the device's, take them from a run without.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { TgError } from '../util/errors.js';
