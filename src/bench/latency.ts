@@ -237,9 +237,11 @@ export async function benchLatency(opts: LatencyOptions): Promise<LatencyBenchRe
         );
         for (const [i, hop] of hops.entries()) results[ms][hop.key] = stats[i];
         if (opts.phases) {
+          // Each stop waits out tcpdump's buffer timeout: all at once rather than in turn.
+          const events = await Promise.all(captures.map((c) => c.stop()));
           phases[ms] = {};
           for (const [i, hop] of hops.entries())
-            phases[ms][hop.key] = phaseMedians(roundTripPhases(await captures[i].stop(), LEAD_PINGS));
+            phases[ms][hop.key] = phaseMedians(roundTripPhases(events[i], LEAD_PINGS));
         }
       } finally {
         for (const c of captures) await c.abort();

@@ -18,9 +18,11 @@
 // tcpdump's flush once a second is still a task that a busy-polling device yields its CPU to
 // (device/busy-poll.ts), and the answer that arrives meanwhile waits for it: the 99th
 // percentiles of a run with --phases are not the device's, take them from a run without.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { TgError } from '../util/errors.js';
+import { endChild, startTcpdumpIn } from '../util/exec.js';
+import { readPcap } from '../util/pcap.js';
 
 /** Per counted ping, in µs: the three phases (see the top of the file). */
 export interface PhaseSamples {
@@ -49,8 +51,6 @@ export interface CaptureEvent {
   seq: number;
 }
 
-const PCAP_MAGIC_US = 0xa1b2c3d4;
-const PCAP_MAGIC_NS = 0xa1b23c4d;
 const LINKTYPE_LINUX_SLL = 113;
 const LINKTYPE_LINUX_SLL2 = 276;
 const ETH_P_IP = 0x0800;
@@ -67,64 +67,42 @@ const MAX_PHASE_US = 100_000;
  * is refused with the reason.
  */
 export function captureEvents(file: Buffer): CaptureEvent[] {
-  if (file.length < 24) throw new TgError('TG_ERR_INVALID_ARGUMENT', 'capture: shorter than a pcap header');
-  let le: boolean;
-  let nano: boolean;
-  const magicLe = file.readUInt32LE(0);
-  const magicBe = file.readUInt32BE(0);
-  if (magicLe === PCAP_MAGIC_US || magicLe === PCAP_MAGIC_NS) {
-    le = true;
-    nano = magicLe === PCAP_MAGIC_NS;
-  } else if (magicBe === PCAP_MAGIC_US || magicBe === PCAP_MAGIC_NS) {
-    le = false;
-    nano = magicBe === PCAP_MAGIC_NS;
-  } else {
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', 'capture: not a pcap file');
-  }
-  const u32 = (off: number): number => (le ? file.readUInt32LE(off) : file.readUInt32BE(off));
-  const linktype = u32(20) & 0x0fffffff;
+  const { linktype, records } = readPcap(file);
   if (linktype !== LINKTYPE_LINUX_SLL && linktype !== LINKTYPE_LINUX_SLL2)
     throw new TgError(
       'TG_ERR_INVALID_ARGUMENT',
       `capture: link type ${linktype} is not a Linux cooked capture`,
     );
   const events: CaptureEvent[] = [];
-  let off = 24;
-  while (off + 16 <= file.length) {
-    const sec = u32(off);
-    const frac = u32(off + 4);
-    const caplen = u32(off + 8);
-    const start = off + 16;
-    off = start + caplen;
-    if (off > file.length) break; // a record cut short by the end of the capture
-    const t = sec * 1e6 + (nano ? frac / 1000 : frac);
+  for (const { tUs: t, data } of records) {
+    const end = data.length;
     let protocol: number;
     let pkttype: number;
     let ip: number;
     if (linktype === LINKTYPE_LINUX_SLL) {
-      if (caplen < 16) continue;
-      pkttype = file.readUInt16BE(start);
-      protocol = file.readUInt16BE(start + 14);
-      ip = start + 16;
+      if (end < 16) continue;
+      pkttype = data.readUInt16BE(0);
+      protocol = data.readUInt16BE(14);
+      ip = 16;
     } else {
-      if (caplen < 20) continue;
-      protocol = file.readUInt16BE(start);
-      pkttype = file[start + 10];
-      ip = start + 20;
+      if (end < 20) continue;
+      protocol = data.readUInt16BE(0);
+      pkttype = data[10];
+      ip = 20;
     }
-    if (protocol !== ETH_P_IP || ip + 20 > off || file[ip] >> 4 !== 4) continue;
-    const l4 = ip + (file[ip] & 0x0f) * 4;
-    const proto = file[ip + 9];
+    if (protocol !== ETH_P_IP || ip + 20 > end || data[ip] >> 4 !== 4) continue;
+    const l4 = ip + (data[ip] & 0x0f) * 4;
+    const proto = data[ip + 9];
     const outgoing = pkttype === PACKET_OUTGOING;
-    if (proto === 1 && l4 + 8 <= off) {
-      const type = file[l4];
-      const id = file.readUInt16BE(l4 + 4);
-      const seq = file.readUInt16BE(l4 + 6);
+    if (proto === 1 && l4 + 8 <= end) {
+      const type = data[l4];
+      const id = data.readUInt16BE(l4 + 4);
+      const seq = data.readUInt16BE(l4 + 6);
       // The request leaves the stack into the tunnel; the reply comes out of it.
       if (type === 8 && outgoing) events.push({ t, kind: 'request', id, seq });
       else if (type === 0 && !outgoing) events.push({ t, kind: 'reply', id, seq });
-    } else if (proto === 17 && l4 + 8 <= off) {
-      const payload = file.readUInt16BE(l4 + 4) - 8;
+    } else if (proto === 17 && l4 + 8 <= end) {
+      const payload = data.readUInt16BE(l4 + 4) - 8;
       if (payload >= MIN_DATA_PAYLOAD) events.push({ t, kind: outgoing ? 'out' : 'in', id: 0, seq: 0 });
     }
   }
@@ -188,56 +166,18 @@ export function phaseMedians(p: PhaseSamples): PhaseMedians {
 export class PhaseCapture {
   private constructor(
     private readonly child: ChildProcess,
-    private readonly closed: Promise<void>,
     readonly file: string,
   ) {}
 
   /** Starts tcpdump on every interface of `ns`, writing `file` (ICMP and UDP, headers only). */
   static async start(ns: string, file: string): Promise<PhaseCapture> {
     rmSync(file, { force: true });
-    const child = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        ns,
-        'tcpdump',
-        '-i',
-        'any',
-        '-n',
-        '-s',
-        '128',
-        '--time-stamp-precision=nano',
-        '-w',
-        file,
-        'icmp or udp',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+    const child = await startTcpdumpIn(
+      ns,
+      ['-i', 'any', '-n', '-s', '128', '--time-stamp-precision=nano', '-w', file, 'icmp or udp'],
+      `${ns}/any`,
     );
-    const closed = new Promise<void>((r) => child.once('close', () => r()));
-    let err = '';
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump in ${ns} did not start`));
-      }, 10_000);
-      child.stderr?.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('listening on')) {
-          clearTimeout(t);
-          resolve();
-        }
-      });
-      child.once('close', () => {
-        clearTimeout(t);
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump in ${ns}: ${err.trim() || 'exited'}`));
-      });
-      child.once('error', (e) => {
-        clearTimeout(t);
-        reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump in ${ns}: ${e.message}`));
-      });
-    });
-    return new PhaseCapture(child, closed, file);
+    return new PhaseCapture(child, file);
   }
 
   /**
@@ -245,13 +185,9 @@ export class PhaseCapture {
    * it first waits out tcpdump's buffer timeout (one second) for the last packets to reach it.
    */
   async stop(): Promise<CaptureEvent[]> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
+    if (this.child.exitCode === null && this.child.signalCode === null)
       await new Promise((r) => setTimeout(r, 1500));
-      this.child.kill('SIGINT');
-    }
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 3000);
-    await this.closed;
-    clearTimeout(t);
+    await endChild(this.child, 'SIGINT');
     try {
       return captureEvents(readFileSync(this.file));
     } finally {
@@ -261,8 +197,7 @@ export class PhaseCapture {
 
   /** Ends the capture without reading it (on failure); never throws. */
   async abort(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-    await this.closed;
+    await endChild(this.child, 'SIGKILL');
     rmSync(this.file, { force: true });
   }
 }

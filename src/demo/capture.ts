@@ -2,10 +2,8 @@
 // file, then searched for a plaintext marker and decoded by tshark as WireGuard. A capture
 // proves "no plaintext" only next to a positive control: the same search over a capture
 // taken inside the workload (where the marker is plaintext) must find it.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, rmSync, statSync } from 'node:fs';
-import { TgError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
+import { endChild, runOk, startTcpdumpIn } from '../util/exec.js';
 
 /** The UDP port of both NIC legs. */
 export const WG_PORT = 51820;
@@ -20,32 +18,13 @@ export interface Capture {
 /** Starts tcpdump on `iface` in namespace `ns`, writing every packet to `file`; resolves once it listens. */
 export async function startCapture(where: string, ns: string, iface: string, file: string): Promise<Capture> {
   rmSync(file, { force: true });
-  const child: ChildProcess = spawn(
-    'ip',
-    // --immediate-mode: each packet is handed over as it comes, so a short capture stopped
-    // right after its traffic still holds it (buffered blocks are lost on SIGINT).
-    ['netns', 'exec', ns, 'tcpdump', '-i', iface, '-n', '-U', '--immediate-mode', '-s', '0', '-w', file],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+  // --immediate-mode: each packet is handed over as it comes, so a short capture stopped
+  // right after its traffic still holds it (buffered blocks are lost on SIGINT).
+  const child = await startTcpdumpIn(
+    ns,
+    ['-i', iface, '-n', '-U', '--immediate-mode', '-s', '0', '-w', file],
+    `${ns}/${iface}`,
   );
-  const closed = new Promise<void>((r) => child.once('close', () => r()));
-  let err = '';
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump on ${ns}/${iface} did not start`));
-    }, 10_000);
-    child.stderr?.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (err.includes('listening on')) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
-    child.once('close', () => {
-      clearTimeout(t);
-      reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump on ${ns}/${iface}: ${err.trim()}`));
-    });
-  });
   let stopped = false;
   return {
     where,
@@ -54,10 +33,7 @@ export async function startCapture(where: string, ns: string, iface: string, fil
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await closed;
-      clearTimeout(t);
+      await endChild(child, 'SIGINT');
     },
   };
 }

@@ -130,6 +130,41 @@ export function childReady(child: ChildProcess, what: string): Promise<void> {
   });
 }
 
+/**
+ * Starts tcpdump with `args` inside namespace `ns` and resolves once it listens (its
+ * "listening on" line); TG_ERR_COMMAND_FAILED naming `what` when it ends first, cannot be
+ * started, or does not listen within 10 s (then it is killed). The caller ends the child
+ * (endChild with SIGINT lets tcpdump write out what it holds).
+ */
+export async function startTcpdumpIn(
+  ns: string,
+  args: readonly string[],
+  what: string,
+): Promise<ChildProcess> {
+  const child = spawnIn(ns, 'tcpdump', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    const fail = (why: string): void => {
+      clearTimeout(t);
+      reject(new TgError('TG_ERR_COMMAND_FAILED', `tcpdump on ${what}${why}`));
+    };
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      fail(' did not start');
+    }, 10_000);
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('listening on')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.once('close', () => fail(`: ${err.trim() || 'exited'}`));
+    child.once('error', (e) => fail(`: ${e.message}`));
+  });
+  return child;
+}
+
 function ended(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
 }

@@ -45,6 +45,7 @@ import {
 import { uapiStats } from '../../src/uapi/client.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runIn } from '../../src/util/exec.js';
+import { readPcap } from '../../src/util/pcap.js';
 
 const HARNESS = fileURLToPath(import.meta.url);
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
@@ -381,10 +382,6 @@ export function waitExit(child: ChildProcess, timeoutMs: number): Promise<number
 
 // --- Capture ------------------------------------------------------------------------------
 
-const PCAP_MAGIC_US = 0xa1b2c3d4;
-const PCAP_MAGIC_NS = 0xa1b23c4d;
-const PCAP_GLOBAL_HEADER = 24;
-const PCAP_RECORD_HEADER = 16;
 const LINKTYPE_ETHERNET = 1;
 const ETHERTYPE_IPV4 = 0x0800;
 const ETHERTYPE_IPV6 = 0x86dd;
@@ -392,17 +389,12 @@ const IPPROTO_UDP = 17;
 
 /** The UDP payloads in a pcap file of Ethernet frames (unfragmented IPv4/IPv6 only). */
 export function udpPayloadsOfPcap(pcap: Buffer): Buffer[] {
-  if (pcap.length < PCAP_GLOBAL_HEADER) return [];
-  const magic = pcap.readUInt32LE(0);
-  const le = magic === PCAP_MAGIC_US || magic === PCAP_MAGIC_NS;
-  const u32 = (at: number): number => (le ? pcap.readUInt32LE(at) : pcap.readUInt32BE(at));
-  if (u32(20) !== LINKTYPE_ETHERNET)
-    throw new TgError('TG_ERR_INVALID_ARGUMENT', `pcap link type ${u32(20)} is not Ethernet`);
+  if (pcap.length < 24) return [];
+  const { linktype, records } = readPcap(pcap);
+  if (linktype !== LINKTYPE_ETHERNET)
+    throw new TgError('TG_ERR_INVALID_ARGUMENT', `pcap link type ${linktype} is not Ethernet`);
   const out: Buffer[] = [];
-  for (let at = PCAP_GLOBAL_HEADER; at + PCAP_RECORD_HEADER <= pcap.length; ) {
-    const caplen = u32(at + 8);
-    const frame = pcap.subarray(at + PCAP_RECORD_HEADER, at + PCAP_RECORD_HEADER + caplen);
-    at += PCAP_RECORD_HEADER + caplen;
+  for (const { data: frame } of records) {
     if (frame.length < 14) continue;
     const ethertype = frame.readUInt16BE(12);
     let udp: number;
