@@ -4,7 +4,8 @@ import { TgError } from './errors.js';
 
 const PCAP_MAGIC_US = 0xa1b2c3d4;
 const PCAP_MAGIC_NS = 0xa1b23c4d;
-const GLOBAL_HEADER = 24;
+/** Bytes of a pcap file's global header: a shorter file holds no records. */
+export const PCAP_HEADER_SIZE = 24;
 const RECORD_HEADER = 16;
 
 export interface PcapRecord {
@@ -24,7 +25,7 @@ export interface Pcap {
  * cut short by the end of the file ends the list. A file that is not pcap is refused.
  */
 export function readPcap(file: Buffer): Pcap {
-  if (file.length < GLOBAL_HEADER)
+  if (file.length < PCAP_HEADER_SIZE)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', 'capture: shorter than a pcap header');
   let le: boolean;
   const magicLe = file.readUInt32LE(0);
@@ -35,7 +36,7 @@ export function readPcap(file: Buffer): Pcap {
   const nano = (le ? magicLe : magicBe) === PCAP_MAGIC_NS;
   const u32 = (off: number): number => (le ? file.readUInt32LE(off) : file.readUInt32BE(off));
   const records: PcapRecord[] = [];
-  let off = GLOBAL_HEADER;
+  let off = PCAP_HEADER_SIZE;
   while (off + RECORD_HEADER <= file.length) {
     const start = off + RECORD_HEADER;
     const end = start + u32(off + 8);

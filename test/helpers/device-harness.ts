@@ -45,7 +45,7 @@ import {
 import { uapiStats } from '../../src/uapi/client.js';
 import { TgError } from '../../src/util/errors.js';
 import { run, runIn } from '../../src/util/exec.js';
-import { readPcap } from '../../src/util/pcap.js';
+import { PCAP_HEADER_SIZE, readPcap } from '../../src/util/pcap.js';
 
 const HARNESS = fileURLToPath(import.meta.url);
 const BIN = fileURLToPath(new URL('../../../bin/tenguard.js', import.meta.url));
@@ -389,7 +389,7 @@ const IPPROTO_UDP = 17;
 
 /** The UDP payloads in a pcap file of Ethernet frames (unfragmented IPv4/IPv6 only). */
 export function udpPayloadsOfPcap(pcap: Buffer): Buffer[] {
-  if (pcap.length < 24) return [];
+  if (pcap.length < PCAP_HEADER_SIZE) return [];
   const { linktype, records } = readPcap(pcap);
   if (linktype !== LINKTYPE_ETHERNET)
     throw new TgError('TG_ERR_INVALID_ARGUMENT', `pcap link type ${linktype} is not Ethernet`);
